@@ -1,0 +1,39 @@
+"""Probe kinds. Each kind is one module with a config model and ``async def probe(check, ctx)``.
+
+``PROBES`` is the one registry: the config's discriminated union of check kinds is built from it, so a
+new kind is added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+from pydantic import Field
+
+from checks import http
+from checks.base import CheckConfigBase, CheckResult, ErrorClass, ProbeContext
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind:
+    config: type[CheckConfigBase]
+    probe: Callable[[Any, ProbeContext], Awaitable[CheckResult]]
+
+
+PROBES: dict[str, ProbeKind] = {
+    "http": ProbeKind(config=http.HttpCheckConfig, probe=http.probe),
+}
+
+CheckConfig = Annotated[
+    Union[tuple(kind.config for kind in PROBES.values())],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+async def run_probe(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
+    return await PROBES[check.kind].probe(check, ctx)  # type: ignore[attr-defined]
+
+
+__all__ = ["PROBES", "CheckConfig", "CheckResult", "ErrorClass", "ProbeContext", "ProbeKind", "run_probe"]

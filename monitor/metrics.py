@@ -1,0 +1,98 @@
+"""Every metric the monitor exports, in one place (names and labels are contracts: see SPEC.md).
+
+Metrics live on a registry owned by the ``Metrics`` instance, so several daemons (tests) can live in
+one process. Labels are bounded: integration, check, quota and alert names come from config, error
+classes and phases from fixed sets; never a label per Redis key, URL or event.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitor import __version__
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+_IC = ("integration", "check")
+_Q = ("integration", "quota", "source")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        # Probes
+        self.probe_success = Gauge("integration_probe_success", "1 if the last run succeeded, else 0", _IC, registry=r)
+        self.probe_duration = Histogram(
+            "integration_probe_duration_seconds", "Duration of the final attempt of each run", _IC,
+            buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.probe_phase = Gauge(
+            "integration_probe_phase_seconds", "Duration of each phase of the last run's final attempt",
+            (*_IC, "phase"), registry=r,
+        )
+        self.probe_runs = Counter("integration_probe_runs", "Runs by outcome (success/failure)", (*_IC, "outcome"), registry=r)
+        self.probe_errors = Counter(
+            "integration_probe_errors", "Failed runs by their final error class", (*_IC, "error_class"), registry=r
+        )
+        self.probe_retries = Counter("integration_probe_retries", "Attempts beyond the first", _IC, registry=r)
+        self.probe_status_code = Gauge(
+            "integration_probe_http_status_code", "HTTP status of the last run's final attempt", _IC, registry=r
+        )
+        self.probe_tls_expiry = Gauge(
+            "integration_probe_tls_cert_expiry_timestamp_seconds", "Earliest TLS certificate expiry (epoch)", _IC,
+            registry=r,
+        )
+        self.probe_backoff = Gauge(
+            "integration_probe_quota_backoff",
+            "1 while this integration's probes run slower because a quota is nearly used up", ("integration",),
+            registry=r,
+        )
+
+        # Quotas
+        self.quota_used = Gauge("integration_quota_used", "Units of the quota used in the current window", _Q, registry=r)
+        self.quota_limit = Gauge("integration_quota_limit", "Size of the quota", _Q, registry=r)
+        self.quota_ratio = Gauge("integration_quota_usage_ratio", "used / limit (not clamped)", _Q, registry=r)
+        self.quota_reset = Gauge("integration_quota_reset_seconds", "Seconds until the window resets", _Q, registry=r)
+        self.quota_exhaustion = Gauge(
+            "integration_quota_exhaustion_seconds", "Projected seconds to 100% at the current burn rate", _Q, registry=r
+        )
+
+        # Webhooks
+        self.webhook_last_event = Gauge(
+            "integration_webhook_last_event_timestamp_seconds", "Time of the last webhook event received",
+            ("integration",), registry=r,
+        )
+        self.webhook_events = Counter(
+            "integration_webhook_events", "Webhook deliveries received", ("integration",), registry=r
+        )
+        self.webhook_duplicates = Counter(
+            "integration_webhook_duplicates", "Webhook deliveries that were duplicates", ("integration",), registry=r
+        )
+
+        # Alerts and notifications
+        self.alert_firing = Gauge(
+            "integration_alert_firing", "1 while the alert fires", ("integration", "alert", "severity"), registry=r
+        )
+        self.notifications = Counter(
+            "integration_notifications", "Notifications by notifier and result (sent/failed/suppressed)",
+            ("notifier", "result"), registry=r,
+        )
+
+        # The monitor itself
+        self.redis_up = Gauge("integration_monitor_redis_up", "1 if the last Redis operation succeeded", registry=r)
+        self.scheduler_lag = Histogram(
+            "integration_monitor_scheduler_lag_seconds", "Delay between a run's scheduled and actual start",
+            buckets=LAG_BUCKETS, registry=r,
+        )
+        self.config_reload_ok = Gauge(
+            "integration_monitor_config_last_reload_successful", "1 if the last config (re)load succeeded", registry=r
+        )
+        self.config_reload_time = Gauge(
+            "integration_monitor_config_last_reload_success_timestamp_seconds", "Time of the last successful load",
+            registry=r,
+        )
+        self.build_info = Gauge("integration_monitor_build_info", "Build information", ("version",), registry=r)
+        self.build_info.labels(version=__version__).set(1)

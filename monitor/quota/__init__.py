@@ -1,0 +1,1 @@
+"""Rate-limit quotas: counters kept in Redis and limits announced in response headers."""

@@ -1,0 +1,274 @@
+"""Configuration: a YAML file, ``${VAR}``/``${VAR:-default}`` expanded from the environment, validated
+whole at load time. Every problem is collected (not just the first) and names its path, e.g.
+``integrations.stripe.checks[0].timeout: expected a duration like 500ms, 30s, 5m or 4h, got 'soon'``.
+
+Environment variables prefixed ``IM_`` override keys (``IM_MONITOR__LISTEN=127.0.0.1:9000``), as
+pydantic-settings does for nested models.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from alerts.config import AlertingConfig, AlertRulesConfig
+from checks import PROBES, CheckConfig
+from monitor.durations import Duration
+from monitor.quota.config import HeadersQuotaConfig, QuotaConfig
+from monitor.webhooks.config import WebhookConfig
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class ConfigError(Exception):
+    """Raised with every problem of a config; ``problems`` holds ``(path, message)`` pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+class MonitorSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = "0.0.0.0:9478"
+    redis_url: SecretStr | None = None
+    evaluation_interval: Duration = 15.0
+    max_concurrency: int = Field(default=64, ge=1, description="probes in flight at once, all checks")
+    jitter: float = Field(default=0.1, ge=0, le=1, description="share of the interval used as random jitter")
+    shutdown_grace: Duration = Field(default=10.0, description="how long SIGTERM waits for in-flight probes")
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT such as 0.0.0.0:9478, got {value!r}")
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class IntegrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notes: Path | None = Field(default=None, description="markdown file of the vendor's quirks")
+    runbook_url: str | None = None
+    checks: list[CheckConfig] = Field(default_factory=list)
+    quotas: list[QuotaConfig] = Field(default_factory=list)
+    webhooks: WebhookConfig | None = None
+    alerts: AlertRulesConfig = AlertRulesConfig()
+    probe_backoff_above: float = Field(
+        default=0.90, gt=0, description="quota usage ratio above which this integration's probes slow down"
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> IntegrationConfig:
+        names = [c.name for c in self.checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"check names must be unique, repeated: {', '.join(dupes)}")
+        for quota in self.quotas:
+            if isinstance(quota, HeadersQuotaConfig) and quota.check not in names:
+                raise ValueError(
+                    f"quota {quota.name!r} reads headers of check {quota.check!r}, which is not defined "
+                    f"(checks: {', '.join(names) or 'none'})"
+                )
+        return self
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix="IM_", env_nested_delimiter="__", case_sensitive=False
+    )
+
+    monitor: MonitorSection = MonitorSection()
+    integrations: dict[str, IntegrationConfig] = Field(default_factory=dict)
+    alerting: AlertingConfig = AlertingConfig()
+
+    @field_validator("integrations")
+    @classmethod
+    def _names(cls, value: dict[str, IntegrationConfig]) -> dict[str, IntegrationConfig]:
+        for name in value:
+            if not re.match(_NAME, name):
+                raise ValueError(f"integration name {name!r} must match {_NAME}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: IM_* overrides what the file says.
+        return env_settings, init_settings
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for the redactor."""
+        out: list[str] = []
+        for secret in _secrets(self):
+            out.append(secret)
+        return out
+
+    def iter_checks(self) -> Iterator[tuple[str, Any]]:
+        for integration, cfg in self.integrations.items():
+            for check in cfg.checks:
+                yield integration, check
+
+
+def _secrets(model: Any) -> Iterator[str]:
+    if isinstance(model, SecretStr):
+        yield model.get_secret_value()
+    elif isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            yield from _secrets(getattr(model, name))
+    elif isinstance(model, Mapping):
+        for v in model.values():
+            yield from _secrets(v)
+    elif isinstance(model, list | tuple):
+        for v in model:
+            yield from _secrets(v)
+
+
+def expand_env(data: Any, env: Mapping[str, str], problems: list[tuple[str, str]], path: str = "") -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(data, str):
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {name} is not set (use ${{{name}:-default}})"))
+            return ""
+
+        return _VAR.sub(sub, data)
+    if isinstance(data, dict):
+        return {k: expand_env(v, env, problems, _join(path, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, env, problems, f"{path}[{i}]") for i, v in enumerate(data)]
+    return data
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if not _PLAIN_KEY.match(str(key)):
+        return f'{path}["{key}"]'
+    return f"{path}.{key}" if path else str(key)
+
+
+def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn pydantic's loc into ``a.b[0].c``, dropping the discriminator tags pydantic inserts."""
+    path, node = "", data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int):
+            path, node = f"{path}[{part}]", node[part] if part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            path, node = _join(path, part), node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and (part in PROBES or part in ("redis", "headers")):
+            continue  # union tag: config.kind / source selected this branch
+        else:
+            path, node = _join(path, part), None
+    return path
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    msg = str(error["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return "unknown key (not allowed here; check the spelling)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return msg
+    if "input" in error and error["type"] not in ("value_error", "assertion_error"):
+        shown = error["input"]
+        if isinstance(shown, str | int | float | bool) or shown is None:
+            return f"{msg}, got {shown!r}"
+    return msg
+
+
+def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate config text. Raises ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("", f"not valid YAML: {exc}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    problems: list[tuple[str, str]] = []
+    data = expand_env(raw, env, problems)
+    try:
+        config = Config(**data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append((_loc_to_path(error["loc"], data), _message(error)))
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read config file: {exc.strerror}")]) from None
+    config = parse_config(text, source=str(path), env=env)
+    return _resolve_notes(config, path.parent)
+
+
+def _resolve_notes(config: Config, base: Path) -> Config:
+    """Notes paths are relative to the config file; a missing notes file is a config error."""
+    problems: list[tuple[str, str]] = []
+    integrations = {}
+    for name, integ in config.integrations.items():
+        if integ.notes is not None and not integ.notes.is_absolute():
+            integ = integ.model_copy(update={"notes": base / integ.notes})
+        if integ.notes is not None and not integ.notes.is_file():
+            problems.append((f"integrations.{name}.notes", f"notes file not found: {integ.notes}"))
+        integrations[name] = integ
+    if problems:
+        raise ConfigError("config", problems)
+    return config.model_copy(update={"integrations": integrations})

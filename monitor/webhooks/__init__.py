@@ -1,0 +1,1 @@
+"""Webhook health: the processed-event-ID helper and the monitor's reader."""
