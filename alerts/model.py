@@ -45,6 +45,7 @@ class Alert:
     notes: str | None = None  # the integration's quirks (from its notes file)
     runbook_url: str | None = None
     flapping: bool = False
+    first_failure_at: float | None = None  # epoch of the first failing probe behind it (latency tracing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -87,6 +87,7 @@ class CheckResult:
     request: RequestSummary | None = None  # kept for failures (redacted)
     response_excerpt: str | None = None  # bounded, redacted
     quota: tuple[QuotaObservation, ...] = ()  # parsed from rate-limit response headers
+    body_bytes: int | None = None  # response body bytes read by the final attempt (reading stops at the cap)
 
     @property
     def retries(self) -> int:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from checks.base import CheckResult
     from monitor.metrics import Metrics
     from monitor.redact import Redactor
+    from monitor.scheduler import Scheduler
     from monitor.settings import Config
 
 
@@ -27,6 +28,9 @@ class Services:
     redactor: Redactor
     redis: redis.asyncio.Redis | None
     config: Config  # the current config; replaced on reload (components also get on_config)
+    # The probe scheduler: ``scheduler.set_interval_factor(integration, factor, reason)`` slows an
+    # integration's probes (quota nearly used up). None outside the daemon (e.g. unit tests).
+    scheduler: Scheduler | None = None
 
 
 class Component(Protocol):
@@ -45,3 +49,8 @@ class Component(Protocol):
     def ready(self) -> tuple[bool, str]:
         """(ready, reason). Not ready = /readyz answers 503 with the reason."""
         ...
+
+
+# Optional: a component that also serves HTTP endpoints (e.g. /api/silences) defines
+#     def routes(self) -> Iterable[aiohttp.web.AbstractRouteDef]
+# and the app adds them to its server (monitor/server.py) before it starts listening.

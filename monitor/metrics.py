@@ -7,9 +7,16 @@ classes and phases from fixed sets; never a label per Redis key, URL or event.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 
 from monitor import __version__
+
+# No ``*_created`` series: they would add one series per counter/histogram child (10,000 checks → tens
+# of thousands of lines per scrape) that no dashboard or rule here reads. Process-wide by design.
+disable_created_metrics()
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -33,7 +40,9 @@ class Metrics:
             "integration_probe_phase_seconds", "Duration of each phase of the last run's final attempt",
             (*_IC, "phase"), registry=r,
         )
-        self.probe_runs = Counter("integration_probe_runs", "Runs by outcome (success/failure)", (*_IC, "outcome"), registry=r)
+        self.probe_runs = Counter(
+            "integration_probe_runs", "Runs by outcome (success/failure)", (*_IC, "outcome"), registry=r
+        )
         self.probe_errors = Counter(
             "integration_probe_errors", "Failed runs by their final error class", (*_IC, "error_class"), registry=r
         )
@@ -52,12 +61,21 @@ class Metrics:
         )
 
         # Quotas
-        self.quota_used = Gauge("integration_quota_used", "Units of the quota used in the current window", _Q, registry=r)
+        self.quota_used = Gauge(
+            "integration_quota_used", "Units of the quota used in the current window", _Q, registry=r
+        )
         self.quota_limit = Gauge("integration_quota_limit", "Size of the quota", _Q, registry=r)
         self.quota_ratio = Gauge("integration_quota_usage_ratio", "used / limit (not clamped)", _Q, registry=r)
         self.quota_reset = Gauge("integration_quota_reset_seconds", "Seconds until the window resets", _Q, registry=r)
         self.quota_exhaustion = Gauge(
             "integration_quota_exhaustion_seconds", "Projected seconds to 100% at the current burn rate", _Q, registry=r
+        )
+        self.quota_keys = Gauge(
+            "integration_quota_keys", "Redis keys the quota's pattern matched at the last read", _Q, registry=r
+        )
+        self.quota_keys_near_limit = Gauge(
+            "integration_quota_keys_near_limit", "Redis keys of the quota above its near_limit usage ratio", _Q,
+            registry=r,
         )
 
         # Webhooks
@@ -70,6 +88,16 @@ class Metrics:
         )
         self.webhook_duplicates = Counter(
             "integration_webhook_duplicates", "Webhook deliveries that were duplicates", ("integration",), registry=r
+        )
+        self.webhook_duplicate_ratio = Gauge(
+            "integration_webhook_duplicate_ratio",
+            "Share of webhook deliveries that were duplicates over the configured window (absent below min_events)",
+            ("integration",), registry=r,
+        )
+        self.webhook_type_last_event = Gauge(
+            "integration_webhook_event_type_last_event_timestamp_seconds",
+            "Time of the last webhook delivery of an event type (only types listed in config)",
+            ("integration", "event_type"), registry=r,
         )
 
         # Alerts and notifications
@@ -96,3 +124,9 @@ class Metrics:
         )
         self.build_info = Gauge("integration_monitor_build_info", "Build information", ("version",), registry=r)
         self.build_info.labels(version=__version__).set(1)
+
+
+def remove_series(metric: MetricWrapperBase, *labels: str) -> None:
+    """Drop one label set of a metric (a removed check or integration); absent is fine."""
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

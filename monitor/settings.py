@@ -12,14 +12,21 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alerts.config import AlertingConfig, AlertRulesConfig
-from checks import PROBES, CheckConfig
+from checks import PROBES
+
+if TYPE_CHECKING:
+    # The real type is the discriminated union of every kind in PROBES, built at import time, which
+    # mypy cannot follow; every member is a CheckConfigBase.
+    from checks.base import CheckConfigBase as CheckConfig
+else:
+    from checks import CheckConfig
 from monitor.durations import Duration
 from monitor.quota.config import HeadersQuotaConfig, QuotaConfig
 from monitor.webhooks.config import WebhookConfig
@@ -53,9 +60,7 @@ class MonitorSection(BaseModel):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected HOST:PORT such as 0.0.0.0:9478, got {value!r}")
+        split_listen(value)
         return value
 
     @field_validator("redis_url", mode="before")
@@ -72,8 +77,15 @@ class MonitorSection(BaseModel):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return split_listen(self.listen)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9478`` for IPv6) → (host, port); ValueError naming what was expected."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:9478, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 class IntegrationConfig(BaseModel):
@@ -91,17 +103,61 @@ class IntegrationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _references(self) -> IntegrationConfig:
-        names = [c.name for c in self.checks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"check names must be unique, repeated: {', '.join(dupes)}")
-        for quota in self.quotas:
-            if isinstance(quota, HeadersQuotaConfig) and quota.check not in names:
-                raise ValueError(
-                    f"quota {quota.name!r} reads headers of check {quota.check!r}, which is not defined "
-                    f"(checks: {', '.join(names) or 'none'})"
-                )
+        problems = reference_problems(
+            [c.name for c in self.checks], [(q.name, q.check if isinstance(q, HeadersQuotaConfig) else None)
+                                            for q in self.quotas]
+        )
+        if problems:
+            raise _ReferenceProblem("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
+
+
+class _ReferenceProblem(ValueError):
+    """A cross-reference error inside an integration. ``parse_config`` finds these itself, on the raw
+    data and with exact paths, so they show even when another field of the integration is invalid."""
+
+
+def reference_problems(check_names: list[Any], quotas: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """Duplicate check names and headers quotas naming an unknown check, as (relative path, message).
+
+    ``quotas`` holds (name, check) pairs, check None for quotas that do not read a check's headers.
+    """
+    problems: list[tuple[str, str]] = []
+    first: dict[Any, int] = {}
+    for i, name in enumerate(check_names):
+        if name in first:
+            problems.append((f"checks[{i}].name", f"duplicate check name {name!r} (also checks[{first[name]}])"))
+        else:
+            first[name] = i
+    known = ", ".join(str(n) for n in first) or "none"
+    for i, (name, check) in enumerate(quotas):
+        if check is not None and check not in first:
+            problems.append((
+                f"quotas[{i}].check",
+                f"quota {name!r} reads the headers of check {check!r}, which is not defined (checks: {known})",
+            ))
+    return problems
+
+
+def _raw_reference_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    integrations = data.get("integrations")
+    if not isinstance(integrations, Mapping):
+        return []
+    problems: list[tuple[str, str]] = []
+    for name, integ in integrations.items():
+        if not isinstance(integ, Mapping):
+            continue
+        checks = integ.get("checks")
+        quotas = integ.get("quotas")
+        check_names = [c.get("name") for c in checks if isinstance(c, Mapping)] if isinstance(checks, list) else []
+        quota_refs = [
+            (q.get("name"), q.get("check") if q.get("source") == "headers" else None) if isinstance(q, Mapping)
+            else (None, None)
+            for q in (quotas if isinstance(quotas, list) else [])
+        ]
+        base = _join("integrations", name)
+        problems += [(f"{base}.{path}", msg) for path, msg in reference_problems(check_names, quota_refs)]
+    return problems
 
 
 class Config(BaseSettings):
@@ -216,8 +272,11 @@ def _message(error: Mapping[str, Any]) -> str:
         return "unknown key (not allowed here; check the spelling)"
     if error["type"] == "missing":
         return "required key is missing"
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return msg
+    if error["type"] == "union_tag_invalid":
+        ctx = error.get("ctx", {})
+        return f"unknown value {ctx.get('tag')!r}, expected one of: {ctx.get('expected_tags')}"
+    if error["type"] == "union_tag_not_found":
+        return f"required key is missing (it selects the kind of entry: {_tags(error)})"
     if "input" in error and error["type"] not in ("value_error", "assertion_error"):
         shown = error["input"]
         if isinstance(shown, str | int | float | bool) or shown is None:
@@ -225,8 +284,19 @@ def _message(error: Mapping[str, Any]) -> str:
     return msg
 
 
-def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    """Parse and validate config text. Raises ConfigError listing every problem."""
+def _tags(error: Mapping[str, Any]) -> str:
+    discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+    values = sorted(PROBES) if discriminator == "kind" else ["redis", "headers"]
+    return ", ".join(repr(v) for v in values)
+
+
+def parse_config(
+    text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> Config:
+    """Parse and validate config text. Raises ConfigError listing every problem.
+
+    ``base_dir`` (the config file's directory) resolves relative ``notes`` paths and checks they exist.
+    """
     env = os.environ if env is None else env
     try:
         raw = yaml.safe_load(text)
@@ -236,17 +306,33 @@ def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] 
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
-    problems: list[tuple[str, str]] = []
-    data = expand_env(raw, env, problems)
+    env_problems: list[tuple[str, str]] = []
+    data = expand_env(raw, env, env_problems)
+    if base_dir is not None:
+        data = _resolve_notes(data, base_dir)
+    problems = [*env_problems, *_raw_reference_problems(data), *_raw_notes_problems(data)]
     try:
         config = Config(**data)
     except ValidationError as exc:
+        validation = []
         for error in exc.errors():
-            problems.append((_loc_to_path(error["loc"], data), _message(error)))
-        raise ConfigError(source, problems) from None
+            if isinstance(error.get("ctx", {}).get("error"), _ReferenceProblem):
+                continue  # already in problems, with a more precise path
+            path = _loc_to_path(error["loc"], data)
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                path = _join(path, str(error.get("ctx", {}).get("discriminator", "kind")).strip("'"))
+            if any(_within(path, unset) for unset, _ in env_problems):
+                continue  # a consequence of the unset variable, already reported
+            validation.append((path, _message(error)))
+        problems[len(env_problems):len(env_problems)] = validation
+        raise ConfigError(source, problems or [("", str(exc))]) from None
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith((parent + ".", parent + "["))
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
@@ -255,20 +341,29 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read config file: {exc.strerror}")]) from None
-    config = parse_config(text, source=str(path), env=env)
-    return _resolve_notes(config, path.parent)
+    return parse_config(text, source=str(path), env=env, base_dir=path.parent)
 
 
-def _resolve_notes(config: Config, base: Path) -> Config:
-    """Notes paths are relative to the config file; a missing notes file is a config error."""
-    problems: list[tuple[str, str]] = []
-    integrations = {}
-    for name, integ in config.integrations.items():
-        if integ.notes is not None and not integ.notes.is_absolute():
-            integ = integ.model_copy(update={"notes": base / integ.notes})
-        if integ.notes is not None and not integ.notes.is_file():
-            problems.append((f"integrations.{name}.notes", f"notes file not found: {integ.notes}"))
-        integrations[name] = integ
-    if problems:
-        raise ConfigError("config", problems)
-    return config.model_copy(update={"integrations": integrations})
+def _resolve_notes(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Notes paths are relative to the config file."""
+    integrations = data.get("integrations")
+    if not isinstance(integrations, dict):
+        return data
+    resolved = {}
+    for name, integ in integrations.items():
+        notes = integ.get("notes") if isinstance(integ, dict) else None
+        if isinstance(notes, str) and notes and not Path(notes).is_absolute():
+            integ = {**integ, "notes": str(base / notes)}
+        resolved[name] = integ
+    return {**data, "integrations": resolved}
+
+
+def _raw_notes_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    integrations = data.get("integrations")
+    if not isinstance(integrations, Mapping):
+        return []
+    return [
+        (f"{_join('integrations', name)}.notes", f"notes file not found: {integ['notes']}")
+        for name, integ in integrations.items()
+        if isinstance(integ, Mapping) and isinstance(integ.get("notes"), str) and not Path(integ["notes"]).is_file()
+    ]

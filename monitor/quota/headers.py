@@ -1,12 +1,322 @@
-"""Rate-limit response headers → quota observations (GitHub, IETF drafts, Shopify, Salesforce, …)."""
+"""Rate-limit response headers → quota observations (GitHub, IETF drafts, Shopify, Salesforce, …).
+
+One observation per policy the response announces. Policy names are stable per API so they can be
+metric labels: ``default`` for a vendor's single limit, otherwise the name the vendor gives it
+(IETF policy names, GitHub's ``x-ratelimit-resource``, Salesforce's ``api-usage``…) or a fixed name
+(HubSpot ``daily`` / ``secondly`` / ``burst``, ``retry-after``). When two header families describe the
+same policy name, the first reader below wins (the current IETF draft before older forms before vendor
+headers).
+
+Numbers are parsed as floats everywhere. A reset value above 1e12 is an epoch in milliseconds, above
+1e9 an epoch in seconds, otherwise a delay in seconds. Unknown or malformed headers are ignored (debug
+log); the parser never raises: it runs on every probe response.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import http_sfv
 
 from monitor.quota.model import QuotaObservation
 
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+_EPOCH_S = 1e9
+_EPOCH_MS = 1e12
+_MAX_VALUE = 1e15  # larger numbers are garbage, not quotas
+
+Headers = dict[str, list[str]]  # lower-cased name → every value, in order
+
 
 def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> list[QuotaObservation]:
-    """Never raises. Placeholder until the quota work lands: recognises nothing yet."""
-    return []
+    """Every rate-limit policy announced by ``headers``; ``[]`` when none. Never raises.
+
+    ``headers`` may be a plain mapping or a case-insensitive multidict with repeated fields (aiohttp's
+    ``CIMultiDictProxy``: every value of a repeated field is read through ``getall``).
+    """
+    try:
+        fields = _collect(headers)
+        seen: dict[str, QuotaObservation] = {}
+        for reader in _READERS:
+            try:
+                found = reader(fields, now)
+            except Exception:  # a malformed header must not hide the others
+                log.debug("rate-limit header reader %s failed", reader.__name__, exc_info=True)
+                continue
+            for obs in found:
+                seen.setdefault(obs.policy, obs)
+        return list(seen.values())
+    except Exception:
+        log.debug("rate-limit headers not understood", exc_info=True)
+        return []
+
+
+def _collect(headers: Mapping[str, str]) -> Headers:
+    out: Headers = {}
+    getall: Callable[[str], Any] | None = getattr(headers, "getall", None)
+    if callable(getall):
+        for name in dict.fromkeys(headers.keys()):
+            out.setdefault(str(name).lower(), []).extend(str(v) for v in getall(name))
+        # A case-insensitive multidict yields each spelling once; a case-sensitive one may yield
+        # "X-A" and "x-a" separately, both read above: duplicates are harmless.
+        return out
+    for name, value in headers.items():
+        out.setdefault(str(name).lower(), []).append(str(value))
+    return out
+
+
+# ---- number helpers -----------------------------------------------------------------------------
+
+
+def _number(text: str | None) -> float | None:
+    """First number of a header value ("60", "60, 60" from a repeated header, "2.0"); None if garbage."""
+    if text is None:
+        return None
+    head = re.split(r"[,;]", text, maxsplit=1)[0].strip()
+    try:
+        value = float(head)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or abs(value) > _MAX_VALUE:
+        return None
+    return value
+
+
+def _first(fields: Headers, name: str) -> float | None:
+    values = fields.get(name)
+    return _number(values[0]) if values else None
+
+
+def _reset_delay(value: float | None, now: float) -> float | None:
+    """Seconds until a reset given as an epoch (s or ms) or already as a delay."""
+    if value is None or value < 0:
+        return None
+    if value > _EPOCH_MS:
+        value = value / 1000.0 - now
+    elif value > _EPOCH_S:
+        value = value - now
+    return max(0.0, value)
+
+
+def _obs(
+    policy: str,
+    *,
+    now: float,
+    limit: float | None,
+    remaining: float | None = None,
+    used: float | None = None,
+    reset: float | None = None,
+    window: float | None = None,
+) -> QuotaObservation:
+    if used is None and limit is not None and remaining is not None:
+        used = limit - remaining
+    return QuotaObservation(
+        policy=policy, used=used, limit=limit, reset_seconds=reset, window_seconds=window, observed_at=now
+    )
+
+
+def _policy_name(raw: str) -> str:
+    """Policy names become label values: keep them short and tame."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]+", "_", raw.strip())[:48]
+    return name or DEFAULT
+
+
+# ---- readers, in priority order -------------------------------------------------------------------
+
+
+def _sf_list(fields: Headers, name: str) -> list[http_sfv.Item] | None:
+    """A structured-field list; a repeated field is one list (RFC 9110 §5.3 combination)."""
+    values = fields.get(name)
+    if not values:
+        return None
+    parsed = http_sfv.List()
+    parsed.parse(", ".join(values).encode("latin-1", errors="replace"))
+    return [item for item in parsed if isinstance(item, http_sfv.Item)]
+
+
+def _ietf_current(fields: Headers, now: float) -> list[QuotaObservation]:
+    """Draft-08…10: ``RateLimit-Policy: "burst";q=100;w=60`` and ``RateLimit: "burst";r=50;t=30``."""
+    policies: dict[str, tuple[float | None, float | None]] = {}
+    for item in _sf_list(fields, "ratelimit-policy") or []:
+        if isinstance(item.value, str):  # a named policy (String or Token), not draft-06's bare integer
+            policies[_policy_name(item.value)] = (_param(item, "q"), _param(item, "w"))
+    out = []
+    state = fields.get("ratelimit")
+    if state and not _is_draft07_dictionary(state):
+        for item in _sf_list(fields, "ratelimit") or []:
+            if not isinstance(item.value, str):
+                continue
+            name = _policy_name(item.value)
+            quota, window = policies.pop(name, (None, None))
+            reset = _reset_delay(_param(item, "t"), now)
+            out.append(_obs(name, now=now, limit=quota, remaining=_param(item, "r"), reset=reset, window=window))
+    for name, (quota, window) in policies.items():  # announced without current state: limit only
+        out.append(_obs(name, now=now, limit=quota, window=window))
+    return out
+
+
+def _param(item: http_sfv.Item, key: str) -> float | None:
+    value = item.params.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _draft07_dictionary(values: list[str]) -> dict[str, float] | None:
+    parsed = http_sfv.Dictionary()
+    try:
+        parsed.parse(", ".join(values).encode("latin-1", errors="replace"))
+    except ValueError:
+        return None
+    out = {}
+    for key in ("limit", "remaining", "reset"):
+        member = parsed.get(key)
+        if isinstance(member, http_sfv.Item) and isinstance(member.value, int | float) and not isinstance(
+            member.value, bool
+        ):
+            out[key] = float(member.value)
+    return out if "limit" in out or "remaining" in out else None
+
+
+def _is_draft07_dictionary(values: list[str]) -> bool:
+    return _draft07_dictionary(values) is not None
+
+
+def _ietf_older(fields: Headers, now: float) -> list[QuotaObservation]:
+    """Draft-07 ``RateLimit: limit=10, remaining=1, reset=7`` and draft-06 ``RateLimit-Limit/-Remaining/-Reset``."""
+    state = fields.get("ratelimit")
+    if state:
+        d = _draft07_dictionary(state)
+        if d is not None:
+            return [
+                _obs(DEFAULT, now=now, limit=d.get("limit"), remaining=d.get("remaining"),
+                     reset=_reset_delay(d.get("reset"), now), window=_draft06_window(fields, d.get("limit")))
+            ]
+    limit, remaining = _first(fields, "ratelimit-limit"), _first(fields, "ratelimit-remaining")
+    if limit is None and remaining is None:
+        return []
+    return [
+        _obs(DEFAULT, now=now, limit=limit, remaining=remaining,
+             reset=_reset_delay(_first(fields, "ratelimit-reset"), now), window=_draft06_window(fields, limit))
+    ]
+
+
+def _draft06_window(fields: Headers, limit: float | None) -> float | None:
+    """``RateLimit-Policy: 10;w=1, 50;w=60``: the window of the item whose quota is the limit."""
+    try:
+        items = _sf_list(fields, "ratelimit-policy") or []
+    except ValueError:
+        return None
+    windows = [(item.value, _param(item, "w")) for item in items if isinstance(item.value, int | float)]
+    for quota, window in windows:
+        if limit is not None and float(quota) == limit:
+            return window
+    return windows[0][1] if windows else None
+
+
+def _x_ratelimit(fields: Headers, now: float) -> list[QuotaObservation]:
+    """GitHub and Discord (``x-ratelimit-*``), X/Twitter (``x-rate-limit-*``)."""
+    out = []
+    for prefix in ("x-ratelimit-", "x-rate-limit-"):
+        limit, remaining = _first(fields, prefix + "limit"), _first(fields, prefix + "remaining")
+        used = _first(fields, prefix + "used")
+        if limit is None and used is None:  # a lone x-rate-limit-remaining is Zendesk's, read below
+            continue
+        reset = _reset_delay(_first(fields, prefix + "reset-after"), now)  # Discord: a delay, more precise
+        if reset is None:
+            reset = _reset_delay(_first(fields, prefix + "reset"), now)
+        resource = fields.get(prefix + "resource")  # GitHub names its buckets: core, search, graphql…
+        policy = _policy_name(resource[0]) if resource else DEFAULT
+        out.append(_obs(policy, now=now, limit=limit, remaining=remaining, used=used, reset=reset))
+    return out
+
+
+def _zendesk(fields: Headers, now: float) -> list[QuotaObservation]:
+    """Zendesk ``X-Rate-Limit`` / ``X-Rate-Limit-Remaining``: requests per minute."""
+    limit, remaining = _first(fields, "x-rate-limit"), _first(fields, "x-rate-limit-remaining")
+    if limit is None:
+        return []
+    return [_obs(DEFAULT, now=now, limit=limit, remaining=remaining, window=60.0)]
+
+
+_SHOPIFY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def _shopify(fields: Headers, now: float) -> list[QuotaObservation]:
+    """``X-Shopify-Shop-Api-Call-Limit: 32/40`` (used/bucket size of a leaky bucket; no reset given)."""
+    values = fields.get("x-shopify-shop-api-call-limit")
+    match = _SHOPIFY.match(values[0]) if values else None
+    if not match:
+        return []
+    return [_obs(DEFAULT, now=now, used=float(match.group(1)), limit=float(match.group(2)))]
+
+
+_SFORCE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
+
+
+def _salesforce(fields: Headers, now: float) -> list[QuotaObservation]:
+    """``Sforce-Limit-Info: api-usage=18/5000; api-bursts=1/750`` (no reset given)."""
+    out = []
+    for value in fields.get("sforce-limit-info", []):
+        for name, used, limit in _SFORCE.findall(value):
+            out.append(_obs(_policy_name(name.lower()), now=now, used=float(used), limit=float(limit)))
+    return out
+
+
+_HUBSPOT = (  # (limit header suffix, policy, window seconds or None = from -interval-milliseconds)
+    ("daily", "daily", 86400.0),
+    ("secondly", "secondly", 1.0),
+    ("max", "burst", None),
+)
+
+
+def _hubspot(fields: Headers, now: float) -> list[QuotaObservation]:
+    """``X-HubSpot-RateLimit-Daily[-Remaining]``, ``-Secondly[-Remaining]``, ``-Max``/``-Remaining``."""
+    out = []
+    for suffix, policy, window in _HUBSPOT:
+        limit = _first(fields, f"x-hubspot-ratelimit-{suffix}")
+        if limit is None:
+            continue
+        remaining_name = f"x-hubspot-ratelimit-{'' if suffix == 'max' else suffix + '-'}remaining"
+        if window is None:
+            interval_ms = _first(fields, "x-hubspot-ratelimit-interval-milliseconds")
+            window = interval_ms / 1000.0 if interval_ms is not None else None
+        out.append(_obs(policy, now=now, limit=limit, remaining=_first(fields, remaining_name), window=window))
+    return out
+
+
+def _retry_after(fields: Headers, now: float) -> list[QuotaObservation]:
+    """``Retry-After``: delay seconds (fractional accepted), an HTTP-date, or (non-standard) an epoch."""
+    values = fields.get("retry-after")
+    if not values:
+        return []
+    text = values[0].strip()
+    delay = _reset_delay(_number(text), now)
+    if delay is None:
+        try:
+            date = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return []
+        if date.tzinfo is None:  # RFC 9110 dates are GMT
+            return []
+        delay = max(0.0, date.timestamp() - now)
+    return [_obs("retry-after", now=now, limit=None, reset=delay)]
+
+
+_READERS: tuple[Callable[[Headers, float], list[QuotaObservation]], ...] = (
+    _ietf_current,
+    _ietf_older,
+    _x_ratelimit,
+    _zendesk,
+    _shopify,
+    _salesforce,
+    _hubspot,
+    _retry_after,
+)

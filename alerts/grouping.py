@@ -1,0 +1,88 @@
+"""Grouping and the notification log (Alertmanager's semantics). Pure: no I/O, ``now`` is an argument.
+
+A group (alerts sharing the ``group_by`` labels) is flushed as one ``Notification``:
+- first flush ``group_wait`` after the group got something to say (alerts resolved before that are never
+  sent);
+- later, when what would be sent differs from what was last sent, at most every ``group_interval``;
+- unchanged but still firing: again every ``repeat_interval``.
+The log (``GroupLog``) remembers the last flush and what each alert was last sent as; it is persisted,
+so a restarted daemon neither repeats a message inside ``repeat_interval`` nor forgets a resolve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from alerts.config import AlertingConfig
+from alerts.model import Alert, AlertStatus, Notification
+
+FLAPPING = "flapping"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupLog:
+    group_key: str
+    created_at: float  # when the group first had something to send
+    last_flush: float | None = None
+    sent: Mapping[str, str] = field(default_factory=dict)  # alert key → fingerprint last sent (not resolved)
+
+
+def fingerprint(alert: Alert) -> str:
+    return FLAPPING if alert.flapping else f"{alert.status}:{alert.severity}"
+
+
+def group_key(alert: Alert, group_by: Sequence[str]) -> str:
+    values = {"integration": alert.integration, "alert": alert.alert, "check": alert.check or "-",
+              "severity": str(alert.severity)}
+    return "|".join(values[label] for label in group_by) or "all"
+
+
+def plan(
+    log: GroupLog | None,
+    key: str,
+    candidates: Sequence[Alert],
+    now: float,
+    timing: AlertingConfig,
+    *,
+    forget: Collection[str] = (),
+) -> tuple[GroupLog | None, Notification | None]:
+    """Decide whether to flush the group now.
+
+    ``candidates``: what may be told — firing alerts that are not muted, flapping alerts (as flapping),
+    and resolved alerts whose firing was sent. ``forget``: alerts dropped from the log without telling
+    (resolved while silenced, or send_resolved off). Returns the new log (None = nothing to remember).
+    """
+    sent = {k: v for k, v in (log.sent if log else {}).items() if k not in forget}
+    included = {a.key: fingerprint(a) for a in candidates}
+    changed = any(sent.get(k) != fp for k, fp in included.items())
+    has_firing = any(a.status is AlertStatus.FIRING for a in candidates)
+
+    if log is None or log.last_flush is None:
+        if not included:
+            return (GroupLog(group_key=key, created_at=log.created_at, sent=sent) if log and sent else None), None
+        created = log.created_at if log is not None else now
+        due = now - created >= timing.group_wait
+    elif changed:
+        due = now - log.last_flush >= timing.group_interval
+    else:
+        due = has_firing and now - log.last_flush >= timing.repeat_interval
+
+    if not due:
+        if log is None:
+            return GroupLog(group_key=key, created_at=now, sent=sent), None
+        if not sent and not included:
+            return None, None
+        return GroupLog(group_key=key, created_at=log.created_at, last_flush=log.last_flush, sent=sent), None
+
+    order = {AlertStatus.FIRING: 0, AlertStatus.RESOLVED: 1}
+    alerts = tuple(sorted(candidates, key=lambda a: (order.get(a.status, 2), a.key)))
+    notification = Notification(group_key=key, alerts=alerts, created_at=now)
+    for alert in candidates:
+        if alert.status is AlertStatus.RESOLVED and not alert.flapping:
+            sent.pop(alert.key, None)
+        else:
+            sent[alert.key] = fingerprint(alert)
+    if not sent:
+        return None, notification
+    return GroupLog(group_key=key, created_at=log.created_at if log else now, last_flush=now, sent=sent), notification

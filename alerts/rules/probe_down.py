@@ -1,0 +1,43 @@
+"""``probe_down``: N consecutive failed runs of a check; an ``auth`` failure (401/403) fires at once,
+because credentials don't fix themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from alerts.config import ProbeDownRule
+from alerts.model import Severity
+from alerts.rules import Condition, RuleInput
+from alerts.rules._common import classes_text, last_failure_detail
+from checks.base import ErrorClass
+
+
+def evaluate(inp: RuleInput) -> Iterator[Condition]:
+    rule: ProbeDownRule = inp.rule_config("probe_down")
+    for check in inp.config.checks:
+        stats = inp.stats.check(inp.integration, check.name)
+        if stats is None or stats.last_result is None:
+            continue
+        last = stats.last_result
+        auth = rule.auth_immediately and not last.ok and last.error_class is ErrorClass.AUTH
+        down = stats.consecutive_failures >= rule.consecutive_failures
+        active = auth or down
+        summary = details = None
+        classes: dict[str, int] = {}
+        if active:
+            if auth:
+                summary = (
+                    f"{inp.integration}/{check.name}: credentials rejected (HTTP {last.status_code or '401/403'})"
+                )
+            else:
+                summary = f"{inp.integration}/{check.name}: down, {stats.consecutive_failures} failed runs in a row"
+            recent = stats.window(inp.now, max(check.interval * stats.consecutive_failures * 2, check.interval))
+            classes = dict(recent.classes)
+            details = {"failed in a row": str(stats.consecutive_failures), **last_failure_detail(stats)}
+            if classes:
+                details["error classes"] = classes_text(classes)
+        yield Condition(
+            integration=inp.integration, alert="probe_down", severity=Severity.CRITICAL, active=active,
+            target=check.name, check=check.name, summary=summary or "", details=details or {},
+            error_classes=classes, for_seconds=0.0 if auth else rule.for_, keep_firing_for=rule.keep_firing_for,
+        )

@@ -1,0 +1,54 @@
+"""``quota``: usage ratio with hysteresis. Warning at ≥ ``warning``, critical at ≥ ``critical``; a firing
+warning holds until usage drops below ``clear``, a firing critical until it drops below ``warning``.
+(The engine's inhibition mutes the warning while the critical of the same quota fires.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from alerts.config import QuotaRule
+from alerts.model import Severity
+from alerts.rules import Condition, RuleInput, alert_key
+from alerts.rules._common import fmt_ratio, fmt_seconds
+from alerts.stats import QuotaReading
+
+
+def evaluate(inp: RuleInput) -> Iterator[Condition]:
+    rule: QuotaRule = inp.rule_config("quota")
+    for name, reading in sorted(inp.quotas.items()):
+        ratio = reading.ratio
+        for severity, level, hold in (
+            (Severity.CRITICAL, rule.critical, rule.warning),
+            (Severity.WARNING, rule.warning, rule.clear),
+        ):
+            firing_already = alert_key(inp.integration, "quota", name, severity) in inp.active
+            active = ratio >= level or (firing_already and ratio >= hold)
+            yield Condition(
+                integration=inp.integration, alert="quota", severity=severity, active=active, target=name,
+                quota=name, summary=_summary(inp.integration, name, reading, level) if active else "",
+                details=_details(reading) if active else {},
+                for_seconds=rule.for_, keep_firing_for=rule.keep_firing_for,
+            )
+
+
+def _summary(integration: str, name: str, reading: QuotaReading, level: float) -> str:
+    text = (
+        f"{integration} quota {name} at {fmt_ratio(reading.ratio)} (≥ {fmt_ratio(level)}): "
+        f"{reading.used:g}/{reading.limit:g} used"
+    )
+    if reading.reset_seconds is not None:
+        text += f", resets in {fmt_seconds(reading.reset_seconds)}"
+    if reading.exhaustion_seconds is not None:
+        text += f", exhausted in ~{fmt_seconds(reading.exhaustion_seconds)} at this rate"
+    return text
+
+
+def _details(reading: QuotaReading) -> dict[str, str]:
+    out = {
+        "quota used": f"{reading.used:g} / {reading.limit:g} ({fmt_ratio(reading.ratio)}, {reading.source})",
+    }
+    if reading.reset_seconds is not None:
+        out["resets in"] = fmt_seconds(reading.reset_seconds)
+    if reading.exhaustion_seconds is not None:
+        out["exhausted in"] = f"~{fmt_seconds(reading.exhaustion_seconds)} at the current rate"
+    return out

@@ -1,0 +1,121 @@
+"""Shared pieces of the benchmarks: a fast local target (nginx), process CPU/RSS from /proc, ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+BODY = b'{"status":"ok","data":{"id":"acct_123","balance":{"amount":4200,"currency":"eur"}},"livemode":false}\n'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (its threads included), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status < 500:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout}s")
+        time.sleep(0.1)
+
+
+def require(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise SystemExit(f"{binary} not found: apt-get install -y the Debian package that has it (see bench/README.md)")
+    return path
+
+
+@contextlib.contextmanager
+def nginx_target() -> Iterator[str]:
+    """nginx on 127.0.0.1 serving BODY as JSON at /ok.json; yields the URL."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        raise SystemExit("nginx not found: apt-get install -y nginx")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="im-bench-nginx-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)  # nginx workers drop root and must read the files
+        (root / "www").mkdir()
+        (root / "www" / "ok.json").write_bytes(BODY)
+        conf = root / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  default_type application/json;
+  client_body_temp_path {root}/tmp;
+  proxy_temp_path {root}/tmp;
+  fastcgi_temp_path {root}/tmp;
+  uwsgi_temp_path {root}/tmp;
+  scgi_temp_path {root}/tmp;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    root {root}/www;
+    location / {{ types {{ }} default_type application/json; }}
+  }}
+}}
+"""
+        )
+        (root / "tmp").mkdir()
+        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/ok.json"
+            wait_http(url)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def wrk_capacity(url: str, seconds: int = 3) -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "wrk not installed"
+    out = subprocess.run(
+        [wrk, "-t1", "-c16", f"-d{seconds}s", url], capture_output=True, text=True, timeout=seconds + 30
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec"):
+            return f"{float(line.split()[1]):,.0f} req/s (wrk, keep-alive, 16 connections)"
+    return "wrk gave no figure"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,370 @@
+"""The daemon: owns the shared services, the components, the scheduler and the HTTP server.
+
+Lifecycle (like arq's worker): ``await app.start()`` … ``await app.close()``, or ``await app.run()``
+which does both around the signals: SIGTERM/SIGINT stop scheduling, let in-flight probes finish (up to
+``monitor.shutdown_grace``) and close everything in reverse order; SIGHUP reloads the config file and
+keeps the running config when the new one is invalid.
+
+Components are built from factories (``Callable[[Services], Component]``), started in order and closed
+in reverse. ``COMPONENT_FACTORIES`` is the default list: a part of the monitor that runs inside the
+daemon (quota reader, alert engine, webhook reader…) appends its factory there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio
+from yarl import URL
+
+from checks import run_probe as default_run_probe
+from checks.base import ProbeContext
+from checks.http import make_session
+from monitor import __version__
+from monitor.component import Component, Services
+from monitor.metrics import Metrics
+from monitor.recorder import Recorder
+from monitor.redact import Redactor, is_sensitive_name
+from monitor.scheduler import ProbeRunner, Scheduler, kind_of
+from monitor.server import HttpServer
+from monitor.settings import Config, ConfigError, load_config, split_listen
+from monitor.status import StatusStore
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from checks.base import CheckResult
+
+log = logging.getLogger(__name__)
+
+ComponentFactory = Callable[[Services], Component]
+
+# Factories of the components every daemon runs. Other parts of the monitor add theirs here.
+COMPONENT_FACTORIES: list[ComponentFactory] = []
+
+REDIS_CONNECT_ATTEMPTS = 3
+REDIS_CONNECT_BACKOFF = 0.5  # seconds, doubled after each failed attempt
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret the config holds: SecretStr fields, what each check says is secret, and credentials
+    written inline in a check URL (``?token=…``, ``user:password@``), so they are masked even in text
+    that quotes the URL without parsing it (an exception message, say)."""
+    out = list(config.secret_values())
+    for _, check in config.iter_checks():
+        secret_values = getattr(check, "secret_values", None)
+        if secret_values is not None:
+            out.extend(secret_values())
+        url = getattr(check, "url", None)
+        if isinstance(url, str):
+            with contextlib.suppress(ValueError):
+                parsed = URL(url)
+                out.extend(v for k, v in parsed.query.items() if is_sensitive_name(k))
+                if parsed.password:
+                    out.append(parsed.password)
+    return out
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | Path | None = None,
+        components: Sequence[ComponentFactory] | None = None,
+        listen: str | None = None,
+        run_probe: ProbeRunner = default_run_probe,
+        metrics: Metrics | None = None,
+        extra_routes: Iterable[web.AbstractRouteDef] = (),
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.factories = list(COMPONENT_FACTORIES if components is None else components)
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._redactor = Redactor(secrets_of(config))
+        self.status_store = StatusStore()
+        self.components: list[Component] = []
+        self.recorder = Recorder(self.metrics, self._redactor, self.status_store, self.components)
+        self.scheduler = Scheduler(
+            config, metrics=self.metrics, redactor=self._redactor, record=self.recorder.record,
+            run_probe=run_probe, on_removed=self.recorder.forget,
+        )
+        host, port = split_listen(listen) if listen else config.monitor.host_port
+        self.server = HttpServer(self, host, port, extra_routes)
+        self.services: Services | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.started_at: float | None = None
+        self.config_loaded_at = time.time()
+        self.last_reload_ok = True
+        self._started = False
+        self._closing = False
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(self.config_loaded_at)
+
+    # ---- Monitored (what the HTTP server asks) ---------------------------------------------------
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor
+
+    def health(self) -> tuple[bool, str]:
+        if not self.scheduler.running:
+            return False, "scheduler is not running"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons: list[str] = []
+        if not self._started:
+            reasons.append("starting" if not self._closing else "shutting down")
+        elif self._closing:
+            reasons.append("shutting down")
+        for component in self.components:
+            try:
+                ok, reason = component.ready()
+            except Exception as exc:
+                ok, reason = False, f"ready() raised {type(exc).__name__}"
+            if not ok:
+                reasons.append(f"{component.name}: {reason}")
+        return not reasons, reasons
+
+    def status_document(self) -> dict[str, Any]:
+        statuses = self.status_store.by_integration()
+        scheduler = self.scheduler.status()
+        integrations: dict[str, Any] = {}
+        for name, integ in self.config.integrations.items():
+            checks: dict[str, Any] = {}
+            for check in integ.checks:
+                entry = statuses.get(name, {}).get(check.name)
+                doc: dict[str, Any] = (
+                    entry.as_dict() if entry is not None else {"kind": kind_of(check), "runs": 0, "ok": None}
+                )
+                doc["enabled"] = check.enabled
+                doc["schedule"] = self.scheduler.check_status(name, check.name)
+                checks[check.name] = doc
+            integrations[name] = {
+                "runbook_url": integ.runbook_url,
+                "interval_factor": self.scheduler.interval_factor(name),
+                "backoff": scheduler["backoff"].get(name),
+                "checks": checks,
+            }
+        components: dict[str, Any] = {}
+        for component in self.components:
+            try:
+                components[component.name] = component.status()
+            except Exception as exc:
+                log.exception("component %s failed to report its status", component.name)
+                components[component.name] = {"error": f"status() raised {type(exc).__name__}"}
+        return {
+            "monitor": {
+                "version": __version__,
+                "started_at": self.started_at,
+                "config_file": str(self.config_path) if self.config_path else None,
+                "config_loaded_at": self.config_loaded_at,
+                "last_reload_successful": self.last_reload_ok,
+                "redis": "off" if self.config.monitor.redis_url is None else "configured",
+                "scheduler": scheduler,
+            },
+            "integrations": integrations,
+            "components": components,
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect Redis, start components in order, then the scheduler and the HTTP server.
+
+        On failure everything already started is closed again and the exception propagates.
+        """
+        self.started_at = time.time()
+        try:
+            client = await self._connect_redis()
+            self.services = Services(
+                metrics=self.metrics, redactor=self._redactor, redis=client, config=self.config,
+                scheduler=self.scheduler,
+            )
+            for factory in self.factories:
+                component = factory(self.services)
+                await component.start()
+                self.components.append(component)
+                log.info("component %s started", component.name)
+                routes = getattr(component, "routes", None)
+                if routes is not None:
+                    self.server.add_routes(routes())
+            self.session = make_session(limit=0)  # the semaphore bounds concurrency, not the pool
+            self.scheduler.session = self.session
+            self.scheduler.start()
+            await self.server.start()
+        except BaseException:
+            await self.close()
+            raise
+        self._started = True
+        log.info("integration-monitor %s running: %d integration(s), %d check(s)", __version__,
+                 len(self.config.integrations), sum(1 for _ in self.config.iter_checks()))
+
+    async def close(self) -> None:
+        """Stop scheduling, drain probes (bounded), then close server, components, session, Redis."""
+        if self._closing:
+            return
+        self._closing = True
+        if self.scheduler.running:
+            await self.scheduler.stop(self.config.monitor.shutdown_grace)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.server.close()
+        for component in reversed(self.components):
+            try:
+                await component.close()
+            except Exception:
+                log.exception("component %s failed to close", component.name)
+        self.components.clear()
+        if self.session is not None:
+            await self.session.close()
+        if self.services is not None and self.services.redis is not None:
+            await self.services.redis.aclose()
+        log.info("integration-monitor stopped")
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), close. Returns the exit code."""
+        loop = asyncio.get_running_loop()
+        # Handlers first: a SIGTERM during start-up then stops the daemon cleanly right after it.
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.close()
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_stop_signal(self, name: str) -> None:
+        log.info("%s received: stopping", name)
+        self._stop.set()
+
+    def _on_reload_signal(self) -> None:
+        log.info("SIGHUP received: reloading the config")
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- reload ----------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Reload the config file. An invalid file is logged with every problem and changes nothing."""
+        if self.config_path is None:
+            log.warning("config reload requested but the config did not come from a file")
+            return False
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                self.last_reload_ok = False
+                self.metrics.config_reload_ok.set(0)
+                log.error("config reload failed; the running config stays in effect.\n%s", exc)
+                return False
+            self.apply_config(config)
+            return True
+
+    def apply_config(self, config: Config) -> None:
+        """Switch to a validated config: secrets first, then jobs, then components."""
+        self._redactor.add(secrets_of(config))
+        old = self.config
+        if config.monitor.listen != old.monitor.listen:
+            log.warning("monitor.listen changed: takes effect after a restart")
+        if config.monitor.redis_url != old.monitor.redis_url:
+            log.warning("monitor.redis_url changed: takes effect after a restart")
+        self.config = config
+        if self.services is not None:
+            self.services.config = config
+        logging.getLogger().setLevel(config.monitor.log_level)
+        self.scheduler.apply(config)
+        for component in self.components:
+            try:
+                component.on_config(config)
+            except Exception:
+                log.exception("component %s failed to apply the new config", component.name)
+        self.last_reload_ok = True
+        self.config_loaded_at = time.time()
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(self.config_loaded_at)
+        log.info("config reloaded: %d integration(s), %d check(s)",
+                 len(config.integrations), sum(1 for _ in config.iter_checks()))
+
+    # ---- Redis -----------------------------------------------------------------------------------
+
+    async def _connect_redis(self) -> redis.asyncio.Redis | None:
+        secret = self.config.monitor.redis_url
+        if secret is None:
+            log.info("no monitor.redis_url: Redis-backed features (quotas read from Redis, webhook "
+                     "freshness) are off")
+            return None
+        url = secret.get_secret_value()
+        where = _redis_location(url)
+        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=30
+        )
+        delay = REDIS_CONNECT_BACKOFF
+        for attempt in range(1, REDIS_CONNECT_ATTEMPTS + 1):
+            try:
+                await client.ping()
+            except (redis.RedisError, OSError) as exc:
+                if attempt == REDIS_CONNECT_ATTEMPTS:
+                    log.error("Redis at %s unreachable after %d attempts (%s): Redis-backed features start "
+                              "degraded and retry on their own", where, attempt, type(exc).__name__)
+                    break
+                log.warning("Redis at %s not reachable (attempt %d of %d: %s); retrying in %.1fs",
+                            where, attempt, REDIS_CONNECT_ATTEMPTS, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+            else:
+                self.metrics.redis_up.set(1)
+                log.info("connected to Redis at %s", where)
+                return client
+        self.metrics.redis_up.set(0)
+        return client
+
+
+async def probe_once(config: Config, integration: str, check_name: str) -> CheckResult:
+    """One run of one check, outside the scheduler (the ``probe`` command). KeyError if unknown."""
+    integ = config.integrations[integration]
+    check = next((c for c in integ.checks if c.name == check_name), None)
+    if check is None:
+        raise KeyError(check_name)
+    redactor = Redactor(secrets_of(config))
+    session = make_session(limit=0)
+    try:
+        return await default_run_probe(check, ProbeContext(integration=integration, redactor=redactor, session=session))
+    finally:
+        await session.close()
+
+
+def _redis_location(url: str) -> str:
+    """host:port/db of a Redis URL, never its password."""
+    with contextlib.suppress(ValueError):
+        parsed = URL(url)
+        if parsed.scheme == "unix":
+            return f"unix:{parsed.path}"
+        return f"{parsed.host}:{parsed.port or 6379}{parsed.path if parsed.path not in ('', '/') else ''}"
+    return "(unparseable URL)"

@@ -1,0 +1,267 @@
+"""``integration-monitor`` (also ``python -m monitor``): run, check-config, probe, demo, and more.
+
+Subcommands are added by registrars, ``Callable[[subparsers], None]``, each calling
+``subparsers.add_parser(...)`` and ``set_defaults(func=handler)`` where ``handler(args) -> int`` returns
+the exit code. The core commands are registered here; other parts of the monitor plug theirs in by
+providing a module with ``register(subparsers)`` listed in ``EXTENSION_MODULES`` (imported only if
+present), e.g. ``alerts/cli.py`` for ``send-test-alert`` and ``silence``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from monitor import __version__
+from monitor.settings import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from checks.base import CheckResult
+    from monitor.redact import Redactor
+
+Registrar = Callable[[Any], None]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+# Modules with a ``register(subparsers)`` function; skipped when the module does not exist.
+EXTENSION_MODULES: list[str] = ["alerts.cli"]
+
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    code: int = args.func(args)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="integration-monitor",
+        description="Watch third-party API integrations: probes, quotas, webhooks, metrics, alerts.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for registrar in registrars():
+        registrar(subparsers)
+    return parser
+
+
+def registrars() -> list[Registrar]:
+    out: list[Registrar] = [register_core]
+    for name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but something it imports is missing: a real error
+                raise
+            continue
+        out.append(module.register)
+    return out
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), help="default: monitor.log_format of the config")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="default: monitor.log_level of the config")
+
+
+def register_core(subparsers: Any) -> None:
+    run = subparsers.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config file")
+    run.add_argument("--listen", metavar="HOST:PORT", help="override monitor.listen")
+    add_logging_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    check = subparsers.add_parser("check-config", help="validate a config file, list every problem")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+    probe = subparsers.add_parser("probe", help="run one check once and print the result")
+    probe.add_argument("-c", "--config", required=True, metavar="FILE")
+    probe.add_argument("target", metavar="INTEGRATION/CHECK")
+    probe.set_defaults(func=cmd_probe)
+
+    demo = subparsers.add_parser("demo", help="run the daemon against a built-in simulated vendor API")
+    demo.add_argument("--listen", metavar="HOST:PORT", help="where the daemon serves /metrics and /api/status")
+    add_logging_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+
+
+# ---- helpers shared by commands --------------------------------------------------------------------
+
+
+def load_or_report(path: str) -> Config | None:
+    """Load a config, or print every problem (path: message) to stderr and return None."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(format_problems(exc), file=sys.stderr)
+        return None
+
+
+def format_problems(exc: ConfigError) -> str:
+    lines = [f"{exc.source}: {len(exc.problems)} problem(s)"]
+    lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in exc.problems]
+    return "\n".join(lines)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (the ``speed`` extra), else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+# ---- run ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.app import App
+    from monitor.logs import setup_logging
+    from monitor.settings import split_listen
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.listen:
+        try:
+            split_listen(args.listen)
+        except ValueError as exc:
+            print(f"--listen: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    app = App(config, config_path=args.config, listen=args.listen)
+    setup_logging(app.redactor, fmt=args.log_format or config.monitor.log_format,
+                  level=args.log_level or config.monitor.log_level)
+    try:
+        return run_async(app.run())
+    except Exception:
+        # Through the redacting log handler, not Python's default hook which prints raw tracebacks.
+        logging.getLogger("monitor").exception("integration-monitor failed")
+        return EXIT_FAILED
+
+
+# ---- check-config ---------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_or_report(args.file)
+    if config is None:
+        return EXIT_CONFIG
+    for line in summary_lines(config):
+        print(line)
+    checks = sum(1 for _ in config.iter_checks())
+    print(f"{args.file}: OK ({len(config.integrations)} integration(s), {checks} check(s))")
+    return EXIT_OK
+
+
+def summary_lines(config: Config) -> list[str]:
+    from monitor.durations import format_duration
+
+    lines = []
+    for name, integ in config.integrations.items():
+        checks = ", ".join(
+            f"{c.name} every {format_duration(c.interval)}" + ("" if c.enabled else " (disabled)") for c in integ.checks
+        )
+        quotas = ", ".join(f"{q.name} from {q.source}" for q in integ.quotas)
+        parts = [
+            f"{len(integ.checks)} check(s)" + (f" ({checks})" if checks else ""),
+            f"{len(integ.quotas)} quota(s)" + (f" ({quotas})" if quotas else ""),
+        ]
+        if integ.webhooks is None:
+            parts.append("webhooks: not watched")
+        else:
+            silence = integ.webhooks.max_silence
+            parts.append("webhooks: watched" + (f", max silence {format_duration(silence)}" if silence else ""))
+        lines.append(f"{name}: " + "; ".join(parts))
+    return lines
+
+
+# ---- probe ----------------------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from monitor.app import probe_once, secrets_of
+    from monitor.logs import setup_logging
+    from monitor.redact import Redactor
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    integration, sep, check = args.target.partition("/")
+    known = [f"{i}/{c.name}" for i, c in config.iter_checks()]
+    if not sep or args.target not in known:
+        print(f"unknown check {args.target!r}; the config has: {', '.join(known) or 'no checks'}", file=sys.stderr)
+        return EXIT_CONFIG
+    redactor = Redactor(secrets_of(config))
+    setup_logging(redactor, fmt=config.monitor.log_format, level="WARNING")
+    result = run_async(probe_once(config, integration, check))
+    print(format_result(result, redactor))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def format_result(result: CheckResult, redactor: Redactor) -> str:
+    """A human-readable, redacted account of one run."""
+    status = "OK" if result.ok else f"FAILED ({result.error_class})"
+    lines = [f"{result.integration}/{result.check} [{result.kind}]: {status}"]
+
+    def row(label: str, value: object) -> None:
+        lines.append(f"  {label + ':':<12}{value}")
+
+    if result.detail:
+        row("detail", result.detail)
+    if result.status_code is not None:
+        row("status", result.status_code)
+    attempts = ", ".join(c.value if c is not None else "ok" for c in result.attempt_classes)
+    row("attempts", f"{result.attempts}" + (f" ({attempts})" if attempts else ""))
+    row("duration", f"{result.duration * 1000:.1f} ms (all attempts: {result.total_duration * 1000:.1f} ms)")
+    if result.phases:
+        row("phases", "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in result.phases.items()))
+    if result.tls_expiry is not None:
+        days = (result.tls_expiry - time.time()) / 86400
+        when = datetime.fromtimestamp(result.tls_expiry, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        row("tls expiry", f"{when} (in {days:.0f} days)")
+    for obs in result.quota:
+        used = "?" if obs.used is None else f"{obs.used:g}"
+        limit = "?" if obs.limit is None else f"{obs.limit:g}"
+        ratio = f" ({obs.ratio:.0%})" if obs.ratio is not None else ""
+        reset = f", resets in {obs.reset_seconds:g}s" if obs.reset_seconds is not None else ""
+        row("quota", f"{obs.policy}: {used}/{limit}{ratio}{reset}")
+    if result.request is not None:
+        req = result.request
+        row("request", f"{req.method} {redactor.url(req.url)}")
+        for name, value in redactor.headers(req.headers).items():
+            lines.append(f"{'':14}{name}: {value}")
+        if req.body_excerpt:
+            row("body", redactor.text(req.body_excerpt))
+    if result.response_excerpt:
+        row("response", redactor.text(result.response_excerpt))
+    return redactor.text("\n".join(lines))
+
+
+# ---- demo -----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo  # imported here: the demo's simulated API is not needed otherwise
+
+    code: int = run_demo(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""``integration-monitor demo``: the daemon, run with the bundled config against the simulated vendor API
+(monitor/demo/vendor.py) on loopback. Needs no Redis, no Slack and no network.
+
+With a Redis (``--redis-url`` or ``REDIS_URL``) the demo also plays the integrations' side: their rate
+limiters' counters (monitor/demo/traffic.py) and webhook deliveries, duplicates included, to a small
+receiver that records them with the webhook ledger (monitor/demo/webhooks.py). Every key it writes lives
+under a demo prefix and is deleted when the demo stops.
+
+``run_demo(args)`` is the CLI entry; ``Demo`` is the async core (``start``/``close`` for tests, ``run``
+for the command: serves until SIGTERM/SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from monitor.demo.traffic import RateLimiterTraffic, WebhookTraffic, cleanup
+from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
+from monitor.logs import setup_logging
+from monitor.redact import Redactor
+from monitor.settings import load_config
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from monitor.app import App
+    from monitor.settings import Config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:9478"
+DEFAULT_KEY_PREFIX = "imdemo"
+
+
+def bundled_config_path() -> Path:
+    return Path(str(resources.files(__name__).joinpath("config.yaml")))
+
+
+class Demo:
+    """Vendor, daemon and (with Redis) the integrations' traffic, started and stopped together."""
+
+    def __init__(
+        self,
+        *,
+        listen: str = DEFAULT_LISTEN,
+        vendor_port: int = 0,
+        redis_url: str | None = None,
+        seed: int = 0,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        behaviour: VendorBehaviour | None = None,
+        config_path: Path | None = None,
+    ) -> None:
+        self.listen = listen
+        self.vendor_port = vendor_port
+        self.redis_url = redis_url or None
+        self.key_prefix = key_prefix
+        self.config_path = config_path or bundled_config_path()
+        self.vendor = SimulatedVendor(behaviour or VendorBehaviour(seed=seed))
+        self.seed = seed
+        self.app: App | None = None
+        self._redis: redis.asyncio.Redis | None = None
+        self._traffic: RateLimiterTraffic | None = None
+        self.webhooks: WebhookTraffic | None = None
+
+    def environment(self) -> dict[str, str]:
+        """What the bundled config's ``${…}`` refer to (valid once the vendor is serving)."""
+        if self.vendor.url is None or self.vendor.tls_url is None:
+            raise RuntimeError("the simulated vendor is not serving yet")
+        return {
+            "DEMO_VENDOR_URL": self.vendor.url,
+            "DEMO_VENDOR_TLS_URL": self.vendor.tls_url,
+            "DEMO_LISTEN": self.listen,
+            "DEMO_KEY_PREFIX": self.key_prefix,
+            "REDIS_URL": self.redis_url or "",
+        }
+
+    def load(self, environ: Mapping[str, str] | None = None) -> Config:
+        env = {**(os.environ if environ is None else environ), **self.environment()}
+        return load_config(self.config_path, env=env)
+
+    @property
+    def monitor_url(self) -> str | None:
+        """Base URL of the daemon's HTTP server, once it listens."""
+        if self.app is None or self.app.server.port == 0:
+            return None
+        return self.app.server.url
+
+    async def _start_integrations(self) -> None:
+        """The vendor, then (with Redis) the integrations' own traffic."""
+        await self.vendor.start("127.0.0.1", self.vendor_port)
+        log.info("simulated vendor API on %s and %s (GET / lists its endpoints)", self.vendor.url, self.vendor.tls_url)
+        if self.redis_url is None:
+            log.info("demo without Redis: quotas come from response headers only; webhook gauges are off")
+            return
+        import redis.asyncio
+
+        self._redis = redis.asyncio.Redis.from_url(self.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self._traffic = RateLimiterTraffic(self._redis, self.key_prefix, seed=self.seed)
+        self._traffic.start()
+        self.webhooks = WebhookTraffic(self._redis, self.key_prefix, seed=self.seed)
+        await self.webhooks.start()
+        log.info("demo: rate-limit counters under %r; webhook receivers on %s", self.key_prefix, self.webhooks.url)
+
+    async def _stop_integrations(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.close()
+            self.webhooks = None
+        if self._traffic is not None:
+            await self._traffic.close()
+            self._traffic = None
+        if self._redis is not None:
+            try:
+                deleted = await cleanup(self._redis, self.key_prefix)
+                log.info("demo: deleted %d Redis key(s) under %r", deleted, self.key_prefix)
+            except Exception as exc:
+                log.warning("demo: could not delete its Redis keys under %r: %s", self.key_prefix, exc)
+            await self._redis.aclose()
+            self._redis = None
+        await self.vendor.close()
+
+    def _make_app(self, config: Config, *, reloadable: bool = False) -> App:
+        from monitor.app import App
+
+        if reloadable:
+            # SIGHUP reloads the file with the process environment: give it what the config refers to.
+            os.environ.update(self.environment())
+            return App(config, config_path=self.config_path)
+        return App(config)
+
+    async def start(self) -> None:
+        """Start everything; the daemon serves on ``monitor_url``. ``close()`` stops it again."""
+        try:
+            await self._start_integrations()
+            self.app = self._make_app(self.load())
+            await self.app.start()
+        except BaseException:
+            await self.close()
+            raise
+        log.info("demo running: %s/api/status and %s/metrics", self.monitor_url, self.monitor_url)
+
+    async def close(self) -> None:
+        if self.app is not None:
+            await self.app.close()
+        await self._stop_integrations()
+
+    async def run(self, *, reloadable: bool = False, log_format: str | None = None, log_level: str = "INFO") -> int:
+        """Serve until SIGTERM/SIGINT (the daemon's own signal handling), then stop everything.
+
+        ``reloadable``: SIGHUP re-reads the config file; this puts the demo's variables into ``os.environ``
+        (the command does it; tests don't, to keep the process environment clean). ``log_format``: install
+        the daemon's redacting log handler (text or json); None leaves logging alone."""
+        if log_format is not None:
+            setup_logging(Redactor(), fmt=log_format, level=log_level)  # until the app's redactor exists
+        try:
+            await self._start_integrations()
+            self.app = self._make_app(self.load(), reloadable=reloadable)
+            if log_format is not None:
+                setup_logging(self.app.redactor, fmt=log_format, level=log_level)
+            return await self.app.run()
+        finally:
+            await self._stop_integrations()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The ``demo`` command. Uses ``args.listen``, ``args.log_format``, ``args.log_level`` and, when the
+    parser defines them, ``args.vendor_port``, ``args.redis_url``, ``args.seed``; ``REDIS_URL`` from the
+    environment when no ``--redis-url`` is given."""
+    from monitor.cli import run_async
+
+    demo = Demo(
+        listen=getattr(args, "listen", None) or DEFAULT_LISTEN,
+        vendor_port=getattr(args, "vendor_port", None) or 0,
+        redis_url=getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None,
+        seed=getattr(args, "seed", None) or 0,
+    )
+    try:
+        return run_async(
+            demo.run(
+                reloadable=True,
+                log_format=getattr(args, "log_format", None) or "text",
+                log_level=getattr(args, "log_level", None) or "INFO",
+            )
+        )
+    except OSError as exc:  # most likely the port is taken
+        log.error("demo could not start: %s (choose another address with --listen HOST:PORT)", exc)
+        return 1

@@ -1,0 +1,399 @@
+"""The quota Component: rate-limit usage from response headers and Redis counters → metrics, status,
+a snapshot for the alert engine, and probe backoff when a quota is nearly used up.
+
+Labels. ``quota`` is the quota's config name. A ``source: headers`` quota whose API announces a named
+policy gets one series per policy, ``<name>/<policy>`` (``api-headers/core`` for GitHub's core bucket,
+``api-headers/burst`` and ``api-headers/daily`` for an IETF ``RateLimit-Policy`` with two policies,
+``api-headers/retry-after`` while a Retry-After is in force); a vendor's single unnamed limit keeps
+the plain name (``api-headers``). Policies come from the API's own header set, so they are bounded;
+as a guard, at most ``MAX_POLICIES`` per quota are kept. A Redis quota is one series per quota however
+many keys it matches (``integration_quota_keys`` / ``integration_quota_keys_near_limit`` count them).
+
+Staleness. Headers: the last response that announced quota policies stands until the next one (a
+response without quota headers, or no response at all, changes nothing), except ``retry-after``, which
+lasts only as long as responses carry it. Redis: when a read fails (Redis down, slow, ACL…), every
+series of that quota is removed, the quota leaves ``snapshot()``, ``integration_monitor_redis_up`` is
+0 and ``status()`` shows the error; reads go on with backoff (``min(1s, interval)`` doubling up to
+``max_backoff``) and the series come back with the first good read. A key of an unexpected type or a
+non-numeric value is logged once and skipped; the other keys still count.
+
+Probe backoff. When the usage ratio of any quota of an integration is above its
+``probe_backoff_above`` (or a Retry-After is in force), its probes slow down by ``BACKOFF_FACTOR``; a
+quota at or over 100% with a known reset (or a Retry-After) slows them so that the next probe comes
+after the reset. The factor goes to the ``on_backoff(integration, factor, reason)`` callback (the
+scheduler) whenever it changes (1.0 = normal again), to ``integration_probe_quota_backoff`` and to
+``status()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from monitor.metrics import remove_series
+from monitor.quota.burn import BurnTracker
+from monitor.quota.config import HeadersQuotaConfig, RedisQuotaConfig
+from monitor.quota.headers import DEFAULT
+from monitor.quota.reader import QuotaReading, read_redis_quota
+
+if TYPE_CHECKING:
+    from checks.base import CheckResult
+    from monitor.component import Services
+    from monitor.quota.model import QuotaObservation
+    from monitor.settings import Config
+
+log = logging.getLogger(__name__)
+
+Source = Literal["redis", "headers"]
+BackoffCallback = Callable[[str, float, str], None]  # (integration, interval factor, reason)
+
+BACKOFF_FACTOR = 4.0
+MAX_FACTOR = 100.0
+MAX_POLICIES = 8
+RETRY_AFTER = "retry-after"
+_MAX_WARNED = 10_000  # bad keys remembered for log-once; past it a key may be reported again
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaState:
+    """The latest reading of one quota series (what /api/status shows and the alert engine reads)."""
+
+    integration: str
+    quota: str  # the metric label: config name, or "<name>/<policy>" (see module doc)
+    name: str  # the quota's name in config
+    policy: str
+    source: Source
+    used: float | None
+    limit: float | None
+    ratio: float | None  # used / limit, not clamped (limiters may count past the limit)
+    reset_seconds: float | None  # as of observed_at
+    exhaustion_seconds: float | None  # None: usage not rising, or the window resets first
+    window_seconds: float | None
+    observed_at: float  # epoch seconds (Redis TIME for Redis quotas)
+    keys: int | None = None  # Redis: keys matched; the values above are the busiest key's
+    keys_near_limit: int | None = None
+    busiest_key: str | None = None  # redacted
+
+
+@dataclass(slots=True)
+class _Poller:
+    cfg: RedisQuotaConfig
+    task: asyncio.Task[None] | None = None
+    failures: int = 0
+    last_error: str | None = None
+    last_read_at: float | None = None
+    round_trips: int | None = None
+
+
+class QuotaService:
+    name = "quota"
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        on_backoff: BackoffCallback | None = None,
+        max_backoff: float = 60.0,
+        read_timeout: float = 10.0,
+    ) -> None:
+        self.services = services
+        self.metrics = services.metrics
+        self.on_backoff = on_backoff
+        self.max_backoff = max_backoff
+        self.read_timeout = read_timeout
+        self._config = services.config
+        self._states: dict[tuple[str, str, Source], QuotaState] = {}
+        self._trackers: dict[tuple[str, str, Source], BurnTracker] = {}
+        self._headers: dict[tuple[str, str], list[HeadersQuotaConfig]] = {}
+        self._pollers: dict[tuple[str, str], _Poller] = {}
+        self._retired: set[asyncio.Task[None]] = set()  # cancelled on reload, awaited on close
+        self._backoff: dict[str, tuple[float, str]] = {}
+        self._warned: set[tuple[str, str, str]] = set()
+        self._started = False
+        self._index()
+
+    # ---- Component ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._started = True
+        if self._redis_quotas() and self.services.redis is None:
+            log.info("redis_url is not set: quotas from Redis are off (header quotas still work)")
+        self._sync_pollers()
+
+    async def close(self) -> None:
+        self._started = False
+        tasks = [p.task for p in self._pollers.values() if p.task is not None] + list(self._retired)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._retired.clear()
+        for poller in self._pollers.values():
+            poller.task = None
+
+    def on_result(self, result: CheckResult) -> None:
+        try:
+            quotas = self._headers.get((result.integration, result.check))
+            if not quotas or result.status_code is None:  # no response: nothing new was said
+                return
+            for quota in quotas:
+                self._apply_headers(result.integration, quota, result.quota)
+            self._evaluate_backoff(result.integration)
+        except Exception:  # on_result must not raise: a quota bug cannot stop the probes' bookkeeping
+            log.exception("quota: could not record the headers of %s/%s", result.integration, result.check)
+
+    def on_config(self, config: Config) -> None:
+        self._config = config
+        self._index()
+        wanted = {(i, q.name, q.source) for i, c in config.integrations.items() for q in c.quotas}
+        for integration, label, source in list(self._states):
+            name = self._states[(integration, label, source)].name
+            if (integration, name, source) not in wanted:
+                self._drop(integration, label, source)
+        self._sync_pollers()
+        for integration in set(self._backoff) | set(config.integrations):
+            self._evaluate_backoff(integration)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "quotas": [asdict(s) for s in self.snapshot()],
+            "probe_backoff": {
+                i: {"factor": f, "reason": r} for i, (f, r) in sorted(self._backoff.items()) if f != 1.0
+            },
+            "redis_sources": {
+                f"{i}/{q}": {
+                    "ok": p.failures == 0 and p.last_read_at is not None,
+                    "failures": p.failures,
+                    "last_error": p.last_error,
+                    "last_read_at": p.last_read_at,
+                    "round_trips": p.round_trips,
+                }
+                for (i, q), p in sorted(self._pollers.items())
+            },
+        }
+
+    def ready(self) -> tuple[bool, str]:
+        return True, ""  # quotas are best effort: a Redis outage must not take the monitor out of rotation
+
+    def snapshot(self) -> list[QuotaState]:
+        """The latest state of every quota series, sorted by integration and quota."""
+        return sorted(self._states.values(), key=lambda s: (s.integration, s.quota, s.source))
+
+    def backoff(self, integration: str) -> tuple[float, str]:
+        return self._backoff.get(integration, (1.0, ""))
+
+    # ---- headers --------------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        self._headers = {}
+        for integration, cfg in self._config.integrations.items():
+            for quota in cfg.quotas:
+                if isinstance(quota, HeadersQuotaConfig):
+                    self._headers.setdefault((integration, quota.check), []).append(quota)
+
+    def _apply_headers(
+        self, integration: str, quota: HeadersQuotaConfig, observations: tuple[QuotaObservation, ...]
+    ) -> None:
+        policies = [o for o in observations if o.used is not None or o.limit is not None]
+        current = {
+            s.quota: s for s in self._states.values()
+            if s.integration == integration and s.name == quota.name and s.source == "headers"
+        }
+        if policies:  # a response announcing policies replaces what the previous one announced
+            seen: set[str] = set()
+            for obs in policies:
+                label = quota.name if obs.policy == DEFAULT else f"{quota.name}/{obs.policy}"
+                if label not in seen and len(seen) < MAX_POLICIES:
+                    seen.add(label)
+                    fixed = obs.reset_seconds is not None  # an announced reset: the quota empties then
+                    self._record(integration, label, quota.name, obs, "headers", fixed_window=fixed)
+            for label, state in current.items():
+                if label not in seen and state.policy != RETRY_AFTER:
+                    self._drop(integration, label, "headers")
+        retry = next((o for o in observations if o.policy == RETRY_AFTER), None)
+        retry_label = f"{quota.name}/{RETRY_AFTER}"
+        if retry is not None:
+            self._record(integration, retry_label, quota.name, retry, "headers", fixed_window=False)
+        elif retry_label in current:
+            self._drop(integration, retry_label, "headers")
+
+    # ---- Redis ----------------------------------------------------------------------------------
+
+    def _redis_quotas(self) -> dict[tuple[str, str], RedisQuotaConfig]:
+        return {
+            (i, q.name): q
+            for i, c in self._config.integrations.items()
+            for q in c.quotas
+            if isinstance(q, RedisQuotaConfig)
+        }
+
+    def _sync_pollers(self) -> None:
+        wanted = self._redis_quotas()
+        for key, poller in list(self._pollers.items()):
+            if wanted.get(key) != poller.cfg:
+                if poller.task is not None:
+                    poller.task.cancel()
+                    self._retired.add(poller.task)
+                    poller.task.add_done_callback(self._retired.discard)
+                del self._pollers[key]
+                self._drop(key[0], key[1], "redis")
+        for key, cfg in wanted.items():
+            poller = self._pollers.setdefault(key, _Poller(cfg))
+            if self._started and poller.task is None and self.services.redis is not None:
+                poller.task = asyncio.get_running_loop().create_task(
+                    self._poll(key[0], poller), name=f"quota:{key[0]}/{key[1]}"
+                )
+
+    async def _poll(self, integration: str, poller: _Poller) -> None:
+        cfg = poller.cfg
+        while True:
+            started = time.monotonic()
+            try:
+                client = self.services.redis
+                if client is None:
+                    raise RuntimeError("no Redis client")
+                async with asyncio.timeout(max(self.read_timeout, cfg.interval)):
+                    reading = await read_redis_quota(client, cfg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                poller.failures += 1
+                poller.last_error = self.services.redactor.text(f"{type(exc).__name__}: {exc}")[:300]
+                self.metrics.redis_up.set(0)
+                self._drop(integration, cfg.name, "redis")
+                self._evaluate_backoff(integration)
+                (log.warning if poller.failures == 1 else log.debug)(
+                    "quota %s/%s: Redis read failed (%s); gauges removed, retrying with backoff",
+                    integration, cfg.name, poller.last_error,
+                )
+                base = min(1.0, cfg.interval) * 2 ** min(poller.failures - 1, 30)
+                await asyncio.sleep(min(base, max(self.max_backoff, cfg.interval)))
+                continue
+
+            if poller.failures:
+                log.info("quota %s/%s: Redis reads resumed after %d failures", integration, cfg.name, poller.failures)
+            poller.failures, poller.last_error = 0, None
+            poller.last_read_at, poller.round_trips = reading.observation.observed_at, reading.round_trips
+            self.metrics.redis_up.set(1)
+            try:
+                self._apply_reading(integration, cfg, reading)
+                self._evaluate_backoff(integration)
+            except Exception:
+                log.exception("quota %s/%s: could not record a reading", integration, cfg.name)
+            await asyncio.sleep(max(0.0, cfg.interval - (time.monotonic() - started)))
+
+    def _apply_reading(self, integration: str, cfg: RedisQuotaConfig, reading: QuotaReading) -> None:
+        for key, reason in reading.skipped:
+            marker = (integration, cfg.name, key)
+            if marker not in self._warned:
+                if len(self._warned) < _MAX_WARNED:
+                    self._warned.add(marker)
+                log.warning("quota %s/%s: skipping key %s: %s", integration, cfg.name,
+                            self.services.redactor.text(key), reason)
+        busiest = self.services.redactor.text(reading.busiest_key) if reading.busiest_key else None
+        self._record(
+            integration, cfg.name, cfg.name, reading.observation, "redis", fixed_window=reading.fixed_window,
+            keys=reading.keys, keys_near_limit=reading.keys_near_limit, busiest_key=busiest,
+        )
+        labels = (integration, cfg.name, "redis")
+        self.metrics.quota_keys.labels(*labels).set(reading.keys)
+        self.metrics.quota_keys_near_limit.labels(*labels).set(reading.keys_near_limit)
+
+    # ---- shared bookkeeping -----------------------------------------------------------------------
+
+    def _record(
+        self,
+        integration: str,
+        label: str,
+        name: str,
+        obs: QuotaObservation,
+        source: Source,
+        *,
+        fixed_window: bool,
+        keys: int | None = None,
+        keys_near_limit: int | None = None,
+        busiest_key: str | None = None,
+    ) -> None:
+        key = (integration, label, source)
+        tracker = self._trackers.setdefault(key, BurnTracker())
+        if obs.used is not None:
+            tracker.add(obs.observed_at, obs.used, fixed_window=fixed_window)
+        exhaustion = tracker.exhaustion(
+            used=obs.used, limit=obs.limit, reset_seconds=obs.reset_seconds, fixed_window=fixed_window
+        )
+        state = QuotaState(
+            integration=integration, quota=label, name=name, policy=obs.policy, source=source, used=obs.used,
+            limit=obs.limit, ratio=obs.ratio, reset_seconds=obs.reset_seconds, exhaustion_seconds=exhaustion,
+            window_seconds=obs.window_seconds, observed_at=obs.observed_at, keys=keys,
+            keys_near_limit=keys_near_limit, busiest_key=busiest_key,
+        )
+        self._states[key] = state
+        m = self.metrics
+        for gauge, value in (
+            (m.quota_used, state.used),
+            (m.quota_limit, state.limit),
+            (m.quota_ratio, state.ratio),
+            (m.quota_reset, state.reset_seconds),
+            (m.quota_exhaustion, state.exhaustion_seconds),
+        ):
+            if value is None:
+                remove_series(gauge, *key)
+            else:
+                gauge.labels(*key).set(value)
+
+    def _drop(self, integration: str, label: str, source: Source) -> None:
+        key = (integration, label, source)
+        self._states.pop(key, None)
+        self._trackers.pop(key, None)
+        m = self.metrics
+        for gauge in (m.quota_used, m.quota_limit, m.quota_ratio, m.quota_reset, m.quota_exhaustion,
+                      m.quota_keys, m.quota_keys_near_limit):
+            remove_series(gauge, *key)
+
+    def _evaluate_backoff(self, integration: str) -> None:
+        factor, reason = self._backoff_for(integration)
+        previous = self._backoff.get(integration, (1.0, ""))
+        self._backoff[integration] = (factor, reason)
+        if integration in self._config.integrations:
+            self.metrics.probe_backoff.labels(integration).set(1 if factor > 1.0 else 0)
+        else:
+            self._backoff.pop(integration, None)
+            remove_series(self.metrics.probe_backoff, integration)
+        if factor != previous[0] and self.on_backoff is not None:
+            if factor > 1.0:
+                log.info("probes of %s slow down ×%g: %s", integration, factor, reason)
+            try:
+                self.on_backoff(integration, factor, reason)
+            except Exception:
+                log.exception("quota: the probe backoff callback failed for %s", integration)
+
+    def _backoff_for(self, integration: str) -> tuple[float, str]:
+        cfg = self._config.integrations.get(integration)
+        if cfg is None:
+            return 1.0, ""
+        intervals = [c.interval for c in cfg.checks if c.enabled]
+        shortest = min(intervals, default=0.0)
+
+        def until(seconds: float | None) -> float:
+            """The factor that puts the next probe after ``seconds``."""
+            if not seconds or not shortest:
+                return BACKOFF_FACTOR
+            return max(BACKOFF_FACTOR, math.ceil(seconds / shortest) + 1)
+
+        states = [s for s in self._states.values() if s.integration == integration]
+        retry = max((s.reset_seconds or 0.0 for s in states if s.policy == RETRY_AFTER), default=None)
+        if retry is not None:
+            return min(until(retry), MAX_FACTOR), f"rate limited: Retry-After {retry:g}s"
+        over = [s for s in states if s.ratio is not None and s.ratio > cfg.probe_backoff_above]
+        if not over:
+            return 1.0, ""
+        worst = max(over, key=lambda s: s.ratio or 0.0)
+        ratio = worst.ratio or 0.0
+        factor = until(worst.reset_seconds) if ratio >= 1.0 else BACKOFF_FACTOR
+        reason = f"quota {worst.quota} ({worst.source}) at {ratio:.0%}, above {cfg.probe_backoff_above:.0%}"
+        return min(factor, MAX_FACTOR), reason
+

@@ -1,0 +1,339 @@
+"""Runs every enabled check on its interval (APScheduler 3 AsyncIOScheduler), one job per check.
+
+Timing rules, and why:
+
+* **Jitter.** ``monitor.jitter`` is a share of the interval. APScheduler adds ``uniform(0, jitter)`` to
+  each fire time *measured from the previous (jittered) one*, so the trigger's base interval is
+  ``interval × (1 − jitter/2)``: every gap is uniform in ``interval × [1 − j/2, 1 + j/2]`` and the mean
+  period is exactly the configured interval. The random walk also de-phases checks over time.
+* **First runs.** Every check runs soon after start, but the first runs are spread, not fired at once:
+  check *i* of *n* starts at ``window × (i + U(0,1)) / n`` with ``window = max(2 s, n / 200 per s)``,
+  capped by its own interval. Small configs all run within 2 s; 10,000 checks start at ~200/s.
+* ``max_instances=1`` and ``coalesce=True``: a check never overlaps itself; runs missed while the
+  previous one was still going collapse into one. ``misfire_grace_time`` is the check's interval: a run
+  late by less than an interval still happens, later than that it is skipped (the next one is due).
+* **Concurrency.** One ``asyncio.Semaphore(monitor.max_concurrency)`` for all probes.
+* **Lag.** ``integration_monitor_scheduler_lag_seconds`` observes, per run, the time from the scheduled
+  (jittered) fire time, taken from APScheduler's job-submitted event, to the moment the probe actually
+  starts — after the concurrency slot is acquired, so a saturated limit shows up as lag.
+* **Backoff hook.** ``set_interval_factor(integration, factor, reason)`` multiplies the intervals of an
+  integration's checks (a quota reader slows probes when the quota is nearly used up). It shows in
+  ``status()`` (→ /api/status) and in ``integration_probe_quota_backoff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from checks import run_probe as default_run_probe
+from checks.base import CheckConfigBase, CheckResult, ErrorClass, ProbeContext
+from monitor.metrics import remove_series
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from monitor.metrics import Metrics
+    from monitor.redact import Redactor
+    from monitor.settings import Config
+
+log = logging.getLogger(__name__)
+
+ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
+
+FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
+FIRST_RUN_RATE = 200.0  # first runs per second for large configs
+# A probe enforces its own deadline; this is the safety net for a probe that does not.
+DEADLINE_OVERRUN = 5.0
+
+
+@dataclass(slots=True)
+class _Job:
+    integration: str
+    check: CheckConfigBase
+    ctx: ProbeContext
+    timing: tuple[float, float]  # (effective interval, jitter share) the APScheduler job was built with
+    scheduled: float | None = None  # epoch seconds of the pending run's scheduled time
+    last_started: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Backoff:
+    factor: float
+    reason: str
+    since: float
+
+
+def job_id(integration: str, check: str) -> str:
+    return f"{integration}/{check}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics,
+        redactor: Redactor,
+        record: Callable[[CheckResult], None],
+        run_probe: ProbeRunner = default_run_probe,
+        on_removed: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.redactor = redactor
+        self.record = record
+        self.run_probe = run_probe
+        self.on_removed = on_removed
+        self.session: aiohttp.ClientSession | None = None  # handed to probes; set by the app before start
+        self._aps = AsyncIOScheduler(timezone=UTC)
+        self._aps.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        self._jobs: dict[str, _Job] = {}
+        self._backoff: dict[str, Backoff] = {}
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._semaphore_limit = config.monitor.max_concurrency
+        self._semaphore = asyncio.Semaphore(self._semaphore_limit)
+        self._stopping = False
+        self._lag = metrics.scheduler_lag
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._aps.running and not self._stopping
+
+    def start(self) -> None:
+        """Add the jobs, then start APScheduler once (one pass over all jobs, not one per job)."""
+        self._sync_jobs(self.config)
+        self._aps.start()
+        log.info("scheduler started: %d check(s), max %d probe(s) in flight",
+                 len(self._jobs), self.config.monitor.max_concurrency)
+
+    async def stop(self, grace: float) -> None:
+        """Stop scheduling, let in-flight probes finish for up to ``grace`` seconds, cancel the rest."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._aps.running:
+            self._aps.pause()
+        pending = {t for t in self._in_flight if not t.done()}
+        if pending:
+            log.info("waiting up to %.1fs for %d in-flight probe(s)", grace, len(pending))
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        if pending:
+            log.warning("cancelling %d probe(s) still running after %.1fs", len(pending), grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback: let it run now
+        log.info("scheduler stopped")
+
+    def apply(self, config: Config) -> None:
+        """Make the jobs match a new config: add new checks, drop removed ones, retime changed ones."""
+        self.config = config
+        if config.monitor.max_concurrency != self._semaphore_limit:
+            # Probes in flight keep (and release) the old semaphore; new ones use the new limit.
+            self._semaphore_limit = config.monitor.max_concurrency
+            self._semaphore = asyncio.Semaphore(self._semaphore_limit)
+        running = self._aps.running
+        if running:
+            self._aps.pause()  # no wake-up per added job; one pass on resume
+        try:
+            self._sync_jobs(config)
+        finally:
+            if running:
+                self._aps.resume()
+
+    # ---- the backoff hook ------------------------------------------------------------------------
+
+    def set_interval_factor(self, integration: str, factor: float, reason: str = "") -> None:
+        """Run ``integration``'s checks ``factor`` times less often (factor ≤ 1 restores the interval).
+
+        Cheap when nothing changes, so a component may call it on every cycle.
+        """
+        factor = max(1.0, float(factor))
+        current = self._backoff.get(integration)
+        if factor == (current.factor if current else 1.0):
+            if current is not None and current.reason != reason:
+                self._backoff[integration] = Backoff(factor=factor, reason=reason, since=current.since)
+            return
+        if factor == 1.0:
+            self._backoff.pop(integration, None)
+            log.info("probes of %s back to their configured interval", integration)
+        else:
+            self._backoff[integration] = Backoff(
+                factor=factor, reason=reason, since=current.since if current else time.time()
+            )
+            log.warning("probes of %s slowed down ×%g: %s", integration, factor, reason)
+        self.metrics.probe_backoff.labels(integration).set(0 if factor == 1.0 else 1)
+        for jid, job in self._jobs.items():
+            if job.integration == integration:
+                self._retime(jid, job)
+
+    def interval_factor(self, integration: str) -> float:
+        backoff = self._backoff.get(integration)
+        return backoff.factor if backoff else 1.0
+
+    # ---- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "jobs": len(self._jobs),
+            "in_flight": len(self._in_flight),
+            "max_concurrency": self.config.monitor.max_concurrency,
+            "backoff": {
+                name: {"interval_factor": b.factor, "reason": b.reason, "since": b.since}
+                for name, b in self._backoff.items()
+            },
+        }
+
+    def check_status(self, integration: str, check: str) -> dict[str, Any] | None:
+        """Effective interval and next run of one check (None: not scheduled, e.g. disabled)."""
+        jid = job_id(integration, check)
+        job = self._jobs.get(jid)
+        if job is None:
+            return None
+        aps_job = self._aps.get_job(jid)
+        next_run = getattr(aps_job, "next_run_time", None) if aps_job else None
+        return {
+            "interval_seconds": job.timing[0],
+            "next_run_at": next_run.timestamp() if next_run else None,
+            "last_started_at": job.last_started,
+        }
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _sync_jobs(self, config: Config) -> None:
+        wanted = {job_id(i, c.name): (i, c) for i, c in config.iter_checks() if c.enabled}
+        for jid in [j for j in self._jobs if j not in wanted]:
+            job = self._jobs.pop(jid)
+            if self._aps.get_job(jid) is not None:
+                self._aps.remove_job(jid)
+            if self.on_removed is not None:
+                self.on_removed(job.integration, job.check.name)
+        for integration in [i for i in self._backoff if i not in config.integrations]:
+            del self._backoff[integration]
+            remove_series(self.metrics.probe_backoff, integration)
+
+        new = [jid for jid in wanted if jid not in self._jobs]
+        window = max(FIRST_RUN_WINDOW_MIN, len(new) / FIRST_RUN_RATE)
+        now = time.time()
+        for n, jid in enumerate(new):
+            integration, check = wanted[jid]
+            job = _Job(
+                integration=integration,
+                check=check,
+                ctx=ProbeContext(integration=integration, redactor=self.redactor, session=self.session),
+                timing=self._timing(integration, check),
+            )
+            self._jobs[jid] = job
+            first = now + min(check.interval, window) * (n + random.random()) / len(new)
+            self._aps.add_job(
+                self._run, trigger=self._trigger(job, first), args=(jid,), id=jid, name=jid,
+                next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
+                misfire_grace_time=max(1, round(job.timing[0])),
+            )
+
+        for jid, (integration, check) in wanted.items():
+            job = self._jobs[jid]
+            if job.check is check:
+                continue
+            job.check = check  # headers, expectations… apply from the next run
+            if self._timing(integration, check) != job.timing:
+                self._retime(jid, job)
+
+    def _timing(self, integration: str, check: CheckConfigBase) -> tuple[float, float]:
+        return check.interval * self.interval_factor(integration), self.config.monitor.jitter
+
+    def _trigger(self, job: _Job, start: float) -> IntervalTrigger:
+        interval, jitter = job.timing
+        return IntervalTrigger(
+            seconds=interval * (1 - jitter / 2),
+            jitter=interval * jitter or None,
+            start_date=datetime.fromtimestamp(start, UTC),
+            timezone=UTC,
+        )
+
+    def _retime(self, jid: str, job: _Job) -> None:
+        """New interval: the next run comes one new interval after the last start (or now if past)."""
+        job.timing = self._timing(job.integration, job.check)
+        now = time.time()
+        if job.last_started is not None:
+            start = max(now, job.last_started + job.timing[0])
+        else:
+            start = now + random.uniform(0, min(job.timing[0], FIRST_RUN_WINDOW_MIN))
+        if self._aps.get_job(jid) is None:
+            return
+        self._aps.modify_job(
+            jid, trigger=self._trigger(job, start), next_run_time=datetime.fromtimestamp(start, UTC),
+            misfire_grace_time=max(1, round(job.timing[0])),
+        )
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        # Called synchronously right after APScheduler creates the run's task, before the task starts.
+        job = self._jobs.get(event.job_id)
+        if job is not None and event.scheduled_run_times:
+            job.scheduled = event.scheduled_run_times[-1].timestamp()
+
+    async def _run(self, jid: str) -> None:
+        job = self._jobs.get(jid)
+        if job is None or self._stopping:
+            return
+        scheduled, job.scheduled = job.scheduled, None
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            async with self._semaphore:
+                if self._stopping:
+                    return
+                now = time.time()
+                if scheduled is not None:
+                    self._lag.observe(max(0.0, now - scheduled))
+                job.last_started = now
+                result = await self._probe(job)
+            if result is not None:
+                self.record(result)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _probe(self, job: _Job) -> CheckResult | None:
+        check = job.check
+        started = time.time()
+        try:
+            async with asyncio.timeout(check.timeout + DEADLINE_OVERRUN):
+                return await self.run_probe(check, job.ctx)
+        except TimeoutError:
+            elapsed = time.time() - started
+            log.error("probe %s/%s overran its %.1fs deadline; stopped after %.1fs",
+                      job.integration, check.name, check.timeout, elapsed)
+            return CheckResult(
+                integration=job.integration, check=check.name, kind=kind_of(check), ok=False,
+                error_class=ErrorClass.TIMEOUT,
+                detail=f"timeout: probe overran its {check.timeout:g}s deadline",
+                started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.TIMEOUT,),
+            )
+        except Exception:
+            # A probe reports target failures as results; an exception here is a bug in the probe.
+            log.exception("probe %s/%s raised instead of returning a result", job.integration, check.name)
+            return None
+
+
+def kind_of(check: CheckConfigBase) -> str:
+    """The ``kind`` tag of a check config (declared by each kind's subclass, not by the base)."""
+    return str(getattr(check, "kind", "unknown"))
+

@@ -1,0 +1,121 @@
+"""The daemon's HTTP endpoints (aiohttp.web): /metrics, /healthz, /readyz, /api/status.
+
+More endpoints come from components: a component with a ``routes()`` method (see
+monitor/component.py) has its routes added before the server starts listening; ``extra_routes``
+passed to ``HttpServer`` are added too. Every JSON body goes through the redactor on its way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from monitor.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+
+class Monitored(Protocol):
+    """What the endpoints ask of the app (monitor.app.App implements it)."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+    @property
+    def redactor(self) -> Redactor: ...
+
+    def health(self) -> tuple[bool, str]: ...
+
+    def readiness(self) -> tuple[bool, list[str]]: ...
+
+    def status_document(self) -> dict[str, Any]: ...
+
+
+MONITOR = web.AppKey("monitor", Monitored)
+
+
+def json_response(request: web.Request, data: Any, *, status: int = 200) -> web.Response:
+    """JSON out, secrets masked (the data should hold none; this is the last line of defence)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str)
+    return web.Response(
+        text=request.app[MONITOR].redactor.text(text), status=status, content_type="application/json"
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    # Rendering thousands of series takes a while: do it off the event loop so probes keep time.
+    body = await asyncio.to_thread(encoder, request.app[MONITOR].registry)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ok, reason = request.app[MONITOR].health()
+    return json_response(request, {"status": "ok" if ok else "unhealthy", "reason": reason}, status=200 if ok else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok, reasons = request.app[MONITOR].readiness()
+    return json_response(
+        request, {"status": "ready" if ok else "not ready", "reasons": reasons}, status=200 if ok else 503
+    )
+
+
+async def api_status(request: web.Request) -> web.Response:
+    return json_response(request, request.app[MONITOR].status_document())
+
+
+def core_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/metrics", metrics),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/api/status", api_status),
+    ]
+
+
+class HttpServer:
+    """Owns the aiohttp runner; ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, monitor: Monitored, host: str, port: int, extra_routes: Iterable[web.AbstractRouteDef] = ()):
+        self.host = host
+        self.port = port
+        self.web_app = web.Application()
+        self.web_app[MONITOR] = monitor
+        self.web_app.add_routes(core_routes())
+        self.web_app.add_routes(list(extra_routes))
+        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
+        self.web_app.add_routes(list(routes))
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+        log.info("serving /metrics /healthz /readyz /api/status on %s:%d", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,140 @@
+"""What /api/status shows about each check: the last run and the history that matters when paged.
+
+The store holds plain, already-redacted values (the recorder redacts before storing), so rendering it
+never needs the config. One ``CheckStatus`` per check, updated in place on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from checks.base import CheckResult, RequestSummary
+    from monitor.redact import Redactor
+
+
+@dataclass(slots=True)
+class CheckStatus:
+    integration: str
+    check: str
+    kind: str = ""
+    runs: int = 0
+    ok: bool | None = None  # None: never ran
+    error_class: str | None = None
+    detail: str = ""
+    started_at: float | None = None
+    duration: float | None = None
+    total_duration: float | None = None
+    attempts: int = 0
+    attempt_classes: tuple[str | None, ...] = ()
+    status_code: int | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    tls_expiry: float | None = None
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    consecutive_failures: int = 0
+    # Of the last failed run, kept after the check recovers: it is what someone debugging wants.
+    last_failure_class: str | None = None
+    last_failure_detail: str = ""
+    last_failure_request: dict[str, Any] | None = None
+    last_failure_response: str | None = None
+
+    def update(self, result: CheckResult, redactor: Redactor) -> None:
+        self.kind = result.kind
+        self.runs += 1
+        self.ok = result.ok
+        self.error_class = result.error_class.value if result.error_class is not None else None
+        self.detail = redactor.text(result.detail) if result.detail else ""
+        self.started_at = result.started_at
+        self.duration = result.duration
+        self.total_duration = result.total_duration
+        self.attempts = result.attempts
+        self.attempt_classes = tuple(c.value if c is not None else None for c in result.attempt_classes)
+        self.status_code = result.status_code
+        self.phases = dict(result.phases)
+        if result.tls_expiry is not None:
+            self.tls_expiry = result.tls_expiry
+        if result.ok:
+            self.last_success_at = result.started_at
+            self.consecutive_failures = 0
+            return
+        self.last_failure_at = result.started_at
+        self.consecutive_failures += 1
+        self.last_failure_class = self.error_class
+        self.last_failure_detail = self.detail
+        self.last_failure_request = _request(result.request, redactor)
+        self.last_failure_response = (
+            redactor.text(result.response_excerpt) if result.response_excerpt is not None else None
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "runs": self.runs,
+            "ok": self.ok,
+            "error_class": self.error_class,
+            "detail": self.detail,
+            "started_at": self.started_at,
+            "duration_seconds": self.duration,
+            "total_duration_seconds": self.total_duration,
+            "attempts": self.attempts,
+            "attempt_classes": list(self.attempt_classes),
+            "status_code": self.status_code,
+            "phases": self.phases,
+            "tls_cert_expiry": self.tls_expiry,
+            "last_success_at": self.last_success_at,
+            "last_failure_at": self.last_failure_at,
+            "consecutive_failures": self.consecutive_failures,
+            "last_failure": None
+            if self.last_failure_at is None
+            else {
+                "error_class": self.last_failure_class,
+                "detail": self.last_failure_detail,
+                "request": self.last_failure_request,
+                "response_excerpt": self.last_failure_response,
+            },
+        }
+
+
+def _request(request: RequestSummary | None, redactor: Redactor) -> dict[str, Any] | None:
+    """The probe already redacted the request; redact again here so a probe bug cannot leak a secret."""
+    if request is None:
+        return None
+    return {
+        "method": request.method,
+        "url": redactor.url(request.url),
+        "headers": redactor.headers(request.headers),
+        "body_excerpt": redactor.text(request.body_excerpt) if request.body_excerpt is not None else None,
+    }
+
+
+class StatusStore:
+    """Per-check status, keyed by (integration, check)."""
+
+    __slots__ = ("_checks",)
+
+    def __init__(self) -> None:
+        self._checks: dict[tuple[str, str], CheckStatus] = {}
+
+    def entry(self, integration: str, check: str) -> CheckStatus:
+        key = (integration, check)
+        status = self._checks.get(key)
+        if status is None:
+            status = self._checks[key] = CheckStatus(integration=integration, check=check)
+        return status
+
+    def get(self, integration: str, check: str) -> CheckStatus | None:
+        return self._checks.get((integration, check))
+
+    def forget(self, integration: str, check: str) -> None:
+        self._checks.pop((integration, check), None)
+
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self._checks)
+
+    def by_integration(self) -> dict[str, dict[str, CheckStatus]]:
+        out: dict[str, dict[str, CheckStatus]] = {}
+        for (integration, check), status in self._checks.items():
+            out.setdefault(integration, {})[check] = status
+        return out

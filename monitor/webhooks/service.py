@@ -1,0 +1,268 @@
+"""The webhook reader as a daemon Component: reads the ledger keys every ``evaluation_interval``, keeps
+the ``integration_webhook_*`` metrics, and holds the observations the webhook alert rules evaluate.
+
+Redis trouble is a soft failure: ``integration_monitor_redis_up`` goes to 0, the observations turn
+stale (rules then hold their state instead of judging silence on old data), the last-known gauges stay
+(timestamps of deliveries that did happen remain true), and reads retry with exponential backoff until
+they succeed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from monitor.webhooks.model import DuplicateWindow, WebhookObservation, WebhookSnapshot, to_facts
+from monitor.webhooks.reader import WebhookReader
+
+if TYPE_CHECKING:
+    from checks.base import CheckResult
+    from monitor.component import Services
+    from monitor.settings import Config
+    from monitor.webhooks.config import WebhookConfig
+
+log = logging.getLogger(__name__)
+
+
+class WebhookService:
+    name = "webhooks"
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        clock: Callable[[], float] = time.time,
+        min_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self._services = services
+        self._metrics = services.metrics
+        self._clock = clock
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._reader = WebhookReader(services.redis) if services.redis is not None else None
+        self._configs: dict[str, WebhookConfig] = {}
+        self._snapshots: dict[str, WebhookSnapshot] = {}
+        self._watching_since: dict[str, float] = {}
+        self._windows: dict[str, DuplicateWindow] = {}
+        self._exported_types: dict[str, set[str]] = {}
+        self._fresh = False
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_success: float | None = None
+        self._clock_offset = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._set_fact: Callable[[str, str, float], None] | None = None
+        self.on_config(services.config)
+
+    # Component protocol ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._reader is None:
+            if self._configs:
+                log.info("webhooks: no redis_url configured, webhook health is off")
+            return
+        self._task = asyncio.create_task(self._run(), name="webhook-reader")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def on_result(self, result: CheckResult) -> None:
+        return None
+
+    def on_config(self, config: Config) -> None:
+        configs = {name: cfg.webhooks for name, cfg in config.integrations.items() if cfg.webhooks is not None}
+        for gone in set(self._configs) - set(configs):
+            self._forget(gone)
+        for name, cfg in configs.items():
+            old = self._configs.get(name)
+            if old is None or old.duplicate_ratio.window != cfg.duplicate_ratio.window:
+                self._windows[name] = DuplicateWindow(cfg.duplicate_ratio.window)
+            if old is not None and old.key_prefix != cfg.key_prefix:
+                self._snapshots.pop(name, None)  # other keys: the totals start over
+            for stale in self._exported_types.get(name, set()) - set(cfg.event_types):
+                _remove(self._metrics.webhook_type_last_event, name, stale)
+                self._exported_types[name].discard(stale)
+        self._configs = configs
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        enabled = self._reader is not None and bool(self._configs)
+        out: dict[str, Any] = {
+            "enabled": enabled,
+            "redis": "not configured" if self._reader is None else ("ok" if self._fresh else "unavailable"),
+            "last_success": self._last_success,
+            "last_error": self._last_error,
+            "integrations": {},
+        }
+        for name, cfg in self._configs.items():
+            obs = self.observation(name)
+            snap = obs.snapshot if obs is not None else None
+            entry: dict[str, Any] = {"max_silence": cfg.max_silence, "fresh": self._fresh}
+            if snap is not None:
+                types = sorted(snap.event_types.items(), key=lambda kv: kv[1], reverse=True)[:20]
+                entry.update(
+                    received=snap.received, duplicates=snap.duplicates, released=snap.released,
+                    last_event_ts=snap.last_event_ts,
+                    silent_for=None if snap.last_event_ts is None else max(0.0, snap.read_at - snap.last_event_ts),
+                    event_types=dict(types),
+                )
+            if obs is not None:
+                entry.update(duplicate_ratio=obs.duplicate_ratio, window_events=obs.window_events)
+            out["integrations"][name] = entry
+        return out
+
+    def ready(self) -> tuple[bool, str]:
+        # Webhook health never blocks readiness: Redis being down is its own alert and metric.
+        return True, "ok"
+
+    # For the alert rules ----------------------------------------------------------------------------
+
+    def observation(self, integration: str) -> WebhookObservation | None:
+        """What the rules evaluate; None until the monitor has read this integration once."""
+        cfg = self._configs.get(integration)
+        since = self._watching_since.get(integration)
+        if cfg is None or since is None:
+            return None
+        ratio, events = self._windows[integration].ratio(cfg.duplicate_ratio.min_events)
+        return WebhookObservation(
+            integration=integration,
+            snapshot=self._snapshots.get(integration),
+            watching_since=since,
+            fresh=self._fresh,
+            clock_offset=self._clock_offset,
+            duplicate_ratio=ratio,
+            window_events=events,
+        )
+
+    def observations(self) -> dict[str, WebhookObservation]:
+        out = {}
+        for name in self._configs:
+            obs = self.observation(name)
+            if obs is not None:
+                out[name] = obs
+        return out
+
+    def publish_facts_to(self, set_fact: Callable[[str, str, float], None]) -> None:
+        """Push the rules' input after every read, e.g. ``service.publish_facts_to(engine.set_fact)``."""
+        self._set_fact = set_fact
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._set_fact is None:
+            return
+        for integration, facts in self.facts().items():
+            for name, value in facts.items():
+                self._set_fact(integration, name, value)
+
+    def facts(self) -> dict[str, dict[str, float]]:
+        """integration → facts for the alert engine's ``RuleInput.facts`` (see ``model.to_facts``)."""
+        return {
+            name: to_facts(obs, tuple(self._configs[name].event_types))
+            for name, obs in self.observations().items()
+        }
+
+    # Reading ---------------------------------------------------------------------------------------
+
+    async def read_once(self) -> bool:
+        """One read of every integration; updates metrics. False (and redis_up 0) when Redis failed."""
+        if self._reader is None or not self._configs:
+            return True
+        targets = {name: cfg.key_prefix for name, cfg in self._configs.items()}
+        try:
+            snapshots = await self._reader.read(targets)
+        except (RedisError, OSError) as exc:
+            self._fail(exc)
+            return False
+        self._clock_offset = next(iter(snapshots.values())).read_at - self._clock() if snapshots else 0.0
+        if not self._fresh and self._failures:
+            log.info("webhooks: Redis readable again after %d failed read(s)", self._failures)
+        self._fresh, self._failures, self._last_error = True, 0, None
+        self._last_success = self._clock()
+        self._metrics.redis_up.set(1)
+        for name, snap in snapshots.items():
+            if name in self._configs:
+                self._apply(name, snap)
+        self._publish()
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            ok = await self.read_once()
+            if ok:
+                delay = self._services.config.monitor.evaluation_interval
+            else:
+                delay = min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._fresh = False
+        self._metrics.redis_up.set(0)
+        text = self._services.redactor.text(f"{type(exc).__name__}: {exc}")
+        if self._failures == 1:
+            log.warning("webhooks: cannot read Redis (%s); retrying with backoff", text)
+        self._last_error = text
+        self._publish()  # fresh = 0: the rules hold their state instead of judging old data
+
+    def _apply(self, name: str, snap: WebhookSnapshot) -> None:
+        cfg = self._configs[name]
+        m = self._metrics
+        previous = self._snapshots.get(name)
+        self._watching_since.setdefault(name, snap.read_at)
+        _advance(m.webhook_events.labels(integration=name), previous.received if previous else 0, snap.received)
+        _advance(
+            m.webhook_duplicates.labels(integration=name), previous.duplicates if previous else 0, snap.duplicates
+        )
+        if snap.last_event_ts is not None:
+            m.webhook_last_event.labels(integration=name).set(snap.last_event_ts)
+        window = self._windows[name]
+        window.add(snap.read_at, snap.received, snap.duplicates)
+        ratio, _ = window.ratio(cfg.duplicate_ratio.min_events)
+        if ratio is None:
+            _remove(m.webhook_duplicate_ratio, name)
+        else:
+            m.webhook_duplicate_ratio.labels(integration=name).set(ratio)
+        exported = self._exported_types.setdefault(name, set())
+        for event_type in cfg.event_types:
+            seen = snap.event_types.get(event_type)
+            if seen is not None:
+                m.webhook_type_last_event.labels(integration=name, event_type=event_type).set(seen)
+                exported.add(event_type)
+        self._snapshots[name] = snap
+
+    def _forget(self, name: str) -> None:
+        m = self._metrics
+        for metric in (m.webhook_last_event, m.webhook_events, m.webhook_duplicates, m.webhook_duplicate_ratio):
+            _remove(metric, name)
+        for event_type in self._exported_types.pop(name, set()):
+            _remove(m.webhook_type_last_event, name, event_type)
+        self._snapshots.pop(name, None)
+        self._watching_since.pop(name, None)
+        self._windows.pop(name, None)
+
+
+def _advance(counter: Any, before: int, now: int) -> None:
+    """Move a Prometheus counter by what a Redis total grew; a total that went down was reset (keys
+    deleted, Redis restarted without persistence), so everything it holds now is new."""
+    delta = now - before if now >= before else now
+    if delta > 0:
+        counter.inc(delta)
+
+
+def _remove(metric: Any, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

@@ -1,0 +1,100 @@
+"""Shared by the daemon tests (app, server, cli): a config with canary secrets against a local target,
+and small helpers to read the daemon's endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from targets import Reply, Target
+
+# Secrets that must never leave the process: one in a header, one in a query parameter, one inline in
+# the URL, one in the Slack token. Each is also echoed back by the failing endpoint's body.
+CANARY_HEADER = "sk_live_CANARY_header_4f9a2c"
+CANARY_QUERY = "qtok_CANARY_query_77b1e0"
+CANARY_URL = "utok_CANARY_inline_a1d3"
+CANARY_SLACK = "xoxb-CANARY-slack-9e8d"
+CANARIES = (CANARY_HEADER, CANARY_QUERY, CANARY_URL, CANARY_SLACK)
+
+
+def route_target(target: Target) -> None:
+    """/ok answers the default JSON document; /broken is a 500 whose body leaks the secrets back."""
+    target.route(
+        "/broken",
+        Reply(status=500, body=f"internal error; you sent {CANARY_HEADER} and {CANARY_QUERY} and {CANARY_URL}"),
+    )
+
+
+def daemon_config(target: Target, *, listen: str = "127.0.0.1:0", interval: str = "200ms", extra: str = "") -> str:
+    return f"""
+monitor:
+  listen: "{listen}"
+  jitter: 0
+  shutdown_grace: 2s
+integrations:
+  shop:
+    runbook_url: https://wiki.example.com/runbooks/shop
+    checks:
+      - name: ok
+        kind: http
+        url: "{target.url('/ok')}"
+        headers: {{Authorization: "Bearer {CANARY_HEADER}"}}
+        query: {{api_key: "{CANARY_QUERY}"}}
+        interval: {interval}
+        timeout: 2s
+        expect: {{status: [200], json: {{"$.data.id": {{type: string}}}}}}
+      - name: broken
+        kind: http
+        url: "{target.url('/broken')}?token={CANARY_URL}"
+        headers: {{Authorization: "Bearer {CANARY_HEADER}"}}
+        interval: {interval}
+        timeout: 2s
+        retry: {{attempts: 2, backoff: 10ms, max_backoff: 10ms}}
+{extra}
+alerting:
+  slack: {{token: "{CANARY_SLACK}", channel: "#alerts"}}
+"""
+
+
+def assert_no_canary(text: str, where: str) -> None:
+    for canary in CANARIES:
+        assert canary not in text, f"secret {canary} leaked into {where}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def get(url: str, *, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET; raises on connection errors."""
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+def samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse Prometheus text into {(sample name, sorted labels): value}."""
+    out = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def until(condition: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met within {within}s"
+        await asyncio.sleep(0.05)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,409 @@
+"""The alert engine end to end on a fake clock, with a fake sink and the REAL shared Redis (a unique key
+prefix per test): spike → one message; flapping → no spam; restart while firing → nothing twice;
+resolve after a restart; quota 80 → 95 → < 75 %; the min-samples guard; silences and maintenance;
+Redis unreachable and a failing sink."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+import yaml
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from alerts.engine import AlertEngine
+from alerts.model import AlertStatus, Notification, Severity
+from alerts.silences import new_silence
+from alerts.stats import QuotaReading
+from checks.base import CheckResult, ErrorClass, RequestSummary
+from monitor.component import Services
+from monitor.metrics import Metrics
+from monitor.redact import Redactor
+from monitor.settings import Config, parse_config
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[Notification] = []
+        self.fail = False
+
+    async def submit(self, notification: Notification) -> None:
+        if self.fail:
+            raise ConnectionError("outbox unavailable")
+        self.got.append(notification)
+
+
+class Quotas:
+    def __init__(self) -> None:
+        self.ratio: float | None = None
+
+    def quota_snapshot(self) -> Iterable[QuotaReading]:
+        if self.ratio is None:
+            return []
+        return [QuotaReading(integration="acme", quota="api", source="redis", used=self.ratio * 1000, limit=1000,
+                             reset_seconds=600, observed_at=T0)]
+
+
+@pytest.fixture
+async def rds() -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (redis.ConnectionError, OSError) as exc:
+        await client.aclose()
+        pytest.fail(f"the shared Redis at {REDIS_URL} is needed: {exc}")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix(rds: redis.asyncio.Redis) -> AsyncIterator[str]:
+    value = f"test:alerts:{uuid.uuid4().hex}:"
+    yield value
+    keys = [k async for k in rds.scan_iter(match=value + "*")]
+    if keys:
+        await rds.delete(*keys)
+
+
+def config(prefix: str, *, alerts: dict[str, Any] | None = None, alerting: dict[str, Any] | None = None,
+           notes: Path | None = None) -> Config:
+    integ: dict[str, Any] = {
+        "runbook_url": "https://wiki.example.test/runbooks/acme",
+        "checks": [{"name": "api", "kind": "http", "url": "https://api.acme.test/v1/x", "interval": "15s"}],
+        "alerts": alerts or {},
+    }
+    if notes is not None:
+        integ["notes"] = str(notes)
+    raw = {"integrations": {"acme": integ},
+           "alerting": {"key_prefix": prefix, "group_wait": "30s", "group_interval": "5m", **(alerting or {})}}
+    return parse_config(yaml.safe_dump(raw), env={})
+
+
+def engine(cfg: Config, client: redis.asyncio.Redis | None, clock: Clock, sink: Sink, **kw: Any) -> AlertEngine:
+    services = Services(metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client, config=cfg)
+    return AlertEngine(services, sink, clock=clock, autorun=False, **kw)
+
+
+def probe(eng: AlertEngine, clock: Clock, ok: bool, error: ErrorClass = ErrorClass.HTTP_5XX) -> None:
+    eng.on_result(CheckResult(
+        integration="acme", check="api", kind="http", ok=ok, error_class=None if ok else error,
+        detail="" if ok else f"{error}: status 503", started_at=clock.now, duration=0.2, total_duration=0.2,
+        status_code=200 if ok else 503,
+        request=None if ok else RequestSummary(method="GET", url="https://api.acme.test/v1/x?api_key=s3cr3tvalue"),
+        response_excerpt=None if ok else '{"error": "service unavailable"}',
+    ))
+
+
+async def tick(eng: AlertEngine, clock: Clock, seconds: float = 15.0, ok: bool | None = None) -> list[Notification]:
+    """Advance the fake clock by one probe interval (running the probe if ``ok`` is given) and evaluate."""
+    clock.now += seconds
+    if ok is not None:
+        probe(eng, clock, ok)
+    return await eng.evaluate()
+
+
+def firing_gauge(eng: AlertEngine, alert: str, severity: str) -> float | None:
+    return eng.services.metrics.registry.get_sample_value(
+        "integration_alert_firing", {"integration": "acme", "alert": alert, "severity": severity})
+
+
+async def test_spike_sends_one_notification(rds: redis.asyncio.Redis, prefix: str, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    notes = tmp_path / "acme.md"
+    notes.write_text("Acme returns 503 during their deploys (Tuesdays 10:00 UTC).\n" + "x" * 5000)
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix, notes=notes), rds, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(20):
+            await tick(eng, clock, ok=True)
+        first_failure = clock.now + 15
+        caplog.set_level(logging.INFO, logger="alerts.engine")
+        for _ in range(240):  # an hour of failures
+            await tick(eng, clock, ok=False)
+        # probe_down fires at the 3rd failure (F+30 s), error_rate (burn rate, 4 of 24 runs in the hour) at
+        # F+45 s; group_wait 30 s from F+30 → ONE message at F+60 with both. repeat_interval is 4 h: nothing
+        # else all hour.
+        assert len(sink.got) == 1
+        (n,) = sink.got
+        assert n.created_at == first_failure + 60 and n.group_key == "acme"
+        assert sorted(a.alert for a in n.firing) == ["error_rate", "probe_down"] and not n.resolved
+        down = next(a for a in n.firing if a.alert == "probe_down")
+        assert down.severity is Severity.CRITICAL and down.status is AlertStatus.FIRING
+        assert down.error_classes == {"http_5xx": 5}  # content as of the flush: 5 failures by then
+        assert down.last_request is not None and "s3cr3tvalue" not in down.last_request
+        assert "REDACTED" in down.last_request
+        assert down.response_excerpt == '{"error": "service unavailable"}'
+        assert down.runbook_url == "https://wiki.example.test/runbooks/acme"
+        assert down.notes is not None and down.notes.startswith("Acme returns 503") and len(down.notes) <= 1500
+        assert down.first_failure_at == first_failure
+        rate = next(a for a in n.firing if a.alert == "error_rate")
+        assert rate.error_classes == {"http_5xx": 5} and "burn rate" in rate.details
+        assert firing_gauge(eng, "probe_down", "critical") == 1.0
+        latency = [r for r in caplog.records if "after its first failing probe" in r.getMessage()]
+        assert latency and "60.000s" in latency[0].getMessage()
+        # Recovery: probe_down resolves at once (+ keep_firing_for 1 m); the burn-rate alert holds while its
+        # 30 m window still burns 6× — then resolves too. One message per change, nothing more.
+        for _ in range(200):
+            await tick(eng, clock, ok=True)
+        assert len(sink.got) == 3
+        assert [a.alert for a in sink.got[1].resolved] == ["probe_down"]
+        assert [a.alert for a in sink.got[1].firing] == ["error_rate"]
+        assert [a.alert for a in sink.got[2].resolved] == ["error_rate"] and not sink.got[2].firing
+        assert firing_gauge(eng, "probe_down", "critical") == 0.0
+        assert firing_gauge(eng, "error_rate", "critical") == 0.0
+        # Once two hours of history exist, the slow-burn tier (1 d & 2 h at 3×) is judged: the hour-long
+        # outage burned the budget, which is worth a ticket-level warning.
+        for _ in range(40):
+            await tick(eng, clock, ok=True)
+        assert len(sink.got) == 4
+        assert [(a.alert, a.severity) for a in sink.got[3].firing] == [("error_rate", Severity.WARNING)]
+    finally:
+        await eng.close()
+
+
+async def test_flapping_sends_one_flapping_message_not_spam(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    cfg = config(prefix, alerts={"probe_down": {"consecutive_failures": 1, "keep_firing_for": 0},
+                                 "error_rate": {"enabled": False}})
+    eng = engine(cfg, rds, clock, sink)
+    await eng.start()
+    try:
+        transitions = 0
+        for i in range(240):  # an hour: fail, fail, ok, ok, … — fires and resolves every 30 s
+            before = eng.states.get("acme/probe_down/api/critical")
+            await tick(eng, clock, ok=(i // 2) % 2 == 1)
+            after = eng.states["acme/probe_down/api/critical"]
+            transitions += before is not None and before.status != after.status
+        assert transitions > 100
+        flapping = [n for n in sink.got if any(a.flapping for a in n.alerts)]
+        assert len(flapping) == 1
+        assert len(sink.got) <= 3  # first firing (group_wait), at most one resolve, then the flapping notice
+        assert eng.status()["alerts"]["flapping"] == ["acme/probe_down/api/critical"]
+        # Settles after an hour of quiet: one last message with the real state (resolved), then silence.
+        sent_before = len(sink.got)
+        for _ in range(300):
+            await tick(eng, clock, ok=True)
+        assert len(sink.got) == sent_before + 1
+        assert [a.alert for a in sink.got[-1].resolved] == ["probe_down"] and not sink.got[-1].firing
+    finally:
+        await eng.close()
+
+
+async def fire_and_stop(prefix: str, rds: redis.asyncio.Redis, clock: Clock, sink: Sink) -> None:
+    """A first daemon: the check fails, probe_down is notified; then the daemon stops."""
+    cfg = config(prefix, alerts={"error_rate": {"enabled": False}})
+    first = engine(cfg, rds, clock, sink)
+    await first.start()
+    for _ in range(10):
+        await tick(first, clock, ok=False)
+    assert len(sink.got) == 1 and sink.got[0].firing
+    await first.close()
+
+
+async def test_restart_while_firing_sends_nothing_twice(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    await fire_and_stop(prefix, rds, clock, sink)
+    first_sent = sink.got[0].created_at
+    second = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), rds, clock, sink)
+    await second.start()
+    try:
+        assert second.status()["alerts"]["firing"] == ["acme/probe_down/api/critical"]
+        assert firing_gauge(second, "probe_down", "critical") is None  # not yet evaluated
+        await tick(second, clock)  # no results yet after the restart: the alert is held, not resolved
+        assert firing_gauge(second, "probe_down", "critical") == 1.0
+        while clock.now + 60 < first_sent + 4 * 3600:  # still failing, for the rest of repeat_interval
+            await tick(second, clock, seconds=60, ok=False)
+        assert len(sink.got) == 1
+        await tick(second, clock, seconds=60, ok=False)
+        assert len(sink.got) == 2 and sink.got[1].firing  # the 4-hourly reminder, once
+    finally:
+        await second.close()
+
+
+async def test_resolve_is_sent_after_a_restart(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    await fire_and_stop(prefix, rds, clock, sink)
+    clock.now += 600  # down for ten minutes; the vendor recovered meanwhile
+    second = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), rds, clock, sink)
+    await second.start()
+    try:
+        for _ in range(20):
+            await tick(second, clock, ok=True)
+        assert len(sink.got) == 2
+        assert [a.alert for a in sink.got[1].resolved] == ["probe_down"] and not sink.got[1].firing
+        assert sink.got[1].resolved[0].resolved_at is not None
+        for _ in range(100):
+            await tick(second, clock, ok=True)
+        assert len(sink.got) == 2
+    finally:
+        await second.close()
+    assert await rds.hlen(prefix + "groups") == 0  # nothing left to tell
+
+
+async def test_quota_warning_then_critical_then_resolved(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink, quotas = Clock(), Sink(), Quotas()
+    eng = engine(config(prefix), rds, clock, sink, quota_source=quotas)
+    await eng.start()
+    try:
+        def told() -> list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+            return [([(a.alert, str(a.severity)) for a in n.firing], [(a.alert, str(a.severity)) for a in n.resolved])
+                    for n in sink.got]
+
+        for ratio in (0.5, 0.82, 0.96, 0.70):
+            quotas.ratio = ratio
+            for _ in range(30):
+                await tick(eng, clock, ok=True)
+        assert told() == [
+            ([("quota", "warning")], []),
+            ([("quota", "critical")], []),  # the warning still fires, but the critical inhibits it
+            ([], [("quota", "critical"), ("quota", "warning")]),
+        ]
+        assert firing_gauge(eng, "quota", "warning") == 0.0
+        # Hysteresis: 82 % warns, 78 % holds the warning (no message), 74 % clears it.
+        for ratio in (0.82, 0.78, 0.74):
+            quotas.ratio = ratio
+            for _ in range(30):
+                await tick(eng, clock, ok=True)
+        assert told()[3:] == [([("quota", "warning")], []), ([], [("quota", "warning")])]
+        warning = sink.got[0].firing[0]
+        assert warning.quota == "api" and "820/1000 used" in warning.summary and "resets in 10m" in warning.summary
+    finally:
+        await eng.close()
+
+
+async def test_one_failure_out_of_two_never_pages(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix, alerts={"error_rate": {"threshold": 0.05, "window": "5m"}}), rds, clock, sink)
+    await eng.start()
+    try:
+        await tick(eng, clock, ok=True)
+        await tick(eng, clock, ok=False)
+        for _ in range(100):
+            await tick(eng, clock)  # no more runs (e.g. the check was paused): nothing to judge
+        assert sink.got == [] and eng.states == {}
+    finally:
+        await eng.close()
+
+
+def suppressed(eng: AlertEngine) -> float | None:
+    return eng.services.metrics.registry.get_sample_value(
+        "integration_notifications_total", {"notifier": "console", "result": "suppressed"})
+
+
+async def test_silence_suppresses_until_expired(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), rds, clock, sink)
+    await eng.start()
+    try:
+        silence = new_silence(now=clock.now, duration=3600, integration="acme", alert="probe_down",
+                              comment="vendor maintenance", created_by="test")
+        await eng.add_silence(silence)
+        for _ in range(20):
+            await tick(eng, clock, ok=False)
+        assert sink.got == []
+        assert suppressed(eng) == 1.0
+        assert eng.status()["alerts"]["firing"] == ["acme/probe_down/api/critical"]
+        assert firing_gauge(eng, "probe_down", "critical") == 1.0  # metrics keep telling the truth
+        assert await eng.expire_silence(silence.id) is not None
+        for _ in range(3):
+            await tick(eng, clock, ok=False)
+        assert len(sink.got) == 1 and sink.got[0].firing
+    finally:
+        await eng.close()
+
+
+async def test_silence_written_by_another_process_is_picked_up(rds: redis.asyncio.Redis, prefix: str) -> None:
+    from alerts.store import AlertStore
+
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), rds, clock, sink)
+    await eng.start()
+    try:
+        cli_store = AlertStore(rds, prefix)  # what `integration-monitor silence add` does
+        await cli_store.put_silence(new_silence(now=clock.now, duration=600, integration="acme"))
+        for _ in range(20):
+            await tick(eng, clock, ok=False)
+        assert sink.got == [] and suppressed(eng) == 1.0
+    finally:
+        await eng.close()
+
+
+async def test_maintenance_window_suppresses(rds: redis.asyncio.Redis, prefix: str) -> None:
+    import datetime as dt
+
+    clock, sink = Clock(), Sink()
+    start = dt.datetime.fromtimestamp(T0, dt.UTC)
+    window = {"start": start.isoformat(), "end": (start + dt.timedelta(hours=1)).isoformat()}
+    eng = engine(config(prefix, alerts={"error_rate": {"enabled": False}, "maintenance": [window]}),
+                 rds, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(200):  # 50 minutes of failures inside the window
+            await tick(eng, clock, ok=False)
+        assert sink.got == [] and suppressed(eng) == 1.0
+        for _ in range(60):  # the window ends while it still fails: now it is told
+            await tick(eng, clock, ok=False)
+        assert len(sink.got) == 1 and sink.got[0].firing
+    finally:
+        await eng.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_redis_unreachable_is_an_alert_and_evaluation_goes_on(prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    # No client-side retries, so the test is fast; the engine bounds each store round anyway.
+    dead = redis.asyncio.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5,
+                               retry=Retry(NoBackoff(), 0))
+    eng = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), dead, clock, sink)
+    try:
+        await eng.start()
+        for _ in range(10):
+            await tick(eng, clock, ok=False)
+        assert eng.services.metrics.registry.get_sample_value("integration_monitor_redis_up") == 0.0
+        firing = {a.alert for n in sink.got for a in n.firing}
+        assert "probe_down" in firing  # alerts still go out, state kept in memory
+        assert "monitor_redis_down" in firing  # after redis_down_for (60 s)
+    finally:
+        await eng.close()
+        await dead.aclose()
+
+
+async def test_a_failing_sink_never_blocks_evaluation(rds: redis.asyncio.Redis, prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), rds, clock, sink)
+    await eng.start()
+    try:
+        sink.fail = True
+        for _ in range(10):
+            await tick(eng, clock, ok=False)
+        assert sink.got == [] and eng.states["acme/probe_down/api/critical"].status is AlertStatus.FIRING
+        sink.fail = False
+        await tick(eng, clock, ok=False)
+        assert len(sink.got) == 1 and [a.alert for a in sink.got[0].firing] == ["probe_down"]
+    finally:
+        await eng.close()

@@ -1,0 +1,251 @@
+"""App lifecycle: components in order, result fan-out isolation, Redis services, reload, log redaction."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_support import (
+    CANARY_HEADER,
+    CANARY_QUERY,
+    CANARY_URL,
+    assert_no_canary,
+    daemon_config,
+    get,
+    route_target,
+    samples,
+    until,
+    write,
+)
+from targets import Target, closed_port
+
+from checks.base import CheckResult
+from monitor import app as app_module
+from monitor.app import App, secrets_of
+from monitor.component import Services
+from monitor.logs import setup_logging
+from monitor.settings import load_config, parse_config
+
+
+class Recording:
+    """A component that records what the app did to it, in a log shared by all instances."""
+
+    def __init__(self, name: str, log: list[str], *, fail_start: bool = False, fail_result: bool = False) -> None:
+        self.name = name
+        self.log = log
+        self.fail_start = fail_start
+        self.fail_result = fail_result
+        self.results: list[CheckResult] = []
+        self.configs: list[Any] = []
+        self.services: Services | None = None
+
+    def factory(self, services: Services) -> Recording:
+        self.services = services
+        self.log.append(f"build {self.name}")
+        return self
+
+    async def start(self) -> None:
+        if self.fail_start:
+            raise RuntimeError(f"{self.name} cannot start")
+        self.log.append(f"start {self.name}")
+
+    async def close(self) -> None:
+        self.log.append(f"close {self.name}")
+
+    def on_result(self, result: CheckResult) -> None:
+        self.results.append(result)
+        if self.fail_result:
+            raise ValueError(f"bug in {self.name} handling {CANARY_HEADER}")
+
+    def on_config(self, config: Any) -> None:
+        self.configs.append(config)
+
+    def status(self) -> dict[str, Any]:
+        return {"results": len(self.results)}
+
+    def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Capture the daemon's own (redacting) log handler output; restore the root logger after."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    stream = io.StringIO()
+    yield stream
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+async def test_components_start_in_order_close_in_reverse_and_bad_ones_are_isolated(target: Target) -> None:
+    route_target(target)
+    events: list[str] = []
+    first, faulty, last = Recording("first", events), Recording("faulty", events, fail_result=True), Recording(
+        "last", events
+    )
+    app = App(parse_config(daemon_config(target), env={}), components=[first.factory, faulty.factory, last.factory])
+    await app.start()
+    try:
+        assert first.services is not None and first.services.scheduler is app.scheduler
+        assert first.services.redis is None  # no redis_url
+        await until(lambda: len(last.results) >= 2, what="results reach the last component")
+        assert app.status_document()["components"]["last"]["results"] >= 2
+    finally:
+        await app.close()
+    # The faulty component raised on every result; the one after it still got every one.
+    assert len(last.results) == len(faulty.results) == len(first.results)
+    assert events == [
+        "build first", "start first", "build faulty", "start faulty", "build last", "start last",
+        "close last", "close faulty", "close first",
+    ]
+
+
+async def test_failed_start_closes_what_was_started(target: Target) -> None:
+    events: list[str] = []
+    good, bad = Recording("good", events), Recording("bad", events, fail_start=True)
+    app = App(parse_config(daemon_config(target), env={}), components=[good.factory, bad.factory])
+    with pytest.raises(RuntimeError, match="bad cannot start"):
+        await app.start()
+    assert events == ["build good", "start good", "build bad", "close good"]
+    assert not app.scheduler.running
+
+
+async def test_redis_client_is_built_and_connected_when_configured(target: Target) -> None:
+    extra_monitor = "  redis_url: redis://127.0.0.1:6379/0\n"
+    text = daemon_config(target).replace("monitor:\n", "monitor:\n" + extra_monitor, 1)
+    seen = Recording("redis-user", [])
+    app = App(parse_config(text, env={}), components=[seen.factory])
+    await app.start()
+    try:
+        assert seen.services is not None and seen.services.redis is not None
+        key = f"im-test:{uuid.uuid4()}"
+        await seen.services.redis.set(key, "1", ex=10)
+        assert await seen.services.redis.get(key) == b"1"
+        await seen.services.redis.delete(key)
+        assert app.metrics.redis_up._value.get() == 1
+        assert json.loads(json.dumps(app.status_document()))["monitor"]["redis"] == "configured"
+    finally:
+        await app.close()
+
+
+async def test_unreachable_redis_is_retried_logged_and_not_fatal(
+    target: Target, monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
+) -> None:
+    monkeypatch.setattr(app_module, "REDIS_CONNECT_BACKOFF", 0.01)
+    password = "redis-pass-CANARY-31"
+    text = daemon_config(target).replace(
+        "monitor:\n", f"monitor:\n  redis_url: redis://:{password}@127.0.0.1:{closed_port()}/0\n", 1
+    )
+    app = App(parse_config(text, env={}), components=[])
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        assert app.services is not None and app.services.redis is not None  # kept: components retry later
+        assert app.metrics.redis_up._value.get() == 0
+        assert app.scheduler.running
+    finally:
+        await app.close()
+    logs = log_stream.getvalue()
+    assert f"unreachable after {app_module.REDIS_CONNECT_ATTEMPTS} attempts" in logs
+    assert logs.count("not reachable (attempt") == app_module.REDIS_CONNECT_ATTEMPTS - 1
+    assert password not in logs
+
+
+async def test_no_redis_url_says_redis_features_are_off(target: Target, log_stream: io.StringIO) -> None:
+    app = App(parse_config(daemon_config(target), env={}), components=[])
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    await app.close()
+    assert "Redis-backed features (quotas read from Redis, webhook freshness) are off" in log_stream.getvalue()
+
+
+async def test_reload_applies_a_valid_file_and_keeps_the_old_config_on_a_broken_one(
+    target: Target, tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    route_target(target)
+    path = write(tmp_path / "monitor.yaml", daemon_config(target))
+    events: list[str] = []
+    comp = Recording("watcher", events)
+    app = App(load_config(path), config_path=path, components=[comp.factory])
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        url = app.server.url
+        # 1. A valid new file: a check added, components told.
+        added = daemon_config(target).replace(
+            "alerting:", f"  extra:\n    checks:\n      - {{name: ping, kind: http, url: '{target.url('/ok')}', "
+            "interval: 200ms}\nalerting:", 1
+        )
+        write(path, added)
+        assert await app.reload() is True
+        assert len(comp.configs) == 1 and "extra" in comp.configs[0].integrations
+        await until(lambda: (s := app.status_store.get("extra", "ping")) is not None and s.runs >= 1)
+        # 2. A broken file: every problem logged, nothing changes, the gauge says 0.
+        write(path, added.replace("interval: 200ms}", "interval: often, surprise: 1}"))
+        assert await app.reload() is False
+        assert "extra" in app.config.integrations and len(comp.configs) == 1
+        _, _, body = await get(f"{url}/metrics")
+        assert samples(body)[("integration_monitor_config_last_reload_successful", ())] == 0
+        status = json.loads((await get(f"{url}/api/status"))[2])
+        assert status["monitor"]["last_reload_successful"] is False
+        assert "ping" in status["integrations"]["extra"]["checks"]
+        logs = log_stream.getvalue()
+        assert "config reload failed; the running config stays in effect" in logs
+        assert "integrations.extra.checks[0].interval: expected a duration" in logs
+        assert "integrations.extra.checks[0].surprise: unknown key" in logs
+        # 3. Back to the original file: the extra check is gone from jobs, metrics and status.
+        write(path, daemon_config(target))
+        assert await app.reload() is True
+        _, _, body = await get(f"{url}/metrics")
+        s = samples(body)
+        assert s[("integration_monitor_config_last_reload_successful", ())] == 1
+        assert not any(dict(labels).get("integration") == "extra" for _, labels in s)
+        assert app.status_store.get("extra", "ping") is None
+    finally:
+        await app.close()
+    assert_no_canary(log_stream.getvalue(), "logs")
+
+
+def test_secrets_of_covers_headers_query_inline_url_and_config_secrets(target: Target) -> None:
+    secrets = secrets_of(parse_config(daemon_config(target), env={}))
+    for canary in (f"Bearer {CANARY_HEADER}", CANARY_QUERY, CANARY_URL):
+        assert canary in secrets
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_logs_never_contain_a_secret(target: Target, log_stream: io.StringIO, fmt: str) -> None:
+    route_target(target)
+    events: list[str] = []
+    faulty = Recording("faulty", events, fail_result=True)  # its exception message holds a secret
+    app = App(parse_config(daemon_config(target), env={}), components=[faulty.factory])
+    setup_logging(app.redactor, fmt=fmt, level="DEBUG", stream=log_stream)
+    log = logging.getLogger("tests.app")
+    await app.start()
+    try:
+        await until(lambda: len(faulty.results) >= 2)
+        # Whatever a caller passes: message args, extra fields, exception text, tracebacks.
+        log.warning("token in args: %s / %s", CANARY_HEADER, f"https://x.test/?token={CANARY_URL}")
+        log.info("token in extra", extra={"request_url": f"https://x.test/?api_key={CANARY_QUERY}"})
+        try:
+            raise RuntimeError(f"failed calling with {CANARY_QUERY}")
+        except RuntimeError:
+            log.exception("wrapped %s", CANARY_HEADER)
+    finally:
+        await app.close()
+    out = log_stream.getvalue()
+    assert "bug in faulty handling [REDACTED]" in out  # the component's traceback was logged, redacted
+    assert "token in args: [REDACTED]" in out and "failed calling with [REDACTED]" in out
+    assert_no_canary(out, f"{fmt} logs")
+    if fmt == "json":
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        assert any(line.get("request_url", "").endswith("[REDACTED]") for line in lines)

@@ -1,0 +1,238 @@
+"""The ``integration-monitor`` command: real subprocesses for run (SIGTERM, SIGHUP) and probe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import types
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from daemon_support import (
+    assert_no_canary,
+    daemon_config,
+    free_port,
+    get,
+    route_target,
+    samples,
+    until,
+    write,
+)
+from targets import Reply, Target
+
+from monitor import cli
+
+EXE = Path(sys.executable).parent / "integration-monitor"
+
+
+@pytest.fixture(autouse=True)
+def _need_console_script() -> None:
+    if not EXE.exists():
+        message = f"console script {EXE} not installed (pip install -e .)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class Daemon:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.stderr = b""
+
+    async def finish(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        _, self.stderr = await asyncio.wait_for(self.proc.communicate(), 20)
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    @property
+    def log(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+@asynccontextmanager
+async def daemon(config: Path, *args: str) -> AsyncIterator[Daemon]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(EXE), "run", "-c", str(config), "--listen", f"127.0.0.1:{port}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    d = Daemon(proc, f"http://127.0.0.1:{port}")
+    try:
+        await until_up(d)
+        yield d
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+
+async def until_up(d: Daemon) -> None:
+    async def healthy() -> bool:
+        try:
+            return (await get(f"{d.url}/healthz"))[0] == 200
+        except OSError:
+            return False
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not await healthy():
+        assert d.proc.returncode is None, "daemon exited early"
+        assert loop.time() < deadline, "daemon did not come up"
+        await asyncio.sleep(0.1)
+
+
+async def runs_of(d: Daemon, check: str) -> int:
+    doc = json.loads((await get(f"{d.url}/api/status"))[2])
+    runs: int = doc["integrations"]["shop"]["checks"][check]["runs"]
+    return runs
+
+
+async def wait_runs(d: Daemon, check: str, n: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while await runs_of(d, check) < n:
+        assert loop.time() < deadline, f"{check} did not run {n} times"
+        await asyncio.sleep(0.1)
+
+
+async def test_run_serves_then_sigterm_drains_in_flight_probes_and_exits_0(target: Target, tmp_path: Path) -> None:
+    route_target(target)
+    target.route("/slow", Reply(json={"data": {"id": "x"}}, delay=0.8))
+    slow = (
+        f"  slow:\n    checks:\n      - {{name: slow, kind: http, url: '{target.url('/slow')}', "
+        "interval: 200ms, timeout: 5s}\n"
+    )
+    config = write(tmp_path / "monitor.yaml", daemon_config(target, extra=slow))
+    async with daemon(config) as d:
+        await wait_runs(d, "broken", 2)
+        metrics = (await get(f"{d.url}/metrics"))[2]
+        status = (await get(f"{d.url}/api/status"))[2]
+        assert_no_canary(metrics, "/metrics")
+        assert_no_canary(status, "/api/status")
+        await until(lambda: len(target.hits("/slow")) >= 2, what="a slow probe in flight")
+        hits_before = len(target.hits("/slow"))
+        assert await d.finish(signal.SIGTERM) == 0
+    log = d.log
+    assert "SIGTERM received: stopping" in log and "integration-monitor stopped" in log
+    assert "in-flight probe(s)" in log and "cancelling" not in log  # the slow probe finished in the grace
+    assert len(target.hits("/slow")) == hits_before  # no new probe after SIGTERM
+    assert_no_canary(log, "daemon log")
+
+
+async def test_sighup_with_a_broken_file_keeps_the_old_config(target: Target, tmp_path: Path) -> None:
+    route_target(target)
+    config = write(tmp_path / "monitor.yaml", daemon_config(target))
+    async with daemon(config, "--log-format", "json") as d:
+        await wait_runs(d, "ok", 1)
+        write(config, daemon_config(target).replace("interval: 200ms", "interval: whenever", 1))
+        d.proc.send_signal(signal.SIGHUP)
+
+        async def reload_gauge() -> float:
+            return samples((await get(f"{d.url}/metrics"))[2])[
+                ("integration_monitor_config_last_reload_successful", ())
+            ]
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while await reload_gauge() != 0:
+            assert loop.time() < deadline, "reload gauge never went to 0"
+            await asyncio.sleep(0.1)
+        runs = await runs_of(d, "ok")
+        await wait_runs(d, "ok", runs + 2)  # the old config keeps probing
+        assert await d.finish(signal.SIGTERM) == 0
+    records = [json.loads(line) for line in d.log.splitlines() if line.startswith("{")]
+    failed = [r for r in records if "config reload failed" in r["message"]]
+    assert len(failed) == 1 and failed[0]["level"] == "ERROR"
+    assert "integrations.shop.checks[0].interval: expected a duration like 500ms, 30s, 5m or 4h, got 'whenever'" in (
+        failed[0]["message"]
+    )
+    assert_no_canary(d.log, "daemon log")
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(EXE), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_probe_prints_a_readable_redacted_result(target: Target, tmp_path: Path) -> None:
+    route_target(target)
+    config = write(tmp_path / "monitor.yaml", daemon_config(target))
+
+    code, out, err = await run_cli("probe", "-c", str(config), "shop/ok")
+    assert code == 0, err
+    assert out.splitlines()[0] == "shop/ok [http]: OK"
+    assert "status:     200" in out and "phases:" in out and "attempts:   1 (ok)" in out
+
+    code, out, err = await run_cli("probe", "-c", str(config), "shop/broken")
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0] == "shop/broken [http]: FAILED (http_5xx)"
+    assert "  detail:     http_5xx: 500 Internal Server Error" in lines
+    assert "  attempts:   2 (http_5xx, http_5xx)" in lines
+    assert any(line.startswith("  request:    GET http://127.0.0.1:") for line in lines)
+    assert "Authorization: [REDACTED]" in out and "response:   internal error; you sent [REDACTED]" in out
+    for text, where in ((out, "probe stdout"), (err, "probe stderr")):
+        assert_no_canary(text, where)
+
+    code, _, err = await run_cli("probe", "-c", str(config), "shop/nope")
+    assert code == 2 and "unknown check 'shop/nope'; the config has: shop/ok, shop/broken" in err
+
+
+async def test_python_dash_m_and_version() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "--version", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and out.decode().startswith("integration-monitor ")
+
+
+def test_run_with_a_broken_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(tmp_path / "bad.yaml", "monitor: {listen: nowhere}\n")
+    assert cli.main(["run", "-c", str(config)]) == 2
+    assert "monitor.listen: expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_extension_modules_add_subcommands(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    ext = types.ModuleType("im_test_cli_ext")
+
+    def register(subparsers: object) -> None:
+        parser = subparsers.add_parser("hello", help="test command")  # type: ignore[attr-defined]
+        parser.add_argument("--name", default="world")
+        def hello(args: object) -> int:
+            calls.append(args.name)  # type: ignore[attr-defined]
+            return 7
+
+        parser.set_defaults(func=hello)
+
+    ext.register = register  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "im_test_cli_ext", ext)
+    monkeypatch.setattr(cli, "EXTENSION_MODULES", ["im_test_cli_ext", "im_test_cli_absent_module"])
+    assert cli.main(["hello", "--name", "ext"]) == 7
+    assert calls == ["ext"]
+
+
+def test_demo_is_delegated_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    demo = types.ModuleType("monitor.demo")
+    def run_demo(args: object) -> int:
+        seen.append(args)
+        return 0
+
+    demo.run_demo = run_demo  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "monitor.demo", demo)
+    assert cli.main(["demo", "--listen", "127.0.0.1:9999", "--log-format", "json"]) == 0
+    (args,) = seen
+    assert (args.listen, args.log_format) == ("127.0.0.1:9999", "json")  # type: ignore[attr-defined]
+

@@ -1,0 +1,581 @@
+"""The demo: the simulated vendor API misbehaves as documented, the bundled config loads and points at
+it, the Redis traffic is what the real rate limiters write, and the whole demo shows what issue 2 promises."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import http_sfv
+import pytest
+import redis.asyncio
+import redis.exceptions
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter
+from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from checks.base import ErrorClass
+from monitor.demo import Demo
+from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream, WebhookTraffic, cleanup
+from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
+from monitor.quota.headers import parse_rate_limit_headers
+from monitor.settings import load_config
+from monitor.webhooks.dedupe import stats_key
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def vendor(clock: FakeClock) -> AsyncIterator[SimulatedVendor]:
+    v = SimulatedVendor(VendorBehaviour(slow_seconds=0.2, hang_seconds=5.0, large_body_bytes=300_000), clock=clock)
+    await v.start()
+    yield v
+    await v.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def call(
+    session: aiohttp.ClientSession, vendor: SimulatedVendor, path: str, method: str = "GET"
+) -> tuple[int, CIMultiDict[str], bytes]:
+    async with session.request(method, f"{vendor.url}{path}") as response:
+        return response.status, response.headers.copy(), await response.read()
+
+
+# -- the vendor's endpoints -----------------------------------------------------------------------------
+
+
+async def test_index_lists_every_endpoint(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(http, vendor, "/")
+    assert status == 200
+    listed = {(e["method"], e["path"]) for e in json.loads(body)["endpoints"]}
+    assert listed == {(e.method, e.path) for e in vendor.endpoints}
+    assert len(listed) >= 18
+
+
+async def test_healthy_endpoint(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    for _ in range(3):
+        status, _, body = await call(http, vendor, "/payments/v1/account")
+        assert status == 200
+        assert json.loads(body)["charges_enabled"] is True
+
+
+async def test_503_bursts_fail_n_of_every_m_calls(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    statuses = [(await call(http, vendor, "/payments/v1/balance"))[0] for _ in range(12)]
+    assert statuses == [503, 503, 503, 200, 200, 200] * 2
+    _, _, body = await call(http, vendor, "/payments/v1/balance")  # call 12: a failing one again
+    assert json.loads(body)["error"]["type"] == "api_error"
+    for _ in range(2):
+        await call(http, vendor, "/payments/v1/balance")
+    status, _, body = await call(http, vendor, "/payments/v1/balance")
+    assert status == 200
+    assert isinstance(json.loads(body)["available"][0]["amount"], int)
+
+
+async def test_429_with_retry_after(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    results = [await call(http, vendor, "/payments/v1/charges") for _ in range(8)]
+    assert [r[0] for r in results] == [429, 429, 200, 200] * 2
+    assert results[0][1]["Retry-After"] == "1"
+    assert "Retry-After" not in results[2][1]
+    assert json.loads(results[2][2])["data"][0]["id"].startswith("ch_")
+
+
+async def test_null_field(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(http, vendor, "/payments/v1/customers/cus_demo")
+    data = json.loads(body)
+    assert status == 200
+    assert "email" in data and data["email"] is None
+
+
+async def test_missing_field_and_ietf_ratelimit_headers(
+    vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    clock.now += 5.0  # half-way through a 10 s burst window
+    status, headers, body = await call(http, vendor, "/crm/v3/contacts")
+    assert status == 200
+    contact = json.loads(body)["results"][0]
+    assert "id" not in contact and contact["hs_object_id"]
+    policy, state = http_sfv.List(), http_sfv.List()
+    policy.parse(headers["RateLimit-Policy"].encode())
+    state.parse(headers["RateLimit"].encode())
+    assert [(p.value, p.params["q"], p.params["w"]) for p in policy] == [("burst", 100, 10), ("daily", 25_000, 86_400)]
+    burst, daily = state[0], state[1]
+    assert (burst.value, burst.params["r"], burst.params["t"]) == ("burst", 100 - 31, 5)
+    assert daily.value == "daily" and daily.params["r"] == 25_000 - 18_015
+    assert daily.params["t"] == 86_400 - int(clock.now) % 86_400
+
+
+async def test_auth_failure(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    status, headers, body = await call(http, vendor, "/crm/v3/owners")
+    assert status == 401
+    assert "invalid_token" in headers["WWW-Authenticate"]
+    assert json.loads(body)["category"] == "EXPIRED_AUTHENTICATION"
+
+
+async def test_salesforce_usage_climbs(vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock) -> None:
+    _, first, _ = await call(http, vendor, "/crm/services/data/v59.0/limits")
+    clock.now += 100
+    _, later, body = await call(http, vendor, "/crm/services/data/v59.0/limits")
+    assert first["Sforce-Limit-Info"] == "api-usage=3600/5000"
+    assert later["Sforce-Limit-Info"] == "api-usage=3800/5000"
+    assert json.loads(body)["DailyApiRequests"]["Remaining"] == 1200
+
+
+async def test_slow_response_answers_late(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status, _, body = await call(http, vendor, "/shipping/v1/rates")
+    assert status == 200 and json.loads(body)["rates"]
+    assert loop.time() - started >= 0.2  # behaviour, not speed: it must not answer before slow_seconds
+
+
+async def test_very_slow_response_outlasts_a_deadline(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    with pytest.raises(TimeoutError):
+        async with http.get(
+            f"{vendor.url}/shipping/v1/track/1Z999AA10123456784", timeout=aiohttp.ClientTimeout(total=0.3)
+        ) as response:
+            await response.read()
+    # The hanging handler must not keep the vendor from shutting down (close() in the fixture).
+
+
+async def test_empty_body(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    status, headers, body = await call(http, vendor, "/shipping/v1/labels", method="POST")
+    assert status == 200 and body == b""
+    assert headers["Content-Type"].startswith("application/json")
+
+
+async def test_incident_window(vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock) -> None:
+    status, headers, _ = await call(http, vendor, "/shipping/v1/status")
+    assert status == 503 and headers["Retry-After"] == "30"
+    clock.now += vendor.behaviour.incident_seconds + 1
+    status, _, body = await call(http, vendor, "/shipping/v1/status")
+    assert status == 200 and json.loads(body)["status"] == "operational"
+    clock.now += vendor.behaviour.incident_period
+    assert (await call(http, vendor, "/shipping/v1/status"))[0] == 200
+    clock.now += vendor.behaviour.incident_period - vendor.behaviour.incident_seconds - 1
+    assert (await call(http, vendor, "/shipping/v1/status"))[0] == 503  # the next incident
+
+
+async def test_malformed_json(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    for _ in range(2):  # an HTML page, then a truncated document; both labelled JSON
+        status, headers, body = await call(http, vendor, "/messaging/v1/messages")
+        assert status == 200 and body
+        assert headers["Content-Type"].startswith("application/json")
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(body)
+
+
+async def test_github_rate_limit_headers_climb_and_reset(
+    vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    window = vendor.behaviour.rate_window
+    seen = []
+    for offset in (0.0, 0.2 * window, 0.6 * window):
+        clock.now = vendor.started_at + offset
+        status, headers, _ = await call(http, vendor, "/messaging/v1/usage")
+        assert status == 200
+        used, limit = int(headers["x-ratelimit-used"]), int(headers["x-ratelimit-limit"])
+        assert int(headers["x-ratelimit-remaining"]) == limit - used
+        assert int(headers["x-ratelimit-reset"]) == math.ceil(vendor.started_at + window)
+        assert headers["x-ratelimit-resource"] == "core"
+        seen.append(used / limit)
+    assert seen[0] < 0.55 < seen[1] < 0.65 < 0.85 < seen[2] < 0.9
+    # Near the end of the window the limit is exhausted: 429 until the reset.
+    clock.now = vendor.started_at + 0.9 * window
+    status, headers, _ = await call(http, vendor, "/messaging/v1/usage")
+    assert status == 429
+    assert headers["x-ratelimit-remaining"] == "0"
+    assert headers["Retry-After"] == str(math.ceil(0.1 * window))
+    # …and after the reset, back to half.
+    clock.now = vendor.started_at + window + 1
+    status, headers, _ = await call(http, vendor, "/messaging/v1/usage")
+    assert status == 200
+    assert int(headers["x-ratelimit-reset"]) == math.ceil(vendor.started_at + 2 * window)
+    assert 0.5 <= int(headers["x-ratelimit-used"]) / 5000 < 0.55
+
+
+async def test_large_body(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    status, headers, body = await call(http, vendor, "/messaging/v1/export")
+    assert status == 200
+    assert int(headers["Content-Length"]) == len(body) == 300_000
+    assert json.loads(body)["messages"][0]["status"] == "delivered"
+    # A client that stops reading at its cap: the vendor copes and keeps serving.
+    async with http.get(f"{vendor.url}/messaging/v1/export") as response:
+        await response.content.readexactly(1024)
+        response.close()
+    assert (await call(http, vendor, "/payments/v1/account"))[0] == 200
+
+
+async def test_disconnect_mid_body(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{vendor.url}/messaging/v1/stream") as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+
+async def test_shopify_bucket_fills_then_429(
+    vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    cycle = vendor.behaviour.shopify_cycle
+    status, headers, _ = await call(http, vendor, "/storefront/admin/api/2024-01/shop.json")
+    assert status == 200 and headers["X-Shopify-Shop-Api-Call-Limit"] == "9/40"
+    clock.now = vendor.started_at + 0.5 * cycle
+    status, headers, _ = await call(http, vendor, "/storefront/admin/api/2024-01/shop.json")
+    assert status == 200 and headers["X-Shopify-Shop-Api-Call-Limit"] == "33/40"
+    clock.now = vendor.started_at + 0.74 * cycle
+    status, headers, _ = await call(http, vendor, "/storefront/admin/api/2024-01/shop.json")
+    assert status == 429
+    assert headers["X-Shopify-Shop-Api-Call-Limit"] == "40/40"
+    assert headers["Retry-After"] == "2.0"
+    clock.now = vendor.started_at + 0.95 * cycle  # draining
+    status, headers, _ = await call(http, vendor, "/storefront/admin/api/2024-01/shop.json")
+    assert status == 200 and int(headers["X-Shopify-Shop-Api-Call-Limit"].split("/")[0]) < 20
+
+
+async def test_retired_version_and_wrong_type(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(http, vendor, "/storefront/admin/api/2023-01/orders.json")
+    assert status == 410 and "no longer supported" in json.loads(body)["errors"]
+    status, _, body = await call(http, vendor, "/storefront/admin/api/2024-01/inventory_levels.json")
+    available = json.loads(body)["inventory_levels"][0]["available"]
+    assert status == 200 and isinstance(available, str) and available.isdigit()
+
+
+async def test_bodies_are_reproducible_per_seed(clock: FakeClock, http: aiohttp.ClientSession) -> None:
+    async def bodies(seed: int) -> list[bytes]:
+        v = SimulatedVendor(VendorBehaviour(seed=seed, slow_seconds=0.0), clock=clock)
+        await v.start()
+        try:
+            paths = ["/payments/v1/balance"] * 6 + ["/payments/v1/charges"] * 4 + ["/crm/v3/contacts"]
+            return [(await call(http, v, p))[2] for p in paths]
+        finally:
+            await v.close()
+
+    first, again, other = await bodies(1), await bodies(1), await bodies(2)
+    assert first == again
+    assert first != other
+
+
+async def test_quota_headers_are_understood_by_the_monitor(
+    vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    expected = {
+        "/crm/v3/contacts": {"burst": 100, "daily": 25_000},
+        "/crm/services/data/v59.0/limits": {"api-usage": 5000},
+        "/messaging/v1/usage": {"core": 5000},
+        "/storefront/admin/api/2024-01/shop.json": {"default": 40},
+    }
+    for path, limits in expected.items():
+        _, headers, _ = await call(http, vendor, path)
+        observed = {o.policy: o for o in parse_rate_limit_headers(headers, now=clock.now)}
+        assert {name: o.limit for name, o in observed.items()} == limits, path
+        assert all(o.used is not None and 0 < o.used <= o.limit for o in observed.values() if o.limit), path
+
+
+# -- the bundled config ---------------------------------------------------------------------------------
+
+BUNDLED = Path(str(resources.files("monitor.demo").joinpath("config.yaml")))
+
+
+def test_bundled_config_loads_and_targets_only_the_vendor() -> None:
+    vendor = SimulatedVendor()
+    base, tls_base = "http://127.0.0.1:65000", "https://127.0.0.1:65001"
+    config = load_config(BUNDLED, env={"DEMO_VENDOR_URL": base, "DEMO_VENDOR_TLS_URL": tls_base})
+    assert set(config.integrations) == {"payments", "crm", "shipping", "messaging", "storefront"}
+    routes = {(e.method, e.path) for e in vendor.endpoints}
+    for integration, check in config.iter_checks():
+        assert check.url.startswith((base + "/", tls_base + "/")), (integration, check.name)
+        path = check.url.removeprefix(base).removeprefix(tls_base)
+        assert (check.method, path) in routes, (integration, check.name)
+        assert 5.0 <= check.interval <= 10.0
+    for name, section in config.integrations.items():
+        assert section.notes is not None and section.notes.is_file(), name
+        assert "quirks" in section.notes.read_text(encoding="utf-8")
+    assert config.monitor.listen == "127.0.0.1:9478"
+    assert config.monitor.redis_url is None  # no REDIS_URL given: the demo needs no Redis
+    assert config.alerting.slack is None  # console notifier
+    sources = {q.source for i in config.integrations.values() for q in i.quotas}
+    assert sources == {"headers", "redis"}
+
+
+def test_bundled_config_takes_listen_prefix_and_redis_from_env() -> None:
+    config = load_config(
+        BUNDLED,
+        env={
+            "DEMO_VENDOR_URL": "http://127.0.0.1:1",
+            "DEMO_VENDOR_TLS_URL": "https://127.0.0.1:2",
+            "DEMO_LISTEN": "127.0.0.1:0",
+            "DEMO_KEY_PREFIX": "imdemo-x",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+        },
+    )
+    assert config.monitor.listen == "127.0.0.1:0"
+    assert config.monitor.redis_url is not None
+    payments = config.integrations["payments"]
+    assert payments.quotas[0].match == "imdemo-x:rl:payments:*"  # type: ignore[union-attr]
+    assert payments.webhooks is not None and payments.webhooks.key_prefix == "imdemo-x:wh:"
+
+
+# -- what the demo writes into Redis --------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        await client.aclose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"imdemo-test-{uuid.uuid4().hex[:10]}"
+
+
+async def test_rate_limiter_traffic_is_what_the_libraries_write(redis_client: redis.asyncio.Redis, prefix: str) -> None:
+    traffic = RateLimiterTraffic(redis_client, prefix)
+    try:
+        await traffic.step(10.0)
+        await traffic.step(10.0)
+        busiest = f"{prefix}:rl:payments:acct_0000"
+        assert await redis_client.get(busiest) == b"220"  # 11 calls/s for 20 s
+        assert 0 < await redis_client.pttl(busiest) <= 60_000
+        merchants = [k async for k in redis_client.scan_iter(match=f"{prefix}:rl:payments:*")]
+        assert len(merchants) == 8
+        # The `limits` package itself reads the sync worker's fixed window: 280 of 1000 used.
+        # Sharing our client's pool: closed with it (the options are passed through to redis-py).
+        pool: Any = redis_client.connection_pool
+        storage = RedisStorage(f"async+{REDIS_URL}", implementation="redispy", connection_pool=pool)
+        stats = await FixedWindowRateLimiter(storage).get_window_stats(
+            RateLimitItemPerMinute(1000), prefix, "crm", "sync"
+        )
+        assert stats.remaining == 1000 - 280
+        assert 0 < stats.reset_time - time.time() <= 60
+    finally:
+        deleted = await cleanup(redis_client, prefix)
+    assert deleted == 9
+    assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
+
+
+async def test_rate_limiter_traffic_survives_redis_errors(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A Redis that is not there: the background task logs and keeps going; close() ends it.
+    client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    traffic = RateLimiterTraffic(client, prefix, tick=0.05)
+    traffic.start()
+    await asyncio.sleep(0.3)
+    assert traffic.running
+    await traffic.close()
+    assert "could not write rate-limit counters" in caplog.text
+    assert not traffic.running
+    await client.aclose()
+
+
+async def test_webhook_traffic_delivers_duplicates_to_the_ledger_receiver(
+    redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    stream = WebhookStream(integration="payments", event_types=("invoice.paid",), every=0.01, duplicate_every=2)
+    traffic = WebhookTraffic(redis_client, prefix, streams=(stream,))
+    await traffic.start()
+    try:
+        for _ in range(200):  # bounded wait for a handful of deliveries
+            if traffic.results[("payments", "duplicate")] >= 3:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await traffic.close()
+    processed, duplicates = traffic.results[("payments", "processed")], traffic.results[("payments", "duplicate")]
+    assert duplicates >= 3
+    assert set(traffic.results) <= {("payments", "processed"), ("payments", "duplicate")}
+    # Every 2nd event is delivered twice; the receiver recorded exactly that in the monitor's keys.
+    # (close() may cancel the loop between an event's two copies: one duplicate fewer.)
+    assert (processed - 1) // 2 <= duplicates <= (processed + 1) // 2
+    stats = await redis_client.hgetall(stats_key("payments", traffic.ledger_prefix))
+    assert int(stats[b"received"]) == processed + duplicates
+    assert int(stats[b"duplicates"]) == duplicates
+    assert float(stats[b"last_event_ts"]) > 0
+    assert await cleanup(redis_client, prefix) >= processed + 2
+    assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
+
+
+def test_webhook_events_are_seeded_and_duplicated_every_nth() -> None:
+    stream = DEMO_STREAMS[0]
+    client = redis.asyncio.Redis()  # never connected: events() is pure
+    first = list(itertools.islice(WebhookTraffic(client, "p", seed=1).events(stream), 8))
+    again = list(itertools.islice(WebhookTraffic(client, "p", seed=1).events(stream), 8))
+    other = list(itertools.islice(WebhookTraffic(client, "p", seed=2).events(stream), 8))
+    assert first == again and first != other
+    assert [copies for _, copies in first] == [1, 1, 1, 2] * 2
+    assert len({event["id"] for event, _ in first}) == 8
+    assert {event["type"] for event, _ in first} <= set(stream.event_types)
+
+
+# -- the whole demo -------------------------------------------------------------------------------------
+
+# Every probe metric family of SPEC.md: the demo must show all of them.
+PROBE_FAMILIES = (
+    "integration_probe_success",
+    "integration_probe_duration_seconds",
+    "integration_probe_phase_seconds",
+    "integration_probe_runs_total",
+    "integration_probe_errors_total",
+    "integration_probe_retries_total",
+    "integration_probe_http_status_code",
+    "integration_probe_tls_cert_expiry_timestamp_seconds",
+)
+
+
+def error_classes(status: dict[str, Any]) -> set[str]:
+    return {
+        check["error_class"]
+        for integration in status["integrations"].values()
+        for check in integration["checks"].values()
+        if check.get("error_class")
+    }
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def metric_samples(text: str) -> Samples:
+    """Sample name → (labels, value) of each series."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def missing_families(samples: Samples) -> list[str]:
+    return [f for f in PROBE_FAMILIES if not any(name == f or name.startswith(f + "_") for name in samples)]
+
+
+async def test_demo_shows_five_error_classes_and_every_probe_metric_then_stops_on_sigterm(
+    http: aiohttp.ClientSession,
+) -> None:
+    demo = Demo(listen="127.0.0.1:0")
+    task = asyncio.create_task(demo.run())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Issue 2: "/metrics with every probe metric family within 30 s and /api/status shows at least five
+    # distinct error classes". The bound is that promise; the time it took is printed.
+    deadline = started + 30.0
+    classes: set[str] = set()
+    samples: Samples = {}
+    try:
+        while loop.time() < deadline and not task.done():
+            url = demo.monitor_url
+            if url is not None:
+                async with http.get(f"{url}/api/status") as response:
+                    classes = error_classes(await response.json())
+                async with http.get(f"{url}/metrics") as response:
+                    samples = metric_samples(await response.text())
+                if len(classes) >= 5 and not missing_families(samples):
+                    break
+            await asyncio.sleep(0.5)
+        print(f"demo: {len(classes)} error classes and all probe families after {loop.time() - started:.1f}s")
+        assert len(classes) >= 5, classes
+        assert not missing_families(samples)
+        assert classes <= {c.value for c in ErrorClass}
+        # The error counter carries the same classes, and the vendor was the only target.
+        counted = {labels["error_class"] for labels, _ in samples["integration_probe_errors_total"]}
+        assert classes <= counted
+        integrations = {labels["integration"] for labels, _ in samples["integration_probe_success"]}
+        assert integrations <= {"payments", "crm", "shipping", "messaging", "storefront"}
+    finally:
+        assert demo.monitor_url is not None
+        os.kill(os.getpid(), signal.SIGTERM)  # the daemon's own handler is installed: it stops cleanly
+        assert await asyncio.wait_for(task, timeout=30) == 0
+    # Everything is down again: the vendor no longer answers.
+    assert demo.vendor.url is not None
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await call(http, demo.vendor, "/payments/v1/account")
+
+
+async def test_demo_with_redis_writes_counters_and_webhooks_then_cleans_up(
+    http: aiohttp.ClientSession, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    demo = Demo(listen="127.0.0.1:0", redis_url=REDIS_URL, key_prefix=prefix)
+    await demo.start()
+    loop = asyncio.get_running_loop()
+    try:
+        assert demo.monitor_url is not None and demo.webhooks is not None
+        deadline = loop.time() + 30.0
+        while loop.time() < deadline:
+            written = {k.decode() async for k in redis_client.scan_iter(match=f"*{prefix}*")}
+            if (
+                f"{prefix}:rl:payments:acct_0000" in written
+                and f"LIMITS:LIMITER/{prefix}/crm/sync/1000/1/minute" in written
+                and stats_key("shipping", f"{prefix}:wh:") in written
+                and demo.webhooks.results[("payments", "duplicate")] >= 1
+            ):
+                break
+            await asyncio.sleep(0.5)
+        assert f"{prefix}:rl:payments:acct_0000" in written
+        assert f"LIMITS:LIMITER/{prefix}/crm/sync/1000/1/minute" in written
+        assert stats_key("payments", f"{prefix}:wh:") in written
+        assert demo.webhooks.results[("payments", "duplicate")] >= 1
+        async with http.get(f"{demo.monitor_url}/metrics") as response:
+            samples = metric_samples(await response.text())
+        assert samples["integration_monitor_redis_up"] == [({}, 1.0)]
+    finally:
+        await demo.close()
+    assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
+
+
+def test_demo_command_reports_a_taken_port_and_exits_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor", "demo", "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        )
+    assert done.returncode == 1, done.stderr
+    messages = [json.loads(line)["message"] for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(m.startswith("simulated vendor API on http://127.0.0.1:") for m in messages)
+    assert any("demo could not start" in m and "--listen" in m for m in messages)

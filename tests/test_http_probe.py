@@ -1,0 +1,455 @@
+"""The HTTP probe against real misbehaving servers on 127.0.0.1: one test per error class of SPEC.md,
+retries, deadlines, redirects, TLS, timing phases and redaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import math
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from targets import DOC, Reply, SilentServer, Target, closed_port, tls_server_context
+
+import checks.http
+from checks.base import CheckResult, ErrorClass, ProbeContext
+from checks.http import HttpCheckConfig, make_session, probe
+from monitor.quota.model import QuotaObservation
+from monitor.redact import Redactor
+
+E = ErrorClass
+
+
+def make_check(url: str, **fields: Any) -> HttpCheckConfig:
+    return HttpCheckConfig.model_validate({"name": "t", "kind": "http", "url": url, **fields})
+
+
+async def run(check: HttpCheckConfig, session: aiohttp.ClientSession | None = None) -> CheckResult:
+    ctx = ProbeContext(integration="acme", redactor=Redactor(check.secret_values()), session=session)
+    return await probe(check, ctx)
+
+
+def assert_failed(result: CheckResult, error_class: ErrorClass, detail_start: str) -> None:
+    assert not result.ok, result
+    assert result.error_class is error_class, result
+    assert result.detail.startswith(detail_start), result.detail
+    assert result.request is not None
+
+
+# --- success and timing -----------------------------------------------------------------------------
+
+
+async def test_success_with_json_assertions_and_phases(target: Target) -> None:
+    check = make_check(
+        target.url("/ok").replace("127.0.0.1", "localhost"),  # a name, so there is a DNS phase
+        expect={
+            "json": {
+                "$.data.id": {"type": "string", "regex": "^ch_", "non_empty": True},
+                "$.data.amount": {"type": "integer", "equals": 1200},
+                "$.data.tags[*]": {"type": "string"},
+                "$.livemode": {"not_null": True, "equals": False},
+                "$.nothing": {"equals": None},
+                "$.optional": {"present": False, "type": "string"},
+            },
+            "max_latency": "5s",
+        },
+    )
+    result = await run(check)
+    assert result.ok and result.error_class is None and result.detail == "", result
+    assert result.status_code == 200
+    assert result.attempts == 1 and result.attempt_classes == (None,)
+    assert set(result.phases) == {"dns", "connect", "ttfb", "transfer"}
+    assert all(v >= 0 for v in result.phases.values())
+    assert sum(result.phases.values()) <= result.duration <= result.total_duration
+    assert result.request is None and result.response_excerpt is None
+    assert result.body_bytes == len(json.dumps(DOC))
+    assert result.tls_expiry is None
+
+
+async def test_request_is_sent_as_configured(target: Target) -> None:
+    url = target.route("/submit", Reply(status=201, json={"ok": True}))
+    check = make_check(
+        url + "?fixed=1",
+        method="post",
+        headers={"X-Api-Version": "2024-01-01"},
+        query={"page": "2"},
+        json={"amount": 5},
+        expect={"status": [201]},
+    )
+    result = await run(check)
+    assert result.ok, result
+    (hit,) = target.hits("/submit")
+    assert hit.method == "POST"
+    assert hit.query == {"fixed": "1", "page": "2"}
+    assert hit.headers["X-Api-Version"] == "2024-01-01"
+    assert hit.headers["Content-Type"] == "application/json"
+    assert json.loads(hit.body) == {"amount": 5}
+
+    raw = make_check(url, method="PUT", body="a=1&b=2", headers={"Content-Type": "text/plain"},
+                     expect={"status": ["2xx"]})
+    assert (await run(raw)).ok
+    assert target.hits("/submit")[-1].body == b"a=1&b=2"
+
+
+async def test_shared_session_gives_a_fresh_connection_per_run(target: Target) -> None:
+    check = make_check(target.url("/ok"))
+    async with make_session(limit=4) as session:
+        first = await run(check, session)
+        second = await run(check, session)
+    assert first.ok and second.ok
+    # Each run connected anew (connect measured both times) on its own client port.
+    assert "connect" in first.phases and "connect" in second.phases
+    assert session.closed
+
+
+# --- one test per error class ----------------------------------------------------------------------
+
+
+async def test_dns() -> None:
+    result = await run(make_check("http://api.integration-monitor.invalid/v1", timeout="5s"))
+    assert_failed(result, E.DNS, "dns: api.integration-monitor.invalid did not resolve")
+    assert result.attempts == 1  # attempts default to 1
+
+
+async def test_connect_refused() -> None:
+    port = closed_port()
+    result = await run(make_check(f"http://127.0.0.1:{port}/", timeout="5s"))
+    assert_failed(result, E.CONNECT, f"connect: 127.0.0.1:{port}")
+    assert result.status_code is None
+
+
+async def test_connect_server_closes_before_responding(target: Target) -> None:
+    url = target.route("/hangup", Reply(close_before_response=True))
+    result = await run(make_check(url))
+    assert_failed(result, E.CONNECT, "connect: server closed the connection before responding")
+    assert len(target.hits("/hangup")) == 1  # aiohttp's silent resend is off: one attempt, one request
+
+
+async def test_tls_untrusted_certificate() -> None:
+    context, _ca = tls_server_context()
+    async with Target(ssl_context=context) as target:
+        result = await run(make_check(target.url("/ok")))
+    assert_failed(result, E.TLS, "tls: ")
+    assert "certificate" in result.detail
+    assert result.tls_expiry is None
+
+
+async def test_tls_expiry_read_with_verification_off() -> None:
+    not_after = dt.datetime(2031, 5, 17, 12, 0, tzinfo=dt.UTC)
+    context, _ca = tls_server_context(not_after=not_after)
+    async with Target(ssl_context=context) as target:
+        result = await run(make_check(target.url("/ok"), verify_tls=False))
+    assert result.ok, result
+    assert result.tls_expiry == not_after.timestamp()
+    assert {"connect", "tls", "ttfb", "transfer"} <= set(result.phases)
+    assert result.phases["tls"] > 0
+
+
+async def test_timeout_connect() -> None:
+    # TCP connects but the TLS handshake never gets an answer: the connect step cannot complete.
+    async with SilentServer() as server:
+        check = make_check(f"https://127.0.0.1:{server.port}/", connect_timeout="300ms", timeout="5s")
+        result = await run(check)
+    assert_failed(result, E.TIMEOUT, "timeout: connect did not complete within 300ms")
+    assert result.total_duration < 4
+
+
+async def test_timeout_waiting_for_headers(target: Target) -> None:
+    url = target.route("/stall", Reply(delay=5))
+    result = await run(make_check(url, timeout="500ms"))
+    assert_failed(result, E.TIMEOUT, "timeout: no response headers within 500ms")
+    assert 0.5 <= result.total_duration < 1.5
+
+
+async def test_timeout_slow_drip_body(target: Target) -> None:
+    url = target.route("/drip", Reply(body=b"x" * 100, drip=0.05, chunk=1))  # 5 s for the whole body
+    result = await run(make_check(url, timeout="700ms"))
+    assert_failed(result, E.TIMEOUT, "timeout: body not complete within 700ms")
+    assert result.status_code == 200
+    assert result.body_bytes is not None and 0 < result.body_bytes < 100
+    assert result.total_duration < 1.5
+
+
+async def test_disconnected_mid_body(target: Target) -> None:
+    url = target.route("/cut", Reply(body=b"y" * 1000, truncate_at=100))
+    result = await run(make_check(url))
+    assert_failed(result, E.DISCONNECTED, "disconnected: connection closed after 100 body bytes")
+
+
+async def test_http_5xx_keeps_a_redacted_excerpt(target: Target) -> None:
+    url = target.route("/down", Reply(status=503, body="upstream overloaded " + "z" * 5000))
+    result = await run(make_check(url))
+    assert_failed(result, E.HTTP_5XX, "http_5xx: 503 Service Unavailable")
+    assert result.detail == "http_5xx: 503 Service Unavailable"
+    assert result.status_code == 503
+    assert result.response_excerpt is not None
+    assert result.response_excerpt.startswith("upstream overloaded")
+    assert len(result.response_excerpt) == checks.http.EXCERPT_BYTES
+
+
+async def test_rate_limited(target: Target) -> None:
+    url = target.route("/busy", Reply(status=429))
+    assert_failed(await run(make_check(url)), E.RATE_LIMITED, "rate_limited: 429 Too Many Requests")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth(target: Target, status: int) -> None:
+    url = target.route("/secret", Reply(status=status))
+    assert_failed(await run(make_check(url)), E.AUTH, f"auth: {status} ")
+
+
+async def test_http_4xx_unless_expected(target: Target) -> None:
+    url = target.route("/gone", Reply(status=404, json={"error": "no such thing"}))
+    assert_failed(await run(make_check(url)), E.HTTP_4XX, "http_4xx: 404 Not Found")
+    result = await run(make_check(url, expect={"status": [200, 404]}))
+    assert result.ok and result.status_code == 404, result
+
+
+async def test_unexpected_status(target: Target) -> None:
+    url = target.route("/accepted", Reply(status=202, json={"queued": True}))
+    result = await run(make_check(url, expect={"status": [200]}))
+    assert_failed(result, E.UNEXPECTED_STATUS, "unexpected_status: 202 Accepted")
+
+
+async def test_empty_body(target: Target) -> None:
+    url = target.route("/empty", Reply(status=200, body=b""))
+    assert_failed(await run(make_check(url)), E.EMPTY_BODY, "empty_body: 200 with an empty body")
+    assert (await run(make_check(url, expect={"body_required": False}))).ok
+    # A HEAD has no body by definition.
+    assert (await run(make_check(url, method="HEAD"))).ok
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"data": ', "malformed_json: Expecting value at line 1 column 10"),
+        (b"<html>maintenance</html>", "malformed_json: Expecting value"),
+        ('{"name": "café"}'.encode("latin-1"), "malformed_json: body is not UTF-8"),
+    ],
+)
+async def test_malformed_json(target: Target, body: bytes, detail: str) -> None:
+    url = target.route("/bad", Reply(body=body))
+    result = await run(make_check(url, expect={"json": {"$.name": {}}}))
+    assert_failed(result, E.MALFORMED_JSON, detail)
+
+
+async def test_missing_field(target: Target) -> None:
+    check = make_check(target.url("/ok"), expect={"json": {"$.data.amount": {}, "$.data.customer.id": {}}})
+    result = await run(check)
+    assert_failed(result, E.MISSING_FIELD, "missing_field: $.data.customer.id")
+    assert result.detail == "missing_field: $.data.customer.id"
+    assert result.response_excerpt is not None and '"livemode"' in result.response_excerpt
+
+
+async def test_null_field(target: Target) -> None:
+    result = await run(make_check(target.url("/ok"), expect={"json": {"$.nothing": {"not_null": True}}}))
+    assert_failed(result, E.NULL_FIELD, "null_field: $.nothing")
+
+
+@pytest.mark.parametrize(
+    ("path", "assertion", "detail"),
+    [
+        ("$.data.amount", {"type": "string"}, "assertion_failed: $.data.amount is number, expected string"),
+        ("$.livemode", {"equals": 0}, "assertion_failed: $.livemode is false, expected 0"),
+        ("$.data.currency", {"equals": "eur"}, 'assertion_failed: $.data.currency is "usd", expected "eur"'),
+        ("$.data.id", {"regex": "^cus_"}, 'assertion_failed: $.data.id is "ch_1", does not match /^cus_/'),
+        ("$.empty_list", {"non_empty": True}, "assertion_failed: $.empty_list is empty"),
+        ("$.data.tags[*]", {"type": "integer"}, "assertion_failed: $.data.tags[*] is string, expected integer"),
+    ],
+)
+async def test_assertion_failed(target: Target, path: str, assertion: dict[str, Any], detail: str) -> None:
+    result = await run(make_check(target.url("/ok"), expect={"json": {path: assertion}}))
+    assert_failed(result, E.ASSERTION_FAILED, detail)
+    assert result.detail == detail
+
+
+async def test_body_too_large_stops_reading_a_50mb_stream(target: Target) -> None:
+    size = 50 * 1024 * 1024
+    url = target.route("/huge", Reply(stream_bytes=size))
+    cap = 1024 * 1024
+    result = await run(make_check(url, expect={"max_body_bytes": cap, "body_required": False}))
+    assert_failed(result, E.BODY_TOO_LARGE, f"body_too_large: over the {cap}-byte cap")
+    assert result.body_bytes is not None and cap < result.body_bytes <= cap + 256 * 1024
+    # The server could only push what the socket buffers took before the probe hung up.
+    assert target.bytes_sent["/huge"] < size // 4
+
+
+async def test_body_too_large_by_content_length(target: Target) -> None:
+    url = target.route("/big", Reply(body=b"0" * 5000))
+    result = await run(make_check(url, expect={"max_body_bytes": 1000}))
+    assert_failed(result, E.BODY_TOO_LARGE, "body_too_large: Content-Length 5000 over the 1000-byte cap")
+
+
+async def test_too_slow(target: Target) -> None:
+    url = target.route("/sluggish", Reply(json=DOC, delay=0.3))
+    result = await run(make_check(url, expect={"max_latency": "100ms"}))
+    assert_failed(result, E.TOO_SLOW, "too_slow: ")
+    assert result.detail.endswith("max 100ms")
+    assert result.status_code == 200 and result.duration >= 0.3
+
+
+async def test_invalid_http_response() -> None:
+    # Not an error class of its own: a response that is not HTTP is outside anything expected.
+    async with SilentServer(greeting=b"SSH-2.0-OpenSSH_9.6\r\n") as server:
+        url = f"http://127.0.0.1:{server.port}/"
+        result = await run(make_check(url, timeout="2s"))
+    assert_failed(result, E.UNEXPECTED_STATUS, "unexpected_status: invalid HTTP response")
+
+
+# --- retries ---------------------------------------------------------------------------------------
+
+RETRY = {"attempts": 3, "backoff": "10ms", "max_backoff": "50ms"}
+
+
+async def test_5xx_then_200_succeeds_on_the_second_attempt(target: Target) -> None:
+    url = target.route("/flaky", Reply(status=503), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY))
+    assert result.ok, result
+    assert result.attempts == 2 and result.retries == 1
+    assert result.attempt_classes == (E.HTTP_5XX, None)
+    assert len(target.hits("/flaky")) == 2
+    assert result.total_duration >= result.duration
+
+
+async def test_auth_is_not_retried(target: Target) -> None:
+    url = target.route("/denied", Reply(status=401), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY))
+    assert_failed(result, E.AUTH, "auth: 401 Unauthorized")
+    assert result.attempts == 1 and len(target.hits("/denied")) == 1
+
+
+async def test_retry_on_overrides_the_retryable_classes(target: Target) -> None:
+    url = target.route("/denied", Reply(status=401), Reply(json=DOC))
+    result = await run(make_check(url, retry={**RETRY, "retry_on": ["auth"]}))
+    assert result.ok and result.attempt_classes == (E.AUTH, None)
+
+
+async def test_all_attempts_fail_and_are_counted(target: Target) -> None:
+    url = target.route("/down", Reply(status=500))
+    result = await run(make_check(url, retry=RETRY))
+    assert_failed(result, E.HTTP_5XX, "http_5xx: 500")
+    assert result.attempts == 3 and result.attempt_classes == (E.HTTP_5XX,) * 3
+    assert len(target.hits("/down")) == 3
+
+
+@pytest.mark.parametrize("retry_after", ["1", "0.6"])
+async def test_retry_after_seconds_honoured(target: Target, retry_after: str) -> None:
+    url = target.route("/limited", Reply(status=429, headers={"Retry-After": retry_after}), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY, timeout="5s"))
+    assert result.ok and result.attempt_classes == (E.RATE_LIMITED, None), result
+    first, second = target.hits("/limited")
+    assert float(retry_after) <= second.at - first.at < float(retry_after) + 1.5
+
+
+async def test_retry_after_http_date_honoured(target: Target) -> None:
+    # Whole seconds only in an HTTP-date: name a second at least 1 s ahead.
+    when = math.ceil(time.time()) + 1
+    header = email.utils.formatdate(when, usegmt=True)
+    url = target.route("/limited", Reply(status=503, headers={"Retry-After": header}), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY, timeout="6s"))
+    assert result.ok and result.attempt_classes == (E.HTTP_5XX, None), result
+    first, second = target.hits("/limited")
+    assert second.wall >= when - 0.02  # clock granularity only
+    assert second.at - first.at < 3.5
+
+
+async def test_retry_after_past_the_deadline_stops_at_once(target: Target) -> None:
+    url = target.route("/limited", Reply(status=429, headers={"Retry-After": "30"}), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY, timeout="2s"))
+    assert_failed(result, E.RATE_LIMITED, "rate_limited: 429")
+    assert result.attempts == 1 and result.total_duration < 1
+
+
+async def test_deadline_honoured_under_retries(target: Target) -> None:
+    url = target.route("/slow-fail", Reply(status=502, delay=0.2))
+    check = make_check(url, timeout="1s", retry={"attempts": 20, "backoff": "100ms", "max_backoff": "200ms"})
+    result = await run(check)
+    assert not result.ok and result.error_class in {E.HTTP_5XX, E.TIMEOUT}, result
+    assert 2 <= result.attempts < 20
+    assert result.total_duration <= 1.0 + 0.5  # margin: loop latency on a loaded machine
+    assert len(result.attempt_classes) == result.attempts == len(target.hits("/slow-fail"))
+
+
+# --- redirects -------------------------------------------------------------------------------------
+
+
+async def test_redirect_followed(target: Target) -> None:
+    url = target.route("/old", Reply(status=302, headers={"Location": "/ok"}))
+    result = await run(make_check(url, expect={"json": {"$.data.id": {}}}))
+    assert result.ok and result.status_code == 200, result
+    assert len(target.hits("/ok")) == 1
+
+
+async def test_redirect_not_followed(target: Target) -> None:
+    url = target.route("/old", Reply(status=301, headers={"Location": "/ok?token=hunter22"}))
+    result = await run(make_check(url, follow_redirects=False))
+    assert_failed(result, E.UNEXPECTED_STATUS, "unexpected_status: 301 Moved Permanently -> /ok?token=")
+    assert "hunter22" not in result.detail
+    assert not target.hits("/ok")
+    ok = await run(make_check(url, follow_redirects=False, expect={"status": [301], "body_required": False}))
+    assert ok.ok and ok.status_code == 301
+
+
+async def test_too_many_redirects(target: Target) -> None:
+    url = target.route("/loop", Reply(status=307, headers={"Location": "/loop"}))
+    result = await run(make_check(url, max_redirects=3))
+    assert_failed(result, E.UNEXPECTED_STATUS, "unexpected_status: more than 3 redirects")
+    assert len(target.hits("/loop")) == 4  # the request and three redirects followed
+
+
+# --- secrets and quota -----------------------------------------------------------------------------
+
+
+async def test_canary_secret_never_in_the_result(target: Target) -> None:
+    canary = "CANARY-7f3a9c1e"
+    # The vendor echoes what it got: the excerpt would carry the secrets if nothing masked them.
+    url = target.route("/echo-error", Reply(status=500, body=f"bad key {canary}-q, auth Bearer {canary}-h"))
+    check = make_check(
+        url,
+        headers={"Authorization": f"Bearer {canary}-h", "X-Tenant": f"{canary}-t"},
+        query={"api_key": f"{canary}-q", "plain": f"{canary}-p"},
+        method="POST",
+        body=f"secret={canary}-h",
+    )
+    result = await run(check)
+    assert result.error_class is E.HTTP_5XX
+    (hit,) = target.hits("/echo-error")
+    assert hit.headers["Authorization"] == f"Bearer {canary}-h" and hit.query["api_key"] == f"{canary}-q"
+    assert result.request is not None and result.response_excerpt is not None
+    assert canary not in repr(result)
+    assert "[REDACTED]" in result.request.url and "[REDACTED]" in result.response_excerpt
+    assert result.request.headers["Authorization"] == "[REDACTED]"
+
+
+async def test_secret_straddling_the_excerpt_cut_is_not_half_shown(target: Target) -> None:
+    canary = "CANARY-straddle-0123456789"
+    body = "a" * (checks.http.EXCERPT_BYTES - 10) + canary
+    url = target.route("/long-error", Reply(status=500, body=body))
+    result = await run(make_check(url, headers={"X-Key": canary}))
+    assert result.response_excerpt is not None
+    assert len(result.response_excerpt) == checks.http.EXCERPT_BYTES
+    assert canary[:10] not in result.response_excerpt
+
+
+async def test_rate_limit_headers_of_the_final_response_become_quota(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, str]] = []
+    observation = QuotaObservation(policy="core", used=10, limit=5000)
+
+    def fake_parser(headers: Any, *, now: float) -> list[QuotaObservation]:
+        seen.append(dict(headers))
+        return [observation]
+
+    monkeypatch.setattr(checks.http, "parse_rate_limit_headers", fake_parser)
+    url = target.route(
+        "/limits",
+        Reply(status=503, headers={"X-RateLimit-Remaining": "4991"}),
+        Reply(json=DOC, headers={"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4990"}),
+    )
+    result = await run(make_check(url, retry=RETRY))
+    assert result.ok and result.quota == (observation,)
+    assert len(seen) == 1 and seen[0]["X-RateLimit-Remaining"] == "4990"

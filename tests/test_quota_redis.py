@@ -1,0 +1,491 @@
+"""Reading rate-limit counters from a real Redis, written the way each library writes them.
+
+``limits`` writes its own keys here (sync Redis storage) and the reading must agree with what limits
+itself reports. The other libraries run elsewhere (Node, Go, Java, Ruby, Rust): their documented
+scripts and commands are replayed below. Every test uses its own key tag on the shared Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import limits
+import limits.storage
+import limits.strategies
+import pytest
+import redis
+import redis.asyncio
+from webhook_fixtures import SHARED_REDIS, _missing
+
+from monitor.quota.config import RedisQuotaConfig
+from monitor.quota.formats import REDIS_RATE_EPOCH
+from monitor.quota.reader import QuotaReading, read_redis_quota
+
+
+@pytest.fixture
+def tag() -> str:
+    return f"qt{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def client(tag: str) -> AsyncIterator[redis.asyncio.Redis]:
+    conn = redis.asyncio.Redis.from_url(SHARED_REDIS)
+    try:
+        await conn.ping()
+    except (redis.RedisError, OSError) as exc:
+        await conn.aclose()
+        _missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
+    yield conn
+    keys = [k async for k in conn.scan_iter(match=f"*{tag}*", count=1000)]
+    if keys:
+        await conn.delete(*keys)
+    await conn.aclose()
+
+
+@pytest.fixture
+def storage(client: redis.asyncio.Redis) -> Iterator[limits.storage.RedisStorage]:
+    store = limits.storage.RedisStorage(SHARED_REDIS)
+    yield store
+    store.storage.close()
+
+
+def quota(**fields: Any) -> RedisQuotaConfig:
+    return RedisQuotaConfig(name="q", source="redis", **fields)
+
+
+async def read(conn: redis.asyncio.Redis, cfg: RedisQuotaConfig) -> QuotaReading:
+    return await read_redis_quota(conn, cfg)
+
+
+def remaining(reading: QuotaReading) -> float:
+    obs = reading.observation
+    assert obs.limit is not None and obs.used is not None
+    return max(0.0, obs.limit - obs.used)
+
+
+def reset_at(reading: QuotaReading) -> float:
+    assert reading.observation.reset_seconds is not None
+    return reading.observation.observed_at + reading.observation.reset_seconds
+
+
+# ---- limits: the real library writes, we read, the library reports ----------------------------------
+
+
+async def test_limits_fixed_window_matches_the_library(client, storage, tag):
+    limiter = limits.strategies.FixedWindowRateLimiter(storage)
+    item = limits.RateLimitItemPerMinute(10)
+    for _ in range(7):
+        assert limiter.hit(item, tag, "index")
+    cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
+
+    reading = await read(client, cfg)
+    stats = limiter.get_window_stats(item, tag, "index")
+    assert reading.observation.used == 7 and reading.observation.limit == 10
+    assert reading.observation.window_seconds == 60
+    assert remaining(reading) == stats.remaining == 3
+    assert abs(reset_at(reading) - stats.reset_time) <= 1.0
+    assert reading.keys == 1 and reading.fixed_window
+
+    for _ in range(5):  # past the limit: the library keeps counting, we report it raw
+        limiter.hit(item, tag, "index")
+    reading = await read(client, cfg)
+    assert reading.observation.used == 12 and reading.observation.ratio == pytest.approx(1.2)
+    assert limiter.get_window_stats(item, tag, "index").remaining == remaining(reading) == 0
+
+
+async def test_limits_moving_window_matches_the_library(client, storage, tag):
+    limiter = limits.strategies.MovingWindowRateLimiter(storage)
+    item = limits.RateLimitItemPerSecond(5, 1)
+    for _ in range(3):
+        assert limiter.hit(item, tag)
+    cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
+
+    reading = await read(client, cfg)  # every entry inside the window: one round trip for the keys
+    stats = limiter.get_window_stats(item, tag)
+    assert reading.observation.used == 3 and remaining(reading) == stats.remaining == 2
+    assert abs(reset_at(reading) - stats.reset_time) <= 1.0
+    assert not reading.fixed_window
+
+    # One more entry 0.6 s later (the key's TTL starts again), then the first three leave the window
+    # while the key lives on: the oldest entry is stale, so a follow-up LRANGE counts the live ones.
+    await asyncio.sleep(0.6)
+    assert limiter.hit(item, tag)
+    await asyncio.sleep(0.55)
+    reading = await read(client, cfg)
+    stats = limiter.get_window_stats(item, tag)
+    assert reading.observation.used == 1 and remaining(reading) == stats.remaining == 4
+    assert abs(reset_at(reading) - stats.reset_time) <= 1.0
+
+
+async def test_limits_sliding_window_counter_matches_the_library(client, storage, tag):
+    limiter = limits.strategies.SlidingWindowCounterRateLimiter(storage)
+    item = limits.RateLimitItemPerSecond(10, 2)
+    for _ in range(6):
+        assert limiter.hit(item, tag)
+    cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
+
+    async def agree() -> None:
+        # limits' own read renames keys when the window moved on, so read before and after it: the
+        # weighted count only falls as time passes, so the library's answer lies between our two.
+        before = await read(client, cfg)
+        stats = limiter.get_window_stats(item, tag)
+        after = await read(client, cfg)
+        assert remaining(before) <= stats.remaining <= remaining(after)
+        assert abs(reset_at(before) - stats.reset_time) <= 1.0
+        assert before.keys == after.keys == 1  # the current/previous pair is one key
+
+    await agree()
+    before = await read(client, cfg)
+    assert before.observation.used == 6 and before.observation.limit == 10
+
+    # After one window the "current" key is really the previous window (the library moves it on its
+    # next call); the reader must weigh it as previous without renaming anything.
+    await asyncio.sleep(2.3)
+    names = [k.decode() async for k in client.scan_iter(match=f"*{tag}*")]
+    assert names == [f"LIMITS:{{LIMITER/{tag}/10/2/second}}"]
+    replayed = await read(client, cfg)
+    assert 0 < replayed.observation.used < 6
+    await agree()
+    assert [k async for k in client.scan_iter(match=f"*{tag}*/-1")]  # the library renamed, we did not
+
+
+async def test_limits_key_without_prefix(client, tag):
+    # limits < 3.7 wrote its keys without the "LIMITS:" prefix (same incr_expire script).
+    key = f"LIMITER/{tag}/api/100/1/hour"
+    await client.eval(
+        "local c = redis.call('incrby', KEYS[1], ARGV[2]) if tonumber(c) == tonumber(ARGV[2]) then "
+        "redis.call('expire', KEYS[1], ARGV[1]) end return c", 1, key, 3600, 42,
+    )
+    reading = await read(client, quota(format="limits", match=f"*LIMITER/{tag}/*"))
+    assert (reading.observation.used, reading.observation.limit, reading.observation.window_seconds) == (42, 100, 3600)
+    assert 3590 < (reading.observation.reset_seconds or 0) <= 3600
+
+
+# ---- counters: rate-limit-redis, Rack::Attack ------------------------------------------------------
+
+# rate-limit-redis (express) increment script: INCR, then PEXPIRE when new (or when asked to reset).
+RATE_LIMIT_REDIS = """
+local totalHits = redis.call("INCR", KEYS[1])
+local timeToExpire = redis.call("PTTL", KEYS[1])
+if timeToExpire <= 0 or ARGV[1] == "1" then
+  redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[2]))
+  timeToExpire = tonumber(ARGV[2])
+end
+return { totalHits, timeToExpire }
+"""
+
+
+async def test_counter_rate_limit_redis(client, tag):
+    for ip, hits in (("10.0.0.1", 3), ("10.0.0.2", 9), ("10.0.0.3", 1)):
+        for _ in range(hits):
+            await client.eval(RATE_LIMIT_REDIS, 1, f"rl:{tag}:{ip}", "0", 60_000)
+    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10, window="1m"))
+    obs = reading.observation
+    assert (obs.used, obs.limit, obs.window_seconds) == (9, 10, 60)
+    assert reading.busiest_key == f"rl:{tag}:10.0.0.2"
+    assert reading.keys == 3 and reading.keys_near_limit == 1
+    assert 59 < (obs.reset_seconds or 0) <= 60
+
+
+async def test_counter_rack_attack(client, tag):
+    period = 60
+    now = int(time.time())
+    key = f"rack::attack:{now // period}:{tag}-req/ip:1.2.3.4"
+    for _ in range(4):  # the Redis cache store proxy: INCRBY and EXPIRE in one pipeline
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.incrby(key, 1)
+            pipe.expire(key, period - now % period + 1)
+            await pipe.execute()
+    reading = await read(client, quota(format="counter", match=f"rack::attack:*:{tag}-req/ip:*", limit=5))
+    assert reading.observation.used == 4 and reading.observation.ratio == pytest.approx(0.8)
+    assert 0 < (reading.observation.reset_seconds or 0) <= period + 1
+
+
+async def test_rate_limiter_flexible(client, tag):
+    points, duration = 5, 60
+    key = f"rlflx:{tag}:user-1"
+
+    async def consume(n: int) -> None:  # RateLimiterRedis._upsert: SET 0 EX NX, INCRBY, PTTL in MULTI
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, ex=duration, nx=True)
+            pipe.incrby(key, n)
+            pipe.pttl(key)
+            await pipe.execute()
+
+    await consume(1)
+    await consume(2)
+    cfg = quota(format="rate_limiter_flexible", match=f"rlflx:{tag}:*", limit=points, window="60s")
+    reading = await read(client, cfg)
+    assert (reading.observation.used, reading.observation.limit) == (3, 5)
+    assert 59 < (reading.observation.reset_seconds or 0) <= 60
+
+    await client.set(key, points + 1, ex=300)  # block(): overwritten with points + 1 for the block duration
+    reading = await read(client, cfg)
+    assert reading.observation.ratio == pytest.approx(1.2)
+    assert 299 < (reading.observation.reset_seconds or 0) <= 300
+
+
+# ---- sliding log: PyrateLimiter -------------------------------------------------------------------
+
+# PyrateLimiter's RedisBucket PUT_ITEM script: one ZADD member per unit of weight, score = now.
+PYRATE_PUT = """
+local bucket = KEYS[1]
+local now = ARGV[1]
+local space_required = tonumber(ARGV[2])
+local item_name = ARGV[3]
+local rates_count = tonumber(ARGV[4])
+for i=1,rates_count do
+    local offset = (i - 1) * 2
+    local interval = tonumber(ARGV[5 + offset])
+    local limit = tonumber(ARGV[5 + offset + 1])
+    local count = redis.call('ZCOUNT', bucket, now - interval, now)
+    local space_available = limit - tonumber(count)
+    if space_available < space_required then
+        return i - 1
+    end
+end
+for i=1,space_required do
+    redis.call('ZADD', bucket, now, item_name..i)
+end
+return -1
+"""
+
+
+async def test_sliding_log_pyrate_limiter(client, tag):
+    bucket = f"{tag}:bucket"
+    seconds, micros = await client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    rate = (60_000, 10)  # 10 per minute
+    # Items from two minutes ago are outside the window (PyrateLimiter leaves them for its leaker).
+    assert await client.eval(PYRATE_PUT, 1, bucket, now_ms - 120_000, 3, f"old:{uuid.uuid4()}:", 1, *rate) == -1
+    for weight in (1, 1, 2, 3):
+        assert await client.eval(PYRATE_PUT, 1, bucket, now_ms - 30_000, weight, f"x:{uuid.uuid4()}:", 1, *rate) == -1
+    assert await client.eval(PYRATE_PUT, 1, bucket, now_ms, 5, f"big:{uuid.uuid4()}:", 1, *rate) == 0  # refused
+
+    reading = await read(client, quota(format="sliding_log", match=f"{tag}:bucket", limit=10, window="1m"))
+    assert reading.observation.used == 7 and reading.observation.limit == 10
+    assert 29 <= (reading.observation.reset_seconds or 0) <= 31  # the oldest in-window entry leaves in 30s
+    assert not reading.fixed_window
+
+
+async def test_sliding_log_in_seconds(client, tag):
+    seconds, _ = await client.time()
+    await client.zadd(f"{tag}:log", {"a": seconds - 100, "b": seconds - 5, "c": seconds - 1})
+    reading = await read(
+        client, quota(format="sliding_log", match=f"{tag}:log", limit=3, window="10s", time_unit="s")
+    )
+    assert reading.observation.used == 2 and 4 <= (reading.observation.reset_seconds or 0) <= 6
+
+
+# ---- token bucket: Spring Cloud Gateway, hash buckets ------------------------------------------------
+
+# Spring Cloud Gateway's request_rate_limiter.lua (the server clock variant).
+SPRING_TOKEN_BUCKET = """
+local tokens_key = KEYS[1]
+local timestamp_key = KEYS[2]
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local now = tonumber(redis.call('TIME')[1])
+local requested = tonumber(ARGV[4])
+local fill_time = capacity/rate
+local ttl = math.floor(fill_time*2)
+local last_tokens = tonumber(redis.call("get", tokens_key))
+if last_tokens == nil then
+  last_tokens = capacity
+end
+local last_refreshed = tonumber(redis.call("get", timestamp_key))
+if last_refreshed == nil then
+  last_refreshed = 0
+end
+local delta = math.max(0, now-last_refreshed)
+local filled_tokens = math.min(capacity, last_tokens+(delta*rate))
+local allowed = filled_tokens >= requested
+local new_tokens = filled_tokens
+local allowed_num = 0
+if allowed then
+  new_tokens = filled_tokens - requested
+  allowed_num = 1
+end
+if ttl > 0 then
+  redis.call("setex", tokens_key, ttl, new_tokens)
+  redis.call("setex", timestamp_key, ttl, now)
+end
+return { allowed_num, new_tokens }
+"""
+
+
+async def test_token_bucket_spring_cloud_gateway(client, tag):
+    rate, capacity = 1, 20
+    keys = [f"request_rate_limiter.{{{tag}.user}}.tokens", f"request_rate_limiter.{{{tag}.user}}.timestamp"]
+    for _ in range(12):
+        await client.eval(SPRING_TOKEN_BUCKET, 2, *keys, rate, capacity, "", 1)
+    cfg = quota(format="token_bucket", match=f"request_rate_limiter.{{{tag}.*", capacity=capacity, rate=rate)
+    reading = await read(client, cfg)
+    # What the gateway itself would grant right now: the script with 0 tokens requested.
+    _, available = await client.eval(SPRING_TOKEN_BUCKET, 2, *keys, rate, capacity, "", 0)
+    assert reading.keys == 1  # .tokens and .timestamp are one bucket
+    assert reading.observation.limit == capacity
+    # The gateway counts refill in whole seconds of TIME and replies with an integer: within one token.
+    assert abs((capacity - (reading.observation.used or 0)) - available) <= rate + 1
+    assert reading.observation.used == pytest.approx(12, abs=rate * 2)
+
+
+async def test_token_bucket_hash_in_ms(client, tag):
+    seconds, micros = await client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    await client.hset(f"{tag}:tb", mapping={"tokens": 3, "timestamp": now_ms - 1000})
+    cfg = quota(format="token_bucket", match=f"{tag}:tb", capacity=10, rate=2, layout="hash", time_unit="ms")
+    reading = await read(client, cfg)
+    assert reading.observation.used == pytest.approx(5, abs=0.2)  # 3 tokens + 1 s × 2/s = 5 left of 10
+    assert reading.observation.reset_seconds == pytest.approx(2.5, abs=0.2)
+
+
+# ---- GCRA: redis_rate (Go), redis-cell -----------------------------------------------------------
+
+# redis_rate v10 allowN script.
+REDIS_RATE_ALLOW_N = """
+redis.replicate_commands()
+local rate_limit_key = KEYS[1]
+local burst = ARGV[1]
+local rate = ARGV[2]
+local period = ARGV[3]
+local cost = tonumber(ARGV[4])
+local emission_interval = period / rate
+local increment = emission_interval * cost
+local burst_offset = emission_interval * burst
+local jan_1_2017 = 1483228800
+local now = redis.call("TIME")
+now = (now[1] - jan_1_2017) + (now[2] / 1000000)
+local tat = redis.call("GET", rate_limit_key)
+if not tat then
+  tat = now
+else
+  tat = tonumber(tat)
+end
+tat = math.max(tat, now)
+local new_tat = tat + increment
+local allow_at = new_tat - burst_offset
+local diff = now - allow_at
+local remaining = diff / emission_interval
+if remaining < 0 then
+  local reset_after = tat - now
+  local retry_after = diff * -1
+  return {0, 0, tostring(retry_after), tostring(reset_after)}
+end
+local reset_after = new_tat - now
+if reset_after > 0 then
+  redis.call("SET", rate_limit_key, new_tat, "EX", math.ceil(reset_after))
+end
+local retry_after = -1
+return {cost, remaining, tostring(retry_after), tostring(reset_after)}
+"""
+
+
+async def test_gcra_redis_rate(client, tag):
+    key = f"rate:{tag}:user"
+    limit = (10, 10, 60)  # burst 10, rate 10 per minute
+    for _ in range(4):
+        await client.eval(REDIS_RATE_ALLOW_N, 1, key, *limit, 1)
+    cfg = quota(format="gcra", match=f"rate:{tag}:*", variant="redis_rate", rate=10, period="1m", burst=10)
+    reading = await read(client, cfg)
+    peek = await client.eval(REDIS_RATE_ALLOW_N, 1, key, *limit, 0)  # cost 0: what redis_rate reports
+    assert reading.observation.limit == 10
+    assert peek[1] - 1 <= math.floor(remaining(reading)) <= peek[1]  # its reply is truncated to an integer
+    assert reading.observation.used == pytest.approx(4, abs=0.05)
+    assert reading.observation.reset_seconds == pytest.approx(24, abs=0.5)  # 4 × 6 s emission interval
+    raw = float(await client.get(key))
+    assert raw + REDIS_RATE_EPOCH == pytest.approx(time.time() + 24, abs=1)
+
+
+# redis-cell's CL.THROTTLE algorithm (GCRA in nanoseconds, limit = burst + 1), stored with SET … PX.
+REDIS_CELL_THROTTLE = """
+local key = KEYS[1]
+local burst = tonumber(ARGV[1])
+local count = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local quantity = tonumber(ARGV[4])
+local t = redis.call("TIME")
+local now = t[1] * 1000000000 + t[2] * 1000
+local emission = period * 1000000000 / count
+local dvt = emission * (burst + 1)
+local increment = emission * quantity
+local tat = tonumber(redis.call("GET", key)) or now
+if tat < now then tat = now end
+local new_tat = tat + increment
+local allow_at = new_tat - dvt
+local diff = now - allow_at
+if diff < 0 then
+  return {1, burst + 1, 0}
+end
+local ttl = math.floor((new_tat - now) / 1000000)
+if ttl > 0 then
+  redis.call("SET", key, string.format("%d", new_tat), "PX", ttl)
+end
+return {0, burst + 1, math.floor(diff / emission)}
+"""
+
+
+async def test_gcra_redis_cell(client, tag):
+    key = f"{tag}:cell"
+    args = (5, 10, 1)  # CL.THROTTLE key 5 10 1: burst 5, 10 per second → limit 6
+    for _ in range(3):
+        await client.eval(REDIS_CELL_THROTTLE, 1, key, *args, 1)
+    cfg = quota(format="gcra", match=f"{tag}:cell", variant="redis_cell", rate=10, period="1s", burst=5)
+    reading = await read(client, cfg)
+    _, limit, left = await client.eval(REDIS_CELL_THROTTLE, 1, key, *args, 0)
+    assert reading.observation.limit == limit == 6
+    assert math.floor(remaining(reading)) in (left, left - 1)
+    assert 0.1 < (reading.observation.reset_seconds or 0) <= 0.3
+
+
+# ---- many keys, garbage, round trips ----------------------------------------------------------------
+
+
+async def test_bad_keys_are_skipped_and_the_rest_counted(client, tag):
+    await client.set(f"rl:{tag}:good", 4, ex=60)
+    await client.rpush(f"rl:{tag}:list", "x")
+    await client.set(f"rl:{tag}:text", "not-a-number")
+    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+    assert reading.observation.used == 4 and reading.keys == 1
+    assert dict(reading.skipped) == {
+        f"rl:{tag}:list": "unexpected type",
+        f"rl:{tag}:text": "non-numeric value 'not-a-number'",
+    }
+
+
+async def test_no_key_is_zero_usage(client, tag):
+    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+    assert (reading.observation.used, reading.observation.limit, reading.keys, reading.busiest_key) == (0, 10, 0, None)
+    reading = await read(client, quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*"))
+    assert reading.observation.used == 0 and reading.observation.limit is None
+
+
+async def test_many_keys_cost_few_round_trips(client, tag):
+    n = 3000
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.set(f"rl:{tag}:{i}", i % 100, ex=60)
+        await pipe.execute()
+    size = await client.dbsize()
+    cfg = quota(format="counter", match=f"rl:{tag}:*", limit=100, scan_count=5000)
+    reading = await read(client, cfg)
+    assert reading.keys == n and reading.observation.used == 99
+    assert reading.keys_near_limit == 19 * (n // 100)  # values 81…99 of every hundred
+    # One SCAN page per scan_count slots of the whole (shared) keyspace, plus one pipeline for the reads.
+    assert reading.round_trips <= math.ceil(size / cfg.scan_count) + 3
+
+
+async def test_decoded_responses_client_reads_the_same(client, tag):
+    conn = redis.asyncio.Redis.from_url(SHARED_REDIS, decode_responses=True)
+    try:
+        await conn.set(f"rl:{tag}:a", 7, ex=30)
+        reading = await read(conn, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+        assert reading.observation.used == 7 and reading.busiest_key == f"rl:{tag}:a"
+    finally:
+        await conn.delete(f"rl:{tag}:a")
+        await conn.aclose()

@@ -1,0 +1,221 @@
+"""The scheduler with a scripted probe runner (no network): jobs run, never overlap, respect the global
+concurrency limit, measure lag, follow reloads and the interval-factor hook, and drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import pytest
+from daemon_support import until
+
+from checks.base import CheckConfigBase, CheckResult, ProbeContext
+from monitor import scheduler as scheduler_module
+from monitor.metrics import Metrics
+from monitor.redact import Redactor
+from monitor.scheduler import Scheduler
+from monitor.settings import Config, parse_config
+
+
+def config(checks: dict[str, list[tuple[str, str]]], *, max_concurrency: int = 64, jitter: float = 0.0) -> Config:
+    """{integration: [(check, interval)]} → Config with http checks (the runner never touches the URL)."""
+    lines = [f"monitor: {{max_concurrency: {max_concurrency}, jitter: {jitter}, shutdown_grace: 1s}}", "integrations:"]
+    for integration, entries in checks.items():
+        lines.append(f"  {integration}:\n    checks:")
+        for name, interval in entries:
+            lines.append(
+                f"      - {{name: {name}, kind: http, url: 'http://127.0.0.1:9/', interval: {interval}, timeout: 1s}}"
+            )
+    return parse_config("\n".join(lines), env={})
+
+
+def result_for(check: CheckConfigBase, ctx: ProbeContext, ok: bool = True) -> CheckResult:
+    return CheckResult(
+        integration=ctx.integration, check=check.name, kind="http", ok=ok, error_class=None, detail="",
+        started_at=time.time(), duration=0.001, total_duration=0.001,
+    )
+
+
+class Runner:
+    """A fake probe: sleeps ``delay``, tracks concurrency overall and per check."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: Counter[str] = Counter()
+        self.active: Counter[str] = Counter()
+        self.max_active: Counter[str] = Counter()
+        self.total_active = 0
+        self.max_total = 0
+        self.finished = 0
+
+    async def __call__(self, check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
+        key = f"{ctx.integration}/{check.name}"
+        self.calls[key] += 1
+        self.active[key] += 1
+        self.total_active += 1
+        self.max_active[key] = max(self.max_active[key], self.active[key])
+        self.max_total = max(self.max_total, self.total_active)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.active[key] -= 1
+            self.total_active -= 1
+        self.finished += 1
+        return result_for(check, ctx)
+
+
+def make(cfg: Config, runner: Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]],
+         metrics: Metrics | None = None) -> tuple[Scheduler, list[CheckResult], list[tuple[str, str]]]:
+    recorded: list[CheckResult] = []
+    removed: list[tuple[str, str]] = []
+    sched = Scheduler(
+        cfg, metrics=metrics or Metrics(), redactor=Redactor(), record=recorded.append, run_probe=runner,
+        on_removed=lambda i, c: removed.append((i, c)),
+    )
+    return sched, recorded, removed
+
+
+def lag_count(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("integration_monitor_scheduler_lag_seconds_count") or 0.0
+
+
+async def test_every_check_runs_repeatedly_and_lag_is_observed() -> None:
+    metrics = Metrics()
+    runner = Runner()
+    sched, recorded, _ = make(config({"a": [("one", "100ms"), ("two", "150ms")], "b": [("x", "100ms")]}), runner,
+                              metrics)
+    sched.start()
+    try:
+        await until(lambda: all(runner.calls[k] >= 3 for k in ("a/one", "a/two", "b/x")))
+    finally:
+        await sched.stop(1.0)
+    assert {(r.integration, r.check) for r in recorded} == {("a", "one"), ("a", "two"), ("b", "x")}
+    assert lag_count(metrics) >= len(recorded)
+    lag_sum = metrics.registry.get_sample_value("integration_monitor_scheduler_lag_seconds_sum")
+    assert lag_sum is not None and lag_sum >= 0
+
+
+async def test_a_check_never_overlaps_itself() -> None:
+    runner = Runner(delay=0.35)  # much longer than the interval
+    sched, _, _ = make(config({"a": [("slow", "100ms")]}), runner)
+    sched.start()
+    try:
+        await until(lambda: runner.finished >= 3)
+    finally:
+        await sched.stop(1.0)
+    assert runner.max_active["a/slow"] == 1
+
+
+async def test_global_concurrency_limit_is_respected() -> None:
+    runner = Runner(delay=0.2)
+    checks = {"a": [(f"c{i}", "100ms") for i in range(6)]}
+    sched, _, _ = make(config(checks, max_concurrency=2), runner)
+    sched.start()
+    try:
+        await until(lambda: runner.finished >= 8)
+    finally:
+        await sched.stop(1.0)
+    assert runner.max_total == 2  # reached, never exceeded
+
+
+async def test_reload_adds_removes_and_retimes_jobs() -> None:
+    runner = Runner()
+    sched, _, removed = make(config({"a": [("keep", "100ms"), ("drop", "100ms")], "b": [("x", "100ms")]}), runner)
+    sched.start()
+    try:
+        await until(lambda: runner.calls["a/drop"] >= 1 and runner.calls["b/x"] >= 1)
+        sched.apply(config({"a": [("keep", "300ms"), ("new", "100ms")]}))
+        assert sorted(removed) == [("a", "drop"), ("b", "x")]
+        assert sched.check_status("a", "drop") is None
+        keep = sched.check_status("a", "keep")
+        assert keep is not None and keep["interval_seconds"] == 0.3
+        dropped_calls = runner.calls["a/drop"]
+        await until(lambda: runner.calls["a/new"] >= 2)
+        assert runner.calls["a/drop"] == dropped_calls
+        assert sched.status()["jobs"] == 2
+    finally:
+        await sched.stop(1.0)
+
+
+async def test_interval_factor_slows_an_integration_and_shows_in_status() -> None:
+    metrics = Metrics()
+    runner = Runner()
+    sched, _, _ = make(config({"a": [("c", "100ms")], "b": [("c", "100ms")]}), runner, metrics)
+    sched.start()
+    try:
+        await until(lambda: runner.calls["a/c"] >= 1)
+        sched.set_interval_factor("a", 50, "quota api at 93% (backoff above 90%)")
+        status_a = sched.check_status("a", "c")
+        assert status_a is not None and status_a["interval_seconds"] == pytest.approx(5.0)
+        backoff = sched.status()["backoff"]["a"]
+        assert backoff["interval_factor"] == 50 and "93%" in backoff["reason"]
+        assert metrics.registry.get_sample_value("integration_probe_quota_backoff", {"integration": "a"}) == 1
+        slowed = runner.calls["a/c"]
+        b_before = runner.calls["b/c"]
+        await until(lambda: runner.calls["b/c"] >= b_before + 3)
+        assert runner.calls["a/c"] == slowed  # a waits its 5 s; b keeps running
+        sched.set_interval_factor("a", 1.0, "")
+        assert sched.status()["backoff"] == {}
+        assert metrics.registry.get_sample_value("integration_probe_quota_backoff", {"integration": "a"}) == 0
+        await until(lambda: runner.calls["a/c"] > slowed)  # back to 100 ms
+    finally:
+        await sched.stop(1.0)
+
+
+async def test_stop_waits_for_in_flight_probes_within_the_grace() -> None:
+    runner = Runner(delay=0.3)
+    sched, recorded, _ = make(config({"a": [("c", "100ms")]}), runner)
+    sched.start()
+    await until(lambda: runner.total_active == 1)
+    await sched.stop(5.0)
+    assert runner.finished == 1 and len(recorded) == 1  # finished and recorded, not cancelled
+    assert not sched.running
+
+
+async def test_stop_cancels_probes_that_outlive_the_grace() -> None:
+    runner = Runner(delay=30)
+    sched, recorded, _ = make(config({"a": [("c", "100ms")]}), runner)
+    sched.start()
+    await until(lambda: runner.total_active == 1)
+    started = time.monotonic()
+    await sched.stop(0.1)
+    assert time.monotonic() - started < 5
+    assert runner.total_active == 0 and recorded == []
+
+
+async def test_probe_overrunning_its_deadline_is_recorded_as_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler_module, "DEADLINE_OVERRUN", 0.05)
+
+    async def hangs(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    sched, recorded, _ = make(config({"a": [("c", "100ms")]}), hangs)
+    sched.start()
+    try:
+        await until(lambda: len(recorded) >= 1)
+    finally:
+        await sched.stop(0.1)
+    assert recorded[0].error_class == "timeout" and "overran" in recorded[0].detail
+
+
+async def test_probe_exception_is_logged_not_recorded(caplog: pytest.LogCaptureFixture) -> None:
+    calls = 0
+
+    async def broken(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("probe bug")
+
+    sched, recorded, _ = make(config({"a": [("c", "100ms")]}), broken)
+    with caplog.at_level(logging.ERROR, logger="monitor.scheduler"):
+        sched.start()
+        try:
+            await until(lambda: calls >= 2)
+        finally:
+            await sched.stop(0.1)
+    assert recorded == []
+    assert "raised instead of returning a result" in caplog.text

@@ -1,0 +1,152 @@
+"""The daemon's HTTP endpoints, with the real HTTP probe against a real local target."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, route_target, samples, until
+from targets import Target
+
+from checks.base import CheckResult
+from monitor.app import App
+from monitor.component import Services
+from monitor.settings import parse_config
+
+IC_OK = (("check", "ok"), ("integration", "shop"))
+IC_BROKEN = (("check", "broken"), ("integration", "shop"))
+
+
+@pytest.fixture
+async def daemon(target: Target) -> AsyncIterator[App]:
+    route_target(target)
+    app = App(parse_config(daemon_config(target), env={}), components=[])
+    await app.start()
+    try:
+        await until(lambda: all((s := app.status_store.get("shop", c)) and s.runs >= 2 for c in ("ok", "broken")),
+                    what="two runs of each check")
+        yield app
+    finally:
+        await app.close()
+
+
+async def test_metrics_scrape_has_probe_families_with_labels(daemon: App) -> None:
+    status, content_type, body = await get(f"{daemon.server.url}/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    assert_no_canary(body, "/metrics")
+    s = samples(body)
+    assert s[("integration_probe_success", IC_OK)] == 1
+    assert s[("integration_probe_success", IC_BROKEN)] == 0
+    assert s[("integration_probe_runs_total", (*IC_OK, ("outcome", "success")))] >= 2
+    assert s[("integration_probe_runs_total", (*IC_BROKEN, ("outcome", "failure")))] >= 2
+    assert s[("integration_probe_errors_total", (("check", "broken"), ("error_class", "http_5xx"),
+                                                  ("integration", "shop")))] >= 2
+    assert s[("integration_probe_retries_total", IC_BROKEN)] >= 2  # 2 attempts per run
+    assert s[("integration_probe_retries_total", IC_OK)] == 0
+    assert s[("integration_probe_http_status_code", IC_OK)] == 200
+    assert s[("integration_probe_http_status_code", IC_BROKEN)] == 500
+    assert s[("integration_probe_duration_seconds_count", IC_OK)] >= 2
+    assert s[("integration_probe_duration_seconds_bucket", (*IC_OK, ("le", "+Inf")))] >= 2
+    phases = {dict(labels)["phase"] for (name, labels) in s if name == "integration_probe_phase_seconds"}
+    assert {"connect", "ttfb", "transfer"} <= phases
+    assert s[("integration_monitor_scheduler_lag_seconds_count", ())] >= 4
+    assert s[("integration_monitor_config_last_reload_successful", ())] == 1
+    assert ("integration_monitor_build_info", (("version", daemon_version()),)) in s
+    # No TLS on this target: no expiry series at all (0 would read as "expired in 1970").
+    assert not any(name == "integration_probe_tls_cert_expiry_timestamp_seconds" for name, _ in s)
+
+
+def daemon_version() -> str:
+    from monitor import __version__
+
+    return __version__
+
+
+async def test_metrics_honours_openmetrics_accept(daemon: App) -> None:
+    status, content_type, body = await get(
+        f"{daemon.server.url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert status == 200 and content_type.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+
+
+async def test_api_status_shows_last_result_and_redacted_failure(daemon: App) -> None:
+    status, content_type, body = await get(f"{daemon.server.url}/api/status")
+    assert status == 200 and content_type.startswith("application/json")
+    assert_no_canary(body, "/api/status")
+    doc = json.loads(body)
+    assert doc["monitor"]["redis"] == "off" and doc["monitor"]["last_reload_successful"] is True
+    shop = doc["integrations"]["shop"]
+    assert shop["runbook_url"] == "https://wiki.example.com/runbooks/shop" and shop["interval_factor"] == 1.0
+    ok, broken = shop["checks"]["ok"], shop["checks"]["broken"]
+    assert ok["ok"] is True and ok["error_class"] is None and ok["status_code"] == 200
+    assert ok["last_success_at"] is not None and ok["consecutive_failures"] == 0 and ok["last_failure"] is None
+    assert {"connect", "ttfb"} <= set(ok["phases"])
+    assert ok["schedule"]["interval_seconds"] == 0.2
+    assert broken["ok"] is False and broken["error_class"] == "http_5xx" and broken["status_code"] == 500
+    assert broken["attempts"] == 2 and broken["attempt_classes"] == ["http_5xx", "http_5xx"]
+    assert broken["consecutive_failures"] >= 2 and broken["last_success_at"] is None
+    failure = broken["last_failure"]
+    assert failure["error_class"] == "http_5xx" and failure["detail"]
+    assert failure["request"]["method"] == "GET"
+    assert failure["request"]["headers"]["Authorization"] == "[REDACTED]"
+    assert "token=%5BREDACTED%5D" in failure["request"]["url"] or "token=[REDACTED]" in failure["request"]["url"]
+    assert "internal error" in failure["response_excerpt"] and "[REDACTED]" in failure["response_excerpt"]
+
+
+async def test_health_and_readiness(daemon: App) -> None:
+    assert (await get(f"{daemon.server.url}/healthz"))[0] == 200
+    status, _, body = await get(f"{daemon.server.url}/readyz")
+    assert status == 200 and json.loads(body)["reasons"] == []
+
+
+class Probe:
+    """A component that is not ready, reports status with a secret in it, and serves a route."""
+
+    name = "probe-component"
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.seen = 0
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def on_result(self, result: CheckResult) -> None:
+        self.seen += 1
+
+    def on_config(self, config: Any) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        return {"seen": self.seen, "oops": f"leaked {CANARY_HEADER}"}
+
+    def ready(self) -> tuple[bool, str]:
+        return False, "waiting for the first Redis read"
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        async def hello(request: web.Request) -> web.Response:
+            return web.json_response({"hello": self.name})
+
+        return [web.get("/api/hello", hello)]
+
+
+async def test_components_status_readiness_and_routes(target: Target) -> None:
+    route_target(target)
+    app = App(parse_config(daemon_config(target), env={}), components=[Probe])
+    await app.start()
+    try:
+        status, _, body = await get(f"{app.server.url}/readyz")
+        assert status == 503
+        assert json.loads(body)["reasons"] == ["probe-component: waiting for the first Redis read"]
+        await until(lambda: (s := app.status_store.get("shop", "ok")) is not None and s.runs >= 1)
+        status, _, body = await get(f"{app.server.url}/api/status")
+        assert_no_canary(body, "/api/status components")
+        assert json.loads(body)["components"]["probe-component"]["seen"] >= 1
+        assert (await get(f"{app.server.url}/api/hello"))[2] == '{"hello": "probe-component"}'
+    finally:
+        await app.close()
+    assert app.health() == (False, "scheduler is not running")
