@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from alerts import self_health
+from aiohttp import web
+
+from alerts import api, self_health
 from alerts.content import NotesReader, alert_from_condition
 from alerts.grouping import GroupLog, group_key, plan
 from alerts.model import Alert, AlertStatus, Notification, Severity
@@ -41,6 +43,7 @@ SUBMIT_TIMEOUT = 5.0
 # redis-py retries a refused connection ten times with backoff: bound each store round so a dead Redis
 # slows an evaluation by at most this much (and only once per evaluation: see _persist).
 STORE_TIMEOUT = 3.0
+WAKE_GAP = 1.0  # minimum seconds between evaluations woken early by a newly failing check
 
 
 class NotificationSink(Protocol):
@@ -91,6 +94,7 @@ class AlertEngine:
         self._metric_marks: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._autorun = autorun
+        self._wake = asyncio.Event()
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
         self._quota_names = _headers_quota_names(cfg)
@@ -112,7 +116,11 @@ class AlertEngine:
 
     def on_result(self, result: CheckResult) -> None:
         try:
+            previous = self.stats.check(result.integration, result.check)
+            flipped = previous is None or previous.last_result is None or previous.last_result.ok != result.ok
             self.stats.add(result, quota_names=self._quota_names)
+            if flipped and not result.ok:
+                self._wake.set()  # a check started failing: evaluate soon rather than at the next interval
         except Exception:  # must not raise into the scheduler
             log.exception("alert statistics: cannot record result of %s/%s", result.integration, result.check)
 
@@ -137,6 +145,13 @@ class AlertEngine:
         if self._task is not None and self._task.done():
             return False, "alert evaluation loop stopped"
         return True, ""
+
+    def routes(self) -> list[web.RouteDef]:
+        """/api/silences (the app adds a component's routes to its HTTP server)."""
+        return api.routes(self)
+
+    def now(self) -> float:
+        return self._clock()
 
     # -- inputs from other components -----------------------------------------------------------------
     def set_fact(self, integration: str, name: str, value: float) -> None:
@@ -169,12 +184,18 @@ class AlertEngine:
     async def _loop(self) -> None:
         while True:
             started = time.monotonic()
+            self._wake.clear()
             try:
                 await self.evaluate()
             except Exception:
                 log.exception("alert evaluation failed; trying again next interval")
             interval = self.services.config.monitor.evaluation_interval
-            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+            # Every interval, or earlier when a check starts failing — but not more often than WAKE_GAP,
+            # so a burst of failures costs one evaluation, not one per result.
+            gap = min(WAKE_GAP, interval)
+            await asyncio.sleep(max(0.0, gap - (time.monotonic() - started)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, interval - (time.monotonic() - started)))
 
     async def evaluate(self, now: float | None = None) -> list[Notification]:
         """One evaluation. Returns the notifications handed to the sink (for tests and `status`)."""

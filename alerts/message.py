@@ -130,7 +130,7 @@ def _error_classes(alert: Alert) -> str:
     return ", ".join(f"{cls} ×{count}" for cls, count in items)
 
 
-def _status_phrase(alert: Alert, now: float) -> str:
+def _status_phrase(alert: Alert) -> str:
     if alert.status is AlertStatus.RESOLVED:
         if alert.resolved_at is not None and alert.started_at:
             return f"resolved after {_age(alert.resolved_at - alert.started_at)}"
@@ -139,7 +139,7 @@ def _status_phrase(alert: Alert, now: float) -> str:
     return ("flapping" if alert.flapping else "firing") + since
 
 
-def _alert_text(alert: Alert, redactor: Redactor, now: float) -> str:
+def _alert_text(alert: Alert, redactor: Redactor) -> str:
     """The mrkdwn body of one alert's section: summary, classes, last request, response excerpt."""
     icon = _RESOLVED_ICON if alert.status is AlertStatus.RESOLVED else _ICON.get(alert.severity, "🔴")
     lines = [f"{icon} *{escape(redactor.text(alert.summary))}*"]
@@ -158,14 +158,14 @@ def _alert_text(alert: Alert, redactor: Redactor, now: float) -> str:
     return fit(body, SECTION_TEXT_MAX)
 
 
-def _alert_fields(alert: Alert, redactor: Redactor, now: float) -> list[str]:
+def _alert_fields(alert: Alert, redactor: Redactor) -> list[str]:
     pairs: list[tuple[str, str]] = [("Integration", alert.integration)]
     if alert.check:
         pairs.append(("Check", alert.check))
     if alert.quota:
         pairs.append(("Quota", alert.quota))
     pairs.append(("Severity", str(alert.severity)))
-    pairs.append(("Status", _status_phrase(alert, now)))
+    pairs.append(("Status", _status_phrase(alert)))
     pairs.extend(alert.details.items())
     fields = [
         fit(
@@ -271,8 +271,8 @@ def _build(notification: Notification, redactor: Redactor, now: float) -> SlackM
     for alert in detailed:
         blocks.append(
             SectionBlock(
-                text=MarkdownTextObject(text=_alert_text(alert, redactor, now)),
-                fields=[MarkdownTextObject(text=f) for f in _alert_fields(alert, redactor, now)],
+                text=MarkdownTextObject(text=_alert_text(alert, redactor)),
+                fields=[MarkdownTextObject(text=f) for f in _alert_fields(alert, redactor)],
             )
         )
     rest = alerts[len(detailed) :]
@@ -299,15 +299,14 @@ def fallback_text(notification: Notification, redactor: Redactor | None = None) 
     return bounded_list(lines, FALLBACK_TEXT_MAX, prefix=header_line(notification, redactor))
 
 
-def render_text(notification: Notification, redactor: Redactor | None = None, *, now: float | None = None) -> str:
+def render_text(notification: Notification, redactor: Redactor | None = None) -> str:
     """A readable multi-line block for the console notifier and the logs (same bounds as Slack)."""
     redactor = redactor or Redactor()
-    now = time.time() if now is None else now
     out = [header_line(notification, redactor), f"  group: {redactor.text(notification.group_key)}"]
     alerts = ordered_alerts(notification)
     for alert in alerts[:DETAILED_ALERTS_MAX]:
         out.append(f"  - {one_line(alert, redactor)}")
-        out.append(f"      status: {_status_phrase(alert, now)}")
+        out.append(f"      status: {_status_phrase(alert)}")
         for label, value in alert.details.items():
             out.append(f"      {redactor.text(str(label))}: {redactor.text(str(value))}")
         if alert.error_classes:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -16,6 +17,11 @@ from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# What Prometheus 2.x sends when it scrapes (OpenMetrics preferred, the classic text format accepted).
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 BODY = b'{"status":"ok","data":{"id":"acct_123","balance":{"amount":4200,"currency":"eur"}},"livemode":false}\n'
 
 
@@ -115,6 +121,18 @@ def wrk_capacity(url: str, seconds: int = 3) -> str:
         if line.startswith("Requests/sec"):
             return f"{float(line.split()[1]):,.0f} req/s (wrk, keep-alive, 16 connections)"
     return "wrk gave no figure"
+
+
+def daemon_command(config: str | os.PathLike[str], *, uvloop: bool = True) -> list[str]:
+    """The daemon (``integration-monitor run -c CONFIG``) as a child process of this Python.
+
+    It runs on uvloop when uvloop is installed (the ``speed`` extra); ``uvloop=False`` hides uvloop
+    from the daemon's imports, which is how a host without the extra runs it.
+    """
+    if uvloop:
+        return [sys.executable, "-m", "monitor", "run", "-c", str(config)]
+    hide = "import sys; sys.modules['uvloop'] = None; from monitor.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", hide, "run", "-c", str(config)]
 
 
 def median(values: list[float]) -> float:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,11 @@ from redis.asyncio.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import free_port  # noqa: E402
+from common import free_port
 
-from monitor.quota.config import RedisQuotaConfig  # noqa: E402
-from monitor.quota.formats import REDIS_RATE_EPOCH  # noqa: E402
-from monitor.quota.reader import read_redis_quota  # noqa: E402
+from monitor.quota.config import RedisQuotaConfig
+from monitor.quota.formats import REDIS_RATE_EPOCH
+from monitor.quota.reader import read_redis_quota
 
 SENT = {"exchanges": 0}
 
@@ -50,19 +52,19 @@ def populate(port: int, n: int) -> dict[str, dict[str, Any]]:
     now = time.time()
     seconds, _ = r.time()
     pipe = r.pipeline(transaction=False)
-    for i in range(n):
+    for i in range(n):  # windows of an hour, so that nothing expires while the bench runs
         used = i % 100
-        pipe.set(f"LIMITS:LIMITER/fixed/{i}/100/1/minute", used, ex=60)
-        pipe.lpush(f"LIMITS:LIMITER/moving/{i}/100/1/minute", *([now - 5] * (used + 1)))
-        pipe.expire(f"LIMITS:LIMITER/moving/{i}/100/1/minute", 60)
-        pipe.set(f"LIMITS:{{LIMITER/sliding/{i}/100/1/minute}}", used, px=110_000)
-        pipe.set(f"LIMITS:{{LIMITER/sliding/{i}/100/1/minute}}/-1", 50, px=30_000)
-        pipe.set(f"rl:{i}", used, px=60_000)
-        pipe.set(f"rlflx:{i}", used, ex=60)
+        pipe.set(f"LIMITS:LIMITER/fixed/{i}/100/1/hour", used, ex=3600)
+        pipe.lpush(f"LIMITS:LIMITER/moving/{i}/100/1/hour", *([now - 5] * (used + 1)))
+        pipe.expire(f"LIMITS:LIMITER/moving/{i}/100/1/hour", 3600)
+        pipe.set(f"LIMITS:{{LIMITER/sliding/{i}/100/1/hour}}", used, px=7_000_000)
+        pipe.set(f"LIMITS:{{LIMITER/sliding/{i}/100/1/hour}}/-1", 50, px=1_000_000)
+        pipe.set(f"rl:{i}", used, px=3_600_000)
+        pipe.set(f"rlflx:{i}", used, ex=3600)
         pipe.zadd(f"pyrate:{i}", {f"m{j}": int(now * 1000) - j for j in range(used % 10 + 1)})
-        pipe.set(f"request_rate_limiter.{{{i}}}.tokens", 100 - used, ex=200)
-        pipe.set(f"request_rate_limiter.{{{i}}}.timestamp", seconds, ex=200)
-        pipe.set(f"rate:{i}", now - REDIS_RATE_EPOCH + used * 0.6, ex=60)
+        pipe.set(f"request_rate_limiter.{{{i}}}.tokens", 100 - used, ex=3600)
+        pipe.set(f"request_rate_limiter.{{{i}}}.timestamp", seconds, ex=3600)
+        pipe.set(f"rate:{i}", now - REDIS_RATE_EPOCH + used * 0.6, ex=3600)
         if i % 500 == 499:
             pipe.execute()
     pipe.execute()
@@ -129,12 +131,9 @@ async def mget_floor(port: int, n: int, runs: int) -> tuple[float, int, int]:
     return statistics.median(times), exchanges, commands
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keys", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--scan-count", type=int, nargs="+", default=[1000, 5000])
-    args = parser.parse_args()
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    """A redis-server of our own on a free port (the shared one would mix other tests' commands in)."""
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed")
@@ -150,21 +149,34 @@ async def main() -> None:
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        quotas = populate(port, args.keys)
-        size = redis.Redis(port=port).dbsize()
-        print(f"{args.keys} keys per format, {size} keys in the database, median of {args.runs} runs\n")
-        print(f"{'quota':<24}{'SCAN COUNT':>11}{'keys read':>10}{'time ms':>10}{'round trips':>13}{'commands':>10}")
-        floor = await mget_floor(port, args.keys, args.runs)
-        print(f"{'MGET floor (names known)':<24}{'-':>11}{args.keys:>10}{floor[0] * 1000:>10.1f}{floor[1]:>13}"
-              f"{floor[2]:>10}")
-        for scan_count in args.scan_count:
-            for label, fields in quotas.items():
-                seconds, exchanges, commands, keys = await measure(port, fields, scan_count, args.runs)
-                print(f"{label:<24}{scan_count:>11}{keys:>10}{seconds * 1000:>10.1f}{exchanges:>13}{commands:>10}")
+        yield port
     finally:
         server.terminate()
         server.wait()
 
 
+async def report(port: int, quotas: dict[str, dict[str, Any]], keys: int, runs: int, scan_counts: list[int]) -> None:
+    print(f"{'quota':<24}{'SCAN COUNT':>11}{'keys read':>10}{'time ms':>10}{'round trips':>13}{'commands':>10}")
+    floor = await mget_floor(port, keys, runs)
+    print(f"{'MGET floor (names known)':<24}{'-':>11}{keys:>10}{floor[0] * 1000:>10.1f}{floor[1]:>13}{floor[2]:>10}")
+    for scan_count in scan_counts:
+        for label, fields in quotas.items():
+            seconds, exchanges, commands, read = await measure(port, fields, scan_count, runs)
+            print(f"{label:<24}{scan_count:>11}{read:>10}{seconds * 1000:>10.1f}{exchanges:>13}{commands:>10}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--scan-count", type=int, nargs="+", default=[1000, 5000])
+    args = parser.parse_args()
+    with redis_server() as port:
+        quotas = populate(port, args.keys)
+        size = redis.Redis(port=port).dbsize()
+        print(f"{args.keys} keys per format, {size} keys in the database, median of {args.runs} runs\n")
+        asyncio.run(report(port, quotas, args.keys, args.runs, args.scan_count))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

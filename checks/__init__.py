@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
@@ -26,10 +26,13 @@ PROBES: dict[str, ProbeKind] = {
     "http": ProbeKind(config=http.HttpCheckConfig, probe=http.probe),
 }
 
-CheckConfig = Annotated[
-    Union[tuple(kind.config for kind in PROBES.values())],  # type: ignore[valid-type]  # noqa: UP007
-    Field(discriminator="kind"),
-]
+if TYPE_CHECKING:  # a union built at run time is opaque to type checkers; every kind is a CheckConfigBase
+    CheckConfig = CheckConfigBase
+else:
+    CheckConfig = Annotated[
+        Union[tuple(kind.config for kind in PROBES.values())],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
 
 
 async def run_probe(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:

@@ -40,7 +40,6 @@ from monitor.status import StatusStore
 if TYPE_CHECKING:
     import aiohttp
     from aiohttp import web
-    from prometheus_client import CollectorRegistry
 
     from checks.base import CheckResult
 
@@ -114,10 +113,6 @@ class App:
         self.metrics.config_reload_time.set(self.config_loaded_at)
 
     # ---- Monitored (what the HTTP server asks) ---------------------------------------------------
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        return self.metrics.registry
 
     @property
     def redactor(self) -> Redactor:

@@ -95,6 +95,9 @@ def register_core(subparsers: Any) -> None:
 
     demo = subparsers.add_parser("demo", help="run the daemon against a built-in simulated vendor API")
     demo.add_argument("--listen", metavar="HOST:PORT", help="where the daemon serves /metrics and /api/status")
+    demo.add_argument("--vendor-port", type=int, metavar="PORT", help="port of the simulated vendor API (default: any)")
+    demo.add_argument("--redis-url", metavar="URL", help="Redis for the quota and webhook parts (default: $REDIS_URL)")
+    demo.add_argument("--seed", type=int, help="seed of the simulated traffic")
     add_logging_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 

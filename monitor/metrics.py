@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from monitor import __version__
+from monitor.probe_series import ProbeSeries
 
 # No ``*_created`` series: they would add one series per counter/histogram child (10,000 checks → tens
 # of thousands of lines per scrape) that no dashboard or rule here reads. Process-wide by design.
@@ -30,30 +32,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
 
-        # Probes
-        self.probe_success = Gauge("integration_probe_success", "1 if the last run succeeded, else 0", _IC, registry=r)
-        self.probe_duration = Histogram(
-            "integration_probe_duration_seconds", "Duration of the final attempt of each run", _IC,
-            buckets=DURATION_BUCKETS, registry=r,
-        )
-        self.probe_phase = Gauge(
-            "integration_probe_phase_seconds", "Duration of each phase of the last run's final attempt",
-            (*_IC, "phase"), registry=r,
-        )
-        self.probe_runs = Counter(
-            "integration_probe_runs", "Runs by outcome (success/failure)", (*_IC, "outcome"), registry=r
-        )
-        self.probe_errors = Counter(
-            "integration_probe_errors", "Failed runs by their final error class", (*_IC, "error_class"), registry=r
-        )
-        self.probe_retries = Counter("integration_probe_retries", "Attempts beyond the first", _IC, registry=r)
-        self.probe_status_code = Gauge(
-            "integration_probe_http_status_code", "HTTP status of the last run's final attempt", _IC, registry=r
-        )
-        self.probe_tls_expiry = Gauge(
-            "integration_probe_tls_cert_expiry_timestamp_seconds", "Earliest TLS certificate expiry (epoch)", _IC,
-            registry=r,
-        )
+        # Probes: integration_probe_success, _duration_seconds, _phase_seconds, _runs_total, _errors_total,
+        # _retries_total, _http_status_code, _tls_cert_expiry_timestamp_seconds (names and help text in
+        # monitor/probe_series.py: one collector, rendered fast; see there why).
+        self.probes = ProbeSeries(DURATION_BUCKETS, registry=r)
         self.probe_backoff = Gauge(
             "integration_probe_quota_backoff",
             "1 while this integration's probes run slower because a quota is nearly used up", ("integration",),
@@ -124,6 +106,12 @@ class Metrics:
         )
         self.build_info = Gauge("integration_monitor_build_info", "Build information", ("version",), registry=r)
         self.build_info.labels(version=__version__).set(1)
+
+    def render_text(self) -> bytes:
+        """The Prometheus text format of the whole registry, the probe families by the fast path."""
+        with self.probes.excluded():
+            rest = generate_latest(self.registry)
+        return self.probes.render_text().encode() + rest
 
 
 def remove_series(metric: MetricWrapperBase, *labels: str) -> None:

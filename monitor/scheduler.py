@@ -53,8 +53,23 @@ ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
 
 FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
 FIRST_RUN_RATE = 200.0  # first runs per second for large configs
+WAKEUP_SLACK = 0.01  # seconds; see _BatchingScheduler
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
+
+
+class _BatchingScheduler(AsyncIOScheduler):
+    """AsyncIOScheduler that wakes up ``WAKEUP_SLACK`` after the next due run instead of exactly at it.
+
+    Stock behaviour costs one wake-up (a scan of the job store and a timer reset) per run, plus
+    wake-ups that come a hair early (timer granularity) and find nothing due. With the slack one pass
+    submits every run due within it: at 500 runs/s this halves APScheduler's CPU per run (measured
+    ~210 → ~110 µs), for at most ``WAKEUP_SLACK`` of extra lag. ``_start_timer`` is APScheduler 3.x's
+    hook for arming the wake-up (the package is pinned <4).
+    """
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        super()._start_timer(None if wait_seconds is None else wait_seconds + WAKEUP_SLACK)
 
 
 @dataclass(slots=True)
@@ -96,7 +111,7 @@ class Scheduler:
         self.run_probe = run_probe
         self.on_removed = on_removed
         self.session: aiohttp.ClientSession | None = None  # handed to probes; set by the app before start
-        self._aps = AsyncIOScheduler(timezone=UTC)
+        self._aps = _BatchingScheduler(timezone=UTC)
         self._aps.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._jobs: dict[str, _Job] = {}
         self._backoff: dict[str, Backoff] = {}

@@ -8,17 +8,17 @@ passed to ``HttpServer`` are added too. Every JSON body goes through the redacto
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
+    from monitor.metrics import Metrics
     from monitor.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class Monitored(Protocol):
     """What the endpoints ask of the app (monitor.app.App implements it)."""
 
     @property
-    def registry(self) -> CollectorRegistry: ...
+    def metrics(self) -> Metrics: ...
 
     @property
     def redactor(self) -> Redactor: ...
@@ -52,9 +52,14 @@ def json_response(request: web.Request, data: Any, *, status: int = 200) -> web.
 
 
 async def metrics(request: web.Request) -> web.Response:
+    monitor = request.app[MONITOR]
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    if content_type == CONTENT_TYPE_LATEST:  # the classic text format: the fast renderer
+        render = monitor.metrics.render_text
+    else:  # OpenMetrics on request, rendered by prometheus-client (slower, same samples)
+        render = functools.partial(encoder, monitor.metrics.registry)
     # Rendering thousands of series takes a while: do it off the event loop so probes keep time.
-    body = await asyncio.to_thread(encoder, request.app[MONITOR].registry)
+    body = await asyncio.to_thread(render)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -407,3 +407,70 @@ async def test_a_failing_sink_never_blocks_evaluation(rds: redis.asyncio.Redis, 
         assert len(sink.got) == 1 and [a.alert for a in sink.got[0].firing] == ["probe_down"]
     finally:
         await eng.close()
+
+
+# ---- grouping (pure) and self-health ---------------------------------------------------------------
+
+def a(key: str, status: AlertStatus = AlertStatus.FIRING, severity: Severity = Severity.CRITICAL) -> Any:
+    from alerts.model import Alert
+
+    return Alert(key=key, integration="acme", alert=key, severity=severity, status=status, summary=key)
+
+
+def test_group_wait_drops_alerts_that_resolve_before_it() -> None:
+    from alerts.grouping import plan
+
+    timing = parse_config("alerting: {group_wait: 30s, group_interval: 5m, repeat_interval: 4h}").alerting
+    log, n = plan(None, "acme", [a("x")], T0, timing)
+    assert n is None and log is not None and log.last_flush is None
+    log, n = plan(log, "acme", [], T0 + 20, timing)  # resolved within group_wait: never told
+    assert n is None and log is None
+
+
+def test_group_batches_changes_and_repeats() -> None:
+    from alerts.grouping import plan
+
+    timing = parse_config("alerting: {group_wait: 30s, group_interval: 5m, repeat_interval: 4h}").alerting
+    log, _ = plan(None, "acme", [a("x")], T0, timing)
+    log, n = plan(log, "acme", [a("x"), a("y")], T0 + 30, timing)
+    assert n is not None and [al.key for al in n.alerts] == ["x", "y"]
+    log, n = plan(log, "acme", [a("x"), a("y"), a("z")], T0 + 60, timing)
+    assert n is None  # a change, but inside group_interval
+    log, n = plan(log, "acme", [a("x"), a("y", AlertStatus.RESOLVED), a("z")], T0 + 330, timing)
+    assert n is not None and [al.key for al in n.resolved] == ["y"] and len(n.firing) == 2
+    assert log is not None and set(log.sent) == {"x", "z"}
+    log, n = plan(log, "acme", [a("x"), a("z")], T0 + 330 + 4 * 3600 - 1, timing)
+    assert n is None
+    log, n = plan(log, "acme", [a("x"), a("z")], T0 + 330 + 4 * 3600, timing)
+    assert n is not None and len(n.firing) == 2  # the reminder
+    log, n = plan(log, "acme", [a("x", AlertStatus.RESOLVED), a("z", AlertStatus.RESOLVED)], T0 + 9e4, timing)
+    assert n is not None and len(n.resolved) == 2 and log is None  # all told: the group is forgotten
+
+
+async def test_notifier_failing_and_scheduler_lag_become_alerts(prefix: str) -> None:
+    clock, sink = Clock(), Sink()
+    cfg = config(prefix, alerting={"self_health": {"notifier_failing_for": "1m", "scheduler_lag": "5s"}})
+    eng = engine(cfg, None, clock, sink)
+    metrics = eng.services.metrics
+    await eng.start()
+    try:
+        metrics.notifications.labels(notifier="slack", result="sent").inc()
+        metrics.scheduler_lag.observe(0.01)
+        await tick(eng, clock)
+        for _ in range(10):  # slack only fails from now on; probes start 12 s late
+            metrics.notifications.labels(notifier="slack", result="failed").inc()
+            metrics.scheduler_lag.observe(12.0)
+            await tick(eng, clock)
+        firing = {(al.alert, al.key) for n in sink.got for al in n.firing}
+        assert ("monitor_notifier_failing", "_monitor/monitor_notifier_failing/slack/critical") in firing
+        assert ("monitor_scheduler_lagging", "_monitor/monitor_scheduler_lagging/-/warning") in firing
+        for _ in range(30):  # recovered
+            metrics.notifications.labels(notifier="slack", result="sent").inc()
+            metrics.scheduler_lag.observe(0.01)
+            await tick(eng, clock)
+        resolved = {al.alert for n in sink.got for al in n.resolved}
+        assert resolved == {"monitor_notifier_failing", "monitor_scheduler_lagging"}
+        assert eng.store.durable is False  # no Redis configured: memory store, no Redis alert
+        assert not any(k.startswith("_monitor/monitor_redis_down") for k in eng.states)
+    finally:
+        await eng.close()

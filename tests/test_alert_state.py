@@ -80,7 +80,7 @@ def test_keep_firing_for_counts_from_the_last_true_evaluation() -> None:
 
 
 def test_flapping_is_told_once_then_settles_once() -> None:
-    s, told = AlertState(key=KEY), []
+    s, told = AlertState(key=KEY), list[Event]()
     now = 0.0
     for i in range(40):  # toggles every minute for 40 minutes
         s, ev = step(s, i % 2 == 0, now, for_seconds=0, keep_firing_for=0, flapping=FLAP)
@@ -145,7 +145,7 @@ def test_properties(conds: list[bool | None], gaps: list[float], for_s: float, k
 @given(pattern=st.lists(st.booleans(), min_size=10, max_size=200))
 def test_flapping_messages_alternate(pattern: list[bool]) -> None:
     """FLAPPING and SETTLED alternate, starting with FLAPPING: each episode is told once."""
-    s, seq, now = AlertState(key=KEY), [], 0.0
+    s, seq, now = AlertState(key=KEY), list[Event](), 0.0
     for cond in pattern:
         s, events = step(s, cond, now, for_seconds=0, keep_firing_for=0, flapping=FLAP)
         seq.extend(e for e in events if e in (Event.FLAPPING, Event.SETTLED))

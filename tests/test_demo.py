@@ -37,8 +37,10 @@ from monitor.demo import Demo
 from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.quota.headers import parse_rate_limit_headers
+from monitor.quota.service import QuotaService
 from monitor.settings import load_config
 from monitor.webhooks.dedupe import stats_key
+from monitor.webhooks.service import WebhookService
 
 
 class FakeClock:
@@ -368,8 +370,11 @@ async def redis_client() -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"imdemo-test-{uuid.uuid4().hex[:10]}"
+async def prefix(redis_client: redis.asyncio.Redis) -> AsyncIterator[str]:
+    """A key prefix of this test's own; whatever a failing test left under it is deleted afterwards."""
+    value = f"imdemo-test-{uuid.uuid4().hex[:10]}"
+    yield value
+    await cleanup(redis_client, value)
 
 
 async def test_rate_limiter_traffic_is_what_the_libraries_write(redis_client: redis.asyncio.Redis, prefix: str) -> None:
@@ -397,10 +402,10 @@ async def test_rate_limiter_traffic_is_what_the_libraries_write(redis_client: re
     assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
 
 
-async def test_rate_limiter_traffic_survives_redis_errors(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_rate_limiter_traffic_survives_redis_errors(caplog: pytest.LogCaptureFixture) -> None:
     # A Redis that is not there: the background task logs and keeps going; close() ends it.
     client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
-    traffic = RateLimiterTraffic(client, prefix, tick=0.05)
+    traffic = RateLimiterTraffic(client, "imdemo-test-unreachable", tick=0.05)
     traffic.start()
     await asyncio.sleep(0.3)
     assert traffic.running
@@ -430,8 +435,9 @@ async def test_webhook_traffic_delivers_duplicates_to_the_ledger_receiver(
     # (close() may cancel the loop between an event's two copies: one duplicate fewer.)
     assert (processed - 1) // 2 <= duplicates <= (processed + 1) // 2
     stats = await redis_client.hgetall(stats_key("payments", traffic.ledger_prefix))
-    assert int(stats[b"received"]) == processed + duplicates
-    assert int(stats[b"duplicates"]) == duplicates
+    # (a delivery cancelled by close() may have been recorded without its answer being counted: +1)
+    assert processed + duplicates <= int(stats[b"received"]) <= processed + duplicates + 1
+    assert duplicates <= int(stats[b"duplicates"]) <= duplicates + 1
     assert float(stats[b"last_event_ts"]) > 0
     assert await cleanup(redis_client, prefix) >= processed + 2
     assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
@@ -531,32 +537,44 @@ async def test_demo_shows_five_error_classes_and_every_probe_metric_then_stops_o
         await call(http, demo.vendor, "/payments/v1/account")
 
 
-async def test_demo_with_redis_writes_counters_and_webhooks_then_cleans_up(
+async def test_demo_with_redis_feeds_the_quota_and_webhook_readers_then_cleans_up(
     http: aiohttp.ClientSession, redis_client: redis.asyncio.Redis, prefix: str
 ) -> None:
-    demo = Demo(listen="127.0.0.1:0", redis_url=REDIS_URL, key_prefix=prefix)
+    demo = Demo(listen="127.0.0.1:0", redis_url=REDIS_URL, key_prefix=prefix, components=[QuotaService, WebhookService])
     await demo.start()
     loop = asyncio.get_running_loop()
+
+    def series(samples: Samples, name: str, **match: str) -> list[float]:
+        return [v for labels, v in samples.get(name, []) if all(labels.get(k) == x for k, x in match.items())]
+
+    def complete(samples: Samples) -> bool:
+        return bool(
+            series(samples, "integration_quota_used", integration="payments", source="redis")
+            and series(samples, "integration_quota_used", integration="crm", source="redis")
+            and series(samples, "integration_quota_used", integration="messaging", source="headers")
+            and any(v >= 1 for v in series(samples, "integration_webhook_duplicates_total", integration="payments"))
+            and series(samples, "integration_webhook_last_event_timestamp_seconds", integration="shipping")
+        )
+
     try:
         assert demo.monitor_url is not None and demo.webhooks is not None
+        samples: Samples = {}
         deadline = loop.time() + 30.0
-        while loop.time() < deadline:
-            written = {k.decode() async for k in redis_client.scan_iter(match=f"*{prefix}*")}
-            if (
-                f"{prefix}:rl:payments:acct_0000" in written
-                and f"LIMITS:LIMITER/{prefix}/crm/sync/1000/1/minute" in written
-                and stats_key("shipping", f"{prefix}:wh:") in written
-                and demo.webhooks.results[("payments", "duplicate")] >= 1
-            ):
-                break
+        while loop.time() < deadline and not complete(samples):
             await asyncio.sleep(0.5)
-        assert f"{prefix}:rl:payments:acct_0000" in written
-        assert f"LIMITS:LIMITER/{prefix}/crm/sync/1000/1/minute" in written
-        assert stats_key("payments", f"{prefix}:wh:") in written
-        assert demo.webhooks.results[("payments", "duplicate")] >= 1
-        async with http.get(f"{demo.monitor_url}/metrics") as response:
-            samples = metric_samples(await response.text())
+            async with http.get(f"{demo.monitor_url}/metrics") as response:
+                samples = metric_samples(await response.text())
+        assert complete(samples), {k: v for k, v in samples.items() if "quota" in k or "webhook" in k}
         assert samples["integration_monitor_redis_up"] == [({}, 1.0)]
+        # The counters the demo wrote are the ones the readers saw.
+        assert series(samples, "integration_quota_limit", integration="payments", source="redis") == [600.0]
+        assert series(samples, "integration_quota_limit", integration="crm", source="redis") == [1000.0]
+        received = series(samples, "integration_webhook_events_total", integration="payments")[0]
+        assert (
+            0
+            < received
+            <= demo.webhooks.results[("payments", "processed")] + demo.webhooks.results[("payments", "duplicate")]
+        )
     finally:
         await demo.close()
     assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []

@@ -158,12 +158,12 @@ def start_stack(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> tup
     processes.append(redis)
 
     monitor_port = free_port()
-    demo_log = (tmp_path / "demo.log").open("wb")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "demo", "--listen", f"127.0.0.1:{monitor_port}"],
-        env={**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
-        stdout=demo_log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )
+    with (tmp_path / "demo.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "demo", "--listen", f"127.0.0.1:{monitor_port}"],
+            env={**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
     processes.append(demo)
     wait_until("demo /healthz", lambda: get(f"http://127.0.0.1:{monitor_port}/healthz")[0] == 200, 30, demo)
 
@@ -177,15 +177,16 @@ def start_stack(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> tup
         }],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prom = subprocess.Popen(
-        [
-            prometheus_bin,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"), cwd=tmp_path,
-    )
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        prom = subprocess.Popen(
+            [
+                prometheus_bin,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path,
+        )
     processes.append(prom)
     url = f"http://127.0.0.1:{prom_port}"
     wait_until("prometheus /-/ready", lambda: get(f"{url}/-/ready")[0] == 200, 60, prom)
@@ -218,7 +219,12 @@ def test_every_dashboard_and_rule_expression_against_real_prometheus(
         empty = [(title, expr) for title, expr in empty if not prom.result(substitute(expr))]
         if empty:
             time.sleep(2)
-    assert not empty, "panels without data in the demo:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
+    if empty:
+        present = sorted(s["metric"]["__name__"] for s in prom.result('count by (__name__) ({__name__=~".+"})'))
+        raise AssertionError(
+            "panels without data in the demo:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
+            + "\nseries names Prometheus has: " + ", ".join(present)
+        )
 
     # The rule files loaded and their rules evaluate without errors.
     status, body = get(f"{prom.url}/api/v1/rules")

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
 from monitor.quota.headers import parse_rate_limit_headers
 
@@ -148,8 +148,16 @@ def test_repeated_fields_in_a_multidict_are_one_list():
     raw.add("ratelimit-policy", '"daily";q=1000;w=86400')
     raw.add("RateLimit", '"burst";r=99;t=59')
     raw.add("RATELIMIT", '"daily";r=10;t=600')
-    got = table(parse_rate_limit_headers(CIMultiDictProxy(raw), now=NOW))
-    assert got == {"burst": (1, 100, 59, 60), "daily": (990, 1000, 600, 86400)}
+    parsed = parse_rate_limit_headers(CIMultiDictProxy(raw), now=NOW)
+    assert table(parsed) == {"burst": (1, 100, 59, 60), "daily": (990, 1000, 600, 86400)}
+    assert len(parsed) == 2
+
+
+def test_repeated_fields_in_a_case_sensitive_multidict():
+    raw = MultiDict([("x-ratelimit-limit", "60"), ("x-ratelimit-remaining", "7"), ("Retry-After", "3")])
+    assert table(parse_rate_limit_headers(raw, now=NOW)) == {
+        "default": (53, 60, None, None), "retry-after": (None, None, 3, None)
+    }
 
 
 def test_a_proxy_doubling_a_header():

@@ -23,7 +23,7 @@ import redis.asyncio
 from webhook_fixtures import SHARED_REDIS, _missing
 
 from monitor.quota.config import RedisQuotaConfig
-from monitor.quota.formats import REDIS_RATE_EPOCH
+from monitor.quota.formats import REDIS_RATE_EPOCH, KeyReading, reader_for
 from monitor.quota.reader import QuotaReading, read_redis_quota
 
 
@@ -453,9 +453,37 @@ async def test_bad_keys_are_skipped_and_the_rest_counted(client, tag):
     reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
     assert reading.observation.used == 4 and reading.keys == 1
     assert dict(reading.skipped) == {
-        f"rl:{tag}:list": "unexpected type",
+        f"rl:{tag}:list": "unexpected type list",
         f"rl:{tag}:text": "non-numeric value 'not-a-number'",
     }
+
+
+async def test_keys_mget_cannot_read_are_typed_once(client, tag):
+    # gcra and token buckets read values with one MGET, which answers nil for a list as for a
+    # missing key: an EXISTS over the batch tells them apart, and only then a TYPE is asked.
+    await client.set(f"rate:{tag}:ok", 1.0e8, ex=60)
+    await client.rpush(f"rate:{tag}:list", "x")
+    cfg = quota(format="gcra", match=f"rate:{tag}:*", variant="redis_rate", rate=1, period="1s", burst=5)
+    reading = await read(client, cfg)
+    assert dict(reading.skipped) == {f"rate:{tag}:list": "unexpected type list"}
+    assert reading.keys == 1 and reading.observation.used == 0  # a TAT in the past: nothing used
+    await client.hset(f"{tag}:h", mapping={"tokens": "many"})
+    reading = await read(client, quota(format="token_bucket", match=f"{tag}:h", capacity=5, rate=1, layout="hash"))
+    assert dict(reading.skipped) == {f"{tag}:h": "non-numeric value 'many'"}
+
+
+def test_a_key_gone_between_scan_and_read_is_zero_usage():
+    reader = reader_for(quota(format="counter", match="rl:*", limit=10))
+    plan = reader.plan(["rl:gone", "rl:here"], now=time.time())
+    gone, here = plan.decode([[None, b"3"], 1])  # MGET, EXISTS: one key exists, one value read
+    assert gone == ("rl:gone", None)  # expired between SCAN and read: zero usage, not an odd key
+    assert isinstance(here[1], KeyReading) and here[1].used == 3
+
+
+async def test_key_names_that_are_not_utf8(client, tag):
+    await client.set(f"rl:{tag}:".encode() + b"\xff\xfe", 5, ex=60)
+    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+    assert reading.observation.used == 5 and reading.busiest_key == f"rl:{tag}:\udcff\udcfe"
 
 
 async def test_no_key_is_zero_usage(client, tag):

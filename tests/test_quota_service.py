@@ -151,6 +151,20 @@ async def test_nearly_used_quota_slows_the_probes_down():
     assert service.status()["probe_backoff"] == {}
 
 
+async def test_the_daemon_scheduler_is_the_default_callback():
+    class Scheduler:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, float, str]] = []
+
+        def set_interval_factor(self, integration: str, factor: float, reason: str = "") -> None:
+            self.calls.append((integration, factor, reason))
+
+    scheduler = Scheduler()
+    services = Services(metrics=Metrics(), redactor=Redactor(), redis=None, config=config(), scheduler=scheduler)
+    QuotaService(services).on_result(result(obs("default", 99, 100)))
+    assert scheduler.calls[-1][:2] == ("github", 4.0)
+
+
 async def test_threshold_is_per_integration():
     backoffs = Backoffs()
     cfg = parse_config(

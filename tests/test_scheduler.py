@@ -153,6 +153,7 @@ async def test_interval_factor_slows_an_integration_and_shows_in_status() -> Non
         backoff = sched.status()["backoff"]["a"]
         assert backoff["interval_factor"] == 50 and "93%" in backoff["reason"]
         assert metrics.registry.get_sample_value("integration_probe_quota_backoff", {"integration": "a"}) == 1
+        await asyncio.sleep(0.05)  # a run submitted just before the change still starts
         slowed = runner.calls["a/c"]
         b_before = runner.calls["b/c"]
         await until(lambda: runner.calls["b/c"] >= b_before + 3)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
 from aiohttp import web
 from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, route_target, samples, until
+from prometheus_client import generate_latest
 from targets import Target
 
-from checks.base import CheckResult
+from checks.base import CheckResult, ErrorClass
 from monitor.app import App
 from monitor.component import Services
+from monitor.metrics import Metrics
+from monitor.recorder import Recorder
+from monitor.redact import Redactor
 from monitor.settings import parse_config
 
 IC_OK = (("check", "ok"), ("integration", "shop"))
@@ -150,3 +155,38 @@ async def test_components_status_readiness_and_routes(target: Target) -> None:
     finally:
         await app.close()
     assert app.health() == (False, "scheduler is not running")
+
+
+def test_fast_text_exposition_matches_prometheus_client() -> None:
+    """The /metrics fast path renders exactly the samples prometheus-client renders from the collector."""
+    metrics = Metrics()
+    recorder = Recorder(metrics, Redactor())
+    for i, (ok, error_class, duration) in enumerate(
+        [(True, None, 0.003), (False, ErrorClass.HTTP_5XX, 0.7), (False, ErrorClass.TIMEOUT, 99.0), (True, None, 0.05)]
+    ):
+        recorder.record(CheckResult(
+            integration="shop", check=f"c{i % 2}", kind="http", ok=ok, error_class=error_class, detail="",
+            started_at=time.time(), duration=duration, total_duration=duration, attempts=1 + i,
+            status_code=None if error_class == ErrorClass.TIMEOUT else 200 + i,
+            phases={"connect": 0.001 * i, "ttfb": 0.002, "bogus": 1.0}, tls_expiry=1.9e9 if i == 3 else None,
+        ))
+    recorder.record(CheckResult(
+        integration="other.api", check="gone", kind="http", ok=True, error_class=None, detail="",
+        started_at=time.time(), duration=0.2, total_duration=0.2,
+    ))
+    recorder.forget("other.api", "gone")
+    fast = metrics.render_text().decode()
+    reference = generate_latest(metrics.registry).decode()
+    assert samples(fast) == samples(reference)
+    s = samples(fast)
+    c0, c1 = (("check", "c0"), ("integration", "shop")), (("check", "c1"), ("integration", "shop"))
+    assert s[("integration_probe_duration_seconds_bucket", (*c0, ("le", "+Inf")))] == 2
+    assert s[("integration_probe_duration_seconds_bucket", (*c0, ("le", "0.005")))] == 1
+    assert s[("integration_probe_errors_total", (c1[0], ("error_class", "http_5xx"), c1[1]))] == 1
+    assert s[("integration_probe_retries_total", c1)] == 1 + 3  # attempts 2 and 4
+    assert s[("integration_probe_tls_cert_expiry_timestamp_seconds", c1)] == 1.9e9
+    assert not any(dict(labels).get("phase") == "bogus" for _, labels in s)
+    assert not any(dict(labels).get("integration") == "other.api" for _, labels in s)
+    # Every family once, with HELP and TYPE, even the probe ones rendered by the fast path.
+    assert fast.count("# TYPE integration_probe_success gauge") == 1
+    assert fast.count("# TYPE integration_monitor_scheduler_lag_seconds histogram") == 1

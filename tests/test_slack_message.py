@@ -138,7 +138,7 @@ def test_secret_never_reaches_the_message() -> None:
     message = build_message(notification, redactor, now=NOW)
     assert CANARY not in all_text(message)
     assert "[REDACTED]" in all_text(message)
-    assert CANARY not in render_text(notification, redactor, now=NOW)
+    assert CANARY not in render_text(notification, redactor)
     assert CANARY not in fallback_text(notification, redactor)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from monitor.settings import load_config
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from monitor.app import App
+    from monitor.app import App, ComponentFactory
     from monitor.settings import Config
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class Demo:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         behaviour: VendorBehaviour | None = None,
         config_path: Path | None = None,
+        components: Sequence[ComponentFactory] | None = None,
     ) -> None:
         self.listen = listen
         self.vendor_port = vendor_port
@@ -63,6 +64,7 @@ class Demo:
         self.config_path = config_path or bundled_config_path()
         self.vendor = SimulatedVendor(behaviour or VendorBehaviour(seed=seed))
         self.seed = seed
+        self.components = components  # None: the daemon's default components
         self.app: App | None = None
         self._redis: redis.asyncio.Redis | None = None
         self._traffic: RateLimiterTraffic | None = None
@@ -130,8 +132,8 @@ class Demo:
         if reloadable:
             # SIGHUP reloads the file with the process environment: give it what the config refers to.
             os.environ.update(self.environment())
-            return App(config, config_path=self.config_path)
-        return App(config)
+            return App(config, config_path=self.config_path, components=self.components)
+        return App(config, components=self.components)
 
     async def start(self) -> None:
         """Start everything; the daemon serves on ``monitor_url``. ``close()`` stops it again."""
@@ -162,6 +164,9 @@ class Demo:
             self.app = self._make_app(self.load(), reloadable=reloadable)
             if log_format is not None:
                 setup_logging(self.app.redactor, fmt=log_format, level=log_level)
+            log.info(
+                "demo: look at http://%s/api/status and http://%s/metrics (Ctrl-C stops)", self.listen, self.listen
+            )
             return await self.app.run()
         finally:
             await self._stop_integrations()

@@ -3,7 +3,7 @@ limiters keep, exactly as those limiters write them (see RATE_LIMITS.md), and th
 delivers to their receivers — so the monitor's quota and webhook readers have something real to read.
 
 - payments: rate-limit-redis style per-merchant counters ``<prefix>:rl:payments:<merchant>`` — the
-  limiter's Lua: INCR, then PEXPIRE when the key has no TTL yet. Limit and window come from config.
+  limiter's Lua: INCR(BY), then PEXPIRE when the key has no TTL yet. Limit and window come from config.
 - crm: the sync worker's flask-limiter fixed window ``LIMITS:LIMITER/<prefix>/crm/sync/1000/1/minute`` —
   the ``limits`` package's Lua: INCRBY, then EXPIRE when the counter was just created.
 
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# rate-limit-redis (express-rate-limit's Redis store), its increment script.
+# rate-limit-redis (express-rate-limit's Redis store), its increment script; batched here: one INCRBY n
+# stands for n of the script's INCRs (a second's worth of calls).
 _RL_INCREMENT = """
 local totalHits = redis.call("INCRBY", KEYS[1], ARGV[2])
 local timeToExpire = redis.call("PTTL", KEYS[1])
@@ -60,7 +61,8 @@ return current
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limiter:
-    """One simulated limiter: the key it writes, its window, and the calls per second it sees."""
+    """One simulated limiter: the key it writes, how (script + TTL argument), and the calls per second it
+    sees."""
 
     key: str
     rate: float  # calls per second
@@ -120,11 +122,22 @@ class RateLimiterTraffic:
         self._task = asyncio.create_task(self._run(), name="demo-rate-limiter-traffic")
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.step(self._tick)
             except Exception as exc:  # Redis down: the demo goes on, the quota reader shows it
-                log.warning("demo: could not write rate-limit counters to Redis: %s", exc)
+                # Once per outage, not once per tick.
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "demo: could not write rate-limit counters to Redis: %s",
+                    exc,
+                )
+                failing = True
+            else:
+                if failing:
+                    log.info("demo: writing rate-limit counters to Redis again")
+                failing = False
             await asyncio.sleep(self._tick)
 
     async def close(self) -> None:

@@ -43,6 +43,7 @@ fails with ``tls``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import ipaddress
 import math
@@ -62,6 +63,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The 0-based number of the call being answered, per request task (set on arrival, before any await).
+_CALL: contextvars.ContextVar[int] = contextvars.ContextVar("demo_vendor_call")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +156,7 @@ class SimulatedVendor:
     async def start(self, host: str = "127.0.0.1", port: int = 0, tls_port: int = 0) -> str:
         """Serve HTTP on ``host:port`` and HTTPS on ``host:tls_port`` (0 = a free port); returns the HTTP
         base URL (``tls_url`` holds the HTTPS one)."""
+        self.started_at = self._clock()  # the time-driven behaviours start their cycles now
         # Short shutdown: the hanging endpoints must not hold up the demo's exit.
         self._runner = web.AppRunner(self.app(), shutdown_timeout=0.5, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -181,6 +185,8 @@ class SimulatedVendor:
 
     def _counted(self, path: str, handler: Handler) -> Handler:
         async def counted(request: web.Request) -> web.StreamResponse:
+            # Numbered on arrival: a handler that awaits first still knows which call it answers.
+            _CALL.set(self.calls[path])
             self.calls[path] += 1
             return await handler(request)
 
@@ -190,7 +196,7 @@ class SimulatedVendor:
 
     def _nth(self, request: web.Request) -> int:
         """0-based number of this call to the endpoint."""
-        return self.calls[request.path] - 1
+        return _CALL.get()
 
     def _elapsed(self) -> float:
         return max(0.0, self._clock() - self.started_at)

@@ -55,7 +55,10 @@ class RedisQuotaConfig(BaseModel):
     match: str = Field(min_length=1, description="SCAN MATCH pattern (never KEYS)")
     interval: Duration = 15.0
     near_limit: float = Field(default=0.80, gt=0, description="a key above this usage ratio counts as near its limit")
-    scan_count: int = Field(default=1000, ge=10, le=100_000, description="COUNT hint of each SCAN call")
+    scan_count: int = Field(
+        default=5000, ge=10, le=100_000,
+        description="COUNT hint of each SCAN call: SCAN walks the whole keyspace, COUNT slots per round trip",
+    )
 
     # Format-specific (see the table in the module docstring).
     limit: float | None = Field(default=None, gt=0, description="limit where the format does not encode it")

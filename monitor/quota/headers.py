@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import http_sfv
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from monitor.quota.model import QuotaObservation
 
@@ -62,10 +63,11 @@ def _collect(headers: Mapping[str, str]) -> Headers:
     out: Headers = {}
     getall: Callable[[str], Any] | None = getattr(headers, "getall", None)
     if callable(getall):
-        for name in dict.fromkeys(headers.keys()):
-            out.setdefault(str(name).lower(), []).extend(str(v) for v in getall(name))
-        # A case-insensitive multidict yields each spelling once; a case-sensitive one may yield
-        # "X-A" and "x-a" separately, both read above: duplicates are harmless.
+        # A multidict: getall gives every value of a repeated field. A case-insensitive one (aiohttp's
+        # CIMultiDictProxy) answers all spellings at once, so ask once per lower-cased name.
+        fold = isinstance(headers, CIMultiDict | CIMultiDictProxy)
+        for name in dict.fromkeys(str(k).lower() if fold else str(k) for k in headers):
+            out.setdefault(name.lower(), []).extend(str(v) for v in getall(name))
         return out
     for name, value in headers.items():
         out.setdefault(str(name).lower(), []).append(str(value))

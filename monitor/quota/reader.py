@@ -1,10 +1,11 @@
 """Read one Redis quota: SCAN MATCH its pattern, read every key in pipelined batches, summarise.
 
 Round trips: the first SCAN page travels with ``TIME`` (Redis' clock is "now": the limiters write with
-it, so there is no skew to correct), each further SCAN page is one round trip, and the keys are read in
-pipelines of ``BATCH_KEYS`` keys (plus one follow-up pipeline for the keys whose format needs a second
-look, e.g. a ``limits`` moving window with expired entries). 10,000 keys cost about a dozen round trips
-in all (see bench/quota_read.py), never one per key.
+it, so there is no skew to correct). SCAN walks the whole keyspace, so there is one round trip per
+``scan_count`` keys of the database (20 for 100,000 keys at the default 5,000), then one pipeline per
+``BATCH_KEYS`` matched keys, plus one follow-up pipeline for the keys whose format needs a second look
+(e.g. a ``limits`` moving window), plus one PTTL for the busiest key where the reset is a TTL. Reading
+10,000 counters in a database of 100,000 keys: 23 round trips (bench/quota_read.py), never one per key.
 
 A pattern that matches many keys (one per customer, say) is summarised: the busiest key (highest usage
 ratio, or usage when there is no limit) stands for the quota, plus how many keys there are and how many
@@ -14,11 +15,11 @@ are above ``near_limit``. Keys are never labels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from monitor.quota.config import RedisQuotaConfig
-from monitor.quota.formats import Command, KeyPlan, KeyReading, Skip, reader_for, text
+from monitor.quota.formats import Command, KeyPlan, KeyReading, Skip, reader_for, text, wire
 from monitor.quota.model import QuotaObservation
 
 if TYPE_CHECKING:
@@ -67,24 +68,33 @@ async def read_redis_quota(client: redis.asyncio.Redis, cfg: RedisQuotaConfig) -
     skipped = list(unknown)
     keys = list(primaries)
     for start in range(0, len(keys), BATCH_KEYS):
-        pending: list[tuple[str, KeyPlan]] = [(k, fmt.plan(k, now)) for k in keys[start : start + BATCH_KEYS]]
-        while pending:  # a plan may ask for one more look; those go together in the next pipeline
-            replies = await _run(client, [cmd for _, plan in pending for cmd in plan.commands])
-            round_trips += 1
+        batch = fmt.plan(keys[start : start + BATCH_KEYS], now)
+        outcomes = batch.decode(await _run(client, batch.commands))
+        round_trips += 1
+        while outcomes:  # follow-ups (a second look at some keys) travel together in one more pipeline
             follow_ups: list[tuple[str, KeyPlan]] = []
-            offset = 0
-            for key, plan in pending:
-                outcome = plan.decode(replies[offset : offset + len(plan.commands)])
-                offset += len(plan.commands)
+            for key, outcome in outcomes:
                 if isinstance(outcome, KeyReading):
                     readings.append(outcome)
                 elif isinstance(outcome, KeyPlan):
                     follow_ups.append((key, outcome))
                 elif isinstance(outcome, Skip):
                     skipped.append((key, outcome.reason))
-            pending = follow_ups
+            outcomes = []
+            if follow_ups:
+                replies = await _run(client, [cmd for _, plan in follow_ups for cmd in plan.commands])
+                round_trips += 1
+                offset = 0
+                for key, plan in follow_ups:
+                    outcomes.append((key, plan.decode(replies[offset : offset + len(plan.commands)])))
+                    offset += len(plan.commands)
 
-    return _summarise(cfg, fmt.limit, readings, skipped, now, round_trips)
+    busiest = max(readings, key=lambda r: (r.ratio if r.ratio is not None else -1.0, r.used), default=None)
+    if busiest is not None and busiest.reset_from_ttl is not None:
+        pttl = await client.execute_command("PTTL", wire(busiest.key))
+        round_trips += 1
+        busiest = replace(busiest, reset_seconds=busiest.reset_from_ttl(pttl), reset_from_ttl=None)
+    return _summarise(cfg, fmt.limit, readings, busiest, skipped, now, round_trips)
 
 
 async def _run(client: redis.asyncio.Redis, commands: Sequence[Command]) -> list[Any]:
@@ -105,12 +115,12 @@ def _summarise(
     cfg: RedisQuotaConfig,
     idle_limit: float | None,
     readings: list[KeyReading],
+    busiest: KeyReading | None,
     skipped: list[tuple[str, str]],
     now: float,
     round_trips: int,
 ) -> QuotaReading:
     near = sum(1 for r in readings if r.ratio is not None and r.ratio > cfg.near_limit)
-    busiest = max(readings, key=lambda r: (r.ratio if r.ratio is not None else -1.0, r.used), default=None)
     if busiest is None:
         observation = QuotaObservation(
             policy=cfg.name, used=0.0, limit=idle_limit, reset_seconds=None,

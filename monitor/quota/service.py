@@ -20,9 +20,9 @@ non-numeric value is logged once and skipped; the other keys still count.
 Probe backoff. When the usage ratio of any quota of an integration is above its
 ``probe_backoff_above`` (or a Retry-After is in force), its probes slow down by ``BACKOFF_FACTOR``; a
 quota at or over 100% with a known reset (or a Retry-After) slows them so that the next probe comes
-after the reset. The factor goes to the ``on_backoff(integration, factor, reason)`` callback (the
-scheduler) whenever it changes (1.0 = normal again), to ``integration_probe_quota_backoff`` and to
-``status()``.
+after the reset. The factor goes to the ``on_backoff(integration, factor, reason)`` callback whenever
+it changes (1.0 = normal again; default: ``services.scheduler.set_interval_factor``), to
+``integration_probe_quota_backoff`` and to ``status()``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ class QuotaService:
     ) -> None:
         self.services = services
         self.metrics = services.metrics
+        if on_backoff is None and services.scheduler is not None:
+            on_backoff = services.scheduler.set_interval_factor  # in the daemon: the probe scheduler
         self.on_backoff = on_backoff
         self.max_backoff = max_backoff
         self.read_timeout = read_timeout
@@ -166,6 +168,7 @@ class QuotaService:
             },
             "redis_sources": {
                 f"{i}/{q}": {
+                    "running": p.task is not None,
                     "ok": p.failures == 0 and p.last_read_at is not None,
                     "failures": p.failures,
                     "last_error": p.last_error,
@@ -292,9 +295,8 @@ class QuotaService:
             if marker not in self._warned:
                 if len(self._warned) < _MAX_WARNED:
                     self._warned.add(marker)
-                log.warning("quota %s/%s: skipping key %s: %s", integration, cfg.name,
-                            self.services.redactor.text(key), reason)
-        busiest = self.services.redactor.text(reading.busiest_key) if reading.busiest_key else None
+                log.warning("quota %s/%s: skipping key %s: %s", integration, cfg.name, self._display(key), reason)
+        busiest = self._display(reading.busiest_key) if reading.busiest_key else None
         self._record(
             integration, cfg.name, cfg.name, reading.observation, "redis", fixed_window=reading.fixed_window,
             keys=reading.keys, keys_near_limit=reading.keys_near_limit, busiest_key=busiest,
@@ -302,6 +304,10 @@ class QuotaService:
         labels = (integration, cfg.name, "redis")
         self.metrics.quota_keys.labels(*labels).set(reading.keys)
         self.metrics.quota_keys_near_limit.labels(*labels).set(reading.keys_near_limit)
+
+    def _display(self, key: str) -> str:
+        """A Redis key for logs and /api/status: secrets masked, bytes that are not UTF-8 escaped."""
+        return self.services.redactor.text(key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
     # ---- shared bookkeeping -----------------------------------------------------------------------
 
@@ -364,8 +370,6 @@ class QuotaService:
             self._backoff.pop(integration, None)
             remove_series(self.metrics.probe_backoff, integration)
         if factor != previous[0] and self.on_backoff is not None:
-            if factor > 1.0:
-                log.info("probes of %s slow down ×%g: %s", integration, factor, reason)
             try:
                 self.on_backoff(integration, factor, reason)
             except Exception:

@@ -210,18 +210,22 @@ class WebhookLedger:
 
     async def mark_done(self, event_id: str) -> bool:
         """Complete our claim (after which ``release`` can't remove it). False if it isn't ours."""
-        value = self._owned.pop(event_id, None)
+        value = self._owned.get(event_id)
         if value is None:
             return False
-        return await self._finish(event_id, value)
+        done = await self._finish(event_id, value)  # on a Redis error the token stays: call again
+        self._owned.pop(event_id, None)
+        return done
 
     async def release(self, event_id: str) -> bool:
         """Processing failed: remove our claim so the vendor's retry is processed. Only a claim this
         object made and has not completed is removed; returns whether one was."""
-        value = self._owned.pop(event_id, None)
+        value = self._owned.get(event_id)
         if value is None:
             return False
-        return await self._give_back(event_id, value)
+        released = await self._give_back(event_id, value)  # on a Redis error the token stays: call again
+        self._owned.pop(event_id, None)
+        return released
 
     async def _finish(self, event_id: str, value: str) -> bool:
         done = await self._done_script(keys=[self._event_key(event_id)], args=[value, _ms(self.retention)])

@@ -87,10 +87,11 @@ class WebhookService:
             self._forget(gone)
         for name, cfg in configs.items():
             old = self._configs.get(name)
-            if old is None or old.duplicate_ratio.window != cfg.duplicate_ratio.window:
+            moved = old is not None and old.key_prefix != cfg.key_prefix
+            if moved:
+                self._snapshots.pop(name, None)  # other keys: their totals are all new to the counters
+            if old is None or moved or old.duplicate_ratio.window != cfg.duplicate_ratio.window:
                 self._windows[name] = DuplicateWindow(cfg.duplicate_ratio.window)
-            if old is not None and old.key_prefix != cfg.key_prefix:
-                self._snapshots.pop(name, None)  # other keys: the totals start over
             for stale in self._exported_types.get(name, set()) - set(cfg.event_types):
                 _remove(self._metrics.webhook_type_last_event, name, stale)
                 self._exported_types[name].discard(stale)

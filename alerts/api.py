@@ -1,0 +1,120 @@
+"""``/api/silences``: list (GET), create (POST) and expire (DELETE /api/silences/{id}) silences.
+
+When ``alerting.api_token`` is set, POST and DELETE need ``Authorization: Bearer <token>`` (the port
+also serves /metrics, which is often reachable by more people than should mute alerts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alerts.silences import ANY, Silence, new_silence
+from monitor.durations import Duration
+
+if TYPE_CHECKING:
+    from alerts.engine import AlertEngine
+
+
+log = logging.getLogger(__name__)
+
+
+class SilenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    integration: str = Field(default=ANY, min_length=1, max_length=64)
+    alert: str = Field(default=ANY, min_length=1, max_length=64)
+    check: str | None = Field(default=None, max_length=64)
+    duration: Duration | None = None
+    ends_at: dt.datetime | None = None
+    comment: str = Field(default="", max_length=500)
+    created_by: str = Field(default="", max_length=100)
+
+    @model_validator(mode="after")
+    def _one_end(self) -> SilenceRequest:
+        if (self.duration is None) == (self.ends_at is None):
+            raise ValueError("give either duration (e.g. 2h) or ends_at (ISO 8601 with offset)")
+        if self.ends_at is not None and self.ends_at.tzinfo is None:
+            raise ValueError("ends_at needs a UTC offset, e.g. 2026-12-01T02:00:00Z")
+        return self
+
+
+def silence_json(silence: Silence, now: float) -> dict[str, Any]:
+    return {**silence.to_dict(), "active": silence.active(now),
+            "ends_at_iso": dt.datetime.fromtimestamp(silence.ends_at, dt.UTC).isoformat()}
+
+
+def routes(engine: AlertEngine) -> list[web.RouteDef]:
+    def authorized(request: web.Request) -> bool:
+        token = engine.services.config.alerting.api_token
+        if token is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
+
+    async def list_silences(request: web.Request) -> web.Response:
+        now = engine.now()
+        try:
+            silences = await engine.list_silences()
+        except Exception as exc:
+            return _store_down(exc)
+        return web.json_response({"silences": [silence_json(s, now) for s in silences]})
+
+    async def create(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        try:
+            body = await request.json()
+            req = SilenceRequest.model_validate(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "expected a JSON object"}, status=400)
+        except ValidationError as exc:
+            problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+            return web.json_response({"error": "; ".join(problems)}, status=400)
+        config = engine.services.config
+        if req.integration != ANY and req.integration not in config.integrations:
+            return web.json_response({"error": f"unknown integration {req.integration!r}"}, status=400)
+        now = engine.now()
+        duration = req.duration if req.duration is not None else req.ends_at.timestamp() - now  # type: ignore[union-attr]
+        try:
+            silence = new_silence(now=now, duration=duration, integration=req.integration, alert=req.alert,
+                                  check=req.check, comment=req.comment, created_by=req.created_by)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        try:
+            await engine.add_silence(silence)
+        except Exception as exc:
+            return _store_down(exc)
+        return web.json_response(silence_json(silence, now), status=201)
+
+    async def expire(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        try:
+            expired = await engine.expire_silence(request.match_info["silence_id"])
+        except Exception as exc:
+            return _store_down(exc)
+        if expired is None:
+            return web.json_response({"error": "no such silence"}, status=404)
+        return web.json_response(silence_json(expired, engine.now()))
+
+    return [
+        web.get("/api/silences", list_silences),
+        web.post("/api/silences", create),
+        web.delete("/api/silences/{silence_id}", expire),
+    ]
+
+
+def _store_down(exc: Exception) -> web.Response:
+    log.warning("silence store unavailable: %s", type(exc).__name__)
+    return web.json_response({"error": "alert store unavailable (Redis down?)"}, status=503)
+
+
+def add_routes(app: web.Application, engine: AlertEngine) -> None:
+    app.add_routes(routes(engine))
