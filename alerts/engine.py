@@ -30,7 +30,6 @@ from alerts.silences import Silence, expire, from_config, silenced_by, stale
 from alerts.state import AlertState, Event, forgettable, step
 from alerts.stats import QuotaReading, Stats
 from alerts.store import AlertStore
-from monitor.quota.config import HeadersQuotaConfig
 
 if TYPE_CHECKING:
     from checks.base import CheckResult
@@ -97,7 +96,6 @@ class AlertEngine:
         self._wake = asyncio.Event()
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
-        self._quota_names = _headers_quota_names(cfg)
 
     # -- Component --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,7 +116,7 @@ class AlertEngine:
         try:
             previous = self.stats.check(result.integration, result.check)
             flipped = previous is None or previous.last_result is None or previous.last_result.ok != result.ok
-            self.stats.add(result, quota_names=self._quota_names)
+            self.stats.add(result)
             if flipped and not result.ok:
                 self._wake.set()  # a check started failing: evaluate soon rather than at the next interval
         except Exception:  # must not raise into the scheduler
@@ -126,7 +124,6 @@ class AlertEngine:
 
     def on_config(self, config: Config) -> None:
         self.services.config = config
-        self._quota_names = _headers_quota_names(config)
         self.stats.retain({(i, c.name) for i, c in config.iter_checks()})
 
     def status(self) -> dict[str, Any]:
@@ -233,7 +230,7 @@ class AlertEngine:
         return out
 
     def _quota_readings(self, now: float) -> dict[tuple[str, str], QuotaReading]:
-        readings = dict(self.stats.quotas.readings)
+        readings: dict[tuple[str, str], QuotaReading] = {}
         if self.quota_source is not None:
             try:
                 for reading in self.quota_source.quota_snapshot():
@@ -520,15 +517,6 @@ def _orphaned(state: AlertState, cfg: Config, configured: set[tuple[str, str]]) 
     if alert.integration not in cfg.integrations:
         return True
     return alert.check is not None and (alert.integration, alert.check) not in configured
-
-
-def _headers_quota_names(cfg: Config) -> dict[tuple[str, str], str]:
-    return {
-        (integration, quota.check): quota.name
-        for integration, icfg in cfg.integrations.items()
-        for quota in icfg.quotas
-        if isinstance(quota, HeadersQuotaConfig)
-    }
 
 
 def _max_window(cfg: Config) -> float:

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from checks.base import CheckResult
-from monitor.quota.model import QuotaObservation
 
 RAW_CAPACITY = 720  # 6 h of a 30 s probe, 2 h of a 10 s one
 MAX_BUCKETS = 480
@@ -186,37 +185,6 @@ class CheckStats:
         return values[rank - 1], len(values)
 
 
-class QuotaTracker:
-    """Quota readings taken from rate-limit response headers (``CheckResult.quota``), with a simple
-    exhaustion projection from the last two readings of the same window. Used until/unless the quota
-    reader provides its own snapshot."""
-
-    __slots__ = ("readings",)
-
-    def __init__(self) -> None:
-        self.readings: dict[tuple[str, str], QuotaReading] = {}
-
-    def observe(self, integration: str, quota: str, obs: QuotaObservation, now: float) -> None:
-        if obs.used is None or not obs.limit:
-            return
-        key = (integration, quota)
-        prev = self.readings.get(key)
-        observed_at = obs.observed_at or now
-        exhaustion = None
-        if prev is not None and observed_at > prev.observed_at and obs.used > prev.used:
-            rate = (obs.used - prev.used) / (observed_at - prev.observed_at)
-            exhaustion = max(0.0, (obs.limit - obs.used) / rate)
-        reading = QuotaReading(
-            integration=integration, quota=quota, source="headers", used=obs.used, limit=obs.limit,
-            reset_seconds=obs.reset_seconds, exhaustion_seconds=exhaustion, observed_at=observed_at,
-        )
-        self.readings[key] = reading
-
-    def forget(self, keep: set[str]) -> None:
-        for key in [k for k in self.readings if k[0] not in keep]:
-            self.readings.pop(key, None)
-
-
 class Stats:
     """All window statistics of the monitor, keyed by (integration, check)."""
 
@@ -224,29 +192,20 @@ class Stats:
         self.bucket_seconds = max(60.0, math.ceil(max_window / MAX_BUCKETS))
         self.raw_capacity = raw_capacity
         self.checks: dict[tuple[str, str], CheckStats] = {}
-        self.quotas = QuotaTracker()
 
     def check(self, integration: str, check: str) -> CheckStats | None:
         return self.checks.get((integration, check))
 
-    def add(self, result: CheckResult, *, quota_names: Mapping[tuple[str, str], str] | None = None) -> None:
-        """Record one run. ``quota_names`` maps (integration, check) → the name of the headers quota
-        configured for that check, so its header observations are tracked under that name."""
+    def add(self, result: CheckResult) -> None:
+        """Record one run. (Quotas announced in its headers are the quota service's business.)"""
         key = (result.integration, result.check)
         stats = self.checks.get(key)
         if stats is None:
             stats = self.checks[key] = CheckStats(raw_capacity=self.raw_capacity,
                                                  bucket_seconds=self.bucket_seconds)
         stats.add(result)
-        if result.quota and quota_names and key in quota_names:
-            name = quota_names[key]
-            for obs in result.quota:
-                plain = obs.policy in ("", "default", name) or len(result.quota) == 1
-                label = name if plain else f"{name}:{obs.policy}"
-                self.quotas.observe(result.integration, label, obs, result.started_at + result.total_duration)
 
     def retain(self, checks: set[tuple[str, str]]) -> None:
         """Drop statistics of checks no longer configured (config reload)."""
         for key in [k for k in self.checks if k not in checks]:
             del self.checks[key]
-        self.quotas.forget({integration for integration, _ in checks})

@@ -4,7 +4,9 @@
    (all default rules, memory store).
 2. Latency from a failing probe result to the hand-off to the notifier queue, with the real evaluation
    loop running (``evaluation_interval`` and ``group_wait`` as given): what a user waits beyond the
-   probe itself.
+   probe itself. A newly failing check wakes the loop early, but evaluations are at least 1 s apart;
+   each sample fails right after the previous resolve's evaluation, so it shows that worst case
+   (the first sample, with no evaluation just before, shows the best).
 
 Prints one JSON line.  Usage: python -m bench.alert_eval [--checks 200] [--interval 1s] [--group-wait 0s]
 """
@@ -54,9 +56,16 @@ def result(integration: str, check: str, at: float, ok: bool) -> CheckResult:
 class Sink:
     def __init__(self) -> None:
         self.handed: list[tuple[float, Notification]] = []
+        self.arrived = asyncio.Event()
 
     async def submit(self, notification: Notification) -> None:
         self.handed.append((time.time(), notification))
+        self.arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.handed) < count:
+            self.arrived.clear()
+            await self.arrived.wait()
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,12 +94,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         sink.handed.clear()
         failed_at = time.time()
         engine.on_result(result(integration, check.name, failed_at, False))
-        while not sink.handed:
-            await asyncio.sleep(0.005)
+        await sink.wait_for(1)
         latencies.append(sink.handed[0][0] - failed_at)
         engine.on_result(result(integration, check.name, time.time(), True))
-        while len(sink.handed) < 2:  # the resolve
-            await asyncio.sleep(0.005)
+        await sink.wait_for(2)  # the resolve
     await engine.close()
     return {
         "checks": args.checks,

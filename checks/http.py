@@ -148,8 +148,16 @@ class HttpCheckConfig(CheckConfigBase):
         )
 
     def secret_values(self) -> list[str]:
-        """Every header and query value: they often hold credentials and are never shown."""
-        return [v.get_secret_value() for v in (*self.headers.values(), *self.query.values())]
+        """Header and query values are secret unless the header is one that never carries credentials:
+        vendors put API keys in headers of every name (X-Api-Key, Stripe-Account, X-Shopify-Access-Token…),
+        so the list of harmless ones is the short, closed one."""
+        headers = [v for k, v in self.headers.items() if k.lower() not in _HARMLESS_HEADERS]
+        return [v.get_secret_value() for v in (*headers, *self.query.values())]
+
+
+_HARMLESS_HEADERS = frozenset(
+    {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent", "connection"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,8 +6,8 @@ which does both around the signals: SIGTERM/SIGINT stop scheduling, let in-fligh
 keeps the running config when the new one is invalid.
 
 Components are built from factories (``Callable[[Services], Component]``), started in order and closed
-in reverse. ``COMPONENT_FACTORIES`` is the default list: a part of the monitor that runs inside the
-daemon (quota reader, alert engine, webhook reader…) appends its factory there.
+in reverse. The default list (quota reader, webhook reader, notifiers, alert engine) and how they connect
+is ``monitor.wiring.DEFAULT_COMPONENTS``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 ComponentFactory = Callable[[Services], Component]
 
-# Factories of the components every daemon runs. Other parts of the monitor add theirs here.
-COMPONENT_FACTORIES: list[ComponentFactory] = []
 
 REDIS_CONNECT_ATTEMPTS = 3
 REDIS_CONNECT_BACKOFF = 0.5  # seconds, doubled after each failed attempt
@@ -87,7 +85,11 @@ class App:
     ) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
-        self.factories = list(COMPONENT_FACTORIES if components is None else components)
+        if components is None:
+            from monitor.wiring import DEFAULT_COMPONENTS  # imported late: it pulls in every component
+
+            components = DEFAULT_COMPONENTS
+        self.factories = list(components)
         self.metrics = metrics if metrics is not None else Metrics()
         self._redactor = Redactor(secrets_of(config))
         self.status_store = StatusStore()
@@ -197,6 +199,7 @@ class App:
                 component = factory(self.services)
                 await component.start()
                 self.components.append(component)
+                self.services.components[component.name] = component
                 log.info("component %s started", component.name)
                 routes = getattr(component, "routes", None)
                 if routes is not None:
@@ -313,7 +316,10 @@ class App:
         secret = self.config.monitor.redis_url
         if secret is None:
             log.info("no monitor.redis_url: Redis-backed features (quotas read from Redis, webhook "
-                     "freshness) are off")
+                     "freshness, durable alert state) are off")
+            # Absent rather than 0: "no Redis configured" is not "Redis down", and rules on it must not fire.
+            with contextlib.suppress(KeyError):
+                self.metrics.registry.unregister(self.metrics.redis_up)
             return None
         url = secret.get_secret_value()
         where = _redis_location(url)

@@ -31,7 +31,7 @@ Registrar = Callable[[Any], None]
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 # Modules with a ``register(subparsers)`` function; skipped when the module does not exist.
-EXTENSION_MODULES: list[str] = ["alerts.cli"]
+EXTENSION_MODULES: list[str] = ["alerts.cli", "alerts.notify_cli"]
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ merges ``status()`` into /api/status and ``ready()`` into /readyz, and closes th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ class Services:
     # The probe scheduler: ``scheduler.set_interval_factor(integration, factor, reason)`` slows an
     # integration's probes (quota nearly used up). None outside the daemon (e.g. unit tests).
     scheduler: Scheduler | None = None
+    # Components built so far, by name, so a factory can connect to one started before it
+    # (the alert engine reads the quota service and hands notifications to the dispatcher).
+    components: dict[str, Component] = field(default_factory=dict)
 
 
 class Component(Protocol):

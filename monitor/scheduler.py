@@ -320,7 +320,8 @@ class Scheduler:
                     self._lag.observe(max(0.0, now - scheduled))
                 job.last_started = now
                 result = await self._probe(job)
-            if result is not None:
+            # A check removed by a reload while its probe ran: recording would bring its series back.
+            if result is not None and self._jobs.get(jid) is job:
                 self.record(result)
         finally:
             if task is not None:

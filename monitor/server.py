@@ -45,9 +45,8 @@ MONITOR = web.AppKey("monitor", Monitored)
 
 def json_response(request: web.Request, data: Any, *, status: int = 200) -> web.Response:
     """JSON out, secrets masked (the data should hold none; this is the last line of defence)."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=str)
     return web.Response(
-        text=request.app[MONITOR].redactor.text(text), status=status, content_type="application/json"
+        text=_dump(data, request.app[MONITOR].redactor), status=status, content_type="application/json"
     )
 
 
@@ -76,7 +75,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def api_status(request: web.Request) -> web.Response:
-    return json_response(request, request.app[MONITOR].status_document())
+    monitor = request.app[MONITOR]
+    document = monitor.status_document()
+    # Thousands of checks make a large document: serialise and redact it off the event loop.
+    text = await asyncio.to_thread(_dump, document, monitor.redactor)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _dump(data: Any, redactor: Redactor) -> str:
+    return redactor.text(json.dumps(data, indent=2, default=str))
 
 
 def core_routes() -> list[web.RouteDef]:

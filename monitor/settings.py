@@ -191,10 +191,7 @@ class Config(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret value, for the redactor."""
-        out: list[str] = []
-        for secret in _secrets(self):
-            out.append(secret)
-        return out
+        return [secret for name in type(self).model_fields for secret in _secrets(getattr(self, name))]
 
     def iter_checks(self) -> Iterator[tuple[str, Any]]:
         for integration, cfg in self.integrations.items():
@@ -205,6 +202,8 @@ class Config(BaseSettings):
 def _secrets(model: Any) -> Iterator[str]:
     if isinstance(model, SecretStr):
         yield model.get_secret_value()
+    elif isinstance(model, BaseModel) and callable(own := getattr(model, "secret_values", None)):
+        yield from own()  # the model knows which of its values are secret
     elif isinstance(model, BaseModel):
         for name in type(model).model_fields:
             yield from _secrets(getattr(model, name))

@@ -5,6 +5,7 @@ Redis unreachable and a failing sink."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import uuid
@@ -44,11 +45,13 @@ class Sink:
     def __init__(self) -> None:
         self.got: list[Notification] = []
         self.fail = False
+        self.arrived = asyncio.Event()
 
     async def submit(self, notification: Notification) -> None:
         if self.fail:
             raise ConnectionError("outbox unavailable")
         self.got.append(notification)
+        self.arrived.set()
 
 
 class Quotas:
@@ -474,3 +477,26 @@ async def test_notifier_failing_and_scheduler_lag_become_alerts(prefix: str) -> 
         assert not any(k.startswith("_monitor/monitor_redis_down") for k in eng.states)
     finally:
         await eng.close()
+
+
+async def test_a_newly_failing_check_wakes_the_evaluation_loop(prefix: str) -> None:
+    import time
+
+    sink = Sink()
+    cfg = config(prefix, alerts={"probe_down": {"consecutive_failures": 1}},
+                 alerting={"group_wait": "0s"})
+    cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"evaluation_interval": 3600.0})})
+    services = Services(metrics=Metrics(), redactor=Redactor(), redis=None, config=cfg)
+    eng = AlertEngine(services, sink)  # the real loop, real clock: next regular evaluation in an hour
+    await eng.start()
+    try:
+        await asyncio.sleep(0)  # the loop's first evaluation
+        eng.on_result(CheckResult(integration="acme", check="api", kind="http", ok=False,
+                                  error_class=ErrorClass.CONNECT, detail="refused", started_at=time.time(),
+                                  duration=0.01, total_duration=0.01))
+        # generous: not a speed assertion, just "not in an hour"
+        await asyncio.wait_for(sink.arrived.wait(), 30)
+        assert [a.alert for a in sink.got[0].firing] == ["probe_down"]
+    finally:
+        await eng.close()
+    assert eng.ready() == (True, "")

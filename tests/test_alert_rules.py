@@ -225,18 +225,3 @@ def test_latency_quantile_nearest_rank_ignores_runs_without_response() -> None:
     assert stats.latency_quantile(T0 + 10, 60, 0.95) == (5.0, 5)
     assert stats.latency_quantile(T0 + 10, 60, 0.5) == (0.3, 5)
     assert stats.consecutive_failures == 1 and stats.first_failure_at == T0 + 10
-
-
-def test_quota_headers_feed_readings_with_exhaustion_projection() -> None:
-    from monitor.quota.model import QuotaObservation
-
-    stats = Stats()
-    names = {("acme", "api"): "hdr"}
-    for i, used in enumerate([100.0, 160.0]):
-        obs = QuotaObservation(policy="default", used=used, limit=1000, reset_seconds=300, observed_at=T0 + 60 * i)
-        stats.add(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None, detail="",
-                              started_at=T0 + 60 * i, duration=0.1, total_duration=0.1, quota=(obs,)),
-                  quota_names=names)
-    reading = stats.quotas.readings[("acme", "hdr")]
-    assert reading.ratio == 0.16 and reading.source == "headers"
-    assert reading.exhaustion_seconds == 840.0  # 1 unit/s, 840 left

@@ -220,3 +220,18 @@ async def test_probe_exception_is_logged_not_recorded(caplog: pytest.LogCaptureF
             await sched.stop(0.1)
     assert recorded == []
     assert "raised instead of returning a result" in caplog.text
+
+
+async def test_a_check_removed_while_its_probe_runs_is_not_recorded_afterwards() -> None:
+    runner = Runner(delay=0.3)
+    sched, recorded, removed = make(config({"a": [("c", "100ms")]}), runner)
+    sched.start()
+    try:
+        await until(lambda: runner.total_active == 1)
+        sched.apply(config({"b": [("d", "10s")]}))
+        await until(lambda: runner.finished >= 1)
+        await asyncio.sleep(0.05)
+    finally:
+        await sched.stop(1.0)
+    assert removed == [("a", "c")]
+    assert [r for r in recorded if r.integration == "a"] == []  # its series stay gone

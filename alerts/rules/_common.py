@@ -32,7 +32,10 @@ def last_failure_detail(stats: CheckStats) -> dict[str, str]:
     last = stats.last_failure
     if last is None:
         return {}
-    out = {"last error": f"{last.error_class or 'unknown'}: {last.detail}".strip().rstrip(":")}
+    # A probe's detail already starts with its class ("auth: 401 Unauthorized"); don't say it twice.
+    cls = str(last.error_class or "unknown")
+    detail = last.detail if last.detail.startswith(cls) else f"{cls}: {last.detail}"
+    out = {"last error": detail.strip().rstrip(":")}
     if last.status_code is not None:
         out["last status"] = str(last.status_code)
     return out

@@ -1,0 +1,69 @@
+"""The components every daemon runs, in start order (closed in reverse), and how they connect.
+
+quota reader → webhook reader → notification dispatcher → alert engine: the engine comes last because
+it reads the quota service's snapshot, hands notifications to the dispatcher and receives the webhook
+reader's facts; each factory finds the ones built before it in ``services.components``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from alerts.delivery import Dispatcher
+from alerts.engine import AlertEngine
+from alerts.stats import QuotaReading
+from monitor.quota.service import QuotaService
+from monitor.webhooks.service import WebhookService
+
+if TYPE_CHECKING:
+    from monitor.component import Component, Services
+
+
+class QuotaReadings:
+    """The quota service's snapshot as the alert rules read it (only quotas with a known used/limit)."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: QuotaService) -> None:
+        self._service = service
+
+    def quota_snapshot(self) -> Iterable[QuotaReading]:
+        return [
+            QuotaReading(
+                integration=s.integration, quota=s.quota, source=s.source, used=s.used, limit=s.limit,
+                reset_seconds=s.reset_seconds, exhaustion_seconds=s.exhaustion_seconds, observed_at=s.observed_at,
+            )
+            for s in self._service.snapshot()
+            if s.used is not None and s.limit
+        ]
+
+
+def quota(services: Services) -> Component:
+    return QuotaService(services)
+
+
+def webhooks(services: Services) -> Component:
+    return WebhookService(services)
+
+
+def notifiers(services: Services) -> Component:
+    return Dispatcher.from_services(services)
+
+
+def alerts(services: Services) -> Component:
+    found = services.components
+    quota_service = found.get("quota")
+    dispatcher = found.get("notifiers")
+    engine = AlertEngine(
+        services,
+        dispatcher if isinstance(dispatcher, Dispatcher) else None,
+        quota_source=QuotaReadings(quota_service) if isinstance(quota_service, QuotaService) else None,
+    )
+    webhook_service = found.get("webhooks")
+    if isinstance(webhook_service, WebhookService):
+        webhook_service.publish_facts_to(engine.set_fact)
+    return engine
+
+
+DEFAULT_COMPONENTS = (quota, webhooks, notifiers, alerts)
