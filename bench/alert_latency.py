@@ -144,7 +144,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             outcome = await trial(target, slack, name, mode)
                     except TimeoutError:
                         print(f"no Slack message about {name} within {timeout:.0f}s of its failure: is the alert "
-                              "engine wired into the daemon (monitor.app.COMPONENT_FACTORIES)?")
+                              "engine wired into the daemon (monitor.wiring.DEFAULT_COMPONENTS)?")
                         return 1
                     results[mode].append(outcome)
                     print(f"  {name}: {outcome[0] * 1000:.0f} ms from the first failure, "
