@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from alerts.notifier_config import ConsoleConfig, SlackConfig
 from monitor.durations import Duration
+from monitor.timezones import TimeZoneName
 
 DEFAULT_KEY_PREFIX = "im:alerts:"
 Level = Literal["warning", "critical"]
@@ -141,7 +142,7 @@ class MaintenanceWindow(_Strict):
     days: tuple[Weekday, ...] | None = None
     at: dt.time | None = None
     duration: Duration | None = None
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
 
     @model_validator(mode="after")
     def _one_shape(self) -> MaintenanceWindow:
@@ -159,15 +160,6 @@ class MaintenanceWindow(_Strict):
         elif self.at is None or not self.duration:
             raise ValueError("a recurring window needs at (HH:MM) and a positive duration")
         return self
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as Europe/Berlin)") from None
-        return value
 
     def active(self, now: float) -> bool:
         if self.start is not None and self.end is not None:

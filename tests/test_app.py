@@ -165,7 +165,8 @@ async def test_no_redis_url_says_redis_features_are_off(target: Target, log_stre
     setup_logging(app.redactor, stream=log_stream)
     await app.start()
     await app.close()
-    assert "Redis-backed features (quotas read from Redis, webhook freshness, durable alert state) are off" in log_stream.getvalue()
+    expected = "Redis-backed features (quotas read from Redis, webhook freshness, durable alert state) are off"
+    assert expected in log_stream.getvalue()
 
 
 async def test_reload_applies_a_valid_file_and_keeps_the_old_config_on_a_broken_one(

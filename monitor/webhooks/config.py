@@ -22,11 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from monitor.durations import Duration
+from monitor.timezones import TimeZoneName
 from monitor.webhooks.dedupe import DEFAULT_KEY_PREFIX, DEFAULT_RETENTION
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -46,19 +47,10 @@ class ActiveSchedule(_Strict):
     the day it starts on; ``start == end`` means the whole day.
     """
 
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     days: tuple[DayName, ...] = DAY_NAMES
     start: str = Field(default="00:00", description="HH:MM local time the window opens")
     end: str = Field(default="00:00", description="HH:MM local time the window closes")
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"expected an IANA time zone name like Europe/Berlin, got {value!r}") from None
-        return value
 
     @field_validator("days")
     @classmethod
