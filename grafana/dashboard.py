@@ -214,13 +214,13 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
             .min(0)
         )
         .with_panel(
-            _stat("HTTP status (last run)", "none", w=8)
+            _stat("HTTP status (last run)", "none")
             .with_target(_query(f"integration_probe_http_status_code{{{IC}}}", "{{integration}}/{{check}}"))
             .color_mode(cm.BigValueColorMode.VALUE)
             .thresholds(_steps((None, "green"), (400, "orange"), (500, "red")))
         )
         .with_panel(
-            _stat("TLS certificate expires in", "s", w=8)
+            _stat("TLS certificate expires in", "s")
             .description(f"Earliest certificate expiry of each HTTPS check; the built-in tls_expiry alert "
                          f"fires under {TLS_WARNING_DAYS} days.")
             .with_target(_query(
@@ -230,7 +230,14 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
             .thresholds(_steps((None, "red"), (7 * 86400, "orange"), (TLS_WARNING_DAYS * 86400, "green")))
         )
         .with_panel(
-            _stat("Probes slowed by quota back-off", "none", w=8)
+            _stat("Failed runs in a row", "none")
+            .description("Consecutive failed runs of each check; the probe_down alert fires at 3.")
+            .with_target(_query(f"integration_probe_consecutive_failures{{{IC}}}", "{{integration}}/{{check}}"))
+            .color_mode(cm.BigValueColorMode.VALUE)
+            .thresholds(_steps((None, "green"), (1, "orange"), (3, "red")))
+        )
+        .with_panel(
+            _stat("Probes slowed by quota back-off", "none")
             .description("1 while an integration's probes run slower because one of its quotas is nearly used up.")
             .with_target(_query(f"integration_probe_quota_backoff{{{I}}}", "{{integration}}"))
             .mappings(_up_down(up="BACKING OFF", down="normal"))

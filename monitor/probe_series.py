@@ -36,9 +36,11 @@ ERRORS = ("integration_probe_errors", "counter", "Failed runs by their final err
 RETRIES = ("integration_probe_retries", "counter", "Attempts beyond the first")
 STATUS = ("integration_probe_http_status_code", "gauge", "HTTP status of the last run's final attempt")
 TLS = ("integration_probe_tls_cert_expiry_timestamp_seconds", "gauge", "Earliest TLS certificate expiry (epoch)")
-FAMILIES = (SUCCESS, DURATION, PHASE, RUNS, ERRORS, RETRIES, STATUS, TLS)
+# PromQL cannot count a streak from counters; the built-in probe_down rule and its Prometheus twin need it.
+STREAK = ("integration_probe_consecutive_failures", "gauge", "Failed runs in a row (0 after a success)")
+FAMILIES = (SUCCESS, DURATION, PHASE, RUNS, ERRORS, RETRIES, STATUS, TLS, STREAK)
 # Gauges holding one last value per check (None: never observed, no sample), by CheckSeries attribute.
-_LAST_VALUE = {SUCCESS[0]: "success", STATUS[0]: "status_code", TLS[0]: "tls_expiry"}
+_LAST_VALUE = {SUCCESS[0]: "success", STATUS[0]: "status_code", TLS[0]: "tls_expiry", STREAK[0]: "streak"}
 
 
 class CheckSeries:
@@ -46,7 +48,7 @@ class CheckSeries:
 
     __slots__ = (
         "buckets", "duration_sum", "errors", "labels", "phases", "retries", "runs_failed", "runs_ok",
-        "status_code", "success", "tls_expiry",
+        "status_code", "streak", "success", "tls_expiry",
     )
 
     def __init__(self, integration: str, check: str, n_buckets: int) -> None:
@@ -61,6 +63,7 @@ class CheckSeries:
         self.retries = 0
         self.status_code: float | None = None
         self.tls_expiry: float | None = None
+        self.streak: float | None = None
 
 
 class ProbeSeries(Collector):

@@ -53,8 +53,10 @@ class Recorder:
                     phases[phase] = value
         if result.ok:
             series.runs_ok += 1
+            series.streak = 0.0
         else:
             series.runs_failed += 1
+            series.streak = (series.streak or 0.0) + 1.0
             if result.error_class is not None:
                 error_class = result.error_class.value
                 series.errors[error_class] = series.errors.get(error_class, 0) + 1
