@@ -66,7 +66,8 @@ class Redactor:
         if url.query:
             query = [(k, MASK if is_sensitive_name(k) else v) for k, v in url.query.items()]
             url = url.with_query(query)
-        return self.text(str(url))
+        # yarl percent-encodes the mask's brackets in a query; show it as written everywhere else.
+        return self.text(str(url).replace("%5BREDACTED%5D", MASK))
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {k: (MASK if is_sensitive_name(k) else self.text(v)) for k, v in headers.items()}
