@@ -158,10 +158,12 @@ class Dispatcher:
     @classmethod
     def from_services(cls, services: Services, *, policy: DeliveryPolicy | None = None) -> Dispatcher:
         """The daemon's dispatcher: notifiers of ``services.config.alerting``, outbox in ``services.redis``."""
-        context = NotifierContext(redactor=services.redactor, redis=services.redis)
         alerting = services.config.alerting
+        # One root for every Redis key of alerting (state, outbox, Slack threads): alerting.key_prefix.
+        context = NotifierContext(redactor=services.redactor, redis=services.redis, key_prefix=alerting.key_prefix)
         dispatcher = cls(
-            build_notifiers(alerting, context), metrics=services.metrics, redis=services.redis, policy=policy
+            build_notifiers(alerting, context), metrics=services.metrics, redis=services.redis, policy=policy,
+            key_prefix=f"{alerting.key_prefix}outbox:",
         )
         dispatcher._context, dispatcher._alerting = context, alerting
         return dispatcher

@@ -73,6 +73,7 @@ class CheckStats:
         "first_failure_at",
         "last_failure",
         "last_result",
+        "succeeded_since_start",
         "tls_expiry",
     )
 
@@ -85,6 +86,8 @@ class CheckStats:
         self._buckets: deque[_Bucket] = deque(maxlen=max_buckets)
         self.first_at: float | None = None  # the oldest run seen: how far back the statistics reach
         self.consecutive_failures = 0
+        # False while every run since the monitor started failed: the streak may be longer than we saw.
+        self.succeeded_since_start = False
         self.first_failure_at: float | None = None  # first failing run of the current failure streak
         self.last_result: CheckResult | None = None
         self.last_failure: CheckResult | None = None
@@ -117,6 +120,7 @@ class CheckStats:
         if self.first_at is None or at < self.first_at:
             self.first_at = at
         if result.ok:
+            self.succeeded_since_start = True
             self.consecutive_failures = 0
             self.first_failure_at = None
         else:

@@ -157,12 +157,28 @@ def test_probe_down_after_n_consecutive_failures() -> None:
 
 def test_auth_failure_fires_at_once_even_with_for() -> None:
     cfg, stats = integration({"probe_down": {"for": "2m"}}), Stats()
+    stats.add(result(T0 - 30))  # a success first: the streak below starts in our sight
     stats.add(result(T0, False, ErrorClass.AUTH, status=401))
     cond = run("probe_down", cfg, stats, T0 + 1)[alert_key("acme", "probe_down", "api", Severity.CRITICAL)]
     assert cond.active and cond.for_seconds == 0.0 and "credentials rejected (HTTP 401)" in cond.summary
     stats.add(result(T0 + 30, False, ErrorClass.TIMEOUT, status=None))
     cond = run("probe_down", cfg, stats, T0 + 31)[alert_key("acme", "probe_down", "api", Severity.CRITICAL)]
     assert not cond.active and cond.for_seconds == 120.0  # 2 failures, not auth: waits for N
+
+
+def test_probe_down_cannot_judge_a_streak_that_began_before_a_restart() -> None:
+    # After a restart the statistics start empty: 2 failures and no success may be the tail of a longer
+    # streak, so the rule says nothing (a firing alert loaded from Redis must not resolve) until it sees
+    # N failures (down) or a success (up).
+    cfg, stats = integration({}), Stats()
+    key = alert_key("acme", "probe_down", "api", Severity.CRITICAL)
+    stats.add(result(T0, False, ErrorClass.HTTP_5XX, status=503))
+    stats.add(result(T0 + 30, False, ErrorClass.HTTP_5XX, status=503))
+    assert key not in run("probe_down", cfg, stats, T0 + 31)
+    stats.add(result(T0 + 60, False, ErrorClass.HTTP_5XX, status=503))
+    assert run("probe_down", cfg, stats, T0 + 61)[key].active
+    stats.add(result(T0 + 90))
+    assert not run("probe_down", cfg, stats, T0 + 91)[key].active
 
 
 # ---- latency ----------------------------------------------------------------------------------------
