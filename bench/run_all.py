@@ -1,4 +1,4 @@
-"""Run every benchmark of issue 7 in turn and print their tables (takes ~20 minutes; ~5 with --quick).
+"""Run every benchmark of issue 7 in turn and print their tables (~16 minutes here; ~5 with --quick).
 
     .venv/bin/python bench/run_all.py [--quick] [--only probe_cpu scale quota_read alert_latency]
 

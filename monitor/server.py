@@ -8,14 +8,12 @@ passed to ``HttpServer`` are added too. Every JSON body goes through the redacto
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 
 if TYPE_CHECKING:
     from monitor.metrics import Metrics
@@ -50,16 +48,18 @@ def json_response(request: web.Request, data: Any, *, status: int = 200) -> web.
     )
 
 
-async def metrics(request: web.Request) -> web.Response:
-    monitor = request.app[MONITOR]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    if content_type == CONTENT_TYPE_LATEST:  # the classic text format: the fast renderer
-        render = monitor.metrics.render_text
-    else:  # OpenMetrics on request, rendered by prometheus-client (slower, same samples)
-        render = functools.partial(encoder, monitor.metrics.registry)
-    # Rendering thousands of series takes a while: do it off the event loop so probes keep time.
-    body = await asyncio.to_thread(render)
-    return web.Response(body=body, headers={"Content-Type": content_type})
+async def metrics(request: web.Request) -> web.StreamResponse:
+    # Rendered piece by piece on the event loop, each written out as soon as it is ready: thousands of
+    # series never hold the loop for long (a render thread would, through the GIL), and the whole page is
+    # never in memory at once.
+    content_type, pieces = request.app[MONITOR].metrics.exposition(request.headers.get("Accept", ""))
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    await response.prepare(request)
+    for piece in pieces:
+        await response.write(piece)
+        await asyncio.sleep(0)  # write() only suspends when the socket buffer is full: let probes run
+    await response.write_eof()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,88 @@
+"""The fast /metrics exposition (monitor/probe_series.py, Metrics.exposition) against prometheus-client's
+own encoders: the same samples in both formats, parsed back with prometheus-client's parsers (the
+OpenMetrics one is strict), and a changed check is re-rendered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from monitor.metrics import Metrics
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def populated() -> Metrics:
+    metrics = Metrics()
+    for i in range(25):
+        s = metrics.probes.series(f"vendor{i // 10}", f"check-{i}")
+        s.success = float(i % 2)
+        s.buckets[i % len(s.buckets)] += 3
+        s.duration_sum += 0.125 * i
+        s.phases.update(connect=0.001 * i, ttfb=0.25)
+        s.runs_ok += i
+        s.runs_failed += i % 3
+        if i % 5 == 0:
+            s.errors["timeout"] = 2
+            s.status_code = 503.0
+            s.tls_expiry = 1.7e9 + i
+    metrics.scheduler_lag.observe(0.02)
+    metrics.quota_used.labels("vendor0", "api", "redis").set(12)
+    return metrics
+
+
+def sample_set(text: str, parse: Any) -> set[tuple[Any, ...]]:
+    return {
+        (family.name, family.type, s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in parse(text)
+        for s in family.samples
+    }
+
+
+def body(metrics: Metrics, accept: str) -> tuple[str, str]:
+    content_type, pieces = metrics.exposition(accept)
+    return content_type, b"".join(pieces).decode()
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoder", "parse"),
+    [("", generate_latest, parse_text), (OPENMETRICS, generate_openmetrics, parse_openmetrics)],
+    ids=["text", "openmetrics"],
+)
+def test_same_samples_as_prometheus_client(accept: str, encoder: Any, parse: Any) -> None:
+    metrics = populated()
+    content_type, text = body(metrics, accept)
+    assert content_type.startswith("application/openmetrics-text" if accept else "text/plain")
+    assert sample_set(text, parse) == sample_set(encoder(metrics.registry).decode(), parse)
+    assert ("integration_probe_tls_cert_expiry_timestamp_seconds" in text) is True
+    if accept:
+        assert text.endswith("# EOF\n") and text.count("# EOF") == 1
+
+
+def test_a_new_run_is_rendered_not_the_previous_text() -> None:
+    metrics = populated()
+    _, before = body(metrics, "")
+    s = metrics.probes.series("vendor0", "check-1")
+    s.buckets[0] += 1
+    s.duration_sum += 0.002
+    s.runs_ok += 1
+    _, after = body(metrics, "")
+    line = 'integration_probe_duration_seconds_count{integration="vendor0",check="check-1"}'
+    count = {text: next(x for x in text.splitlines() if x.startswith(line)) for text in (before, after)}
+    assert count[before].endswith(" 3.0") and count[after].endswith(" 4.0")
+    assert sample_set(after, parse_text) == sample_set(generate_latest(metrics.registry).decode(), parse_text)
+
+
+def test_pieces_are_small() -> None:
+    """The server writes piece by piece between probes: no piece holds more than a chunk of checks."""
+    metrics = Metrics()
+    for i in range(2000):
+        metrics.probes.series("vendor", f"c{i}").runs_ok += 1
+    _, pieces = metrics.exposition("")
+    sizes = [len(p) for p in pieces]
+    assert len(sizes) > 8 and max(sizes) < 1_000_000
