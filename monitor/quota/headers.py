@@ -43,6 +43,10 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> list[
     ``CIMultiDictProxy``: every value of a repeated field is read through ``getall``).
     """
     try:
+        # Most responses carry no rate-limit header at all: every reader's field name has "limit" in it,
+        # or is Retry-After, so one pass over the names skips the readers (this runs on every probe).
+        if not any("limit" in (low := str(k).lower()) or low == "retry-after" for k in headers):
+            return []
         fields = _collect(headers)
         seen: dict[str, QuotaObservation] = {}
         for reader in _READERS:
