@@ -4,7 +4,6 @@ and small helpers to read the daemon's endpoints."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,13 +63,6 @@ alerting:
 def assert_no_canary(text: str, where: str) -> None:
     for canary in CANARIES:
         assert canary not in text, f"secret {canary} leaked into {where}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def get(url: str, *, headers: dict[str, str] | None = None) -> tuple[int, str, str]:

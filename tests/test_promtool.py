@@ -6,12 +6,11 @@ fail under CI and are skipped, visibly, elsewhere.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from needs import need_binary
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 RULES = DEPLOY / "rules" / "integration-monitor.rules.yml"
@@ -20,13 +19,7 @@ RULE_TESTS = DEPLOY / "rules" / "integration-monitor.rules.test.yml"
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not installed (Debian package `prometheus`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return need_binary("promtool", "Debian package `prometheus`")
 
 
 def run(promtool: str, *args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,8 @@ import limits.strategies
 import pytest
 import redis
 import redis.asyncio
-from webhook_fixtures import SHARED_REDIS, _missing
+from needs import missing
+from webhook_fixtures import SHARED_REDIS
 
 from monitor.quota.config import RedisQuotaConfig
 from monitor.quota.formats import REDIS_RATE_EPOCH, KeyReading, reader_for
@@ -39,7 +40,7 @@ async def client(tag: str) -> AsyncIterator[redis.asyncio.Redis]:
         await conn.ping()
     except (redis.RedisError, OSError) as exc:
         await conn.aclose()
-        _missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
+        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
     yield conn
     keys = [k async for k in conn.scan_iter(match=f"*{tag}*", count=1000)]
     if keys:

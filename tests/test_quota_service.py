@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from webhook_fixtures import SHARED_REDIS, OwnRedis, _missing, free_port
+from needs import free_port, missing
+from webhook_fixtures import SHARED_REDIS, OwnRedis
 
 from checks.base import CheckResult
 from monitor.component import Services
@@ -227,7 +228,7 @@ async def shared() -> AsyncIterator[tuple[redis.asyncio.Redis, str]]:
         await client.ping()
     except (redis.RedisError, OSError) as exc:
         await client.aclose()
-        _missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
+        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
     yield client, tag
     keys = [k async for k in client.scan_iter(match=f"*{tag}*")]
     if keys:
@@ -243,7 +244,7 @@ def counter_quota(tag: str) -> str:
 async def private_redis() -> AsyncIterator[OwnRedis]:
     """A redis-server of this test's own, to stop and start (never the shared one)."""
     if shutil.which("redis-server") is None:
-        _missing("redis-server binary not installed")
+        missing("redis-server binary not installed")
     server = OwnRedis(port=free_port())
     yield server
     await server.stop()

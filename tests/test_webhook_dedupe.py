@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestServer
+from needs import free_port
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from webhook_fixtures import SHARED_REDIS, free_port, prefix, shared_redis
+from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
 
 from monitor.demo.webhooks import make_receiver_app
 from monitor.webhooks.config import WebhookConfig

@@ -4,23 +4,16 @@ test (cleaned up afterwards), and a private redis-server for tests that stop it.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 import redis.asyncio
+from needs import free_port, missing
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -35,18 +28,12 @@ async def shared_redis(prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
         await client.ping()
     except (redis.RedisError, OSError) as exc:
         await client.aclose()
-        _missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
+        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
     yield client
     keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
     if keys:
         await client.delete(*keys)
     await client.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -89,7 +76,7 @@ class OwnRedis:
 @pytest.fixture
 async def own_redis() -> AsyncIterator[OwnRedis]:
     if shutil.which("redis-server") is None:
-        _missing("redis-server binary not installed")
+        missing("redis-server binary not installed")
     server = OwnRedis(port=free_port())
     yield server
     await server.stop()
