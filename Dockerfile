@@ -12,6 +12,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY integration_kit ./integration_kit
 COPY monitor ./monitor
 COPY checks ./checks
 COPY alerts ./alerts

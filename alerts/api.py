@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alerts.silences import ANY, Silence, new_silence
-from monitor.durations import Duration
+from integration_kit.durations import Duration
 
 if TYPE_CHECKING:
     from alerts.engine import AlertEngine

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from alerts.rules import RULES
 from alerts.silences import ANY, expire, from_config, new_silence
 from alerts.store import AlertStore
-from monitor.durations import parse_duration
+from integration_kit.durations import parse_duration
 from monitor.settings import Config, ConfigError, load_config
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from alerts.notifier_config import ConsoleConfig, SlackConfig
-from monitor.durations import Duration
-from monitor.timezones import TimeZoneName
+from integration_kit.durations import Duration
+from integration_kit.timezones import TimeZoneName
 
 DEFAULT_KEY_PREFIX = "im:alerts:"
 Level = Literal["warning", "critical"]

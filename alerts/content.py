@@ -14,7 +14,7 @@ from alerts.rules import Condition
 
 if TYPE_CHECKING:
     from alerts.stats import CheckStats
-    from monitor.redact import Redactor
+    from integration_kit.redact import Redactor
 
 log = logging.getLogger(__name__)
 

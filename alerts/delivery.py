@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from alerts.config import AlertingConfig
+    from integration_kit.redact import Redactor
     from monitor.component import Services
     from monitor.metrics import Metrics
-    from monitor.redact import Redactor
     from monitor.settings import Config
 
 log = logging.getLogger(__name__)
@@ -531,7 +531,7 @@ async def send_test_alert(
     Returns the exit code: 0 when every notifier delivered, 1 otherwise. A 429 or 5xx is retried a few
     times (Retry-After honoured up to 10 s); a configuration error is reported at once.
     """
-    from monitor.redact import Redactor
+    from integration_kit.redact import Redactor
 
     redactor = redactor or Redactor(config.secret_values())
     notifiers = build_notifiers(config.alerting, NotifierContext(redactor=redactor))

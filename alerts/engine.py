@@ -32,7 +32,7 @@ from alerts.stats import QuotaReading, Stats
 from alerts.store import AlertStore
 
 if TYPE_CHECKING:
-    from checks.base import CheckResult
+    from integration_kit.results import CheckResult
     from monitor.component import Services
     from monitor.settings import Config
 

@@ -28,7 +28,7 @@ from slack_sdk.models.blocks import (
 )
 
 from alerts.model import Alert, AlertStatus, Notification, Severity
-from monitor.redact import Redactor
+from integration_kit.redact import Redactor
 
 log = logging.getLogger(__name__)
 

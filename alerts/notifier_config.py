@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from alerts.model import Severity
-from monitor.durations import Duration
+from integration_kit.durations import Duration
 
 _SLACK_TOKEN = re.compile(r"^xox[bp]-[A-Za-z0-9-]+$")
 

@@ -15,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from checks.base import CheckResult
+from integration_kit.results import CheckResult
 
 RAW_CAPACITY = 720  # 6 h of a 30 s probe, 2 h of a 10 s one
 MAX_BUCKETS = 480

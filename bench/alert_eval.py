@@ -24,10 +24,11 @@ import yaml
 
 from alerts.engine import AlertEngine
 from alerts.model import Notification
-from checks.base import CheckResult, ErrorClass
+from integration_kit.errors import ErrorClass
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
 from monitor.component import Services
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.settings import Config, parse_config
 
 

@@ -21,7 +21,7 @@ from alerts.message import build_message
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifier_config import SlackConfig
 from alerts.notifiers import NotifierContext, SlackBotNotifier
-from monitor.redact import Redactor
+from integration_kit.redact import Redactor
 
 
 def alert(i: int) -> Alert:

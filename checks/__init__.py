@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 from pydantic import Field
 
 from checks import http
-from checks.base import CheckConfigBase, CheckResult, ErrorClass, ProbeContext
+from checks.base import CheckConfigBase, ProbeContext
+from integration_kit.results import CheckResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,4 +40,4 @@ async def run_probe(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
     return await PROBES[check.kind].probe(check, ctx)  # type: ignore[attr-defined]
 
 
-__all__ = ["PROBES", "CheckConfig", "CheckResult", "ErrorClass", "ProbeContext", "ProbeKind", "run_probe"]
+__all__ = ["PROBES", "CheckConfig", "ProbeContext", "ProbeKind", "run_probe"]

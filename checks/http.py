@@ -26,11 +26,13 @@ import jsonpath_rfc9535
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from checks.base import CheckConfigBase, CheckResult, ErrorClass, ProbeContext, RequestSummary
+from checks.base import CheckConfigBase, ProbeContext
 from checks.json_assertions import JsonAssertion, JsonType, check_json, compile_path
 from checks.retry import parse_retry_after, run_with_retries
 from checks.timing import AttemptTiming, current_attempt, ssl_context, trace_config
-from monitor.durations import Duration
+from integration_kit.durations import Duration
+from integration_kit.errors import ErrorClass
+from integration_kit.results import CheckResult, RequestSummary
 from monitor.quota.headers import parse_rate_limit_headers
 
 __all__ = ["Expectation", "HttpCheckConfig", "JsonAssertion", "JsonType", "make_session", "probe"]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import jsonpath_rfc9535
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from checks.base import ErrorClass
+from integration_kit.errors import ErrorClass
 
 JsonType = Literal["string", "number", "integer", "boolean", "object", "array", "null"]
 Failure = tuple[ErrorClass, str]  # (class, detail)

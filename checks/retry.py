@@ -15,7 +15,8 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 
-from checks.base import ErrorClass, RetryPolicy
+from checks.base import RetryPolicy
+from integration_kit.errors import ErrorClass
 
 
 class AttemptOutcome(Protocol):

@@ -27,11 +27,11 @@ from yarl import URL
 from checks import run_probe as default_run_probe
 from checks.base import ProbeContext
 from checks.http import make_session
+from integration_kit.redact import Redactor, is_sensitive_name
 from monitor import __version__
 from monitor.component import Component, Services
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
-from monitor.redact import Redactor, is_sensitive_name
 from monitor.scheduler import ProbeRunner, Scheduler, kind_of
 from monitor.server import HttpServer
 from monitor.settings import Config, ConfigError, load_config, split_listen
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import aiohttp
     from aiohttp import web
 
-    from checks.base import CheckResult
+    from integration_kit.results import CheckResult
 
 log = logging.getLogger(__name__)
 

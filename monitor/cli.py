@@ -23,8 +23,8 @@ from monitor import __version__
 from monitor.settings import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
-    from checks.base import CheckResult
-    from monitor.redact import Redactor
+    from integration_kit.redact import Redactor
+    from integration_kit.results import CheckResult
 
 Registrar = Callable[[Any], None]
 
@@ -173,7 +173,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def summary_lines(config: Config) -> list[str]:
-    from monitor.durations import format_duration
+    from integration_kit.durations import format_duration
 
     lines = []
     for name, integ in config.integrations.items():
@@ -198,9 +198,9 @@ def summary_lines(config: Config) -> list[str]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from integration_kit.redact import Redactor
     from monitor.app import probe_once, secrets_of
     from monitor.logs import setup_logging
-    from monitor.redact import Redactor
 
     config = load_or_report(args.config)
     if config is None:

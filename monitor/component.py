@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from checks.base import CheckResult
+    from integration_kit.redact import Redactor
+    from integration_kit.results import CheckResult
     from monitor.metrics import Metrics
-    from monitor.redact import Redactor
     from monitor.scheduler import Scheduler
     from monitor.settings import Config
 

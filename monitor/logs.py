@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import IO
 
-from monitor.redact import Redactor
+from integration_kit.redact import Redactor
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -11,14 +11,14 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from checks.base import PHASES
+from integration_kit.results import PHASES
 from monitor.status import StatusStore
 
 if TYPE_CHECKING:
-    from checks.base import CheckResult
+    from integration_kit.redact import Redactor
+    from integration_kit.results import CheckResult
     from monitor.component import Component
     from monitor.metrics import Metrics
-    from monitor.redact import Redactor
 
 log = logging.getLogger(__name__)
 _PHASES = frozenset(PHASES)

@@ -43,14 +43,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from checks import run_probe as default_run_probe
-from checks.base import CheckConfigBase, CheckResult, ErrorClass, ProbeContext
+from checks.base import CheckConfigBase, ProbeContext
+from integration_kit.errors import ErrorClass
+from integration_kit.results import CheckResult
 from monitor.metrics import remove_series
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from integration_kit.redact import Redactor
     from monitor.metrics import Metrics
-    from monitor.redact import Redactor
     from monitor.settings import Config
 
 log = logging.getLogger(__name__)

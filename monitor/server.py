@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from integration_kit.redact import Redactor
     from monitor.metrics import Metrics
-    from monitor.redact import Redactor
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from checks.base import CheckConfigBase as CheckConfig
 else:
     from checks import CheckConfig
-from monitor.durations import Duration
+from integration_kit.durations import Duration
 from monitor.quota.config import HeadersQuotaConfig, QuotaConfig
 from monitor.webhooks.config import WebhookConfig
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from checks.base import CheckResult, RequestSummary
-    from monitor.redact import Redactor
+    from integration_kit.redact import Redactor
+    from integration_kit.results import CheckResult, RequestSummary
 
 
 @dataclass(slots=True)

@@ -29,10 +29,12 @@ cleanup() {
 trap cleanup EXIT
 step() { printf '==> %s\n' "$*"; }
 
-step "builder: copy the build context (.dockerignore: pyproject.toml, README.md, monitor/ checks/ alerts/)"
+# The packages are the Dockerfile's own `COPY <pkg> ./<pkg>` lines, so the two cannot drift apart.
+packages=$(sed -n 's#^COPY \([a-z_]*\) \./\1$#\1#p' "$repo/Dockerfile")
+step "builder: copy the build context (.dockerignore: pyproject.toml, README.md, $(echo $packages | sed 's#\( \|$\)#/\1#g'))"
 mkdir "$work/src"
 cp "$repo/pyproject.toml" "$repo/README.md" "$work/src/"
-cp -R "$repo/monitor" "$repo/checks" "$repo/alerts" "$work/src/"
+for pkg in $packages; do cp -R "$repo/$pkg" "$work/src/"; done
 find "$work/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
 step "builder: pip wheel '.[speed]' → wheels/"

@@ -23,10 +23,11 @@ from alerts.engine import AlertEngine
 from alerts.model import AlertStatus, Notification, Severity
 from alerts.silences import new_silence
 from alerts.stats import QuotaReading
-from checks.base import CheckResult, ErrorClass, RequestSummary
+from integration_kit.errors import ErrorClass
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult, RequestSummary
 from monitor.component import Services
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.settings import Config, parse_config
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -9,7 +9,8 @@ import yaml
 from alerts.model import Severity
 from alerts.rules import RULES, Condition, RuleInput, alert_key
 from alerts.stats import CheckStats, QuotaReading, Stats
-from checks.base import CheckResult, ErrorClass, RequestSummary
+from integration_kit.errors import ErrorClass
+from integration_kit.results import CheckResult, RequestSummary
 from monitor.settings import IntegrationConfig, parse_config
 
 T0 = 1_800_000_000.0

@@ -25,7 +25,7 @@ from daemon_support import (
 )
 from targets import Target, closed_port
 
-from checks.base import CheckResult
+from integration_kit.results import CheckResult
 from monitor import app as app_module
 from monitor.app import App, secrets_of
 from monitor.component import Services

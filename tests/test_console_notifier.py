@@ -11,8 +11,8 @@ from alerts.delivery import DeliveryPolicy, Dispatcher, decode_notification, enc
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifier_config import ConsoleConfig
 from alerts.notifiers import ConsoleNotifier, NotifierContext, SlackBotNotifier, SlackWebhookNotifier, build_notifiers
+from integration_kit.redact import Redactor
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.settings import ConfigError, parse_config
 
 SECRET = "hunter2-console-canary"

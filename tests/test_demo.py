@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from checks.base import ErrorClass
+from integration_kit.errors import ErrorClass
 from monitor.demo import Demo
 from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour

@@ -15,10 +15,11 @@ import pytest
 from targets import DOC, Reply, SilentServer, Target, closed_port, tls_server_context
 
 import checks.http
-from checks.base import CheckResult, ErrorClass, ProbeContext
+from checks.base import ProbeContext
 from checks.http import HttpCheckConfig, make_session, probe
-from monitor.quota.model import QuotaObservation
-from monitor.redact import Redactor
+from integration_kit.errors import ErrorClass
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult, QuotaObservation
 
 E = ErrorClass
 

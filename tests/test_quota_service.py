@@ -16,12 +16,11 @@ import redis.asyncio
 from needs import free_port, missing
 from webhook_fixtures import SHARED_REDIS, OwnRedis
 
-from checks.base import CheckResult
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult, QuotaObservation
 from monitor.component import Services
 from monitor.metrics import Metrics
-from monitor.quota.model import QuotaObservation
 from monitor.quota.service import QuotaService
-from monitor.redact import Redactor
 from monitor.settings import Config, ConfigError, parse_config
 
 CONFIG = """

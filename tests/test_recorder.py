@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from checks.base import CheckResult, ErrorClass
+from integration_kit.errors import ErrorClass
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
-from monitor.redact import Redactor
 
 
 def _result(ok: bool) -> CheckResult:

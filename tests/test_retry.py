@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from checks.base import ErrorClass, RetryPolicy
+from checks.base import RetryPolicy
 from checks.retry import backoff_delay, next_wait, parse_retry_after, run_with_retries
+from integration_kit.errors import ErrorClass
 
 E = ErrorClass
 NOW = 1_800_000_000.0

@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 from daemon_support import until
 
-from checks.base import CheckConfigBase, CheckResult, ProbeContext
+from checks.base import CheckConfigBase, ProbeContext
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
 from monitor import scheduler as scheduler_module
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.scheduler import Scheduler
 from monitor.settings import Config, parse_config
 

@@ -13,12 +13,13 @@ from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, 
 from prometheus_client import generate_latest
 from targets import Target
 
-from checks.base import CheckResult, ErrorClass
+from integration_kit.errors import ErrorClass
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
 from monitor.app import App
 from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
-from monitor.redact import Redactor
 from monitor.settings import parse_config
 
 IC_OK = (("check", "ok"), ("integration", "shop"))

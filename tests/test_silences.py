@@ -21,10 +21,10 @@ from alerts.engine import AlertEngine
 from alerts.model import Alert, AlertStatus, Severity
 from alerts.silences import Silence, expire, from_config, new_silence, silenced_by, stale
 from alerts.store import AlertStore
+from integration_kit.redact import Redactor
 from monitor.cli import main
 from monitor.component import Services
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.settings import parse_config
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -22,8 +22,8 @@ from alerts.delivery import DeliveryPolicy, Dispatcher, send_test_alert
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifier_config import SlackConfig
 from alerts.notifiers import NotifierContext, SlackBotNotifier, SlackWebhookNotifier
+from integration_kit.redact import Redactor
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.settings import parse_config
 
 CANARY = "sk_live_CANARY0123456789secret"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from alerts.message import BLOCKS_MAX, HEADER_MAX, build_message, fallback_text, render_text
 from alerts.model import Alert, AlertStatus, Notification, Severity
-from monitor.redact import Redactor
+from integration_kit.redact import Redactor
 
 NOW = 1_790_000_000.0
 CANARY = "sk_live_CANARY0123456789secret"

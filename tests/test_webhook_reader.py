@@ -23,9 +23,9 @@ from alerts.rules import RuleInput
 from alerts.rules.webhook_silence import evaluate
 from alerts.stats import Stats
 from alerts.store import AlertStore
+from integration_kit.redact import Redactor
 from monitor.component import Services
 from monitor.metrics import Metrics
-from monitor.redact import Redactor
 from monitor.settings import Config, parse_config
 from monitor.webhooks.dedupe import WebhookLedger, stats_key, types_key
 from monitor.webhooks.model import from_facts

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from alerts.notifier_config import NotifierConfigBase
-    from monitor.redact import Redactor
+    from integration_kit.redact import Redactor
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 

@@ -34,7 +34,7 @@ from checks.retry import parse_retry_after
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from monitor.redact import Redactor
+    from integration_kit.redact import Redactor
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from alerts.config import ProbeDownRule
 from alerts.model import Severity
 from alerts.rules import Condition, RuleInput
 from alerts.rules._common import classes_text, last_failure_detail
-from checks.base import ErrorClass
+from integration_kit.errors import ErrorClass
 
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:

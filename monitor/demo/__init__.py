@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from integration_kit.redact import Redactor
 from monitor.demo.traffic import RateLimiterTraffic, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.logs import setup_logging
-from monitor.redact import Redactor
 from monitor.settings import load_config
 
 if TYPE_CHECKING:

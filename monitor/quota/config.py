@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.durations import Duration
+from integration_kit.durations import Duration
 
 RedisFormat = Literal["limits", "counter", "rate_limiter_flexible", "sliding_log", "token_bucket", "gcra"]
 

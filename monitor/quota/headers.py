@@ -24,7 +24,7 @@ from typing import Any
 import http_sfv
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from monitor.quota.model import QuotaObservation
+from integration_kit.results import QuotaObservation
 
 log = logging.getLogger(__name__)
 

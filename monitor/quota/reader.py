@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from integration_kit.results import QuotaObservation
 from monitor.quota.config import RedisQuotaConfig
 from monitor.quota.formats import Command, KeyPlan, KeyReading, Skip, reader_for, text, wire
-from monitor.quota.model import QuotaObservation
 
 if TYPE_CHECKING:
     import redis.asyncio

@@ -42,9 +42,8 @@ from monitor.quota.headers import DEFAULT
 from monitor.quota.reader import QuotaReading, read_redis_quota
 
 if TYPE_CHECKING:
-    from checks.base import CheckResult
+    from integration_kit.results import CheckResult, QuotaObservation
     from monitor.component import Services
-    from monitor.quota.model import QuotaObservation
     from monitor.settings import Config
 
 log = logging.getLogger(__name__)

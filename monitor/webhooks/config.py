@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from monitor.durations import Duration
-from monitor.timezones import TimeZoneName
+from integration_kit.durations import Duration
+from integration_kit.timezones import TimeZoneName
 from monitor.webhooks.dedupe import DEFAULT_KEY_PREFIX, DEFAULT_RETENTION
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -22,7 +22,7 @@ from monitor.webhooks.model import DuplicateWindow, WebhookObservation, WebhookS
 from monitor.webhooks.reader import WebhookReader
 
 if TYPE_CHECKING:
-    from checks.base import CheckResult
+    from integration_kit.results import CheckResult
     from monitor.component import Services
     from monitor.settings import Config
     from monitor.webhooks.config import WebhookConfig

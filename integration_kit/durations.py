@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
-
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
@@ -42,9 +40,22 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-]
+class _DurationSchema:
+    """Pydantic hook for ``Duration``: pydantic asks for it only when it builds a model, so this module
+    needs no pydantic to import (the kit runs in services that do not have it)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_before_validator_function(
+            parse_duration,
+            core_schema.float_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                format_duration, return_schema=core_schema.str_schema(), when_used="json"
+            ),
+        )
+
+
+Duration = Annotated[float, _DurationSchema]
 """A config field holding a duration; the Python value is seconds as a float."""

@@ -1,0 +1,68 @@
+"""What a probe saw: the result of one check run, the request behind it, and quota readings.
+
+Plain frozen dataclasses, so alert rules, the metrics recorder and integration services share them
+without sharing anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from integration_kit.errors import ErrorClass
+
+PHASES: tuple[str, ...] = ("dns", "connect", "tls", "ttfb", "transfer")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSummary:
+    """The request that produced a result, secrets already redacted."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body_excerpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    """The outcome of one scheduled run of one check (all attempts included)."""
+
+    integration: str
+    check: str
+    kind: str
+    ok: bool
+    error_class: ErrorClass | None
+    detail: str  # short human text, e.g. "missing_field: $.data.id"; "" on success
+    started_at: float  # epoch seconds, start of the first attempt
+    duration: float  # seconds, final attempt
+    total_duration: float  # seconds, all attempts and backoff
+    attempts: int = 1
+    attempt_classes: tuple[ErrorClass | None, ...] = ()  # class of each attempt, None = success
+    status_code: int | None = None
+    phases: Mapping[str, float] = field(default_factory=dict)  # keys from PHASES
+    tls_expiry: float | None = None  # epoch seconds of the earliest certificate expiry seen
+    request: RequestSummary | None = None  # kept for failures (redacted)
+    response_excerpt: str | None = None  # bounded, redacted
+    quota: tuple[QuotaObservation, ...] = ()  # parsed from rate-limit response headers
+    body_bytes: int | None = None  # response body bytes read by the final attempt (reading stops at the cap)
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaObservation:
+    policy: str  # name of the limit as the source names it ("default", "burst", "core", "api-usage"…)
+    used: float | None  # may exceed limit: reported as is
+    limit: float | None
+    reset_seconds: float | None = None  # seconds until the window resets / the bucket is full again
+    window_seconds: float | None = None
+    observed_at: float = 0.0  # epoch seconds
+
+    @property
+    def ratio(self) -> float | None:
+        if self.used is None or not self.limit:
+            return None
+        return self.used / self.limit
