@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integration_kit.durations import Duration
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
+from integration_kit.retry import RetryPolicy
 
 if TYPE_CHECKING:
     import aiohttp
@@ -31,7 +33,9 @@ class ProbeContext:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class RetryPolicy(BaseModel):
+class RetryConfig(BaseModel):
+    """The ``retry:`` key of a check; the run uses it as the kit's ``RetryPolicy`` (``policy``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     attempts: int = Field(default=1, ge=1, le=20, description="total attempts, first included")
@@ -41,9 +45,12 @@ class RetryPolicy(BaseModel):
         default=None, description="error classes to retry; default: the retryable classes (integration_kit.errors)"
     )
 
-    @property
-    def retryable(self) -> frozenset[ErrorClass]:
-        return RETRYABLE_BY_DEFAULT if self.retry_on is None else self.retry_on
+    @cached_property
+    def policy(self) -> RetryPolicy:
+        retry_on = RETRYABLE_BY_DEFAULT if self.retry_on is None else self.retry_on
+        return RetryPolicy(
+            attempts=self.attempts, backoff=self.backoff, max_backoff=self.max_backoff, retry_on=retry_on
+        )
 
 
 class CheckConfigBase(BaseModel):
@@ -54,7 +61,7 @@ class CheckConfigBase(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     interval: Duration = 30.0
     timeout: Duration = Field(default=10.0, description="total deadline of one run, retries included")
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryConfig = RetryConfig()
     enabled: bool = True
 
     @model_validator(mode="after")

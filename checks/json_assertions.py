@@ -3,7 +3,9 @@ non-empty. Paths are compiled once (at config load) and cached; a run only evalu
 
 Each failure maps to one error class: ``missing_field`` (path selects nothing), ``null_field`` (a
 selected value is null), ``assertion_failed`` (type / value / regex / emptiness), and
-``malformed_json`` for a body that is not UTF-8 JSON at all.
+``malformed_json`` for a body that is not UTF-8 JSON at all. Parsing and the missing / null verdicts
+are the kit's (``integration_kit.classify``, shared with integration services); the JSON paths and the
+value assertions are the probes' own.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any, Literal
 import jsonpath_rfc9535
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from integration_kit.classify import Failure, field_failure, parse_json
 from integration_kit.errors import ErrorClass
 
 JsonType = Literal["string", "number", "integer", "boolean", "object", "array", "null"]
-Failure = tuple[ErrorClass, str]  # (class, detail)
 
 _SHOWN_VALUE_CHARS = 60  # values quoted in a detail are cut here: details stay one short line
 
@@ -108,7 +110,7 @@ class JsonAssertion(BaseModel):
 
     def evaluate(self, path: str, values: Sequence[Any]) -> Failure | None:
         if not values:
-            return (ErrorClass.MISSING_FIELD, f"missing_field: {path}") if self.present else None
+            return field_failure(path, values, required=self.present)
         for value in values:
             failure = self._evaluate_one(path, value)
             if failure is not None:
@@ -116,8 +118,9 @@ class JsonAssertion(BaseModel):
         return None
 
     def _evaluate_one(self, path: str, value: Any) -> Failure | None:
-        if value is None and (self.not_null or self.non_empty):
-            return ErrorClass.NULL_FIELD, f"null_field: {path}"
+        null = field_failure(path, (value,), not_null=self.not_null or self.non_empty)
+        if null is not None:
+            return null
         if self.type is not None and not _TYPE_TESTS[self.type](value):
             return ErrorClass.ASSERTION_FAILED, f"assertion_failed: {path} is {json_type(value)}, expected {self.type}"
         if "equals" in self.model_fields_set and not json_equal(value, self.equals):
@@ -141,16 +144,9 @@ class JsonAssertion(BaseModel):
 def check_json(body: bytes, assertions: Sequence[tuple[str, Any, JsonAssertion]]) -> Failure | None:
     """Parse ``body`` (UTF-8 JSON; a BOM is tolerated) and evaluate ``(path, compiled query, assertion)``
     in order; the first failure is the answer."""
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return ErrorClass.MALFORMED_JSON, f"malformed_json: body is not UTF-8 ({exc.reason} at byte {exc.start})"
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        return ErrorClass.MALFORMED_JSON, f"malformed_json: {reason}{where}"
+    data, malformed = parse_json(body)
+    if malformed is not None:
+        return malformed
     for path, query, assertion in assertions:
         try:
             values = [node.value for node in query.finditer(data)]

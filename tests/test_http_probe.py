@@ -1,4 +1,4 @@
-"""The HTTP probe against real misbehaving servers on 127.0.0.1: one test per error class of SPEC.md,
+"""The HTTP probe against real misbehaving servers on 127.0.0.1: one test per error class (README, "Checks"),
 retries, deadlines, redirects, TLS, timing phases and redaction."""
 
 from __future__ import annotations

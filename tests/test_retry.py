@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import email.utils
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from checks.base import RetryPolicy
-from checks.retry import backoff_delay, next_wait, parse_retry_after, run_with_retries
 from integration_kit.errors import ErrorClass
+from integration_kit.retry import RetryPolicy, backoff_delay, next_wait, parse_retry_after, run_with_retries
 
 E = ErrorClass
 NOW = 1_800_000_000.0
@@ -36,6 +38,29 @@ NOW = 1_800_000_000.0
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("30, 30", 30.0),  # a proxy repeated the field
+        (str(int(NOW) + 90), 90.0),  # an epoch in seconds (non-standard, vendors send it)
+        (str(int(NOW * 1000) + 1500), 1.5),  # … or in milliseconds
+        (str(int(NOW) - 90), 0.0),
+        ("1e16", None),
+        (email.utils.formatdate(NOW + 90), 90.0),  # "-0000": no zone given, HTTP dates are GMT
+    ],
+)
+def test_parse_retry_after_one_rule_set(value: str, expected: float | None) -> None:
+    # The same reader serves the probes' retries, the rate-limit header quotas and the Slack notifier.
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"-?\d{1,20}(\.\d{1,4})?", fullmatch=True))
+def test_parse_retry_after_never_raises_and_never_waits_negative(value: str) -> None:
+    wait = parse_retry_after(value, now=NOW)
+    assert wait is None or (math.isfinite(wait) and wait >= 0)
 
 
 def test_backoff_is_full_jitter_capped() -> None:

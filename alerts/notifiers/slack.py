@@ -29,7 +29,7 @@ from alerts.message import SlackMessage, build_message
 from alerts.model import Notification, Severity
 from alerts.notifier_config import SlackConfig
 from alerts.notifiers.base import DeliveryError, DeliveryReceipt, NotifierContext
-from checks.retry import parse_retry_after
+from integration_kit.retry import parse_retry_after
 
 if TYPE_CHECKING:
     import redis.asyncio

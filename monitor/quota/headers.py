@@ -18,13 +18,13 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import http_sfv
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from integration_kit.results import QuotaObservation
+from integration_kit.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -299,21 +299,10 @@ def _hubspot(fields: Headers, now: float) -> list[QuotaObservation]:
 
 
 def _retry_after(fields: Headers, now: float) -> list[QuotaObservation]:
-    """``Retry-After``: delay seconds (fractional accepted), an HTTP-date, or (non-standard) an epoch."""
+    """``Retry-After``, read by the kit's one reader of it (``integration_kit.retry.parse_retry_after``)."""
     values = fields.get("retry-after")
-    if not values:
-        return []
-    text = values[0].strip()
-    delay = _reset_delay(_number(text), now)
-    if delay is None:
-        try:
-            date = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return []
-        if date.tzinfo is None:  # RFC 9110 dates are GMT
-            return []
-        delay = max(0.0, date.timestamp() - now)
-    return [_obs("retry-after", now=now, limit=None, reset=delay)]
+    delay = parse_retry_after(values[0], now=now) if values else None
+    return [] if delay is None else [_obs("retry-after", now=now, limit=None, reset=delay)]
 
 
 _READERS: tuple[Callable[[Headers, float], list[QuotaObservation]], ...] = (

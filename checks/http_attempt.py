@@ -1,0 +1,227 @@
+"""The attempts of one HTTP check run: send the planned request, read the response within the run's
+deadline and the body cap, and classify what happened (``integration_kit.classify``).
+
+An ``HttpRun`` lives for one run: the retry runner calls ``attempt(deadline)`` once per attempt, and the
+run keeps what the result needs beyond the last attempt (the final response's headers, the earliest
+certificate expiry seen, the redacted request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from time import perf_counter
+
+import aiohttp
+
+from checks.base import ProbeContext
+from checks.http_config import HttpCheckConfig
+from checks.json_assertions import check_json
+from checks.timing import AttemptTiming, current_attempt
+from integration_kit.classify import (
+    Failure,
+    body_read_failure,
+    body_too_large,
+    classify_exception,
+    classify_status,
+    empty_body,
+    too_slow,
+)
+from integration_kit.errors import ErrorClass
+from integration_kit.results import RequestSummary
+from integration_kit.retry import parse_retry_after
+
+EXCERPT_BYTES = 2048  # response excerpt kept for failures
+_REQUEST_BODY_EXCERPT = 512
+# Excerpts are redacted before they are cut, with this much beyond the cut, so a secret that straddles
+# the cut is still recognised whole and its first half never shown.
+REDACT_OVERLAP = 256
+# An error response's excerpt is nice to have, not worth a run: don't wait long for a slow one.
+_EXCERPT_WAIT = 1.0
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """What one attempt saw; ``excerpt`` is raw (not yet redacted), up to EXCERPT_BYTES + REDACT_OVERLAP."""
+
+    error_class: ErrorClass | None
+    detail: str
+    duration: float
+    timing: AttemptTiming
+    status: int | None = None
+    retry_after: float | None = None
+    excerpt: bytes | None = None
+    body_bytes: int | None = None
+
+
+class HttpRun:
+    """State of one run across its attempts: what the last response said, the earliest cert expiry."""
+
+    __slots__ = ("check", "headers", "loop", "plan", "redactor", "session", "tls_expiry")
+
+    def __init__(self, check: HttpCheckConfig, ctx: ProbeContext, session: aiohttp.ClientSession) -> None:
+        self.check = check
+        self.plan = check.request_plan
+        self.redactor = ctx.redactor
+        self.session = session
+        self.loop = asyncio.get_running_loop()
+        self.headers: Mapping[str, str] | None = None  # of the latest response, for quota parsing
+        self.tls_expiry: float | None = None
+
+    async def attempt(self, deadline: float) -> Attempt:
+        timing = AttemptTiming()
+        token = current_attempt.set(timing)
+        started = perf_counter()
+        try:
+            outcome = await self._attempt(timing, deadline, started)
+        finally:
+            current_attempt.reset(token)
+        if timing.cert_expiry is not None and (self.tls_expiry is None or timing.cert_expiry < self.tls_expiry):
+            self.tls_expiry = timing.cert_expiry
+        return outcome
+
+    async def _attempt(self, timing: AttemptTiming, deadline: float, started: float) -> Attempt:
+        check, plan = self.check, self.plan
+        budget = deadline - self.loop.time()
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self.session.request(
+                    plan.method,
+                    plan.url,
+                    headers=plan.headers,
+                    data=plan.data,
+                    allow_redirects=check.follow_redirects,
+                    max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
+                    ssl=plan.ssl,
+                    timeout=plan.timeout,
+                    trace_request_ctx=timing,
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            error_class, detail = classify_exception(
+                exc, stage=timing.stage, budget=budget, connect_timeout=check.connect_timeout,
+                max_redirects=check.max_redirects,
+            )
+            return Attempt(error_class=error_class, detail=detail, duration=perf_counter() - started, timing=timing)
+
+        fully_read = False
+        try:
+            headers_at = perf_counter()
+            timing.stage = "body"
+            self.headers = resp.headers
+            status = resp.status
+            if not check.expect.status_ok(status):
+                return await self._status_failure(resp, timing, started, deadline)
+            cap = check.expect.max_body_bytes
+            declared = None if plan.method == "HEAD" else resp.content_length
+            if declared is not None and declared > cap:
+                return self._failure(body_too_large(cap, declared=declared), timing, started, status=status)
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                async with asyncio.timeout_at(deadline):
+                    content = resp.content
+                    while chunk := await content.readany():
+                        size += len(chunk)
+                        chunks.append(chunk)
+                        if size > cap:
+                            break
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                read_failure = body_read_failure(exc, size=size, budget=budget)
+                return self._failure(read_failure, timing, started, status=status, body=chunks, size=size)
+            timing.transfer = perf_counter() - headers_at
+            if size > cap:
+                return self._failure(body_too_large(cap), timing, started, status=status, body=chunks, size=size)
+            fully_read = True
+        finally:
+            if fully_read:
+                resp.release()
+            else:
+                resp.close()
+
+        duration = perf_counter() - started
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        failure = self._check_body(status, body)
+        if failure is None and check.expect.max_latency is not None:
+            failure = too_slow(duration, check.expect.max_latency)
+        if failure is not None:
+            return self._failure(failure, timing, started, status=status, body=[body], size=size, duration=duration)
+        return Attempt(error_class=None, detail="", duration=duration, timing=timing, status=status, body_bytes=size)
+
+    def _check_body(self, status: int, body: bytes) -> Failure | None:
+        expect = self.check.expect
+        assertions = expect.compiled_json
+        if expect.body_required or assertions:
+            failure = empty_body(status, body, method=self.check.method)
+            if failure is not None:
+                return failure
+        return check_json(body, assertions) if assertions else None
+
+    async def _status_failure(
+        self, resp: aiohttp.ClientResponse, timing: AttemptTiming, started: float, deadline: float
+    ) -> Attempt:
+        status = resp.status
+        error_class, detail = classify_status(status, resp.reason)
+        if status in _REDIRECTS and (location := resp.headers.get("Location")):
+            detail += f" -> {self.redactor.url(location)}"
+        retry_after = None
+        if error_class in self.check.retry.policy.retry_on:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
+        excerpt = bytearray()
+        try:
+            async with asyncio.timeout_at(min(deadline, self.loop.time() + _EXCERPT_WAIT)):
+                want = EXCERPT_BYTES + REDACT_OVERLAP
+                while len(excerpt) < want and (chunk := await resp.content.read(want - len(excerpt))):
+                    excerpt += chunk
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass  # the status already says what went wrong; the excerpt is what we got
+        attempt = self._failure((error_class, detail), timing, started, status=status, body=[bytes(excerpt)])
+        attempt.retry_after = retry_after
+        return attempt
+
+    def _failure(
+        self,
+        failure: Failure,
+        timing: AttemptTiming,
+        started: float,
+        *,
+        status: int | None = None,
+        body: list[bytes] | None = None,
+        size: int | None = None,
+        duration: float | None = None,
+    ) -> Attempt:
+        error_class, detail = failure
+        return Attempt(
+            error_class=error_class,
+            detail=detail,
+            duration=perf_counter() - started if duration is None else duration,
+            timing=timing,
+            status=status,
+            excerpt=None if not body else _head(body, EXCERPT_BYTES + REDACT_OVERLAP),
+            body_bytes=size,
+        )
+
+    def request_summary(self) -> RequestSummary:
+        plan, redactor = self.plan, self.redactor
+        body = None
+        if plan.data is not None:
+            text = plan.data[: _REQUEST_BODY_EXCERPT + REDACT_OVERLAP].decode("utf-8", errors="replace")
+            body = redactor.text(text)[:_REQUEST_BODY_EXCERPT]
+        return RequestSummary(
+            method=plan.method,
+            url=redactor.url(plan.url),
+            headers=redactor.headers(plan.headers),
+            body_excerpt=body,
+        )
+
+
+def _head(chunks: list[bytes], size: int) -> bytes:
+    """The first ``size`` bytes of a chunked body, without joining a large body to cut it."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk[: size - len(out)]
+        if len(out) >= size:
+            break
+    return bytes(out)

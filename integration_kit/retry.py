@@ -1,0 +1,144 @@
+"""Retries for any call that is classified into error classes: retryable classes only, exponential
+backoff with full jitter, ``Retry-After`` honoured, and never a wait that ends past the call's deadline.
+
+The probes use it for every check run (their ``retry:`` config becomes a ``RetryPolicy``), and so can
+integration services for their own calls to a vendor. The runner knows nothing about HTTP: an attempt is
+any coroutine that returns an outcome carrying its error class (``None`` = success) and, optionally, how
+long the target asked us to wait.
+
+``parse_retry_after`` is the one reader of ``Retry-After`` values: the probes' retries, the rate-limit
+header parser (``integration_kit.ratelimit_headers``) and the Slack notifier all use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Protocol, TypeVar
+
+from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How to retry one call. ``attempts`` counts the first one; the wait before retry ``n`` (from 0) is
+    uniform in ``[0, min(max_backoff, backoff * 2**n))`` seconds, and never shorter than a Retry-After."""
+
+    attempts: int = 1
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    retry_on: frozenset[ErrorClass] = RETRYABLE_BY_DEFAULT  # the classes a retry can fix
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts!r}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError(f"backoff and max_backoff must be >= 0 seconds, got {self.backoff!r}/{self.max_backoff!r}")
+
+
+class AttemptOutcome(Protocol):
+    @property
+    def error_class(self) -> ErrorClass | None: ...
+
+    @property
+    def retry_after(self) -> float | None: ...  # seconds the target asked us to wait, if it said
+
+
+OutcomeT = TypeVar("OutcomeT", bound=AttemptOutcome)
+
+_EPOCH_S = 1e9  # a Retry-After number above this is an epoch in seconds (no one asks to wait 31 years)
+_EPOCH_MS = 1e12  # … and above this an epoch in milliseconds
+_MAX_NUMBER = 1e15  # larger numbers are garbage
+_FIRST_ITEM = re.compile(r"[,;]")
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value; None when absent or not understood.
+
+    The rules, in order:
+
+    * a number (of a repeated field, the first: ``"30, 30"`` from a proxy is 30) is delay seconds;
+      fractional values are accepted (``"1.5"``), negative ones mean "now" (0), NaN, infinities and
+      values above 1e15 are not understood;
+    * a number above 1e12 is an epoch in milliseconds and one above 1e9 an epoch in seconds (not
+      standard, but vendors send it): the time left until then, 0 if it has passed;
+    * anything else is read as an HTTP-date (``Wed, 21 Oct 2015 07:28:00 GMT``; a date without a zone is
+      GMT, as HTTP dates always are): the time left until then, 0 if it has passed.
+
+    ``now`` is epoch seconds (for the epoch and date forms).
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        number = float(_FIRST_ITEM.split(text, maxsplit=1)[0])
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number) or abs(number) > _MAX_NUMBER:
+            return None
+        if number > _EPOCH_MS:
+            return max(0.0, number / 1000.0 - now)
+        if number > _EPOCH_S:
+            return max(0.0, number - now)
+        return max(0.0, number)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" parses zone-less; RFC 9110 dates are GMT anyway
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(policy: RetryPolicy, retry_index: int, rand: Callable[[], float] = random.random) -> float:
+    """Full jitter: uniform in [0, min(max_backoff, backoff * 2**retry_index)); retry_index starts at 0."""
+    cap = min(policy.max_backoff, policy.backoff * (2.0**retry_index))
+    return cap * rand()
+
+
+def next_wait(
+    policy: RetryPolicy,
+    retry_index: int,
+    retry_after: float | None,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """The wait before the next attempt: the jittered backoff, but never shorter than Retry-After."""
+    delay = backoff_delay(policy, retry_index, rand)
+    return delay if retry_after is None else max(delay, retry_after)
+
+
+async def run_with_retries(
+    attempt: Callable[[float], Awaitable[OutcomeT]],
+    policy: RetryPolicy,
+    *,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> tuple[OutcomeT, tuple[ErrorClass | None, ...]]:
+    """Run ``attempt(deadline)`` until it succeeds, fails with a class not to retry, runs out of
+    attempts, or the next wait would end at or past ``deadline`` (a ``clock()`` value).
+
+    Returns the last outcome and the class of every attempt made, in order.
+    """
+    retryable = policy.retry_on
+    classes: list[ErrorClass | None] = []
+    while True:
+        outcome = await attempt(deadline)
+        error_class = outcome.error_class
+        classes.append(error_class)
+        if error_class is None or error_class not in retryable or len(classes) >= policy.attempts:
+            return outcome, tuple(classes)
+        wait = next_wait(policy, len(classes) - 1, outcome.retry_after, rand)
+        if clock() + wait >= deadline:
+            # Waiting would leave no time for the attempt: the last failure is the answer.
+            return outcome, tuple(classes)
+        await sleep(wait)

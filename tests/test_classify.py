@@ -1,0 +1,68 @@
+"""The kit's classifier used directly, as an integration service would: a plain aiohttp call against
+real servers on 127.0.0.1, no probe config involved."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from targets import Reply, Target, closed_port
+
+from integration_kit.classify import (
+    classify_exception,
+    classify_status,
+    empty_body,
+    field_failure,
+    parse_json,
+    too_slow,
+)
+from integration_kit.errors import ErrorClass
+
+E = ErrorClass
+
+
+async def test_a_refused_connection_is_connect() -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError) as raised:
+            await session.get(f"http://127.0.0.1:{closed_port()}/")
+    error_class, detail = classify_exception(raised.value)
+    assert error_class is E.CONNECT and detail.startswith("connect: 127.0.0.1:"), detail
+
+
+async def test_a_service_call_classified_like_a_probe(target: Target) -> None:
+    url = target.route("/x", Reply(status=503), Reply(status=200, body=""), Reply(json={"data": {"id": None}}))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as resp:
+            assert classify_status(resp.status, resp.reason) == (E.HTTP_5XX, "http_5xx: 503 Service Unavailable")
+        async with session.get(url) as resp:
+            assert empty_body(resp.status, await resp.read()) == (E.EMPTY_BODY, "empty_body: 200 with an empty body")
+        async with session.get(url) as resp:
+            data, failure = parse_json(await resp.read())
+    assert failure is None
+    assert field_failure("data.id", [data["data"]["id"]], not_null=True) == (E.NULL_FIELD, "null_field: data.id")
+    assert field_failure("data.name", []) == (E.MISSING_FIELD, "missing_field: data.name")
+    assert field_failure("data.name", [], required=False) is None
+
+
+def test_status_classes() -> None:
+    assert [classify_status(s)[0] for s in (401, 403, 429, 404, 500, 302)] == [
+        E.AUTH, E.AUTH, E.RATE_LIMITED, E.HTTP_4XX, E.HTTP_5XX, E.UNEXPECTED_STATUS
+    ]
+
+
+def test_bodies() -> None:
+    assert empty_body(204, b"") is None and empty_body(200, b"", method="HEAD") is None
+    assert empty_body(200, b"  \n") == (E.EMPTY_BODY, "empty_body: 200 with an empty body")
+    assert parse_json(b"\xef\xbb\xbf[1]") == ([1], None)
+    assert parse_json(b'{"a": ')[1] == (E.MALFORMED_JSON, "malformed_json: Expecting value at line 1 column 7")
+    assert parse_json(b"\xff")[1] == (
+        E.MALFORMED_JSON, "malformed_json: body is not UTF-8 (invalid start byte at byte 0)"
+    )
+    assert too_slow(1.5, 2.0) is None and too_slow(2.5, 2.0) == (E.TOO_SLOW, "too_slow: 2.5s, max 2.0s")
+
+
+@given(st.binary(max_size=64))
+def test_any_body_parses_or_is_malformed(body: bytes) -> None:
+    _, failure = parse_json(body)
+    assert failure is None or failure[0] is E.MALFORMED_JSON
