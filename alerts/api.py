@@ -10,7 +10,7 @@ import datetime as dt
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,7 +19,22 @@ from alerts.silences import ANY, Silence, new_silence
 from integration_kit.durations import Duration
 
 if TYPE_CHECKING:
-    from alerts.engine import AlertEngine
+    from alerts.inputs import ConfigView
+
+
+class SilenceControl(Protocol):
+    """What the API works on (the alert engine is one)."""
+
+    @property
+    def config(self) -> ConfigView: ...
+
+    def now(self) -> float: ...
+
+    async def list_silences(self) -> list[Silence]: ...
+
+    async def add_silence(self, silence: Silence) -> None: ...
+
+    async def expire_silence(self, silence_id: str) -> Silence | None: ...
 
 
 log = logging.getLogger(__name__)
@@ -50,18 +65,18 @@ def silence_json(silence: Silence, now: float) -> dict[str, Any]:
             "ends_at_iso": dt.datetime.fromtimestamp(silence.ends_at, dt.UTC).isoformat()}
 
 
-def routes(engine: AlertEngine) -> list[web.RouteDef]:
+def routes(control: SilenceControl) -> list[web.RouteDef]:
     def authorized(request: web.Request) -> bool:
-        token = engine.services.config.alerting.api_token
+        token = control.config.alerting.api_token
         if token is None:
             return True
         given = request.headers.get("Authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
 
     async def list_silences(request: web.Request) -> web.Response:
-        now = engine.now()
+        now = control.now()
         try:
-            silences = await engine.list_silences()
+            silences = await control.list_silences()
         except Exception as exc:
             return _store_down(exc)
         return web.json_response({"silences": [silence_json(s, now) for s in silences]})
@@ -77,10 +92,10 @@ def routes(engine: AlertEngine) -> list[web.RouteDef]:
         except ValidationError as exc:
             problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
             return web.json_response({"error": "; ".join(problems)}, status=400)
-        config = engine.services.config
+        config = control.config
         if req.integration != ANY and req.integration not in config.integrations:
             return web.json_response({"error": f"unknown integration {req.integration!r}"}, status=400)
-        now = engine.now()
+        now = control.now()
         duration = req.duration if req.duration is not None else req.ends_at.timestamp() - now  # type: ignore[union-attr]
         try:
             silence = new_silence(now=now, duration=duration, integration=req.integration, alert=req.alert,
@@ -88,7 +103,7 @@ def routes(engine: AlertEngine) -> list[web.RouteDef]:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         try:
-            await engine.add_silence(silence)
+            await control.add_silence(silence)
         except Exception as exc:
             return _store_down(exc)
         return web.json_response(silence_json(silence, now), status=201)
@@ -97,12 +112,12 @@ def routes(engine: AlertEngine) -> list[web.RouteDef]:
         if not authorized(request):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         try:
-            expired = await engine.expire_silence(request.match_info["silence_id"])
+            expired = await control.expire_silence(request.match_info["silence_id"])
         except Exception as exc:
             return _store_down(exc)
         if expired is None:
             return web.json_response({"error": "no such silence"}, status=404)
-        return web.json_response(silence_json(expired, engine.now()))
+        return web.json_response(silence_json(expired, control.now()))
 
     return [
         web.get("/api/silences", list_silences),
@@ -116,5 +131,5 @@ def _store_down(exc: Exception) -> web.Response:
     return web.json_response({"error": "alert store unavailable (Redis down?)"}, status=503)
 
 
-def add_routes(app: web.Application, engine: AlertEngine) -> None:
-    app.add_routes(routes(engine))
+def add_routes(app: web.Application, control: SilenceControl) -> None:
+    app.add_routes(routes(control))

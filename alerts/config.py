@@ -57,7 +57,7 @@ DEFAULT_BURN_WINDOWS: tuple[BurnRateWindow, ...] = (
 class ErrorRateRule(_Rule):
     """Spike detection per check. ``mode: burn_rate`` (default) or ``threshold``.
 
-    Giving ``threshold`` without ``mode`` selects threshold mode (the short form of SPEC.md).
+    Giving ``threshold`` without ``mode`` selects threshold mode (the short form; README, "Alerting").
     """
 
     mode: Literal["burn_rate", "threshold"] = "burn_rate"

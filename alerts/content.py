@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alerts.model import Alert, AlertStatus
-from alerts.rules import Condition
+from alerts.rules.base import Condition
 
 if TYPE_CHECKING:
     from alerts.stats import CheckStats

@@ -9,27 +9,23 @@ a 429 parks the lane for the Retry-After Slack gave (fractional values included)
 errors back off exponentially, and errors a retry cannot fix (``invalid_auth``, ``channel_not_found``,
 ``invalid_blocks``…) are dropped at once, logged, counted as ``failed`` and reported by ``ready()``.
 
-The outbox is a Redis list per notifier (``im:outbox:<notifier>``) when Redis is configured: an entry
-is pushed before it is queued and removed after it was delivered, so a restart resumes where the last
-process stopped (it may re-send the one message in flight at the crash; duplicates beat loss).
+Each queue is mirrored in the outbox (``alerts/outbox.py``, a Redis list per notifier) when Redis is
+configured, so a restart resumes where the last process stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from alerts.model import Alert, AlertStatus, Notification, Severity
+from alerts.model import Notification
 from alerts.notifiers import (
     PLUGINS,
     DeliveryError,
@@ -37,21 +33,20 @@ from alerts.notifiers import (
     Notifier,
     NotifierContext,
     build_notifiers,
+    close_quietly,
     for_severity,
 )
+from alerts.outbox import DEFAULT_OUTBOX_PREFIX, Outbox, new_entry
 
 if TYPE_CHECKING:
     import redis.asyncio
 
     from alerts.config import AlertingConfig
+    from alerts.inputs import ConfigView, NotificationMetrics
     from integration_kit.redact import Redactor
-    from monitor.component import Services
-    from monitor.metrics import Metrics
-    from monitor.settings import Config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUTBOX_PREFIX = "im:outbox:"
 UNEXPECTED_ERROR_ATTEMPTS = 3  # a bug in a notifier is not fixed by retrying for an hour
 
 
@@ -66,51 +61,13 @@ class DeliveryPolicy:
     max_queue: int = 10_000  # per notifier; beyond it new notifications are dropped (failed) and logged
 
 
-# ---- outbox encoding ------------------------------------------------------------------------------
-
-_ALERT_FIELDS = {f.name for f in dataclasses.fields(Alert)}
-
-
-def encode_notification(notification: Notification) -> dict[str, Any]:
-    return {
-        "group_key": notification.group_key,
-        "created_at": notification.created_at,
-        "is_test": notification.is_test,
-        "alerts": [
-            {**dataclasses.asdict(a), "details": dict(a.details), "error_classes": dict(a.error_classes)}
-            for a in notification.alerts
-        ],
-    }
-
-
-def decode_notification(data: dict[str, Any]) -> Notification:
-    alerts = []
-    for raw in data["alerts"]:
-        # Fields unknown to this version (an outbox written by a newer one) are dropped, not fatal.
-        kwargs = {k: v for k, v in raw.items() if k in _ALERT_FIELDS}
-        kwargs["severity"] = Severity(kwargs["severity"])
-        kwargs["status"] = AlertStatus(kwargs["status"])
-        alerts.append(Alert(**kwargs))
-    return Notification(
-        group_key=data["group_key"],
-        alerts=tuple(alerts),
-        created_at=float(data["created_at"]),
-        is_test=bool(data.get("is_test", False)),
-    )
-
-
 @dataclass(slots=True)
 class _Entry:
     notification: Notification
-    raw: str  # exactly what is in the Redis list (LREM matches by value)
+    raw: str  # the outbox entry, exactly as in Redis (LREM matches by value)
     attempts: int = 0
     unexpected: int = 0
     first_failure: float | None = None  # monotonic
-
-
-def _new_entry(notification: Notification) -> _Entry:
-    raw = json.dumps({"v": 1, "id": uuid.uuid4().hex, "n": encode_notification(notification)}, ensure_ascii=False)
-    return _Entry(notification, raw)
 
 
 @dataclass(slots=True)
@@ -133,16 +90,15 @@ class Dispatcher:
         self,
         notifiers: Sequence[Notifier],
         *,
-        metrics: Metrics | None = None,
+        metrics: NotificationMetrics | None = None,
         redis: redis.asyncio.Redis | None = None,
         key_prefix: str = DEFAULT_OUTBOX_PREFIX,
         policy: DeliveryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._metrics = metrics
-        self._redis = redis
-        self._prefix = key_prefix
         self._policy = policy or DeliveryPolicy()
+        self._outbox = Outbox(redis, key_prefix, timeout=self._policy.persist_timeout)
         self._clock = clock
         self._closing = asyncio.Event()
         self._started = False
@@ -156,13 +112,20 @@ class Dispatcher:
             self._lanes[notifier.name] = _Lane(notifier)
 
     @classmethod
-    def from_services(cls, services: Services, *, policy: DeliveryPolicy | None = None) -> Dispatcher:
-        """The daemon's dispatcher: notifiers of ``services.config.alerting``, outbox in ``services.redis``."""
-        alerting = services.config.alerting
+    def for_alerting(
+        cls,
+        alerting: AlertingConfig,
+        *,
+        redactor: Redactor,
+        redis: redis.asyncio.Redis | None,
+        metrics: NotificationMetrics | None = None,
+        policy: DeliveryPolicy | None = None,
+    ) -> Dispatcher:
+        """The notifiers of the ``alerting`` config section, outbox in ``redis``; reloadable (apply_config)."""
         # One root for every Redis key of alerting (state, outbox, Slack threads): alerting.key_prefix.
-        context = NotifierContext(redactor=services.redactor, redis=services.redis, key_prefix=alerting.key_prefix)
+        context = NotifierContext(redactor=redactor, redis=redis, key_prefix=alerting.key_prefix)
         dispatcher = cls(
-            build_notifiers(alerting, context), metrics=services.metrics, redis=services.redis, policy=policy,
+            build_notifiers(alerting, context), metrics=metrics, redis=redis, policy=policy,
             key_prefix=f"{alerting.key_prefix}outbox:",
         )
         dispatcher._context, dispatcher._alerting = context, alerting
@@ -171,7 +134,7 @@ class Dispatcher:
     async def apply_config(self, alerting: AlertingConfig) -> None:
         """Config reload: rebuild the notifiers only if their config changed (queues are kept by name)."""
         if self._context is None:
-            raise RuntimeError("apply_config needs a Dispatcher made by from_services")
+            raise RuntimeError("apply_config needs a Dispatcher made by for_alerting")
         if self._alerting is not None and _notifier_part(self._alerting) == _notifier_part(alerting):
             return
         self._alerting = alerting
@@ -188,7 +151,7 @@ class Dispatcher:
     def on_result(self, result: object) -> None:
         return None
 
-    def on_config(self, config: Config) -> None:
+    def on_config(self, config: ConfigView) -> None:
         """Reload hook (synchronous by contract): the rebuild runs as a task, one at a time, in order."""
         previous = self._reload_task
 
@@ -212,7 +175,8 @@ class Dispatcher:
 
     async def _start_lane(self, lane: _Lane) -> None:
         present = {entry.raw for entry in lane.queue}  # submitted before start(): already queued
-        restored = [e for e in await self._load(lane.notifier.name) if e.raw not in present]
+        stored = await self._outbox.load(lane.notifier.name)
+        restored = [_Entry(notification, raw) for raw, notification in stored if raw not in present]
         if restored:
             log.info("outbox: %d undelivered notification(s) for %s resumed", len(restored), lane.notifier.name)
         lane.queue.extendleft(reversed(restored))
@@ -237,7 +201,7 @@ class Dispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
         for lane in self._lanes.values():
             lane.task = None
-            await _close_quietly(lane.notifier)
+            await close_quietly(lane.notifier)
 
     async def reconfigure(self, notifiers: Sequence[Notifier]) -> None:
         """Config reload: lanes of notifiers kept by name keep their queue; removed ones stop."""
@@ -248,7 +212,7 @@ class Dispatcher:
                 if gone.task is not None:
                     gone.task.cancel()
                     await asyncio.gather(gone.task, return_exceptions=True)
-                await _close_quietly(gone.notifier)
+                await close_quietly(gone.notifier)
         for name, notifier in new.items():
             lane = self._lanes.get(name)
             if lane is None:
@@ -258,7 +222,7 @@ class Dispatcher:
             elif lane.notifier is not notifier:
                 old, lane.notifier = lane.notifier, notifier
                 lane.permanent_error = None  # the fix may have been this config change
-                await _close_quietly(old)
+                await close_quietly(old)
 
     # ---- the engine's side ------------------------------------------------------------------------
 
@@ -276,8 +240,8 @@ class Dispatcher:
                 )
                 self._count(lane, "failed")
                 continue
-            entry = _new_entry(filtered)
-            await self._persist(name, entry)  # before queueing: the worker's removal must find it
+            entry = _Entry(filtered, new_entry(filtered))
+            await self._outbox.push(name, entry.raw)  # before queueing: the worker's removal must find it
             lane.queue.append(entry)
             lane.idle.clear()
             lane.wake.set()
@@ -320,7 +284,7 @@ class Dispatcher:
                 "error": lane.permanent_error,
                 "last": None if receipt is None else {"action": receipt.action, "channel": receipt.channel},
             }
-        return {"outbox": "redis" if self._redis is not None else "memory", "notifiers": lanes}
+        return {"outbox": "redis" if self._outbox.durable else "memory", "notifiers": lanes}
 
     # ---- the worker -------------------------------------------------------------------------------
 
@@ -411,7 +375,7 @@ class Dispatcher:
     async def _finish(self, lane: _Lane, entry: _Entry, result: str) -> None:
         if lane.queue and lane.queue[0] is entry:
             lane.queue.popleft()
-        await self._unpersist(lane.notifier.name, entry.raw)
+        await self._outbox.remove(lane.notifier.name, entry.raw)
         self._count(lane, result)
         self._update_idle(lane)
 
@@ -434,55 +398,9 @@ class Dispatcher:
         else:
             lane.idle.set()
 
-    # ---- outbox persistence -----------------------------------------------------------------------
-
-    def _key(self, notifier: str) -> str:
-        return f"{self._prefix}{notifier}"
-
-    async def _persist(self, notifier: str, entry: _Entry) -> None:
-        if self._redis is None:
-            return
-        try:
-            await asyncio.wait_for(self._redis.rpush(self._key(notifier), entry.raw), self._policy.persist_timeout)
-        except Exception as exc:
-            log.warning("outbox: Redis write failed (%s); notification kept in memory only", type(exc).__name__)
-
-    async def _unpersist(self, notifier: str, raw: str) -> None:
-        if self._redis is None:
-            return
-        try:
-            await asyncio.wait_for(self._redis.lrem(self._key(notifier), 1, raw), self._policy.persist_timeout)
-        except Exception as exc:
-            log.warning("outbox: Redis remove failed (%s); it may be re-sent after a restart", type(exc).__name__)
-
-    async def _load(self, notifier: str) -> list[_Entry]:
-        if self._redis is None:
-            return []
-        try:
-            raws = await asyncio.wait_for(self._redis.lrange(self._key(notifier), 0, -1), self._policy.persist_timeout)
-        except Exception as exc:
-            log.warning("outbox: Redis read failed (%s); starting with an empty queue", type(exc).__name__)
-            return []
-        entries = []
-        for raw in raws:
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
-            try:
-                entries.append(_Entry(decode_notification(json.loads(text)["n"]), text))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("outbox: dropping an unreadable entry for %s (%s)", notifier, type(exc).__name__)
-                await self._unpersist(notifier, text)
-        return entries
-
 
 def _notifier_part(alerting: AlertingConfig) -> tuple[Any, ...]:
     return tuple(getattr(alerting, key, None) for key in PLUGINS)
-
-
-async def _close_quietly(notifier: Notifier) -> None:
-    try:
-        await notifier.close()
-    except Exception:
-        log.exception("closing notifier %s failed", notifier.name)
 
 
 def _log_delivered(name: str, notification: Notification, receipt: DeliveryReceipt) -> None:
@@ -497,69 +415,3 @@ def _log_delivered(name: str, notification: Notification, receipt: DeliveryRecei
         len(notification.resolved),
         latency,
     )
-
-
-# ---- send-test-alert ------------------------------------------------------------------------------
-
-TEST_ATTEMPTS = 3
-TEST_MAX_WAIT = 10.0
-
-
-def make_test_notification(now: float | None = None) -> Notification:
-    now = time.time() if now is None else now
-    alert = Alert(
-        key="integration-monitor/test",
-        integration="integration-monitor",
-        alert="test",
-        severity=Severity.INFO,
-        status=AlertStatus.FIRING,
-        summary="Test alert: notifications from integration-monitor reach this channel",
-        started_at=now,
-        details={"Sent by": "integration-monitor send-test-alert"},
-    )
-    return Notification(group_key=f"test:{uuid.uuid4().hex[:8]}", alerts=(alert,), created_at=now, is_test=True)
-
-
-async def send_test_alert(
-    config: Config,
-    *,
-    redactor: Redactor | None = None,
-    out: Callable[[str], None] = print,
-) -> int:
-    """Send one test message through every configured notifier; print one result line each.
-
-    Returns the exit code: 0 when every notifier delivered, 1 otherwise. A 429 or 5xx is retried a few
-    times (Retry-After honoured up to 10 s); a configuration error is reported at once.
-    """
-    from integration_kit.redact import Redactor
-
-    redactor = redactor or Redactor(config.secret_values())
-    notifiers = build_notifiers(config.alerting, NotifierContext(redactor=redactor))
-    notification = make_test_notification()
-    failures = 0
-    for notifier in notifiers:
-        try:
-            receipt = await _send_with_retries(notifier, notification)
-        except DeliveryError as exc:
-            failures += 1
-            hint = "" if exc.retryable else " (not retried: check token, channel and scopes)"
-            out(f"{notifier.name}: FAILED — {redactor.text(exc.reason)}{hint}")
-        else:
-            where = f" to channel {receipt.channel}" if receipt.channel else ""
-            ts = f" (ts {receipt.ts})" if receipt.ts else ""
-            out(f"{notifier.name}: ok — {receipt.action}{where}{ts}")
-        finally:
-            await _close_quietly(notifier)
-    return 1 if failures else 0
-
-
-async def _send_with_retries(notifier: Notifier, notification: Notification) -> DeliveryReceipt:
-    for attempt in range(1, TEST_ATTEMPTS + 1):
-        try:
-            return await notifier.send(notification)
-        except DeliveryError as exc:
-            if not exc.retryable or attempt == TEST_ATTEMPTS:
-                raise
-            wait = exc.retry_after if exc.retry_after is not None else float(attempt)
-            await asyncio.sleep(min(wait, TEST_MAX_WAIT))
-    raise AssertionError("unreachable")

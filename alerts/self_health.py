@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from alerts.config import SelfHealthConfig
 from alerts.model import Severity
-from alerts.rules import Condition
-from alerts.rules._common import fmt_seconds
+from alerts.rules.base import Condition
+from alerts.rules.text import fmt_seconds
 
 MONITOR = "_monitor"
 

@@ -1,7 +1,8 @@
 """Persistence of alert state, the notification log, silences and notifier message refs.
 
 In Redis when the daemon has one (hashes under a configurable prefix, default ``im:alerts:``), else in
-memory. Both go through the same JSON encoding, so the memory store exercises the same code path.
+memory. Both go through the same JSON encoding (``alerts/codec.py``), so the memory store exercises the
+same code path.
 
     <prefix>state      hash  alert key → AlertState JSON
     <prefix>groups     hash  group key → GroupLog JSON (the notification log)
@@ -18,70 +19,14 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from alerts.codec import group_from_json, group_to_json, state_from_json, state_to_json
 from alerts.config import DEFAULT_KEY_PREFIX
 from alerts.grouping import GroupLog
-from alerts.model import Alert, AlertStatus, Severity
 from alerts.silences import Silence
 from alerts.state import AlertState
 
 if TYPE_CHECKING:
     import redis.asyncio
-
-
-def alert_to_dict(alert: Alert) -> dict[str, Any]:
-    return {
-        "key": alert.key, "integration": alert.integration, "alert": alert.alert,
-        "severity": str(alert.severity), "status": str(alert.status), "summary": alert.summary,
-        "check": alert.check, "quota": alert.quota, "started_at": alert.started_at,
-        "resolved_at": alert.resolved_at, "details": dict(alert.details),
-        "error_classes": dict(alert.error_classes), "last_request": alert.last_request,
-        "response_excerpt": alert.response_excerpt, "runbook_url": alert.runbook_url,
-        "flapping": alert.flapping, "first_failure_at": alert.first_failure_at,
-    }
-
-
-def alert_from_dict(data: Mapping[str, Any]) -> Alert:
-    return Alert(
-        key=data["key"], integration=data["integration"], alert=data["alert"],
-        severity=Severity(data["severity"]), status=AlertStatus(data["status"]), summary=data["summary"],
-        check=data.get("check"), quota=data.get("quota"), started_at=float(data.get("started_at", 0.0)),
-        resolved_at=data.get("resolved_at"), details=dict(data.get("details", {})),
-        error_classes={k: int(v) for k, v in data.get("error_classes", {}).items()},
-        last_request=data.get("last_request"), response_excerpt=data.get("response_excerpt"),
-        runbook_url=data.get("runbook_url"), flapping=bool(data.get("flapping", False)),
-        first_failure_at=data.get("first_failure_at"),
-    )  # notes are not stored: they are re-read from the notes file when a message is built
-
-
-def state_to_json(state: AlertState) -> str:
-    return json.dumps({
-        "key": state.key, "status": str(state.status), "pending_since": state.pending_since,
-        "firing_since": state.firing_since, "last_true": state.last_true, "resolved_at": state.resolved_at,
-        "transitions": list(state.transitions), "flapping": state.flapping,
-        "alert": alert_to_dict(state.alert) if state.alert is not None else None,
-    })
-
-
-def state_from_json(text: str | bytes) -> AlertState:
-    data = json.loads(text)
-    return AlertState(
-        key=data["key"], status=AlertStatus(data["status"]), pending_since=data.get("pending_since"),
-        firing_since=data.get("firing_since"), last_true=data.get("last_true"),
-        resolved_at=data.get("resolved_at"), transitions=tuple(data.get("transitions", ())),
-        flapping=bool(data.get("flapping", False)),
-        alert=alert_from_dict(data["alert"]) if data.get("alert") else None,
-    )
-
-
-def group_to_json(log: GroupLog) -> str:
-    return json.dumps({"group_key": log.group_key, "created_at": log.created_at, "last_flush": log.last_flush,
-                       "sent": dict(log.sent)})
-
-
-def group_from_json(text: str | bytes) -> GroupLog:
-    data = json.loads(text)
-    return GroupLog(group_key=data["group_key"], created_at=float(data["created_at"]),
-                    last_flush=data.get("last_flush"), sent=dict(data.get("sent", {})))
 
 
 class AlertStore:

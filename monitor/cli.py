@@ -2,38 +2,30 @@
 
 Subcommands are added by registrars, ``Callable[[subparsers], None]``, each calling
 ``subparsers.add_parser(...)`` and ``set_defaults(func=handler)`` where ``handler(args) -> int`` returns
-the exit code. The core commands are registered here; other parts of the monitor plug theirs in by
-providing a module with ``register(subparsers)`` listed in ``EXTENSION_MODULES`` (imported only if
-present), e.g. ``alerts/cli.py`` for ``send-test-alert`` and ``silence``.
+the exit code. The core commands are registered here; the others live in monitor/commands/ (``silence``,
+``send-test-alert``), each module with its ``register(subparsers)`` listed in ``REGISTRARS``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
-from monitor.settings import Config, ConfigError, load_config
+from monitor.commands import send_test_alert, silence
+from monitor.commands.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, load_or_report, run_async
 
 if TYPE_CHECKING:
     from integration_kit.redact import Redactor
     from integration_kit.results import CheckResult
+    from monitor.settings import Config
 
 Registrar = Callable[[Any], None]
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-# Modules with a ``register(subparsers)`` function; skipped when the module does not exist.
-EXTENSION_MODULES: list[str] = ["alerts.cli", "alerts.notify_cli"]
-
-T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,16 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def registrars() -> list[Registrar]:
-    out: list[Registrar] = [register_core]
-    for name in EXTENSION_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but something it imports is missing: a real error
-                raise
-            continue
-        out.append(module.register)
-    return out
+    return list(REGISTRARS)
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,34 +83,6 @@ def register_core(subparsers: Any) -> None:
     demo.add_argument("--seed", type=int, help="seed of the simulated traffic")
     add_logging_arguments(demo)
     demo.set_defaults(func=cmd_demo)
-
-
-# ---- helpers shared by commands --------------------------------------------------------------------
-
-
-def load_or_report(path: str) -> Config | None:
-    """Load a config, or print every problem (path: message) to stderr and return None."""
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(format_problems(exc), file=sys.stderr)
-        return None
-
-
-def format_problems(exc: ConfigError) -> str:
-    lines = [f"{exc.source}: {len(exc.problems)} problem(s)"]
-    lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in exc.problems]
-    return "\n".join(lines)
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (the ``speed`` extra), else on the default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 # ---- run ------------------------------------------------------------------------------------------
@@ -264,6 +219,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     code: int = run_demo(args)
     return code
+
+
+REGISTRARS: list[Registrar] = [register_core, silence.register, send_test_alert.register]
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def webhooks(services: Services) -> Component:
 
 
 def notifiers(services: Services) -> Component:
-    return Dispatcher.from_services(services)
+    return Dispatcher.for_alerting(
+        services.config.alerting, redactor=services.redactor, redis=services.redis, metrics=services.metrics
+    )
 
 
 def alerts(services: Services) -> Component:
@@ -56,8 +58,8 @@ def alerts(services: Services) -> Component:
     quota_service = found.get("quota")
     dispatcher = found.get("notifiers")
     engine = AlertEngine(
-        services,
-        dispatcher if isinstance(dispatcher, Dispatcher) else None,
+        services.config, metrics=services.metrics, redactor=services.redactor, redis=services.redis,
+        sink=dispatcher if isinstance(dispatcher, Dispatcher) else None,
         quota_source=QuotaReadings(quota_service) if isinstance(quota_service, QuotaService) else None,
     )
     webhook_service = found.get("webhooks")

@@ -26,7 +26,6 @@ from alerts.stats import QuotaReading
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult, RequestSummary
-from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 
@@ -102,8 +101,8 @@ def config(prefix: str, *, alerts: dict[str, Any] | None = None, alerting: dict[
 
 
 def engine(cfg: Config, client: redis.asyncio.Redis | None, clock: Clock, sink: Sink, **kw: Any) -> AlertEngine:
-    services = Services(metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client, config=cfg)
-    return AlertEngine(services, sink, clock=clock, autorun=False, **kw)
+    return AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client, sink=sink,
+                       clock=clock, autorun=False, **kw)
 
 
 def probe(eng: AlertEngine, clock: Clock, ok: bool, error: ErrorClass = ErrorClass.HTTP_5XX) -> None:
@@ -125,7 +124,7 @@ async def tick(eng: AlertEngine, clock: Clock, seconds: float = 15.0, ok: bool |
 
 
 def firing_gauge(eng: AlertEngine, alert: str, severity: str) -> float | None:
-    return eng.services.metrics.registry.get_sample_value(
+    return eng.metrics.registry.get_sample_value(
         "integration_alert_firing", {"integration": "acme", "alert": alert, "severity": severity})
 
 
@@ -309,7 +308,7 @@ async def test_one_failure_out_of_two_never_pages(rds: redis.asyncio.Redis, pref
 
 
 def suppressed(eng: AlertEngine) -> float | None:
-    return eng.services.metrics.registry.get_sample_value(
+    return eng.metrics.registry.get_sample_value(
         "integration_notifications_total", {"notifier": "console", "result": "suppressed"})
 
 
@@ -381,7 +380,7 @@ async def test_redis_unreachable_is_an_alert_and_evaluation_goes_on(prefix: str)
         await eng.start()
         for _ in range(10):
             await tick(eng, clock, ok=False)
-        assert eng.services.metrics.registry.get_sample_value("integration_monitor_redis_up") == 0.0
+        assert eng.metrics.registry.get_sample_value("integration_monitor_redis_up") == 0.0
         firing = {a.alert for n in sink.got for a in n.firing}
         assert "probe_down" in firing  # alerts still go out, state kept in memory
         assert "monitor_redis_down" in firing  # after redis_down_for (60 s)
@@ -448,7 +447,7 @@ async def test_notifier_failing_and_scheduler_lag_become_alerts(prefix: str) -> 
     clock, sink = Clock(), Sink()
     cfg = config(prefix, alerting={"self_health": {"notifier_failing_for": "1m", "scheduler_lag": "5s"}})
     eng = engine(cfg, None, clock, sink)
-    metrics = eng.services.metrics
+    metrics = eng.metrics
     await eng.start()
     try:
         metrics.notifications.labels(notifier="slack", result="sent").inc()
@@ -480,8 +479,8 @@ async def test_a_newly_failing_check_wakes_the_evaluation_loop(prefix: str) -> N
     cfg = config(prefix, alerts={"probe_down": {"consecutive_failures": 1}},
                  alerting={"group_wait": "0s"})
     cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"evaluation_interval": 3600.0})})
-    services = Services(metrics=Metrics(), redactor=Redactor(), redis=None, config=cfg)
-    eng = AlertEngine(services, sink)  # the real loop, real clock: next regular evaluation in an hour
+    # The real loop, real clock: next regular evaluation in an hour.
+    eng = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), sink=sink)
     await eng.start()
     try:
         await asyncio.sleep(0)  # the loop's first evaluation

@@ -201,9 +201,8 @@ def test_run_with_a_broken_config_exits_2(tmp_path: Path, capsys: pytest.Capture
     assert "monitor.listen: expected HOST:PORT" in capsys.readouterr().err
 
 
-def test_extension_modules_add_subcommands(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registrars_add_subcommands(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    ext = types.ModuleType("im_test_cli_ext")
 
     def register(subparsers: object) -> None:
         parser = subparsers.add_parser("hello", help="test command")  # type: ignore[attr-defined]
@@ -214,9 +213,7 @@ def test_extension_modules_add_subcommands(monkeypatch: pytest.MonkeyPatch) -> N
 
         parser.set_defaults(func=hello)
 
-    ext.register = register  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "im_test_cli_ext", ext)
-    monkeypatch.setattr(cli, "EXTENSION_MODULES", ["im_test_cli_ext", "im_test_cli_absent_module"])
+    monkeypatch.setattr(cli, "REGISTRARS", [*cli.REGISTRARS, register])
     assert cli.main(["hello", "--name", "ext"]) == 7
     assert calls == ["ext"]
 

@@ -7,7 +7,8 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alerts.delivery import DeliveryPolicy, Dispatcher, decode_notification, encode_notification
+from alerts.codec import notification_from_dict, notification_to_dict
+from alerts.delivery import DeliveryPolicy, Dispatcher
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifier_config import ConsoleConfig
 from alerts.notifiers import ConsoleNotifier, NotifierContext, SlackBotNotifier, SlackWebhookNotifier, build_notifiers
@@ -89,9 +90,9 @@ def test_outbox_encoding_round_trips() -> None:
     notification = Notification(
         group_key="shop", alerts=(make(), make(Severity.WARNING, AlertStatus.RESOLVED)), created_at=5.0
     )
-    data = encode_notification(notification)
+    data = notification_to_dict(notification)
     data["alerts"][0]["field_from_a_newer_version"] = 1
-    assert decode_notification(data) == notification
+    assert notification_from_dict(data) == notification
 
 
 def test_registry_builds_what_is_configured() -> None:
@@ -135,12 +136,10 @@ def test_loopback_http_is_allowed_for_tests() -> None:
     assert config.alerting.slack is not None and config.alerting.slack.min_severity is Severity.WARNING
 
 
-async def test_from_services_and_config_reload(capsys: pytest.CaptureFixture[str]) -> None:
-    from monitor.component import Services
-
+async def test_for_alerting_and_config_reload(capsys: pytest.CaptureFixture[str]) -> None:
     config = parse_config("{}", env={})
-    services = Services(metrics=Metrics(CollectorRegistry()), redactor=Redactor(), redis=None, config=config)
-    dispatcher = Dispatcher.from_services(services, policy=DeliveryPolicy(pace=0))
+    dispatcher = Dispatcher.for_alerting(config.alerting, redactor=Redactor(), redis=None,
+                                         metrics=Metrics(CollectorRegistry()), policy=DeliveryPolicy(pace=0))
     assert dispatcher.notifier_names == ["console"]
     await dispatcher.start()
     try:

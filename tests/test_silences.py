@@ -23,7 +23,6 @@ from alerts.silences import Silence, expire, from_config, new_silence, silenced_
 from alerts.store import AlertStore
 from integration_kit.redact import Redactor
 from monitor.cli import main
-from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import parse_config
 
@@ -146,8 +145,8 @@ async def api(prefix: str) -> AsyncIterator[tuple[TestClient[Any, Any], AlertEng
         "integrations": {"acme": {}},
         "alerting": {"key_prefix": prefix, "api_token": "tok-123456"},
     }), env={})
-    services = Services(metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client, config=cfg)
-    engine = AlertEngine(services, None, clock=lambda: T0, autorun=False)
+    engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client,
+                         clock=lambda: T0, autorun=False)
     await engine.start()
     app = web.Application()
     add_routes(app, engine)

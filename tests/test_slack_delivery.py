@@ -18,11 +18,12 @@ import redis.asyncio
 from fake_slack import TOKEN, FakeSlack, Reply, block_kit_problems
 from prometheus_client import CollectorRegistry
 
-from alerts.delivery import DeliveryPolicy, Dispatcher, send_test_alert
+from alerts.delivery import DeliveryPolicy, Dispatcher
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifier_config import SlackConfig
 from alerts.notifiers import NotifierContext, SlackBotNotifier, SlackWebhookNotifier
 from integration_kit.redact import Redactor
+from monitor.commands.send_test_alert import send_test_alert
 from monitor.metrics import Metrics
 from monitor.settings import parse_config
 
@@ -370,7 +371,7 @@ async def test_send_test_alert_command(fake: FakeSlack, tmp_path: Path) -> None:
     config.write_text(f'alerting: {{slack: {{token: "{TOKEN}", channel: "#alerts", base_url: "{fake.api_url}"}}}}\n')
     script = (
         "import argparse, sys\n"
-        "from alerts.notify_cli import register\n"
+        "from monitor.commands.send_test_alert import register\n"
         "parser = argparse.ArgumentParser(); register(parser.add_subparsers())\n"
         "args = parser.parse_args(sys.argv[1:]); sys.exit(args.func(args))\n"
     )

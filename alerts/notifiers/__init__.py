@@ -34,6 +34,7 @@ __all__ = [
     "SlackBotNotifier",
     "SlackWebhookNotifier",
     "build_notifiers",
+    "close_quietly",
     "for_severity",
 ]
 
@@ -60,3 +61,11 @@ def build_notifiers(alerting: AlertingConfig, context: NotifierContext) -> list[
         log.info("no notifier configured (alerting.slack); alerts go to the console")
         notifiers.append(ConsoleNotifier(ConsoleConfig(), context))
     return notifiers
+
+
+async def close_quietly(notifier: Notifier) -> None:
+    """Close a notifier; a failure is logged, never raised (closing must go on with the others)."""
+    try:
+        await notifier.close()
+    except Exception:
+        log.exception("closing notifier %s failed", notifier.name)

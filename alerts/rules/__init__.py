@@ -1,85 +1,24 @@
-"""Alert rules: one module per rule kind, each a pure function ``evaluate(RuleInput) -> Iterable[Condition]``.
+"""Alert rules: one module per rule kind, each a pure function ``evaluate(RuleInput) -> Iterable[Condition]``
+(``alerts/rules/base.py``).
 
-The registry is the package itself: every module here that defines ``evaluate`` is a rule, named after
-the module (``alerts/rules/webhook_silence.py`` → rule ``webhook_silence``), and its settings are the
-field of the same name in ``AlertRulesConfig`` (``enabled``, ``for``, ``keep_firing_for`` and its own).
-
-A rule reports every alert instance it can judge: ``active=True`` or ``active=False``. An instance it
-cannot judge (too few samples, no data yet — e.g. just after a restart) is left out, and the state
-machine keeps that alert as it is instead of resolving it for lack of data.
+``RULES`` below is the registry and the one list of rule kinds: a rule is named after its module
+(``alerts/rules/webhook_silence.py`` → rule ``webhook_silence``), and its settings are the field of the
+same name in ``AlertRulesConfig`` (``enabled``, ``for``, ``keep_firing_for`` and its own). A new kind is
+a module here, a line in ``RULES`` and a field in ``AlertRulesConfig``.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from alerts.rules import error_rate, latency, probe_down, quota, tls_expiry, webhook_silence
+from alerts.rules.base import Condition, RuleFn, RuleInput, alert_key
 
-from alerts.model import Severity
-
-if TYPE_CHECKING:
-    from alerts.stats import QuotaReading, Stats
-    from monitor.settings import IntegrationConfig
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Condition:
-    """One rule's verdict on one alert instance at one evaluation."""
-
-    integration: str
-    alert: str  # rule name
-    severity: Severity
-    active: bool
-    target: str | None = None  # the check or quota the instance is about
-    check: str | None = None
-    quota: str | None = None
-    summary: str = ""
-    details: Mapping[str, str] = field(default_factory=dict)
-    error_classes: Mapping[str, int] = field(default_factory=dict)
-    for_seconds: float = 0.0
-    keep_firing_for: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return alert_key(self.integration, self.alert, self.target, self.severity)
-
-
-def alert_key(integration: str, alert: str, target: str | None, severity: Severity | str) -> str:
-    """Stable identity of an alert instance across restarts (also the Redis field name)."""
-    return "/".join((integration, alert, target or "-", str(severity)))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RuleInput:
-    integration: str
-    config: IntegrationConfig
-    stats: Stats
-    quotas: Mapping[str, QuotaReading]  # this integration's quotas by name
-    now: float
-    active: frozenset[str]  # keys of alerts now pending or firing (for hysteresis)
-    facts: Mapping[str, float] = field(default_factory=dict)  # fed by other components (set_fact)
-
-    def rule_config(self, name: str) -> Any:
-        return getattr(self.config.alerts, name)
-
-
-RuleFn = Callable[[RuleInput], Iterable[Condition]]
-
-
-def _discover() -> dict[str, RuleFn]:
-    rules: dict[str, RuleFn] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        evaluate = getattr(module, "evaluate", None)
-        if callable(evaluate):
-            rules[info.name] = evaluate
-    return rules
-
-
-RULES: dict[str, RuleFn] = _discover()
+RULES: dict[str, RuleFn] = {
+    "error_rate": error_rate.evaluate,
+    "latency": latency.evaluate,
+    "probe_down": probe_down.evaluate,
+    "quota": quota.evaluate,
+    "tls_expiry": tls_expiry.evaluate,
+    "webhook_silence": webhook_silence.evaluate,
+}
 
 __all__ = ["RULES", "Condition", "RuleFn", "RuleInput", "alert_key"]

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 from alerts.config import ErrorRateRule
 from alerts.model import Severity
-from alerts.rules import Condition, RuleInput
-from alerts.rules._common import classes_text, fmt_ratio, fmt_seconds, last_failure_detail
+from alerts.rules.base import Condition, RuleInput
+from alerts.rules.text import classes_text, fmt_ratio, fmt_seconds, last_failure_detail
 from alerts.stats import CheckStats, WindowCounts
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from alerts.config import LatencyRule
 from alerts.model import Severity
-from alerts.rules import Condition, RuleInput
-from alerts.rules._common import fmt_seconds
+from alerts.rules.base import Condition, RuleInput
+from alerts.rules.text import fmt_seconds
 
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:

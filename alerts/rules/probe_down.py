@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from alerts.config import ProbeDownRule
 from alerts.model import Severity
-from alerts.rules import Condition, RuleInput
-from alerts.rules._common import classes_text, last_failure_detail
+from alerts.rules.base import Condition, RuleInput
+from alerts.rules.text import classes_text, last_failure_detail
 from integration_kit.errors import ErrorClass
 
 

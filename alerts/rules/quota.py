@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 from alerts.config import QuotaRule
 from alerts.model import Severity
-from alerts.rules import Condition, RuleInput, alert_key
-from alerts.rules._common import fmt_ratio, fmt_seconds
+from alerts.rules.base import Condition, RuleInput, alert_key
+from alerts.rules.text import fmt_ratio, fmt_seconds
 from alerts.stats import QuotaReading
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from alerts.config import TlsExpiryRule
 from alerts.model import Severity
-from alerts.rules import Condition, RuleInput
+from alerts.rules.base import Condition, RuleInput
 
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from alerts.config import WebhookSilenceRule
 from alerts.model import Severity
-from alerts.rules import Condition, RuleInput, alert_key
-from alerts.rules._common import fmt_ratio, fmt_seconds
+from alerts.rules.base import Condition, RuleInput, alert_key
+from alerts.rules.text import fmt_ratio, fmt_seconds
 from monitor.webhooks.config import ActiveSchedule, WebhookConfig
 from monitor.webhooks.model import WebhookObservation, from_facts
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from integration_kit.redact import Redactor
+from monitor.commands.common import run_async
 from monitor.demo.traffic import RateLimiterTraffic, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.logs import setup_logging
@@ -176,8 +177,6 @@ def run_demo(args: argparse.Namespace) -> int:
     """The ``demo`` command. Uses ``args.listen``, ``args.log_format``, ``args.log_level`` and, when the
     parser defines them, ``args.vendor_port``, ``args.redis_url``, ``args.seed``; ``REDIS_URL`` from the
     environment when no ``--redis-url`` is given."""
-    from monitor.cli import run_async
-
     demo = Demo(
         listen=getattr(args, "listen", None) or DEFAULT_LISTEN,
         vendor_port=getattr(args, "vendor_port", None) or 0,

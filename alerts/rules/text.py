@@ -1,4 +1,4 @@
-"""Helpers shared by rule modules (not a rule: the leading underscore keeps it out of the registry)."""
+"""Wording shared by the rules: ratios, durations, error-class counts and the last failure, as text."""
 
 from __future__ import annotations
 

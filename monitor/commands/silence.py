@@ -18,12 +18,12 @@ from alerts.rules import RULES
 from alerts.silences import ANY, expire, from_config, new_silence
 from alerts.store import AlertStore
 from integration_kit.durations import parse_duration
-from monitor.settings import Config, ConfigError, load_config
+from monitor.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load_or_report
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+    from monitor.settings import Config
 
 
 def register(subparsers: Any) -> None:
@@ -55,10 +55,8 @@ def register(subparsers: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config | None:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return None
     if config.monitor.redis_url is None:
         print(

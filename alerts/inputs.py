@@ -1,0 +1,83 @@
+"""What alerting reads from the daemon that runs it, as Protocols the daemon's own objects satisfy.
+
+alerts/ never imports the daemon (monitor/): the daemon's config model (``monitor.settings.Config``) and
+its metrics (``monitor.metrics.Metrics``) have these shapes, and monitor/wiring.py hands them to the alert
+engine and the notifier dispatcher. Read-only properties, so any object with such attributes fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from alerts.config import AlertingConfig, AlertRulesConfig
+
+
+class CheckView(Protocol):
+    """A configured check, as the rules read it (a rule may also look for optional fields such as
+    ``expect.max_latency``, which only some kinds of check have)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def interval(self) -> float: ...
+
+
+class IntegrationView(Protocol):
+    """One integration's config: its ``alerts`` rules, its checks, notes file, runbook and webhooks."""
+
+    @property
+    def alerts(self) -> AlertRulesConfig: ...
+
+    @property
+    def checks(self) -> Sequence[CheckView]: ...
+
+    @property
+    def notes(self) -> Path | None: ...
+
+    @property
+    def runbook_url(self) -> str | None: ...
+
+    @property
+    def webhooks(self) -> Any: ...  # the ``webhooks`` section, or None; read by rules/webhook_silence.py
+
+
+class MonitorView(Protocol):
+    @property
+    def evaluation_interval(self) -> float: ...
+
+
+class ConfigView(Protocol):
+    """The daemon's config as alerting reads it (handed again, whole, on every reload)."""
+
+    @property
+    def monitor(self) -> MonitorView: ...
+
+    @property
+    def alerting(self) -> AlertingConfig: ...
+
+    @property
+    def integrations(self) -> Mapping[str, IntegrationView]: ...
+
+
+class NotificationMetrics(Protocol):
+    @property
+    def notifications(self) -> Counter: ...  # labels: notifier, result (sent / failed / suppressed)
+
+
+class AlertMetrics(NotificationMetrics, Protocol):
+    """The metric objects the alert engine writes (and reads back for the monitor's self-health)."""
+
+    @property
+    def alert_firing(self) -> Gauge: ...  # labels: integration, alert, severity
+
+    @property
+    def redis_up(self) -> Gauge: ...
+
+    @property
+    def scheduler_lag(self) -> Histogram: ...

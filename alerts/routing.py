@@ -1,0 +1,81 @@
+"""Which alerts go out, in which group, at one evaluation (pure).
+
+An alert with content is a candidate for its group while it fires or flaps, and once more when it
+resolved after it was sent (``send_resolved``; otherwise the group's log forgets it). It is held back
+while muted (a silence or a maintenance window: ``muted`` says why) or inhibited (a warning while the
+critical of the same alert fires); a held-back alert that resolved after it was sent is forgotten too, so
+no resolve of an alert nobody heard of is sent once the silence ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from alerts.grouping import GroupLog, group_key
+from alerts.model import Alert, AlertStatus, Severity
+from alerts.state import AlertState, Event
+
+TOLD = (Event.FIRED, Event.RESOLVED, Event.FLAPPING)  # the events a notification would have told
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    candidates: dict[str, list[Alert]] = field(default_factory=dict)  # group key → alerts to tell
+    forget: dict[str, set[str]] = field(default_factory=dict)  # group key → alert keys to drop from its log
+    suppressed: list[tuple[str, str]] = field(default_factory=list)  # (alert key, why) of news held back
+
+
+def outgoing(state: AlertState) -> Alert:
+    """The alert as a notification tells it now (firing, or resolved; flapping counts as firing)."""
+    assert state.alert is not None
+    firing = state.status is AlertStatus.FIRING or state.flapping
+    return replace(
+        state.alert,
+        status=AlertStatus.FIRING if firing else AlertStatus.RESOLVED,
+        started_at=state.firing_since or state.alert.started_at,
+        resolved_at=None if firing else state.resolved_at,
+        flapping=state.flapping,
+    )
+
+
+def select(
+    states: Mapping[str, AlertState],
+    groups: Mapping[str, GroupLog],
+    events: Mapping[str, tuple[Event, ...]],
+    *,
+    group_by: Sequence[str],
+    send_resolved: bool,
+    muted: Callable[[Alert], str | None],
+) -> Selection:
+    critical_firing = {
+        k.rsplit("/", 1)[0] for k, s in states.items()
+        if s.status is AlertStatus.FIRING and s.alert is not None and s.alert.severity is Severity.CRITICAL
+    }
+    out = Selection()
+    for key, state in states.items():
+        if state.alert is None:
+            continue
+        alert = outgoing(state)
+        gkey = group_key(alert, group_by)
+        log_entry = groups.get(gkey)
+        was_sent = log_entry is not None and key in log_entry.sent
+        why_muted = muted(alert)
+        inhibited = (
+            state.status is AlertStatus.FIRING and alert.severity is not Severity.CRITICAL
+            and key.rsplit("/", 1)[0] in critical_firing
+        )
+        if why_muted is not None or inhibited:
+            if any(e in TOLD for e in events.get(key, ())):
+                out.suppressed.append((key, why_muted or "inhibited by critical"))
+            if why_muted is not None and was_sent and not state.active:
+                out.forget.setdefault(gkey, set()).add(key)
+            continue
+        if state.flapping or state.status is AlertStatus.FIRING:
+            out.candidates.setdefault(gkey, []).append(alert)
+        elif was_sent:
+            if send_resolved:
+                out.candidates.setdefault(gkey, []).append(alert)
+            else:
+                out.forget.setdefault(gkey, set()).add(key)
+    return out

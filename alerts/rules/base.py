@@ -1,0 +1,63 @@
+"""What every rule shares: its input (``RuleInput``), its verdict (``Condition``) and alert identity.
+
+A rule is a pure function ``evaluate(RuleInput) -> Iterable[Condition]`` (``RuleFn``). It reports every
+alert instance it can judge: ``active=True`` or ``active=False``. An instance it cannot judge (too few
+samples, no data yet — e.g. just after a restart) is left out, and the state machine keeps that alert as
+it is instead of resolving it for lack of data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from alerts.model import Severity
+
+if TYPE_CHECKING:
+    from alerts.inputs import IntegrationView
+    from alerts.stats import QuotaReading, Stats
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    """One rule's verdict on one alert instance at one evaluation."""
+
+    integration: str
+    alert: str  # rule name
+    severity: Severity
+    active: bool
+    target: str | None = None  # the check or quota the instance is about
+    check: str | None = None
+    quota: str | None = None
+    summary: str = ""
+    details: Mapping[str, str] = field(default_factory=dict)
+    error_classes: Mapping[str, int] = field(default_factory=dict)
+    for_seconds: float = 0.0
+    keep_firing_for: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.integration, self.alert, self.target, self.severity)
+
+
+def alert_key(integration: str, alert: str, target: str | None, severity: Severity | str) -> str:
+    """Stable identity of an alert instance across restarts (also the Redis field name)."""
+    return "/".join((integration, alert, target or "-", str(severity)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleInput:
+    integration: str
+    config: IntegrationView
+    stats: Stats
+    quotas: Mapping[str, QuotaReading]  # this integration's quotas by name
+    now: float
+    active: frozenset[str]  # keys of alerts now pending or firing (for hysteresis)
+    facts: Mapping[str, float] = field(default_factory=dict)  # fed by other components (set_fact)
+
+    def rule_config(self, name: str) -> Any:
+        return getattr(self.config.alerts, name)
+
+
+RuleFn = Callable[[RuleInput], Iterable[Condition]]

@@ -1,0 +1,131 @@
+"""The engine's memory — alert states and the notification log — kept in step with the AlertStore.
+
+Loaded once at start (retried on every evaluation until it worked; what this process learnt meanwhile
+wins over what was stored), the stored silences re-read on every evaluation, and only what changed
+written back. Redis trouble never stops an evaluation: every round trip is bounded by ``STORE_TIMEOUT``,
+changes stay dirty until a write succeeds, and the outcome of the last round (``redis_up``, with the
+redacted error) feeds ``integration_monitor_redis_up`` and the monitor's self-health alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from alerts.grouping import GroupLog
+from alerts.silence_book import SilenceBook
+from alerts.state import AlertState
+from alerts.store import AlertStore
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
+    from integration_kit.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+# redis-py retries a refused connection ten times with backoff: bound each store round so a dead Redis
+# slows an evaluation by at most this much (and only once per evaluation: see persist).
+STORE_TIMEOUT = 3.0
+
+
+class StoreSync:
+    def __init__(self, store: AlertStore, silences: SilenceBook, *, redis_up: Gauge, redactor: Redactor) -> None:
+        self.store = store
+        self.silences = silences
+        self.states: dict[str, AlertState] = {}
+        self.groups: dict[str, GroupLog] = {}
+        self.redis_up: bool | None = None  # None: not tried yet, or no Redis (memory store)
+        self.redis_error = ""  # redacted
+        self._redis_up_gauge = redis_up
+        self._redactor = redactor
+        self._dirty_states: set[str] = set()
+        self._dirty_groups: set[str] = set()
+        self._loaded = False
+
+    # -- changes (written back by persist) ---------------------------------------------------------
+    def put_state(self, key: str, state: AlertState) -> None:
+        self.states[key] = state
+        self._dirty_states.add(key)
+
+    def drop_state(self, key: str) -> None:
+        del self.states[key]
+        self._dirty_states.add(key)
+
+    def put_group(self, key: str, log_entry: GroupLog | None) -> None:
+        """Set a group's notification log; None forgets the group."""
+        if log_entry is None:
+            self.groups.pop(key, None)
+        else:
+            self.groups[key] = log_entry
+        self._dirty_groups.add(key)
+
+    # -- rounds with the store ----------------------------------------------------------------------
+    def _redis_result(self, error: BaseException | None) -> None:
+        if not self.store.durable:
+            return
+        self.redis_up = error is None
+        detail = "" if error is None else f"{type(error).__name__}: {error}"
+        self.redis_error = self._redactor.text(detail)
+        self._redis_up_gauge.set(1 if error is None else 0)
+
+    async def load(self) -> None:
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                states = await self.store.load_states()
+                groups = await self.store.load_groups()
+                silences = await self.store.load_silences()
+        except Exception as exc:
+            self._redis_result(exc)
+            log.warning("alert state not loaded (%s); retrying on the next evaluation", self.redis_error or exc)
+            return
+        self._redis_result(None)
+        # What this process learnt before the load succeeded wins over what was stored.
+        self.states = {**states, **self.states}
+        self.groups = {**groups, **self.groups}
+        self.silences.stored = silences
+        self._loaded = True
+        log.info("alert state loaded: %d alerts, %d groups, %d silences (%s)", len(states), len(groups),
+                 len(silences), "redis" if self.store.durable else "memory")
+
+    async def sync(self, now: float) -> None:
+        """Before an evaluation: load if not loaded yet, else check Redis and re-read the silences."""
+        if not self._loaded:
+            await self.load()
+            if not self._loaded:
+                return
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                await self.store.ping()
+                silences = await self.store.load_silences()
+        except Exception as exc:
+            self._redis_result(exc)
+            return
+        self._redis_result(None)
+        old = self.silences.keep_fresh(silences, now)
+        if old:
+            try:
+                async with asyncio.timeout(STORE_TIMEOUT):
+                    await self.store.delete_silences(old)
+            except Exception as exc:
+                self._redis_result(exc)
+
+    async def persist(self, *, even_if_down: bool = False) -> None:
+        """Write what changed since the last successful write."""
+        if not self._dirty_states and not self._dirty_groups:
+            return
+        if self.redis_up is False and not even_if_down:
+            return  # Redis failed this evaluation already; the changes stay dirty for the next one
+        states = {k: self.states[k] for k in self._dirty_states if k in self.states}
+        groups = {k: self.groups[k] for k in self._dirty_groups if k in self.groups}
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                await self.store.save_states(states, [k for k in self._dirty_states if k not in self.states])
+                await self.store.save_groups(groups, [k for k in self._dirty_groups if k not in self.groups])
+        except Exception as exc:
+            self._redis_result(exc)
+            log.warning("alert state not saved (%s); retrying on the next evaluation", self.redis_error)
+            return
+        self._dirty_states.clear()
+        self._dirty_groups.clear()
