@@ -17,9 +17,9 @@ from checks.http_attempt import EXCERPT_BYTES, HttpRun
 from checks.http_config import Expectation, HttpCheckConfig
 from checks.json_assertions import JsonAssertion, JsonType
 from checks.timing import ssl_context, trace_config
+from integration_kit.ratelimit_headers import rate_limit_fields
 from integration_kit.results import CheckResult
 from integration_kit.retry import run_with_retries
-from monitor.quota.headers import parse_rate_limit_headers
 
 __all__ = ["EXCERPT_BYTES", "Expectation", "HttpCheckConfig", "JsonAssertion", "JsonType", "make_session", "probe"]
 
@@ -67,7 +67,6 @@ async def probe(check: HttpCheckConfig, ctx: ProbeContext) -> CheckResult:
             await session.close()
     ok = outcome.error_class is None
     redactor = ctx.redactor
-    quota = () if run.headers is None else tuple(parse_rate_limit_headers(run.headers, now=time.time()))
     return CheckResult(
         integration=ctx.integration,
         check=check.name,
@@ -89,6 +88,8 @@ async def probe(check: HttpCheckConfig, ctx: ProbeContext) -> CheckResult:
             if ok or outcome.excerpt is None
             else redactor.text(outcome.excerpt.decode("utf-8", errors="replace"))[:EXCERPT_BYTES]
         ),
-        quota=quota,
+        # Not redacted: these values are never shown, only parsed (and masking a short secret that
+        # happens to equal a number, "5000" say, would lose the quota).
+        rate_limit_headers=() if run.headers is None else rate_limit_fields(run.headers),
         body_bytes=outcome.body_bytes,
     )

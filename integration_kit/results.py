@@ -1,4 +1,4 @@
-"""What a probe saw: the result of one check run, the request behind it, and quota readings.
+"""What a probe saw: the result of one check run and the request behind it; and quota readings.
 
 Plain frozen dataclasses, so alert rules, the metrics recorder and integration services share them
 without sharing anything else.
@@ -44,7 +44,9 @@ class CheckResult:
     tls_expiry: float | None = None  # epoch seconds of the earliest certificate expiry seen
     request: RequestSummary | None = None  # kept for failures (redacted)
     response_excerpt: str | None = None  # bounded, redacted
-    quota: tuple[QuotaObservation, ...] = ()  # parsed from rate-limit response headers
+    # The final response's rate-limit fields as (lower-cased name, value), bounded: what the probe saw, for
+    # the quota side to parse (integration_kit.ratelimit_headers: rate_limit_fields, observed_quota).
+    rate_limit_headers: tuple[tuple[str, str], ...] = ()
     body_bytes: int | None = None  # response body bytes read by the final attempt (reading stops at the cap)
 
     @property

@@ -13,9 +13,7 @@ header parser (``integration_kit.ratelimit_headers``) and the Slack notifier all
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
+from integration_kit.header_values import first_number, seconds_until
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,11 +52,6 @@ class AttemptOutcome(Protocol):
 
 OutcomeT = TypeVar("OutcomeT", bound=AttemptOutcome)
 
-_EPOCH_S = 1e9  # a Retry-After number above this is an epoch in seconds (no one asks to wait 31 years)
-_EPOCH_MS = 1e12  # … and above this an epoch in milliseconds
-_MAX_NUMBER = 1e15  # larger numbers are garbage
-_FIRST_ITEM = re.compile(r"[,;]")
-
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` value; None when absent or not understood.
@@ -77,18 +71,9 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if not value:
         return None
     text = value.strip()
-    try:
-        number = float(_FIRST_ITEM.split(text, maxsplit=1)[0])
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(number) or abs(number) > _MAX_NUMBER:
-            return None
-        if number > _EPOCH_MS:
-            return max(0.0, number / 1000.0 - now)
-        if number > _EPOCH_S:
-            return max(0.0, number - now)
-        return max(0.0, number)
+    number = first_number(text)
+    if number is not None:
+        return seconds_until(number, now=now)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

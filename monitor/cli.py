@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from integration_kit.ratelimit_headers import observed_quota
 from monitor import __version__
 from monitor.commands import send_test_alert, silence
 from monitor.commands.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, load_or_report, run_async
@@ -193,7 +194,7 @@ def format_result(result: CheckResult, redactor: Redactor) -> str:
         days = (result.tls_expiry - time.time()) / 86400
         when = datetime.fromtimestamp(result.tls_expiry, UTC).strftime("%Y-%m-%d %H:%M UTC")
         row("tls expiry", f"{when} (in {days:.0f} days)")
-    for obs in result.quota:
+    for obs in observed_quota(result):
         used = "?" if obs.used is None else f"{obs.used:g}"
         limit = "?" if obs.limit is None else f"{obs.limit:g}"
         ratio = f" ({obs.ratio:.0%})" if obs.ratio is not None else ""

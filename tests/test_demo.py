@@ -33,10 +33,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from integration_kit.errors import ErrorClass
+from integration_kit.ratelimit_headers import parse_rate_limit_headers
 from monitor.demo import Demo
 from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
-from monitor.quota.headers import parse_rate_limit_headers
 from monitor.quota.service import QuotaService
 from monitor.settings import load_config
 from monitor.webhooks.dedupe import stats_key

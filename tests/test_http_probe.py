@@ -18,8 +18,9 @@ import checks.http
 from checks.base import ProbeContext
 from checks.http import HttpCheckConfig, make_session, probe
 from integration_kit.errors import ErrorClass
+from integration_kit.ratelimit_headers import observed_quota
 from integration_kit.redact import Redactor
-from integration_kit.results import CheckResult, QuotaObservation
+from integration_kit.results import CheckResult
 
 E = ErrorClass
 
@@ -437,22 +438,16 @@ async def test_secret_straddling_the_excerpt_cut_is_not_half_shown(target: Targe
     assert canary[:10] not in result.response_excerpt
 
 
-async def test_rate_limit_headers_of_the_final_response_become_quota(
-    target: Target, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[dict[str, str]] = []
-    observation = QuotaObservation(policy="core", used=10, limit=5000)
-
-    def fake_parser(headers: Any, *, now: float) -> list[QuotaObservation]:
-        seen.append(dict(headers))
-        return [observation]
-
-    monkeypatch.setattr(checks.http, "parse_rate_limit_headers", fake_parser)
+async def test_rate_limit_headers_of_the_final_response_become_quota(target: Target) -> None:
+    # The probe keeps what it saw (the final response's rate-limit fields, nothing else); the quota side
+    # parses them.
     url = target.route(
         "/limits",
         Reply(status=503, headers={"X-RateLimit-Remaining": "4991"}),
-        Reply(json=DOC, headers={"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4990"}),
+        Reply(json=DOC, headers={"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4990", "X-Request-Id": "r1"}),
     )
     result = await run(make_check(url, retry=RETRY))
-    assert result.ok and result.quota == (observation,)
-    assert len(seen) == 1 and seen[0]["X-RateLimit-Remaining"] == "4990"
+    assert result.ok
+    assert result.rate_limit_headers == (("x-ratelimit-limit", "5000"), ("x-ratelimit-remaining", "4990"))
+    [observation] = observed_quota(result)
+    assert (observation.policy, observation.used, observation.limit) == ("default", 10, 5000)

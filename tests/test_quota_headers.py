@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
-from monitor.quota.headers import parse_rate_limit_headers
+import integration_kit.ratelimit_headers
+from integration_kit.ratelimit_headers import MAX_FIELDS, MAX_VALUE_CHARS, parse_rate_limit_headers, rate_limit_fields
 
 NOW = 1_795_000_000.0  # a fixed "now" in late 2026
 
@@ -197,3 +198,38 @@ def test_arbitrary_headers_never_raise(pairs, now):
                 assert value is None or isinstance(value, float)
             if obs.reset_seconds is not None and math.isfinite(now):
                 assert obs.reset_seconds >= 0
+
+
+# ---- what a probe keeps: the fields the parser reads, bounded ------------------------------------------
+
+
+@pytest.mark.parametrize(("headers", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_the_kept_fields_parse_like_the_whole_response(headers, expected):
+    kept = rate_limit_fields({**headers, "Set-Cookie": "session=abc", "Content-Type": "application/json"})
+    assert all(name not in ("set-cookie", "content-type") for name, _ in kept)
+    assert parse_rate_limit_headers(kept, now=NOW) == parse_rate_limit_headers(headers, now=NOW)
+
+
+def test_kept_fields_are_bounded():
+    raw = CIMultiDict([("Retry-After", str(i)) for i in range(100)])
+    raw.add("X-RateLimit-Resource", "x" * (MAX_VALUE_CHARS + 1))  # too long to keep whole: left out
+    kept = rate_limit_fields(CIMultiDictProxy(raw))
+    assert len(kept) == MAX_FIELDS and kept[0] == ("retry-after", "0")
+    assert all(len(value) <= MAX_VALUE_CHARS for _, value in kept)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(header_names, header_values), max_size=8))
+def test_kept_fields_of_any_headers_parse_the_same(pairs):
+    headers = CIMultiDictProxy(CIMultiDict(pairs))
+    assert parse_rate_limit_headers(rate_limit_fields(headers), now=NOW) == parse_rate_limit_headers(headers, now=NOW)
+
+
+def test_without_http_sfv_the_structured_fields_are_skipped(monkeypatch):
+    # Integration services may not have http-sfv: the other forms are still read.
+    monkeypatch.setattr(integration_kit.ratelimit_headers, "_sfv", lambda: None)
+    headers = {"RateLimit-Policy": '"burst";q=100;w=60', "RateLimit": '"burst";r=50;t=30',
+               "X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "7", "Retry-After": "3"}
+    assert table(parse_rate_limit_headers(headers, now=NOW)) == {
+        "default": (53, 60, None, None), "retry-after": (None, None, 3, None)
+    }

@@ -45,11 +45,30 @@ def sample(metrics: Metrics, name: str, quota: str, source: str = "headers", int
 
 
 def result(*observations: QuotaObservation, status: int | None = 200, check: str = "rate") -> CheckResult:
-    now = time.time()
+    """A probe result whose response announced ``observations`` (as of their ``observed_at``)."""
+    end = observations[0].observed_at if observations else time.time()
     return CheckResult(
         integration="github", check=check, kind="http", ok=status == 200, error_class=None, detail="",
-        started_at=now, duration=0.01, total_duration=0.01, status_code=status, quota=observations,
+        started_at=end - 0.01, duration=0.01, total_duration=0.01, status_code=status,
+        rate_limit_headers=announcing(*observations),
     )
+
+
+def announcing(*observations: QuotaObservation) -> tuple[tuple[str, str], ...]:
+    """The rate-limit fields of a response that announces ``observations``: IETF ``RateLimit-Policy`` +
+    ``RateLimit`` (one named policy each; the parser reads ``default`` as the unnamed one), ``Retry-After``."""
+    fields, policies, states = [], [], []
+    for o in observations:
+        if o.policy == "retry-after":
+            fields.append(("retry-after", f"{o.reset_seconds:g}"))
+            continue
+        assert o.used is not None and o.limit is not None, o  # what these tests announce
+        policies.append(f'"{o.policy}";q={o.limit:g}')
+        reset = "" if o.reset_seconds is None else f";t={o.reset_seconds:g}"
+        states.append(f'"{o.policy}";r={o.limit - o.used:g}{reset}')
+    if policies:
+        fields += [("ratelimit-policy", ", ".join(policies)), ("ratelimit", ", ".join(states))]
+    return tuple(fields)
 
 
 def obs(policy: str, used: float | None, limit: float | None, reset: float | None = None, at: float = 0.0):

@@ -35,10 +35,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from integration_kit.ratelimit_headers import DEFAULT, observed_quota
 from monitor.metrics import remove_series
 from monitor.quota.burn import BurnTracker
 from monitor.quota.config import HeadersQuotaConfig, RedisQuotaConfig
-from monitor.quota.headers import DEFAULT
 from monitor.quota.reader import QuotaReading, read_redis_quota
 
 if TYPE_CHECKING:
@@ -141,8 +141,9 @@ class QuotaService:
             quotas = self._headers.get((result.integration, result.check))
             if not quotas or result.status_code is None:  # no response: nothing new was said
                 return
+            observations = tuple(observed_quota(result))
             for quota in quotas:
-                self._apply_headers(result.integration, quota, result.quota)
+                self._apply_headers(result.integration, quota, observations)
             self._evaluate_backoff(result.integration)
         except Exception:  # on_result must not raise: a quota bug cannot stop the probes' bookkeeping
             log.exception("quota: could not record the headers of %s/%s", result.integration, result.check)

@@ -8,46 +8,74 @@ same policy name, the first reader below wins (the current IETF draft before old
 headers).
 
 Numbers are parsed as floats everywhere. A reset value above 1e12 is an epoch in milliseconds, above
-1e9 an epoch in seconds, otherwise a delay in seconds. Unknown or malformed headers are ignored (debug
-log); the parser never raises: it runs on every probe response.
+1e9 an epoch in seconds, otherwise a delay in seconds (``integration_kit.header_values``);
+``Retry-After`` is read by ``integration_kit.retry.parse_retry_after``. Unknown or malformed headers
+are ignored (debug log); the parser never raises: it runs on every probe response.
+
+A probe keeps only the fields this parser reads (``rate_limit_fields``, bounded) in its result, and
+the monitor's quota side parses them (``observed_quota``): what a probe saw, parsed where quotas live.
+
+The structured fields of the IETF drafts are parsed with http-sfv, imported only when such a field is
+read: this module imports without it (integration services have only aiohttp and redis). Without
+http-sfv those fields (``RateLimit``, ``RateLimit-Policy``) are skipped and every other form is read.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import http_sfv
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from integration_kit.results import QuotaObservation
+from integration_kit.header_values import first_number, seconds_until
+from integration_kit.results import CheckResult, QuotaObservation
 from integration_kit.retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import http_sfv
 
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"
-_EPOCH_S = 1e9
-_EPOCH_MS = 1e12
-_MAX_VALUE = 1e15  # larger numbers are garbage, not quotas
 
+# Every field a reader below reads, lower-cased: what a probe keeps of a response (``rate_limit_fields``).
+FIELD_NAMES = frozenset(
+    {
+        "ratelimit", "ratelimit-policy", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset",
+        *(p + s for p in ("x-ratelimit-", "x-rate-limit-")
+          for s in ("limit", "remaining", "used", "reset", "reset-after", "resource")),
+        "x-rate-limit",
+        "x-shopify-shop-api-call-limit",
+        "sforce-limit-info",
+        *(f"x-hubspot-ratelimit-{s}" for s in ("daily", "daily-remaining", "secondly", "secondly-remaining", "max",
+                                               "remaining", "interval-milliseconds")),
+        "retry-after",
+    }
+)
+# A result keeps at most this many field lines, and no value longer than this (a value cut short would be
+# misread, so a longer one is left out; real rate-limit values are a few dozen characters).
+MAX_FIELDS = 40
+MAX_VALUE_CHARS = 1024
+
+RawHeaders = Mapping[str, str] | Iterable[tuple[str, str]]
 Headers = dict[str, list[str]]  # lower-cased name → every value, in order
 
 
-def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> list[QuotaObservation]:
+def parse_rate_limit_headers(headers: RawHeaders, *, now: float) -> list[QuotaObservation]:
     """Every rate-limit policy announced by ``headers``; ``[]`` when none. Never raises.
 
-    ``headers`` may be a plain mapping or a case-insensitive multidict with repeated fields (aiohttp's
-    ``CIMultiDictProxy``: every value of a repeated field is read through ``getall``).
+    ``headers`` may be a plain mapping, a multidict with repeated fields (aiohttp's
+    ``CIMultiDictProxy``: every value of a repeated field is read through ``getall``) or
+    ``(name, value)`` pairs (a ``CheckResult``'s ``rate_limit_headers``).
     """
     try:
-        # Most responses carry no rate-limit header at all: every reader's field name has "limit" in it,
-        # or is Retry-After, so one pass over the names skips the readers (this runs on every probe).
-        if not any("limit" in (low := str(k).lower()) or low == "retry-after" for k in headers):
-            return []
         fields = _collect(headers)
+        if not fields:  # most responses carry no rate-limit field at all
+            return []
         seen: dict[str, QuotaObservation] = {}
         for reader in _READERS:
             try:
@@ -63,52 +91,57 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> list[
         return []
 
 
-def _collect(headers: Mapping[str, str]) -> Headers:
+def rate_limit_fields(headers: RawHeaders) -> tuple[tuple[str, str], ...]:
+    """The fields of ``headers`` this parser reads, as ``(lower-cased name, value)`` pairs in order,
+    bounded (``MAX_FIELDS``, ``MAX_VALUE_CHARS``). Parsing them gives what parsing ``headers`` gives.
+    Never raises."""
+    try:
+        kept = [(name, value) for name, values in _collect(headers).items() for value in values]
+    except Exception:
+        log.debug("rate-limit headers not understood", exc_info=True)
+        return ()
+    return tuple((name, value) for name, value in kept if len(value) <= MAX_VALUE_CHARS)[:MAX_FIELDS]
+
+
+def observed_quota(result: CheckResult) -> list[QuotaObservation]:
+    """The quota policies a probe result's rate-limit headers announce, as of the end of its run."""
+    return parse_rate_limit_headers(result.rate_limit_headers, now=result.started_at + result.total_duration)
+
+
+def _collect(headers: RawHeaders) -> Headers:
+    """The fields the readers read, by lower-cased name."""
     out: Headers = {}
-    getall: Callable[[str], Any] | None = getattr(headers, "getall", None)
-    if callable(getall):
-        # A multidict: getall gives every value of a repeated field. A case-insensitive one (aiohttp's
-        # CIMultiDictProxy) answers all spellings at once, so ask once per lower-cased name.
-        fold = isinstance(headers, CIMultiDict | CIMultiDictProxy)
-        for name in dict.fromkeys(str(k).lower() if fold else str(k) for k in headers):
-            out.setdefault(name.lower(), []).extend(str(v) for v in getall(name))
-        return out
-    for name, value in headers.items():
-        out.setdefault(str(name).lower(), []).append(str(value))
+    pairs: Iterable[tuple[Any, Any]]
+    if isinstance(headers, Mapping):
+        getall: Callable[[str], Any] | None = getattr(headers, "getall", None)
+        if callable(getall):
+            # A multidict: getall gives every value of a repeated field. A case-insensitive one (aiohttp's
+            # CIMultiDictProxy) answers all spellings at once, so ask once per lower-cased name.
+            fold = isinstance(headers, CIMultiDict | CIMultiDictProxy)
+            for name in dict.fromkeys(str(k).lower() if fold else str(k) for k in headers):
+                if (low := name.lower()) in FIELD_NAMES:
+                    out.setdefault(low, []).extend(str(v) for v in getall(name))
+            return out
+        pairs = headers.items()
+    else:
+        pairs = headers
+    for name, value in pairs:
+        if (low := str(name).lower()) in FIELD_NAMES:
+            out.setdefault(low, []).append(str(value))
     return out
 
 
 # ---- number helpers -----------------------------------------------------------------------------
 
 
-def _number(text: str | None) -> float | None:
-    """First number of a header value ("60", "60, 60" from a repeated header, "2.0"); None if garbage."""
-    if text is None:
-        return None
-    head = re.split(r"[,;]", text, maxsplit=1)[0].strip()
-    try:
-        value = float(head)
-    except ValueError:
-        return None
-    if not math.isfinite(value) or abs(value) > _MAX_VALUE:
-        return None
-    return value
-
-
 def _first(fields: Headers, name: str) -> float | None:
     values = fields.get(name)
-    return _number(values[0]) if values else None
+    return first_number(values[0]) if values else None
 
 
 def _reset_delay(value: float | None, now: float) -> float | None:
     """Seconds until a reset given as an epoch (s or ms) or already as a delay."""
-    if value is None or value < 0:
-        return None
-    if value > _EPOCH_MS:
-        value = value / 1000.0 - now
-    elif value > _EPOCH_S:
-        value = value - now
-    return max(0.0, value)
+    return None if value is None or value < 0 else seconds_until(value, now=now)
 
 
 def _obs(
@@ -137,14 +170,26 @@ def _policy_name(raw: str) -> str:
 # ---- readers, in priority order -------------------------------------------------------------------
 
 
+@functools.cache
+def _sfv() -> ModuleType | None:
+    """http-sfv, or None where it is not installed (see the module docstring)."""
+    try:
+        import http_sfv
+    except ImportError:
+        log.debug("http-sfv is not installed: structured rate-limit fields are not read")
+        return None
+    return http_sfv
+
+
 def _sf_list(fields: Headers, name: str) -> list[http_sfv.Item] | None:
     """A structured-field list; a repeated field is one list (RFC 9110 §5.3 combination)."""
     values = fields.get(name)
-    if not values:
+    sfv = _sfv()
+    if not values or sfv is None:
         return None
-    parsed = http_sfv.List()
+    parsed = sfv.List()
     parsed.parse(", ".join(values).encode("latin-1", errors="replace"))
-    return [item for item in parsed if isinstance(item, http_sfv.Item)]
+    return [item for item in parsed if isinstance(item, sfv.Item)]
 
 
 def _ietf_current(fields: Headers, now: float) -> list[QuotaObservation]:
@@ -176,7 +221,10 @@ def _param(item: http_sfv.Item, key: str) -> float | None:
 
 
 def _draft07_dictionary(values: list[str]) -> dict[str, float] | None:
-    parsed = http_sfv.Dictionary()
+    sfv = _sfv()
+    if sfv is None:
+        return None
+    parsed = sfv.Dictionary()
     try:
         parsed.parse(", ".join(values).encode("latin-1", errors="replace"))
     except ValueError:
@@ -184,7 +232,7 @@ def _draft07_dictionary(values: list[str]) -> dict[str, float] | None:
     out = {}
     for key in ("limit", "remaining", "reset"):
         member = parsed.get(key)
-        if isinstance(member, http_sfv.Item) and isinstance(member.value, int | float) and not isinstance(
+        if isinstance(member, sfv.Item) and isinstance(member.value, int | float) and not isinstance(
             member.value, bool
         ):
             out[key] = float(member.value)
