@@ -39,13 +39,13 @@ from apscheduler.events import (
     JobEvent,
     JobSubmissionEvent,
 )
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from checks import run_probe as default_run_probe
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
+from monitor.batching_scheduler import BatchingScheduler
 from monitor.metrics import remove_series
 
 if TYPE_CHECKING:
@@ -61,7 +61,6 @@ ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
 
 FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
 FIRST_RUN_RATE = 200.0  # first runs per second for large configs
-WAKEUP_SLACK = 0.02  # seconds; see _BatchingScheduler
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
 # APScheduler logs a WARNING for every run it skips (the check's previous run still waiting for a
@@ -70,22 +69,6 @@ DEADLINE_OVERRUN = 5.0
 # quietened, the skips are counted from APScheduler's events and summarised once a minute.
 _PER_RUN_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors.default")
 SKIPPED_SUMMARY_EVERY = 60.0  # seconds
-
-
-class _BatchingScheduler(AsyncIOScheduler):
-    """AsyncIOScheduler that wakes up ``WAKEUP_SLACK`` after the next due run instead of exactly at it.
-
-    Stock behaviour costs one wake-up (a scan of the job store and a timer reset) per run, plus
-    wake-ups that come a hair early (timer granularity) and find nothing due. With the slack one pass
-    submits every run due within it: at 500 runs/s this halves APScheduler's CPU per run (measured
-    ~210 → ~110 µs), for at most ``WAKEUP_SLACK`` of extra lag. ``_start_timer`` is APScheduler 3.x's
-    hook for arming the wake-up (the package is pinned <4). A wider window also lets the probes of one
-    wake-up share event-loop iterations: 20 ms took a paced 200 probes/s from ~1.15 to ~1.0 ms of CPU
-    per probe (bench/probe_cpu.py), below the bare aiohttp loop, at ≤ 20 ms of lag (p99 target 100 ms).
-    """
-
-    def _start_timer(self, wait_seconds: float | None) -> None:
-        super()._start_timer(None if wait_seconds is None else wait_seconds + WAKEUP_SLACK)
 
 
 @dataclass(slots=True)
@@ -127,7 +110,7 @@ class Scheduler:
         self.run_probe = run_probe
         self.on_removed = on_removed
         self.session: aiohttp.ClientSession | None = None  # handed to probes; set by the app before start
-        self._aps = _BatchingScheduler(timezone=UTC)
+        self._aps = BatchingScheduler(timezone=UTC)
         self._aps.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._aps.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._skipped = {EVENT_JOB_MAX_INSTANCES: 0, EVENT_JOB_MISSED: 0}

@@ -23,9 +23,9 @@ import redis.asyncio
 from needs import missing
 from webhook_fixtures import SHARED_REDIS
 
-from monitor.quota.config import RedisQuotaConfig
 from monitor.quota.formats import REDIS_RATE_EPOCH, KeyReading, reader_for
 from monitor.quota.reader import QuotaReading, read_redis_quota
+from monitor.settings.quota import RedisQuotaConfig
 
 
 @pytest.fixture

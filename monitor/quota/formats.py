@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
-from monitor.quota.config import RedisQuotaConfig
+from monitor.settings.quota import RedisQuotaConfig
 
 Command = tuple[Any, ...]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from integration_kit.results import QuotaObservation
-from monitor.quota.config import RedisQuotaConfig
 from monitor.quota.formats import Command, KeyPlan, KeyReading, Skip, reader_for, text, wire
+from monitor.settings.quota import RedisQuotaConfig
 
 if TYPE_CHECKING:
     import redis.asyncio

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from integration_kit.ratelimit_headers import DEFAULT, observed_quota
 from monitor.metrics import remove_series
 from monitor.quota.burn import BurnTracker
-from monitor.quota.config import HeadersQuotaConfig, RedisQuotaConfig
 from monitor.quota.reader import QuotaReading, read_redis_quota
+from monitor.settings.quota import HeadersQuotaConfig, RedisQuotaConfig
 
 if TYPE_CHECKING:
     from integration_kit.results import CheckResult, QuotaObservation

@@ -4,6 +4,9 @@ whole at load time. Every problem is collected (not just the first) and names it
 
 Environment variables prefixed ``IM_`` override keys (``IM_MONITOR__LISTEN=127.0.0.1:9000``), as
 pydantic-settings does for nested models.
+
+The config models of the parts live where the parts do (checks/, alerts/config.py) or, for the daemon's
+own parts, beside this module (``monitor/settings/quota.py``), below the components that read them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
 else:
     from checks import CheckConfig
 from integration_kit.durations import Duration
-from monitor.quota.config import HeadersQuotaConfig, QuotaConfig
+from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
 from monitor.webhooks.config import WebhookConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
