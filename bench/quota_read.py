@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import free_port
 
-from monitor.quota.formats import REDIS_RATE_EPOCH
+from integration_kit.limiter_formats import REDIS_RATE_EPOCH
 from monitor.quota.reader import read_redis_quota
 from monitor.settings.quota import RedisQuotaConfig
 

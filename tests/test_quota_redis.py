@@ -23,7 +23,7 @@ import redis.asyncio
 from needs import missing
 from webhook_fixtures import SHARED_REDIS
 
-from monitor.quota.formats import REDIS_RATE_EPOCH, KeyReading, reader_for
+from integration_kit.limiter_formats import REDIS_RATE_EPOCH, KeyReading, reader_for
 from monitor.quota.reader import QuotaReading, read_redis_quota
 from monitor.settings.quota import RedisQuotaConfig
 

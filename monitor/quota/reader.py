@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from integration_kit.limiter_formats import Command, KeyPlan, KeyReading, Skip, reader_for, text, wire
 from integration_kit.results import QuotaObservation
-from monitor.quota.formats import Command, KeyPlan, KeyReading, Skip, reader_for, text, wire
 from monitor.settings.quota import RedisQuotaConfig
 
 if TYPE_CHECKING:

@@ -24,8 +24,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integration_kit.durations import Duration
+from integration_kit.limiter_formats import FormatName
 
-RedisFormat = Literal["limits", "counter", "rate_limiter_flexible", "sliding_log", "token_bucket", "gcra"]
+RedisFormat = FormatName  # the formats integration_kit.limiter_formats reads
 
 # Which of the format-specific fields each format requires and accepts; anything else set is an error,
 # so a typo such as ``capacity`` on a ``counter`` quota is reported instead of silently ignored.
@@ -93,12 +94,6 @@ class RedisQuotaConfig(BaseModel):
         if self.interval <= 0:
             raise ValueError("interval must be greater than 0")
         return self
-
-    @property
-    def unit_seconds(self) -> float:
-        """Seconds per unit of the timestamps the format stores (sliding_log scores, token_bucket time)."""
-        default = "ms" if self.format == "sliding_log" else "s"
-        return 0.001 if (self.time_unit or default) == "ms" else 1.0
 
 
 class HeadersQuotaConfig(BaseModel):
