@@ -49,7 +49,7 @@ WAKE_GAP = 1.0  # minimum seconds between evaluations woken early by a newly fai
 
 
 class NotificationSink(Protocol):
-    """The notifier side (alerts.notifiers.Dispatcher): enqueue only; it delivers and retries."""
+    """The notifier side (alerts.delivery.Dispatcher): enqueue only; it delivers and retries."""
 
     async def submit(self, notification: Notification) -> None: ...
 

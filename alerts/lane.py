@@ -1,0 +1,209 @@
+"""One notifier's lane: its queue of notifications, in order, and the worker that delivers them one by one.
+
+A lane never spins: every attempt waits for the channel's pace (Slack: about one message a second), a
+429 parks the lane for the Retry-After Slack gave (fractional values included), 5xx and connection errors
+back off exponentially (equal jitter), and errors a retry cannot fix (``invalid_auth``,
+``channel_not_found``, ``invalid_blocks``…) drop the notification at once, logged, counted as ``failed``
+and kept as the lane's ``permanent_error`` until the next success. A notification leaves the outbox only
+once delivered or given up (like Alertmanager's nflog: logged as sent only once delivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from alerts.model import Notification
+from alerts.notifiers import DeliveryError, DeliveryReceipt, Notifier
+from alerts.outbox import Outbox
+
+if TYPE_CHECKING:
+    from alerts.inputs import NotificationMetrics
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED_ERROR_ATTEMPTS = 3  # a bug in a notifier is not fixed by retrying for an hour
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryPolicy:
+    pace: float | None = None  # seconds between messages per channel; None: the notifier's own (Slack 1 s)
+    backoff: float = 1.0  # first wait after a 5xx or connection error; doubles per attempt
+    max_backoff: float = 300.0
+    give_up_after: float = 3600.0  # a notification failing (retryably) this long is dropped as failed
+    max_retry_after: float = 3600.0  # cap on the Retry-After we honour
+    persist_timeout: float = 2.0  # a Redis write slower than this is given up (entry kept in memory)
+    max_queue: int = 10_000  # per notifier; beyond it new notifications are dropped (failed) and logged
+
+
+@dataclass(slots=True)
+class Entry:
+    notification: Notification
+    raw: str  # the outbox entry, exactly as in Redis (LREM matches by value)
+    attempts: int = 0
+    unexpected: int = 0
+    first_failure: float | None = None  # monotonic
+
+
+@dataclass(slots=True, kw_only=True)
+class Lane:
+    notifier: Notifier
+    outbox: Outbox
+    policy: DeliveryPolicy
+    closing: asyncio.Event  # the dispatcher's: set when it closes
+    clock: Callable[[], float] = time.monotonic
+    metrics: NotificationMetrics | None = None
+    queue: deque[Entry] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    next_send_at: float = 0.0  # monotonic; pacing and 429 parking
+    parked_reason: str | None = None
+    retrying: str | None = None  # the last retryable error while an entry is being retried
+    permanent_error: str | None = None  # the last non-retryable error, cleared by the next success
+    last_receipt: DeliveryReceipt | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "suppressed": 0})
+
+    def start(self, restored: Iterable[Entry]) -> None:
+        """Put what a previous process left in the outbox first in line, then start the worker."""
+        self.queue.extendleft(reversed(list(restored)))
+        self._update_idle()
+        self.task = asyncio.create_task(self._work(), name=f"notifier-{self.notifier.name}")
+
+    def append(self, entry: Entry) -> None:
+        self.queue.append(entry)
+        self.idle.clear()
+        self.wake.set()
+
+    def count(self, result: str) -> None:
+        self.counts[result] += 1
+        if self.metrics is not None:
+            self.metrics.notifications.labels(notifier=self.notifier.name, result=result).inc()
+
+    def status(self) -> dict[str, Any]:
+        receipt = self.last_receipt
+        parked = round(max(0.0, self.next_send_at - self.clock()), 3) if self.parked_reason else 0.0
+        return {
+            "queued": len(self.queue),
+            **self.counts,
+            "parked_seconds": parked,
+            "parked_reason": self.parked_reason,
+            "retrying": self.retrying,
+            "error": self.permanent_error,
+            "last": None if receipt is None else {"action": receipt.action, "channel": receipt.channel},
+        }
+
+    # ---- the worker -------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while not self.closing.is_set():
+            try:
+                await self._work_once()
+            except Exception:  # a bug of ours must not silently stop this lane for good
+                log.exception("notifier worker %s failed; continuing in 1s", self.notifier.name)
+                await self._sleep(1.0)
+
+    async def _work_once(self) -> None:
+        """One step: wait for work or pace, then one delivery attempt of the head of the queue."""
+        if not self.queue:
+            self._update_idle()
+            self.wake.clear()
+            await self.wake.wait()
+            return
+        if not await self._sleep(self.next_send_at - self.clock()):
+            return
+        entry = self.queue[0]
+        notifier = self.notifier
+        pace = notifier.min_interval if self.policy.pace is None else self.policy.pace
+        try:
+            receipt = await notifier.send(entry.notification)
+        except DeliveryError as exc:
+            self.next_send_at = self.clock() + pace
+            await self._failed_attempt(entry, exc)
+        except Exception as exc:  # a bug in a notifier: a few tries, then drop, never spin
+            self.next_send_at = self.clock() + pace
+            log.exception("notifier %s raised unexpectedly", notifier.name)
+            entry.unexpected += 1
+            reason = f"unexpected {type(exc).__name__} (see log)"
+            if entry.unexpected >= UNEXPECTED_ERROR_ATTEMPTS:
+                await self._finish(entry, "failed")
+                self.permanent_error = reason
+            else:
+                await self._failed_attempt(entry, DeliveryError(reason, retryable=True))
+        else:
+            self.next_send_at = self.clock() + pace
+            self.last_receipt = receipt
+            self.permanent_error = self.retrying = self.parked_reason = None
+            await self._finish(entry, "sent")
+            _log_delivered(notifier.name, entry.notification, receipt)
+
+    async def _failed_attempt(self, entry: Entry, exc: DeliveryError) -> None:
+        name, group = self.notifier.name, entry.notification.group_key
+        now = self.clock()
+        entry.attempts += 1
+        if not exc.retryable:
+            log.error("notification for %s via %s failed, not retried: %s", group, name, exc.reason)
+            self.permanent_error = exc.reason
+            self.retrying = None
+            await self._finish(entry, "failed")
+            return
+        if entry.first_failure is None:
+            entry.first_failure = now
+        if now - entry.first_failure >= self.policy.give_up_after:
+            log.error(
+                "notification for %s via %s dropped after %d attempts over %.0fs: %s",
+                group, name, entry.attempts, now - entry.first_failure, exc.reason,
+            )
+            await self._finish(entry, "failed")
+            self.retrying = exc.reason
+            return
+        if exc.retry_after is not None:
+            # Slack asked: park the whole channel (not only this message) until it said.
+            wait = min(max(exc.retry_after, 0.0), self.policy.max_retry_after)
+            self.parked_reason = exc.reason
+        else:
+            cap = min(self.policy.max_backoff, self.policy.backoff * 2 ** (entry.attempts - 1))
+            wait = cap / 2 + random.random() * cap / 2  # "equal jitter": never near zero
+            self.parked_reason = None
+        self.retrying = exc.reason
+        self.next_send_at = max(self.next_send_at, now + wait)
+        log.warning(
+            "notification for %s via %s not delivered (attempt %d): %s; next try in %.2fs",
+            group, name, entry.attempts, exc.reason, self.next_send_at - now,
+        )
+
+    async def _finish(self, entry: Entry, result: str) -> None:
+        if self.queue and self.queue[0] is entry:
+            self.queue.popleft()
+        await self.outbox.remove(self.notifier.name, entry.raw)
+        self.count(result)
+        self._update_idle()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless closing; False when the dispatcher is closing."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), seconds)
+        return not self.closing.is_set()
+
+    def _update_idle(self) -> None:
+        if self.queue:
+            self.idle.clear()
+        else:
+            self.idle.set()
+
+
+def _log_delivered(name: str, notification: Notification, receipt: DeliveryReceipt) -> None:
+    firsts = [a.first_failure_at for a in notification.alerts if a.first_failure_at is not None]
+    latency = f"; {time.time() - min(firsts):.3f}s after the first failing probe" if firsts else ""
+    log.info(
+        "notification for %s delivered via %s (%s, %d firing, %d resolved)%s",
+        notification.group_key, name, receipt.action, len(notification.firing), len(notification.resolved), latency,
+    )
