@@ -34,12 +34,12 @@ from redis.backoff import NoBackoff
 
 from integration_kit.errors import ErrorClass
 from integration_kit.ratelimit_headers import parse_rate_limit_headers
+from integration_kit.webhooks import stats_key
 from monitor.demo import Demo
 from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.quota.service import QuotaService
 from monitor.settings import load_config
-from monitor.webhooks.dedupe import stats_key
 from monitor.webhooks.service import WebhookService
 
 
@@ -457,7 +457,7 @@ def test_webhook_events_are_seeded_and_duplicated_every_nth() -> None:
 
 # -- the whole demo -------------------------------------------------------------------------------------
 
-# Every probe metric family of SPEC.md: the demo must show all of them.
+# Every probe metric family (README, "Metrics"): the demo must show all of them.
 PROBE_FAMILIES = (
     "integration_probe_success",
     "integration_probe_duration_seconds",

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
 
+from alerts.webhook_config import WebhookConfig
+from integration_kit.webhooks import WebhookLedger, event_key, stats_key, types_key
 from monitor.demo.webhooks import make_receiver_app
-from monitor.webhooks.config import WebhookConfig
-from monitor.webhooks.dedupe import WebhookLedger, event_key, stats_key, types_key
 
 __all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
@@ -35,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 _DELIVERER = """
 import asyncio, sys
 import redis.asyncio
-from monitor.webhooks.config import WebhookConfig
-from monitor.webhooks.dedupe import WebhookLedger
+from alerts.webhook_config import WebhookConfig
+from integration_kit.webhooks import WebhookLedger
 
 async def main(url, prefix, n):
     client = redis.asyncio.Redis.from_url(url)
@@ -191,6 +192,18 @@ async def test_ledger_from_config_uses_its_retention_and_prefix(shared_redis: re
     assert 110 <= await shared_redis.ttl(event_key("acme", "evt_1", prefix)) <= 120
 
 
+async def test_ledger_from_any_settings_object(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
+    # A service needs no config model of ours: anything with retention and key_prefix will do.
+    @dataclass(frozen=True)
+    class Settings:
+        retention: float
+        key_prefix: str
+
+    ledger = WebhookLedger.from_config(shared_redis, integration="acme", config=Settings(60.0, prefix))
+    await ledger.mark_processed("evt_1")
+    assert 50 <= await shared_redis.ttl(event_key("acme", "evt_1", prefix)) <= 60
+
+
 async def test_a_handler_that_died_holding_a_claim_frees_the_event_after_the_lease(
     shared_redis: redis.asyncio.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -201,7 +214,7 @@ async def test_a_handler_that_died_holding_a_claim_frees_the_event_after_the_lea
     assert await other.mark_processed("evt_1") is False
     await asyncio.sleep(0.3)
     assert await other.mark_processed("evt_1") is True
-    with caplog.at_level(logging.WARNING, logger="monitor.webhooks.dedupe"):
+    with caplog.at_level(logging.WARNING, logger="integration_kit.webhooks"):
         await stuck.__aexit__(None, None, None)  # it finishes late: the other claim stays
     assert "lease" in caplog.text
     assert await other.release("evt_1") is True

@@ -24,11 +24,11 @@ from alerts.rules.webhook_silence import evaluate
 from alerts.stats import Stats
 from alerts.store import AlertStore
 from integration_kit.redact import Redactor
+from integration_kit.webhook_observations import from_facts
+from integration_kit.webhooks import WebhookLedger, stats_key, types_key
 from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
-from monitor.webhooks.dedupe import WebhookLedger, stats_key, types_key
-from monitor.webhooks.model import from_facts
 from monitor.webhooks.reader import WebhookReader
 from monitor.webhooks.service import WebhookService
 

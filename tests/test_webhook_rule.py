@@ -16,9 +16,10 @@ from alerts.rules import RULES, Condition, RuleInput
 from alerts.rules.webhook_silence import DUPLICATES, evaluate
 from alerts.state import AlertState, Event, step
 from alerts.stats import Stats
+from alerts.webhook_config import ActiveSchedule
+from integration_kit.webhook_observations import WebhookObservation, WebhookSnapshot, from_facts, to_facts
 from monitor.settings import parse_config
-from monitor.webhooks.config import ActiveSchedule
-from monitor.webhooks.model import DuplicateWindow, WebhookObservation, WebhookSnapshot, from_facts, to_facts
+from monitor.webhooks.duplicate_window import DuplicateWindow
 
 BERLIN = ZoneInfo("Europe/Berlin")
 BUSINESS_HOURS = {"timezone": "Europe/Berlin", "days": ["mon", "tue", "wed", "thu", "fri"],

@@ -8,7 +8,7 @@ Silence only counts inside the active schedule: a window that opens at 09:00 aft
 counting at 09:00, and outside the window the alert is inactive. A stream that never delivered counts from
 when the monitor started watching it. While Redis can't be read the rule judges nothing (the state
 holds): stale data must not page as silence. Input comes through ``RuleInput.facts``, written by the
-webhook reader (``monitor.webhooks.model.to_facts``).
+webhook reader (``integration_kit.webhook_observations.to_facts``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from alerts.config import WebhookSilenceRule
 from alerts.model import Severity
 from alerts.rules.base import Condition, RuleInput, alert_key
 from alerts.rules.text import fmt_ratio, fmt_seconds
-from monitor.webhooks.config import ActiveSchedule, WebhookConfig
-from monitor.webhooks.model import WebhookObservation, from_facts
+from alerts.webhook_config import ActiveSchedule, WebhookConfig
+from integration_kit.webhook_observations import WebhookObservation, from_facts
 
 DUPLICATES = "webhook_duplicates"
 TYPE_TARGET = "type:"  # target of a per-event-type silence alert: "type:invoice.paid"

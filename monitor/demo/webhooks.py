@@ -1,5 +1,5 @@
 """The demo's webhook receiver: what an integration's own service would run, deduplicating deliveries with
-``monitor.webhooks.dedupe.WebhookLedger`` (so the monitor's webhook gauges have something to show).
+``integration_kit.webhooks.WebhookLedger`` (so the monitor's webhook gauges have something to show).
 
 Endpoint: ``POST /webhook`` with a JSON object body carrying the event ``id`` (or a ``Webhook-Id``
 header, as in the Standard Webhooks spec) and optionally its ``type``. Answers:
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from monitor.webhooks.dedupe import (
+from integration_kit.webhooks import (
     DEFAULT_KEY_PREFIX,
     DEFAULT_RETENTION,
     MAX_EVENT_ID_LEN,

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from checks.base import CheckConfigBase as CheckConfig
 else:
     from checks import CheckConfig
+from alerts.webhook_config import WebhookConfig
 from integration_kit.durations import Duration
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
-from monitor.webhooks.config import WebhookConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"

@@ -1,4 +1,4 @@
-"""The monitor's read-only view of the webhook ledger keys (see ``monitor.webhooks.dedupe`` for them).
+"""The monitor's read-only view of the webhook ledger keys (see ``integration_kit.webhooks`` for them).
 
 One pipelined round trip per read, whatever the number of integrations: ``TIME`` plus ``HGETALL`` of
 each integration's stats and types hashes. Never writes. A field that isn't a number (someone else
@@ -12,8 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from monitor.webhooks.dedupe import stats_key, types_key
-from monitor.webhooks.model import WebhookSnapshot
+from integration_kit.webhook_observations import WebhookSnapshot
+from integration_kit.webhooks import stats_key, types_key
 
 if TYPE_CHECKING:
     import redis.asyncio

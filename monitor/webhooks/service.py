@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from monitor.webhooks.model import DuplicateWindow, WebhookObservation, WebhookSnapshot, to_facts
+from integration_kit.webhook_observations import WebhookObservation, WebhookSnapshot, to_facts
+from monitor.webhooks.duplicate_window import DuplicateWindow
 from monitor.webhooks.reader import WebhookReader
 
 if TYPE_CHECKING:
+    from alerts.webhook_config import WebhookConfig
     from integration_kit.results import CheckResult
     from monitor.component import Services
     from monitor.settings import Config
-    from monitor.webhooks.config import WebhookConfig
 
 log = logging.getLogger(__name__)
 

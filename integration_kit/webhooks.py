@@ -1,5 +1,5 @@
 """The processed-event-ID table for webhook handlers: "have we handled this event already?", answered
-atomically in Redis, plus the per-integration counters the monitor reads.
+atomically in Redis, plus the per-integration counters the monitor reads. Needs only ``redis``.
 
 Usage (any asyncio service with a ``redis.asyncio.Redis`` client)::
 
@@ -53,12 +53,10 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import redis.asyncio
-
-    from monitor.webhooks.config import WebhookConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +107,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class LedgerSettings(Protocol):
+    """Where and how long a ledger keeps event IDs: the monitor's ``webhooks`` config section is one."""
+
+    @property
+    def retention(self) -> float: ...
+    @property
+    def key_prefix(self) -> str: ...
 
 
 def integration_key_base(integration: str, prefix: str = DEFAULT_KEY_PREFIX) -> str:
@@ -170,9 +177,10 @@ class WebhookLedger:
 
     @classmethod
     def from_config(
-        cls, redis: redis.asyncio.Redis, *, integration: str, config: WebhookConfig, lease: float = 600.0
+        cls, redis: redis.asyncio.Redis, *, integration: str, config: LedgerSettings, lease: float = 600.0
     ) -> WebhookLedger:
-        """A ledger with the retention and key prefix of the integration's ``webhooks`` config section."""
+        """A ledger with the retention and key prefix of ``config`` (any object with ``retention`` seconds
+        and ``key_prefix``, such as the integration's ``webhooks`` config section)."""
         return cls(redis, integration=integration, retention=config.retention, lease=lease, prefix=config.key_prefix)
 
     def _event_key(self, event_id: str) -> str:

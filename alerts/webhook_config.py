@@ -1,4 +1,5 @@
-"""Config of an integration's ``webhooks`` section.
+"""Config of an integration's ``webhooks`` section: the thresholds of the ``webhook_silence`` and
+``webhook_duplicates`` alerts, when silence counts, and where services write the ledger keys.
 
 ```yaml
 webhooks:
@@ -13,7 +14,7 @@ webhooks:
     end: "18:00"                    # end <= start wraps past midnight; start == end is all day
   duplicate_ratio: {threshold: 0.5, window: 15m, min_events: 20}
   retention: 7d                     # how long services remember event IDs (WebhookLedger retention)
-  key_prefix: "im:wh:"              # where services write the ledger keys (see monitor.webhooks.dedupe)
+  key_prefix: "im:wh:"              # where services write the ledger keys (see integration_kit.webhooks)
 ```
 """
 
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from integration_kit.durations import Duration
 from integration_kit.timezones import TimeZoneName
-from monitor.webhooks.dedupe import DEFAULT_KEY_PREFIX, DEFAULT_RETENTION
+from integration_kit.webhooks import DEFAULT_KEY_PREFIX, DEFAULT_RETENTION
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAY_NAMES: tuple[DayName, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = weekday()
