@@ -3,5 +3,18 @@ services.
 
 Everything here imports only the standard library, aiohttp (with yarl) and redis, so an integration
 service can use it without the daemon's dependencies (APScheduler, prometheus-client, slack-sdk,
-pydantic). Nothing here imports ``checks``, ``alerts`` or ``monitor``.
+pydantic); http-sfv is used when installed (``ratelimit_headers``). Nothing here imports ``checks``,
+``alerts`` or ``monitor`` (import-linter contracts in pyproject.toml; tests/test_kit_imports.py).
+
+- ``errors``: the bounded error classes, and which ones a retry can fix
+- ``classify``: an HTTP call's outcome (exception, status, body, latency) → error class + detail
+- ``retry``: the retry policy, backoff with full jitter, the one ``Retry-After`` reader, the runner
+- ``results``: a check run's result, the request behind it, quota observations
+- ``ratelimit_headers``: rate-limit response headers → quota observations
+- ``header_values``: numbers in header values (first item, delay or epoch)
+- ``limiter_formats``: the Redis key formats of common rate limiters, decoded
+- ``webhooks``: the processed-event-ID ledger for webhook handlers, and its key names
+- ``webhook_observations``: a webhook stream's totals and the observation its alert rules read
+- ``redact``: the redactor every outgoing text goes through
+- ``durations``, ``timezones``: config value types (pydantic hooks, pydantic not needed to import)
 """
