@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
     from alerts.config import AlertingConfig, AlertRulesConfig
+    from alerts.webhook_config import WebhookConfig
 
 
 class CheckView(Protocol):
@@ -44,7 +45,7 @@ class IntegrationView(Protocol):
     def runbook_url(self) -> str | None: ...
 
     @property
-    def webhooks(self) -> Any: ...  # the ``webhooks`` section, or None; read by rules/webhook_silence.py
+    def webhooks(self) -> WebhookConfig | None: ...
 
 
 class MonitorView(Protocol):

@@ -28,7 +28,7 @@ TYPE_TARGET = "type:"  # target of a per-event-type silence alert: "type:invoice
 
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
-    cfg: WebhookConfig | None = inp.config.webhooks
+    cfg = inp.config.webhooks
     rule: WebhookSilenceRule = inp.rule_config("webhook_silence")
     yield from _retired(inp, _instances(inp.integration, cfg, Severity(rule.severity)))
     obs = from_facts(inp.integration, inp.facts)
