@@ -210,7 +210,9 @@ def _notes_by_integration(alerts: Iterable[Alert]) -> dict[str, tuple[str | None
 
 
 def _button_url(url: str, redactor: Redactor) -> str | None:
-    url = redactor.url(url)
+    # A runbook link is not a request the product sent: keep its query (``?pageId=…``) working, mask
+    # only what is known or named as a secret.
+    url = redactor.text(url)
     return url if url.startswith(("https://", "http://")) and len(url) <= URL_MAX else None
 
 
@@ -320,7 +322,7 @@ def render_text(notification: Notification, redactor: Redactor | None = None) ->
         out.append(f"  …and {len(alerts) - DETAILED_ALERTS_MAX} more")
     for integration, (notes, runbook) in _notes_by_integration(alerts).items():
         if runbook:
-            out.append(f"  runbook ({integration}): {redactor.url(runbook)}")
+            out.append(f"  runbook ({integration}): {redactor.text(runbook)}")
         if notes:
             text = fit(redactor.text(notes.strip()), NOTES_MAX)
             out.append(f"  notes ({integration}):\n" + "\n".join("    | " + line for line in text.splitlines()))

@@ -1,14 +1,25 @@
-"""Secret redaction: one place that knows what a secret looks like.
+"""Secret redaction: one place that knows what a secret looks like, in every form the product writes it.
 
 Used for every text that leaves the process (logs, /api/status, Slack, `probe` output). Secrets are
-(a) values the config marks secret or that sit in sensitive headers, (b) URL passwords, (c) query
-parameters and headers whose names say they carry credentials.
+(a) values the config marks secret or that sit in credential-bearing headers and query parameters,
+(b) URL user info, (c) query parameters and headers whose names say they carry credentials.
+
+A registered secret is masked in every encoding the product (or a library it logs through) can give
+it: raw, percent-encoded (any hex case, ``+`` or ``%20`` for a space, even double-encoded), JSON string
+escapes (``\\u00e9``, ``\\"``), Python ``repr`` escapes (``\\x01``, ``\\'``) and HTML / Slack entities
+(``&amp;``), in any mix. Structure is masked without registration: ``Redactor.url`` masks the user
+info and *every* query value of a URL it is given (a request the product sent or was redirected to);
+``Redactor.text`` masks the user info of any URL in the text and query values whose parameter name
+says they carry credentials (``?token=…``); ``Redactor.headers`` masks every header value but the
+harmless ones (``Accept``, ``Content-Type``…).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from urllib.parse import unquote
 
 from yarl import URL
 
@@ -20,11 +31,74 @@ _SENSITIVE_NAME = re.compile(
     re.IGNORECASE,
 )
 # Values shorter than this are not registered as secrets: masking "1" everywhere would destroy text.
-_MIN_SECRET_LEN = 4
+# (Short values are still masked where structure says they are secret: header values, query values.)
+MIN_SECRET_LEN = 4
+# Request headers that never carry credentials; every other header value is treated as a secret:
+# vendors put API keys in headers of every name (X-Api-Key, Stripe-Account, X-Shopify-Access-Token…),
+# so the list of harmless ones is the short, closed one.
+HARMLESS_HEADERS = frozenset(
+    {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent", "connection"}
+)
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_TOKEN_SCHEMES = frozenset({"bearer", "basic", "token", "bot"})
+
+# ``scheme://userinfo@`` anywhere in a text (user info ends at the first character it cannot hold).
+_USERINFO = re.compile(r"://[^\s/?#@\"'<>\\]+@")
+# ``?name=value`` / ``&name=value``: the value up to the next separator.
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s\"'<>#?]{1,100})=([^&;\s\"'<>#]*)")
 
 
 def is_sensitive_name(name: str) -> bool:
     return bool(_SENSITIVE_NAME.search(name))
+
+
+@lru_cache(maxsize=4096)
+def _char_forms(char: str) -> str:
+    """Regex source matching one character in each form an encoder the product uses may give it."""
+    if char in _UNRESERVED:
+        return re.escape(char)  # no encoder we use (URL, JSON, repr, HTML) ever rewrites these
+    forms = {char}
+    if char == " ":
+        forms.add("+")  # application/x-www-form-urlencoded, urllib.parse.quote_plus
+    if char == "/":
+        forms.add("\\/")  # JSON may escape a solidus
+    forms.update(_escapes(char))
+    # An escape's backslash may itself be escaped, once per level of nesting (JSON inside JSON).
+    source = [re.escape(f).replace("\\\\", "\\\\+") for f in sorted(forms, key=len, reverse=True)]
+    # Percent-encoding of the UTF-8 bytes, any hex case, optionally double-encoded (%252B).
+    source.append("".join(f"%(?:25)?{_hex(b)}" for b in char.encode("utf-8", "surrogatepass")))
+    return "(?:" + "|".join(source) + ")"
+
+
+def _escapes(char: str) -> set[str]:
+    """JSON, Python repr and HTML escapes of one character."""
+    code = ord(char)
+    out = set()
+    json_short = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+    repr_short = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    html = {"&": ("&amp;",), "<": ("&lt;",), ">": ("&gt;",), '"': ("&quot;",), "'": ("&#x27;", "&#39;")}
+    for table in (json_short, repr_short):
+        if char in table:
+            out.add(table[char])
+    out.update(html.get(char, ()))
+    if code < 0x20 or code >= 0x7F:
+        if code > 0xFFFF:  # JSON writes it as a surrogate pair, repr as \U0001f600
+            high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+            out.update({f"\\u{high:04x}\\u{low:04x}", f"\\u{high:04X}\\u{low:04X}", f"\\U{code:08x}"})
+        else:
+            out.update({f"\\u{code:04x}", f"\\u{code:04X}"})
+        if code <= 0xFF:
+            out.update({f"\\x{code:02x}", f"\\x{code:02X}"})
+    return out
+
+
+def _hex(byte: int) -> str:
+    return "".join(f"[{d.lower()}{d}]" if d.isalpha() else d for d in f"{byte:02X}")
+
+
+def secret_pattern(secret: str) -> str:
+    """Regex source matching ``secret`` in every form the product may write it (see the module doc)."""
+    return "".join(_char_forms(c) for c in secret)
 
 
 class Redactor:
@@ -38,36 +112,61 @@ class Redactor:
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
+        before = len(self._secrets)
         for secret in secrets:
-            if not secret or len(secret) < _MIN_SECRET_LEN:
+            if not secret or len(secret) < MIN_SECRET_LEN:
                 continue
             self._secrets.add(secret)
             # "Bearer abc" in a header: also mask the token alone, it travels without the scheme too.
             scheme, _, token = secret.partition(" ")
-            if token and scheme.lower() in {"bearer", "basic", "token", "bot"} and len(token) >= _MIN_SECRET_LEN:
+            if token and scheme.lower() in _TOKEN_SCHEMES and len(token) >= MIN_SECRET_LEN:
                 self._secrets.add(token)
-        if self._secrets:
+        if len(self._secrets) != before:
             # Longest first so a secret containing another is masked whole.
             ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            self._pattern = re.compile("|".join(secret_pattern(s) for s in ordered))
 
     def text(self, value: str) -> str:
-        if self._pattern is None or not value:
+        if not value:
             return value
-        return self._pattern.sub(MASK, value)
+        if self._pattern is not None:
+            value = self._pattern.sub(MASK, value)
+        if "://" in value:
+            value = _USERINFO.sub(f"://{MASK}@", value)
+        if "=" in value:
+            value = _QUERY_PARAM.sub(_mask_sensitive_param, value)
+        return value
 
     def url(self, value: str | URL) -> str:
+        """A URL the product requested or was sent to: user info and every query value masked."""
         try:
             url = value if isinstance(value, URL) else URL(value)
+            if url.user is not None or url.password is not None:
+                url = url.with_user(MASK).with_password(None)
+            if url.query:
+                url = url.with_query([(k, MASK if v else v) for k, v in url.query.items()])
+            if url.fragment:
+                url = url.with_fragment(MASK)
+            shown = str(url)
         except (ValueError, TypeError):
-            return self.text(str(value))
-        if url.password is not None:
-            url = url.with_password(MASK)
-        if url.query:
-            query = [(k, MASK if is_sensitive_name(k) else v) for k, v in url.query.items()]
-            url = url.with_query(query)
-        # yarl percent-encodes the mask's brackets in a query; show it as written everywhere else.
-        return self.text(str(url).replace("%5BREDACTED%5D", MASK))
+            return self.text(_mask_all_query_values(str(value)))
+        # yarl percent-encodes the mask's brackets; show it as written everywhere else.
+        return self.text(shown.replace("%5BREDACTED%5D", MASK))
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        return {k: (MASK if is_sensitive_name(k) else self.text(v)) for k, v in headers.items()}
+        """Request headers to show: every value masked but those of the harmless headers."""
+        return {k: self.text(v) if k.lower() in HARMLESS_HEADERS else MASK for k, v in headers.items()}
+
+
+def _mask_sensitive_param(match: re.Match[str]) -> str:
+    sep, name, value = match.groups()
+    if not value or value == MASK or not is_sensitive_name(unquote(name)):
+        return match.group(0)
+    return f"{sep}{name}={MASK}"
+
+
+def _mask_all_query_values(text: str) -> str:
+    head, sep, query = text.partition("?")
+    if not sep:
+        return text
+    return head + sep + re.sub(r"=([^&;#]*)", lambda m: f"={MASK}" if m.group(1) else "=", query)

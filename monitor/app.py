@@ -63,12 +63,22 @@ def secrets_of(config: Config) -> list[str]:
             out.extend(secret_values())
         url = getattr(check, "url", None)
         if isinstance(url, str):
-            with contextlib.suppress(ValueError):
-                parsed = URL(url)
-                out.extend(v for k, v in parsed.query.items() if is_sensitive_name(k))
-                if parsed.password:
-                    out.append(parsed.password)
+            out.extend(_url_credentials(url, query=True))
+    # A secret URL (redis://:password@…) also travels in parts: its password alone in an error, say.
+    out.extend(part for secret in list(out) if "://" in secret for part in _url_credentials(secret, query=False))
     return out
+
+
+def _url_credentials(url: str, *, query: bool) -> list[str]:
+    """User info of a URL and, with ``query``, the values of its credential-named query parameters."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return []
+    found = [v for v in (parsed.user, parsed.password) if v]
+    if query:
+        found += [v for k, v in parsed.query.items() if is_sensitive_name(k)]
+    return found
 
 
 class App:

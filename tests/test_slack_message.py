@@ -201,3 +201,10 @@ def test_any_notification_fits_slack_limits(
     assert message.blocks[0]["type"] == "header"  # the real builder, not its plain-text safety net
     assert block_kit_problems(message.blocks) == []
     assert 0 < len(message.text) <= 3000
+
+
+def test_runbook_link_keeps_its_query_but_not_a_credential() -> None:
+    """The request URL masks every query value; a runbook link is not a request: it must still work."""
+    alert = make_alert(runbook_url="https://wiki.example.com/pages/viewpage.action?pageId=123&token=abc12345")
+    body = all_text(build_message(note(alert), now=NOW))
+    assert "viewpage.action?pageId=123&token=[REDACTED]" in body and "abc12345" not in body

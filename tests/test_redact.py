@@ -1,0 +1,167 @@
+"""The redactor (integration_kit/redact.py): a secret never leaves in any form the product writes it.
+
+Hypothesis picks any secret (of the registered length), any place (URL query, user info, header, body,
+exception message, log line) and any encoding the product or a library it logs through produces (URL
+percent-encoding with either quoting function and either hex case, ``+`` for a space, double-encoding,
+yarl's encodings, JSON with or without ``ensure_ascii``, ``repr``, HTML and Slack escaping).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import logging
+import re
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+from alerts.message import escape as slack_escape
+from integration_kit.redact import MASK, MIN_SECRET_LEN, Redactor
+from monitor.logs import setup_logging
+
+
+def _lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+
+def _yarl_query(secret: str) -> str:
+    return URL("http://h/").with_query({"p": secret}).raw_query_string.removeprefix("p=")
+
+
+def _yarl_path(secret: str) -> str:
+    return URL.build(scheme="http", host="h", path="/" + secret).raw_path.removeprefix("/")
+
+
+ENCODINGS: dict[str, Callable[[str], str]] = {
+    "raw": lambda s: s,
+    "quote": lambda s: quote(s, safe=""),
+    "quote-default": quote,
+    "quote-lower-hex": lambda s: _lower_hex(quote(s, safe="")),
+    "quote_plus": quote_plus,
+    "double": lambda s: quote(quote(s, safe=""), safe=""),
+    "yarl-query": _yarl_query,
+    "yarl-path": _yarl_path,
+    "json": lambda s: json.dumps(s)[1:-1],
+    "json-utf8": lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
+    "json-in-json": lambda s: json.dumps(json.dumps(s))[1:-1],
+    "repr": lambda s: repr(s)[1:-1],
+    "html": lambda s: html.escape(s, quote=True),
+    "slack": slack_escape,
+}
+
+secrets = st.text(min_size=MIN_SECRET_LEN, max_size=40).filter(lambda s: s.strip() == s and "\x00" not in s)
+surroundings = st.text(max_size=30)
+
+
+def visible(text: str) -> str:
+    """The text with the masks cut out, so a secret cannot appear to be formed by a mask's letters."""
+    return text.replace(MASK, "\x00")
+
+
+def assert_masked(secret: str, text: str) -> None:
+    shown = visible(text)
+    for name, encode in ENCODINGS.items():
+        form = encode(secret)
+        assert form not in shown, f"secret {secret!r} visible in its {name} form {form!r}: {text!r}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=secrets, encoding=st.sampled_from(sorted(ENCODINGS)), before=surroundings, after=surroundings)
+@example(secret="CANARY.../+==", encoding="yarl-query", before="cursor=", after="")
+@example(secret="CANARY.../+==", encoding="quote", before="", after="")
+@example(secret="pa ss word", encoding="quote_plus", before="x=", after="&y=1")
+def test_a_registered_secret_is_masked_in_every_encoding_at_any_position(
+    secret: str, encoding: str, before: str, after: str
+) -> None:
+    redactor = Redactor([secret])
+    assert_masked(secret, redactor.text(before + ENCODINGS[encoding](secret) + after))
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=secrets, name=st.from_regex(r"\A[a-z][a-z0-9_]{0,10}\Z"), registered=st.booleans())
+def test_every_query_value_and_the_user_info_of_a_url_are_masked(secret: str, name: str, registered: bool) -> None:
+    """Registered or not, with a name that looks like a credential or not: a shown URL masks them all."""
+    redactor = Redactor([secret] if registered else [])
+    for url in (
+        URL("https://api.example.com/v1/x").with_query({name: secret, "limit": "10"}),
+        URL("https://api.example.com/v1/x").update_query({name: secret}),
+        URL.build(scheme="https", host="api.example.com", user=secret, password=secret, path="/v1"),
+        URL.build(scheme="https", host="api.example.com", user=secret, path="/v1"),
+    ):
+        shown = redactor.url(url)
+        assert "api.example.com" in shown
+        assert_masked(secret, shown)
+        assert_masked(secret, redactor.url(str(url)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=secrets, header=st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,20}\Z"))
+def test_every_header_value_but_harmless_ones_is_masked(secret: str, header: str) -> None:
+    shown = Redactor().headers({header: secret, "Accept": "application/json"})
+    assert shown["Accept"] == "application/json"
+    if header.lower() not in ("accept", "accept-encoding", "accept-language", "cache-control", "content-type",
+                              "user-agent", "connection"):
+        assert shown[header] == MASK
+    # A registered secret is masked even in a harmless header.
+    assert_masked(secret, json.dumps(Redactor([secret]).headers({"Accept": f"text/{secret}"})))
+
+
+@settings(max_examples=150, deadline=None)
+@given(secret=secrets, fmt=st.sampled_from(["text", "json"]), where=st.sampled_from(["message", "arg", "exception"]))
+def test_a_secret_in_a_log_line_or_exception_never_reaches_the_log(secret: str, fmt: str, where: str) -> None:
+    stream = io.StringIO()
+    handler = setup_logging(Redactor([secret]), fmt=fmt, level="DEBUG", stream=stream)
+    log = logging.getLogger("test.redact")
+    try:
+        if where == "message":
+            log.debug("calling %s?cursor=%s", "https://x.test/v1", quote(secret, safe=""))
+        elif where == "arg":
+            log.warning("vendor said %r", {"echo": secret, "encoded": quote_plus(secret)})
+        else:
+            try:
+                raise KeyError(secret)
+            except KeyError:
+                log.exception("lookup failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert_masked(secret, stream.getvalue())
+
+
+def test_percent_encoded_query_value_with_reserved_characters_is_masked() -> None:
+    """Finding 1: ``cursor=CANARY.../+==`` left the redactor percent-encoded (``.../%2B%3D%3D``)."""
+    canary = "CANARY_q7.../+=="
+    redactor = Redactor([canary])
+    url = URL("https://api.example.com/v1/list").update_query({"cursor": canary})
+    assert "%2B%3D%3D" in str(url)  # the form the probe really sends
+    for shown in (redactor.url(url), redactor.text(str(url)), redactor.text(f"GET {url} failed")):
+        assert "CANARY" not in shown, shown
+
+
+def test_url_masks_every_query_value_as_documented() -> None:
+    """The README: every query value is a secret, whatever the parameter is called."""
+    shown = Redactor().url("https://u:pw@api.example.com/v1?cursor=abc123&limit=10&flag#frag")
+    assert shown == f"https://{MASK}@api.example.com/v1?cursor={MASK}&limit={MASK}&flag=#{MASK}"
+    assert "abc123" not in shown and "pw" not in shown
+
+
+def test_text_masks_user_info_and_credential_parameters_of_any_url_it_holds() -> None:
+    text = Redactor().text('redirected to "https://admin:hunter2@evil.test/x?access_token=abc123&page=2" (302)')
+    assert "hunter2" not in text and "abc123" not in text and "admin" not in text
+    assert "page=2" in text  # a parameter whose name carries no credential stays readable in free text
+
+
+def test_unparseable_url_still_masks_its_query() -> None:
+    shown = Redactor().url("http://[::1/x?cursor=abcd1234")
+    assert "abcd1234" not in shown
+
+
+def test_short_values_are_not_registered_but_structure_still_masks_them() -> None:
+    redactor = Redactor(["abc"])
+    assert redactor.text("abc") == "abc"  # too short to mask in free text without destroying it
+    assert redactor.url("https://x.test/?k=abc") == f"https://x.test/?k={MASK}"
+    assert redactor.headers({"X-Tenant": "abc"}) == {"X-Tenant": MASK}
