@@ -1,4 +1,5 @@
-"""Durations in config: ``500ms``, ``30s``, ``5m``, ``4h``, ``1d`` (or a bare number of seconds)."""
+"""Durations in config: ``500ms``, ``30s``, ``5m``, ``4h``, ``1d`` (or a bare number of seconds), from 0 to
+365d; anything else (NaN, infinities, negative, longer) is a ValueError naming what was expected."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ from typing import Annotated, Any
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+MAX_DURATION = 365 * 86400.0
+"""The longest duration anything accepts (365d): every timer, trigger and timestamp stays finite."""
+_FORMAT = "expected a duration like 500ms, 30s, 5m or 4h"
 
 
 def parse_duration(value: Any) -> float:
-    """Return seconds. Accepts numbers (seconds) and strings like ``1m30s``; raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 500ms, 30s, 5m or 4h, got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"expected a non-negative duration, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration like 500ms, 30s, 5m or 4h, got {value!r}")
+    """Return seconds, from 0 to ``MAX_DURATION``. Accepts numbers (seconds) and strings like ``1m30s``;
+    raises ValueError naming what was expected otherwise (NaN and infinities included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{_FORMAT}, got {_shown(value)}")
+    seconds = _parse_text(value) if isinstance(value, str) else value
+    # Compared before any float(): a huge int would overflow it; NaN fails every comparison.
+    if not 0 <= seconds <= MAX_DURATION:
+        raise ValueError(f"expected a duration between 0s and {format_duration(MAX_DURATION)}, got {_shown(value)}")
+    return float(seconds)
+
+
+def _parse_text(value: str) -> float:
     text = value.strip()
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
@@ -27,17 +34,29 @@ def parse_duration(value: Any) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"expected a duration like 500ms, 30s, 5m or 4h, got {value!r}")
+        raise ValueError(f"{_FORMAT}, got {_shown(value)}")
     return total
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return "a number of more than 30 digits"  # (repr of a huge int can even fail)
+    return repr(value)
+
+
 def format_duration(seconds: float) -> str:
+    """The shortest way to write a duration that ``parse_duration`` reads back (to the microsecond)."""
     if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
+        return f"{_decimal(seconds * 1000, 3)}ms"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+            return f"{_decimal(seconds / size, 6)}{unit}"
+    return f"{_decimal(seconds, 6)}s"
+
+
+def _decimal(number: float, places: int) -> str:
+    """Plain decimal, never an exponent (``1e-05`` or ``1.2e+06`` would not parse back)."""
+    return f"{number:.{places}f}".rstrip("0").rstrip(".") or "0"
 
 
 class _DurationSchema:

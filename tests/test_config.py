@@ -16,10 +16,14 @@ DATA = Path(__file__).parent / "data"
 BAD = sorted((DATA / "bad_configs").glob("*.yaml"))
 ENV = {"STRIPE_KEY": "sk_test_config", "SLACK_BOT_TOKEN": "xoxb-config-test"}
 _EXPECT = re.compile(r"^# expect: (\S+): (.*)$", re.MULTILINE)
+FILE_LEVEL = "<file>"  # a problem of the whole file (its encoding, its YAML): reported without a path
 
 
 def expectations(path: Path) -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2).rstrip()) for m in _EXPECT.finditer(path.read_text())]
+    """The ``# expect:`` lines, read whatever the file's encoding (some bad configs are bad at that)."""
+    data = path.read_bytes()
+    text = data.decode("utf-16") if data.startswith((b"\xff\xfe", b"\xfe\xff")) else data.decode("utf-8", "replace")
+    return [("" if m.group(1) == FILE_LEVEL else m.group(1), m.group(2).rstrip()) for m in _EXPECT.finditer(text)]
 
 
 def test_every_bad_config_announces_what_it_expects() -> None:
@@ -39,6 +43,20 @@ def test_bad_config_reports_each_problem_with_its_path(path: Path) -> None:
         assert any(msg.startswith(want_message) for msg in messages), (want_path, want_message, messages)
     # Nothing beyond what the file announces: a stray problem would mean a misleading report.
     assert len(problems) == len(expectations(path)), problems
+    for value in ENV.values():  # nor a value that came from the environment (it may be a secret)
+        assert not any(value in msg for _, msg in problems), (value, problems)
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_check_config_exits_2_on_every_bad_config_without_a_traceback(
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: {len(expectations(path))} problem(s)") and "Traceback" not in err
+    assert not any(value in err for value in ENV.values())
 
 
 def test_good_config_loads_the_spec_example() -> None:

@@ -17,7 +17,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -33,8 +32,17 @@ else:
 from alerts.webhook_config import WebhookConfig
 from integration_kit.durations import Duration
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
+from monitor.settings.source import (
+    MAX_FILE_BYTES,
+    Expansion,
+    Unreadable,
+    decode,
+    expand_env,
+    join_path,
+    load_yaml,
+    tree_problems,
+)
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
@@ -128,13 +136,15 @@ def reference_problems(check_names: list[Any], quotas: list[tuple[Any, Any]]) ->
     problems: list[tuple[str, str]] = []
     first: dict[Any, int] = {}
     for i, name in enumerate(check_names):
+        if not isinstance(name, str):
+            continue  # validation says what is wrong with it
         if name in first:
             problems.append((f"checks[{i}].name", f"duplicate check name {name!r} (also checks[{first[name]}])"))
         else:
             first[name] = i
     known = ", ".join(str(n) for n in first) or "none"
     for i, (name, check) in enumerate(quotas):
-        if check is not None and check not in first:
+        if isinstance(check, str) and check not in first:
             problems.append((
                 f"quotas[{i}].check",
                 f"quota {name!r} reads the headers of check {check!r}, which is not defined (checks: {known})",
@@ -158,7 +168,7 @@ def _raw_reference_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
             else (None, None)
             for q in (quotas if isinstance(quotas, list) else [])
         ]
-        base = _join("integrations", name)
+        base = join_path("integrations", name)
         problems += [(f"{base}.{path}", msg) for path, msg in reference_problems(check_names, quota_refs)]
     return problems
 
@@ -218,40 +228,6 @@ def _secrets(model: Any) -> Iterator[str]:
             yield from _secrets(v)
 
 
-def expand_env(data: Any, env: Mapping[str, str], problems: list[tuple[str, str]], path: str = "") -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
-    if isinstance(data, str):
-
-        def sub(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append((path, f"environment variable {name} is not set (use ${{{name}:-default}})"))
-            return ""
-
-        return _VAR.sub(sub, data)
-    if isinstance(data, dict):
-        return {k: expand_env(v, env, problems, _join(path, k)) for k, v in data.items()}
-    if isinstance(data, list):
-        return [expand_env(v, env, problems, f"{path}[{i}]") for i, v in enumerate(data)]
-    return data
-
-
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _join(path: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if not _PLAIN_KEY.match(str(key)):
-        return f'{path}["{key}"]'
-    return f"{path}.{key}" if path else str(key)
-
-
 def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> str:
     """Turn pydantic's loc into ``a.b[0].c``, dropping the discriminator tags pydantic inserts."""
     path, node = "", data
@@ -259,11 +235,11 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> str:
         if isinstance(node, list) and isinstance(part, int):
             path, node = f"{path}[{part}]", node[part] if part < len(node) else None
         elif isinstance(node, dict) and part in node:
-            path, node = _join(path, part), node[part]
+            path, node = join_path(path, part), node[part]
         elif isinstance(node, dict) and isinstance(part, str) and (part in PROBES or part in ("redis", "headers")):
             continue  # union tag: config.kind / source selected this branch
         else:
-            path, node = _join(path, part), None
+            path, node = join_path(path, part), None
     return path
 
 
@@ -295,42 +271,51 @@ def _tags(error: Mapping[str, Any]) -> str:
 def parse_config(
     text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None, base_dir: Path | None = None
 ) -> Config:
-    """Parse and validate config text. Raises ConfigError listing every problem.
+    """Parse and validate config text. Raises ConfigError listing every problem; never anything else.
 
     ``base_dir`` (the config file's directory) resolves relative ``notes`` paths and checks they exist.
+    Problem messages never show a value that came from the environment (see monitor/settings/source.py).
     """
     env = os.environ if env is None else env
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("", f"not valid YAML: {exc}")]) from None
+        raw = load_yaml(text)
+    except Unreadable as exc:
+        raise ConfigError(source, [("", str(exc))]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
-    env_problems: list[tuple[str, str]] = []
-    data = expand_env(raw, env, env_problems)
+    raw, tree = tree_problems(raw)
+    expansion = Expansion()
+    data = expand_env(raw, env, expansion)
     if base_dir is not None:
         data = _resolve_notes(data, base_dir)
-    problems = [*env_problems, *_raw_reference_problems(data), *_raw_notes_problems(data)]
+    reported = [*expansion.problems, *tree]
+    config, validation = _validate(data, reported)
+    problems = [*reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data)]
+    if problems or config is None:
+        raise ConfigError(source, expansion.hide(problems, env) or [("", "the config is not valid")])
+    return config
+
+
+def _validate(data: dict[str, Any], reported: list[tuple[str, str]]) -> tuple[Config | None, list[tuple[str, str]]]:
+    """The validated config, or the validation problems not already ``reported`` (at or within their path)."""
     try:
-        config = Config(**data)
+        return Config(**data), []
     except ValidationError as exc:
-        validation = []
+        problems = []
         for error in exc.errors():
             if isinstance(error.get("ctx", {}).get("error"), _ReferenceProblem):
-                continue  # already in problems, with a more precise path
+                continue  # reported from the raw data, with a more precise path
             path = _loc_to_path(error["loc"], data)
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                path = _join(path, str(error.get("ctx", {}).get("discriminator", "kind")).strip("'"))
-            if any(_within(path, unset) for unset, _ in env_problems):
-                continue  # a consequence of the unset variable, already reported
-            validation.append((path, _message(error)))
-        problems[len(env_problems):len(env_problems)] = validation
-        raise ConfigError(source, problems or [("", str(exc))]) from None
-    if problems:
-        raise ConfigError(source, problems)
-    return config
+                path = join_path(path, str(error.get("ctx", {}).get("discriminator", "kind")).strip("'"))
+            if any(_within(path, known) for known, _ in reported):
+                continue  # a consequence of a problem already reported (an unset variable, say)
+            problems.append((path, _message(error)))
+        return None, problems
+    except Exception as exc:  # e.g. an IM_* override pydantic-settings cannot parse
+        return None, [("", f"cannot validate the config: {exc}")]
 
 
 def _within(path: str, parent: str) -> bool:
@@ -340,9 +325,14 @@ def _within(path: str, parent: str) -> bool:
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read config file: {exc.strerror}")]) from None
+    try:
+        text = decode(data)
+    except Unreadable as exc:
+        raise ConfigError(str(path), [("", str(exc))]) from None
     return parse_config(text, source=str(path), env=env, base_dir=path.parent)
 
 
@@ -365,7 +355,14 @@ def _raw_notes_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(integrations, Mapping):
         return []
     return [
-        (f"{_join('integrations', name)}.notes", f"notes file not found: {integ['notes']}")
+        (f"{join_path('integrations', name)}.notes", f"notes file not found: {integ['notes']}")
         for name, integ in integrations.items()
-        if isinstance(integ, Mapping) and isinstance(integ.get("notes"), str) and not Path(integ["notes"]).is_file()
+        if isinstance(integ, Mapping) and isinstance(integ.get("notes"), str) and not _is_file(integ["notes"])
     ]
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a NUL byte in the name, a name too long
+        return False

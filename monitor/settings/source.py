@@ -1,0 +1,259 @@
+"""From a config file's bytes to a plain tree, whatever the bytes: the result is a tree or problems that
+say where and what, never an exception, and in bounded time.
+
+* Text: UTF-8 (a byte-order mark is fine). Anything else names the first bad byte by line and column;
+  UTF-16 and UTF-32 files are recognised by their byte-order mark and named as such.
+* YAML: the events are scanned before anything is built (iteratively, by libyaml when PyYAML has it):
+  nesting deeper than ``MAX_DEPTH`` and aliases that would add more than ``MAX_ALIAS_VALUES`` values
+  (an "alias bomb": a few lines that expand to billions of values) are refused. Errors give the line and
+  column but never quote the file (a line may hold a secret).
+* The tree: every mapping key is text and every number finite; entries with other keys are dropped
+  (and reported) so that validation sees only what it can name.
+* ``${VAR}`` / ``${VAR:-default}`` are expanded in every string (``$$`` is a literal ``$``), and what came
+  from the environment is remembered: a problem message never shows an expanded value, it shows the
+  template (``got 'ftp://u:${PW}@x/'``) or the variable's name, and masks URL user info and
+  credential-named parameters the file wrote literally.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from integration_kit.redact import MIN_SECRET_LEN, Redactor, secret_pattern
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_ALIAS_VALUES = 100_000
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+# Variables pydantic-settings reads to override keys (IM_MONITOR__LISTEN=…): their values are hidden too.
+OVERRIDE_PREFIX = "IM_"
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+Problem = tuple[str, str]
+
+
+class Unreadable(Exception):
+    """The file cannot be turned into a tree; the message says why (and where, when it can)."""
+
+
+def join_path(path: str, key: Any) -> str:
+    """``a.b``, ``a[0]``, ``a["x.y"]``: the path notation of every config problem."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    if not _PLAIN_KEY.match(str(key)):
+        return f'{path}["{key}"]'
+    return f"{path}.{key}" if path else str(key)
+
+
+def decode(data: bytes) -> str:
+    """The text of a config file, or Unreadable naming the encoding problem."""
+    if len(data) > MAX_FILE_BYTES:
+        raise Unreadable(f"the file is {len(data)} bytes, more than the {MAX_FILE_BYTES} a config may have")
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            raise Unreadable(f"the file is {name} (byte-order mark {bom.hex(' ')}); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise Unreadable(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {column} "
+            "cannot start or continue a UTF-8 character; save the file as UTF-8"
+        ) from None
+
+
+def load_yaml(text: str) -> Any:
+    """The YAML document as plain Python values, or Unreadable. Depth and alias expansion are checked
+    on the event stream first, so neither a deep nor an explosive document is ever built."""
+    try:
+        _check_events(yaml.parse(text, Loader=_Loader))
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise Unreadable(f"not valid YAML: {_yaml_error(exc)}") from None
+    except yaml.YAMLError as exc:  # reader errors (a control character, say): no mark, a short text
+        raise Unreadable(f"not valid YAML: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML accepts but Python cannot hold (2024-13-01)
+        raise Unreadable(f"not valid YAML: a value cannot be read ({exc})") from None
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError) -> str:
+    parts = [p for p in (exc.context, exc.problem) if p]
+    mark = exc.problem_mark or exc.context_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return ", ".join(parts) + where
+
+
+def _check_events(events: Iterator[yaml.Event]) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and aliases adding more than MAX_ALIAS_VALUES values.
+
+    Counts what the document would be if every alias were written out: each anchored node's value
+    count and height are remembered; an alias adds its node's count, at its node's height.
+    """
+    size: dict[str, tuple[int, int]] = {}  # anchor → (values, height) of its node
+    stack: list[tuple[str | None, int, int]] = []  # open collections: (anchor, values before, max child height)
+    total = added = 0
+    for event in events:
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                raise Unreadable(f"nested deeper than {MAX_DEPTH} levels ({_line(event)})")
+            stack.append((event.anchor, total, 0))
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, before, child_height = stack.pop()
+            total += 1
+            node = (total - before, child_height + 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            anchor, node = event.anchor, (1, 1)
+        elif isinstance(event, yaml.AliasEvent):
+            anchor = None
+            node = size.get(event.anchor or "", (1, 1))
+            total += node[0]
+            added += node[0]
+            if added > MAX_ALIAS_VALUES:
+                raise Unreadable(
+                    f"YAML aliases expand this file by more than {MAX_ALIAS_VALUES} values ("
+                    f"{_line(event)}): an alias bomb? Write the repeated parts out"
+                )
+            if len(stack) + node[1] - 1 > MAX_DEPTH:  # the node's collections, nested where the alias is
+                raise Unreadable(f"nested deeper than {MAX_DEPTH} levels through an alias "
+                                 f"({_line(event)})")
+        else:
+            continue
+        if anchor:
+            size[anchor] = node
+        if stack:
+            top_anchor, before, child_height = stack[-1]
+            stack[-1] = (top_anchor, before, max(child_height, node[1]))
+
+
+def _line(event: yaml.Event) -> str:
+    mark = event.start_mark
+    return f"line {mark.line + 1}" if mark is not None else "somewhere"
+
+
+def tree_problems(data: Any, path: str = "") -> tuple[Any, list[Problem]]:
+    """(data without the entries whose key is not text, the problems: such keys and non-finite numbers)."""
+    problems: list[Problem] = []
+    if isinstance(data, dict):
+        kept = {}
+        for key, value in data.items():
+            if not isinstance(key, str):
+                problems.append((join_path(path, _yaml_scalar(key)), (
+                    f"expected a text key, got {_kind(key)}{_yaml_scalar(key)}; quote it if it is meant as text"
+                )))
+                continue
+            kept[key], inner = tree_problems(value, join_path(path, key))
+            problems += inner
+        return kept, problems
+    if isinstance(data, list):
+        items = []
+        for i, value in enumerate(data):
+            item, inner = tree_problems(value, join_path(path, i))
+            items.append(item)
+            problems += inner
+        return items, problems
+    if isinstance(data, float) and not math.isfinite(data):
+        problems.append((path, f"expected a finite number, got {_yaml_scalar(data)}"))
+    return data, problems
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A value as it reads in YAML (``~``, ``true``, ``.inf``), for messages and paths."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    return str(value)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return ""
+    kinds = {bool: "the boolean ", int: "the number ", float: "the number "}
+    return kinds.get(type(value), f"a {type(value).__name__} ")
+
+
+@dataclass(slots=True)
+class Expansion:
+    """What ``expand_env`` did: unset variables (as problems) and where each value came from."""
+
+    problems: list[Problem] = field(default_factory=list)
+    templates: dict[str, tuple[str, str]] = field(default_factory=dict)  # path → (as written, expanded)
+    variables: dict[str, str] = field(default_factory=dict)  # value → "${NAME}" it came from
+
+    def hide(self, problems: list[Problem], env: Mapping[str, str]) -> list[Problem]:
+        """The problems with every expanded value replaced by its template or variable name."""
+        names = dict(self.variables)
+        for name, value in env.items():
+            if name.upper().startswith(OVERRIDE_PREFIX):
+                names.setdefault(value, f"${name}")
+        shown = [v for v in sorted(names, key=len, reverse=True) if len(v) >= MIN_SECRET_LEN]
+        pattern = re.compile("|".join(f"({secret_pattern(v)})" for v in shown)) if shown else None
+        out = []
+        for path, message in problems:
+            if path in self.templates:
+                written, expanded = self.templates[path]
+                message = message.replace(repr(expanded), repr(written)).replace(expanded, written)
+            if pattern is not None:
+                message = pattern.sub(lambda m: names[shown[(m.lastindex or 1) - 1]], message)
+            out.append((path, _mask_literal_credentials(message)))
+        return out
+
+
+def _mask_literal_credentials(message: str) -> str:
+    """URL user info and credential-named parameters the file wrote literally; templates stay readable
+    (a placeholder without the characters user info may hold keeps ``u:${PW}@`` from being masked)."""
+    templates: list[str] = []
+
+    def park(match: re.Match[str]) -> str:
+        templates.append(match.group(0))
+        return f"<{len(templates) - 1}>"
+
+    masked = Redactor().text(re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", park, message))
+    return re.sub(r"<(\d+)>", lambda m: templates[int(m.group(1))], masked) if templates else masked
+
+
+def expand_env(data: Any, env: Mapping[str, str], expansion: Expansion, path: str = "") -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(data, str):
+        used = False
+
+        def sub(match: re.Match[str]) -> str:
+            nonlocal used
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            used = True
+            if name in env:
+                expansion.variables.setdefault(env[name], f"${{{name}}}")
+                return env[name]
+            if default is not None:
+                return default
+            expansion.problems.append((path, f"environment variable {name} is not set (use ${{{name}:-default}})"))
+            return ""
+
+        expanded = _VAR.sub(sub, data)
+        if used:
+            expansion.templates[path] = (data, expanded)
+        return expanded
+    if isinstance(data, dict):
+        return {k: expand_env(v, env, expansion, join_path(path, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, env, expansion, join_path(path, i)) for i, v in enumerate(data)]
+    return data
