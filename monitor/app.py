@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -280,7 +281,9 @@ class App:
     # ---- reload ----------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Reload the config file. An invalid file is logged with every problem and changes nothing."""
+        """Reload the config file, all or nothing (see ``apply_config``). Whatever goes wrong — an invalid or
+        unreadable file, a config that cannot be applied — is logged, sets
+        integration_monitor_config_last_reload_successful to 0 and leaves the old config running."""
         if self.config_path is None:
             log.warning("config reload requested but the config did not come from a file")
             return False
@@ -288,37 +291,67 @@ class App:
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
             except ConfigError as exc:
-                self.last_reload_ok = False
-                self.metrics.config_reload_ok.set(0)
                 log.error("config reload failed; the running config stays in effect.\n%s", exc)
-                return False
-            self.apply_config(config)
+                return self._reload_failed()
+            except Exception:  # a bug, not a bad file: still never a silent success
+                log.exception("config reload failed while reading the file; the running config stays in effect")
+                return self._reload_failed()
+            try:
+                self.apply_config(config)
+            except Exception:
+                log.exception("config reload failed while applying the new config; the previous config was "
+                              "restored and stays in effect")
+                return self._reload_failed()
             return True
 
+    def _reload_failed(self) -> bool:
+        self.last_reload_ok = False
+        self.metrics.config_reload_ok.set(0)
+        return False
+
     def apply_config(self, config: Config) -> None:
-        """Switch to a validated config: secrets first, then jobs, then components."""
-        self._redactor.add(secrets_of(config))
+        """Switch to a validated config, all or nothing: the scheduler first checks it can schedule every
+        check (nothing changes if not), then jobs and components switch; if one of them raises, everything
+        already switched goes back to the old config and the exception propagates."""
+        self._redactor.add(secrets_of(config))  # first: anything logged from here on may quote them
+        self.scheduler.check(config)
         old = self.config
         if config.monitor.listen != old.monitor.listen:
             log.warning("monitor.listen changed: takes effect after a restart")
         if config.monitor.redis_url != old.monitor.redis_url:
             log.warning("monitor.redis_url changed: takes effect after a restart")
-        self.config = config
-        if self.services is not None:
-            self.services.config = config
-        logging.getLogger().setLevel(config.monitor.log_level)
-        self.scheduler.apply(config)
-        for component in self.components:
-            try:
+        switched: list[Component] = []
+        try:
+            self._switch(config)
+            self.scheduler.apply(config)
+            for component in self.components:
+                switched.append(component)  # before the call: a component that raised may be half-switched
                 component.on_config(config)
-            except Exception:
-                log.exception("component %s failed to apply the new config", component.name)
+        except Exception:
+            self._restore(old, switched)
+            raise
         self.last_reload_ok = True
         self.config_loaded_at = time.time()
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(self.config_loaded_at)
         log.info("config reloaded: %d integration(s), %d check(s)",
                  len(config.integrations), sum(1 for _ in config.iter_checks()))
+
+    def _restore(self, old: Config, switched: list[Component]) -> None:
+        self._switch(old)
+        steps: list[tuple[str, Callable[[], None]]] = [("scheduler", functools.partial(self.scheduler.apply, old))]
+        steps += [(c.name, functools.partial(c.on_config, old)) for c in switched]
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("restoring the previous config failed in %s", name)
+
+    def _switch(self, config: Config) -> None:
+        self.config = config
+        if self.services is not None:
+            self.services.config = config
+        logging.getLogger().setLevel(config.monitor.log_level)
 
     # ---- Redis -----------------------------------------------------------------------------------
 

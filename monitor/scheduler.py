@@ -176,6 +176,13 @@ class Scheduler:
             if running:
                 self._aps.resume()
 
+    def check(self, config: Config) -> None:
+        """Raise if ``config`` has a check that cannot be scheduled; changes nothing (a reload asks first)."""
+        now = time.time()
+        for integration, check in config.iter_checks():
+            if check.enabled:
+                self._trigger((check.interval * self.interval_factor(integration), config.monitor.jitter), now)
+
     # ---- the backoff hook ------------------------------------------------------------------------
 
     def set_interval_factor(self, integration: str, factor: float, reason: str = "") -> None:
@@ -262,7 +269,7 @@ class Scheduler:
             self._jobs[jid] = job
             first = now + min(check.interval, window) * (n + random.random()) / len(new)
             self._aps.add_job(
-                self._run, trigger=self._trigger(job, first), args=(jid,), id=jid, name=jid,
+                self._run, trigger=self._trigger(job.timing, first), args=(jid,), id=jid, name=jid,
                 next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, round(job.timing[0])),
             )
@@ -278,8 +285,8 @@ class Scheduler:
     def _timing(self, integration: str, check: CheckConfigBase) -> tuple[float, float]:
         return check.interval * self.interval_factor(integration), self.config.monitor.jitter
 
-    def _trigger(self, job: _Job, start: float) -> IntervalTrigger:
-        interval, jitter = job.timing
+    def _trigger(self, timing: tuple[float, float], start: float) -> IntervalTrigger:
+        interval, jitter = timing
         return IntervalTrigger(
             seconds=interval * (1 - jitter / 2),
             jitter=interval * jitter or None,
@@ -298,7 +305,7 @@ class Scheduler:
         if self._aps.get_job(jid) is None:
             return
         self._aps.modify_job(
-            jid, trigger=self._trigger(job, start), next_run_time=datetime.fromtimestamp(start, UTC),
+            jid, trigger=self._trigger(job.timing, start), next_run_time=datetime.fromtimestamp(start, UTC),
             misfire_grace_time=max(1, round(job.timing[0])),
         )
 

@@ -216,6 +216,88 @@ async def test_reload_applies_a_valid_file_and_keeps_the_old_config_on_a_broken_
     assert_no_canary(log_stream.getvalue(), "logs")
 
 
+async def reload_gauge(app: App) -> float:
+    _, _, body = await get(f"{app.server.url}/metrics")
+    return samples(body)[("integration_monitor_config_last_reload_successful", ())]
+
+
+async def test_reload_of_a_file_that_is_not_utf8_fails_visibly(
+    target: Target, tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    """Finding 7: a non-UTF-8 file was reported as a successful reload (the exception was lost in a task)."""
+    route_target(target)
+    path = write(tmp_path / "monitor.yaml", daemon_config(target))
+    app = App(load_config(path), config_path=path, components=[])
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        path.write_bytes(daemon_config(target).encode().replace(b"name: broken", b"name: br\xf6ken"))
+        assert await app.reload() is False
+        assert await reload_gauge(app) == 0 and app.last_reload_ok is False
+        assert "broken" in app.config.integrations["shop"].checks[1].name
+    finally:
+        await app.close()
+    logs = log_stream.getvalue()
+    assert "config reload failed; the running config stays in effect" in logs and "not UTF-8 text: byte 0xf6" in logs
+
+
+async def test_reload_that_fails_while_being_applied_restores_the_old_config_everywhere(
+    target: Target, tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    """Finding 7: a config that validates but fails while being applied must not count as reloaded, and
+    what already switched (scheduler, earlier components) goes back to the old config."""
+
+    class Picky(Recording):
+        def on_config(self, config: Any) -> None:
+            super().on_config(config)
+            if "extra" in config.integrations:
+                raise RuntimeError(f"cannot watch extra with {CANARY_HEADER}")
+
+    route_target(target)
+    path = write(tmp_path / "monitor.yaml", daemon_config(target))
+    events: list[str] = []
+    first, picky = Recording("first", events), Picky("picky", events)
+    app = App(load_config(path), config_path=path, components=[first.factory, picky.factory])
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    old = app.config
+    try:
+        write(path, daemon_config(target).replace(
+            "alerting:", f"  extra:\n    checks:\n      - {{name: ping, kind: http, url: '{target.url('/ok')}'}}\n"
+            "alerting:", 1))
+        assert await app.reload() is False
+        assert await reload_gauge(app) == 0
+        assert app.config is old and app.scheduler.check_status("extra", "ping") is None
+        assert [c is old for c in first.configs] == [False, True]  # switched, then switched back
+        assert [c is old for c in picky.configs] == [False, True]
+    finally:
+        await app.close()
+    logs = log_stream.getvalue()
+    assert "config reload failed while applying the new config; the previous config was restored" in logs
+    assert "cannot watch extra with [REDACTED]" in logs
+    assert_no_canary(logs, "logs")
+
+
+async def test_reload_never_reports_success_when_reading_raises(
+    target: Target, tmp_path: Path, log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route_target(target)
+    path = write(tmp_path / "monitor.yaml", daemon_config(target))
+    app = App(load_config(path), config_path=path, components=[])
+    setup_logging(app.redactor, stream=log_stream)
+
+    def broken_loader(path: Path) -> None:
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr(app_module, "load_config", broken_loader)
+    await app.start()
+    try:
+        assert await app.reload() is False and await reload_gauge(app) == 0
+    finally:
+        await app.close()
+    assert "config reload failed while reading the file" in log_stream.getvalue()
+
+
 def test_secrets_of_covers_headers_query_inline_url_and_config_secrets(target: Target) -> None:
     secrets = secrets_of(parse_config(daemon_config(target), env={}))
     for canary in (f"Bearer {CANARY_HEADER}", CANARY_QUERY, CANARY_URL):

@@ -131,17 +131,7 @@ async def test_sighup_with_a_broken_file_keeps_the_old_config(target: Target, tm
         await wait_runs(d, "ok", 1)
         write(config, daemon_config(target).replace("interval: 200ms", "interval: whenever", 1))
         d.proc.send_signal(signal.SIGHUP)
-
-        async def reload_gauge() -> float:
-            return samples((await get(f"{d.url}/metrics"))[2])[
-                ("integration_monitor_config_last_reload_successful", ())
-            ]
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while await reload_gauge() != 0:
-            assert loop.time() < deadline, "reload gauge never went to 0"
-            await asyncio.sleep(0.1)
+        await until_reload_gauge(d, 0)
         runs = await runs_of(d, "ok")
         await wait_runs(d, "ok", runs + 2)  # the old config keeps probing
         assert await d.finish(signal.SIGTERM) == 0
@@ -152,6 +142,31 @@ async def test_sighup_with_a_broken_file_keeps_the_old_config(target: Target, tm
         failed[0]["message"]
     )
     assert_no_canary(d.log, "daemon log")
+
+
+async def test_sighup_with_a_file_that_is_not_utf8_is_a_failed_reload(target: Target, tmp_path: Path) -> None:
+    """Finding 7: the gauge stayed 1 and the error surfaced as "Task exception was never retrieved"."""
+    route_target(target)
+    config = write(tmp_path / "monitor.yaml", daemon_config(target))
+    async with daemon(config) as d:
+        await wait_runs(d, "ok", 1)
+        config.write_bytes(b"\xff\xfe" + daemon_config(target).encode("utf-16-le"))
+        d.proc.send_signal(signal.SIGHUP)
+        await until_reload_gauge(d, 0)
+        runs = await runs_of(d, "ok")
+        await wait_runs(d, "ok", runs + 1)  # the old config keeps probing
+        assert await d.finish(signal.SIGTERM) == 0
+    assert "the file is UTF-16 (byte-order mark ff fe); save it as UTF-8" in d.log
+    assert "Task exception was never retrieved" not in d.log and "Traceback" not in d.log
+
+
+async def until_reload_gauge(d: Daemon, value: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    gauge = ("integration_monitor_config_last_reload_successful", ())
+    while samples((await get(f"{d.url}/metrics"))[2])[gauge] != value:
+        assert loop.time() < deadline, f"reload gauge never went to {value}"
+        await asyncio.sleep(0.1)
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
