@@ -25,6 +25,7 @@ from checks.base import CheckConfigBase
 from checks.json_assertions import JsonAssertion, compile_path
 from checks.timing import ssl_context
 from integration_kit.durations import Duration
+from integration_kit.redact import HARMLESS_HEADERS
 
 __all__ = ["Expectation", "HttpCheckConfig", "RequestPlan"]
 
@@ -141,16 +142,10 @@ class HttpCheckConfig(CheckConfigBase):
         )
 
     def secret_values(self) -> list[str]:
-        """Header and query values are secret unless the header is one that never carries credentials:
-        vendors put API keys in headers of every name (X-Api-Key, Stripe-Account, X-Shopify-Access-Token…),
-        so the list of harmless ones is the short, closed one."""
-        headers = [v for k, v in self.headers.items() if k.lower() not in _HARMLESS_HEADERS]
+        """Header and query values are secret unless the header is one that never carries credentials
+        (``integration_kit.redact.HARMLESS_HEADERS``, the short, closed list)."""
+        headers = [v for k, v in self.headers.items() if k.lower() not in HARMLESS_HEADERS]
         return [v.get_secret_value() for v in (*headers, *self.query.values())]
-
-
-_HARMLESS_HEADERS = frozenset(
-    {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent", "connection"}
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -115,6 +115,8 @@ def test_every_header_value_but_harmless_ones_is_masked(secret: str, header: str
 @given(secret=secrets, fmt=st.sampled_from(["text", "json"]), where=st.sampled_from(["message", "arg", "exception"]))
 def test_a_secret_in_a_log_line_or_exception_never_reaches_the_log(secret: str, fmt: str, where: str) -> None:
     stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
     handler = setup_logging(Redactor([secret]), fmt=fmt, level="DEBUG", stream=stream)
     log = logging.getLogger("test.redact")
     try:
@@ -128,8 +130,16 @@ def test_a_secret_in_a_log_line_or_exception_never_reaches_the_log(secret: str, 
             except KeyError:
                 log.exception("lookup failed")
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        setup_logging_levels_back(level)
     assert_masked(secret, stream.getvalue())
+
+
+def setup_logging_levels_back(level: int) -> None:
+    """Undo what setup_logging(level="DEBUG") set, so later tests (caplog) see the usual levels."""
+    logging.getLogger().setLevel(level)
+    for name in ("apscheduler", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def test_percent_encoded_query_value_with_reserved_characters_is_masked() -> None:
