@@ -5,7 +5,7 @@
 
 Edit this file, not the JSON: tests/test_grafana.py fails when the two disagree, and
 tests/test_prometheus_e2e.py runs every expression below against a real Prometheus scraping the demo.
-Metric names are the contracts of SPEC.md (counters end in ``_total``, histograms in ``_bucket``).
+Metric names are the ones the README documents ("Metrics"; counters end in ``_total``, histograms in ``_bucket``).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
         )
         .with_panel(
             _ts("Errors by class", "opm")
-            .description("Failed runs per minute by their final error class (see SPEC.md for the classes).")
+            .description("Failed runs per minute by their final error class (the classes: README, 'Checks').")
             .with_target(_query(
                 f"60 * sum by (error_class) (rate(integration_probe_errors_total{{{IC}}}[$__rate_interval]))",
                 "{{error_class}}",

@@ -1,4 +1,4 @@
-"""Every metric the monitor exports, in one place (names and labels are contracts: see SPEC.md).
+"""Every metric the monitor exports, in one place (names and labels are contracts: README, "Metrics").
 
 Metrics live on a registry owned by the ``Metrics`` instance, so several daemons (tests) can live in
 one process. Labels are bounded: integration, check, quota and alert names come from config, error

@@ -1,4 +1,4 @@
-"""The per-check probe metrics (``integration_probe_*`` of SPEC.md) as one custom collector.
+"""The per-check probe metrics (``integration_probe_*``, README "Metrics") as one custom collector.
 
 Why not prometheus-client Gauge/Counter/Histogram children: at 10,000 checks they are ~250,000 samples,
 and prometheus-client renders those at ~30 µs each (label-name validation and escaping, a namedtuple per

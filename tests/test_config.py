@@ -59,7 +59,7 @@ def test_check_config_exits_2_on_every_bad_config_without_a_traceback(
     assert not any(value in err for value in ENV.values())
 
 
-def test_good_config_loads_the_spec_example() -> None:
+def test_good_config_loads() -> None:
     config = load_config(DATA / "good_config.yaml", env=ENV)
     stripe = config.integrations["stripe"]
     check = stripe.checks[0]

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     actions = silence.add_subparsers(title="actions", metavar="ACTION")
 
     add = actions.add_parser("add", help="add a silence")
-    add.add_argument("-c", "--config", required=True, help="the daemon's config file")
+    add.add_argument("-c", "--config", required=True, metavar="FILE", help="the daemon's config file")
     add.add_argument("--integration", default=ANY, help="integration name, or * for all (default)")
     add.add_argument("--alert", default=ANY, help="rule name (error_rate, quota, probe_down, …) or * (default)")
     add.add_argument("--check", default=None, help="only alerts about this check")
@@ -41,14 +41,14 @@ def register(subparsers: Any) -> None:
     add.set_defaults(func=cmd_add)
 
     lst = actions.add_parser("list", help="list silences")
-    lst.add_argument("-c", "--config", required=True)
+    lst.add_argument("-c", "--config", required=True, metavar="FILE")
     lst.add_argument("--all", action="store_true", help="include expired silences")
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=cmd_list)
 
     exp = actions.add_parser("expire", help="end a silence now")
-    exp.add_argument("-c", "--config", required=True)
-    exp.add_argument("id", help="the silence id shown by `silence list`")
+    exp.add_argument("-c", "--config", required=True, metavar="FILE")
+    exp.add_argument("id", metavar="ID", help="the silence id shown by `silence list`")
     exp.set_defaults(func=cmd_expire)
 
     silence.set_defaults(func=lambda _args: (silence.print_help(sys.stderr), EXIT_USAGE)[1])

@@ -1,6 +1,6 @@
 """The integrations' side of the demo, played only when the demo has a Redis: the counters their rate
-limiters keep, exactly as those limiters write them (see RATE_LIMITS.md), and the webhooks the vendor
-delivers to their receivers — so the monitor's quota and webhook readers have something real to read.
+limiters keep, exactly as those limiters write them (README, "Rate-limit quotas"), and the webhooks the
+vendor delivers to their receivers — so the monitor's quota and webhook readers have something real to read.
 
 - payments: rate-limit-redis style per-merchant counters ``<prefix>:rl:payments:<merchant>`` — the
   limiter's Lua: INCR(BY), then PEXPIRE when the key has no TTL yet. Limit and window come from config.

@@ -1,6 +1,6 @@
 """The simulated vendor API of ``integration-monitor demo``: one aiohttp app on loopback whose endpoints
-misbehave the ways real third-party APIs do, so every error class and quota header of SPEC.md can be seen
-without any external service.
+misbehave the ways real third-party APIs do, so every error class (README, "Checks") and rate-limit header
+format (README, "Rate-limit quotas") can be seen without any external service.
 
 Behaviour is deterministic: call-count patterns depend only on how often an endpoint was called, the
 rate-limit curves only on the time since the vendor started (``clock`` is injectable for tests), and

@@ -1,0 +1,190 @@
+"""The product's docs say what the code does: the README's tables against the code they describe.
+
+Each test reads one table of README.md (or of a page under docs/) and compares it both ways with the
+code: every error class, metric, CLI command and option is documented, and nothing documented is gone.
+Users read only these docs, so no file of the repository may point them at a document they do not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
+from monitor.cli import build_parser
+from monitor.metrics import Metrics
+from monitor.settings import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# Developer-only documents outside the repository (names split so this file does not cite them).
+UNSHIPPED_DOCS = ("SPEC" + ".md", "RATE_LIMITS" + ".md", "ALERTING" + ".md")
+
+
+def section(text: str, heading: str) -> str:
+    """The text under a markdown heading (any level) up to the next heading of the same or a higher level."""
+    match = re.search(rf"^(#+) {re.escape(heading)}\s*$", text, re.MULTILINE)
+    assert match, f"no heading {heading!r}"
+    level = len(match.group(1))
+    end = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(text, match.end())
+    return text[match.end() : end.start() if end else len(text)]
+
+
+def table(text: str, first_header: str) -> list[list[str]]:
+    """The rows of the markdown table whose first header cell is ``first_header`` (cells stripped; ``\\|``
+    inside a cell is a literal bar)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_header)}\s*\|", line))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+        rows.append([c.strip().replace("\\|", "|") for c in cells])
+    return rows
+
+
+def code_spans(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+# ---- no citations of documents users do not have ---------------------------------------------------------
+
+
+def test_no_file_cites_a_document_users_do_not_have() -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    citing = []
+    for name in files.decode().split("\0"):
+        path = ROOT / name
+        if not name or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        citing += [f"{name}: {doc}" for doc in UNSHIPPED_DOCS if doc in text]
+    assert not citing, "cite the README or docs/ instead:\n" + "\n".join(citing)
+
+
+# ---- error classes ---------------------------------------------------------------------------------------
+
+
+def test_every_error_class_is_documented_with_an_example_detail() -> None:
+    rows = table(section(README, "Checks"), "class")
+    documented = {code_spans(row[0])[0]: row for row in rows}
+    assert set(documented) == {c.value for c in ErrorClass}
+    for name, (_, meaning, retried, example) in documented.items():
+        assert meaning, name
+        assert retried == ("yes" if ErrorClass(name) in RETRYABLE_BY_DEFAULT else "no"), name
+        (detail,) = code_spans(example)
+        assert detail.startswith(f"{name}: "), f"a detail starts with its class: {detail!r}"
+
+
+# ---- metrics ---------------------------------------------------------------------------------------------
+
+
+def exported_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    """Exposed name (``_total`` on counters) → (type, label names) of every metric monitor/metrics.py defines."""
+    metrics = Metrics()
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            name = metric._name + ("_total" if metric._type == "counter" else "")
+            out[name] = (metric._type, frozenset(metric._labelnames))
+    # The probe families: one check with every value set, so each family shows its labels.
+    series = metrics.probes.series("i", "c")
+    series.success = series.status_code = series.tls_expiry = 1.0
+    series.streak = 1
+    series.buckets[0] = series.runs_ok = series.runs_failed = series.retries = 1
+    series.phases["connect"] = 0.1
+    series.errors["timeout"] = 1
+    for family in metrics.probes.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = frozenset(label for s in family.samples for label in s.labels if label != "le")
+        out[name] = (family.type, labels)
+    return out
+
+
+def documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    out = {}
+    for row in table(section(README, "Metrics"), "name"):
+        name_cell, kind, labels = row[:3]
+        names = code_spans(name_cell)
+        assert names, row
+        for name in names:
+            out[name] = (kind, frozenset(label.strip() for label in labels.split(",") if label.strip()))
+    return out
+
+
+def test_the_metrics_table_lists_every_metric_with_its_type_and_labels() -> None:
+    exported, documented = exported_metrics(), documented_metrics()
+    assert set(documented) - set(exported) == set(), "documented but not exported"
+    assert set(exported) - set(documented) == set(), "exported but not in the README's metrics table"
+    for name, (kind, labels) in exported.items():
+        assert documented[name] == (kind, labels), name
+
+
+# ---- commands --------------------------------------------------------------------------------------------
+
+
+Command = tuple[str, ...]
+
+
+def commands(parser: argparse.ArgumentParser, path: Command = ()) -> Iterator[tuple[Command, argparse.ArgumentParser]]:
+    """Every leaf command (``("silence", "add")``…) with its parser."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        yield path, parser
+    for action in subparsers:
+        for name, sub in action.choices.items():
+            yield from commands(sub, (*path, name))
+
+
+def test_the_commands_table_matches_the_command_line() -> None:
+    rows = {}
+    for row in table(section(README, "Commands"), "command"):
+        (usage,) = code_spans(row[0])
+        words = usage.split()
+        assert words[0] == "integration-monitor", usage
+        command = tuple(w for w in words[1:] if re.fullmatch(r"[a-z][a-z-]*", w))
+        rows[command[:2] if command[:1] == ("silence",) else command[:1]] = usage
+    leaves = dict(commands(build_parser()))
+    assert set(rows) - {()} == set(leaves), "README commands vs integration-monitor --help"
+    for command, parser in leaves.items():
+        usage = rows[command]
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings:  # a positional, shown by its metavar
+                assert re.search(rf"(?<![\w-]){re.escape(action.metavar or action.dest)}(?![\w-])", usage), command
+            elif action.required:
+                assert any(re.search(rf"(?<![\w\[-]){re.escape(o)}(?![\w-])", usage) for o in action.option_strings), (
+                    f"{command}: {action.option_strings} (required)"
+                )
+            else:
+                assert any(f"[{o}" in usage for o in action.option_strings), (
+                    f"{command}: optional {action.option_strings} shown as [{action.option_strings[-1]} …]"
+                )
+
+
+# ---- configuration ---------------------------------------------------------------------------------------
+
+
+def test_the_readme_example_config_is_valid(tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", section(README, "Configuration"), re.DOTALL)
+    example = next(b for b in blocks if b.startswith("monitor:"))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "stripe.md").write_text("Stripe's quirks\n")
+    env = {"STRIPE_KEY": "sk_test_docs", "SLACK_BOT_TOKEN": "xoxb-docs"}
+    config = parse_config(example, env=env, base_dir=tmp_path)
+    assert "stripe" in config.integrations
+
+
+def test_docs_pages_are_linked_from_the_readme() -> None:
+    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
+    assert [page for page in pages if f"]({page})" not in README and f"]({page}#" not in README] == []
