@@ -11,7 +11,7 @@ import datetime as dt
 import zoneinfo
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from alerts.notifier_config import ConsoleConfig, SlackConfig
 from integration_kit.durations import Duration
@@ -248,6 +248,3 @@ class AlertingConfig(_Strict):
     flapping: FlappingConfig = FlappingConfig()
     self_health: SelfHealthConfig = SelfHealthConfig()
     notes_max_chars: int = Field(default=1500, ge=0, description="how much of an integration's notes file to quote")
-    api_token: SecretStr | None = Field(
-        default=None, description="if set, POST/DELETE /api/silences need 'Authorization: Bearer <token>'"
-    )

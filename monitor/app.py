@@ -36,7 +36,7 @@ from monitor.recorder import Recorder
 from monitor.scheduler import ProbeRunner, Scheduler, kind_of
 from monitor.server import HttpServer
 from monitor.settings import Config, ConfigError, load_config, split_listen
-from monitor.status import StatusStore
+from monitor.status import StatusStore, without_details
 
 if TYPE_CHECKING:
     import aiohttp
@@ -178,7 +178,7 @@ class App:
             except Exception as exc:
                 log.exception("component %s failed to report its status", component.name)
                 components[component.name] = {"error": f"status() raised {type(exc).__name__}"}
-        return {
+        document = {
             "monitor": {
                 "version": __version__,
                 "started_at": self.started_at,
@@ -191,6 +191,11 @@ class App:
             "integrations": integrations,
             "components": components,
         }
+        return document if self.config.monitor.status_details else without_details(document)
+
+    def api_token(self) -> str | None:
+        token = self.config.monitor.api_token
+        return None if token is None else token.get_secret_value()
 
     # ---- lifecycle -------------------------------------------------------------------------------
 

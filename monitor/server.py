@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from monitor.write_guard import describe, write_guard
 
 if TYPE_CHECKING:
     from integration_kit.redact import Redactor
@@ -36,6 +39,10 @@ class Monitored(Protocol):
     def readiness(self) -> tuple[bool, list[str]]: ...
 
     def status_document(self) -> dict[str, Any]: ...
+
+    def api_token(self) -> str | None:
+        """The bearer token writes need (monitor.api_token), None when not set."""
+        ...
 
 
 MONITOR = web.AppKey("monitor", Monitored)
@@ -95,13 +102,33 @@ def core_routes() -> list[web.RouteDef]:
     ]
 
 
+class _OneLineForMalformedRequests(logging.Filter):
+    """aiohttp answers a malformed request (a bad chunk size, a header it cannot parse) with 400 but logs
+    it at ERROR with a traceback, though nothing is wrong with the monitor: one line instead, without the
+    request's bytes that aiohttp quotes (they may hold a client's credentials)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        reason = str(exc.message).split("\n", 1)[0].rstrip(": ") or type(exc).__name__
+        log.log(min(record.levelno, logging.INFO), "malformed HTTP request from %s answered %d: %s",
+                client, exc.code, reason)
+        return False
+
+
+_MALFORMED_REQUESTS = _OneLineForMalformedRequests()
+
+
 class HttpServer:
     """Owns the aiohttp runner; ``port`` is the bound port (useful with port 0)."""
 
     def __init__(self, monitor: Monitored, host: str, port: int, extra_routes: Iterable[web.AbstractRouteDef] = ()):
         self.host = host
         self.port = port
-        self.web_app = web.Application()
+        self.monitor = monitor
+        self.web_app = web.Application(middlewares=[write_guard(monitor.api_token, host=host)])
         self.web_app[MONITOR] = monitor
         self.web_app.add_routes(core_routes())
         self.web_app.add_routes(list(extra_routes))
@@ -111,6 +138,7 @@ class HttpServer:
         self.web_app.add_routes(list(routes))
 
     async def start(self) -> None:
+        logging.getLogger("aiohttp.server").addFilter(_MALFORMED_REQUESTS)
         self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -118,7 +146,8 @@ class HttpServer:
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
-        log.info("serving /metrics /healthz /readyz /api/status on %s:%d", self.host, self.port)
+        log.info("serving /metrics /healthz /readyz /api/status on %s:%d; %s", self.host, self.port,
+                 describe(self.monitor.api_token(), host=self.host, port=self.port))
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -138,3 +138,18 @@ class StatusStore:
         for (integration, check), status in self._checks.items():
             out.setdefault(integration, {})[check] = status
         return out
+
+
+# What /api/status leaves out with ``monitor.status_details: false``: what a vendor answered, the headers
+# and body of the request sent (method and redacted URL stay), and Redis key names.
+DETAIL_FIELDS = frozenset({"response_excerpt", "headers", "body_excerpt", "busiest_key"})
+
+
+def without_details(node: Any) -> Any:
+    """A copy of a status document with every ``DETAIL_FIELDS`` value set to None, wherever it sits
+    (components' sections included)."""
+    if isinstance(node, dict):
+        return {k: None if k in DETAIL_FIELDS else without_details(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [without_details(v) for v in node]
+    return node

@@ -25,6 +25,7 @@ from integration_kit.redact import Redactor
 from monitor.cli import main
 from monitor.metrics import Metrics
 from monitor.settings import parse_config
+from monitor.write_guard import write_guard
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_800_000_000.0
@@ -143,12 +144,13 @@ async def api(prefix: str) -> AsyncIterator[tuple[TestClient[Any, Any], AlertEng
     client = redis.asyncio.Redis.from_url(REDIS_URL)
     cfg = parse_config(yaml.safe_dump({
         "integrations": {"acme": {}},
-        "alerting": {"key_prefix": prefix, "api_token": "tok-123456"},
+        "monitor": {"api_token": "tok-123456"},
+        "alerting": {"key_prefix": prefix},
     }), env={})
     engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client,
                          clock=lambda: T0, autorun=False)
     await engine.start()
-    app = web.Application()
+    app = web.Application(middlewares=[write_guard(lambda: "tok-123456", host="127.0.0.1")])  # as the daemon's
     add_routes(app, engine)
     http = TestClient(TestServer(app, host="127.0.0.1", port=0))
     await http.start_server()

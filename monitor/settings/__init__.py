@@ -67,6 +67,12 @@ class MonitorSection(BaseModel):
     shutdown_grace: Duration = Field(default=10.0, description="how long SIGTERM waits for in-flight probes")
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token for POST/DELETE on /api/* (needed unless listen is loopback)"
+    )
+    status_details: bool = Field(
+        default=True, description="false: /api/status leaves out response excerpts, request details, key names"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -74,7 +80,7 @@ class MonitorSection(BaseModel):
         split_listen(value)
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "api_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
