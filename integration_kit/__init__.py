@@ -16,5 +16,11 @@ pydantic); http-sfv is used when installed (``ratelimit_headers``). Nothing here
 - ``webhooks``: the processed-event-ID ledger for webhook handlers, and its key names
 - ``webhook_observations``: a webhook stream's totals and the observation its alert rules read
 - ``redact``: the redactor every outgoing text goes through
+- ``client``: ``Integration``, the kit for an asyncio service's vendor calls (its aiohttp middleware)
+- ``integration_base``: what the asyncio and blocking clients share (settings, the end of a call)
+- ``calls``: a call's expectation, its outcome and the ``CallError`` of a failed one
+- ``limiter``: the GCRA rate limiter in Redis shared by a service's processes (redis_rate's format)
+- ``recorder``: the traffic counters, batched in memory and flushed to Redis
+- ``traffic``: the traffic counters' key format, and its decoder (for the monitor)
 - ``durations``, ``timezones``: config value types (pydantic hooks, pydantic not needed to import)
 """

@@ -100,6 +100,25 @@ def next_wait(
     return delay if retry_after is None else max(delay, retry_after)
 
 
+def wait_before_retry(
+    policy: RetryPolicy,
+    outcome: AttemptOutcome,
+    attempts: int,
+    *,
+    now: float,
+    deadline: float,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """Seconds to wait before attempt ``attempts + 1`` after ``outcome``, or None: that was the answer
+    (success, a class not to retry, no attempts left, or a wait that would end at or past ``deadline``:
+    no time would be left for the attempt). The one decision of both runners below."""
+    error_class = outcome.error_class
+    if error_class is None or error_class not in policy.retry_on or attempts >= policy.attempts:
+        return None
+    wait = next_wait(policy, attempts - 1, outcome.retry_after, rand)
+    return None if now + wait >= deadline else wait
+
+
 async def run_with_retries(
     attempt: Callable[[float], Awaitable[OutcomeT]],
     policy: RetryPolicy,
@@ -114,16 +133,31 @@ async def run_with_retries(
 
     Returns the last outcome and the class of every attempt made, in order.
     """
-    retryable = policy.retry_on
     classes: list[ErrorClass | None] = []
     while True:
         outcome = await attempt(deadline)
-        error_class = outcome.error_class
-        classes.append(error_class)
-        if error_class is None or error_class not in retryable or len(classes) >= policy.attempts:
-            return outcome, tuple(classes)
-        wait = next_wait(policy, len(classes) - 1, outcome.retry_after, rand)
-        if clock() + wait >= deadline:
-            # Waiting would leave no time for the attempt: the last failure is the answer.
+        classes.append(outcome.error_class)
+        wait = wait_before_retry(policy, outcome, len(classes), now=clock(), deadline=deadline, rand=rand)
+        if wait is None:
             return outcome, tuple(classes)
         await sleep(wait)
+
+
+def run_with_retries_sync(
+    attempt: Callable[[float], OutcomeT],
+    policy: RetryPolicy,
+    *,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    rand: Callable[[], float] = random.random,
+) -> tuple[OutcomeT, tuple[ErrorClass | None, ...]]:
+    """``run_with_retries`` for blocking code (the kit's requests adapter): the same policy and decision."""
+    classes: list[ErrorClass | None] = []
+    while True:
+        outcome = attempt(deadline)
+        classes.append(outcome.error_class)
+        wait = wait_before_retry(policy, outcome, len(classes), now=clock(), deadline=deadline, rand=rand)
+        if wait is None:
+            return outcome, tuple(classes)
+        sleep(wait)

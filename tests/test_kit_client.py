@@ -1,0 +1,145 @@
+"""The kit's aiohttp middleware against a vendor on loopback that misbehaves on purpose: the probes'
+classes, retries under the probes' policy (Retry-After honoured, never past the deadline), the typed
+error with the request redacted — in the error and in the logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiohttp
+import pytest
+from targets import DOC, Reply, Target, closed_port
+
+from integration_kit.calls import CallError
+from integration_kit.client import Integration
+from integration_kit.errors import ErrorClass
+from integration_kit.retry import RetryPolicy
+
+CANARY = "sk_live_CANARY_9f8e7d6c5b4a"
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
+
+
+def vendor(**options: object) -> Integration:
+    settings: dict[str, object] = {"retry": FAST, "timeout": 5.0, "secrets": [CANARY], **options}
+    return Integration("payments", **settings)  # type: ignore[arg-type]
+
+
+async def test_a_good_answer_passes_through_and_the_body_stays_readable(target: Target) -> None:
+    kit = vendor()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http, http.get(target.url("/ok")) as resp:
+        assert resp.status == 200
+        assert await resp.json() == DOC  # the middleware read it to check it; the caller reads it again
+    assert kit.stats.calls == 1 and kit.stats.failed == 0
+
+
+async def test_a_503_is_retried_and_the_retry_succeeds(target: Target) -> None:
+    url = target.route("/flaky", Reply(status=503), Reply(json={"id": "x"}))
+    kit = vendor()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http, http.get(url) as resp:
+        assert (resp.status, await resp.json()) == (200, {"id": "x"})
+    assert len(target.hits("/flaky")) == 2
+
+
+async def test_retry_after_is_honoured(target: Target) -> None:
+    url = target.route("/limited", Reply(status=429, headers={"Retry-After": "0.4"}), Reply(json={}))
+    kit = vendor()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http, http.get(url) as resp:
+        assert resp.status == 200
+    first, second = target.hits("/limited")
+    assert second.at - first.at >= 0.4
+
+
+async def test_retries_stop_at_the_deadline(target: Target) -> None:
+    url = target.route("/down", Reply(status=503, headers={"Retry-After": "0.3"}))
+    kit = vendor(retry=RetryPolicy(attempts=50, backoff=0.01, max_backoff=0.05), timeout=1.0)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+        with pytest.raises(CallError) as caught:
+            await http.get(url)
+    elapsed = time.monotonic() - started
+    err = caught.value
+    assert err.error_class is ErrorClass.HTTP_5XX and err.retryable and err.status == 503
+    # 0.3 s apart: attempts at 0, 0.3, 0.6, 0.9; the next wait would end past the 1 s deadline.
+    assert err.attempts == len(target.hits("/down")) == 4
+    assert elapsed < 1.0
+    assert "(4 attempts)" in str(err)
+
+
+async def test_a_non_retryable_failure_raises_once_with_the_request_redacted(target: Target, caplog) -> None:
+    url = target.route("/charge", Reply(status=404, json={"error": f"no charge for key {CANARY}"}))
+    kit = vendor()
+    headers = {"Authorization": f"Bearer {CANARY}", "X-Request-Id": "req-1"}
+    with caplog.at_level(logging.DEBUG, logger="integration_kit"):
+        async with aiohttp.ClientSession(middlewares=(kit.middleware,), headers=headers) as http:
+            with pytest.raises(CallError) as caught:
+                await http.get(url, params={"api_key": CANARY, "limit": "3"})
+    err = caught.value
+    assert len(target.hits("/charge")) == 1  # a 404 is not retried
+    assert (err.error_class, err.status, err.attempts, err.retryable) == (ErrorClass.HTTP_4XX, 404, 1, False)
+    assert err.detail == "http_4xx: 404 Not Found"
+    assert err.request.method == "GET"
+    assert err.request.url.endswith("/charge?api_key=[REDACTED]&limit=3")
+    assert err.request.headers["Authorization"] == "[REDACTED]" and err.request.headers["X-Request-Id"] == "req-1"
+    assert err.response_excerpt is not None and "no charge for key [REDACTED]" in err.response_excerpt
+    shown = " ".join([str(err), repr(err), repr(err.request), err.response_excerpt, caplog.text])
+    assert CANARY not in shown
+    assert f"payments: GET {err.request.url} failed: http_4xx: 404 Not Found (1 attempt)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("reply", "options", "error_class", "detail"),
+    [
+        (Reply(body=b"", headers={"Content-Type": "application/json"}), {}, ErrorClass.EMPTY_BODY,
+         "empty_body: 200 with an empty body"),
+        (Reply(body=b'{"id": ', headers={"Content-Type": "application/json"}), {}, ErrorClass.MALFORMED_JSON,
+         "malformed_json: Expecting value at line 1 column 8"),
+        (Reply(json={"data": {}}), {"required": ("data.id",)}, ErrorClass.MISSING_FIELD,
+         "missing_field: data.id"),
+        (Reply(json={"items": [{"email": None}]}), {"not_null": ("items.0.email",)}, ErrorClass.NULL_FIELD,
+         "null_field: items.0.email"),
+        (Reply(body=b"plain text"), {"json": True}, ErrorClass.MALFORMED_JSON,
+         "malformed_json: Expecting value at line 1 column 1"),
+    ],
+)
+async def test_the_body_is_checked_like_a_probe_checks_it(
+    target: Target, reply: Reply, options: dict[str, object], error_class: ErrorClass, detail: str
+) -> None:
+    url = target.route("/body", reply)
+    kit = vendor()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+        with pytest.raises(CallError) as caught:
+            await http.get(url, middlewares=kit.expect(**options))  # type: ignore[arg-type]
+    assert (caught.value.error_class, caught.value.detail) == (error_class, detail)
+    assert len(target.hits("/body")) == 1  # contract violations are not retried
+
+
+async def test_a_hanging_vendor_is_a_timeout_within_the_deadline(target: Target) -> None:
+    url = target.route("/slow", Reply(json={}, delay=3.0))
+    kit = vendor(timeout=0.5)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+        with pytest.raises(CallError) as caught:
+            await http.get(url)
+    assert caught.value.error_class is ErrorClass.TIMEOUT
+    assert caught.value.detail.startswith("timeout: no response headers within")
+    assert time.monotonic() - started < 1.5
+
+
+async def test_a_refused_connection_is_retried_then_raised_as_connect() -> None:
+    kit = vendor()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+        with pytest.raises(CallError) as caught:
+            await http.get(f"http://127.0.0.1:{closed_port()}/x")
+    assert (caught.value.error_class, caught.value.attempts) == (ErrorClass.CONNECT, 3)
+    assert kit.stats.calls == 1 and kit.stats.failed == 1
+
+
+async def test_an_accepted_status_list_makes_a_404_an_answer(target: Target) -> None:
+    url = target.route("/lookup", Reply(status=404, json={"error": "not found"}))
+    kit = vendor()
+    async with (
+        aiohttp.ClientSession(middlewares=(kit.middleware,)) as http,
+        http.get(url, middlewares=kit.expect(status=(200, 404))) as resp,
+    ):
+        assert resp.status == 404

@@ -1,0 +1,121 @@
+"""The kit's shared rate limiter on real Redis: 5 processes × 4 tasks share one limiter of N per window
+and get N slots (±1); waits follow the limit; the monitor reads the key with one line of quota config;
+a dead Redis lets calls through."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+import uuid
+
+import aiohttp
+import pytest
+import redis.asyncio
+from processes import run_scripts
+from targets import Target
+from webhook_fixtures import SHARED_REDIS, OwnRedis, own_redis, prefix, shared_redis
+
+from integration_kit.calls import CallError
+from integration_kit.client import Integration
+from integration_kit.errors import ErrorClass
+from integration_kit.limiter import RateLimit, RateLimiter
+from monitor.quota.reader import read_redis_quota
+from monitor.settings.quota import RedisQuotaConfig
+
+__all__ = ["own_redis", "prefix", "shared_redis"]  # fixtures used by name
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import redis.asyncio
+    from integration_kit.limiter import RateLimit, RateLimiter
+
+    url, key, n, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+
+    async def task(limiter):
+        allowed = 0
+        for _ in range(n):  # every task asks n times: 20 tasks ask 20 n times for n slots
+            allowed += (await limiter.try_acquire()).allowed
+        return allowed
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(url)
+        limiter = RateLimiter(client, RateLimit(rate=n, per=3600.0, key=key), integration="x")
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        print(sum(await asyncio.gather(*(task(limiter) for _ in range(4)))))
+        await client.aclose()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_five_processes_of_four_tasks_share_one_limit(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
+    n = 40
+    key = f"{prefix}rate:payments"
+    start_at = time.time() + 1.5  # all processes start asking at once
+    outputs = await run_scripts(WORKER, [(SHARED_REDIS, key, str(n), str(start_at))] * 5)
+    allowed = [int(out) for out in outputs]
+    # One slot per 90 s refills at this rate: a slower machine could at most see one more.
+    assert n - 1 <= sum(allowed) <= n + 1, allowed
+
+
+async def test_acquire_waits_for_the_next_slot(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
+    limiter = RateLimiter(shared_redis, RateLimit(rate=5, per=1.0, burst=1, key=f"{prefix}rate:w"), integration="w")
+    started = time.monotonic()
+    waits = [await limiter.acquire(deadline=time.monotonic() + 5) for _ in range(4)]
+    elapsed = time.monotonic() - started
+    assert waits[0] == 0.0 and all(w > 0 for w in waits[1:])
+    assert elapsed >= 3 * 0.2 - 0.02  # one slot per 200 ms after the first
+
+
+async def test_a_call_that_cannot_get_a_slot_before_its_deadline_is_rate_limited_and_not_sent(
+    shared_redis: redis.asyncio.Redis, prefix: str, target: Target
+) -> None:
+    limit = RateLimit(rate=1, per=60.0, key=f"{prefix}rate:slow")
+    kit = Integration("slow", redis=shared_redis, rate_limit=limit, timeout=0.5, record=False)
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+        async with http.get(target.url("/ok")) as resp:
+            assert resp.status == 200
+        with pytest.raises(CallError) as caught:
+            await http.get(target.url("/ok"))
+    assert caught.value.error_class is ErrorClass.RATE_LIMITED
+    assert "shared rate limiter has no slot" in caught.value.detail
+    assert len(target.hits("/ok")) == 1
+
+
+async def test_the_monitor_reads_the_limiter_with_one_line_of_quota_config(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    limit = RateLimit(rate=50, per=60.0, key=f"{prefix}rate:crm")
+    limiter = RateLimiter(shared_redis, limit, integration="crm")
+    for _ in range(40):
+        assert (await limiter.try_acquire()).allowed
+    cfg = RedisQuotaConfig.model_validate(
+        {"name": "api", "source": "redis", "format": "gcra", "variant": "redis_rate", "match": f"{prefix}rate:crm",
+         "rate": 50, "period": "1m", "burst": 50}
+    )
+    reading = await read_redis_quota(shared_redis, cfg)
+    obs = reading.observation
+    assert obs.limit == 50
+    assert obs.used == pytest.approx(40, abs=0.5)  # a little has leaked out since (50 per minute)
+    assert obs.ratio is not None and obs.ratio >= 0.79  # the 80 % warning fires at this usage
+
+
+async def test_with_redis_gone_calls_go_through_and_redis_is_left_alone_for_a_while(own_redis: OwnRedis) -> None:
+    await own_redis.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    key = f"rate:{uuid.uuid4().hex}"
+    limiter = RateLimiter(client, RateLimit(rate=1, per=60.0, key=key), integration="x", cooldown=0.5)
+    assert (await limiter.try_acquire()).allowed
+    assert not (await limiter.try_acquire()).allowed
+    await own_redis.stop()
+    decisions = [await limiter.try_acquire() for _ in range(20)]
+    assert all(d.allowed for d in decisions)
+    assert limiter.errors == 1 and limiter.bypassed == 20  # one failed command, then the cooldown
+    await own_redis.start()  # empty: the limit starts again
+    await asyncio.sleep(0.6)
+    assert (await limiter.try_acquire()).allowed
+    assert not (await limiter.try_acquire()).allowed
+    await client.aclose()
