@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rate:"  # redis_rate's
 
-# go-redis/redis_rate's allow script (v9/v10), unchanged but for the comments.
+# go-redis/redis_rate's allow script (v9/v10), but for the comments and its first line,
+# redis.replicate_commands(): effects replication is the default since Redis 5 (Redis 7 ignores the call).
 GCRA_SCRIPT = """
 local rate_limit_key = KEYS[1]
 local burst = ARGV[1]
@@ -148,10 +149,14 @@ class _Gcra:
             return Decision(True, 0.0)
         return Decision(False, float(retry_after))
 
-    def pause(self, decision: Decision) -> float:
+    def pause(self, decision: Decision, deadline: float) -> float:
         """Wait before asking again: the slot's time plus up to half an emission interval of jitter, so
-        the processes waiting for the same slot do not all ask at the same instant."""
-        return decision.retry_after + random.random() * self.limit.emission / 2
+        the processes waiting for the same slot do not all ask at the same instant. ``LimiterTimeout``
+        when that ends at or past ``deadline``."""
+        pause = decision.retry_after + random.random() * self.limit.emission / 2
+        if self._clock() + pause >= deadline:
+            raise LimiterTimeout(decision.retry_after)
+        return pause
 
 
 class RateLimiter(_Gcra):
@@ -185,9 +190,7 @@ class RateLimiter(_Gcra):
             decision = await self.try_acquire()
             if decision.allowed:
                 return waited
-            pause = self.pause(decision)
-            if self._clock() + pause >= deadline:
-                raise LimiterTimeout(decision.retry_after)
+            pause = self.pause(decision, deadline)
             await asyncio.sleep(pause)
             waited += pause
 
@@ -221,8 +224,6 @@ class SyncRateLimiter(_Gcra):
             decision = self.try_acquire()
             if decision.allowed:
                 return waited
-            pause = self.pause(decision)
-            if self._clock() + pause >= deadline:
-                raise LimiterTimeout(decision.retry_after)
+            pause = self.pause(decision, deadline)
             time.sleep(pause)
             waited += pause

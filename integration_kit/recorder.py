@@ -115,15 +115,6 @@ class TrafficBuffer:
         return len(self._pending)
 
 
-def _write(pipe: Any, integration: str, prefix: str, ttl: int, pending: dict[int, dict[str, int]], now: float) -> None:
-    for bucket, fields in pending.items():
-        key = bucket_key(integration, bucket, prefix)
-        for name, n in fields.items():
-            pipe.hincrby(key, name, n)
-        pipe.expire(key, ttl)
-    pipe.set(last_key(integration, prefix), f"{now:.3f}", ex=ttl)
-
-
 class _Recorder:
     def __init__(self, integration: str, *, prefix: str, ttl: int, interval: float, keep: float,
                  clock: Callable[[], float]) -> None:
@@ -149,18 +140,28 @@ class _Recorder:
         return RecorderStats(recorded=b.recorded, flushes=self._flushes, failed_flushes=self._failed, lost=b.lost,
                              pending_buckets=b.pending_buckets())
 
-    def _done(self, ok: bool, exc: BaseException | None = None) -> None:
+    def _write(self, pipe: Any, pending: dict[int, dict[str, int]]) -> None:
+        """Queue one flush's commands on a MULTI/EXEC pipeline."""
+        for bucket, fields in pending.items():
+            key = bucket_key(self.integration, bucket, self.prefix)
+            for name, n in fields.items():
+                pipe.hincrby(key, name, n)
+            pipe.expire(key, self.ttl)
+        pipe.set(last_key(self.integration, self.prefix), f"{self._clock():.3f}", ex=self.ttl)
+
+    def _done(self, ok: bool, exc: BaseException | None = None) -> bool:
         if ok:
             self._flushes += 1
             if self._failing:
                 log.info("traffic recorder %s: writing to Redis again", self.integration)
             self._failing = False
-            return
+            return True
         self._failed += 1
         if not self._failing:
             log.warning("traffic recorder %s: cannot write to Redis (%s); keeping counts for up to %gs",
                         self.integration, type(exc).__name__, self.buffer.keep)
         self._failing = True
+        return False
 
 
 class TrafficRecorder(_Recorder):
@@ -188,14 +189,12 @@ class TrafficRecorder(_Recorder):
         try:
             async with asyncio.timeout(FLUSH_TIMEOUT):
                 pipe = self._redis.pipeline(transaction=True)
-                _write(pipe, self.integration, self.prefix, self.ttl, pending, self._clock())
+                self._write(pipe, pending)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self.buffer.give_back(pending, lost)
-            self._done(False, exc)
-            return False
-        self._done(True)
-        return True
+            return self._done(False, exc)
+        return self._done(True)
 
     def start(self) -> None:
         if self._task is None:
@@ -240,14 +239,12 @@ class SyncTrafficRecorder(_Recorder):
             return True
         try:
             pipe = self._redis.pipeline(transaction=True)
-            _write(pipe, self.integration, self.prefix, self.ttl, pending, self._clock())
+            self._write(pipe, pending)
             pipe.execute()
         except (RedisError, OSError) as exc:
             self.buffer.give_back(pending, lost)
-            self._done(False, exc)
-            return False
-        self._done(True)
-        return True
+            return self._done(False, exc)
+        return self._done(True)
 
     def start(self) -> None:
         if self._thread is None:

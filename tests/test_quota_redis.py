@@ -23,6 +23,7 @@ import redis.asyncio
 from needs import missing
 from webhook_fixtures import SHARED_REDIS
 
+from integration_kit.limiter import GCRA_SCRIPT
 from integration_kit.limiter_formats import REDIS_RATE_EPOCH, KeyReading, reader_for
 from monitor.quota.reader import QuotaReading, read_redis_quota
 from monitor.settings.quota import RedisQuotaConfig
@@ -348,43 +349,8 @@ async def test_token_bucket_hash_in_ms(client, tag):
 
 # ---- GCRA: redis_rate (Go), redis-cell -----------------------------------------------------------
 
-# redis_rate v10 allowN script.
-REDIS_RATE_ALLOW_N = """
-redis.replicate_commands()
-local rate_limit_key = KEYS[1]
-local burst = ARGV[1]
-local rate = ARGV[2]
-local period = ARGV[3]
-local cost = tonumber(ARGV[4])
-local emission_interval = period / rate
-local increment = emission_interval * cost
-local burst_offset = emission_interval * burst
-local jan_1_2017 = 1483228800
-local now = redis.call("TIME")
-now = (now[1] - jan_1_2017) + (now[2] / 1000000)
-local tat = redis.call("GET", rate_limit_key)
-if not tat then
-  tat = now
-else
-  tat = tonumber(tat)
-end
-tat = math.max(tat, now)
-local new_tat = tat + increment
-local allow_at = new_tat - burst_offset
-local diff = now - allow_at
-local remaining = diff / emission_interval
-if remaining < 0 then
-  local reset_after = tat - now
-  local retry_after = diff * -1
-  return {0, 0, tostring(retry_after), tostring(reset_after)}
-end
-local reset_after = new_tat - now
-if reset_after > 0 then
-  redis.call("SET", rate_limit_key, new_tat, "EX", math.ceil(reset_after))
-end
-local retry_after = -1
-return {cost, remaining, tostring(retry_after), tostring(reset_after)}
-"""
+# redis_rate v10 allowN script: the kit's limiter runs it unchanged (integration_kit.limiter).
+REDIS_RATE_ALLOW_N = GCRA_SCRIPT
 
 
 async def test_gcra_redis_rate(client, tag):
