@@ -69,7 +69,7 @@ async def test_retries_stop_at_the_deadline(target: Target) -> None:
 async def test_a_non_retryable_failure_raises_once_with_the_request_redacted(target: Target, caplog) -> None:
     url = target.route("/charge", Reply(status=404, json={"error": f"no charge for key {CANARY}"}))
     kit = vendor()
-    headers = {"Authorization": f"Bearer {CANARY}", "X-Request-Id": "req-1"}
+    headers = {"Authorization": f"Bearer {CANARY}", "X-Api-Key": CANARY[3:], "Accept": "application/json"}
     with caplog.at_level(logging.DEBUG, logger="integration_kit"):
         async with aiohttp.ClientSession(middlewares=(kit.middleware,), headers=headers) as http:
             with pytest.raises(CallError) as caught:
@@ -79,11 +79,12 @@ async def test_a_non_retryable_failure_raises_once_with_the_request_redacted(tar
     assert (err.error_class, err.status, err.attempts, err.retryable) == (ErrorClass.HTTP_4XX, 404, 1, False)
     assert err.detail == "http_4xx: 404 Not Found"
     assert err.request.method == "GET"
-    assert err.request.url.endswith("/charge?api_key=[REDACTED]&limit=3")
-    assert err.request.headers["Authorization"] == "[REDACTED]" and err.request.headers["X-Request-Id"] == "req-1"
+    assert err.request.url.endswith("/charge?api_key=[REDACTED]&limit=[REDACTED]")  # every query value
+    assert err.request.headers["Authorization"] == err.request.headers["X-Api-Key"] == "[REDACTED]"
+    assert err.request.headers["Accept"] == "application/json"
     assert err.response_excerpt is not None and "no charge for key [REDACTED]" in err.response_excerpt
     shown = " ".join([str(err), repr(err), repr(err.request), err.response_excerpt, caplog.text])
-    assert CANARY not in shown
+    assert CANARY not in shown and CANARY[3:] not in shown
     assert f"payments: GET {err.request.url} failed: http_4xx: 404 Not Found (1 attempt)" in caplog.text
 
 
