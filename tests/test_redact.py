@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
@@ -34,7 +34,9 @@ def _yarl_query(secret: str) -> str:
 
 
 def _yarl_path(secret: str) -> str:
-    return URL.build(scheme="http", host="h", path="/" + secret).raw_path.removeprefix("/")
+    url = URL.build(scheme="http", host="h", path="/" + secret)
+    # yarl normalises dot segments ("a/." → "a/"): that is another string, not an encoding of this one.
+    return url.raw_path.removeprefix("/") if url.path == "/" + secret else secret
 
 
 ENCODINGS: dict[str, Callable[[str], str]] = {
@@ -86,6 +88,8 @@ def test_a_registered_secret_is_masked_in_every_encoding_at_any_position(
 @given(secret=secrets, name=st.from_regex(r"\A[a-z][a-z0-9_]{0,10}\Z"), registered=st.booleans())
 def test_every_query_value_and_the_user_info_of_a_url_are_masked(secret: str, name: str, registered: bool) -> None:
     """Registered or not, with a name that looks like a credential or not: a shown URL masks them all."""
+    skeleton = f"https://api.example.com/v1/x?{name}=&limit=10"
+    assume(not any(encode(secret) in skeleton for encode in ENCODINGS.values()))  # ("http" is no leak)
     redactor = Redactor([secret] if registered else [])
     for url in (
         URL("https://api.example.com/v1/x").with_query({name: secret, "limit": "10"}),
@@ -114,6 +118,17 @@ def test_every_header_value_but_harmless_ones_is_masked(secret: str, header: str
 @settings(max_examples=150, deadline=None)
 @given(secret=secrets, fmt=st.sampled_from(["text", "json"]), where=st.sampled_from(["message", "arg", "exception"]))
 def test_a_secret_in_a_log_line_or_exception_never_reaches_the_log(secret: str, fmt: str, where: str) -> None:
+    # What the log line holds whatever the secret (field names, logger, level, traceback frames) is no leak.
+    skeleton = log_once("\x07" * MIN_SECRET_LEN, fmt, where)
+    assume(not any(encode(secret) in skeleton for encode in ENCODINGS.values()))
+    assert_masked(secret, log_once(secret, fmt, where))
+
+
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}")
+
+
+def log_once(secret: str, fmt: str, where: str) -> str:
+    """The log output of one record quoting ``secret`` (its timestamp cut out: it changes every time)."""
     stream = io.StringIO()
     root = logging.getLogger()
     level = root.level
@@ -132,7 +147,7 @@ def test_a_secret_in_a_log_line_or_exception_never_reaches_the_log(secret: str, 
     finally:
         root.removeHandler(handler)
         setup_logging_levels_back(level)
-    assert_masked(secret, stream.getvalue())
+    return _TIMESTAMP.sub("", stream.getvalue())
 
 
 def setup_logging_levels_back(level: int) -> None:
