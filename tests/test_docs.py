@@ -1,8 +1,9 @@
-"""The product's docs say what the code does: the README's tables against the code they describe.
+"""The product's docs say what the code does: README.md and docs/*.md against the code they describe.
 
-Each test reads one table of README.md (or of a page under docs/) and compares it both ways with the
-code: every error class, metric, CLI command and option is documented, and nothing documented is gone.
-Users read only these docs, so no file of the repository may point them at a document they do not have.
+Each test reads one table (or section) of the docs and compares it both ways with the code: every error
+class, metric, CLI command and option, config key and HTTP endpoint is documented, and nothing
+documented is gone. Links between the pages resolve. Users read only these docs, so no file of the
+repository may point them at a document they do not have.
 """
 
 from __future__ import annotations
@@ -10,18 +11,26 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
+from pydantic import BaseModel
 
+from alerts.api import routes as silence_routes
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
+from monitor.app import App
 from monitor.cli import build_parser
 from monitor.metrics import Metrics
-from monitor.settings import parse_config
+from monitor.server import core_routes
+from monitor.settings import Config, parse_config
+from monitor.status import CheckStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+HTTP_API = (ROOT / "docs" / "http-api.md").read_text(encoding="utf-8")
 # Developer-only documents outside the repository (names split so this file does not cite them).
 UNSHIPPED_DOCS = ("SPEC" + ".md", "RATE_LIMITS" + ".md", "ALERTING" + ".md")
 
@@ -185,6 +194,109 @@ def test_the_readme_example_config_is_valid(tmp_path: Path) -> None:
     assert "stripe" in config.integrations
 
 
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to hyphens; a repeated
+    heading gets ``-1``, ``-2``…"""
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#+ (.+?)\s*$", re.sub(r"```.*?```", "", markdown, flags=re.DOTALL), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        out.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def test_links_between_the_pages_resolve() -> None:
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text(encoding="utf-8")):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []
+
+
 def test_docs_pages_are_linked_from_the_readme() -> None:
     pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
     assert [page for page in pages if f"]({page})" not in README and f"]({page}#" not in README] == []
+
+
+def config_keys(model: type[BaseModel] = Config, path: str = "") -> Iterator[tuple[str, str]]:
+    """(section path, key) of every key the config accepts: ``("integrations.<>.checks[].retry", "attempts")``.
+    A mapping with names chosen by the user adds ``.<>``, a list ``[]``."""
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if path:
+            yield path, key
+        for sub, suffix in nested_models(field.annotation):
+            yield from config_keys(sub, f"{path}.{key}{suffix}".lstrip("."))
+
+
+def nested_models(annotation: object, suffix: str = "") -> Iterator[tuple[type[BaseModel], str]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation, suffix
+        return
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        yield from nested_models(args[0], suffix)
+    elif origin is dict:
+        yield from nested_models(args[1], suffix + ".<>")
+    elif origin in (list, tuple):
+        yield from nested_models(args[0], suffix + "[]")
+    else:
+        for arg in args:
+            yield from nested_models(arg, suffix)
+
+
+def documented_config_keys() -> set[tuple[str, str]]:
+    """(section path, key) of every row of docs/configuration.md; a heading names its section path as its
+    first code span (several headings may share one path: the kinds of a discriminated union)."""
+    out = set()
+    for match in re.finditer(r"^#+ (.*)$", CONFIGURATION, re.MULTILINE):
+        heading = code_spans(match.group(1))
+        if not heading:
+            continue
+        path = re.sub(r"<[^>]*>", "<>", heading[0])
+        body = CONFIGURATION[match.end() :].split("\n#", 1)[0]
+        out |= {(path, code_spans(row[0])[0]) for row in table(body, "key")}
+    return out
+
+
+def test_the_configuration_reference_lists_every_key() -> None:
+    accepted, documented = set(config_keys()), documented_config_keys()
+    assert sorted(accepted - documented) == [], "keys missing from docs/configuration.md"
+    assert sorted(documented - accepted) == [], "documented in docs/configuration.md but not accepted"
+
+
+# ---- HTTP API --------------------------------------------------------------------------------------------
+
+
+def test_the_http_api_lists_every_endpoint() -> None:
+    def endpoint(method: str, path: str) -> str:
+        return f"{method} {re.sub(r'{[^}]*}', '{}', path)}"
+
+    served = {endpoint(r.method, r.path) for r in [*core_routes(), *silence_routes(control=None)]}  # type: ignore[arg-type]
+    listed = {endpoint(code_spans(method)[0], code_spans(path)[0]) for method, path, _ in table(HTTP_API, "method")}
+    headings = {endpoint(*h.split(" ", 1)) for h in re.findall(r"^## `([A-Z]+ /[^`]*)`", HTTP_API, re.MULTILINE)}
+    assert listed == served
+    assert headings == served, "one section per endpoint"
+
+
+def documented_fields(heading: str) -> set[str]:
+    return {name for row in table(section(HTTP_API, heading), "field") for name in code_spans(row[0])[:2]}
+
+
+def test_the_status_document_is_documented_field_by_field() -> None:
+    config = parse_config("integrations: {a: {checks: [{name: c, kind: http, url: 'http://127.0.0.1:1/'}]}}", env={})
+    document = App(config).status_document()
+    assert set(document["monitor"]) == documented_fields("`monitor`")
+    integration = document["integrations"]["a"]
+    assert set(integration) == documented_fields("`integrations.<name>`")
+    check = set(CheckStatus(integration="a", check="c").as_dict()) | set(integration["checks"]["c"])
+    assert check == documented_fields("`integrations.<name>.checks.<check>`")
