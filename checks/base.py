@@ -21,15 +21,18 @@ if TYPE_CHECKING:
     import aiohttp
 
     from integration_kit.redact import Redactor
+    from integration_kit.token_cache import TokenCache
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeContext:
-    """What the daemon hands every probe: shared client session and the redactor for secrets."""
+    """What the daemon hands every probe: shared client session, the redactor for secrets and the token
+    cache that OAuth2 auth shares across checks and replicas."""
 
     integration: str
     redactor: Redactor
     session: aiohttp.ClientSession | None = None  # None: the probe makes its own
+    tokens: TokenCache | None = None  # the daemon's OAuth2 token cache; None: each run fetches its own
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

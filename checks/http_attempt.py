@@ -2,22 +2,25 @@
 deadline and the body cap, and classify what happened (``integration_kit.classify``).
 
 An ``HttpRun`` lives for one run: the retry runner calls ``attempt(deadline)`` once per attempt, and the
-run keeps what the result needs beyond the last attempt (the final response's headers, the earliest
-certificate expiry seen, the redacted request).
+run keeps what the result needs beyond the last attempt (the final response's headers and body, the
+earliest certificate expiry seen, the redacted request). Every kind that sends HTTP requests runs its
+requests through it: ``http`` as is, ``graphql`` with its own reading of the body (``inspect_body``),
+``flow`` once per step; the auth headers of an attempt come in as ``extra_headers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Protocol
 
 import aiohttp
 
 from checks.base import ProbeContext
-from checks.http_config import HttpCheckConfig
+from checks.http_config import Expectation, RequestPlan
 from checks.json_assertions import check_json
 from checks.timing import AttemptTiming, current_attempt
 from integration_kit.classify import (
@@ -32,6 +35,8 @@ from integration_kit.classify import (
 from integration_kit.errors import ErrorClass
 from integration_kit.results import RequestSummary
 from integration_kit.retry import parse_retry_after
+
+BodyInspector = Callable[[int, bytes], "Failure | None"]  # (status, body) → what is wrong with it, if anything
 
 EXCERPT_BYTES = 2048  # response excerpt kept for failures
 _REQUEST_BODY_EXCERPT = 512
@@ -57,24 +62,57 @@ class Attempt:
     body_bytes: int | None = None
 
 
+class CallConfig(Protocol):
+    """What a run needs of the request's config (``HttpCallFields``, ``GraphqlCallFields``, a flow step)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def follow_redirects(self) -> bool: ...
+    @property
+    def max_redirects(self) -> int: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def expect(self) -> Expectation: ...
+
+
 class HttpRun:
     """State of one run across its attempts: what the last response said, the earliest cert expiry."""
 
-    __slots__ = ("check", "headers", "loop", "plan", "redactor", "session", "tls_expiry")
+    __slots__ = ("body", "check", "extra_headers", "headers", "inspect_body", "loop", "plan", "redactor",
+                 "retry_on", "session", "tls_expiry")
 
-    def __init__(self, check: HttpCheckConfig, ctx: ProbeContext, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        check: CallConfig,
+        ctx: ProbeContext,
+        session: aiohttp.ClientSession,
+        *,
+        plan: RequestPlan,
+        retry_on: frozenset[ErrorClass],
+        inspect_body: BodyInspector | None = None,
+    ) -> None:
         self.check = check
-        self.plan = check.request_plan
+        self.plan = plan
+        self.retry_on = retry_on  # the classes whose Retry-After is worth reading
+        self.inspect_body = inspect_body or self._check_body
         self.redactor = ctx.redactor
         self.session = session
         self.loop = asyncio.get_running_loop()
         self.headers: Mapping[str, str] | None = None  # of the latest response, for quota parsing
+        self.body: bytes | None = None  # of the latest response read in full
+        self.extra_headers: Mapping[str, str] = {}  # of the latest attempt (auth): shown redacted
         self.tls_expiry: float | None = None
 
-    async def attempt(self, deadline: float) -> Attempt:
-        timing = AttemptTiming()
+    async def attempt(
+        self, deadline: float, extra_headers: Mapping[str, str] | None = None, *, timing: AttemptTiming | None = None
+    ) -> Attempt:
+        timing = AttemptTiming() if timing is None else timing
         token = current_attempt.set(timing)
         started = perf_counter()
+        self.extra_headers = extra_headers or {}
+        self.body = None
         try:
             outcome = await self._attempt(timing, deadline, started)
         finally:
@@ -91,7 +129,7 @@ class HttpRun:
                 resp = await self.session.request(
                     plan.method,
                     plan.url,
-                    headers=plan.headers,
+                    headers={**plan.headers, **self.extra_headers} if self.extra_headers else plan.headers,
                     data=plan.data,
                     allow_redirects=check.follow_redirects,
                     max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
@@ -143,7 +181,8 @@ class HttpRun:
 
         duration = perf_counter() - started
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        failure = self._check_body(status, body)
+        self.body = body
+        failure = self.inspect_body(status, body)
         if failure is None and check.expect.max_latency is not None:
             failure = too_slow(duration, check.expect.max_latency)
         if failure is not None:
@@ -154,7 +193,7 @@ class HttpRun:
         expect = self.check.expect
         assertions = expect.compiled_json
         if expect.body_required or assertions:
-            failure = empty_body(status, body, method=self.check.method)
+            failure = empty_body(status, body, method=self.plan.method)
             if failure is not None:
                 return failure
         return check_json(body, assertions) if assertions else None
@@ -167,7 +206,7 @@ class HttpRun:
         if status in _REDIRECTS and (location := resp.headers.get("Location")):
             detail += f" -> {self.redactor.url(location)}"
         retry_after = None
-        if error_class in self.check.retry.policy.retry_on:
+        if error_class in self.retry_on:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
         excerpt = bytearray()
         try:
@@ -212,7 +251,7 @@ class HttpRun:
         return RequestSummary(
             method=plan.method,
             url=redactor.url(plan.url),
-            headers=redactor.headers(plan.headers),
+            headers=redactor.headers({**plan.headers, **self.extra_headers}),
             body_excerpt=body,
         )
 

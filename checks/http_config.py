@@ -21,13 +21,14 @@ import jsonpath_rfc9535
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
+from checks.auth_config import AuthConfig, absolute_http_url
 from checks.base import CheckConfigBase
 from checks.json_assertions import JsonAssertion, compile_path
 from checks.timing import ssl_context
 from integration_kit.durations import Duration
 from integration_kit.redact import HARMLESS_HEADERS
 
-__all__ = ["Expectation", "HttpCheckConfig", "RequestPlan"]
+__all__ = ["Expectation", "HttpCallFields", "HttpCheckConfig", "HttpRequestFields", "RequestPlan"]
 
 _STATUS_RANGE = re.compile(r"^([1-5])xx$|^(\d{3})-(\d{3})$")
 
@@ -82,58 +83,43 @@ class Expectation(BaseModel):
         return tuple((path, compile_path(path), assertion) for path, assertion in self.json_.items())
 
 
-class HttpCheckConfig(CheckConfigBase):
-    kind: Literal["http"]
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+class HttpRequestFields(BaseModel):
+    """Where a request goes and how it connects: shared by every kind that sends HTTP requests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     url: str
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     query: dict[str, SecretStr] = Field(default_factory=dict)
-    json_body: Any = Field(default=None, alias="json")
-    body: str | None = None
     connect_timeout: Duration = 5.0
     follow_redirects: bool = True
     max_redirects: int = Field(default=10, ge=0)
     verify_tls: bool = True
-    expect: Expectation = Expectation()
+    auth: AuthConfig | None = Field(default=None, description="none given: the integration's auth, if any")
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        try:
-            url = URL(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"expected an http(s) URL, got {value!r}: {exc}") from None
-        if url.scheme not in {"http", "https"} or not url.host:
-            raise ValueError(f"expected an absolute http:// or https:// URL with a host, got {value!r}")
-        return value
+        return absolute_http_url(value)
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+    def secret_values(self) -> list[str]:
+        """Header and query values are secret unless the header is one that never carries credentials
+        (``integration_kit.redact.HARMLESS_HEADERS``, the short, closed list); and every credential of
+        ``auth``."""
+        headers = [v for k, v in self.headers.items() if k.lower() not in HARMLESS_HEADERS]
+        own = [v.get_secret_value() for v in (*headers, *self.query.values())]
+        return own + (self.auth.secret_values() if self.auth is not None else [])
 
-    @model_validator(mode="after")
-    def _one_body(self) -> HttpCheckConfig:
-        if self.json_body is not None and self.body is not None:
-            raise ValueError("give either json or body, not both")
-        return self
-
-    @cached_property
-    def request_plan(self) -> RequestPlan:
-        """What every run sends, derived once. Holds secrets in the clear: never shown anywhere."""
+    def plan(self, method: str, data: bytes | None, content_type: str | None = None) -> RequestPlan:
+        """The request with this URL, query and headers; holds secrets in the clear: never shown."""
         headers = {k: v.get_secret_value() for k, v in self.headers.items()}
-        data: bytes | None = None
-        if self.json_body is not None:
-            data = json.dumps(self.json_body, separators=(",", ":")).encode()
-            if not any(k.lower() == "content-type" for k in headers):
-                headers["Content-Type"] = "application/json"
-        elif self.body is not None:
-            data = self.body.encode()
+        if content_type is not None and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = content_type
         url = URL(self.url)
         if self.query:
             url = url.update_query({k: v.get_secret_value() for k, v in self.query.items()})
         return RequestPlan(
-            method=self.method,
+            method=method,
             url=url,
             headers=headers,
             data=data,
@@ -141,11 +127,37 @@ class HttpCheckConfig(CheckConfigBase):
             timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout),
         )
 
-    def secret_values(self) -> list[str]:
-        """Header and query values are secret unless the header is one that never carries credentials
-        (``integration_kit.redact.HARMLESS_HEADERS``, the short, closed list)."""
-        headers = [v for k, v in self.headers.items() if k.lower() not in HARMLESS_HEADERS]
-        return [v.get_secret_value() for v in (*headers, *self.query.values())]
+
+class HttpCallFields(HttpRequestFields):
+    """One plain HTTP request and what its response must look like."""
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    json_body: Any = Field(default=None, alias="json")
+    body: str | None = None
+    expect: Expectation = Expectation()
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpCallFields:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give either json or body, not both")
+        return self
+
+    @cached_property
+    def request_plan(self) -> RequestPlan:
+        """What every run sends, derived once. Holds secrets in the clear: never shown anywhere."""
+        if self.json_body is not None:
+            return self.plan(self.method, json.dumps(self.json_body, separators=(",", ":")).encode(),
+                             "application/json")
+        return self.plan(self.method, None if self.body is None else self.body.encode())
+
+
+class HttpCheckConfig(HttpCallFields, CheckConfigBase):
+    kind: Literal["http"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

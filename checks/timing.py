@@ -10,7 +10,9 @@ copy of the requesting task's context. Request-scoped trace callbacks get the sa
 ``trace_request_ctx``.
 
 Phases, in seconds, summed over redirect hops: dns (resolution), connect (TCP connect), tls (handshake),
-ttfb (request headers sent → response headers received), transfer (response body read, set by the probe).
+ttfb (request headers sent → response headers received), transfer (response body read, set by the probe),
+token (obtaining the OAuth2 access token before the request, set by the probe's auth; absent when the
+token came from memory).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any, Literal
 
 import aiohttp
 from cryptography import x509
+
+from integration_kit.results import PHASES
 
 Stage = Literal["connect", "headers", "body"]
 
@@ -43,6 +47,7 @@ class AttemptTiming:
         "dns",
         "stage",
         "tls",
+        "token",
         "transfer",
         "ttfb",
     )
@@ -54,13 +59,14 @@ class AttemptTiming:
         self.tls: float | None = None
         self.ttfb: float | None = None
         self.transfer: float | None = None
+        self.token: float | None = None  # obtaining the access token (cache, other replicas, token endpoint)
         self.cert_expiry: float | None = None  # epoch seconds, earliest seen
         self._dns_at = self._create_at = self._tls_at = self._sent_at = 0.0
         self._dns_before_create = self._tls_before_create = 0.0
 
     def phases(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for name in ("dns", "connect", "tls", "ttfb", "transfer"):
+        for name in PHASES:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

@@ -243,6 +243,18 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
             .mappings(_up_down(up="BACKING OFF", down="normal"))
             .thresholds(_steps((None, "green"), (1, "orange")))
         )
+        .with_panel(
+            _ts("OAuth2 token requests", "opm", w=24)
+            .description("Token requests per minute this replica made, by outcome; tokens from the cache or from "
+                         "another replica through Redis are not requests. Failures: the check's detail says why "
+                         "(auth: token endpoint: invalid_client…).")
+            .with_target(_query(
+                f"60 * sum by (integration, outcome) (rate(integration_auth_token_requests_total{{{I}}}"
+                "[$__rate_interval]))",
+                "{{integration}} {{outcome}}",
+            ))
+            .min(0)
+        )
     )
 
 
@@ -265,8 +277,8 @@ def _latency(d: db.Dashboard) -> db.Dashboard:
         )
         .with_panel(
             _ts("Phase breakdown (last run)", "s", w=8)
-            .description("DNS, connect, TLS, time to first byte and transfer of each check's last run, stacked. "
-                         "Select one check to read one request.")
+            .description("DNS, connect, TLS, time to first byte, transfer and, with OAuth2, the token (0 when "
+                         "cached) of each check's last run, stacked. Select one check to read one request.")
             .with_target(_query(
                 f"integration_probe_phase_seconds{{{IC}}}", "{{integration}}/{{check}} {{phase}}"
             ))

@@ -17,6 +17,7 @@ harmless ones (``Accept``, ``Content-Type``…).
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import unquote
@@ -33,6 +34,7 @@ _SENSITIVE_NAME = re.compile(
 # Values shorter than this are not registered as secrets: masking "1" everywhere would destroy text.
 # (Short values are still masked where structure says they are secret: header values, query values.)
 MIN_SECRET_LEN = 4
+ROTATED_GENERATIONS = 2  # values of a rotating secret that stay masked: the current one and the one before
 # Request headers that never carry credentials; every other header value is treated as a secret:
 # vendors put API keys in headers of every name (X-Api-Key, Stripe-Account, X-Shopify-Access-Token…),
 # so the list of harmless ones is the short, closed one.
@@ -46,6 +48,19 @@ _TOKEN_SCHEMES = frozenset({"bearer", "basic", "token", "bot"})
 _USERINFO = re.compile(r"://[^\s/?#@\"'<>\\]+@")
 # ``?name=value`` / ``&name=value``: the value up to the next separator.
 _QUERY_PARAM = re.compile(r"([?&;])([^=&;\s\"'<>#?]{1,100})=([^&;\s\"'<>#]*)")
+
+
+def _expand(secrets: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for secret in secrets:
+        if not secret or len(secret) < MIN_SECRET_LEN:
+            continue
+        out.add(secret)
+        # "Bearer abc" in a header: also mask the token alone, it travels without the scheme too.
+        scheme, _, token = secret.partition(" ")
+        if token and scheme.lower() in _TOKEN_SCHEMES and len(token) >= MIN_SECRET_LEN:
+            out.add(token)
+    return out
 
 
 def is_sensitive_name(name: str) -> bool:
@@ -104,26 +119,35 @@ def secret_pattern(secret: str) -> str:
 class Redactor:
     """Masks known secret values and credential-bearing fields. Cheap to call; safe on any text."""
 
-    __slots__ = ("_pattern", "_secrets")
+    __slots__ = ("_pattern", "_rotating", "_secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._rotating: dict[str, deque[frozenset[str]]] = {}
         self._pattern: re.Pattern[str] | None = None
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         before = len(self._secrets)
-        for secret in secrets:
-            if not secret or len(secret) < MIN_SECRET_LEN:
-                continue
-            self._secrets.add(secret)
-            # "Bearer abc" in a header: also mask the token alone, it travels without the scheme too.
-            scheme, _, token = secret.partition(" ")
-            if token and scheme.lower() in _TOKEN_SCHEMES and len(token) >= MIN_SECRET_LEN:
-                self._secrets.add(token)
+        self._secrets |= _expand(secrets)
         if len(self._secrets) != before:
+            self._compile()
+
+    def rotate(self, slot: str, secrets: Iterable[str], *, keep: int = ROTATED_GENERATIONS) -> None:
+        """Secrets that change at run time (a fetched access token, a rotated refresh token): the
+        ``slot`` keeps its last ``keep`` generations, so a long-running process masks the current value
+        and the one before it without the list growing with every rotation."""
+        generation = frozenset(_expand(secrets))
+        slots = self._rotating.setdefault(slot, deque(maxlen=keep))
+        if generation and generation not in slots:
+            slots.append(generation)
+            self._compile()
+
+    def _compile(self) -> None:
+        every = self._secrets.union(*(g for slots in self._rotating.values() for g in slots))
+        if every:
             # Longest first so a secret containing another is masked whole.
-            ordered = sorted(self._secrets, key=len, reverse=True)
+            ordered = sorted(every, key=len, reverse=True)
             self._pattern = re.compile("|".join(secret_pattern(s) for s in ordered))
 
     def text(self, value: str) -> str:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from integration_kit.errors import ErrorClass
 
-PHASES: tuple[str, ...] = ("dns", "connect", "tls", "ttfb", "transfer")
+# The timing phases of a run (a metric label: a fixed set). ``token``: obtaining an OAuth2 access token
+# (absent when it came from memory).
+PHASES: tuple[str, ...] = ("dns", "connect", "tls", "ttfb", "transfer", "token")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +49,9 @@ class CheckResult:
     # The final response's rate-limit fields as (lower-cased name, value), bounded: what the probe saw, for
     # the quota side to parse (integration_kit.ratelimit_headers: rate_limit_fields, observed_quota).
     rate_limit_headers: tuple[tuple[str, str], ...] = ()
+    # Rate-limit state the final response reported in its body (a GraphQL API's cost / rateLimit objects) as
+    # (field path, compact JSON), bounded; parsed on the quota side too (integration_kit.ratelimit_body).
+    rate_limit_body: tuple[tuple[str, str], ...] = ()
     body_bytes: int | None = None  # response body bytes read by the final attempt (reading stops at the cap)
 
     @property

@@ -27,8 +27,9 @@ from yarl import URL
 
 from checks import run_probe as default_run_probe
 from checks.base import ProbeContext
-from checks.http import make_session
+from checks.call import make_session
 from integration_kit.redact import Redactor, is_sensitive_name
+from integration_kit.token_cache import TokenCache
 from monitor import __version__
 from monitor.component import Component, Services
 from monitor.metrics import Metrics
@@ -114,6 +115,7 @@ class App:
         self.server = HttpServer(self, host, port, extra_routes)
         self.services: Services | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.tokens: TokenCache | None = None
         self.started_at: float | None = None
         self.config_loaded_at = time.time()
         self.last_reload_ok = True
@@ -154,6 +156,7 @@ class App:
     def status_document(self) -> dict[str, Any]:
         statuses = self.status_store.by_integration()
         scheduler = self.scheduler.status()
+        tokens = self.tokens.status() if self.tokens is not None else []
         integrations: dict[str, Any] = {}
         for name, integ in self.config.integrations.items():
             checks: dict[str, Any] = {}
@@ -169,6 +172,7 @@ class App:
                 "runbook_url": integ.runbook_url,
                 "interval_factor": self.scheduler.interval_factor(name),
                 "backoff": scheduler["backoff"].get(name),
+                "oauth2_tokens": [t for t in tokens if t["credential"] == name],
                 "checks": checks,
             }
         components: dict[str, Any] = {}
@@ -197,6 +201,9 @@ class App:
         token = self.config.monitor.api_token
         return None if token is None else token.get_secret_value()
 
+    def _token_fetched(self, integration: str, ok: bool) -> None:
+        self.metrics.token_requests.labels(integration, "success" if ok else "failure").inc()
+
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -222,6 +229,10 @@ class App:
                     self.server.add_routes(routes())
             self.session = make_session(limit=0)  # the semaphore bounds concurrency, not the pool
             self.scheduler.session = self.session
+            # OAuth2 tokens: one per credential for all checks, shared with the other replicas through
+            # Redis; every token it learns is masked from then on (rotating: the list stays short).
+            self.tokens = TokenCache(redis=client, on_secret=self._redactor.rotate, on_fetch=self._token_fetched)
+            self.scheduler.tokens = self.tokens
             self.scheduler.start()
             await self.server.start()
         except BaseException:
@@ -242,6 +253,8 @@ class App:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.server.close()
+        if self.tokens is not None:
+            await self.tokens.close()
         for component in reversed(self.components):
             try:
                 await component.close()
@@ -395,18 +408,34 @@ class App:
         return client
 
 
-async def probe_once(config: Config, integration: str, check_name: str) -> CheckResult:
-    """One run of one check, outside the scheduler (the ``probe`` command). KeyError if unknown."""
+async def probe_once(
+    config: Config, integration: str, check_name: str, *, redactor: Redactor | None = None
+) -> CheckResult:
+    """One run of one check, outside the scheduler (the ``probe`` command). KeyError if unknown.
+
+    With ``monitor.redis_url`` the run shares the daemons' OAuth2 tokens: it uses theirs instead of
+    asking for one more, and, with a rotating refresh token, the current one (the configured one may
+    have been rotated away: using it could make the endpoint revoke the daemons' tokens too)."""
     integ = config.integrations[integration]
     check = next((c for c in integ.checks if c.name == check_name), None)
     if check is None:
         raise KeyError(check_name)
-    redactor = Redactor(secrets_of(config))
+    redactor = redactor if redactor is not None else Redactor(secrets_of(config))
+    client = None
+    if config.monitor.redis_url is not None:
+        client = redis.asyncio.Redis.from_url(
+            config.monitor.redis_url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=5.0
+        )
+    tokens = TokenCache(redis=client, on_secret=redactor.rotate)
     session = make_session(limit=0)
     try:
-        return await default_run_probe(check, ProbeContext(integration=integration, redactor=redactor, session=session))
+        ctx = ProbeContext(integration=integration, redactor=redactor, session=session, tokens=tokens)
+        return await default_run_probe(check, ctx)
     finally:
+        await tokens.close()
         await session.close()
+        if client is not None:
+            await client.aclose()
 
 
 def _redis_location(url: str) -> str:

@@ -168,7 +168,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     redactor = Redactor(secrets_of(config))
     setup_logging(redactor, fmt=config.monitor.log_format, level="WARNING")
-    result = run_async(probe_once(config, integration, check))
+    result = run_async(probe_once(config, integration, check, redactor=redactor))
     print(format_result(result, redactor))
     return EXIT_OK if result.ok else EXIT_FAILED
 

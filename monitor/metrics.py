@@ -43,6 +43,13 @@ class Metrics:
             registry=r,
         )
 
+        # Auth
+        self.token_requests = Counter(
+            "integration_auth_token_requests",
+            "OAuth2 token requests this replica made (not tokens read from the cache or another replica), by outcome",
+            ("integration", "outcome"), registry=r,
+        )
+
         # Quotas
         self.quota_used = Gauge(
             "integration_quota_used", "Units of the quota used in the current window", _Q, registry=r

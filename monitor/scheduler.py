@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from integration_kit.redact import Redactor
+    from integration_kit.token_cache import TokenCache
     from monitor.metrics import Metrics
     from monitor.settings import Config
 
@@ -110,6 +111,7 @@ class Scheduler:
         self.run_probe = run_probe
         self.on_removed = on_removed
         self.session: aiohttp.ClientSession | None = None  # handed to probes; set by the app before start
+        self.tokens: TokenCache | None = None  # OAuth2 tokens shared by the probes; set by the app before start
         self._aps = BatchingScheduler(timezone=UTC)
         self._aps.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._aps.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
@@ -263,7 +265,8 @@ class Scheduler:
             job = _Job(
                 integration=integration,
                 check=check,
-                ctx=ProbeContext(integration=integration, redactor=self.redactor, session=self.session),
+                ctx=ProbeContext(integration=integration, redactor=self.redactor, session=self.session,
+                                 tokens=self.tokens),
                 timing=self._timing(integration, check),
             )
             self._jobs[jid] = job

@@ -33,9 +33,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from integration_kit.errors import ErrorClass
+from integration_kit.oauth2 import basic_authorization
 from integration_kit.ratelimit_headers import parse_rate_limit_headers
 from integration_kit.webhooks import stats_key
 from monitor.demo import Demo
+from monitor.demo.oauth import CLIENT_ID as DEMO_CLIENT_ID
+from monitor.demo.oauth import CLIENT_SECRET as DEMO_CLIENT_SECRET
 from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.quota.service import QuotaService
@@ -145,6 +148,38 @@ async def test_auth_failure(vendor: SimulatedVendor, http: aiohttp.ClientSession
     assert status == 401
     assert "invalid_token" in headers["WWW-Authenticate"]
     assert json.loads(body)["category"] == "EXPIRED_AUTHENTICATION"
+
+
+async def test_oauth2_tokens_expire_and_are_revoked_early(
+    vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    token_url = f"{vendor.url}/crm/oauth/v1/token"
+    basic = {"Authorization": basic_authorization(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)}
+    wrong = {"Authorization": basic_authorization(DEMO_CLIENT_ID, "wrong-secret")}
+    async with http.post(token_url, data={"grant_type": "client_credentials"}, headers=wrong) as r:
+        assert (r.status, (await r.json())["error"]) == (401, "invalid_client")
+
+    async def token() -> str:
+        async with http.post(token_url, data={"grant_type": "client_credentials"}, headers=basic) as response:
+            body = await response.json()
+            assert body["expires_in"] == vendor.behaviour.token_lifetime
+            return str(body["access_token"])
+
+    async def deals(access_token: str) -> int:
+        async with http.get(f"{vendor.url}/crm/v3/objects/deals",
+                            headers={"Authorization": f"Bearer {access_token}"}) as response:
+            return response.status
+
+    first = await token()
+    assert await deals(first) == 200
+    assert await deals("forged") == 401
+    clock.now += vendor.behaviour.token_lifetime + 1
+    assert await deals(first) == 401  # expired
+    second = await token()
+    assert await deals(second) == 200
+    clock.now = vendor.started_at + vendor.behaviour.token_revoke_every + 1  # the vendor rotated its key
+    assert await deals(second) == 401  # revoked long before its expires_in
+    assert await deals(await token()) == 200
 
 
 async def test_salesforce_usage_climbs(vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock) -> None:

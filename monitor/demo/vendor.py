@@ -16,6 +16,9 @@ GET  /payments/v1/customers/cus_demo        200, ``email`` is null (``null_field
 GET  /crm/v3/contacts                       200, ``results[0].id`` missing; IETF ``RateLimit`` headers
                                             (``missing_field``; quota ``burst`` and ``daily``)
 GET  /crm/v3/owners                         401 expired token (``auth``)
+POST /crm/oauth/v1/token                    OAuth2 client credentials: tokens live ``token_lifetime`` s
+GET  /crm/v3/objects/deals                  needs a token; the vendor revokes every token each
+                                            ``token_revoke_every`` s (one 401, one refresh, still green)
 GET  /crm/services/data/v59.0/limits        healthy; ``Sforce-Limit-Info: api-usage=N/5000`` climbing
 GET  /shipping/v1/rates                     answers after ``slow_seconds`` (``too_slow``)
 GET  /shipping/v1/track/1Z999AA10123456784  answers after ``hang_seconds`` (``timeout``)
@@ -62,6 +65,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from monitor.demo.oauth import DemoOAuth
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The 0-based number of the call being answered, per request task (set on arrival, before any await).
 _CALL: contextvars.ContextVar[int] = contextvars.ContextVar("demo_vendor_call")
@@ -86,6 +91,8 @@ class VendorBehaviour:
     shopify_bucket: int = 40
     shopify_cycle: float = 40.0  # a sync job fills the bucket, then it drains
     cert_days: float = 10.0  # the HTTPS certificate's remaining validity
+    token_lifetime: float = 60.0  # CRM OAuth2 access tokens (real ones live 30 min: compressed for the demo)
+    token_revoke_every: float = 150.0  # the CRM rotates its signing key: earlier tokens stop working
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,12 @@ class SimulatedVendor:
         self._route("GET", "/payments/v1/customers/cus_demo", "200, email is null", self._customer)
         self._route("GET", "/crm/v3/contacts", "200, results[0].id missing; IETF RateLimit headers", self._contacts)
         self._route("GET", "/crm/v3/owners", "401 expired token", self._owners)
+        self.oauth = DemoOAuth(clock=clock, started_at=lambda: self.started_at, lifetime=b.token_lifetime,
+                               revoke_every=b.token_revoke_every)
+        self._route("POST", "/crm/oauth/v1/token", f"OAuth2 client credentials; tokens live {b.token_lifetime:g}s",
+                    self.oauth.token)
+        self._route("GET", "/crm/v3/objects/deals",
+                    f"needs a bearer token; all tokens revoked every {b.token_revoke_every:g}s", self.oauth.deals)
         self._route("GET", "/crm/services/data/v59.0/limits", "healthy; Sforce-Limit-Info climbing", self._sf_limits)
         self._route("GET", "/shipping/v1/rates", f"answers after {b.slow_seconds}s", self._rates)
         self._route("GET", "/shipping/v1/track/1Z999AA10123456784", f"answers after {b.hang_seconds}s", self._track)

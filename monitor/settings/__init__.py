@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from alerts.config import AlertingConfig, AlertRulesConfig
 from checks import PROBES
+from checks.auth_config import AUTH_KIND_NAMES, AuthConfig
 
 if TYPE_CHECKING:
     # The real type is the discriminated union of every kind in PROBES, built at import time, which
@@ -110,6 +111,7 @@ class IntegrationConfig(BaseModel):
 
     notes: Path | None = Field(default=None, description="markdown file of the vendor's quirks")
     runbook_url: str | None = None
+    auth: AuthConfig | None = Field(default=None, description="every check's auth unless it has its own")
     checks: list[CheckConfig] = Field(default_factory=list)
     quotas: list[QuotaConfig] = Field(default_factory=list)
     webhooks: WebhookConfig | None = None
@@ -126,6 +128,16 @@ class IntegrationConfig(BaseModel):
         )
         if problems:
             raise _ReferenceProblem("; ".join(f"{path}: {msg}" for path, msg in problems))
+        if self.auth is not None:
+            # Checks without their own auth take the integration's: each check config is then complete
+            # on its own (a run, the `probe` command and a reload need nothing else), and checks sharing
+            # one auth share its token (the token cache keys on the credential, not on the check).
+            inherited = [
+                c.model_copy(update={"auth": self.auth})
+                if "auth" in type(c).model_fields and getattr(c, "auth", None) is None else c
+                for c in self.checks
+            ]
+            object.__setattr__(self, "checks", inherited)  # frozen model: set once, while validating
         return self
 
 
@@ -242,7 +254,9 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> str:
             path, node = f"{path}[{part}]", node[part] if part < len(node) else None
         elif isinstance(node, dict) and part in node:
             path, node = join_path(path, part), node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and (part in PROBES or part in ("redis", "headers")):
+        elif isinstance(node, dict) and isinstance(part, str) and (
+            part in PROBES or part in ("redis", "headers") or part in AUTH_KIND_NAMES
+        ):
             continue  # union tag: config.kind / source selected this branch
         else:
             path, node = join_path(path, part), None
@@ -270,7 +284,12 @@ def _message(error: Mapping[str, Any]) -> str:
 
 def _tags(error: Mapping[str, Any]) -> str:
     discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
-    values = sorted(PROBES) if discriminator == "kind" else ["redis", "headers"]
+    if discriminator != "kind":
+        values: Sequence[str] = ["redis", "headers"]
+    elif "auth" in error.get("loc", ()):
+        values = AUTH_KIND_NAMES
+    else:
+        values = sorted(PROBES)
     return ", ".join(repr(v) for v in values)
 
 

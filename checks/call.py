@@ -1,0 +1,176 @@
+"""One HTTP call of a probe with everything around it: the client session, auth, retries inside a
+deadline, and the ``CheckResult`` it becomes. The ``http`` and ``graphql`` kinds are one call each; a
+``flow`` is one call per step.
+
+``perform_call`` runs the attempts of an ``HttpRun`` (``checks.http_attempt``) through the kit's retry
+runner (``integration_kit.retry``) with the run's auth (``checks.auth``): a failed token fetch is an
+attempt like any other (retried when its class is retryable), a 401 to a cached token gets its one
+refresh-and-retry. ``CallOutcome.result`` makes the check result of a single-call kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from checks.auth import RequestAuth, authorized_attempt, run_request
+from checks.http_attempt import EXCERPT_BYTES, Attempt, BodyInspector, CallConfig, HttpRun
+from checks.timing import ssl_context, trace_config
+from integration_kit.ratelimit_headers import rate_limit_fields
+from integration_kit.results import CheckResult, RequestSummary
+from integration_kit.retry import RetryPolicy, run_with_retries
+
+if TYPE_CHECKING:
+    from checks.auth_config import AuthConfig
+    from checks.base import ProbeContext
+    from checks.http_config import RequestPlan
+    from integration_kit.errors import ErrorClass
+
+USER_AGENT = "integration-monitor"
+
+
+def make_session(*, limit: int) -> aiohttp.ClientSession:
+    """The client session for probes; call it inside the running loop and close it on shutdown.
+
+    A synthetic probe measures what a real client pays, so every run gets a fresh connection
+    (force_close) and a fresh DNS resolution (no DNS cache); cookies are never kept between runs.
+    ``limit`` (0 = none) should not be below the scheduler's concurrency: a probe waiting for a free
+    slot would spend its connect timeout on our own queue.
+    """
+    ssl_context(True), ssl_context(False)  # load the CA store now, not inside the first probe
+    connector = aiohttp.TCPConnector(limit=limit, force_close=True, use_dns_cache=False)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),  # each probe sets its own deadline
+        trace_configs=[trace_config()],
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+    )
+    # aiohttp silently resends an idempotent request once when the server closes the connection
+    # before responding (meant for stale keep-alive connections, which force_close rules out): a
+    # probe must see and count that failure instead.
+    session._retry_connection = False
+    return session
+
+
+@asynccontextmanager
+async def probe_session(ctx: ProbeContext) -> AsyncIterator[aiohttp.ClientSession]:
+    """The daemon's shared session, or one of the probe's own for a direct call (closed after it)."""
+    if ctx.session is not None:
+        yield ctx.session
+        return
+    session = make_session(limit=0)
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+@dataclass(slots=True, kw_only=True)
+class CallOutcome:
+    """The final attempt of a call, every request's class, the time it all took, and the run's state."""
+
+    outcome: Attempt
+    classes: tuple[ErrorClass | None, ...]
+    total: float
+    run: HttpRun
+    auth: RequestAuth
+
+    def request(self) -> RequestSummary:
+        """The redacted request behind the outcome (the token request if the token failed)."""
+        return run_request(self.run, self.auth)
+
+    def excerpt(self, ctx: ProbeContext) -> str | None:
+        raw = self.outcome.excerpt
+        if raw is None:
+            return None
+        return ctx.redactor.text(raw.decode("utf-8", errors="replace"))[:EXCERPT_BYTES]
+
+    def result(
+        self, *, kind: str, check: str, ctx: ProbeContext, started_at: float,
+        rate_limit_body: tuple[tuple[str, str], ...] = (),
+    ) -> CheckResult:
+        outcome, run = self.outcome, self.run
+        ok = outcome.error_class is None
+        return CheckResult(
+            integration=ctx.integration,
+            check=check,
+            kind=kind,
+            ok=ok,
+            error_class=outcome.error_class,
+            detail=ctx.redactor.text(outcome.detail),
+            started_at=started_at,
+            duration=outcome.duration,
+            total_duration=self.total,
+            attempts=len(self.classes),
+            attempt_classes=self.classes,
+            status_code=outcome.status,
+            phases=outcome.timing.phases(),
+            tls_expiry=run.tls_expiry,
+            request=None if ok else self.request(),
+            response_excerpt=None if ok else self.excerpt(ctx),
+            # Not redacted: these values are never shown, only parsed (and masking a short secret that
+            # happens to equal a number, "5000" say, would lose the quota).
+            rate_limit_headers=() if run.headers is None else rate_limit_fields(run.headers),
+            rate_limit_body=rate_limit_body,
+            body_bytes=outcome.body_bytes,
+        )
+
+
+async def perform_call(
+    call: CallConfig,
+    ctx: ProbeContext,
+    session: aiohttp.ClientSession,
+    *,
+    plan: RequestPlan,
+    policy: RetryPolicy,
+    deadline: float | None = None,
+    budget: float | None = None,
+    auth: AuthConfig | None,
+    inspect_body: BodyInspector | None = None,
+    after_attempt: Callable[[Attempt], None] | None = None,
+) -> CallOutcome:
+    """Attempts of ``plan`` with ``auth`` and retries until ``deadline`` (a loop-clock value) or for
+    ``budget`` seconds from the first attempt. ``after_attempt`` may amend each attempt's outcome (a
+    GraphQL throttle's wait, say) before the retry runner judges it."""
+    run = HttpRun(call, ctx, session, plan=plan, retry_on=policy.retry_on, inspect_body=inspect_body)
+    request_auth = RequestAuth.for_run(auth, ctx, session)
+
+    async def attempt(until: float) -> Attempt:
+        outcome = await authorized_attempt(run, request_auth, until)
+        if after_attempt is not None:
+            after_attempt(outcome)
+        return outcome
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    if deadline is None:
+        assert budget is not None, "a call needs a deadline or a budget"
+        deadline = t0 + budget
+    outcome, _ = await run_with_retries(attempt, policy, deadline=deadline, clock=loop.time)
+    return CallOutcome(outcome=outcome, classes=tuple(request_auth.classes), total=loop.time() - t0, run=run,
+                       auth=request_auth)
+
+
+async def single_call_probe(
+    check: CallConfig, ctx: ProbeContext, *, kind: str, name: str, plan: RequestPlan, policy: RetryPolicy,
+    budget: float, auth: AuthConfig | None, inspect_body: BodyInspector | None = None,
+    after_attempt: Callable[[Attempt], None] | None = None,
+    body_quota: Callable[[HttpRun], tuple[tuple[str, str], ...]] | None = None,
+) -> CheckResult:
+    """A probe kind that is one call: the call inside ``budget`` seconds, then its result."""
+    started_at = time.time()
+    async with probe_session(ctx) as session:
+        call = await perform_call(check, ctx, session, plan=plan, policy=policy, budget=budget, auth=auth,
+                                  inspect_body=inspect_body, after_attempt=after_attempt)
+    return call.result(kind=kind, check=name, ctx=ctx, started_at=started_at,
+                       rate_limit_body=body_quota(call.run) if body_quota is not None else ())
+
+
+__all__ = ["USER_AGENT", "CallOutcome", "make_session", "perform_call", "probe_session", "single_call_probe"]

@@ -1,0 +1,212 @@
+"""The token cache across processes: replicas sharing a real Redis fetch one token between them, follow one
+chain of rotated refresh tokens, invalidate only the token that failed, report a fetch that failed once,
+and keep working on their own when Redis is unreachable. Two whole daemons sharing Redis, too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import redis.asyncio
+from daemon_support import until
+from needs import missing
+from oauth2_server import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, OAuth2Server
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from targets import closed_port
+
+from integration_kit.errors import ErrorClass
+from integration_kit.oauth2 import TokenError, TokenGrant
+from integration_kit.token_cache import TokenCache
+from monitor.app import App
+from monitor.settings import parse_config
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"imtest:{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+async def client(prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
+    conn = redis.asyncio.Redis.from_url(SHARED_REDIS)
+    try:
+        await conn.ping()
+    except (redis.RedisError, OSError) as exc:
+        await conn.aclose()
+        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
+    yield conn
+    keys = [k async for k in conn.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await conn.delete(*keys)
+    await conn.aclose()
+
+
+@pytest.fixture
+async def vendor() -> AsyncIterator[OAuth2Server]:
+    async with OAuth2Server() as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def grant(vendor: OAuth2Server, **fields: object) -> TokenGrant:
+    return TokenGrant(token_url=vendor.token_url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                      timeout=2.0, **fields)  # type: ignore[arg-type]
+
+
+async def test_replicas_fetch_one_token_between_them(
+    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+) -> None:
+    vendor.delay, vendor.lifetime = 0.3, 600
+    caches = [TokenCache(redis=client, prefix=prefix) for _ in range(4)]
+    leases = await asyncio.gather(*(c.get("crm:k", grant(vendor), session) for c in caches))
+    assert len(vendor.token_requests) == 1
+    assert {lease.token.access_token for lease in leases} == {vendor.issued[0]}
+    assert sorted(lease.source for lease in leases) == ["fetched", "redis", "redis", "redis"]
+    # The shared copy expires refresh_margin (60 s) before the token: no replica is handed a dying token.
+    ttl = await client.pttl(f"{prefix}{{crm:k}}:token")
+    assert 530_000 < ttl <= 540_000
+    assert await client.exists(f"{prefix}{{crm:k}}:lock") == 0  # released
+
+
+async def test_a_later_replica_reads_the_shared_token(
+    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+) -> None:
+    first, second = TokenCache(redis=client, prefix=prefix), TokenCache(redis=client, prefix=prefix)
+    a = await first.get("k", grant(vendor), session)
+    b = await second.get("k", grant(vendor), session)
+    assert (a.source, b.source) == ("fetched", "redis")
+    assert a.token.access_token == b.token.access_token
+    again = await second.get("k", grant(vendor), session)
+    assert again.source == "memory" and again.waited == 0.0
+    assert len(vendor.token_requests) == 1
+
+
+async def test_invalidate_drops_only_the_token_that_failed(
+    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+) -> None:
+    first, second = TokenCache(redis=client, prefix=prefix), TokenCache(redis=client, prefix=prefix)
+    old = (await first.get("k", grant(vendor), session)).token
+    await second.get("k", grant(vendor), session)
+    await first.invalidate("k", old)  # a 401 seen by the first replica
+    new = (await first.get("k", grant(vendor), session)).token
+    assert new.access_token != old.access_token
+    await second.invalidate("k", old)  # the second replica's 401 to the old token: the new one stays
+    assert (await second.get("k", grant(vendor), session)).token == new
+    assert len(vendor.token_requests) == 2
+
+
+async def test_a_failed_fetch_is_reported_to_the_waiting_replicas_not_repeated(
+    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+) -> None:
+    vendor.delay = 0.3
+    bad = TokenGrant(token_url=vendor.token_url, client_id=CLIENT_ID, client_secret="cs_wrong_CANARY_77", timeout=2)
+    caches = [TokenCache(redis=client, prefix=prefix) for _ in range(3)]
+    outcomes = await asyncio.gather(*(c.get("k", bad, session) for c in caches), return_exceptions=True)
+    assert len(vendor.token_requests) == 1
+    assert all(isinstance(o, TokenError) for o in outcomes), outcomes
+    assert {o.failure for o in outcomes if isinstance(o, TokenError)} == {
+        (ErrorClass.AUTH, "auth: token endpoint: invalid_client (Client authentication failed)")
+    }
+
+
+async def test_rotated_refresh_tokens_are_one_chain_across_replicas(
+    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+) -> None:
+    vendor.rotate, vendor.lifetime = True, 0.2
+    refresh = TokenGrant(token_url=vendor.token_url, grant_type="refresh_token", client_id=CLIENT_ID,
+                         refresh_token=REFRESH_TOKEN, refresh_margin=0.05, timeout=2)
+    caches = [TokenCache(redis=client, prefix=prefix) for _ in range(3)]
+    for round_ in range(4):
+        await caches[round_ % 3].get("k", refresh, session)  # each replica in turn, after the last one expired
+        await asyncio.sleep(0.25)
+    presented = [r.form["refresh_token"] for r in vendor.token_requests]
+    assert presented == [REFRESH_TOKEN, *vendor.refresh_tokens[:3]]  # never a rotated-away token: no invalid_grant
+    assert await client.get(f"{prefix}{{k}}:refresh") == vendor.refresh_tokens[-1].encode()
+
+
+async def test_without_redis_each_replica_fetches_its_own_and_keeps_working(
+    vendor: OAuth2Server, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable = redis.asyncio.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=0.5,
+                                      retry=Retry(NoBackoff(), 0))  # fail at once: this test is not about retries
+    caches = [TokenCache(redis=unreachable) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="integration_kit.token_cache"):
+        leases = [await c.get("k", grant(vendor), session) for c in caches]
+        again = await caches[0].get("k", grant(vendor), session)
+    assert [lease.source for lease in leases] == ["fetched", "fetched"]
+    assert again.source == "memory"
+    assert len(vendor.token_requests) == 2
+    assert "Redis unavailable" in caplog.text
+    await unreachable.aclose()
+
+
+async def test_redis_is_left_alone_for_a_while_after_an_error(
+    vendor: OAuth2Server, session: aiohttp.ClientSession, prefix: str, client: redis.asyncio.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = 0
+    real_mget = client.mget
+
+    async def failing_mget(*keys: str) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise redis.ConnectionError("Redis went away")
+        return await real_mget(*keys)
+
+    monkeypatch.setattr(client, "mget", failing_mget)
+    cache = TokenCache(redis=client, prefix=prefix)
+    await cache.get("k", grant(vendor), session)
+    await cache.invalidate("k", (await cache.get("k", grant(vendor), session)).token)
+    await cache.get("k", grant(vendor), session)  # within the pause: not asked
+    assert calls == 1
+    monkeypatch.setattr("integration_kit.token_cache.REDIS_PAUSE", 0.0)
+    cache._redis_pause_until = 0.0
+    await cache.invalidate("k", (await cache.get("k", grant(vendor), session)).token)
+    lease = await cache.get("k", grant(vendor), session)
+    assert calls == 2 and lease.source == "fetched"  # Redis asked again, and written: shared again
+    assert await client.exists(f"{prefix}{{k}}:token") == 1
+
+
+async def test_two_daemons_sharing_redis_fetch_one_token(vendor: OAuth2Server, client: redis.asyncio.Redis) -> None:
+    integration = f"crm{uuid.uuid4().hex[:8]}"
+    text = f"""
+monitor: {{listen: "127.0.0.1:0", redis_url: "{SHARED_REDIS}", jitter: 0, shutdown_grace: 1s}}
+integrations:
+  {integration}:
+    auth: {{kind: oauth2_client_credentials, token_url: "{vendor.token_url}", client_id: {CLIENT_ID},
+           client_secret: {CLIENT_SECRET}}}
+    checks:
+      - {{name: me, kind: http, url: "{vendor.url('/api/me')}", interval: 200ms, timeout: 2s}}
+      - {{name: me-too, kind: http, url: "{vendor.url('/api/me')}", interval: 200ms, timeout: 2s}}
+"""
+    vendor.delay = 0.2  # both daemons start their first runs while the first token is being fetched
+    apps = [App(parse_config(text, env={}), components=[]) for _ in range(2)]
+    try:
+        for app in apps:
+            await app.start()
+        await until(lambda: all(
+            (s := app.status_store.get(integration, name)) is not None and s.runs >= 3 and s.ok
+            for app in apps for name in ("me", "me-too")), what="three good runs of every check in both daemons")
+    finally:
+        for app in apps:
+            await app.close()
+        keys = [k async for k in client.scan_iter(match=f"im:oauth2:{{{integration}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    assert len(vendor.token_requests) == 1
+    status = apps[0].status_document()["integrations"][integration]["oauth2_tokens"]
+    assert [entry["credential"] for entry in status] == [integration]
+    assert vendor.issued[0] not in str(apps[0].status_document())
