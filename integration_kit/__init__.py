@@ -16,6 +16,9 @@ pydantic); http-sfv is used when installed (``ratelimit_headers``). Nothing here
 - ``webhooks``: the processed-event-ID ledger for webhook handlers, and its key names
 - ``webhook_observations``: a webhook stream's totals and the observation its alert rules read
 - ``redact``: the redactor every outgoing text goes through
+- ``oauth2``: OAuth2 token requests (client credentials, refresh), RFC 6749 errors → error classes
+- ``token_cache``: access tokens per credential, renewed before expiry, one fetch across processes (Redis)
+- ``signing``: HMAC request signatures from a template of request parts
 - ``client``: ``Integration``, the kit for an asyncio service's vendor calls (its aiohttp middleware)
 - ``integration_base``: what the asyncio and blocking clients share (settings, the end of a call)
 - ``calls``: a call's expectation, its outcome and the ``CallError`` of a failed one

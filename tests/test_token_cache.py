@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 import redis.asyncio
 from daemon_support import until
-from needs import missing
 from oauth2_server import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, OAuth2Server
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from targets import closed_port
+from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
 
 from integration_kit.errors import ErrorClass
 from integration_kit.oauth2 import TokenError, TokenGrant
@@ -25,27 +25,7 @@ from integration_kit.token_cache import TokenCache
 from monitor.app import App
 from monitor.settings import parse_config
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"imtest:{uuid.uuid4().hex[:10]}:"
-
-
-@pytest.fixture
-async def client(prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
-    conn = redis.asyncio.Redis.from_url(SHARED_REDIS)
-    try:
-        await conn.ping()
-    except (redis.RedisError, OSError) as exc:
-        await conn.aclose()
-        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
-    yield conn
-    keys = [k async for k in conn.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await conn.delete(*keys)
-    await conn.aclose()
+__all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
 
 @pytest.fixture
@@ -66,24 +46,24 @@ def grant(vendor: OAuth2Server, **fields: object) -> TokenGrant:
 
 
 async def test_replicas_fetch_one_token_between_them(
-    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
 ) -> None:
     vendor.delay, vendor.lifetime = 0.3, 600
-    caches = [TokenCache(redis=client, prefix=prefix) for _ in range(4)]
+    caches = [TokenCache(redis=shared_redis, prefix=prefix) for _ in range(4)]
     leases = await asyncio.gather(*(c.get("crm:k", grant(vendor), session) for c in caches))
     assert len(vendor.token_requests) == 1
     assert {lease.token.access_token for lease in leases} == {vendor.issued[0]}
     assert sorted(lease.source for lease in leases) == ["fetched", "redis", "redis", "redis"]
     # The shared copy expires refresh_margin (60 s) before the token: no replica is handed a dying token.
-    ttl = await client.pttl(f"{prefix}{{crm:k}}:token")
+    ttl = await shared_redis.pttl(f"{prefix}{{crm:k}}:token")
     assert 530_000 < ttl <= 540_000
-    assert await client.exists(f"{prefix}{{crm:k}}:lock") == 0  # released
+    assert await shared_redis.exists(f"{prefix}{{crm:k}}:lock") == 0  # released
 
 
 async def test_a_later_replica_reads_the_shared_token(
-    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
 ) -> None:
-    first, second = TokenCache(redis=client, prefix=prefix), TokenCache(redis=client, prefix=prefix)
+    first, second = TokenCache(redis=shared_redis, prefix=prefix), TokenCache(redis=shared_redis, prefix=prefix)
     a = await first.get("k", grant(vendor), session)
     b = await second.get("k", grant(vendor), session)
     assert (a.source, b.source) == ("fetched", "redis")
@@ -94,9 +74,9 @@ async def test_a_later_replica_reads_the_shared_token(
 
 
 async def test_invalidate_drops_only_the_token_that_failed(
-    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
 ) -> None:
-    first, second = TokenCache(redis=client, prefix=prefix), TokenCache(redis=client, prefix=prefix)
+    first, second = TokenCache(redis=shared_redis, prefix=prefix), TokenCache(redis=shared_redis, prefix=prefix)
     old = (await first.get("k", grant(vendor), session)).token
     await second.get("k", grant(vendor), session)
     await first.invalidate("k", old)  # a 401 seen by the first replica
@@ -108,11 +88,11 @@ async def test_invalidate_drops_only_the_token_that_failed(
 
 
 async def test_a_failed_fetch_is_reported_to_the_waiting_replicas_not_repeated(
-    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
 ) -> None:
     vendor.delay = 0.3
     bad = TokenGrant(token_url=vendor.token_url, client_id=CLIENT_ID, client_secret="cs_wrong_CANARY_77", timeout=2)
-    caches = [TokenCache(redis=client, prefix=prefix) for _ in range(3)]
+    caches = [TokenCache(redis=shared_redis, prefix=prefix) for _ in range(3)]
     outcomes = await asyncio.gather(*(c.get("k", bad, session) for c in caches), return_exceptions=True)
     assert len(vendor.token_requests) == 1
     assert all(isinstance(o, TokenError) for o in outcomes), outcomes
@@ -122,18 +102,18 @@ async def test_a_failed_fetch_is_reported_to_the_waiting_replicas_not_repeated(
 
 
 async def test_rotated_refresh_tokens_are_one_chain_across_replicas(
-    vendor: OAuth2Server, client: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
 ) -> None:
     vendor.rotate, vendor.lifetime = True, 0.2
     refresh = TokenGrant(token_url=vendor.token_url, grant_type="refresh_token", client_id=CLIENT_ID,
                          refresh_token=REFRESH_TOKEN, refresh_margin=0.05, timeout=2)
-    caches = [TokenCache(redis=client, prefix=prefix) for _ in range(3)]
+    caches = [TokenCache(redis=shared_redis, prefix=prefix) for _ in range(3)]
     for round_ in range(4):
         await caches[round_ % 3].get("k", refresh, session)  # each replica in turn, after the last one expired
         await asyncio.sleep(0.25)
     presented = [r.form["refresh_token"] for r in vendor.token_requests]
     assert presented == [REFRESH_TOKEN, *vendor.refresh_tokens[:3]]  # never a rotated-away token: no invalid_grant
-    assert await client.get(f"{prefix}{{k}}:refresh") == vendor.refresh_tokens[-1].encode()
+    assert await shared_redis.get(f"{prefix}{{k}}:refresh") == vendor.refresh_tokens[-1].encode()
 
 
 async def test_without_redis_each_replica_fetches_its_own_and_keeps_working(
@@ -153,11 +133,11 @@ async def test_without_redis_each_replica_fetches_its_own_and_keeps_working(
 
 
 async def test_redis_is_left_alone_for_a_while_after_an_error(
-    vendor: OAuth2Server, session: aiohttp.ClientSession, prefix: str, client: redis.asyncio.Redis,
+    vendor: OAuth2Server, session: aiohttp.ClientSession, prefix: str, shared_redis: redis.asyncio.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls = 0
-    real_mget = client.mget
+    real_mget = shared_redis.mget
 
     async def failing_mget(*keys: str) -> object:
         nonlocal calls
@@ -166,8 +146,8 @@ async def test_redis_is_left_alone_for_a_while_after_an_error(
             raise redis.ConnectionError("Redis went away")
         return await real_mget(*keys)
 
-    monkeypatch.setattr(client, "mget", failing_mget)
-    cache = TokenCache(redis=client, prefix=prefix)
+    monkeypatch.setattr(shared_redis, "mget", failing_mget)
+    cache = TokenCache(redis=shared_redis, prefix=prefix)
     await cache.get("k", grant(vendor), session)
     await cache.invalidate("k", (await cache.get("k", grant(vendor), session)).token)
     await cache.get("k", grant(vendor), session)  # within the pause: not asked
@@ -177,10 +157,12 @@ async def test_redis_is_left_alone_for_a_while_after_an_error(
     await cache.invalidate("k", (await cache.get("k", grant(vendor), session)).token)
     lease = await cache.get("k", grant(vendor), session)
     assert calls == 2 and lease.source == "fetched"  # Redis asked again, and written: shared again
-    assert await client.exists(f"{prefix}{{k}}:token") == 1
+    assert await shared_redis.exists(f"{prefix}{{k}}:token") == 1
 
 
-async def test_two_daemons_sharing_redis_fetch_one_token(vendor: OAuth2Server, client: redis.asyncio.Redis) -> None:
+async def test_two_daemons_sharing_redis_fetch_one_token(
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis
+) -> None:
     integration = f"crm{uuid.uuid4().hex[:8]}"
     text = f"""
 monitor: {{listen: "127.0.0.1:0", redis_url: "{SHARED_REDIS}", jitter: 0, shutdown_grace: 1s}}
@@ -203,9 +185,9 @@ integrations:
     finally:
         for app in apps:
             await app.close()
-        keys = [k async for k in client.scan_iter(match=f"im:oauth2:{{{integration}:*", count=1000)]
+        keys = [k async for k in shared_redis.scan_iter(match=f"im:oauth2:{{{integration}:*", count=1000)]
         if keys:
-            await client.delete(*keys)
+            await shared_redis.delete(*keys)
     assert len(vendor.token_requests) == 1
     status = apps[0].status_document()["integrations"][integration]["oauth2_tokens"]
     assert [entry["credential"] for entry in status] == [integration]
