@@ -256,15 +256,18 @@ def nested_models(annotation: object, suffix: str = "") -> Iterator[tuple[type[B
 
 def documented_config_keys() -> set[tuple[str, str]]:
     """(section path, key) of every row of docs/configuration.md; a heading names its section path as its
-    first code span (several headings may share one path: the kinds of a discriminated union)."""
+    first code span (several headings may share one path: the kinds of a discriminated union), and may
+    name more paths that take the same keys (``auth`` on an integration and on a check) in further code
+    spans that start with a top-level section."""
     out = set()
     for match in re.finditer(r"^#+ (.*)$", CONFIGURATION, re.MULTILINE):
         heading = code_spans(match.group(1))
         if not heading:
             continue
-        path = re.sub(r"<[^>]*>", "<>", heading[0])
+        paths = [heading[0], *(s for s in heading[1:] if s.split(".")[0] in Config.model_fields)]
         body = CONFIGURATION[match.end() :].split("\n#", 1)[0]
-        out |= {(path, code_spans(row[0])[0]) for row in table(body, "key")}
+        keys = {code_spans(row[0])[0] for row in table(body, "key")}
+        out |= {(re.sub(r"<[^>]*>", "<>", path), key) for path in paths for key in keys}
     return out
 
 
