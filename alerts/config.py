@@ -54,6 +54,15 @@ DEFAULT_BURN_WINDOWS: tuple[BurnRateWindow, ...] = (
 )
 
 
+class TrafficGuard(_Strict):
+    """The error-rate rule on an integration's real traffic (its ``traffic`` section): its own
+    minimum-samples guard, since services make far more calls than probes make runs."""
+
+    enabled: bool = True
+    min_samples: int = Field(default=100, ge=1, description="calls needed in the long (or only) window")
+    min_short_samples: int = Field(default=20, ge=1, description="calls needed in the short window")
+
+
 class ErrorRateRule(_Rule):
     """Spike detection per check. ``mode: burn_rate`` (default) or ``threshold``.
 
@@ -68,6 +77,7 @@ class ErrorRateRule(_Rule):
     severity: Level = Field(default="critical", description="severity in threshold mode")
     min_samples: int = Field(default=10, ge=1, description="runs needed in the long (or only) window")
     min_short_samples: int = Field(default=3, ge=1, description="runs needed in the short window")
+    traffic: TrafficGuard = TrafficGuard()
     keep_firing_for: Duration = 300.0
 
     @model_validator(mode="before")

@@ -34,6 +34,7 @@ from alerts.state import AlertState, Event, forgettable, step
 from alerts.stats import QuotaReading, Stats
 from alerts.store import AlertStore
 from alerts.store_sync import StoreSync
+from alerts.traffic_stats import TrafficStats
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -95,6 +96,7 @@ class AlertEngine:
         self._memory = StoreSync(self.store, self.silence_book, redis_up=metrics.redis_up, redactor=redactor)
         self.stats = Stats(max_window=_max_window(config))
         self._facts: dict[str, dict[str, float]] = {}
+        self.traffic: dict[str, TrafficStats] = {}  # real-traffic calls by integration (add_traffic)
         self._notes = NotesReader()
         self._health = HealthSampler(metrics)
         self._submit_failing: bool | None = None
@@ -146,6 +148,8 @@ class AlertEngine:
     def on_config(self, config: ConfigView) -> None:
         self.config = config
         self.stats.retain(_check_keys(config))
+        for gone in set(self.traffic) - set(config.integrations):
+            del self.traffic[gone]
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -176,6 +180,13 @@ class AlertEngine:
     def set_fact(self, integration: str, name: str, value: float) -> None:
         """Feed a number a rule reads (e.g. the webhook reader's ``webhook_last_event`` timestamp)."""
         self._facts.setdefault(integration, {})[name] = value
+
+    def add_traffic(self, integration: str, start: float, calls: int, errors: Mapping[str, int]) -> None:
+        """Feed real-traffic calls (the traffic reader's new counts of one bucket) to the error-rate rule."""
+        stats = self.traffic.get(integration)
+        if stats is None:
+            stats = self.traffic[integration] = TrafficStats(max_window=_max_window(self.config))
+        stats.add(start, calls, errors)
 
     # -- silences (what /api/silences calls; the ``silence`` command goes straight to the store) --------
     async def add_silence(self, silence: Silence) -> None:
@@ -226,7 +237,7 @@ class AlertEngine:
             inp = RuleInput(
                 integration=integration, config=icfg, stats=self.stats,
                 quotas={q: r for (i, q), r in snapshot.items() if i == integration}, now=now, active=active,
-                facts=self._facts.get(integration, {}),
+                facts=self._facts.get(integration, {}), traffic=self.traffic.get(integration),
             )
             for name, rule in RULES.items():
                 rule_cfg = getattr(icfg.alerts, name, None)

@@ -258,6 +258,102 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
     )
 
 
+def _traffic_quantile(q: float) -> str:
+    return (
+        f"histogram_quantile({q}, sum by (le) "
+        f"(rate(integration_traffic_request_duration_seconds_bucket{{{I}}}[$__rate_interval])))"
+    )
+
+
+def _real_traffic(d: db.Dashboard) -> db.Dashboard:
+    calls = f"integration_traffic_requests_total{{{I}}}"
+    return (
+        d.with_row(db.Row("Real traffic"))
+        .with_panel(
+            _ts("Calls by outcome", "opm")
+            .description("The integration services' own calls per minute (recorded by the integration kit), "
+                         "by final outcome: ok or the error class, retries included in the call.")
+            .with_target(_query(f"60 * sum by (error_class) (rate({calls}[$__rate_interval]))", "{{error_class}}"))
+            .draw_style(cm.GraphDrawStyle.BARS)
+            .fill_opacity(80)
+            .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
+            .min(0)
+        )
+        .with_panel(
+            _ts("Real-traffic error rate", "percentunit")
+            .description(f"Failed calls / all calls per integration; dashed line: the {ERROR_RATE_THRESHOLD:.0%} "
+                         "alert threshold (the error_rate rule judges real traffic beside the probes).")
+            .with_target(_query(
+                f'(sum by (integration) (rate(integration_traffic_requests_total{{{I}, error_class!="ok"}}'
+                f"[$__rate_interval])) or sum by (integration) (rate({calls}[$__rate_interval])) * 0)"
+                f" / sum by (integration) (rate({calls}[$__rate_interval]))",
+                "{{integration}}",
+            ))
+            .min(0)
+            .thresholds(_steps((None, "green"), (ERROR_RATE_THRESHOLD, "red")))
+            .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
+        )
+        .with_panel(
+            _ts("Real-traffic latency p50 / p95 / p99", "s", w=8)
+            .description("Last attempt of each call, from integration_traffic_request_duration_seconds.")
+            .with_target(_query(_traffic_quantile(0.5), "p50", "A"))
+            .with_target(_query(_traffic_quantile(0.95), "p95", "B"))
+            .with_target(_query(_traffic_quantile(0.99), "p99", "C"))
+            .min(0)
+        )
+        .with_panel(
+            _ts("Responses by status code", "opm", w=8)
+            .with_target(_query(
+                f"60 * sum by (code) (rate(integration_traffic_responses_total{{{I}}}[$__rate_interval]))", "{{code}}"
+            ))
+            .min(0)
+        )
+        .with_panel(
+            _ts("Retries and rate-limiter waits", "opm", w=8)
+            .description("Attempts beyond the first, and calls that waited for the shared rate limiter (a "
+                         "throttled batch job), per minute.")
+            .with_target(_query(
+                f"60 * sum by (integration) (rate(integration_traffic_retries_total{{{I}}}[$__rate_interval]))",
+                "{{integration}} retries", "A",
+            ))
+            .with_target(_query(
+                f"60 * sum by (integration) (rate(integration_traffic_throttled_total{{{I}}}[$__rate_interval]))",
+                "{{integration}} throttled", "B",
+            ))
+            .min(0)
+        )
+        .with_panel(
+            _ts("Average rate-limiter wait", "s")
+            .description("Seconds a throttled call waited for the shared rate limiter, on average.")
+            .with_target(_query(
+                f"sum by (integration) (rate(integration_traffic_throttle_wait_seconds_total{{{I}}}[$__rate_interval]))"
+                f" / sum by (integration) (rate(integration_traffic_throttled_total{{{I}}}[$__rate_interval]))",
+                "{{integration}}",
+            ))
+            .min(0)
+        )
+        .with_panel(
+            _stat("Since the services' last write", "s")
+            .description("Seconds since a service last wrote its traffic counters. A quiet integration may "
+                         "simply make no calls; a service that should be busy and is not writing is stuck, or "
+                         "cannot reach Redis.")
+            .with_target(_query(
+                f"time() - max by (integration) (integration_traffic_last_write_timestamp_seconds{{{I}}})",
+                "{{integration}}",
+            ))
+            .thresholds(_steps((None, "green"), (60, "orange"), (600, "red")))
+        )
+        .with_panel(
+            _stat("Calls not recorded (1h)", "none")
+            .description("Calls the services counted but could not write to Redis (it was down longer than they "
+                         "keep counts).")
+            .with_target(_query(f"sum by (integration) (increase(integration_traffic_lost_total{{{I}}}[1h]))",
+                                "{{integration}}"))
+            .thresholds(_steps((None, "green"), (1, "orange")))
+        )
+    )
+
+
 def _latency(d: db.Dashboard) -> db.Dashboard:
     return (
         d.with_row(db.Row("Latency"))
@@ -489,8 +585,8 @@ def build() -> dict[str, object]:
     d = (
         db.Dashboard("Integration Monitor")
         .uid(UID)
-        .description("Third-party API integrations watched by integration-monitor: probes, latency, quotas, "
-                     "webhooks, alerts and the monitor's own health.")
+        .description("Third-party API integrations watched by integration-monitor: probes, real traffic, "
+                     "latency, quotas, webhooks, alerts and the monitor's own health.")
         .tags(["integration-monitor", "generated"])
         .editable()
         .refresh("30s")
@@ -498,7 +594,8 @@ def build() -> dict[str, object]:
         .timezone("browser")
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
     )
-    for section in (_variables, _overview, _probes, _latency, _quotas, _webhooks, _alerts, _monitor_health):
+    sections = (_variables, _overview, _probes, _real_traffic, _latency, _quotas, _webhooks, _alerts, _monitor_health)
+    for section in sections:
         d = section(d)
     model = json.loads(JSONEncoder(sort_keys=True).encode(d.build()))
     for panel_id, panel in enumerate(model["panels"], start=1):  # the builder leaves ids unset

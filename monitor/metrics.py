@@ -8,12 +8,14 @@ classes and phases from fixed sets; never a label per Redis key, URL or event.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
+from integration_kit.traffic import LATENCY_BOUNDS
 from monitor import __version__
 from monitor.probe_series import ProbeSeries
 
@@ -90,6 +92,40 @@ class Metrics:
             ("integration", "event_type"), registry=r,
         )
 
+        # Real traffic: the integration services' own calls, as the kit records them in Redis
+        self.traffic_requests = Counter(
+            "integration_traffic_requests", "Calls the integration's services made, by final outcome (ok or class)",
+            ("integration", "error_class"), registry=r,
+        )
+        self.traffic_responses = Counter(
+            "integration_traffic_responses", "Calls that got a response, by the last HTTP status code",
+            ("integration", "code"), registry=r,
+        )
+        self.traffic_duration = CountedHistogram(
+            "integration_traffic_request_duration_seconds", "Duration of the last attempt of each call",
+            LATENCY_BOUNDS, registry=r,
+        )
+        self.traffic_retries = Counter(
+            "integration_traffic_retries", "Attempts beyond the first of the services' calls", ("integration",),
+            registry=r,
+        )
+        self.traffic_throttled = Counter(
+            "integration_traffic_throttled", "Calls that waited for the shared rate limiter", ("integration",),
+            registry=r,
+        )
+        self.traffic_throttle_wait = Counter(
+            "integration_traffic_throttle_wait_seconds", "Time the services' calls waited for the rate limiter",
+            ("integration",), registry=r,
+        )
+        self.traffic_lost = Counter(
+            "integration_traffic_lost", "Calls the services counted but could not write to Redis", ("integration",),
+            registry=r,
+        )
+        self.traffic_last_write = Gauge(
+            "integration_traffic_last_write_timestamp_seconds", "Time of a service's latest write of traffic counters",
+            ("integration",), registry=r,
+        )
+
         # Alerts and notifications
         self.alert_firing = Gauge(
             "integration_alert_firing", "1 while the alert fires", ("integration", "alert", "severity"), registry=r
@@ -138,6 +174,39 @@ class Metrics:
             yield rest  # ends with "# EOF" in OpenMetrics, as it must
 
         return content_type, pieces()
+
+
+class CountedHistogram:
+    """A histogram per integration whose bucket counts arrive counted already (the traffic buckets in
+    Redis hold calls per latency bound): ``add`` adds them; exported as a regular Prometheus histogram."""
+
+    def __init__(self, name: str, documentation: str, bounds: Sequence[float], *, registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.bounds = name, documentation, tuple(bounds)
+        self._series: dict[str, tuple[list[int], list[float]]] = {}  # integration → (per-bound counts + inf, [sum])
+        registry.register(self)
+
+    def add(self, integration: str, counts: Sequence[int], total: float) -> None:
+        """``counts``: calls per bound (non-cumulative), the last one above every bound; ``total``: their sum."""
+        per_bound, sums = self._series.setdefault(integration, ([0] * (len(self.bounds) + 1), [0.0]))
+        for i, n in enumerate(counts):
+            per_bound[i] += n
+        sums[0] += total
+
+    def remove(self, integration: str) -> None:
+        self._series.pop(integration, None)
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=("integration",))]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=("integration",))
+        for integration, (per_bound, sums) in sorted(self._series.items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*(f"{b:g}" for b in self.bounds), "+Inf"), per_bound, strict=True):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            family.add_metric([integration], buckets, sums[0])
+        yield family
 
 
 def remove_series(metric: MetricWrapperBase, *labels: str) -> None:

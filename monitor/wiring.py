@@ -1,8 +1,9 @@
 """The components every daemon runs, in start order (closed in reverse), and how they connect.
 
-quota reader → webhook reader → notification dispatcher → alert engine: the engine comes last because
-it reads the quota service's snapshot, hands notifications to the dispatcher and receives the webhook
-reader's facts; each factory finds the ones built before it in ``services.components``.
+quota reader → webhook reader → traffic reader → notification dispatcher → alert engine: the engine
+comes last because it reads the quota service's snapshot, hands notifications to the dispatcher and
+receives the webhook reader's facts and the traffic reader's calls; each factory finds the ones built
+before it in ``services.components``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from alerts.delivery import Dispatcher
 from alerts.engine import AlertEngine
 from alerts.stats import QuotaReading
 from monitor.quota.service import QuotaService
+from monitor.traffic.service import TrafficService
 from monitor.webhooks.service import WebhookService
 
 if TYPE_CHECKING:
@@ -47,6 +49,10 @@ def webhooks(services: Services) -> Component:
     return WebhookService(services)
 
 
+def traffic(services: Services) -> Component:
+    return TrafficService(services)
+
+
 def notifiers(services: Services) -> Component:
     return Dispatcher.for_alerting(
         services.config.alerting, redactor=services.redactor, redis=services.redis, metrics=services.metrics
@@ -65,7 +71,10 @@ def alerts(services: Services) -> Component:
     webhook_service = found.get("webhooks")
     if isinstance(webhook_service, WebhookService):
         webhook_service.publish_facts_to(engine.set_fact)
+    traffic_service = found.get("traffic")
+    if isinstance(traffic_service, TrafficService):
+        traffic_service.publish_traffic_to(engine.add_traffic)
     return engine
 
 
-DEFAULT_COMPONENTS = (quota, webhooks, notifiers, alerts)
+DEFAULT_COMPONENTS = (quota, webhooks, traffic, notifiers, alerts)

@@ -43,6 +43,7 @@ from monitor.demo.traffic import DEMO_STREAMS, RateLimiterTraffic, WebhookStream
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.quota.service import QuotaService
 from monitor.settings import load_config
+from monitor.traffic.service import TrafficService
 from monitor.webhooks.service import WebhookService
 
 
@@ -572,10 +573,11 @@ async def test_demo_shows_five_error_classes_and_every_probe_metric_then_stops_o
         await call(http, demo.vendor, "/payments/v1/account")
 
 
-async def test_demo_with_redis_feeds_the_quota_and_webhook_readers_then_cleans_up(
+async def test_demo_with_redis_feeds_the_quota_webhook_and_traffic_readers_then_cleans_up(
     http: aiohttp.ClientSession, redis_client: redis.asyncio.Redis, prefix: str
 ) -> None:
-    demo = Demo(listen="127.0.0.1:0", redis_url=REDIS_URL, key_prefix=prefix, components=[QuotaService, WebhookService])
+    demo = Demo(listen="127.0.0.1:0", redis_url=REDIS_URL, key_prefix=prefix,
+                components=[QuotaService, WebhookService, TrafficService])
     await demo.start()
     loop = asyncio.get_running_loop()
 
@@ -589,6 +591,8 @@ async def test_demo_with_redis_feeds_the_quota_and_webhook_readers_then_cleans_u
             and series(samples, "integration_quota_used", integration="messaging", source="headers")
             and any(v >= 1 for v in series(samples, "integration_webhook_duplicates_total", integration="payments"))
             and series(samples, "integration_webhook_last_event_timestamp_seconds", integration="shipping")
+            and series(samples, "integration_traffic_requests_total", integration="payments", error_class="ok")
+            and series(samples, "integration_traffic_throttled_total", integration="crm")
         )
 
     try:
@@ -599,11 +603,17 @@ async def test_demo_with_redis_feeds_the_quota_and_webhook_readers_then_cleans_u
             await asyncio.sleep(0.5)
             async with http.get(f"{demo.monitor_url}/metrics") as response:
                 samples = metric_samples(await response.text())
-        assert complete(samples), {k: v for k, v in samples.items() if "quota" in k or "webhook" in k}
+        shown = ("quota", "webhook", "traffic")
+        assert complete(samples), {k: v for k, v in samples.items() if any(w in k for w in shown)}
         assert samples["integration_monitor_redis_up"] == [({}, 1.0)]
         # The counters the demo wrote are the ones the readers saw.
         assert series(samples, "integration_quota_limit", integration="payments", source="redis") == [600.0]
-        assert series(samples, "integration_quota_limit", integration="crm", source="redis") == [1000.0]
+        # crm: the sync worker's `limits` counter, and the sync job's kit limiter (8 a second).
+        assert sorted(series(samples, "integration_quota_limit", integration="crm", source="redis")) == [8.0, 1000.0]
+        # Real traffic: the services' calls through the kit, counted by the monitor.
+        assert demo.kit_traffic is not None
+        ok_calls = series(samples, "integration_traffic_requests_total", integration="payments", error_class="ok")[0]
+        assert 0 < ok_calls <= demo.kit_traffic.payments.stats.calls
         received = series(samples, "integration_webhook_events_total", integration="payments")[0]
         assert (
             0

@@ -17,6 +17,7 @@ from alerts.model import Severity
 if TYPE_CHECKING:
     from alerts.inputs import IntegrationView
     from alerts.stats import QuotaReading, Stats
+    from alerts.traffic_stats import TrafficStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +56,7 @@ class RuleInput:
     now: float
     active: frozenset[str]  # keys of alerts now pending or firing (for hysteresis)
     facts: Mapping[str, float] = field(default_factory=dict)  # fed by other components (set_fact)
+    traffic: TrafficStats | None = None  # the integration's real-traffic calls, if its services record them
 
     def rule_config(self, name: str) -> Any:
         return getattr(self.config.alerts, name)

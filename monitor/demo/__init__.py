@@ -2,9 +2,10 @@
 (monitor/demo/vendor.py) on loopback. Needs no Redis, no Slack and no network.
 
 With a Redis (``--redis-url`` or ``REDIS_URL``) the demo also plays the integrations' side: their rate
-limiters' counters (monitor/demo/traffic.py) and webhook deliveries, duplicates included, to a small
-receiver that records them with the webhook ledger (monitor/demo/webhooks.py). Every key it writes lives
-under a demo prefix and is deleted when the demo stops.
+limiters' counters (monitor/demo/traffic.py), webhook deliveries, duplicates included, to a small
+receiver that records them with the webhook ledger (monitor/demo/webhooks.py), and their own calls to
+the vendor through the integration kit (monitor/demo/kit_traffic.py: real traffic, a throttled job).
+Every key it writes lives under a demo prefix and is deleted when the demo stops.
 
 ``run_demo(args)`` is the CLI entry; ``Demo`` is the async core (``start``/``close`` for tests, ``run``
 for the command: serves until SIGTERM/SIGINT).
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from integration_kit.redact import Redactor
 from monitor.commands.common import run_async
+from monitor.demo.kit_traffic import KitTraffic
 from monitor.demo.traffic import RateLimiterTraffic, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
 from monitor.logs import setup_logging
@@ -70,6 +72,7 @@ class Demo:
         self._redis: redis.asyncio.Redis | None = None
         self._traffic: RateLimiterTraffic | None = None
         self.webhooks: WebhookTraffic | None = None
+        self.kit_traffic: KitTraffic | None = None
 
     def environment(self) -> dict[str, str]:
         """What the bundled config's ``${…}`` refer to (valid once the vendor is serving)."""
@@ -108,9 +111,14 @@ class Demo:
         self._traffic.start()
         self.webhooks = WebhookTraffic(self._redis, self.key_prefix, seed=self.seed)
         await self.webhooks.start()
+        self.kit_traffic = KitTraffic(self._redis, self.vendor.url or "", self.key_prefix, seed=self.seed)
+        await self.kit_traffic.start()
         log.info("demo: rate-limit counters under %r; webhook receivers on %s", self.key_prefix, self.webhooks.url)
 
     async def _stop_integrations(self) -> None:
+        if self.kit_traffic is not None:
+            await self.kit_traffic.close()
+            self.kit_traffic = None
         if self.webhooks is not None:
             await self.webhooks.close()
             self.webhooks = None

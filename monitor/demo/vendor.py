@@ -13,6 +13,10 @@ GET  /payments/v1/account                   healthy (a check that stays green)
 GET  /payments/v1/balance                   503 bursts: calls 0..2 of every 6 fail (``http_5xx``)
 GET  /payments/v1/charges                   429 + ``Retry-After: 1`` on calls 0..1 of every 4 (``rate_limited``)
 GET  /payments/v1/customers/cus_demo        200, ``email`` is null (``null_field``)
+GET  /payments/v1/charges/{id}              the payments service's own calls: 1 in 8 customers has a null
+                                            ``billing_details.email``; 502 on half the calls during the first
+                                            ``outage_seconds`` of every ``outage_period`` (real traffic)
+GET  /crm/v3/objects/contacts/{id}          healthy: the CRM sync job's calls, throttled by its own limiter
 GET  /crm/v3/contacts                       200, ``results[0].id`` missing; IETF ``RateLimit`` headers
                                             (``missing_field``; quota ``burst`` and ``daily``)
 GET  /crm/v3/owners                         401 expired token (``auth``)
@@ -93,6 +97,8 @@ class VendorBehaviour:
     cert_days: float = 10.0  # the HTTPS certificate's remaining validity
     token_lifetime: float = 60.0  # CRM OAuth2 access tokens (real ones live 30 min: compressed for the demo)
     token_revoke_every: float = 150.0  # the CRM rotates its signing key: earlier tokens stop working
+    outage_seconds: float = 40.0  # /payments/v1/charges/{id}: half the calls fail for this long …
+    outage_period: float = 180.0  # … at the start of every this many seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,12 @@ class SimulatedVendor:
             self._charges,
         )
         self._route("GET", "/payments/v1/customers/cus_demo", "200, email is null", self._customer)
+        self._route(
+            "GET", "/payments/v1/charges/{charge_id}",
+            f"1 in 8 emails null; 502 on half the calls for {b.outage_seconds}s of every {b.outage_period}s",
+            self._charge,
+        )
+        self._route("GET", "/crm/v3/objects/contacts/{contact_id}", "healthy (the sync job's calls)", self._contact)
         self._route("GET", "/crm/v3/contacts", "200, results[0].id missing; IETF RateLimit headers", self._contacts)
         self._route("GET", "/crm/v3/owners", "401 expired token", self._owners)
         self.oauth = DemoOAuth(clock=clock, started_at=lambda: self.started_at, lifetime=b.token_lifetime,
@@ -264,7 +276,22 @@ class SimulatedVendor:
         # The quirk: a customer created through the dashboard has no email, and the API says null.
         return web.json_response({"id": "cus_demo", "object": "customer", "email": None, "name": "Demo Customer"})
 
+    async def _charge(self, request: web.Request) -> web.Response:
+        # The payments service's own calls (real traffic, through the integration kit).
+        b = self.behaviour
+        rng = self._rng(request)
+        if self._elapsed() % b.outage_period < b.outage_seconds and rng.random() < 0.5:
+            return web.json_response({"error": {"type": "api_error", "message": "Bad gateway"}}, status=502)
+        charge_id = request.match_info["charge_id"]
+        email = None if rng.randrange(8) == 0 else f"{charge_id}@example.com"
+        return web.json_response({"id": charge_id, "object": "charge", "amount": 1200,
+                                  "billing_details": {"email": email, "name": "Demo Customer"}})
+
     # -- crm -------------------------------------------------------------------------------------------
+
+    async def _contact(self, request: web.Request) -> web.Response:
+        contact_id = request.match_info["contact_id"]
+        return web.json_response({"id": contact_id, "properties": {"email": f"{contact_id}@example.com"}})
 
     async def _contacts(self, request: web.Request) -> web.Response:
         # IETF draft-10 RateLimit/RateLimit-Policy: a 10 s burst policy and a daily one.

@@ -43,6 +43,7 @@ from monitor.settings.source import (
     load_yaml,
     tree_problems,
 )
+from monitor.settings.traffic import TrafficConfig
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -115,6 +116,7 @@ class IntegrationConfig(BaseModel):
     checks: list[CheckConfig] = Field(default_factory=list)
     quotas: list[QuotaConfig] = Field(default_factory=list)
     webhooks: WebhookConfig | None = None
+    traffic: TrafficConfig | None = Field(default=None, description="read the services' real-traffic counters")
     alerts: AlertRulesConfig = AlertRulesConfig()
     probe_backoff_above: float = Field(
         default=0.90, gt=0, description="quota usage ratio above which this integration's probes slow down"

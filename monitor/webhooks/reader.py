@@ -45,8 +45,8 @@ class WebhookReader:
         now = float(seconds) + float(micros) / 1e6
         out: dict[str, WebhookSnapshot] = {}
         for i, name in enumerate(names):
-            stats = _decode(replies[1 + 2 * i])
-            types = _decode(replies[2 + 2 * i])
+            stats = decode_hash(replies[1 + 2 * i])
+            types = decode_hash(replies[2 + 2 * i])
             out[name] = self._snapshot(name, stats, types, now)
         return out
 
@@ -87,8 +87,8 @@ class WebhookReader:
         return None
 
 
-def _decode(reply: Any) -> dict[str, str]:
-    """HGETALL reply → str dict, whether the client decodes responses or not."""
+def decode_hash(reply: Any) -> dict[str, str]:
+    """HGETALL reply → str dict, whether the client decodes responses or not (the traffic reader uses it too)."""
     out: dict[str, str] = {}
     for key, value in (reply or {}).items():
         k = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)

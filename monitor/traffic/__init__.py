@@ -1,0 +1,1 @@
+"""The real-traffic reader: the counters integration services write with the kit, read from Redis."""

@@ -1,0 +1,243 @@
+"""The real-traffic reader as a daemon Component: every ``evaluation_interval`` it reads the buckets the
+integration services' kit writes (``integration_kit.traffic``) for each integration with a ``traffic``
+section, turns what is new since the last read into the ``integration_traffic_*`` metrics, and hands
+the calls to the alert engine's error-rate rule (``publish_traffic_to``).
+
+What is new: every read re-reads the last ``LOOKBACK`` seconds of buckets (writers flush about once a
+second, and late), and only the growth of each field since it was last seen counts. The first read of
+an integration also reads ``BACKFILL`` seconds of history: it goes to the rule (so a restart does not
+blind it) but not to the counters, which, as Prometheus counters do, count from the monitor's start.
+
+Read-only, so any number of replicas may read; ``exports(integration)`` decides per integration
+whether this replica exports that integration's series (all of them, until replicas divide the work).
+Redis trouble: the reader logs once, shows the error in ``/api/status`` and retries with backoff; the
+counters simply stand still.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from integration_kit.traffic import BucketCounts, bucket_of, decode_bucket
+from monitor.metrics import remove_series
+from monitor.traffic.reader import TrafficRead, read_traffic
+
+if TYPE_CHECKING:
+    from integration_kit.results import CheckResult
+    from monitor.component import Services
+    from monitor.settings import Config
+    from monitor.settings.traffic import TrafficConfig
+
+log = logging.getLogger(__name__)
+
+LOOKBACK = 60  # seconds of buckets read again every time
+BACKFILL = 3600  # seconds of history read once, for the error-rate rule
+AddTraffic = Callable[[str, float, int, Mapping[str, int]], None]  # (integration, bucket start, calls, errors)
+
+
+@dataclass(slots=True)
+class _Tracker:
+    """What was seen of one integration's recent buckets (raw field values), to count only growth."""
+
+    seen: dict[int, dict[str, int]] = field(default_factory=dict)
+    started: bool = False
+    statuses: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)
+    last_write: float | None = None
+    calls: int = 0
+    errors: int = 0
+    complained: bool = False
+
+
+class TrafficService:
+    name = "traffic"
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        clock: Callable[[], float] = time.time,
+        min_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self._services = services
+        self._metrics = services.metrics
+        self._clock = clock
+        self._min_backoff, self._max_backoff = min_backoff, max_backoff
+        self._configs: dict[str, TrafficConfig] = {}
+        self._trackers: dict[str, _Tracker] = {}
+        self._add_traffic: AddTraffic | None = None
+        self.exports: Callable[[str], bool] = lambda integration: True
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_success: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.on_config(services.config)
+
+    # Component protocol ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._services.redis is None:
+            if self._configs:
+                log.info("traffic: no redis_url configured, real-traffic counters are off")
+            return
+        self._task = asyncio.create_task(self._run(), name="traffic-reader")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def on_result(self, result: CheckResult) -> None:
+        return None
+
+    def on_config(self, config: Config) -> None:
+        configs = {name: cfg.traffic for name, cfg in config.integrations.items() if cfg.traffic is not None}
+        for name in set(self._trackers) - set(configs):
+            self._forget(name)
+        for name, cfg in configs.items():
+            old = self._configs.get(name)
+            if old is not None and old.key_prefix != cfg.key_prefix:
+                self._forget(name)  # other keys: start again from a baseline
+        self._configs = configs
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        redis = "not configured" if self._services.redis is None else "unavailable" if self._failures else "ok"
+        return {"traffic": {
+            "redis": redis,
+            "last_success": self._last_success,
+            "last_error": self._last_error,
+            "integrations": {
+                name: {"calls": t.calls, "errors": t.errors, "last_write": t.last_write}
+                for name, t in sorted(self._trackers.items())
+            },
+        }}
+
+    def ready(self) -> tuple[bool, str]:
+        return True, ""  # real-traffic counters are best effort: never a reason to leave rotation
+
+    def publish_traffic_to(self, add_traffic: AddTraffic) -> None:
+        """Hand every new count of calls to ``add_traffic`` (the alert engine's ``add_traffic``)."""
+        self._add_traffic = add_traffic
+
+    # Reading ---------------------------------------------------------------------------------------
+
+    async def read_once(self) -> bool:
+        redis = self._services.redis
+        if redis is None or not self._configs:
+            return True
+        now = self._clock()
+        wanted = {}
+        for name, cfg in self._configs.items():
+            tracker = self._trackers.setdefault(name, _Tracker())
+            back = LOOKBACK if tracker.started else BACKFILL
+            wanted[name] = (cfg.key_prefix, bucket_of(now - back))
+        try:
+            _, reads = await read_traffic(redis, wanted, clock=lambda: now)
+        except (RedisError, OSError) as exc:
+            self._fail(exc)
+            return False
+        if self._failures:
+            log.info("traffic: Redis readable again after %d failed read(s)", self._failures)
+        self._failures, self._last_error, self._last_success = 0, None, self._clock()
+        for name, read in reads.items():
+            if name in self._trackers:
+                self._apply(name, self._trackers[name], read, oldest=bucket_of(now - LOOKBACK))
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            ok = await self.read_once()
+            delay = (self._services.config.monitor.evaluation_interval if ok
+                     else min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1)))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failures += 1
+        text = self._services.redactor.text(f"{type(exc).__name__}: {exc}")
+        if self._failures == 1:
+            log.warning("traffic: cannot read Redis (%s); retrying with backoff", text)
+        self._last_error = text
+
+    def _apply(self, name: str, tracker: _Tracker, read: TrafficRead, *, oldest: int) -> None:
+        exporting = tracker.started and self.exports(name)
+        for start, raw in sorted(read.buckets.items()):
+            before = tracker.seen.get(start, {})
+            now = {k: n for k, v in raw.items() if (n := _int(v)) is not None}
+            # A field that shrank was reset (Redis restarted without persistence): all it holds is new.
+            grown = {k: str(n - before.get(k, 0) if n >= before.get(k, 0) else n) for k, n in now.items()}
+            grown.update({k: v for k, v in raw.items() if k not in now})  # not integers: decode_bucket names them
+            tracker.seen[start] = now
+            delta = decode_bucket(grown)
+            if delta.ignored and not tracker.complained:
+                tracker.complained = True
+                log.warning("traffic keys of %s: unknown or non-integer fields ignored: %s", name,
+                            ", ".join(sorted(delta.ignored))[:200])
+            if delta.total or delta.lost:
+                self._count(name, tracker, start, delta, exporting)
+        for start in [s for s in tracker.seen if s < oldest]:
+            del tracker.seen[start]
+        if read.last_write is not None:
+            tracker.last_write = read.last_write
+            if self.exports(name):
+                self._metrics.traffic_last_write.labels(integration=name).set(read.last_write)
+        tracker.started = True
+
+    def _count(self, name: str, tracker: _Tracker, start: int, delta: BucketCounts, exporting: bool) -> None:
+        errors = {c: n for c, n in delta.calls.items() if c != "ok"}
+        tracker.calls += delta.total
+        tracker.errors += delta.errors
+        if self._add_traffic is not None and delta.total:
+            self._add_traffic(name, float(start), delta.total, errors)
+        if not exporting:
+            return
+        m = self._metrics
+        for error_class, n in delta.calls.items():
+            if n:
+                m.traffic_requests.labels(integration=name, error_class=error_class).inc(n)
+                tracker.classes.add(error_class)
+        for status, n in delta.statuses.items():
+            if n:
+                m.traffic_responses.labels(integration=name, code=str(status)).inc(n)
+                tracker.statuses.add(str(status))
+        if any(delta.latency):
+            m.traffic_duration.add(name, delta.latency, delta.latency_sum)
+        for counter, value in ((m.traffic_retries, delta.retries), (m.traffic_throttled, delta.throttled),
+                               (m.traffic_throttle_wait, delta.throttle_wait), (m.traffic_lost, delta.lost)):
+            if value:
+                counter.labels(integration=name).inc(value)
+
+    def _forget(self, name: str) -> None:
+        tracker = self._trackers.pop(name, None)
+        m = self._metrics
+        for metric in (m.traffic_retries, m.traffic_throttled, m.traffic_throttle_wait, m.traffic_lost,
+                       m.traffic_last_write):
+            remove_series(metric, name)
+        m.traffic_duration.remove(name)
+        if tracker is not None:
+            for error_class in tracker.classes:
+                remove_series(m.traffic_requests, name, error_class)
+            for status in tracker.statuses:
+                remove_series(m.traffic_responses, name, status)
+
+
+def _int(raw: str) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
