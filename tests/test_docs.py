@@ -22,7 +22,7 @@ from alerts.api import routes as silence_routes
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
 from monitor.app import App
 from monitor.cli import build_parser
-from monitor.metrics import Metrics
+from monitor.metrics import CountedHistogram, Metrics
 from monitor.server import core_routes
 from monitor.settings import Config, parse_config
 from monitor.status import CheckStatus
@@ -112,7 +112,11 @@ def exported_metrics() -> dict[str, tuple[str, frozenset[str]]]:
     series.buckets[0] = series.runs_ok = series.runs_failed = series.retries = 1
     series.phases["connect"] = 0.1
     series.errors["timeout"] = 1
-    for family in metrics.probes.collect():
+    # The histograms whose bucket counts arrive counted (real traffic): one integration each.
+    counted = [m for m in vars(metrics).values() if isinstance(m, CountedHistogram)]
+    for histogram in counted:
+        histogram.add("i", [1] * (len(histogram.bounds) + 1), 1.0)
+    for family in [*metrics.probes.collect(), *(f for h in counted for f in h.collect())]:
         name = family.name + ("_total" if family.type == "counter" else "")
         labels = frozenset(label for s in family.samples for label in s.labels if label != "le")
         out[name] = (family.type, labels)
