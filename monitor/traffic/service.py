@@ -16,8 +16,6 @@ counters simply stand still.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +26,7 @@ from redis.exceptions import RedisError
 
 from integration_kit.traffic import BucketCounts, bucket_of, decode_bucket
 from monitor.metrics import remove_series
+from monitor.poll_loop import PollLoop
 from monitor.traffic.reader import TrafficRead, read_traffic
 
 if TYPE_CHECKING:
@@ -71,7 +70,6 @@ class TrafficService:
         self._services = services
         self._metrics = services.metrics
         self._clock = clock
-        self._min_backoff, self._max_backoff = min_backoff, max_backoff
         self._configs: dict[str, TrafficConfig] = {}
         self._trackers: dict[str, _Tracker] = {}
         self._add_traffic: AddTraffic | None = None
@@ -79,8 +77,8 @@ class TrafficService:
         self._failures = 0
         self._last_error: str | None = None
         self._last_success: float | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._loop = PollLoop(self.read_once, interval=lambda: services.config.monitor.evaluation_interval,
+                              name="traffic-reader", min_backoff=min_backoff, max_backoff=max_backoff)
         self.on_config(services.config)
 
     # Component protocol ---------------------------------------------------------------------------
@@ -90,14 +88,10 @@ class TrafficService:
             if self._configs:
                 log.info("traffic: no redis_url configured, real-traffic counters are off")
             return
-        self._task = asyncio.create_task(self._run(), name="traffic-reader")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.close()
 
     def on_result(self, result: CheckResult) -> None:
         return None
@@ -111,7 +105,7 @@ class TrafficService:
             if old is not None and old.key_prefix != cfg.key_prefix:
                 self._forget(name)  # other keys: start again from a baseline
         self._configs = configs
-        self._wake.set()
+        self._loop.wake()
 
     def status(self) -> dict[str, Any]:
         redis = "not configured" if self._services.redis is None else "unavailable" if self._failures else "ok"
@@ -156,15 +150,6 @@ class TrafficService:
             if name in self._trackers:
                 self._apply(name, self._trackers[name], read, oldest=bucket_of(now - LOOKBACK))
         return True
-
-    async def _run(self) -> None:
-        while True:
-            ok = await self.read_once()
-            delay = (self._services.config.monitor.evaluation_interval if ok
-                     else min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1)))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     def _fail(self, exc: BaseException) -> None:
         self._failures += 1

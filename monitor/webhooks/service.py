@@ -9,7 +9,6 @@ they succeed again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from integration_kit.webhook_observations import WebhookObservation, WebhookSnapshot, to_facts
+from monitor.poll_loop import PollLoop
 from monitor.webhooks.duplicate_window import DuplicateWindow
 from monitor.webhooks.reader import WebhookReader
 
@@ -45,8 +45,6 @@ class WebhookService:
         self._services = services
         self._metrics = services.metrics
         self._clock = clock
-        self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
         self._reader = WebhookReader(services.redis) if services.redis is not None else None
         self._configs: dict[str, WebhookConfig] = {}
         self._snapshots: dict[str, WebhookSnapshot] = {}
@@ -58,8 +56,8 @@ class WebhookService:
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._clock_offset = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._loop = PollLoop(self.read_once, interval=lambda: services.config.monitor.evaluation_interval,
+                              name="webhook-reader", min_backoff=min_backoff, max_backoff=max_backoff)
         self._set_fact: Callable[[str, str, float], None] | None = None
         self.on_config(services.config)
 
@@ -70,14 +68,10 @@ class WebhookService:
             if self._configs:
                 log.info("webhooks: no redis_url configured, webhook health is off")
             return
-        self._task = asyncio.create_task(self._run(), name="webhook-reader")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.close()
 
     def on_result(self, result: CheckResult) -> None:
         return None
@@ -97,7 +91,7 @@ class WebhookService:
                 _remove(self._metrics.webhook_type_last_event, name, stale)
                 self._exported_types[name].discard(stale)
         self._configs = configs
-        self._wake.set()
+        self._loop.wake()
 
     def status(self) -> dict[str, Any]:
         enabled = self._reader is not None and bool(self._configs)
@@ -198,17 +192,6 @@ class WebhookService:
                 self._apply(name, snap)
         self._publish()
         return True
-
-    async def _run(self) -> None:
-        while True:
-            ok = await self.read_once()
-            if ok:
-                delay = self._services.config.monitor.evaluation_interval
-            else:
-                delay = min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     def _fail(self, exc: BaseException) -> None:
         self._failures += 1
