@@ -78,7 +78,7 @@ async def test_the_monitor_reads_back_exactly_what_the_callers_did(
     assert sample(m, "integration_traffic_request_duration_seconds_bucket", le="+Inf") == 11
     assert 0 < sample(m, "integration_traffic_request_duration_seconds_sum") < 11
     assert sample(m, "integration_traffic_last_write_timestamp_seconds") > 0
-    assert service.status()["traffic"]["integrations"]["payments"] == {
+    assert service.status()["integrations"]["payments"] == {
         "calls": 11, "errors": 3, "last_write": sample(m, "integration_traffic_last_write_timestamp_seconds")}
     assert await service.read_once()  # read again: nothing new, nothing counted twice
     assert sample(m, "integration_traffic_requests_total", error_class="ok") == 8

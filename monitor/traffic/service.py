@@ -109,7 +109,7 @@ class TrafficService:
 
     def status(self) -> dict[str, Any]:
         redis = "not configured" if self._services.redis is None else "unavailable" if self._failures else "ok"
-        return {"traffic": {
+        return {
             "redis": redis,
             "last_success": self._last_success,
             "last_error": self._last_error,
@@ -117,7 +117,7 @@ class TrafficService:
                 name: {"calls": t.calls, "errors": t.errors, "last_write": t.last_write}
                 for name, t in sorted(self._trackers.items())
             },
-        }}
+        }
 
     def ready(self) -> tuple[bool, str]:
         return True, ""  # real-traffic counters are best effort: never a reason to leave rotation
