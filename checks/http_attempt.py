@@ -18,6 +18,7 @@ from time import perf_counter
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from checks.base import ProbeContext
 from checks.http_config import Expectation, RequestPlan
@@ -33,6 +34,7 @@ from integration_kit.classify import (
     too_slow,
 )
 from integration_kit.errors import ErrorClass
+from integration_kit.redact import HARMLESS_HEADERS
 from integration_kit.results import RequestSummary
 from integration_kit.retry import parse_retry_after
 
@@ -124,18 +126,21 @@ class HttpRun:
     async def _attempt(self, timing: AttemptTiming, deadline: float, started: float) -> Attempt:
         check, plan = self.check, self.plan
         budget = deadline - self.loop.time()
+        headers = {**plan.headers, **self.extra_headers} if self.extra_headers else plan.headers
+        secret = frozenset(k for k in headers if k.lower() not in HARMLESS_HEADERS)  # configured and auth
         try:
             async with asyncio.timeout_at(deadline):
                 resp = await self.session.request(
                     plan.method,
                     plan.url,
-                    headers={**plan.headers, **self.extra_headers} if self.extra_headers else plan.headers,
+                    headers=headers,
                     data=plan.data,
                     allow_redirects=check.follow_redirects,
                     max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
                     ssl=plan.ssl,
                     timeout=plan.timeout,
                     trace_request_ctx=timing,
+                    middlewares=(same_origin_only(plan.url, secret),),
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             error_class, detail = classify_exception(
@@ -254,6 +259,26 @@ class HttpRun:
             headers=redactor.headers({**plan.headers, **self.extra_headers}),
             body_excerpt=body,
         )
+
+
+def same_origin_only(origin: URL, names: frozenset[str]) -> aiohttp.ClientMiddlewareType:
+    """A per-request middleware (it sees every hop of a redirect chain) that drops the ``names`` headers
+    from every request once the chain has left ``origin`` (scheme, host, port): a vendor's redirect must
+    not hand the check's credentials to whatever host it names. aiohttp itself drops only Authorization
+    (and cookies); X-Api-Key and friends would follow. Once left, always left: a chain that comes back
+    to the origin through another host does not get them back."""
+    home = origin.origin()
+    left = False
+
+    async def middleware(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        nonlocal left
+        left = left or request.url.origin() != home
+        if left:
+            for name in names:
+                request.headers.popall(name, None)
+        return await handler(request)
+
+    return middleware
 
 
 def _head(chunks: list[bytes], size: int) -> bytes:

@@ -404,6 +404,40 @@ async def test_too_many_redirects(target: Target) -> None:
     assert len(target.hits("/loop")) == 4  # the request and three redirects followed
 
 
+SECRET_HEADERS = {"Authorization": "Bearer sk_redirect_1", "X-Api-Key": "xk_redirect_2", "Stripe-Account": "acct_3"}
+
+
+async def test_configured_headers_are_not_sent_to_another_origin(target: Target) -> None:
+    """Finding 3: aiohttp drops only Authorization on a cross-origin redirect; X-Api-Key and friends went
+    to whatever host the redirect named. Another port on 127.0.0.1 is another origin."""
+    async with Target() as elsewhere:
+        url = target.route("/old", Reply(status=302, headers={"Location": elsewhere.url("/ok")}))
+        headers = {**SECRET_HEADERS, "Accept": "application/json"}
+        result = await run(make_check(url, headers=headers))
+        assert result.ok, result
+    (hit,) = elsewhere.hits("/ok")
+    assert not {k.lower() for k in SECRET_HEADERS} & {k.lower() for k in hit.headers}, dict(hit.headers)
+    assert hit.headers["Accept"] == "application/json"  # harmless headers still say what we want
+    (first,) = target.hits("/old")
+    assert all(first.headers[k] == v for k, v in SECRET_HEADERS.items())
+
+
+async def test_once_a_redirect_chain_left_the_origin_it_never_gets_the_headers_back(target: Target) -> None:
+    async with Target() as elsewhere:
+        back = elsewhere.route("/bounce", Reply(status=307, headers={"Location": target.url("/ok")}))
+        url = target.route("/old", Reply(status=302, headers={"Location": back}))
+        assert (await run(make_check(url, headers=SECRET_HEADERS))).ok
+    (hit,) = target.hits("/ok")
+    assert not {k.lower() for k in SECRET_HEADERS} & {k.lower() for k in hit.headers}
+
+
+async def test_same_origin_redirect_keeps_the_headers(target: Target) -> None:
+    url = target.route("/old", Reply(status=301, headers={"Location": "/ok"}))
+    assert (await run(make_check(url, headers=SECRET_HEADERS))).ok
+    (hit,) = target.hits("/ok")
+    assert all(hit.headers[k] == v for k, v in SECRET_HEADERS.items())
+
+
 # --- secrets and quota -----------------------------------------------------------------------------
 
 
