@@ -75,13 +75,15 @@ def routes(control: SilenceControl) -> list[web.RouteDef]:
 
     async def create(request: web.Request) -> web.Response:
         try:
-            body = await request.json()
+            body = strict_json(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError(f"expected a JSON object, got {type(body).__name__}")
             req = SilenceRequest.model_validate(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"error": "expected a JSON object"}, status=400)
         except ValidationError as exc:
             problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
             return web.json_response({"error": "; ".join(problems)}, status=400)
+        except ValueError as exc:
+            return web.json_response({"error": f"not a valid request body: {exc}"}, status=400)
         config = control.config
         if req.integration != ANY and req.integration not in config.integrations:
             return web.json_response({"error": f"unknown integration {req.integration!r}"}, status=400)
@@ -112,6 +114,36 @@ def routes(control: SilenceControl) -> list[web.RouteDef]:
         web.post("/api/silences", create),
         web.delete("/api/silences/{silence_id}", expire),
     ]
+
+
+MAX_NESTING = 32
+
+
+def strict_json(data: bytes) -> Any:
+    """Standard JSON only: UTF-8, no NaN / Infinity (Python's json accepts them), nesting of at most
+    MAX_NESTING levels. ValueError says what is wrong."""
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:  # the decoder recursed to Python's limit: it unwinds cleanly
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels") from None
+    if _depth(value) > MAX_NESTING:
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (expected a number or a string)")
 
 
 def _store_down(exc: Exception) -> web.Response:

@@ -10,6 +10,8 @@ from alerts.config import ConfigSilence
 from alerts.silences import Silence, expire, from_config, stale
 from alerts.store import AlertStore
 
+UNREADABLE_REMOVED = "(its stored record could not be read: removed)"
+
 
 class SilenceBook:
     def __init__(
@@ -30,7 +32,9 @@ class SilenceBook:
         self.stored = [s for s in self.stored if s.id != silence.id] + [silence]
 
     async def expire(self, silence_id: str) -> Silence | None:
-        """End a stored silence now; None when there is no such silence (config-file ones included)."""
+        """End a stored silence now; None when there is no such silence (config-file ones included).
+
+        A stored record that cannot be read is removed, and reported as a silence that ended now."""
         now = self._clock()
         for silence in await self.store.load_silences():
             if silence.id == silence_id:
@@ -38,6 +42,8 @@ class SilenceBook:
                 await self.store.put_silence(expired)
                 self.stored = [s for s in self.stored if s.id != silence_id] + [expired]
                 return expired
+        if await self.store.remove_unreadable_silence(silence_id):
+            return Silence(id=silence_id, starts_at=now, ends_at=now, comment=UNREADABLE_REMOVED)
         return None
 
     async def reload(self) -> list[Silence]:

@@ -14,8 +14,11 @@ from typing import Any
 
 from alerts.config import ConfigSilence
 from alerts.model import Alert
+from integration_kit.durations import MAX_DURATION, format_duration
 
 ANY = "*"
+# Stored times are epoch seconds a datetime can show (1970 to the end of 9999); config silences start at 0.
+_EPOCH_RANGE = (0.0, 253402300799.0)
 # Expired silences stay listed this long (to see what was muted), then are dropped.
 EXPIRED_RETENTION = 86400.0
 
@@ -46,10 +49,17 @@ class Silence:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Silence:
+        """A stored silence; ValueError (or TypeError, KeyError) when the record is not one."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        starts_at, ends_at = float(data["starts_at"]), float(data["ends_at"])
+        for name, value in (("starts_at", starts_at), ("ends_at", ends_at)):
+            if not _EPOCH_RANGE[0] <= value <= _EPOCH_RANGE[1]:  # NaN fails too
+                raise ValueError(f"{name} {value!r} is not a time between the years 1970 and 9999")
         return cls(
             id=str(data["id"]), integration=str(data.get("integration", ANY)), alert=str(data.get("alert", ANY)),
             check=None if data.get("check") in (None, "") else str(data["check"]),
-            starts_at=float(data["starts_at"]), ends_at=float(data["ends_at"]),
+            starts_at=starts_at, ends_at=ends_at,
             comment=str(data.get("comment", "")), created_by=str(data.get("created_by", "")),
         )
 
@@ -58,8 +68,8 @@ def new_silence(
     *, now: float, duration: float, integration: str = ANY, alert: str = ANY, check: str | None = None,
     comment: str = "", created_by: str = "",
 ) -> Silence:
-    if duration <= 0:
-        raise ValueError("a silence needs a positive duration")
+    if not 0 < duration <= MAX_DURATION:  # NaN fails too
+        raise ValueError(f"a silence needs a positive duration of at most {format_duration(MAX_DURATION)}")
     if not integration or not alert:
         raise ValueError("integration and alert must be names or '*'")
     return Silence(

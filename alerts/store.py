@@ -16,6 +16,7 @@ copy, reports Redis down and writes again on the next evaluation.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from alerts.state import AlertState
 if TYPE_CHECKING:
     import redis.asyncio
 
+log = logging.getLogger(__name__)
+
 
 class AlertStore:
     """Redis-backed when ``redis`` is given, otherwise a process-local dict with the same behaviour."""
@@ -36,6 +39,7 @@ class AlertStore:
         self.redis = redis
         self.prefix = prefix
         self._memory: dict[str, dict[str, str]] = {}
+        self._reported: set[tuple[str, str]] = set()  # unreadable silence records already logged
 
     @property
     def durable(self) -> bool:
@@ -86,8 +90,32 @@ class AlertStore:
 
     # -- silences -------------------------------------------------------------------------------
     async def load_silences(self) -> list[Silence]:
-        items = [Silence.from_dict(json.loads(v)) for v in (await self._hgetall("silences")).values()]
+        """Every stored silence that can be read. One that cannot (written by hand, by a bug, by another
+        version) is skipped — it mutes nothing and never breaks a listing — with one warning per record
+        and process; ``remove_unreadable_silence`` takes it out by id."""
+        items = []
+        for silence_id, raw in (await self._hgetall("silences")).items():
+            try:
+                items.append(_decode_silence(raw))
+            except _UNREADABLE as exc:
+                if (silence_id, raw) not in self._reported:
+                    self._reported.add((silence_id, raw))
+                    log.warning("stored silence %r cannot be read (%s: %s); it is ignored. Expire it by id "
+                                "(DELETE /api/silences/ID or `silence expire ID`) to remove it",
+                                silence_id[:80], type(exc).__name__, str(exc)[:200])
         return sorted(items, key=lambda s: (s.starts_at, s.id))
+
+    async def remove_unreadable_silence(self, silence_id: str) -> bool:
+        """Delete the stored record ``silence_id`` if it cannot be read as a silence; True if it did."""
+        raw = await self._hget("silences", silence_id)
+        if raw is None:
+            return False
+        try:
+            _decode_silence(raw)
+        except _UNREADABLE:
+            await self._write("silences", {}, [silence_id])
+            return True
+        return False
 
     async def put_silence(self, silence: Silence) -> None:
         await self._write("silences", {silence.id: json.dumps(silence.to_dict())}, ())
@@ -110,6 +138,14 @@ class AlertStore:
     async def ping(self) -> None:
         if self.redis is not None:
             await self.redis.ping()
+
+
+# What a damaged record raises while being decoded (deep nesting: RecursionError).
+_UNREADABLE = (ValueError, TypeError, KeyError, RecursionError)
+
+
+def _decode_silence(raw: str) -> Silence:
+    return Silence.from_dict(json.loads(raw))
 
 
 def _text(value: str | bytes) -> str:

@@ -15,6 +15,8 @@ import redis.asyncio
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alerts.api import add_routes
 from alerts.engine import AlertEngine
@@ -205,3 +207,124 @@ async def test_http_api_validates_and_needs_the_token(api: tuple[TestClient[Any,
     assert resp.status == 201
     resp = await http.delete("/api/silences/x")
     assert resp.status == 401
+
+
+# --- hostile request bodies and damaged records (issue 12, finding 5) ----------------------------------
+
+
+async def post_raw(http: TestClient[Any, Any], body: str | bytes) -> tuple[int, dict[str, Any]]:
+    resp = await http.post("/api/silences", data=body, headers={**AUTH, "Content-Type": "application/json"})
+    return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('{"duration": NaN}', "NaN is not JSON"),
+        ('{"duration": Infinity}', "Infinity is not JSON"),
+        ('{"duration": -Infinity}', "-Infinity is not JSON"),
+        ('{"duration": 1e308}', "between 0s and 365d"),
+        ('{"duration": 1e999}', "between 0s and 365d"),  # the float parser's own infinity
+        ('{"duration": "4000000d"}', "between 0s and 365d"),
+        ('{"ends_at": "9999-12-31T00:00:00Z"}', "at most 365d"),
+        ('{"duration": "1h", "comment": NaN}', "NaN is not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than"),
+        ('{"duration": "1h", "comment": ' + "[" * 40 + "]" * 40 + "}", "nested deeper than"),
+        ('["duration", "1h"]', "expected a JSON object"),
+        (b'{"duration": "1h", "comment": "\xff"}', "utf-8"),
+    ],
+    ids=["nan", "inf", "-inf", "1e308", "1e999", "4000000d", "year-9999", "nan-elsewhere", "deep", "deep-field",
+         "array", "not-utf8"],
+)
+async def test_http_api_refuses_what_it_cannot_honour_and_stores_nothing(
+    api: tuple[TestClient[Any, Any], AlertEngine], body: str, says: str
+) -> None:
+    """NaN, Infinity, 1e308 and 4000000d used to answer 500 *and* store an active silence that muted every
+    alert and broke GET /api/silences for good; deep nesting answered 500."""
+    http, engine = api
+    status, answer = await post_raw(http, body)
+    assert status == 400 and says in answer["error"], answer
+    assert await engine.store.load_silences() == []
+    resp = await http.get("/api/silences")
+    assert resp.status == 200 and (await resp.json())["silences"] == []
+    assert silenced_by(alert(), engine.silences, T0 + 1) is None
+
+
+async def test_a_stored_record_that_cannot_be_read_is_skipped_logged_once_and_expirable(
+    api: tuple[TestClient[Any, Any], AlertEngine], prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    http, engine = api
+    resp = await http.post("/api/silences", json={"integration": "acme", "duration": "1h"}, headers=AUTH)
+    good = (await resp.json())["id"]
+    damaged = {
+        "nan": '{"id": "nan", "starts_at": 1800000000, "ends_at": NaN}',  # what the 500 used to leave behind
+        "inf": '{"id": "inf", "starts_at": 1800000000, "ends_at": 1e999}',
+        "huge": '{"id": "huge", "starts_at": 1800000000, "ends_at": 1e308}',
+        "garbage": "not json at all",
+        "list": "[1, 2]",
+        "deep": "[" * 5000 + "]" * 5000,
+        "missing": '{"id": "missing"}',
+    }
+    raw = redis.Redis.from_url(REDIS_URL)
+    raw.hset(prefix + "silences", mapping=damaged)
+    raw.close()
+    for _ in range(3):  # the engine and the API read the store again and again: one warning per record
+        resp = await http.get("/api/silences")
+        assert resp.status == 200 and [s["id"] for s in (await resp.json())["silences"]] == [good]
+        await engine.silence_book.reload()
+    warnings = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert sorted(r.getMessage().split("'")[1] for r in warnings) == sorted(damaged)
+    assert [s.id for s in engine.silence_book.stored] == [good]
+    for silence_id in damaged:
+        resp = await http.delete(f"/api/silences/{silence_id}", headers=AUTH)
+        assert resp.status == 200 and (await resp.json())["active"] is False, silence_id
+    raw = redis.Redis.from_url(REDIS_URL)
+    assert set(raw.hkeys(prefix + "silences")) == {good.encode()}
+    raw.close()
+    assert (await http.delete(f"/api/silences/{good}", headers=AUTH)).status == 200
+
+
+JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
+    st.sampled_from(["1h", "30m", "0s", "-1s", "365d", "366d", "*", "acme", "nosuch", "probe_down",
+                     "2027-01-15T09:00:00+00:00", "2027-01-15T09:00:00", "9999-12-31T23:59:59Z"]),
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(["integration", "alert", "check", "duration", "ends_at", "comment", "created_by", "x"])
+REQUESTS = st.one_of(
+    JSON_VALUES,
+    st.dictionaries(FIELDS, JSON_VALUES, max_size=5),  # near a valid request, to reach every validator
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=REQUESTS, raw=st.booleans())
+async def test_any_json_body_is_2xx_or_4xx_and_the_state_stays_listable(
+    api: tuple[TestClient[Any, Any], AlertEngine], request: Any, raw: bool
+) -> None:
+    http, _ = api
+    body = json.dumps(request) if not raw else json.dumps(request, allow_nan=True).replace("0", "NaN", 1)
+    status, answer = await post_raw(http, body)
+    assert status in (201, 400), (status, answer)
+    resp = await http.get("/api/silences")
+    assert resp.status == 200
+    for silence in (await resp.json())["silences"]:
+        assert 0 < silence["ends_at"] - silence["starts_at"] <= 365 * 86400
+        assert (await http.delete(f"/api/silences/{silence['id']}", headers=AUTH)).status == 200
+
+
+def test_silence_command_lists_around_and_expires_a_record_it_cannot_read(
+    tmp_path: Path, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(write_config(tmp_path, prefix))
+    raw = redis.Redis.from_url(REDIS_URL)
+    raw.hset(prefix + "silences", "broken", '{"id": "broken", "starts_at": 0, "ends_at": NaN}')
+    assert main(["silence", "list", "-c", path, "--all"]) == 0
+    assert "no silences" in capsys.readouterr().out
+    assert main(["silence", "expire", "-c", path, "broken"]) == 0
+    assert "silence broken expired (its stored record could not be read: removed)" in capsys.readouterr().out
+    assert raw.hkeys(prefix + "silences") == []
+    raw.close()

@@ -15,7 +15,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from alerts.rules import RULES
-from alerts.silences import ANY, expire, from_config, new_silence
+from alerts.silence_book import UNREADABLE_REMOVED, SilenceBook
+from alerts.silences import ANY, from_config, new_silence
 from alerts.store import AlertStore
 from integration_kit.durations import parse_duration
 from monitor.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load_or_report
@@ -149,14 +150,14 @@ def cmd_expire(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def work(store: AlertStore) -> int:
-        now = dt.datetime.now(dt.UTC).timestamp()
-        for s in await store.load_silences():
-            if s.id == args.id:
-                await store.put_silence(expire(s, now))
-                print(f"silence {s.id} expired")
-                return EXIT_OK
-        print(f"no silence with id {args.id!r} (config-file silences end by editing the config)", file=sys.stderr)
-        return EXIT_FAILED
+        book = SilenceBook(store, lambda: config.alerting.silences, lambda: dt.datetime.now(dt.UTC).timestamp())
+        expired = await book.expire(args.id)
+        if expired is None:
+            print(f"no silence with id {args.id!r} (config-file silences end by editing the config)", file=sys.stderr)
+            return EXIT_FAILED
+        note = f" {UNREADABLE_REMOVED}" if expired.comment == UNREADABLE_REMOVED else ""
+        print(f"silence {expired.id} expired{note}")
+        return EXIT_OK
 
     return asyncio.run(_with_store(config, work))
 
