@@ -20,6 +20,8 @@ pydantic); http-sfv is used when installed (``ratelimit_headers``). Nothing here
 - ``token_cache``: access tokens per credential, renewed before expiry, one fetch across processes (Redis)
 - ``signing``: HMAC request signatures from a template of request parts
 - ``client``: ``Integration``, the kit for an asyncio service's vendor calls (its aiohttp middleware)
+- ``sync_client``: ``SyncIntegration``, the same for blocking code; ``requests_adapter``: its requests
+  adapter (the one module that needs requests: the distribution's ``requests`` extra)
 - ``integration_base``: what the asyncio and blocking clients share (settings, the end of a call)
 - ``calls``: a call's expectation, its outcome and the ``CallError`` of a failed one
 - ``limiter``: the GCRA rate limiter in Redis shared by a service's processes (redis_rate's format)

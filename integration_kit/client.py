@@ -33,7 +33,6 @@ from integration_kit.integration_base import (
     EXCERPT_READ,
     Attempt,
     IntegrationBase,
-    IntegrationStats,
     limiter_attempt,
 )
 from integration_kit.limiter import LimiterTimeout, RateLimit, RateLimiter
@@ -74,9 +73,8 @@ class Integration(IntegrationBase):
         ttl: int = DEFAULT_TTL,
         flush_interval: float = 1.0,
     ) -> None:
-        super().__init__(name, retry=retry, timeout=timeout, expect=expect, secrets=secrets)
-        if rate_limit is not None and redis is None:
-            raise ValueError("a rate_limit is shared through Redis: give redis= too")
+        super().__init__(name, retry=retry, timeout=timeout, expect=expect, secrets=secrets,
+                         shared=redis is not None, rate_limited=rate_limit is not None)
         self.limiter = None if rate_limit is None or redis is None else RateLimiter(redis, rate_limit, integration=name)
         self.recorder = (
             TrafficRecorder(redis, name, prefix=key_prefix, ttl=ttl, interval=flush_interval)
@@ -100,14 +98,6 @@ class Integration(IntegrationBase):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    @property
-    def stats(self) -> IntegrationStats:
-        rec = self.recorder.stats if self.recorder is not None else None
-        return self.base_stats(
-            limiter_bypassed=self.limiter.bypassed if self.limiter is not None else 0,
-            lost=rec.lost if rec is not None else 0, failed_flushes=rec.failed_flushes if rec is not None else 0,
-        )
 
     # ---- the middleware -----------------------------------------------------------------------------
 
@@ -152,13 +142,8 @@ class Integration(IntegrationBase):
 
         last, classes = await run_with_retries(attempt, self.retry, deadline=loop.time() + self.timeout,
                                                clock=loop.time)
-        outcome = self.outcome(req.method, last, len(classes), throttled)
-        if self.recorder is not None:
-            self.recorder.record(outcome)
-        if last.error_class is None:
-            response: aiohttp.ClientResponse = last.response
-            return response
-        raise self.error(req.method, req.url, req.headers, last, len(classes))
+        response: aiohttp.ClientResponse = self.finish(req.method, req.url, req.headers, last, len(classes), throttled)
+        return response
 
     async def _send(
         self,

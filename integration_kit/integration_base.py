@@ -68,7 +68,12 @@ class IntegrationBase:
         timeout: float = 30.0,
         expect: Expect = DEFAULT_EXPECT,
         secrets: Iterable[str] = (),
+        shared: bool = False,
+        rate_limited: bool = False,
     ) -> None:
+        """``shared``: a Redis client was given; ``rate_limited``: a rate limit was (it needs Redis)."""
+        if rate_limited and not shared:
+            raise ValueError("a rate_limit is shared through Redis: give redis= too")
         if not name or timeout <= 0:
             raise ValueError(f"an integration needs a name and a timeout above 0, got {name!r}/{timeout!r}")
         self.name = name
@@ -105,11 +110,29 @@ class IntegrationBase:
         log.warning("%s", err)
         return err
 
+    def finish(
+        self, method: str, url: Any, headers: Mapping[str, str], last: Attempt, attempts: int, throttled: float
+    ) -> Any:
+        """The end of a call: counted (and recorded, with a recorder), then the answer — the last
+        attempt's response — or the ``CallError``."""
+        outcome = self.outcome(method, last, attempts, throttled)
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            recorder.record(outcome)
+        if last.error_class is None:
+            return last.response
+        raise self.error(method, url, headers, last, attempts)
+
     def log_retry(self, method: str, url: Any, attempt: Attempt) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s %s: %s; retrying", self.name, method, self.redactor.url(str(url)),
                       self.redactor.text(attempt.detail))
 
-    def base_stats(self, *, limiter_bypassed: int, lost: int, failed_flushes: int) -> IntegrationStats:
-        return IntegrationStats(calls=self._calls, failed=self._failed, limiter_bypassed=limiter_bypassed,
-                                lost=lost, failed_flushes=failed_flushes)
+    @property
+    def stats(self) -> IntegrationStats:
+        limiter, recorder = getattr(self, "limiter", None), getattr(self, "recorder", None)
+        rec = recorder.stats if recorder is not None else None
+        return IntegrationStats(
+            calls=self._calls, failed=self._failed, limiter_bypassed=limiter.bypassed if limiter is not None else 0,
+            lost=rec.lost if rec is not None else 0, failed_flushes=rec.failed_flushes if rec is not None else 0,
+        )

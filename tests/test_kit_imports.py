@@ -1,6 +1,8 @@
 """The integration kit imports with only aiohttp and redis installed (integration services ship it
 without the daemon's dependencies): every module of ``integration_kit`` is imported in a fresh
-interpreter in which any other third-party package cannot be found."""
+interpreter in which any other third-party package cannot be found — but for the requests adapter,
+the one module of the kit's ``requests`` extra, which is imported with requests (and what it needs)
+allowed besides. (tests/test_kit_package.py installs the built kit in a fresh venv.)"""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ SCRIPT = textwrap.dedent(
     import importlib, importlib.machinery, os, pkgutil, site, sys, sysconfig
 
     allowed = set(sys.argv[1].split(",")) | {"integration_kit"}
+    extra = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else set()  # modules that need an extra
 
     def dirs(paths):
         return tuple(os.path.realpath(p) + os.sep for p in paths)
@@ -65,6 +68,8 @@ SCRIPT = textwrap.dedent(
     import integration_kit
 
     for module in pkgutil.walk_packages(integration_kit.__path__, "integration_kit."):
+        if module.name in extra:
+            continue
         importlib.import_module(module.name)
         print(module.name)
     new = {name: sys.modules[name] for name in set(sys.modules) - before}
@@ -75,14 +80,31 @@ SCRIPT = textwrap.dedent(
 )
 
 
+# The `requests` extra: the adapter module and what requests itself imports.
+REQUESTS_EXTRA = ("requests", "urllib3", "charset_normalizer", "chardet", "certifi", "idna")
+ADAPTER = "integration_kit.requests_adapter"
+
+
 def test_every_kit_module_imports_with_only_aiohttp_and_redis() -> None:
     root = str(Path(integration_kit.__path__[0]).parent)
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, ",".join(ALLOWED), root], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT, ",".join(ALLOWED), root, ADAPTER], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     imported = proc.stdout.split()
     assert "integration_kit.retry" in imported and "integration_kit.classify" in imported, imported
+    assert "integration_kit.client" in imported and "integration_kit.sync_client" in imported, imported
+    assert ADAPTER not in imported
+
+
+def test_the_requests_adapter_needs_requests_and_nothing_else() -> None:
+    root = str(Path(integration_kit.__path__[0]).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, ",".join((*ALLOWED, *REQUESTS_EXTRA)), root], capture_output=True, text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ADAPTER in proc.stdout.split()
 
 
 def test_the_check_fails_for_a_kit_module_that_needs_pydantic(tmp_path: Path) -> None:
