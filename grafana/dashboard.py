@@ -5,7 +5,8 @@
 
 Edit this file, not the JSON: tests/test_grafana.py fails when the two disagree, and
 tests/test_prometheus_e2e.py runs every expression below against a real Prometheus scraping the demo.
-Metric names are the ones the README documents ("Metrics"; counters end in ``_total``, histograms in ``_bucket``).
+Metric names are the ones the README documents (README, "Metrics"; counters end in ``_total``, histograms in
+``_bucket``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The error classes: every failed call, probe or integration-service request, is exactly one of them.
 
-The classes are bounded (they are a metric label) and documented with examples in the README
-("Error classes"). Which classes a retry can fix is decided here, once, for probes and services alike.
+The classes are bounded (they are a metric label) and documented with an example each
+(README, "Checks"). Which classes a retry can fix is decided here, once, for probes and services alike.
 """
 
 from __future__ import annotations

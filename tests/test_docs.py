@@ -80,6 +80,23 @@ def test_no_file_cites_a_document_users_do_not_have() -> None:
     assert not citing, "cite the README or docs/ instead:\n" + "\n".join(citing)
 
 
+def test_citations_of_readme_sections_name_a_heading() -> None:
+    """``README, "Checks"`` in a source file names a heading of the README (or the start of one)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    headings = [h.strip("` ") for h in re.findall(r"^#+ (.+?)\s*$", README, re.MULTILINE)]
+    cited = r"""README(?:\.md)?,?\s+\(?["']([^"'\n]+(?:\n[^"'\n]+)?)["']"""
+    unknown = []
+    for name in files.decode().split("\0"):
+        if not name.endswith((".py", ".yaml", ".yml", ".toml", ".sh")):
+            continue
+        text = (ROOT / name).read_text(encoding="utf-8", errors="replace")  # tests/data has bad bytes on purpose
+        for section_name in re.findall(cited, text):
+            words = re.sub(r"[\s#*]+", " ", section_name).strip()
+            if not any(h.startswith(words) for h in headings):
+                unknown.append(f"{name}: README, {words!r}")
+    assert unknown == []
+
+
 # ---- error classes ---------------------------------------------------------------------------------------
 
 
