@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "scale": (["--sizes", "1000", "10000", "--seconds", "60"], ["--sizes", "1000", "--seconds", "30"]),
     "quota_read": (["--runs", "5"], ["--runs", "2", "--scan-count", "1000"]),
     "alert_latency": (["--trials", "3"], ["--trials", "1"]),
+    "kit_overhead": (["--calls", "2000", "--rounds", "5"], ["--calls", "500", "--rounds", "2"]),
 }
 # binary → Debian package
 BINARIES = {

@@ -39,9 +39,9 @@ class Expect:
 
     def reads_body(self, content_type: str) -> bool:
         """Whether the body must be read to check the answer."""
-        return bool(self.json or self.required or self.not_null or self.body_required) or (
-            self.json is None and is_json_type(content_type)
-        )
+        if self.json or self.required or self.not_null or self.body_required:
+            return True
+        return self.json is None and is_json_type(content_type)
 
 
 DEFAULT_EXPECT = Expect()
@@ -97,6 +97,8 @@ class CallError(Exception):
 
 
 def is_json_type(content_type: str) -> bool:
+    if content_type.startswith("application/json"):  # the usual spelling, without the parsing below
+        return True
     main = content_type.partition(";")[0].strip().lower()
     return main == "application/json" or main.endswith("+json")
 

@@ -9,7 +9,9 @@ own clock is "now", so the processes' clocks never matter.
 
 Redis trouble never stops a call: the limiter lets it through (fails open), counts it
 (``bypassed``), and leaves Redis alone for ``cooldown`` seconds so a dead Redis costs one failed
-command per cooldown, not one per call.
+command per cooldown, not one per call. The asyncio limiter also gives each Redis call at most
+``max_wait`` seconds (redis-py's own retries of a lost connection can take seconds); a blocking client
+is bounded only by its own ``socket_timeout`` and ``retry`` settings.
 """
 
 from __future__ import annotations
@@ -169,18 +171,22 @@ class RateLimiter(_Gcra):
         *,
         integration: str,
         cooldown: float = 5.0,
+        max_wait: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(limit, integration=integration, cooldown=cooldown, clock=clock)
         self._script = redis.register_script(GCRA_SCRIPT)
+        self._max_wait = max_wait
 
     async def try_acquire(self) -> Decision:
         if self.skipping():
             return Decision(True, 0.0)
         try:
-            return self.decide(await self._script(keys=[self.key], args=self._args))
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._max_wait):
+                reply = await self._script(keys=[self.key], args=self._args)
+        except (RedisError, OSError, TimeoutError) as exc:
             return self.failed(exc)
+        return self.decide(reply)
 
     async def acquire(self, *, deadline: float) -> float:
         """Wait for a slot; returns the seconds waited. ``LimiterTimeout`` when the next slot comes at or
