@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from alerts.notifier_config import ConsoleConfig, SlackConfig
+from alerts.notifier_config import AlertmanagerConfig, ConsoleConfig, SlackConfig
 from integration_kit.durations import Duration
 from integration_kit.timezones import TimeZoneName
 
@@ -247,6 +247,7 @@ class ConfigSilence(_Strict):
 
 class AlertingConfig(_Strict):
     slack: SlackConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
     console: ConsoleConfig | None = None
     group_by: tuple[Literal["integration", "alert", "check", "severity"], ...] = ("integration",)
     group_wait: Duration = 30.0

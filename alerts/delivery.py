@@ -223,4 +223,10 @@ class Dispatcher:
 
 
 def _notifier_part(alerting: AlertingConfig) -> tuple[Any, ...]:
-    return tuple(getattr(alerting, key, None) for key in PLUGINS)
+    """What the dispatcher's notifiers are built from: the grouped notifiers' config, and whether a state
+    follower (Alertmanager) is on, which decides whether the console stands in."""
+    part = []
+    for key, plugin in PLUGINS.items():
+        config = getattr(alerting, key, None)
+        part.append(config is not None and plugin.enabled(config) if plugin.follows_state else config)
+    return tuple(part)

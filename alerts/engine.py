@@ -2,11 +2,13 @@
 
     CheckResults ─► Stats ─► rules (pure) ─► state machine (pure) ─► silences / maintenance / inhibition
                                                           ─► grouping + notification log (pure) ─► sink
+                                                     └───► every firing and resolved alert ─► feed
 
 State and the notification log live in ``AlertStore`` (Redis when configured), written after every
 evaluation, so a restart neither repeats a message inside ``repeat_interval`` nor forgets a resolve.
 The sink (the notifier dispatcher) only enqueues; a failing or slow sink never stops evaluation — the
-group is simply flushed again on the next evaluation.
+group is simply flushed again on the next evaluation. The feed (Alertmanager) gets the whole current
+state after every evaluation, whatever changed, as Alertmanager expects; it must not block either.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +28,7 @@ from alerts.content import NotesReader, alert_from_condition
 from alerts.grouping import GroupLog, plan
 from alerts.health_sample import HealthSampler
 from alerts.model import Alert, AlertStatus, Notification
-from alerts.routing import select
+from alerts.routing import outgoing, select
 from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence, silenced_by
@@ -55,6 +57,13 @@ class NotificationSink(Protocol):
     async def submit(self, notification: Notification) -> None: ...
 
 
+class AlertFeed(Protocol):
+    """A notifier that follows alert state (alerts.notifiers.alertmanager.feed.AlertmanagerFeed): after every
+    evaluation, every firing and resolved alert. Returns at once; it delivers and retries on its own."""
+
+    def publish(self, alerts: Sequence[Alert], *, now: float, interval: float) -> None: ...
+
+
 class QuotaSource(Protocol):
     """The quota reader's view of every quota (takes precedence over header readings of the same name)."""
 
@@ -79,6 +88,7 @@ class AlertEngine:
         redactor: Redactor,
         redis: redis.asyncio.Redis | None = None,
         sink: NotificationSink | None = None,
+        feed: AlertFeed | None = None,
         quota_source: QuotaSource | None = None,
         clock: Callable[[], float] = time.time,
         store: AlertStore | None = None,
@@ -89,6 +99,7 @@ class AlertEngine:
         self.metrics = metrics
         self.redactor = redactor
         self.sink = sink
+        self.feed = feed
         self.quota_source = quota_source
         self._clock = clock
         self.store = store or AlertStore(redis, config.alerting.key_prefix)
@@ -224,6 +235,7 @@ class AlertEngine:
 
             conditions = self._conditions(cfg, now)
             events = self._advance(conditions, cfg, now)
+            self._publish(cfg, now)
             handed = await self._notify(cfg, now, events)
             self._export_firing()
             await self._memory.persist()
@@ -330,12 +342,26 @@ class AlertEngine:
         return handed
 
     def _with_notes(self, notification: Notification, cfg: ConfigView) -> Notification:
-        alerts = []
-        for alert in notification.alerts:
-            icfg = cfg.integrations.get(alert.integration)
-            notes = self._notes.read(icfg.notes, cfg.alerting.notes_max_chars) if icfg else None
-            alerts.append(replace(alert, notes=notes) if notes else alert)
-        return replace(notification, alerts=tuple(alerts))
+        return replace(notification, alerts=tuple(self._noted(alert, cfg) for alert in notification.alerts))
+
+    def _noted(self, alert: Alert, cfg: ConfigView) -> Alert:
+        icfg = cfg.integrations.get(alert.integration)
+        notes = self._notes.read(icfg.notes, cfg.alerting.notes_max_chars) if icfg else None
+        return replace(alert, notes=notes) if notes else alert
+
+    def _publish(self, cfg: ConfigView, now: float) -> None:
+        """The current state to the feed: firing (flapping counts as firing) and resolved alerts, whether or
+        not they are silenced here — on that route, silencing is the Alertmanager's."""
+        if self.feed is None:
+            return
+        try:
+            current = [
+                self._noted(outgoing(s), cfg) for s in self.states.values()
+                if s.alert is not None and (s.status in (AlertStatus.FIRING, AlertStatus.RESOLVED) or s.flapping)
+            ]
+            self.feed.publish(current, now=now, interval=cfg.monitor.evaluation_interval)
+        except Exception:  # the other notifiers and the state must not suffer from it
+            log.exception("publishing alerts to the alert feed failed")
 
     async def _submit(self, notification: Notification) -> bool:
         if self.sink is None:

@@ -52,6 +52,9 @@ class MonitorView(Protocol):
     @property
     def evaluation_interval(self) -> float: ...
 
+    @property
+    def public_url(self) -> str: ...  # where people reach the monitor (links to /api/status in alerts)
+
 
 class ConfigView(Protocol):
     """The daemon's config as alerting reads it (handed again, whole, on every reload)."""

@@ -1,4 +1,4 @@
-"""Config models of the notifier plug-ins (``alerting.slack``, ``alerting.console``).
+"""Config models of the notifier plug-ins (``alerting.slack``, ``alerting.alertmanager``, ``alerting.console``).
 
 Kept apart from alerts/config.py (rules) so both can change independently; AlertingConfig imports these.
 """
@@ -6,6 +6,7 @@ Kept apart from alerts/config.py (rules) so both can change independently; Alert
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -92,3 +93,101 @@ class ConsoleConfig(NotifierConfigBase):
     """Prints notifications; the default when no other notifier is configured."""
 
     stream: Literal["stdout", "stderr", "log"] = "stdout"
+
+
+# Prometheus label names; names starting with __ are reserved for Prometheus' own use.
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Labels the monitor sets on every alert it posts to Alertmanager (alerts/notifiers/alertmanager/payload.py).
+ALERTMANAGER_OWN_LABELS = frozenset(
+    {"alertname", "integration", "check", "quota", "target", "severity", "rule", "sender"}
+)
+
+
+class BasicAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
+class AlertmanagerConfig(NotifierConfigBase):
+    """Posts the current alerts to Alertmanager's ``/api/v2/alerts`` on every evaluation (as Prometheus does),
+    to every URL (an Alertmanager cluster does not share alerts between its members; each needs them).
+
+    ``urls`` entries that are empty (``"${ALERTMANAGER_URL:-}"`` with the variable unset) are dropped; none
+    left means the Alertmanager route is off.
+    """
+
+    urls: tuple[str, ...] = Field(
+        description="Alertmanager base URLs (http:// or https://, with the path prefix if it has one)"
+    )
+    basic_auth: BasicAuth | None = None
+    bearer_token: SecretStr | None = None
+    timeout: Duration = Field(default=10.0, description="per request")
+    verify_tls: bool = True
+    ca_file: Path | None = Field(default=None, description="CA bundle to verify the Alertmanager's certificate")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="extra labels on every alert (team, environment…); the same on every replica"
+    )
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(v for v in value if v != "")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _url_shapes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected an http:// or https:// URL such as http://alertmanager:9093, got {url!r}")
+            if parts.username is not None or parts.password is not None:
+                raise ValueError("credentials do not belong in the URL: use basic_auth or bearer_token")
+            if parts.query or parts.fragment:
+                raise ValueError(f"expected a base URL without query or fragment, got {url!r}")
+            out.append(url.rstrip("/"))
+        if len(set(out)) != len(out):
+            raise ValueError("the same URL is listed twice")
+        return tuple(out)
+
+    @field_validator("bearer_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, label_value in value.items():
+            if not _LABEL_NAME.match(name) or name.startswith("__"):
+                raise ValueError(f"label name {name!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with __")
+            if name in ALERTMANAGER_OWN_LABELS:
+                raise ValueError(f"label {name!r} is set by the monitor itself; choose another name")
+            if not label_value:
+                raise ValueError(f"label {name!r} has an empty value (Alertmanager treats it as absent)")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> AlertmanagerConfig:
+        if self.basic_auth is not None and self.bearer_token is not None:
+            raise ValueError("set either basic_auth or bearer_token, not both")
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("ca_file is only used with verify_tls: true")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)

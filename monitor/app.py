@@ -153,28 +153,41 @@ class App:
                 reasons.append(f"{component.name}: {reason}")
         return not reasons, reasons
 
+    def integration_status(
+        self, name: str, backoff: dict[str, Any] | None = None, tokens: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any] | None:
+        """One integration's part of /api/status (also /api/status/NAME); None if there is no such integration."""
+        integ = self.config.integrations.get(name)
+        if integ is None:
+            return None
+        statuses = self.status_store.by_integration().get(name, {})
+        if backoff is None:
+            backoff = self.scheduler.status()["backoff"]
+        if tokens is None:
+            tokens = self.tokens.status() if self.tokens is not None else []
+        checks: dict[str, Any] = {}
+        for check in integ.checks:
+            entry = statuses.get(check.name)
+            doc: dict[str, Any] = (
+                entry.as_dict() if entry is not None else {"kind": kind_of(check), "runs": 0, "ok": None}
+            )
+            doc["enabled"] = check.enabled
+            doc["schedule"] = self.scheduler.check_status(name, check.name)
+            checks[check.name] = doc
+        return {
+            "runbook_url": integ.runbook_url,
+            "interval_factor": self.scheduler.interval_factor(name),
+            "backoff": backoff.get(name),
+            "oauth2_tokens": [t for t in tokens if t["credential"] == name],
+            "checks": checks,
+        }
+
     def status_document(self) -> dict[str, Any]:
-        statuses = self.status_store.by_integration()
         scheduler = self.scheduler.status()
         tokens = self.tokens.status() if self.tokens is not None else []
-        integrations: dict[str, Any] = {}
-        for name, integ in self.config.integrations.items():
-            checks: dict[str, Any] = {}
-            for check in integ.checks:
-                entry = statuses.get(name, {}).get(check.name)
-                doc: dict[str, Any] = (
-                    entry.as_dict() if entry is not None else {"kind": kind_of(check), "runs": 0, "ok": None}
-                )
-                doc["enabled"] = check.enabled
-                doc["schedule"] = self.scheduler.check_status(name, check.name)
-                checks[check.name] = doc
-            integrations[name] = {
-                "runbook_url": integ.runbook_url,
-                "interval_factor": self.scheduler.interval_factor(name),
-                "backoff": scheduler["backoff"].get(name),
-                "oauth2_tokens": [t for t in tokens if t["credential"] == name],
-                "checks": checks,
-            }
+        integrations: dict[str, Any] = {
+            name: self.integration_status(name, scheduler["backoff"], tokens) for name in self.config.integrations
+        }
         components: dict[str, Any] = {}
         for component in self.components:
             try:

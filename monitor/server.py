@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoints (aiohttp.web): /metrics, /healthz, /readyz, /api/status.
+"""The daemon's HTTP endpoints (aiohttp.web): /metrics, /healthz, /readyz, /api/status (and one integration's
+or one check's part of it: /api/status/INTEGRATION[/CHECK], where alerts link to).
 
 More endpoints come from components: a component with a ``routes()`` method (see
 monitor/component.py) has its routes added before the server starts listening; ``extra_routes``
@@ -43,6 +44,8 @@ class Monitored(Protocol):
     def api_token(self) -> str | None:
         """The bearer token writes need (monitor.api_token), None when not set."""
         ...
+
+    def integration_status(self, name: str) -> dict[str, Any] | None: ...
 
 
 MONITOR = web.AppKey("monitor", Monitored)
@@ -89,6 +92,19 @@ async def api_status(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/json")
 
 
+async def api_status_part(request: web.Request) -> web.Response:
+    """/api/status/INTEGRATION and /api/status/INTEGRATION/CHECK: the part of /api/status about it."""
+    name, check = request.match_info["integration"], request.match_info.get("check")
+    doc = request.app[MONITOR].integration_status(name)
+    if doc is None:
+        return json_response(request, {"error": f"no integration {name!r}"}, status=404)
+    if check is None:
+        return json_response(request, {"integration": name, **doc})
+    if check not in doc["checks"]:
+        return json_response(request, {"error": f"integration {name!r} has no check {check!r}"}, status=404)
+    return json_response(request, {"integration": name, "check": check, **doc["checks"][check]})
+
+
 def _dump(data: Any, redactor: Redactor) -> str:
     return redactor.text(json.dumps(data, indent=2, default=str))
 
@@ -99,6 +115,8 @@ def core_routes() -> list[web.RouteDef]:
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/api/status", api_status),
+        web.get("/api/status/{integration}", api_status_part),
+        web.get("/api/status/{integration}/{check}", api_status_part),
     ]
 
 

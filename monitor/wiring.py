@@ -1,9 +1,9 @@
 """The components every daemon runs, in start order (closed in reverse), and how they connect.
 
-quota reader → webhook reader → traffic reader → notification dispatcher → alert engine: the engine
-comes last because it reads the quota service's snapshot, hands notifications to the dispatcher and
-receives the webhook reader's facts and the traffic reader's calls; each factory finds the ones built
-before it in ``services.components``.
+quota reader → webhook reader → traffic reader → notification dispatcher → Alertmanager feed → alert
+engine: the engine comes last because it reads the quota service's snapshot, hands notifications to the
+dispatcher and the current alerts to the Alertmanager feed, and receives the webhook reader's facts and
+the traffic reader's calls; each factory finds the ones built before it in ``services.components``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from alerts.delivery import Dispatcher
 from alerts.engine import AlertEngine
+from alerts.notifiers.alertmanager.feed import AlertmanagerFeed
 from alerts.stats import QuotaReading
 from monitor.quota.service import QuotaService
 from monitor.traffic.service import TrafficService
@@ -59,13 +60,19 @@ def notifiers(services: Services) -> Component:
     )
 
 
+def alertmanager(services: Services) -> Component:
+    return AlertmanagerFeed(services.config, redactor=services.redactor, metrics=services.metrics)
+
+
 def alerts(services: Services) -> Component:
     found = services.components
     quota_service = found.get("quota")
     dispatcher = found.get("notifiers")
+    feed = found.get("alertmanager")
     engine = AlertEngine(
         services.config, metrics=services.metrics, redactor=services.redactor, redis=services.redis,
         sink=dispatcher if isinstance(dispatcher, Dispatcher) else None,
+        feed=feed if isinstance(feed, AlertmanagerFeed) else None,
         quota_source=QuotaReadings(quota_service) if isinstance(quota_service, QuotaService) else None,
     )
     webhook_service = found.get("webhooks")
@@ -77,4 +84,4 @@ def alerts(services: Services) -> Component:
     return engine
 
 
-DEFAULT_COMPONENTS = (quota, webhooks, traffic, notifiers, alerts)
+DEFAULT_COMPONENTS = (quota, webhooks, traffic, notifiers, alertmanager, alerts)

@@ -1,14 +1,19 @@
-"""Shared by the daemon tests (app, server, cli): a config with canary secrets against a local target,
-and small helpers to read the daemon's endpoints."""
+"""Shared by the daemon tests (app, server, cli, alertmanager): a config with canary secrets against a local
+target, small helpers to read the daemon's endpoints, and the real daemon as a subprocess."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+from needs import free_port, missing
 from prometheus_client.parser import text_string_to_metric_families
 from targets import Reply, Target
 
@@ -90,3 +95,70 @@ async def until(condition: Callable[[], bool], within: float = 15.0, what: str =
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+EXE = Path(sys.executable).parent / "integration-monitor"
+
+
+def need_console_script() -> None:
+    if not EXE.exists():
+        missing(f"console script {EXE} not installed (pip install -e .)")
+
+
+class Daemon:
+    """``integration-monitor run`` in a subprocess; its log (stderr) goes to a file, so a chatty daemon can
+    never block on a full pipe."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, log_file: tempfile._TemporaryFileWrapper[bytes]):
+        self.proc = proc
+        self.url = url
+        self._log_file = log_file
+        self._kept: bytes | None = None  # the log as it was when the file went away
+
+    async def finish(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        await asyncio.wait_for(self.proc.wait(), 20)
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    @property
+    def stderr(self) -> bytes:
+        return self._kept if self._kept is not None else Path(self._log_file.name).read_bytes()
+
+    @property
+    def log(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+@asynccontextmanager
+async def daemon(config: Path, *args: str) -> AsyncIterator[Daemon]:
+    port = free_port()
+    with tempfile.NamedTemporaryFile(prefix="im-daemon-", suffix=".log") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            str(EXE), "run", "-c", str(config), "--listen", f"127.0.0.1:{port}", *args,
+            stdout=asyncio.subprocess.DEVNULL, stderr=log_file,
+        )
+        d = Daemon(proc, f"http://127.0.0.1:{port}", log_file)
+        try:
+            await until_up(d)
+            yield d
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            d._kept = d.stderr
+
+
+async def until_up(d: Daemon) -> None:
+    async def healthy() -> bool:
+        try:
+            return (await get(f"{d.url}/healthz"))[0] == 200
+        except OSError:
+            return False
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not await healthy():
+        assert d.proc.returncode is None, "daemon exited early"
+        assert loop.time() < deadline, "daemon did not come up"
+        await asyncio.sleep(0.1)

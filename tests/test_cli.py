@@ -7,81 +7,30 @@ import json
 import signal
 import sys
 import types
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from daemon_support import (
+    EXE,
+    Daemon,
     assert_no_canary,
+    daemon,
     daemon_config,
     get,
+    need_console_script,
     route_target,
     samples,
     until,
     write,
 )
-from needs import free_port, missing
 from targets import Reply, Target
 
 from monitor import cli
 
-EXE = Path(sys.executable).parent / "integration-monitor"
-
 
 @pytest.fixture(autouse=True)
 def _need_console_script() -> None:
-    if not EXE.exists():
-        missing(f"console script {EXE} not installed (pip install -e .)")
-
-
-class Daemon:
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-        self.stderr = b""
-
-    async def finish(self, sig: signal.Signals) -> int:
-        self.proc.send_signal(sig)
-        _, self.stderr = await asyncio.wait_for(self.proc.communicate(), 20)
-        assert self.proc.returncode is not None
-        return self.proc.returncode
-
-    @property
-    def log(self) -> str:
-        return self.stderr.decode(errors="replace")
-
-
-@asynccontextmanager
-async def daemon(config: Path, *args: str) -> AsyncIterator[Daemon]:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        str(EXE), "run", "-c", str(config), "--listen", f"127.0.0.1:{port}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    d = Daemon(proc, f"http://127.0.0.1:{port}")
-    try:
-        await until_up(d)
-        yield d
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()
-
-
-async def until_up(d: Daemon) -> None:
-    async def healthy() -> bool:
-        try:
-            return (await get(f"{d.url}/healthz"))[0] == 200
-        except OSError:
-            return False
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while not await healthy():
-        assert d.proc.returncode is None, "daemon exited early"
-        assert loop.time() < deadline, "daemon did not come up"
-        await asyncio.sleep(0.1)
+    need_console_script()
 
 
 async def runs_of(d: Daemon, check: str) -> int:

@@ -60,6 +60,7 @@ class NotifierContext:
     redactor: Redactor
     redis: redis.asyncio.Redis | None = None
     key_prefix: str = "im:"  # Redis keys: {key_prefix}slack:thread:… etc.
+    public_url: str = "http://localhost:9478"  # the monitor's address, for links back to it (monitor.public_url)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,14 +72,22 @@ class NotifierPlugin:
     config_model: type[NotifierConfigBase]
     factory: Callable[[Any, NotifierContext], Notifier]
     enabled: Callable[[Any], bool] = lambda config: True
+    # False: grouped notifications through the dispatcher (Slack, console). True: the current alerts after
+    # every evaluation, through a component of its own (Alertmanager); its send() serves send-test-alert.
+    follows_state: bool = False
+
+
+def severity_rank(severity: Severity) -> int:
+    """info 0, warning 1, critical 2 (an unknown severity counts as critical: never hide it)."""
+    return _SEVERITY_RANK.get(severity, 2)
 
 
 def for_severity(notification: Notification, min_severity: Severity) -> Notification | None:
     """The notification with alerts below ``min_severity`` removed; None when nothing is left."""
     if notification.is_test or min_severity is Severity.INFO:
         return notification
-    floor = _SEVERITY_RANK[min_severity]
-    kept = tuple(a for a in notification.alerts if _SEVERITY_RANK.get(a.severity, 2) >= floor)
+    floor = severity_rank(min_severity)
+    kept = tuple(a for a in notification.alerts if severity_rank(a.severity) >= floor)
     if not kept:
         return None
     return notification if len(kept) == len(notification.alerts) else replace(notification, alerts=kept)

@@ -47,6 +47,15 @@ def alert_key(integration: str, alert: str, target: str | None, severity: Severi
     return "/".join((integration, alert, target or "-", str(severity)))
 
 
+def key_target(key: str) -> str | None:
+    """The target part of an ``alert_key`` (None for "-" or a key of another shape, such as a test alert's)."""
+    parts = key.split("/")
+    if len(parts) < 4:
+        return None
+    target = "/".join(parts[2:-1])
+    return None if target == "-" else target
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleInput:
     integration: str

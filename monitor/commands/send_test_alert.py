@@ -67,7 +67,8 @@ async def send_test_alert(
     Returns the exit code: 0 when every notifier delivered, 1 otherwise.
     """
     redactor = redactor or Redactor(config.secret_values())
-    notifiers = build_notifiers(config.alerting, NotifierContext(redactor=redactor))
+    context = NotifierContext(redactor=redactor, public_url=config.monitor.public_url)
+    notifiers = build_notifiers(config.alerting, context, state_followers=True)
     notification = make_test_notification()
     failures = 0
     for notifier in notifiers:

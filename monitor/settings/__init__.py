@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -75,6 +77,9 @@ class MonitorSection(BaseModel):
     status_details: bool = Field(
         default=True, description="false: /api/status leaves out response excerpts, request details, key names"
     )
+    external_url: str | None = Field(
+        default=None, description="the URL people reach this monitor at (links in alerts); default from listen"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -94,9 +99,36 @@ class MonitorSection(BaseModel):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("external_url", mode="before")
+    @classmethod
+    def _no_external_url(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"expected an http:// or https:// URL without query, such as https://monitor.example.com, "
+                             f"got {value!r}")
+        return value.rstrip("/")
+
     @property
     def host_port(self) -> tuple[str, int]:
         return split_listen(self.listen)
+
+    @property
+    def public_url(self) -> str:
+        """``external_url``, or ``http://HOST:PORT`` from ``listen`` (the machine's name for a wildcard address,
+        as Prometheus does for its own external URL)."""
+        if self.external_url:
+            return self.external_url
+        host, port = self.host_port
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def split_listen(value: str) -> tuple[str, int]:
