@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from alerts.model import Severity
 from integration_kit.durations import Duration
@@ -103,6 +103,23 @@ ALERTMANAGER_OWN_LABELS = frozenset(
 )
 
 
+def _alertmanager_url(url: str) -> str:
+    """A base URL (an empty one is allowed here and dropped by the model: an unset ``${VAR:-}``)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:  # checked first: never echo them
+        raise ValueError("credentials do not belong in the URL: use basic_auth or bearer_token")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL such as http://alertmanager:9093, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"expected a base URL without query or fragment, got {url!r}")
+    return url.rstrip("/")
+
+
+AlertmanagerUrl = Annotated[str, AfterValidator(_alertmanager_url)]
+
+
 class BasicAuth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -118,7 +135,7 @@ class AlertmanagerConfig(NotifierConfigBase):
     left means the Alertmanager route is off.
     """
 
-    urls: tuple[str, ...] = Field(
+    urls: tuple[AlertmanagerUrl, ...] = Field(
         description="Alertmanager base URLs (http:// or https://, with the path prefix if it has one)"
     )
     basic_auth: BasicAuth | None = None
@@ -133,28 +150,15 @@ class AlertmanagerConfig(NotifierConfigBase):
     @field_validator("urls", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list | tuple):
-            return tuple(v for v in value if v != "")
-        return value
+        return [value] if isinstance(value, str) else value
 
     @field_validator("urls")
     @classmethod
-    def _url_shapes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for url in value:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"expected an http:// or https:// URL such as http://alertmanager:9093, got {url!r}")
-            if parts.username is not None or parts.password is not None:
-                raise ValueError("credentials do not belong in the URL: use basic_auth or bearer_token")
-            if parts.query or parts.fragment:
-                raise ValueError(f"expected a base URL without query or fragment, got {url!r}")
-            out.append(url.rstrip("/"))
-        if len(set(out)) != len(out):
+    def _drop_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        urls = tuple(url for url in value if url)
+        if len(set(urls)) != len(urls):
             raise ValueError("the same URL is listed twice")
-        return tuple(out)
+        return urls
 
     @field_validator("bearer_token", mode="before")
     @classmethod
