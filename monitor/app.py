@@ -153,18 +153,17 @@ class App:
                 reasons.append(f"{component.name}: {reason}")
         return not reasons, reasons
 
-    def integration_status(
-        self, name: str, backoff: dict[str, Any] | None = None, tokens: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any] | None:
-        """One integration's part of /api/status (also /api/status/NAME); None if there is no such integration."""
+    def integration_status(self, name: str) -> dict[str, Any] | None:
+        """/api/status/NAME: one integration's part of /api/status; None if there is no such integration."""
+        tokens = self.tokens.status() if self.tokens is not None else []
+        doc = self._integration_doc(name, self.scheduler.status()["backoff"], tokens)
+        return doc if doc is None or self.config.monitor.status_details else without_details(doc)
+
+    def _integration_doc(self, name: str, backoff: dict[str, Any], tokens: list[dict[str, Any]]) -> dict[str, Any] | None:
         integ = self.config.integrations.get(name)
         if integ is None:
             return None
         statuses = self.status_store.by_integration().get(name, {})
-        if backoff is None:
-            backoff = self.scheduler.status()["backoff"]
-        if tokens is None:
-            tokens = self.tokens.status() if self.tokens is not None else []
         checks: dict[str, Any] = {}
         for check in integ.checks:
             entry = statuses.get(check.name)
@@ -186,7 +185,7 @@ class App:
         scheduler = self.scheduler.status()
         tokens = self.tokens.status() if self.tokens is not None else []
         integrations: dict[str, Any] = {
-            name: self.integration_status(name, scheduler["backoff"], tokens) for name in self.config.integrations
+            name: self._integration_doc(name, scheduler["backoff"], tokens) for name in self.config.integrations
         }
         components: dict[str, Any] = {}
         for component in self.components:

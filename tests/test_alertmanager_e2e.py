@@ -150,6 +150,10 @@ async def test_failing_check_reaches_alertmanager_once_with_labels_and_annotatio
             # The link works on the monitor itself (here under its loopback address).
             status, _, body = await get(alert["generatorURL"].replace(EXTERNAL, d.url))
             assert status == 200 and json.loads(body)["check"] == "orders" and json.loads(body)["ok"] is False
+            status, _, body = await get(f"{d.url}/api/status/shop")
+            assert status == 200 and list(json.loads(body)["checks"]) == ["orders"]
+            assert (await get(f"{d.url}/api/status/nope"))[0] == 404
+            assert (await get(f"{d.url}/api/status/shop/nope"))[0] == 404
 
             await until(lambda: notified(am, "orders", "firing"), 15, "the firing notification")
             posts_then = await sent(d)
