@@ -20,6 +20,7 @@ from alerts.lane import DeliveryPolicy, Entry, Lane
 from alerts.model import Notification
 from alerts.notifiers import PLUGINS, Notifier, NotifierContext, build_notifiers, close_quietly, for_severity
 from alerts.outbox import DEFAULT_OUTBOX_PREFIX, Outbox, new_entry
+from alerts.reloads import OrderedReloads
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -51,7 +52,7 @@ class Dispatcher:
         self._started = False
         self._lanes: dict[str, Lane] = {}
         self._context: NotifierContext | None = None
-        self._reload_task: asyncio.Task[None] | None = None
+        self._reloads = OrderedReloads("notifiers")
         self._alerting: AlertingConfig | None = None
         for notifier in notifiers:
             if notifier.name in self._lanes:
@@ -104,17 +105,7 @@ class Dispatcher:
 
     def on_config(self, config: ConfigView) -> None:
         """Reload hook (synchronous by contract): the rebuild runs as a task, one at a time, in order."""
-        previous = self._reload_task
-
-        async def reload() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            try:
-                await self.apply_config(config.alerting)
-            except Exception:
-                log.exception("applying the new notifier config failed; the previous notifiers keep running")
-
-        self._reload_task = asyncio.get_running_loop().create_task(reload(), name="notifiers-reload")
+        self._reloads.submit(lambda: self.apply_config(config.alerting))
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -137,8 +128,7 @@ class Dispatcher:
 
         Undelivered notifications stay in the Redis outbox for the next process.
         """
-        if self._reload_task is not None:
-            await asyncio.gather(self._reload_task, return_exceptions=True)
+        await self._reloads.wait()
         self._closing.set()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for lane in self._lanes.values():

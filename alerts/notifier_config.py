@@ -28,6 +28,11 @@ class NotifierConfigBase(BaseModel):
     )
 
 
+def empty_is_none(value: Any) -> Any:
+    """A ``mode="before"`` validator: an empty string (an unset ``${VAR:-}``) means "not set"."""
+    return None if value == "" else value
+
+
 def _http_url(value: str, what: str) -> str:
     """https, or http to a loopback address only (the tests' fake Slack)."""
     url = urlsplit(value)
@@ -50,10 +55,7 @@ class SlackConfig(NotifierConfigBase):
     base_url: str | None = Field(default=None, description="Slack Web API base URL (tests: loopback)")
     timeout: Duration = Field(default=10.0, description="per request")
 
-    @field_validator("token", "webhook_url", "channel", "base_url", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _empty_is_none = field_validator("token", "webhook_url", "channel", "base_url", mode="before")(empty_is_none)
 
     @field_validator("token")
     @classmethod
@@ -160,10 +162,7 @@ class AlertmanagerConfig(NotifierConfigBase):
             raise ValueError("the same URL is listed twice")
         return urls
 
-    @field_validator("bearer_token", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _empty_is_none = field_validator("bearer_token", mode="before")(empty_is_none)
 
     @field_validator("labels")
     @classmethod

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alerts.config import AlertingConfig, AlertRulesConfig
+from alerts.notifier_config import empty_is_none
 from checks import PROBES
 from checks.auth_config import AUTH_KIND_NAMES, AuthConfig
 
@@ -87,10 +88,7 @@ class MonitorSection(BaseModel):
         split_listen(value)
         return value
 
-    @field_validator("redis_url", "api_token", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _empty_is_none = field_validator("redis_url", "api_token", "external_url", mode="before")(empty_is_none)
 
     @field_validator("redis_url")
     @classmethod
@@ -98,11 +96,6 @@ class MonitorSection(BaseModel):
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
-
-    @field_validator("external_url", mode="before")
-    @classmethod
-    def _no_external_url(cls, value: Any) -> Any:
-        return None if value == "" else value
 
     @field_validator("external_url")
     @classmethod

@@ -12,7 +12,6 @@ its Slack and console notifiers only.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from alerts.notifiers.alertmanager.notifier import AlertmanagerNotifier
 from alerts.notifiers.alertmanager.payload import postable_alert
 from alerts.notifiers.alertmanager.pusher import Batch, Pusher, PushPolicy
 from alerts.notifiers.base import NotifierContext, severity_rank
+from alerts.reloads import OrderedReloads
 
 if TYPE_CHECKING:
     from alerts.inputs import ConfigView, NotificationMetrics
@@ -56,7 +56,7 @@ class AlertmanagerFeed:
         self._notifier: AlertmanagerNotifier | None = None
         self._pushers: list[Pusher] = []
         self._started = False
-        self._reload: asyncio.Task[None] | None = None
+        self._reloads = OrderedReloads("alerting.alertmanager")
         self._dropped = 0
         self._pending_config: ConfigView = config
         self._built_from: tuple[AlertmanagerConfig | None, str] | None = None  # what the notifier was built from
@@ -67,8 +67,7 @@ class AlertmanagerFeed:
         await self._apply(self._pending_config)
 
     async def close(self) -> None:
-        if self._reload is not None:
-            await asyncio.gather(self._reload, return_exceptions=True)
+        await self._reloads.wait()
         self._started = False
         await self._stop()
         self._built_from = None
@@ -78,17 +77,7 @@ class AlertmanagerFeed:
 
     def on_config(self, config: ConfigView) -> None:
         """Reload hook (synchronous by contract): the rebuild runs as a task, one at a time, in order."""
-        previous = self._reload
-
-        async def reload() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            try:
-                await self._apply(config)
-            except Exception:
-                log.exception("applying the new alerting.alertmanager config failed; the previous one keeps running")
-
-        self._reload = asyncio.get_running_loop().create_task(reload(), name="alertmanager-reload")
+        self._reloads.submit(lambda: self._apply(config))
 
     def status(self) -> dict[str, Any]:
         if self._notifier is None:
