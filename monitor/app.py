@@ -159,7 +159,9 @@ class App:
         doc = self._integration_doc(name, self.scheduler.status()["backoff"], tokens)
         return doc if doc is None or self.config.monitor.status_details else without_details(doc)
 
-    def _integration_doc(self, name: str, backoff: dict[str, Any], tokens: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _integration_doc(
+        self, name: str, backoff: dict[str, Any], tokens: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
         integ = self.config.integrations.get(name)
         if integ is None:
             return None
