@@ -3,7 +3,7 @@
 * **Labels** are the alert's identity, and Alertmanager deduplicates by them: ``alertname``
   (``Integration`` + the rule in CamelCase: ``IntegrationProbeDown``), ``integration``, ``rule``,
   ``severity``, ``sender="integration-monitor"``, the ``check`` or ``quota`` the alert is about (or
-  ``target``: a webhook event type, a notifier), plus the configured extra labels. Nothing in them
+  ``target``: a webhook event type, real traffic, a notifier), plus the configured extra labels. Nothing in them
   depends on the replica, the time or a measured value, so every replica posts the same label set and
   Alertmanager keeps one alert.
 * **Annotations** tell what is wrong: ``summary``, ``description``, ``error_classes``, ``last_request``,
