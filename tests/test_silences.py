@@ -312,8 +312,12 @@ async def test_any_json_body_is_2xx_or_4xx_and_the_state_stays_listable(
     resp = await http.get("/api/silences")
     assert resp.status == 200
     for silence in (await resp.json())["silences"]:
-        assert 0 < silence["ends_at"] - silence["starts_at"] <= 365 * 86400
-        assert (await http.delete(f"/api/silences/{silence['id']}", headers=AUTH)).status == 200
+        # One the loop below expired in an earlier example is still listed (for a day), ending when it began:
+        # the fixture's clock stands still.
+        lasts = silence["ends_at"] - silence["starts_at"]
+        assert (lasts > 0 if silence["active"] else lasts >= 0) and lasts <= 365 * 86400, silence
+        if silence["active"]:
+            assert (await http.delete(f"/api/silences/{silence['id']}", headers=AUTH)).status == 200
 
 
 def test_silence_command_lists_around_and_expires_a_record_it_cannot_read(
