@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
-from checks import http
+from checks import graphql, http
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.results import CheckResult
 
@@ -25,6 +25,7 @@ class ProbeKind:
 
 PROBES: dict[str, ProbeKind] = {
     "http": ProbeKind(config=http.HttpCheckConfig, probe=http.probe),
+    "graphql": ProbeKind(config=graphql.GraphqlCheckConfig, probe=graphql.probe),
 }
 
 if TYPE_CHECKING:  # a union built at run time is opaque to type checkers; every kind is a CheckConfigBase

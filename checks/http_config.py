@@ -90,7 +90,6 @@ class HttpRequestFields(BaseModel):
 
     url: str
     headers: dict[str, SecretStr] = Field(default_factory=dict)
-    query: dict[str, SecretStr] = Field(default_factory=dict)
     connect_timeout: Duration = 5.0
     follow_redirects: bool = True
     max_redirects: int = Field(default=10, ge=0)
@@ -107,8 +106,12 @@ class HttpRequestFields(BaseModel):
         (``integration_kit.redact.HARMLESS_HEADERS``, the short, closed list); and every credential of
         ``auth``."""
         headers = [v for k, v in self.headers.items() if k.lower() not in HARMLESS_HEADERS]
-        own = [v.get_secret_value() for v in (*headers, *self.query.values())]
+        own = [v.get_secret_value() for v in (*headers, *self.url_params().values())]
         return own + (self.auth.secret_values() if self.auth is not None else [])
+
+    def url_params(self) -> Mapping[str, SecretStr]:
+        """Query parameters added to the URL (a kind whose config has them says so)."""
+        return {}
 
     def plan(self, method: str, data: bytes | None, content_type: str | None = None) -> RequestPlan:
         """The request with this URL, query and headers; holds secrets in the clear: never shown."""
@@ -116,8 +119,8 @@ class HttpRequestFields(BaseModel):
         if content_type is not None and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = content_type
         url = URL(self.url)
-        if self.query:
-            url = url.update_query({k: v.get_secret_value() for k, v in self.query.items()})
+        if params := self.url_params():
+            url = url.update_query({k: v.get_secret_value() for k, v in params.items()})
         return RequestPlan(
             method=method,
             url=url,
@@ -132,9 +135,13 @@ class HttpCallFields(HttpRequestFields):
     """One plain HTTP request and what its response must look like."""
 
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    query: dict[str, SecretStr] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json")
     body: str | None = None
     expect: Expectation = Expectation()
+
+    def url_params(self) -> Mapping[str, SecretStr]:
+        return self.query
 
     @field_validator("method", mode="before")
     @classmethod

@@ -147,6 +147,11 @@ def check_json(body: bytes, assertions: Sequence[tuple[str, Any, JsonAssertion]]
     data, malformed = parse_json(body)
     if malformed is not None:
         return malformed
+    return evaluate_assertions(data, assertions)
+
+
+def evaluate_assertions(data: Any, assertions: Sequence[tuple[str, Any, JsonAssertion]]) -> Failure | None:
+    """Evaluate ``(path, compiled query, assertion)`` on a parsed document, in order; the first failure."""
     for path, query, assertion in assertions:
         try:
             values = [node.value for node in query.finditer(data)]

@@ -27,6 +27,8 @@ class ErrorClass(enum.StrEnum):
     ASSERTION_FAILED = "assertion_failed"
     BODY_TOO_LARGE = "body_too_large"
     TOO_SLOW = "too_slow"
+    GRAPHQL_ERROR = "graphql_error"  # a GraphQL response with errors and no data (integration_kit.graphql)
+    PARTIAL_DATA = "partial_data"  # a GraphQL response with errors next to its data
 
 
 RETRYABLE_BY_DEFAULT: frozenset[ErrorClass] = frozenset(

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from integration_kit.header_values import first_number, seconds_until
+from integration_kit.ratelimit_body import parse_rate_limit_body
 from integration_kit.results import CheckResult, QuotaObservation
 from integration_kit.retry import parse_retry_after
 
@@ -104,8 +105,15 @@ def rate_limit_fields(headers: RawHeaders) -> tuple[tuple[str, str], ...]:
 
 
 def observed_quota(result: CheckResult) -> list[QuotaObservation]:
-    """The quota policies a probe result's rate-limit headers announce, as of the end of its run."""
-    return parse_rate_limit_headers(result.rate_limit_headers, now=result.started_at + result.total_duration)
+    """The quota policies a probe result's rate-limit headers and body fields (``integration_kit.
+    ratelimit_body``: a GraphQL API's cost or rateLimit object) announce, as of the end of its run; a
+    policy the headers already announced is not read again from the body."""
+    now = result.started_at + result.total_duration
+    found = parse_rate_limit_headers(result.rate_limit_headers, now=now)
+    if result.rate_limit_body:
+        named = {o.policy for o in found}
+        found += [o for o in parse_rate_limit_body(result.rate_limit_body, now=now) if o.policy not in named]
+    return found
 
 
 def _collect(headers: RawHeaders) -> Headers:

@@ -183,6 +183,33 @@ async def test_oauth2_tokens_expire_and_are_revoked_early(
     assert await deals(await token()) == 200
 
 
+async def test_graphql_cost_bucket_drains_throttles_in_a_200_and_refills(
+    vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    url = f"{vendor.url}/storefront/admin/api/2024-01/graphql.json"
+    cycle = vendor.behaviour.graphql_cycle
+
+    async def query(text: str = "{ shop { name } }") -> dict[str, Any]:
+        async with http.post(url, json={"query": text}) as response:
+            assert response.status == 200
+            return dict(await response.json())
+
+    levels = []
+    for at in (0.05, 0.3, 0.6):
+        clock.now = vendor.started_at + at * cycle
+        body = await query()
+        assert body["data"]["shop"]["name"] == "Demo Store"
+        levels.append(body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"])
+    assert levels == sorted(levels, reverse=True) and levels[0] > 900 > 500 > levels[-1]
+    clock.now = vendor.started_at + 0.72 * cycle  # the bucket is empty: throttled, in a 200
+    throttled = await query()
+    assert throttled["errors"][0]["extensions"]["code"] == "THROTTLED" and "data" not in throttled
+    clock.now = vendor.started_at + 0.99 * cycle
+    assert (await query())["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] > 900
+    legacy = await query("{ shop { legacyResourceId } }")
+    assert legacy["data"] is None and legacy["errors"][0]["extensions"]["code"] == "undefinedField"
+
+
 async def test_salesforce_usage_climbs(vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock) -> None:
     _, first, _ = await call(http, vendor, "/crm/services/data/v59.0/limits")
     clock.now += 100

@@ -38,6 +38,10 @@ GET  /storefront/admin/api/2024-01/shop.json  Shopify ``X-Shopify-Shop-Api-Call-
                                             ``Retry-After: 2.0`` while the bucket is full
 GET  /storefront/admin/api/2023-01/orders.json  410, retired API version (``http_4xx``)
 GET  /storefront/admin/api/2024-01/inventory_levels.json  ``available`` is a string (``assertion_failed``)
+POST /storefront/admin/api/2024-01/graphql.json  GraphQL: cost bucket in ``extensions.cost.throttleStatus``
+                                            drained by a sync job every ``graphql_cycle`` s, ``THROTTLED``
+                                            errors in a 200 when empty; ``legacyResourceId`` is gone
+                                            (``graphql_error``)
 GET  /                                      this table as JSON
 ==========================================  ================================================================
 
@@ -69,6 +73,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from monitor.demo.graphql import DemoGraphql
 from monitor.demo.oauth import DemoOAuth
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,6 +104,7 @@ class VendorBehaviour:
     token_revoke_every: float = 150.0  # the CRM rotates its signing key: earlier tokens stop working
     outage_seconds: float = 40.0  # /payments/v1/charges/{id}: half the calls fail for this long …
     outage_period: float = 180.0  # … at the start of every this many seconds
+    graphql_cycle: float = 120.0  # the storefront's GraphQL cost bucket: drained, throttled, refilled
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,9 @@ class SimulatedVendor:
         self._route(
             "GET", "/storefront/admin/api/2024-01/inventory_levels.json", "available is a string", self._inventory
         )
+        self.graphql = DemoGraphql(elapsed=self._elapsed, cycle=b.graphql_cycle)
+        self._route("POST", "/storefront/admin/api/2024-01/graphql.json",
+                    "GraphQL: cost bucket in the body, THROTTLED errors in a 200 when empty", self.graphql.handle)
 
     # -- serving ---------------------------------------------------------------------------------------
 
