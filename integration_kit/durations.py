@@ -46,7 +46,9 @@ def _shown(value: Any) -> str:
 
 def format_duration(seconds: float) -> str:
     """The shortest way to write a duration that ``parse_duration`` reads back (to the microsecond)."""
-    if seconds < 1 and seconds != 0:
+    if seconds == 0:
+        return "0s"  # -0.0 too: "-0s" would not parse back
+    if seconds < 1:
         return f"{_decimal(seconds * 1000, 3)}ms"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
