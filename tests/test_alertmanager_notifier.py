@@ -355,3 +355,29 @@ async def test_send_delivers_when_one_alertmanager_of_several_takes_the_alerts(t
         assert info.value.retryable and info.value.reason.count("503") == 2
     finally:
         await notifier.close()
+
+
+async def test_every_alertmanager_gets_the_alerts_and_one_down_does_not_hold_up_the_others(target: Target) -> None:
+    target.route("/am0" + API, Reply(status=503))
+    target.route("/am1" + API, Reply(status=200))
+    cfg = engine_config(alertmanager={"urls": [target.url("/am0"), target.url("/am1")]})
+    metrics = Metrics()
+    feed = AlertmanagerFeed(cfg, redactor=Redactor(), metrics=metrics, policy=FAST)
+    await feed.start()
+    try:
+        down = Alert(key="acme/probe_down/api/critical", integration="acme", alert="probe_down", check="api",
+                     severity=Severity.CRITICAL, status=AlertStatus.FIRING, summary="down", started_at=T0)
+        feed.publish([down], now=T0, interval=0.2)
+        await _until(lambda: target.hits("/am1" + API) and len(target.hits("/am0" + API)) >= 3)
+        status = feed.status()["alertmanagers"]
+        assert status[target.url("/am1")]["state"] == "ok"
+        assert status[target.url("/am0")]["state"] == "retrying" and status[target.url("/am0")]["alerts_waiting"] == 1
+        assert feed.ready()[0]  # a retryable failure is not a config problem
+        target.route("/am0" + API, Reply(status=200))
+        await _until(lambda: feed.status()["alertmanagers"][target.url("/am0")]["state"] == "ok")
+        assert json.loads(target.hits("/am0" + API)[-1].body) == json.loads(target.hits("/am1" + API)[0].body)
+        sent = metrics.registry.get_sample_value(
+            "integration_notifications_total", {"notifier": "alertmanager", "result": "sent"})
+        assert sent == 2.0
+    finally:
+        await feed.close()
