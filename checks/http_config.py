@@ -26,6 +26,7 @@ from checks.base import CheckConfigBase
 from checks.json_assertions import JsonAssertion, compile_path
 from checks.timing import ssl_context
 from integration_kit.durations import Duration
+from integration_kit.oauth2 import basic_authorization
 from integration_kit.redact import HARMLESS_HEADERS
 
 __all__ = ["Expectation", "HttpCallFields", "HttpCheckConfig", "HttpRequestFields", "RequestPlan"]
@@ -101,12 +102,26 @@ class HttpRequestFields(BaseModel):
     def _url(cls, value: str) -> str:
         return absolute_http_url(value)
 
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpRequestFields:
+        url = URL(self.url)
+        if url.user is None and url.password is None:
+            return self
+        if any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("credentials in the url (user:password@) and an Authorization header: keep one")
+        if self.auth is not None and self.auth.kind != "none":
+            raise ValueError("credentials in the url (user:password@) and auth: keep one")
+        return self
+
     def secret_values(self) -> list[str]:
         """Header and query values are secret unless the header is one that never carries credentials
-        (``integration_kit.redact.HARMLESS_HEADERS``, the short, closed list); and every credential of
-        ``auth``."""
+        (``integration_kit.redact.HARMLESS_HEADERS``, the short, closed list); credentials in the URL and
+        the Basic header made of them; and every credential of ``auth``."""
         headers = [v for k, v in self.headers.items() if k.lower() not in HARMLESS_HEADERS]
         own = [v.get_secret_value() for v in (*headers, *self.url_params().values())]
+        url = URL(self.url)
+        if url.user is not None or url.password is not None:
+            own += [url.user or "", url.password or "", _url_basic(url)]
         return own + (self.auth.secret_values() if self.auth is not None else [])
 
     def url_params(self) -> Mapping[str, SecretStr]:
@@ -114,11 +129,18 @@ class HttpRequestFields(BaseModel):
         return {}
 
     def plan(self, method: str, data: bytes | None, content_type: str | None = None) -> RequestPlan:
-        """The request with this URL, query and headers; holds secrets in the clear: never shown."""
+        """The request with this URL, query and headers; holds secrets in the clear: never shown.
+
+        Credentials in the URL become its Authorization header (what aiohttp would send), so that an
+        auth header added per attempt (an integration's ``auth:``) replaces them instead of making
+        aiohttp refuse the request."""
         headers = {k: v.get_secret_value() for k, v in self.headers.items()}
         if content_type is not None and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = content_type
         url = URL(self.url)
+        if url.user is not None or url.password is not None:
+            headers["Authorization"] = _url_basic(url)
+            url = url.with_user(None)
         if params := self.url_params():
             url = url.update_query({k: v.get_secret_value() for k, v in params.items()})
         return RequestPlan(
@@ -129,6 +151,10 @@ class HttpRequestFields(BaseModel):
             ssl=ssl_context(self.verify_tls),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout),
         )
+
+
+def _url_basic(url: URL) -> str:
+    return basic_authorization(url.user or "", url.password or "")
 
 
 class HttpCallFields(HttpRequestFields):

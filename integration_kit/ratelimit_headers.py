@@ -33,6 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from integration_kit.header_values import first_number, seconds_until
 from integration_kit.ratelimit_body import parse_rate_limit_body
+from integration_kit.redact import label_value
 from integration_kit.results import CheckResult, QuotaObservation
 from integration_kit.retry import parse_retry_after
 
@@ -171,8 +172,7 @@ def _obs(
 
 def _policy_name(raw: str) -> str:
     """Policy names become label values: keep them short and tame."""
-    name = re.sub(r"[^A-Za-z0-9_.:-]+", "_", raw.strip())[:48]
-    return name or DEFAULT
+    return label_value(raw) or DEFAULT
 
 
 # ---- readers, in priority order -------------------------------------------------------------------

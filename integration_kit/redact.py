@@ -42,6 +42,7 @@ HARMLESS_HEADERS = frozenset(
     {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent", "connection"}
 )
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
 _TOKEN_SCHEMES = frozenset({"bearer", "basic", "token", "bot"})
 
 # ``scheme://userinfo@`` anywhere in a text (user info ends at the first character it cannot hold).
@@ -56,11 +57,21 @@ def _expand(secrets: Iterable[str]) -> set[str]:
         if not secret or len(secret) < MIN_SECRET_LEN:
             continue
         out.add(secret)
+        # Made into a label value (a vendor that names a rate-limit policy after the key it was sent).
+        if len(label := label_value(secret)) >= MIN_SECRET_LEN:
+            out.add(label)
         # "Bearer abc" in a header: also mask the token alone, it travels without the scheme too.
         scheme, _, token = secret.partition(" ")
         if token and scheme.lower() in _TOKEN_SCHEMES and len(token) >= MIN_SECRET_LEN:
             out.add(token)
     return out
+
+
+def label_value(raw: str, *, limit: int = 48) -> str:
+    """A text a vendor sent, tamed to be a metric label value (rate-limit policy names): short, and
+    only ``A-Z a-z 0-9 _ . : -`` (runs of anything else become ``_``). Secrets are masked in this form
+    too, so that a label can be checked with ``Redactor.text``."""
+    return _LABEL_UNSAFE.sub("_", raw.strip())[:limit]
 
 
 def is_sensitive_name(name: str) -> bool:

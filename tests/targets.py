@@ -4,9 +4,10 @@ real HTTP target).
 ``Target`` is an aiohttp server on a free port. Each path answers with a script of ``Reply`` objects,
 one per request, the last one repeating: a test says ``target.route("/pay", Reply(status=503),
 Reply(json={...}))`` and the first request gets a 503, every later one the JSON. A ``Reply`` can delay
-its headers, drip its body, stream a large body, declare a length and close the connection early, or
-close without answering at all. Every request is recorded (``target.hits(path)``) with its arrival time
-on the monotonic clock, headers, query and body; streamed bytes are counted (``target.bytes_sent``).
+its headers, drip its body, stream a large body, declare a length and close the connection early, close
+without answering at all, or echo the request back (``echo``). Every request is recorded
+(``target.hits(path)``) with its arrival time on the monotonic clock, headers, query and body; streamed
+bytes are counted (``target.bytes_sent``).
 
 ``SilentServer`` accepts TCP connections and never says a byte (a TLS handshake or a response that
 never comes); ``closed_port()`` gives a port nothing listens on; ``tls_server_context()`` makes a
@@ -52,6 +53,7 @@ class Reply:
     stream_bytes: int | None = None  # stream this many filler bytes (chunked), counting what was sent
     truncate_at: int | None = None  # declare the full Content-Length, send this many bytes, then close
     close_before_response: bool = False  # read the request, close the connection without a byte
+    echo: bool = False  # the body (JSON) and an X-Echo header repeat what the request carried, as a vendor may
 
     def payload(self) -> bytes:
         if self.json is not _NO_JSON:
@@ -130,6 +132,8 @@ class Target:
             raise asyncio.CancelledError  # nothing may be written; aiohttp drops the request quietly
         if reply.stream_bytes is not None:
             return await self._stream(request, reply)
+        if reply.echo:
+            return self._echo(request, reply, body)
         payload = reply.payload()
         if reply.json is not _NO_JSON and "Content-Type" not in reply.headers:
             headers = {"Content-Type": "application/json", **reply.headers}
@@ -147,6 +151,16 @@ class Target:
             await asyncio.sleep(reply.drip)
         await response.write_eof()
         return response
+
+    @staticmethod
+    def _echo(request: web.Request, reply: Reply, body: bytes) -> web.Response:
+        """What a careless vendor does in its error pages: repeat the request, credentials included."""
+        seen = {
+            "url": str(request.url), "query_string": request.query_string, "headers": dict(request.headers),
+            "body": body.decode("utf-8", errors="replace"),
+        }
+        header = " ".join(f"{k}={v}" for k, v in request.headers.items() if k.lower() != "host")
+        return web.json_response(seen, status=reply.status, headers={**reply.headers, "X-Echo": header})
 
     async def _stream(self, request: web.Request, reply: Reply) -> web.StreamResponse:
         assert reply.stream_bytes is not None

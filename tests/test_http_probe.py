@@ -3,6 +3,7 @@ retries, deadlines, redirects, TLS, timing phases and redaction."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import json
@@ -15,6 +16,7 @@ import pytest
 from targets import DOC, Reply, SilentServer, Target, closed_port, tls_server_context
 
 import checks.http
+from checks.auth_config import BasicAuth
 from checks.base import ProbeContext
 from checks.http import HttpCheckConfig, make_session, probe
 from integration_kit.errors import ErrorClass
@@ -402,6 +404,19 @@ async def test_too_many_redirects(target: Target) -> None:
     result = await run(make_check(url, max_redirects=3))
     assert_failed(result, E.UNEXPECTED_STATUS, "unexpected_status: more than 3 redirects")
     assert len(target.hits("/loop")) == 4  # the request and three redirects followed
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_and_an_inherited_auth_replaces_them(target: Target) -> None:
+    """A check with user:password@ in its URL under an integration whose auth sets Authorization made
+    aiohttp refuse every request ("Cannot combine AUTHORIZATION header…"): the probe raised on every run."""
+    url = target.url("/ok").replace("http://", "http://probe:pw%2Fsecret@")
+    assert (await run(make_check(url))).ok
+    assert target.hits("/ok")[-1].headers["Authorization"] == "Basic " + base64.b64encode(b"probe:pw/secret").decode()
+    inherited = make_check(url).model_copy(update={"auth": BasicAuth(kind="basic", username="u", password="p")})
+    result = await run(inherited)
+    assert result.ok, result
+    assert target.hits("/ok")[-1].headers["Authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    assert "pw/secret" not in str(result) and "probe" not in (result.request.url if result.request else "")
 
 
 SECRET_HEADERS = {"Authorization": "Bearer sk_redirect_1", "X-Api-Key": "xk_redirect_2", "Stripe-Account": "acct_3"}

@@ -8,68 +8,27 @@ yarl's encodings, JSON with or without ``ensure_ascii``, ``repr``, HTML and Slac
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import logging
 import re
-from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from leaks import ENCODINGS, leaks
 from yarl import URL
 
-from alerts.message import escape as slack_escape
 from integration_kit.redact import MASK, MIN_SECRET_LEN, Redactor
 from monitor.logs import setup_logging
-
-
-def _lower_hex(text: str) -> str:
-    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
-
-
-def _yarl_query(secret: str) -> str:
-    return URL("http://h/").with_query({"p": secret}).raw_query_string.removeprefix("p=")
-
-
-def _yarl_path(secret: str) -> str:
-    url = URL.build(scheme="http", host="h", path="/" + secret)
-    # yarl normalises dot segments ("a/." → "a/"): that is another string, not an encoding of this one.
-    return url.raw_path.removeprefix("/") if url.path == "/" + secret else secret
-
-
-ENCODINGS: dict[str, Callable[[str], str]] = {
-    "raw": lambda s: s,
-    "quote": lambda s: quote(s, safe=""),
-    "quote-default": quote,
-    "quote-lower-hex": lambda s: _lower_hex(quote(s, safe="")),
-    "quote_plus": quote_plus,
-    "double": lambda s: quote(quote(s, safe=""), safe=""),
-    "yarl-query": _yarl_query,
-    "yarl-path": _yarl_path,
-    "json": lambda s: json.dumps(s)[1:-1],
-    "json-utf8": lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
-    "json-in-json": lambda s: json.dumps(json.dumps(s))[1:-1],
-    "repr": lambda s: repr(s)[1:-1],
-    "html": lambda s: html.escape(s, quote=True),
-    "slack": slack_escape,
-}
 
 secrets = st.text(min_size=MIN_SECRET_LEN, max_size=40).filter(lambda s: s.strip() == s and "\x00" not in s)
 surroundings = st.text(max_size=30)
 
 
-def visible(text: str) -> str:
-    """The text with the masks cut out, so a secret cannot appear to be formed by a mask's letters."""
-    return text.replace(MASK, "\x00")
-
-
 def assert_masked(secret: str, text: str) -> None:
-    shown = visible(text)
-    for name, encode in ENCODINGS.items():
-        form = encode(secret)
-        assert form not in shown, f"secret {secret!r} visible in its {name} form {form!r}: {text!r}"
+    found = leaks(text, [secret])
+    assert not found, f"secret visible: {found} in {text!r}"
 
 
 @settings(max_examples=300, deadline=None)

@@ -115,6 +115,7 @@ class QuotaService:
         self._retired: set[asyncio.Task[None]] = set()  # cancelled on reload, awaited on close
         self._backoff: dict[str, tuple[float, str]] = {}
         self._warned: set[tuple[str, str, str]] = set()
+        self._redacted_policies: set[str] = set()  # logged once each
         self._started = False
         self._index()
 
@@ -209,7 +210,7 @@ class QuotaService:
         if policies:  # a response announcing policies replaces what the previous one announced
             seen: set[str] = set()
             for obs in policies:
-                label = quota.name if obs.policy == DEFAULT else f"{quota.name}/{obs.policy}"
+                label = quota.name if obs.policy == DEFAULT else f"{quota.name}/{self._policy(obs.policy)}"
                 if label not in seen and len(seen) < MAX_POLICIES:
                     seen.add(label)
                     fixed = obs.reset_seconds is not None  # an announced reset: the quota empties then
@@ -223,6 +224,16 @@ class QuotaService:
             self._record(integration, retry_label, quota.name, retry, "headers", fixed_window=False)
         elif retry_label in current:
             self._drop(integration, retry_label, "headers")
+
+    def _policy(self, name: str) -> str:
+        """A vendor's policy name as a label: one it made of a secret (it echoed the key it was sent,
+        say) would put the secret in /metrics, which the redactor never sees, so it becomes "redacted"."""
+        if self.services.redactor.text(name) == name:
+            return name
+        if name not in self._redacted_policies:
+            self._redacted_policies.add(name)
+            log.warning("a rate-limit policy name holds a secret; it is shown as 'redacted'")
+        return "redacted"
 
     # ---- Redis ----------------------------------------------------------------------------------
 
