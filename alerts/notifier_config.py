@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 
 from alerts.model import Severity
 from integration_kit.durations import Duration
+from integration_kit.oauth2 import basic_authorization
 
 _SLACK_TOKEN = re.compile(r"^xox[bp]-[A-Za-z0-9-]+$")
 
@@ -127,6 +128,16 @@ class BasicAuth(BaseModel):
 
     username: str = Field(min_length=1)
     password: SecretStr
+
+    @property
+    def header(self) -> str:
+        """The ``Authorization`` value (RFC 7617, UTF-8)."""
+        return basic_authorization(self.username, self.password.get_secret_value())
+
+    def secret_values(self) -> list[str]:
+        """The password, and the header made of it: an Alertmanager (or a proxy) that echoes the request
+        in an error would show it base64-encoded."""
+        return [self.password.get_secret_value(), self.header]
 
 
 class AlertmanagerConfig(NotifierConfigBase):

@@ -4,9 +4,10 @@ fails, and a search of everything the product writes — logs (text and JSON, at
 what Slack was sent, CLI output (`probe`, `check-config`, `silence list`), a cross-origin redirect's
 target — for every canary in every encoding (tests/leaks.py). Zero leaks.
 
-To add a place (the Alertmanager notifier's credentials, when it exists): give it a canary in
-``CANARIES``, put it in ``canary_config`` where that secret is configured, make sure the daemon uses it
-during the run (a notification goes through every notifier), and nothing else: the search covers it.
+To add a place (a new notifier's credentials, say): give it a canary in ``CANARIES`` (and what the run
+derives from it in ``DERIVED``), put it in ``canary_config`` where that secret is configured, make sure
+the daemon uses it during the run (a notification goes through every notifier; the vendor target can
+play any HTTP service and echo what it gets), and nothing else: the search covers it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ CANARIES = {
     "slack_token": "xoxb-CNRY-slack-9c0d",     # alerting.slack.token
     "redis_password": "CNRY-redis/+=0e",       # monitor.redis_url (a private redis-server with requirepass)
     "api_token": "CNRY-api/+=1f",              # monitor.api_token
-    # "alertmanager": "…",                     # alerting.alertmanager credentials, when that notifier exists
+    "alertmanager_password": "CNRY-am/+=2a",   # alerting.alertmanager.basic_auth (bearer_token: the same path)
 }
 # Secrets the run produces from the configured ones: the Basic headers (base64 of user:password).
 USER = "probe-user"
@@ -63,6 +64,7 @@ def _basic(user: str, password: str) -> str:
 DERIVED = {
     "url_basic": _basic(USER, CANARIES["url_password"]),
     "basic_header": _basic(USER, CANARIES["basic_password"]),
+    "alertmanager_basic": _basic(USER, CANARIES["alertmanager_password"]),
 }
 
 
@@ -154,6 +156,10 @@ integrations:
 alerting:
   slack: {{token: "${{CANARY_SLACK_TOKEN}}", channel: "#alerts", base_url: "{stack.slack.api_url}"}}
   console: {{stream: stdout}}
+  alertmanager:                 # an Alertmanager that fails and echoes what it was sent
+    urls: ["{vendor.url('/am')}"]
+    basic_auth: {{username: {USER}, password: "${{CANARY_ALERTMANAGER_PASSWORD}}"}}
+    timeout: 2s
   group_wait: 0s
   group_interval: 1s
 """
@@ -171,6 +177,7 @@ def route_vendor(stack: Stack) -> None:
     stack.vendor.route("/hop", Reply(status=302, headers={"Location": location}))
     stack.vendor.route("/away", Reply(status=302, headers={"Location": stack.elsewhere.url("/echo")}))
     stack.elsewhere.route("/echo", Reply(status=500, echo=True))
+    stack.vendor.route("/am/api/v2/alerts", Reply(status=500, echo=True))
 
 
 @pytest.fixture
@@ -195,6 +202,7 @@ async def stack() -> AsyncIterator[Stack]:
                 "CANARY_OAUTH2_SECRET": CANARIES["oauth2_client_secret"],
                 "CANARY_SLACK_TOKEN": CANARIES["slack_token"],
                 "CANARY_API_TOKEN": CANARIES["api_token"],
+                "CANARY_ALERTMANAGER_PASSWORD": CANARIES["alertmanager_password"],
                 "CANARY_REDIS_URL": f"redis://:{quote(CANARIES['redis_password'], safe='')}@127.0.0.1:{redis_port}/0",
             }
             s = Stack(vendor=vendor, elsewhere=elsewhere, oauth2=oauth2, slack=slack, redis_port=redis_port,
@@ -314,6 +322,8 @@ async def test_no_secret_leaves_the_daemon_in_any_form(stack: Stack, tmp_path: P
     for place in ("header", "bearer", "hmac_key_id"):
         assert CANARIES[place] in echoed, place
     assert DERIVED["url_basic"] in echoed and DERIVED["basic_header"] in echoed and stack.oauth2.issued
+    posted = json.dumps([dict(h.headers) for h in stack.vendor.hits("/am/api/v2/alerts")])
+    assert DERIVED["alertmanager_basic"] in posted
     assert "CNRY" in outputs["daemon log"] or "[REDACTED]" in outputs["daemon log"]
     assert "[REDACTED]" in outputs["/api/status"] and "[REDACTED]" in outputs["probe credentials"]
     assert "exit 2" in outputs["check-config (broken)"] and "exit 2" in outputs["check-config (the reload that failed)"]

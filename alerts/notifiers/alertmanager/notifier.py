@@ -10,7 +10,6 @@ The state that the daemon keeps re-sending every evaluation goes through ``Alert
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -52,8 +51,7 @@ class AlertmanagerNotifier:
         if config.bearer_token is not None:
             self._headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
         if config.basic_auth is not None:
-            pair = f"{config.basic_auth.username}:{config.basic_auth.password.get_secret_value()}"
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()  # RFC 7617, UTF-8
+            self._headers["Authorization"] = config.basic_auth.header
         self._session: aiohttp.ClientSession | None = None
 
     @property
