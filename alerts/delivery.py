@@ -85,12 +85,20 @@ class Dispatcher:
 
     async def apply_config(self, alerting: AlertingConfig) -> None:
         """Config reload: rebuild the notifiers only if their config changed (queues are kept by name)."""
+        notifiers = self._rebuilt(alerting)
+        if notifiers is not None:
+            await self.reconfigure(notifiers)
+
+    def _rebuilt(self, alerting: AlertingConfig) -> list[Notifier] | None:
+        """The notifiers of ``alerting`` if their config changed, None if it did not; raises if they
+        cannot be built (and then nothing changed)."""
         if self._context is None:
             raise RuntimeError("apply_config needs a Dispatcher made by for_alerting")
         if self._alerting is not None and _notifier_part(self._alerting) == _notifier_part(alerting):
-            return
+            return None
+        notifiers = build_notifiers(alerting, self._context)
         self._alerting = alerting
-        await self.reconfigure(build_notifiers(alerting, self._context))
+        return notifiers
 
     @property
     def notifier_names(self) -> list[str]:
@@ -104,8 +112,12 @@ class Dispatcher:
         return None
 
     def on_config(self, config: ConfigView) -> None:
-        """Reload hook (synchronous by contract): the rebuild runs as a task, one at a time, in order."""
-        self._reloads.submit(lambda: self.apply_config(config.alerting))
+        """Reload hook (synchronous by contract). The new notifiers are built here, so a config they cannot
+        be built from fails the reload, which then puts the old config back everywhere; swapping them in
+        (queues kept by name) runs as a task, one at a time, in order."""
+        notifiers = self._rebuilt(config.alerting)
+        if notifiers is not None:
+            self._reloads.submit(lambda: self.reconfigure(notifiers))
 
     # ---- lifecycle --------------------------------------------------------------------------------
 

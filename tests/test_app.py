@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from daemon_support import (
 )
 from targets import Target, closed_port
 
+from alerts.notifiers import PLUGINS
 from integration_kit.results import CheckResult
 from monitor import app as app_module
 from monitor.app import App, secrets_of
@@ -276,6 +278,32 @@ async def test_reload_that_fails_while_being_applied_restores_the_old_config_eve
     assert "config reload failed while applying the new config; the previous config was restored" in logs
     assert "cannot watch extra with [REDACTED]" in logs
     assert_no_canary(logs, "logs")
+
+
+async def test_reload_whose_notifiers_cannot_be_built_fails_and_keeps_the_old_ones(
+    target: Target, tmp_path: Path, log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notifiers used to be rebuilt in a background task after the reload had reported success."""
+    def console_unless_told(config: Any, context: Any) -> Any:
+        if config.stream == "stderr":
+            raise RuntimeError("this notifier cannot be built")
+        return console_plugin.factory(config, context)
+
+    console_plugin = PLUGINS["console"]
+    monkeypatch.setitem(PLUGINS, "console", dataclasses.replace(console_plugin, factory=console_unless_told))
+    route_target(target)
+    path = write(tmp_path / "monitor.yaml", daemon_config(target).replace("alerting:", "alerting:\n  console: {}", 1))
+    app = App(load_config(path), config_path=path)
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    old = app.config
+    try:
+        write(path, daemon_config(target).replace("alerting:", "alerting:\n  console: {stream: stderr}", 1))
+        assert await app.reload() is False
+        assert await reload_gauge(app) == 0 and app.config is old
+    finally:
+        await app.close()
+    assert "config reload failed while applying the new config" in log_stream.getvalue()
 
 
 async def test_reload_never_reports_success_when_reading_raises(
