@@ -71,7 +71,7 @@ class _DurationSchema:
 
         return core_schema.no_info_before_validator_function(
             parse_duration,
-            core_schema.float_schema(),
+            handler(source),  # the float schema with the field's constraints (gt=0…): a bare one ignored them
             serialization=core_schema.plain_serializer_function_ser_schema(
                 format_duration, return_schema=core_schema.str_schema(), when_used="json"
             ),

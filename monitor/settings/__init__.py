@@ -66,7 +66,7 @@ class MonitorSection(BaseModel):
 
     listen: str = "0.0.0.0:9478"
     redis_url: SecretStr | None = None
-    evaluation_interval: Duration = 15.0
+    evaluation_interval: Duration = Field(default=15.0, gt=0, description="alert evaluation and Redis reads")
     max_concurrency: int = Field(default=64, ge=1, description="probes in flight at once, all checks")
     jitter: float = Field(default=0.1, ge=0, le=1, description="share of the interval used as random jitter")
     shutdown_grace: Duration = Field(default=10.0, description="how long SIGTERM waits for in-flight probes")
