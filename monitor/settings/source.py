@@ -207,7 +207,7 @@ class Expansion:
         pattern = re.compile("|".join(f"({secret_pattern(v)})" for v in shown)) if shown else None
         out = []
         for path, message in problems:
-            if path in self.templates:
+            if path in self.templates and self.templates[path][1]:  # "" (an unset variable) is in every text
                 written, expanded = self.templates[path]
                 message = message.replace(repr(expanded), repr(written)).replace(expanded, written)
             if pattern is not None:
