@@ -6,6 +6,7 @@ Kept apart from alerts/config.py (rules) so both can change independently; Alert
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -192,6 +193,11 @@ class AlertmanagerConfig(NotifierConfigBase):
     def _ca_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"CA file not found: {value}")
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(f"{value} is not a readable PEM CA bundle ({exc})") from None
         return value
 
     @model_validator(mode="after")

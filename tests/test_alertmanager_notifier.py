@@ -9,12 +9,14 @@ import datetime as dt
 import itertools
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from targets import Reply, Target
 
 from alerts.engine import AlertEngine
@@ -381,3 +383,11 @@ async def test_every_alertmanager_gets_the_alerts_and_one_down_does_not_hold_up_
         assert sent == 2.0
     finally:
         await feed.close()
+
+
+def test_a_ca_file_that_is_not_one_is_rejected_at_load(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValidationError) as info:
+        AlertmanagerConfig(urls=("https://am.example:9093",), ca_file=bogus)
+    assert f"{bogus} is not a readable PEM CA bundle" in str(info.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from alerts.model import Alert, AlertStatus
@@ -32,6 +33,13 @@ log = logging.getLogger(__name__)
 
 RESOLVED_RETENTION = 900.0  # seconds a resolved alert is re-posted (Prometheus: 15 minutes)
 MIN_RESEND_DELAY = 60.0  # endsAt = now + 4 × max(evaluation interval, this), as Prometheus
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    section: AlertmanagerConfig | None
+    public_url: str
+    notifier: AlertmanagerNotifier | None
 
 
 def valid_for(interval: float) -> float:
@@ -55,20 +63,19 @@ class AlertmanagerFeed:
         self._public_url = ""
         self._notifier: AlertmanagerNotifier | None = None
         self._pushers: list[Pusher] = []
-        self._started = False
         self._reloads = OrderedReloads("alerting.alertmanager")
         self._dropped = 0
-        self._pending_config: ConfigView = config
+        self._initial = config
         self._built_from: tuple[AlertmanagerConfig | None, str] | None = None  # what the notifier was built from
 
     # -- Component ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._started = True
-        await self._apply(self._pending_config)
+        built = self._prepare(self._initial)
+        if built is not None:
+            await self._swap(built)
 
     async def close(self) -> None:
         await self._reloads.wait()
-        self._started = False
         await self._stop()
         self._built_from = None
 
@@ -76,8 +83,12 @@ class AlertmanagerFeed:
         return None
 
     def on_config(self, config: ConfigView) -> None:
-        """Reload hook (synchronous by contract): the rebuild runs as a task, one at a time, in order."""
-        self._reloads.submit(lambda: self._apply(config))
+        """Reload hook (synchronous by contract). The new notifier is built here, so a config it cannot be
+        built from fails the reload (the app then puts the old config back everywhere); swapping it in runs
+        as a task, one at a time, in order."""
+        built = self._prepare(config)
+        if built is not None:
+            self._reloads.submit(lambda: self._swap(built))
 
     def status(self) -> dict[str, Any]:
         if self._notifier is None:
@@ -129,26 +140,29 @@ class AlertmanagerFeed:
         self._dropped = len(dropped)
 
     # -- building and rebuilding -----------------------------------------------------------------
-    async def _apply(self, config: ConfigView) -> None:
-        self._pending_config = config
-        if not self._started:
-            return
+    def _prepare(self, config: ConfigView) -> _Built | None:
+        """What ``config`` asks for, built (not started), or None when that is what runs already. Raises if
+        the notifier cannot be built (a CA file that is not one), changing nothing."""
         section = config.alerting.alertmanager
         wanted = (section if section is not None and section.enabled else None, config.monitor.public_url)
         if wanted == self._built_from:
-            return
-        await self._stop()
+            return None
+        section, public_url = wanted
+        context = NotifierContext(redactor=self._redactor, public_url=public_url)
+        notifier = AlertmanagerNotifier(section, context) if section is not None else None
         self._built_from = wanted
-        section, self._public_url = wanted
-        if section is None:
+        return _Built(section, public_url, notifier)
+
+    async def _swap(self, built: _Built) -> None:
+        await self._stop()
+        self._section, self._public_url, self._notifier = built.section, built.public_url, built.notifier
+        if built.section is None or built.notifier is None:
             return
-        context = NotifierContext(redactor=self._redactor, public_url=self._public_url)
-        notifier = self._notifier = AlertmanagerNotifier(section, context)
-        self._section = section
-        self._pushers = [Pusher(url, notifier.post, policy=self._policy, count=self._count) for url in section.urls]
+        post = built.notifier.post
+        self._pushers = [Pusher(url, post, policy=self._policy, count=self._count) for url in built.section.urls]
         for pusher in self._pushers:
             pusher.start()
-        log.info("alerts go to Alertmanager at %s", ", ".join(section.urls))
+        log.info("alerts go to Alertmanager at %s", ", ".join(built.section.urls))
 
     async def _stop(self) -> None:
         pushers, self._pushers = self._pushers, []

@@ -52,13 +52,14 @@ class AlertmanagerNotifier:
             self._headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
         if config.basic_auth is not None:
             self._headers["Authorization"] = config.basic_auth.header
+        self._ssl = self._ssl_context()  # here, so that a CA file that is not one fails the (re)load
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def urls(self) -> tuple[str, ...]:
         return self.config.urls
 
-    def _ssl(self) -> ssl.SSLContext | bool:
+    def _ssl_context(self) -> ssl.SSLContext | bool:
         if not self.config.verify_tls:
             return False
         if self.config.ca_file is not None:
@@ -69,7 +70,7 @@ class AlertmanagerNotifier:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=len(self.config.urls) * 2),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=len(self.config.urls) * 2),
             )
         return self._session
 
