@@ -154,7 +154,7 @@ class AlertmanagerConfig(NotifierConfigBase):
     )
     basic_auth: BasicAuth | None = None
     bearer_token: SecretStr | None = None
-    timeout: Duration = Field(default=10.0, description="per request")
+    timeout: Duration = Field(default=10.0, gt=0, description="per request")
     verify_tls: bool = True
     ca_file: Path | None = Field(default=None, description="CA bundle to verify the Alertmanager's certificate")
     labels: dict[str, str] = Field(
