@@ -37,6 +37,7 @@ from alerts.stats import QuotaReading, Stats
 from alerts.store import AlertStore
 from alerts.store_sync import StoreSync
 from alerts.traffic_stats import TrafficStats
+from alerts.voice import Ownership, Voice, integration_of
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -93,9 +94,14 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         store: AlertStore | None = None,
         autorun: bool = True,
+        ownership: Ownership | None = None,
     ) -> None:
-        """``autorun=False``: no evaluation loop; the caller runs ``evaluate()`` (tests, one-shot tools)."""
+        """``autorun=False``: no evaluation loop; the caller runs ``evaluate()`` (tests, one-shot tools).
+        ``ownership``: several replicas share the work; this engine speaks only for what it owns
+        (``alerts/voice.py``)."""
         self.config = config
+        self.voice = Voice(ownership)
+        self._gained: set[str] = set()  # integrations that became ours: reload their state before speaking
         self.metrics = metrics
         self.redactor = redactor
         self.sink = sink
@@ -164,7 +170,7 @@ class AlertEngine:
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
-        states = self.states
+        states = self._mine()
         return {
             "alerts": {
                 "store": "redis" if self.store.durable else "memory",
@@ -186,6 +192,14 @@ class AlertEngine:
 
     def now(self) -> float:
         return self._clock()
+
+    def ownership_changed(self, gained: Iterable[str], lost: Iterable[str]) -> None:
+        """Integrations moved to or from this replica (the daemon calls this). What was lost is simply no
+        longer spoken for (its last state is in the store for the new owner); what was gained is reloaded
+        from the store before the next evaluation judges it, which comes at once."""
+        self._gained.update(gained)
+        if self._gained or lost:
+            self._wake.set()
 
     # -- inputs from other components -----------------------------------------------------------------
     def set_fact(self, integration: str, name: str, value: float) -> None:
@@ -224,7 +238,10 @@ class AlertEngine:
             gap = min(WAKE_GAP, interval)
             await asyncio.sleep(max(0.0, gap - (time.monotonic() - started)))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, interval - (time.monotonic() - started)))
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is
+                # set (the loop then outlives close() and the shutdown hangs); asyncio.timeout does not.
+                async with asyncio.timeout(max(0.0, interval - (time.monotonic() - started))):
+                    await self._wake.wait()
 
     async def evaluate(self, now: float | None = None) -> list[Notification]:
         """One evaluation. Returns the notifications handed to the sink (for tests and `status`)."""
@@ -232,6 +249,11 @@ class AlertEngine:
             now = self._clock() if now is None else now
             cfg = self.config
             await self._memory.sync(now)
+            if self._gained:
+                gained, self._gained = self._gained, set()
+                if not await self._memory.reload(lambda key: integration_of(key) in gained,
+                                                 lambda gkey: self._group_in(gkey, gained, cfg)):
+                    self._gained |= gained  # Redis is down: try again next time
 
             conditions = self._conditions(cfg, now)
             events = self._advance(conditions, cfg, now)
@@ -246,6 +268,8 @@ class AlertEngine:
         snapshot = self._quota_readings(now)
         out: list[Condition] = []
         for integration, icfg in cfg.integrations.items():
+            if not self.voice.integration(integration):
+                continue
             inp = RuleInput(
                 integration=integration, config=icfg, stats=self.stats,
                 quotas={q: r for (i, q), r in snapshot.items() if i == integration}, now=now, active=active,
@@ -261,7 +285,7 @@ class AlertEngine:
                     log.exception("alert rule %s failed for %s", name, integration)
         sample = self._health.sample(redis_up=self._memory.redis_up, redis_error=self._memory.redis_error,
                                      submit_failing=self._submit_failing)
-        out.extend(self_health.evaluate(sample, cfg.alerting.self_health))
+        out.extend(self_health.evaluate(sample, cfg.alerting.self_health, integration=self.voice.monitor))
         return out
 
     def _quota_readings(self, now: float) -> dict[tuple[str, str], QuotaReading]:
@@ -279,6 +303,8 @@ class AlertEngine:
         configured = _check_keys(cfg)
         events: dict[str, tuple[Event, ...]] = {}
         for key in set(self.states) | set(by_key):
+            if not self.voice.alert(key):
+                continue  # another replica's: it evaluates and persists it
             cond = by_key.get(key)
             state = self.states.get(key) or AlertState(key=key)
             if cond is not None:
@@ -313,7 +339,9 @@ class AlertEngine:
 
     async def _notify(self, cfg: ConfigView, now: float, events: Mapping[str, tuple[Event, ...]]) -> list[Notification]:
         timing = cfg.alerting
-        chosen = select(self.states, self.groups, events, group_by=timing.group_by,
+        states = self._mine()
+        groups = {k: g for k, g in self.groups.items() if self._group_mine(k, cfg)}
+        chosen = select(states, groups, events, group_by=timing.group_by,
                         send_resolved=timing.send_resolved, muted=lambda alert: self._muted(alert, cfg, now))
         for key, why in chosen.suppressed:
             log.info("alert %s: notification suppressed (%s)", key, why)
@@ -323,7 +351,7 @@ class AlertEngine:
 
         handed: list[Notification] = []
         candidates, forget = chosen.candidates, chosen.forget
-        for gkey in sorted(set(candidates) | set(self.groups) | set(forget)):
+        for gkey in sorted(set(candidates) | set(groups) | set(forget)):
             old = self.groups.get(gkey)
             new, notification = plan(old, gkey, candidates.get(gkey, ()), now, timing, forget=forget.get(gkey, ()))
             if notification is not None:
@@ -337,9 +365,27 @@ class AlertEngine:
 
         # Forget alerts with nothing left to tell or remember.
         in_logs = {k for g in self.groups.values() for k in g.sent}
-        for key in [k for k, s in self.states.items() if forgettable(s) and k not in in_logs]:
+        for key in [k for k, s in states.items() if forgettable(s) and k not in in_logs]:
             self._memory.drop_state(key)
         return handed
+
+    def _mine(self) -> dict[str, AlertState]:
+        """The alert states this engine speaks for (all of them when it runs alone)."""
+        if not self.voice.shared:
+            return self.states
+        return {k: s for k, s in self.states.items() if self.voice.alert(k)}
+
+    def _group_mine(self, group_key: str, cfg: ConfigView) -> bool:
+        return self.voice.group(group_key, cfg.alerting.group_by, next(iter(cfg.integrations), None))
+
+    def _group_in(self, group_key: str, integrations: set[str], cfg: ConfigView) -> bool:
+        """Whether a notification group belongs to one of ``integrations``."""
+        group_by = cfg.alerting.group_by
+        if "integration" not in group_by:
+            return True  # one owner for all integrations: every group moved with them
+        parts = group_key.split("|")
+        index = list(group_by).index("integration")
+        return index < len(parts) and parts[index] in integrations
 
     def _with_notes(self, notification: Notification, cfg: ConfigView) -> Notification:
         return replace(notification, alerts=tuple(self._noted(alert, cfg) for alert in notification.alerts))
@@ -397,18 +443,23 @@ class AlertEngine:
         gauge = self.metrics.alert_firing
         firing = {
             (s.alert.integration, s.alert.alert, str(s.alert.severity))
-            for s in self.states.values() if s.status is AlertStatus.FIRING and s.alert is not None
+            for s in self._mine().values() if s.status is AlertStatus.FIRING and s.alert is not None
         }
         for labels in firing:
             gauge.labels(*labels).set(1)
         for labels in self._firing_labels - firing:
-            gauge.labels(*labels).set(0)
+            if self.voice.integration(labels[0]):
+                gauge.labels(*labels).set(0)
+            else:  # moved to another replica, which exports it now
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+                self._firing_labels.discard(labels)
         self._firing_labels |= firing
 
 
 def _orphaned(state: AlertState, cfg: ConfigView, configured: set[tuple[str, str]]) -> bool:
     alert = state.alert
-    if alert is None or alert.integration == self_health.MONITOR:
+    if alert is None or self_health.is_monitor(alert.integration):
         return False
     if alert.integration not in cfg.integrations:
         return True

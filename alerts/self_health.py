@@ -18,6 +18,11 @@ from alerts.rules.text import fmt_seconds
 MONITOR = "_monitor"
 
 
+def is_monitor(integration: str) -> bool:
+    """The pseudo-integration of the monitor's own health (``_monitor``, or ``_monitor@<replica>``)."""
+    return integration == MONITOR or integration.startswith(MONITOR + "@")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthSample:
     redis_up: bool | None  # None: no Redis configured
@@ -26,14 +31,16 @@ class HealthSample:
     redis_error: str = ""
 
 
-def evaluate(sample: HealthSample, cfg: SelfHealthConfig) -> list[Condition]:
+def evaluate(sample: HealthSample, cfg: SelfHealthConfig, *, integration: str = MONITOR) -> list[Condition]:
+    """``integration``: the pseudo-integration the alerts belong to (``_monitor@<replica>`` in a cluster,
+    where each replica tells of its own health)."""
     if not cfg.enabled:
         return []
     out: list[Condition] = []
     if sample.redis_up is not None:
         down = not sample.redis_up
         out.append(Condition(
-            integration=MONITOR, alert="monitor_redis_down", severity=Severity.CRITICAL, active=down,
+            integration=integration, alert="monitor_redis_down", severity=Severity.CRITICAL, active=down,
             summary=f"integration monitor cannot reach Redis ({sample.redis_error or 'no answer'}): alert state "
                     "is kept in memory only and Redis quotas are not read" if down else "",
             for_seconds=cfg.redis_down_for,
@@ -42,14 +49,14 @@ def evaluate(sample: HealthSample, cfg: SelfHealthConfig) -> list[Condition]:
         if failing is None:
             continue
         out.append(Condition(
-            integration=MONITOR, alert="monitor_notifier_failing", severity=Severity.CRITICAL, active=failing,
+            integration=integration, alert="monitor_notifier_failing", severity=Severity.CRITICAL, active=failing,
             target=name, summary=f"notifier {name} is failing to deliver alerts" if failing else "",
             for_seconds=cfg.notifier_failing_for,
         ))
     if sample.scheduler_lag is not None:
         lagging = sample.scheduler_lag > cfg.scheduler_lag
         out.append(Condition(
-            integration=MONITOR, alert="monitor_scheduler_lagging", severity=Severity.WARNING, active=lagging,
+            integration=integration, alert="monitor_scheduler_lagging", severity=Severity.WARNING, active=lagging,
             summary=f"probes start {fmt_seconds(sample.scheduler_lag)} late on average "
                     f"(threshold {fmt_seconds(cfg.scheduler_lag)}): the monitor is overloaded" if lagging else "",
             details={"mean start delay": fmt_seconds(sample.scheduler_lag)} if lagging else {},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from alerts.grouping import GroupLog
@@ -88,6 +89,26 @@ class StoreSync:
         self._loaded = True
         log.info("alert state loaded: %d alerts, %d groups, %d silences (%s)", len(states), len(groups),
                  len(silences), "redis" if self.store.durable else "memory")
+
+    async def reload(self, states_of: Callable[[str], bool], groups_of: Callable[[str], bool]) -> bool:
+        """Take what the store holds for some alerts and groups (those another replica kept until now),
+        replacing this process's copy of them; False (nothing changed) when the store cannot be read."""
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                states = await self.store.load_states()
+                groups = await self.store.load_groups()
+        except Exception as exc:
+            self._redis_result(exc)
+            log.warning("alert state of integrations taken over not loaded (%s); retrying", self.redis_error or exc)
+            return False
+        self._redis_result(None)
+        self.states = {k: v for k, v in self.states.items() if not states_of(k)}
+        self.states.update({k: v for k, v in states.items() if states_of(k)})
+        self._dirty_states = {k for k in self._dirty_states if not states_of(k)}
+        self.groups = {k: v for k, v in self.groups.items() if not groups_of(k)}
+        self.groups.update({k: v for k, v in groups.items() if groups_of(k)})
+        self._dirty_groups = {k for k in self._dirty_groups if not groups_of(k)}
+        return True
 
     async def sync(self, now: float) -> None:
         """Before an evaluation: load if not loaded yet, else check Redis and re-read the silences."""

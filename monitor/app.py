@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from checks.call import make_session
 from integration_kit.redact import Redactor, is_sensitive_name
 from integration_kit.token_cache import TokenCache
 from monitor import __version__
+from monitor.cluster_runtime import ClusterRuntime
 from monitor.component import Component, Services
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
@@ -114,6 +116,7 @@ class App:
         host, port = split_listen(listen) if listen else config.monitor.host_port
         self.server = HttpServer(self, host, port, extra_routes)
         self.services: Services | None = None
+        self.cluster: ClusterRuntime | None = None
         self.session: aiohttp.ClientSession | None = None
         self.tokens: TokenCache | None = None
         self.started_at: float | None = None
@@ -144,6 +147,10 @@ class App:
             reasons.append("starting" if not self._closing else "shutting down")
         elif self._closing:
             reasons.append("shutting down")
+        if self.cluster is not None:
+            ok, reason = self.cluster.ready()
+            if not ok:
+                reasons.append(f"cluster: {reason}")
         for component in self.components:
             try:
                 ok, reason = component.ready()
@@ -166,6 +173,7 @@ class App:
         if integ is None:
             return None
         statuses = self.status_store.by_integration().get(name, {})
+        cluster = self.cluster.cluster if self.cluster is not None else None
         checks: dict[str, Any] = {}
         for check in integ.checks:
             entry = statuses.get(check.name)
@@ -174,8 +182,11 @@ class App:
             )
             doc["enabled"] = check.enabled
             doc["schedule"] = self.scheduler.check_status(name, check.name)
+            if cluster is not None:
+                doc["probed_by"] = cluster.prober_of(f"{name}/{check.name}")
             checks[check.name] = doc
         return {
+            **({"owner": cluster.owner_of(name)} if cluster is not None else {}),
             "runbook_url": integ.runbook_url,
             "interval_factor": self.scheduler.interval_factor(name),
             "backoff": backoff.get(name),
@@ -205,6 +216,7 @@ class App:
                 "last_reload_successful": self.last_reload_ok,
                 "redis": "off" if self.config.monitor.redis_url is None else "configured",
                 "scheduler": scheduler,
+                "cluster": self.cluster.status() if self.cluster is not None else {"enabled": False},
             },
             "integrations": integrations,
             "components": components,
@@ -228,12 +240,18 @@ class App:
         self.started_at = time.time()
         try:
             client = await self._connect_redis()
+            self.cluster = ClusterRuntime.build(
+                self.config, redis=client, metrics=self.metrics, redactor=self._redactor, scheduler=self.scheduler,
+                recorder=self.recorder, address=self._address, version=__version__,
+            )
+            await self.cluster.start()  # the share is known before the first probe is scheduled
             self.services = Services(
                 metrics=self.metrics, redactor=self._redactor, redis=client, config=self.config,
-                scheduler=self.scheduler,
+                scheduler=self.scheduler, placement=self.cluster.placement,
             )
             for factory in self.factories:
                 component = factory(self.services)
+                self.cluster.attach(component)
                 await component.start()
                 self.components.append(component)
                 self.services.components[component.name] = component
@@ -261,8 +279,13 @@ class App:
         if self._closing:
             return
         self._closing = True
+        if self.cluster is not None and self.scheduler.running:
+            # Hand the share over at an instant every replica knows, probing until then (within the grace).
+            await self.cluster.leave(self.config.monitor.shutdown_grace / 2)
         if self.scheduler.running:
             await self.scheduler.stop(self.config.monitor.shutdown_grace)
+        if self.cluster is not None:
+            await self.cluster.close()  # results still buffered reach their owners
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -355,10 +378,12 @@ class App:
         switched: list[Component] = []
         try:
             self._switch(config)
+            if self.cluster is not None:
+                self.cluster.on_config(config)
             self.scheduler.apply(config)
             for component in self.components:
                 switched.append(component)  # before the call: a component that raised may be half-switched
-                component.on_config(config)
+                component.on_config(self.cluster.view_for(component, config) if self.cluster is not None else config)
         except Exception:
             self._restore(old, switched)
             raise
@@ -371,8 +396,12 @@ class App:
 
     def _restore(self, old: Config, switched: list[Component]) -> None:
         self._switch(old)
-        steps: list[tuple[str, Callable[[], None]]] = [("scheduler", functools.partial(self.scheduler.apply, old))]
-        steps += [(c.name, functools.partial(c.on_config, old)) for c in switched]
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.cluster is not None:
+            steps.append(("cluster", functools.partial(self.cluster.on_config, old)))
+        steps.append(("scheduler", functools.partial(self.scheduler.apply, old)))
+        view = self.cluster.view_for if self.cluster is not None else (lambda _c, config: config)
+        steps += [(c.name, functools.partial(c.on_config, view(c, old))) for c in switched]
         for name, step in steps:
             try:
                 step()
@@ -384,6 +413,13 @@ class App:
         if self.services is not None:
             self.services.config = config
         logging.getLogger().setLevel(config.monitor.log_level)
+
+    def _address(self) -> str:
+        """Where this replica's HTTP server can be reached, as peers are shown it in /api/status."""
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"[{host}]:{self.server.port}" if ":" in host else f"{host}:{self.server.port}"
 
     # ---- Redis -----------------------------------------------------------------------------------
 

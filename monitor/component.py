@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from monitor.cluster.placement import Placement, Solo
+
 if TYPE_CHECKING:
     import redis.asyncio
 
@@ -34,6 +36,9 @@ class Services:
     # Components built so far, by name, so a factory can connect to one started before it
     # (the alert engine reads the quota service and hands notifications to the dispatcher).
     components: dict[str, Component] = field(default_factory=dict)
+    # Which replica does what when several share the work (monitor/cluster/placement.py); alone: Solo,
+    # which owns and probes everything.
+    placement: Placement = field(default_factory=Solo)
 
 
 class Component(Protocol):
@@ -54,6 +59,14 @@ class Component(Protocol):
         ...
 
 
+# Optional: ``scope = "owner"`` (a class attribute). The component does per-integration work that must
+# happen once across replicas — reading an integration's quota keys or webhook ledger, caching its tokens,
+# reading its traffic — so it only ever sees the integrations this replica owns: the app hands it, right
+# after building it and again whenever ownership or the config changes, the config restricted to them
+# (``on_config``), and only their results (``on_result``). An integration moving away looks to it like one
+# removed from the config (drop its series), one moving here like one added. Alone, it sees everything.
+# See monitor/cluster_runtime.py. The default, "fleet", sees the whole config.
+#
 # Optional: a component that also serves HTTP endpoints (e.g. /api/silences) defines
 #     def routes(self) -> Iterable[aiohttp.web.AbstractRouteDef]
 # and the app adds them to its server (monitor/server.py) before it starts listening.

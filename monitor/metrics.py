@@ -151,6 +151,37 @@ class Metrics:
         self.build_info = Gauge("integration_monitor_build_info", "Build information", ("version",), registry=r)
         self.build_info.labels(version=__version__).set(1)
 
+        # Several replicas as one (monitor/cluster/): unregistered by the app when the daemon runs alone.
+        self.cluster_members = Gauge(
+            "integration_monitor_cluster_members", "Replicas holding a share of the work, as this replica sees them",
+            registry=r,
+        )
+        self.owned_checks = Gauge(
+            "integration_monitor_owned_checks", "Checks this replica probes (its share)", registry=r
+        )
+        self.owned_integrations = Gauge(
+            "integration_monitor_owned_integrations",
+            "Integrations this replica owns: their series, quota and webhook reads, back-off and alerts", registry=r,
+        )
+        self.ownership_changes = Counter(
+            "integration_monitor_ownership_changes",
+            "Checks (unit=check) and integrations (unit=integration) that moved to or from this replica",
+            ("unit",), registry=r,
+        )
+        self.cluster_results = Counter(
+            "integration_monitor_cluster_results",
+            "Check results by path: sent to their integration's owner, received from another replica, or kept "
+            "here because Redis could not take them (fail open)", ("path",), registry=r,
+        )
+
+    CLUSTER_FAMILIES = ("cluster_members", "owned_checks", "owned_integrations", "ownership_changes", "cluster_results")
+
+    def drop_cluster_families(self) -> None:
+        """A daemon on its own exports none of the cluster's metrics (absent, not 0)."""
+        for name in self.CLUSTER_FAMILIES:
+            with contextlib.suppress(KeyError):
+                self.registry.unregister(getattr(self, name))
+
     def render_text(self) -> bytes:
         """The Prometheus text format of the whole registry, the probe families by the fast path."""
         with self.probes.excluded():

@@ -48,4 +48,7 @@ class PollLoop:
             delay = self._interval() if ok else min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is
+                # set (close() then waits forever: found with the cluster, which wakes readers on a handover).
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()

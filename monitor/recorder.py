@@ -8,7 +8,7 @@ on plain numbers, no label lookups or locks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from integration_kit.results import PHASES
@@ -38,6 +38,9 @@ class Recorder:
         self.components: Sequence[Component] = components
         self._probes = metrics.probes
         self._bucket = metrics.probes.bucket_index
+        # In a cluster: whether a component takes this integration's results (owner-scoped components take
+        # only those of the integrations this replica owns; monitor/cluster_runtime.py).
+        self.takes: Callable[[Component, str], bool] | None = None
 
     def record(self, result: CheckResult) -> None:
         key = (result.integration, result.check)
@@ -69,7 +72,10 @@ class Recorder:
 
         self.status.entry(*key).update(result, self.redactor)
 
+        takes = self.takes
         for component in self.components:
+            if takes is not None and not takes(component, result.integration):
+                continue
             try:
                 component.on_result(result)
             except Exception:

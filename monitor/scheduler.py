@@ -19,6 +19,12 @@ Timing rules, and why:
 * **Backoff hook.** ``set_interval_factor(integration, factor, reason)`` multiplies the intervals of an
   integration's checks (a quota reader slows probes when the quota is nearly used up). It shows in
   ``status()`` (→ /api/status) and in ``integration_probe_quota_backoff``.
+* **In a cluster** (``placement``, monitor/cluster/): only the checks of this replica's share get a job,
+  ``reshard()`` follows the share when it changes, and runs follow each check's timetable
+  (``monitor.cluster.grid``), the same on every replica, so a check that moves neither runs twice nor
+  skips a run; a check taken over from a replica that may have missed a due run runs at once. No run
+  starts while ``placement.may_run()`` is False (this replica may have lost its share while paused).
+  The back-off gauge is then the integration owner's to export.
 """
 
 from __future__ import annotations
@@ -46,13 +52,16 @@ from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
 from monitor.batching_scheduler import BatchingScheduler
+from monitor.cluster.grid import GridTrigger
 from monitor.metrics import remove_series
 
 if TYPE_CHECKING:
     import aiohttp
+    from apscheduler.triggers.base import BaseTrigger
 
     from integration_kit.redact import Redactor
     from integration_kit.token_cache import TokenCache
+    from monitor.cluster.placement import Placement
     from monitor.metrics import Metrics
     from monitor.settings import Config
 
@@ -62,6 +71,7 @@ ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
 
 FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
 FIRST_RUN_RATE = 200.0  # first runs per second for large configs
+CATCH_UP_SPACING = 0.001  # seconds between the catch-up runs of checks taken over from a crashed replica
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
 # APScheduler logs a WARNING for every run it skips (the check's previous run still waiting for a
@@ -103,8 +113,11 @@ class Scheduler:
         record: Callable[[CheckResult], None],
         run_probe: ProbeRunner = default_run_probe,
         on_removed: Callable[[str, str], None] | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.config = config
+        # None or a daemon on its own: every check, APScheduler's jittered intervals (as before clusters).
+        self.placement = placement if placement is not None and placement.clustered else None
         self.metrics = metrics
         self.redactor = redactor
         self.record = record
@@ -183,7 +196,8 @@ class Scheduler:
         now = time.time()
         for integration, check in config.iter_checks():
             if check.enabled:
-                self._trigger((check.interval * self.interval_factor(integration), config.monitor.jitter), now)
+                timing = (check.interval * self.interval_factor(integration), config.monitor.jitter)
+                self._trigger(timing, now, job_id(integration, check.name))
 
     # ---- the backoff hook ------------------------------------------------------------------------
 
@@ -206,7 +220,8 @@ class Scheduler:
                 factor=factor, reason=reason, since=current.since if current else time.time()
             )
             log.warning("probes of %s slowed down ×%g: %s", integration, factor, reason)
-        self.metrics.probe_backoff.labels(integration).set(0 if factor == 1.0 else 1)
+        if self.placement is None:  # in a cluster the owner's quota reader exports it
+            self.metrics.probe_backoff.labels(integration).set(0 if factor == 1.0 else 1)
         for jid, job in self._jobs.items():
             if job.integration == integration:
                 self._retime(jid, job)
@@ -246,21 +261,25 @@ class Scheduler:
     # ---- internals -------------------------------------------------------------------------------
 
     def _sync_jobs(self, config: Config) -> None:
-        wanted = {job_id(i, c.name): (i, c) for i, c in config.iter_checks() if c.enabled}
+        configured = {job_id(i, c.name): (i, c) for i, c in config.iter_checks() if c.enabled}
+        placement = self.placement
+        wanted = configured if placement is None else {j: v for j, v in configured.items() if placement.probes(j)}
         for jid in [j for j in self._jobs if j not in wanted]:
             job = self._jobs.pop(jid)
             if self._aps.get_job(jid) is not None:
                 self._aps.remove_job(jid)
-            if self.on_removed is not None:
+            # A check that moved to another replica still exists: only a removed one loses its series.
+            if self.on_removed is not None and jid not in configured:
                 self.on_removed(job.integration, job.check.name)
         for integration in [i for i in self._backoff if i not in config.integrations]:
             del self._backoff[integration]
-            remove_series(self.metrics.probe_backoff, integration)
+            if placement is None:
+                remove_series(self.metrics.probe_backoff, integration)
 
         new = [jid for jid in wanted if jid not in self._jobs]
-        window = max(FIRST_RUN_WINDOW_MIN, len(new) / FIRST_RUN_RATE)
         now = time.time()
-        for n, jid in enumerate(new):
+        firsts = self._first_runs(new, wanted, now)
+        for jid in new:
             integration, check = wanted[jid]
             job = _Job(
                 integration=integration,
@@ -270,9 +289,9 @@ class Scheduler:
                 timing=self._timing(integration, check),
             )
             self._jobs[jid] = job
-            first = now + min(check.interval, window) * (n + random.random()) / len(new)
+            first = firsts[jid]
             self._aps.add_job(
-                self._run, trigger=self._trigger(job.timing, first), args=(jid,), id=jid, name=jid,
+                self._run, trigger=self._trigger(job.timing, first, jid), args=(jid,), id=jid, name=jid,
                 next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, round(job.timing[0])),
             )
@@ -285,11 +304,55 @@ class Scheduler:
             if self._timing(integration, check) != job.timing:
                 self._retime(jid, job)
 
+    def _first_runs(
+        self, new: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float
+    ) -> dict[str, float]:
+        """When each new job first runs. Alone: soon, spread (see the module docstring). In a cluster: on the
+        check's timetable; a check nobody ran yet (a first start, a check just added) soon, spread the same
+        way; a check whose due run its previous prober may have missed (it crashed) at once, the catch-ups
+        only CATCH_UP_SPACING apart (a takeover must not pause a check for more than TTL + interval)."""
+        if self.placement is None:
+            return self._spread(new, wanted, now)
+        fresh, catch_up, out = [], [], {}
+        for jid in new:
+            integration, check = wanted[jid]
+            grid = GridTrigger(jid, *self._timing(integration, check))
+            since = self.placement.ran_until(jid)
+            if since == float("-inf"):
+                fresh.append(jid)
+            elif grid.previous(now) >= since:
+                catch_up.append(jid)
+            else:
+                out[jid] = grid.next_after(now)
+        out.update(self._spread(fresh, wanted, now))
+        out.update({jid: now + n * CATCH_UP_SPACING for n, jid in enumerate(catch_up)})
+        return out
+
+    @staticmethod
+    def _spread(jobs: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float) -> dict[str, float]:
+        window = max(FIRST_RUN_WINDOW_MIN, len(jobs) / FIRST_RUN_RATE)
+        return {
+            jid: now + min(wanted[jid][1].interval, window) * (n + random.random()) / len(jobs)
+            for n, jid in enumerate(jobs)
+        }
+
+    def use_placement(self, placement: Placement) -> None:
+        """Join a cluster (before ``start``): only this replica's share, on the shared timetables."""
+        if self._aps.running:
+            raise RuntimeError("use_placement must come before start()")
+        self.placement = placement if placement.clustered else None
+
+    def reshard(self) -> None:
+        """The share of checks changed (monitor/cluster/): add and drop jobs to match it."""
+        self.apply(self.config)
+
     def _timing(self, integration: str, check: CheckConfigBase) -> tuple[float, float]:
         return check.interval * self.interval_factor(integration), self.config.monitor.jitter
 
-    def _trigger(self, timing: tuple[float, float], start: float) -> IntervalTrigger:
+    def _trigger(self, timing: tuple[float, float], start: float, jid: str = "") -> BaseTrigger:
         interval, jitter = timing
+        if self.placement is not None:
+            return GridTrigger(jid, interval, jitter)
         return IntervalTrigger(
             seconds=interval * (1 - jitter / 2),
             jitter=interval * jitter or None,
@@ -301,14 +364,19 @@ class Scheduler:
         """New interval: the next run comes one new interval after the last start (or now if past)."""
         job.timing = self._timing(job.integration, job.check)
         now = time.time()
-        if job.last_started is not None:
+        trigger = self._trigger(job.timing, now, jid)
+        if isinstance(trigger, GridTrigger):
+            start = trigger.next_after(now)  # every replica moves to the same new timetable
+        elif job.last_started is not None:
             start = max(now, job.last_started + job.timing[0])
         else:
             start = now + random.uniform(0, min(job.timing[0], FIRST_RUN_WINDOW_MIN))
         if self._aps.get_job(jid) is None:
             return
+        if not isinstance(trigger, GridTrigger):
+            trigger = self._trigger(job.timing, start, jid)
         self._aps.modify_job(
-            jid, trigger=self._trigger(job.timing, start), next_run_time=datetime.fromtimestamp(start, UTC),
+            jid, trigger=trigger, next_run_time=datetime.fromtimestamp(start, UTC),
             misfire_grace_time=max(1, round(job.timing[0])),
         )
 
@@ -336,6 +404,9 @@ class Scheduler:
     async def _run(self, jid: str) -> None:
         job = self._jobs.get(jid)
         if job is None or self._stopping:
+            return
+        if self.placement is not None and not self.placement.may_run():
+            log.debug("run of %s skipped: this replica's membership is being checked", jid)
             return
         scheduled, job.scheduled = job.scheduled, None
         task = asyncio.current_task()

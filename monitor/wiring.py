@@ -15,6 +15,7 @@ from alerts.delivery import Dispatcher
 from alerts.engine import AlertEngine
 from alerts.notifiers.alertmanager.feed import AlertmanagerFeed
 from alerts.stats import QuotaReading
+from monitor.cluster.replica import Cluster
 from monitor.quota.service import QuotaService
 from monitor.traffic.service import TrafficService
 from monitor.webhooks.service import WebhookService
@@ -43,7 +44,10 @@ class QuotaReadings:
 
 
 def quota(services: Services) -> Component:
-    return QuotaService(services)
+    placement = services.placement
+    # In a cluster the owner's back-off applies to every replica probing the integration's checks.
+    on_backoff = placement.announce_backoff if isinstance(placement, Cluster) else None
+    return QuotaService(services, on_backoff=on_backoff)
 
 
 def webhooks(services: Services) -> Component:
@@ -74,7 +78,10 @@ def alerts(services: Services) -> Component:
         sink=dispatcher if isinstance(dispatcher, Dispatcher) else None,
         feed=feed if isinstance(feed, AlertmanagerFeed) else None,
         quota_source=QuotaReadings(quota_service) if isinstance(quota_service, QuotaService) else None,
+        ownership=services.placement,
     )
+    services.placement.on_change(lambda change: engine.ownership_changed(change.integrations_gained,
+                                                                       change.integrations_lost))
     webhook_service = found.get("webhooks")
     if isinstance(webhook_service, WebhookService):
         webhook_service.publish_facts_to(engine.set_fact)

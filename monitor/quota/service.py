@@ -91,6 +91,7 @@ class _Poller:
 
 class QuotaService:
     name = "quota"
+    scope = "owner"  # per integration, once across replicas (monitor/component.py)
 
     def __init__(
         self,

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alerts.config import AlertingConfig, AlertRulesConfig
@@ -35,6 +44,7 @@ else:
     from checks import CheckConfig
 from alerts.webhook_config import WebhookConfig
 from integration_kit.durations import Duration
+from monitor.settings.cluster import ClusterConfig
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
 from monitor.settings.source import (
     MAX_FILE_BYTES,
@@ -81,6 +91,7 @@ class MonitorSection(BaseModel):
     external_url: str | None = Field(
         default=None, description="the URL people reach this monitor at (links in alerts); default from listen"
     )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @field_validator("listen")
     @classmethod
@@ -107,6 +118,12 @@ class MonitorSection(BaseModel):
             raise ValueError(f"expected an http:// or https:// URL without query, such as https://monitor.example.com, "
                              f"got {value!r}")
         return value.rstrip("/")
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_needs_redis(cls, value: ClusterConfig, info: ValidationInfo) -> ClusterConfig:
+        if value.enabled and "redis_url" in info.data and info.data["redis_url"] is None:
+            raise ValueError("enabled is true but monitor.redis_url is not set: replicas find each other in Redis")
+        return value
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -122,6 +139,10 @@ class MonitorSection(BaseModel):
         if host in ("", "0.0.0.0", "::"):
             host = socket.gethostname()
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    def clustered(self) -> bool:
+        """Whether this daemon coordinates with its replicas (``cluster.enabled``, default: Redis is set)."""
+        enabled = self.cluster.enabled
+        return self.redis_url is not None if enabled is None else enabled
 
 
 def split_listen(value: str) -> tuple[str, int]:

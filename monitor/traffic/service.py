@@ -8,8 +8,9 @@ second, and late), and only the growth of each field since it was last seen coun
 an integration also reads ``BACKFILL`` seconds of history: it goes to the rule (so a restart does not
 blind it) but not to the counters, which, as Prometheus counters do, count from the monitor's start.
 
-Read-only, so any number of replicas may read; ``exports(integration)`` decides per integration
-whether this replica exports that integration's series (all of them, until replicas divide the work).
+Read-only, so any number of replicas may read; in a cluster it is owner-scoped (monitor/component.py):
+it reads, exports and feeds to the engine only the integrations this replica owns. ``exports(integration)``
+can still hold back an integration's series.
 Redis trouble: the reader logs once, shows the error in ``/api/status`` and retries with backoff; the
 counters simply stand still.
 """
@@ -58,6 +59,7 @@ class _Tracker:
 
 class TrafficService:
     name = "traffic"
+    scope = "owner"  # per integration, once across replicas (monitor/component.py)
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 class WebhookService:
     name = "webhooks"
+    scope = "owner"  # per integration, once across replicas (monitor/component.py)
 
     def __init__(
         self,

@@ -1,0 +1,66 @@
+"""Which alerts this engine speaks for, when several replicas of the daemon share one Redis.
+
+Every replica runs an alert engine, but an integration's alerts are evaluated and sent by one of them at a
+time: the integration's owner (the daemon decides who that is and says so through ``Ownership``). The
+others leave those alerts alone — they neither evaluate them, nor persist them, nor export them — and
+a replica that becomes the owner reloads them from the store first. The monitor's own health is each
+replica's own business: its alerts belong to the pseudo-integration ``_monitor@<replica id>``.
+
+Without ``Ownership`` (a daemon on its own) the engine speaks for everything, ``_monitor`` included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from alerts.self_health import MONITOR, is_monitor
+
+
+class Ownership(Protocol):
+    """The daemon's placement, as alerting reads it."""
+
+    @property
+    def clustered(self) -> bool: ...
+
+    @property
+    def me(self) -> str: ...
+
+    def owns(self, integration: str) -> bool: ...
+
+
+def integration_of(alert_key: str) -> str:
+    """The integration an alert key is about (keys are ``integration/alert/target/severity``)."""
+    return alert_key.split("/", 1)[0]
+
+
+class Voice:
+    def __init__(self, ownership: Ownership | None) -> None:
+        self.ownership = ownership if ownership is not None and ownership.clustered else None
+        self.monitor = MONITOR if self.ownership is None else f"{MONITOR}@{self.ownership.me}"
+
+    @property
+    def shared(self) -> bool:
+        """Several replicas: some alerts in the store are somebody else's."""
+        return self.ownership is not None
+
+    def integration(self, integration: str) -> bool:
+        if self.ownership is None or integration == self.monitor:
+            return True
+        if is_monitor(integration):
+            return False  # another replica's own health
+        return self.ownership.owns(integration)
+
+    def alert(self, key: str) -> bool:
+        return self.integration(integration_of(key))
+
+    def group(self, group_key: str, group_by: Sequence[str], any_integration: str | None) -> bool:
+        """A notification group: the owner of its integration speaks for it; a group that spans
+        integrations (``group_by`` without ``integration``) has one owner for all of them."""
+        if self.ownership is None:
+            return True
+        if "integration" in group_by:
+            parts = group_key.split("|")
+            index = list(group_by).index("integration")
+            return index < len(parts) and self.integration(parts[index])
+        return any_integration is not None and self.integration(any_integration)

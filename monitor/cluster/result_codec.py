@@ -1,0 +1,66 @@
+"""A CheckResult as JSON, for the trip from the replica that probed to the one that owns the integration.
+
+Text that may quote a secret (the detail, the response excerpt) is redacted before it leaves the process
+(the request summary already is), so nothing secret is ever written to Redis. Unknown fields are ignored
+and missing ones take their default, so replicas of neighbouring versions can talk during a rolling
+upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from integration_kit.errors import ErrorClass
+from integration_kit.results import CheckResult, RequestSummary
+
+if TYPE_CHECKING:
+    from integration_kit.redact import Redactor
+
+
+def encode(result: CheckResult, redactor: Redactor) -> str:
+    doc: dict[str, Any] = {
+        "i": result.integration, "c": result.check, "k": result.kind, "ok": result.ok,
+        "e": None if result.error_class is None else result.error_class.value,
+        "d": redactor.text(result.detail) if result.detail else "",
+        "at": result.started_at, "dur": result.duration, "tot": result.total_duration, "n": result.attempts,
+        "ac": [None if c is None else c.value for c in result.attempt_classes],
+    }
+    optional = {
+        "sc": result.status_code, "ph": dict(result.phases) or None, "tls": result.tls_expiry,
+        "rx": redactor.text(result.response_excerpt) if result.response_excerpt else None,
+        "rl": [list(pair) for pair in result.rate_limit_headers] or None, "bb": result.body_bytes,
+    }
+    doc.update({k: v for k, v in optional.items() if v is not None})
+    if result.request is not None:
+        req = result.request
+        doc["rq"] = {"m": req.method, "u": req.url, "h": dict(req.headers), "b": req.body_excerpt}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def decode(text: str | bytes) -> CheckResult:
+    """ValueError (or KeyError/TypeError) on anything that is not a result this module wrote."""
+    doc = json.loads(text)
+    if not isinstance(doc, Mapping):
+        raise ValueError("not a JSON object")
+    request = None
+    if isinstance(rq := doc.get("rq"), Mapping):
+        request = RequestSummary(method=str(rq["m"]), url=str(rq["u"]), headers=dict(rq.get("h") or {}),
+                                 body_excerpt=rq.get("b"))
+    return CheckResult(
+        integration=str(doc["i"]), check=str(doc["c"]), kind=str(doc["k"]), ok=bool(doc["ok"]),
+        error_class=_error_class(doc.get("e")), detail=str(doc.get("d", "")), started_at=float(doc["at"]),
+        duration=float(doc["dur"]), total_duration=float(doc["tot"]), attempts=int(doc.get("n", 1)),
+        attempt_classes=tuple(_error_class(c) for c in doc.get("ac") or ()),
+        status_code=None if doc.get("sc") is None else int(doc["sc"]),
+        phases={str(k): float(v) for k, v in (doc.get("ph") or {}).items()},
+        tls_expiry=None if doc.get("tls") is None else float(doc["tls"]),
+        request=request, response_excerpt=doc.get("rx"),
+        rate_limit_headers=tuple((str(n), str(v)) for n, v in doc.get("rl") or ()),
+        body_bytes=None if doc.get("bb") is None else int(doc["bb"]),
+    )
+
+
+def _error_class(value: Any) -> ErrorClass | None:
+    return None if value is None else ErrorClass(value)

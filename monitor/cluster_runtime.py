@@ -1,0 +1,161 @@
+"""The cluster, wired into the daemon: membership, the scheduler's share and back-off, the result streams
+and the *owner scope* of components.
+
+Owner scope is the one way a component does per-integration work exactly once across replicas (read an
+integration's quota keys or webhook ledger, cache its tokens, read its real traffic…): a component with
+``scope = "owner"`` is handed, right after it is built and again whenever ownership or the config changes,
+the config restricted to the integrations this replica owns (``on_config``). It never needs to know about
+replicas: an integration that moves away looks to it like one removed from the config (its series
+go), one that moves here like one added. Results of integrations owned elsewhere do not reach it.
+A daemon on its own hands every component the whole config, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from monitor.cluster.placement import Change, Placement, Solo
+from monitor.cluster.replica import Cluster
+from monitor.cluster.streams import ResultStreams
+from monitor.settings.cluster import default_replica_id
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import redis.asyncio
+
+    from integration_kit.redact import Redactor
+    from monitor.cluster.membership import Backoff
+    from monitor.component import Component
+    from monitor.metrics import Metrics
+    from monitor.recorder import Recorder
+    from monitor.scheduler import Scheduler
+    from monitor.settings import Config
+
+log = logging.getLogger(__name__)
+
+OWNER = "owner"
+
+
+def scope_of(component: object) -> str:
+    return str(getattr(component, "scope", "fleet"))
+
+
+class ClusterRuntime:
+    def __init__(self, config: Config, placement: Placement, *, cluster: Cluster | None = None,
+                 streams: ResultStreams | None = None) -> None:
+        self.config = config
+        self.placement = placement
+        self.cluster = cluster
+        self.streams = streams
+        self._scoped: list[Component] = []
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        *,
+        redis: redis.asyncio.Redis | None,
+        metrics: Metrics,
+        redactor: Redactor,
+        scheduler: Scheduler,
+        recorder: Recorder,
+        address: Callable[[], str],
+        version: str,
+    ) -> ClusterRuntime:
+        """Alone (no cluster configured, or no Redis client): ``Solo``, and no cluster metrics."""
+        if not config.monitor.clustered or redis is None:
+            metrics.drop_cluster_families()
+            return cls(config, Solo(config.monitor.cluster.replica_id or default_replica_id()))
+        cluster = Cluster(config, redis=redis, metrics=metrics, address=address, version=version, redact=redactor.text)
+        streams = ResultStreams(redis, cluster, record=recorder.record, redactor=redactor, metrics=metrics)
+        runtime = cls(config, cluster, cluster=cluster, streams=streams)
+        scheduler.record = streams.route
+        scheduler.use_placement(cluster)
+        recorder.takes = runtime.takes
+        cluster.on_change(runtime._changed(scheduler, recorder))
+        cluster.on_backoff(runtime._backoff_to(scheduler))
+        return runtime
+
+    # ---- wiring ----------------------------------------------------------------------------------
+
+    def _changed(self, scheduler: Scheduler, recorder: Recorder) -> Callable[[Change], None]:
+        def changed(change: Change) -> None:
+            if change.checks_gained or change.checks_lost:
+                scheduler.reshard()
+            for integration in change.integrations_lost:  # its new owner exports its probe series now
+                cfg = self.config.integrations.get(integration)
+                for check in cfg.checks if cfg is not None else ():
+                    recorder.forget(integration, check.name)
+            if change.integrations_gained or change.integrations_lost:
+                view = self.owned_view(self.config)
+                for component in self._scoped:
+                    try:
+                        component.on_config(view)
+                    except Exception:
+                        log.exception("component %s failed to take its new share of integrations", component.name)
+        return changed
+
+    def _backoff_to(self, scheduler: Scheduler) -> Callable[[Mapping[str, Backoff]], None]:
+        def apply(table: Mapping[str, Backoff]) -> None:
+            for integration in self.config.integrations:
+                entry = table.get(integration)
+                scheduler.set_interval_factor(integration, entry.factor if entry else 1.0,
+                                              entry.reason if entry else "")
+        return apply
+
+    def attach(self, component: Component) -> None:
+        """A component just built: an owner-scoped one gets its view now (before it starts)."""
+        if scope_of(component) == OWNER and self.cluster is not None:
+            self._scoped.append(component)
+            component.on_config(self.owned_view(self.config))
+
+    def detach_all(self) -> None:
+        self._scoped.clear()
+
+    def view_for(self, component: Component, config: Config) -> Config:
+        """The config a component is handed on a reload."""
+        return self.owned_view(config) if component in self._scoped else config
+
+    def owned_view(self, config: Config) -> Config:
+        if self.cluster is None:
+            return config
+        me = self.cluster.me
+        owned = {i: c for i, c in config.integrations.items() if self.cluster.owner_of(i) == me}
+        return config.model_copy(update={"integrations": owned})
+
+    def takes(self, component: Component, integration: str) -> bool:
+        """Whether a recorded result goes to this component's ``on_result`` (the recorder asks)."""
+        return component not in self._scoped or self.placement.owns(integration)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.streams is not None:
+            self.streams.start()  # read this replica's stream before anyone can send to it
+        if self.cluster is not None:
+            await self.cluster.start()
+
+    def on_config(self, config: Config) -> None:
+        self.config = config
+        if self.cluster is not None:
+            self.cluster.on_config(config)
+
+    async def leave(self, longest: float) -> None:
+        if self.cluster is not None:
+            await self.cluster.leave(longest)
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            await self.streams.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    def status(self) -> dict[str, Any]:
+        if self.cluster is None:
+            return {"enabled": False}
+        return self.cluster.status()
+
+    def ready(self) -> tuple[bool, str]:
+        return self.cluster.ready() if self.cluster is not None else (True, "")

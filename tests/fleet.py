@@ -1,0 +1,182 @@
+"""Several daemons as real processes sharing one Redis (issue 10): start, signal, read their endpoints,
+and judge a check's runs against its timetable.
+
+``Fleet`` starts ``integration-monitor run`` processes with one config and their own replica ids, on free
+ports, each logging to a file in the test's tmp_path (shown when a test fails); every process is killed
+when the test ends, whatever happened. ``runs_on_timetable`` maps the hits a target recorded for a check
+onto the check's timetable (monitor/cluster/grid.py) to count, per due run, how often it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from needs import free_port
+
+from monitor.cluster.grid import GridTrigger
+
+EXE = Path(sys.executable).parent / "integration-monitor"
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    log: Path
+    proc: asyncio.subprocess.Process | None = None
+    stopped: bool = False  # SIGSTOPped
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            self.stopped = True
+        elif sig == signal.SIGCONT:
+            self.stopped = False
+
+    async def status(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/api/status") as resp:
+            doc: dict[str, Any] = await resp.json()
+            return doc
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as resp:
+            return await resp.text()
+
+    async def cluster(self) -> dict[str, Any]:
+        cluster: dict[str, Any] = (await self.status())["monitor"]["cluster"]
+        return cluster
+
+
+@dataclass
+class Fleet:
+    config: Path
+    logs: Path
+    env: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, Replica] = field(default_factory=dict)
+
+    async def start(self, name: str) -> Replica:
+        replica = self.replicas.get(name)
+        if replica is None:
+            replica = self.replicas[name] = Replica(name, free_port(), self.logs / f"{name}.log")
+        env = {**os.environ, **self.env, "IM_MONITOR__CLUSTER__REPLICA_ID": name}
+        with replica.log.open("ab") as log:
+            replica.proc = await asyncio.create_subprocess_exec(
+                str(EXE), "run", "-c", str(self.config), "--listen", f"127.0.0.1:{replica.port}",
+                env=env, stdout=log, stderr=log,
+            )
+        await until(lambda: _healthy(replica), 30, f"{name} to come up", replica=replica)
+        return replica
+
+    async def stop(self, name: str, within: float = 20.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        replica = self.replicas[name]
+        assert replica.proc is not None
+        if replica.stopped:
+            replica.signal(signal.SIGCONT)
+        replica.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(replica.proc.wait(), within)
+
+    async def kill(self, name: str) -> None:
+        replica = self.replicas[name]
+        assert replica.proc is not None
+        replica.proc.kill()
+        await replica.proc.wait()
+
+    def running(self) -> list[Replica]:
+        return [r for r in self.replicas.values() if r.running and not r.stopped]
+
+    async def settled(self, members: set[str], within: float = 30.0) -> None:
+        """Every running replica sees exactly ``members`` holding a share."""
+
+        async def agreed() -> bool:
+            views = [set((await r.cluster())["view"]) for r in self.running()]
+            return bool(views) and all(view == members for view in views)
+
+        await until(agreed, within, f"every replica to see {sorted(members)}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for replica in self.replicas.values():
+            text = replica.log.read_text(errors="replace").splitlines() if replica.log.exists() else []
+            out.append(f"--- {replica.name} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+    async def close(self) -> None:
+        for replica in self.replicas.values():
+            if replica.proc is not None and replica.proc.returncode is None:
+                if replica.stopped:
+                    replica.proc.send_signal(signal.SIGCONT)
+                replica.proc.kill()
+                await replica.proc.wait()
+
+
+async def _healthy(replica: Replica) -> bool:
+    assert replica.proc is not None
+    assert replica.proc.returncode is None, f"{replica.name} exited with {replica.proc.returncode}"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{replica.url}/healthz") as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, OSError):
+        return False
+
+
+async def until(condition: Callable[[], Any], within: float, what: str, *, replica: Replica | None = None) -> None:
+    """Wait for ``condition()`` (sync or async) to be true; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            outcome = condition()
+            if asyncio.iscoroutine(outcome):
+                outcome = await outcome
+        except (aiohttp.ClientError, OSError, json.JSONDecodeError):
+            outcome = False
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met within {within}s: {what}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class Timetable:
+    """How a check's hits fell on its timetable between two instants (epoch seconds)."""
+
+    due: int  # runs due in the window
+    hits: int  # requests that reached the target in the window
+    longest_gap: float  # seconds between two consecutive hits (the window's edges included)
+
+
+def runs_on_timetable(check_id: str, interval: float, jitter: float, hits: list[float], start: float,
+                      end: float) -> Timetable:
+    """``hits``: arrival times (wall clock) of the check's requests. Each hit counts for the due instant
+    it follows (a request arrives a little after its run was due; a catch-up run after a crash counts
+    for the run it makes up for); the window counts runs due in [start, end) and the hits that belong
+    to them."""
+    grid = GridTrigger(check_id, interval, jitter)
+    due, t = 0, grid.next_after(start - 1e-9)
+    while t < end:
+        due += 1
+        t = grid.next_after(t)
+    inside = sorted(h for h in hits if start <= grid.previous(h) < end)
+    edges = [start, *inside, end]
+    return Timetable(due=due, hits=len(inside), longest_gap=max(b - a for a, b in itertools.pairwise(edges)))

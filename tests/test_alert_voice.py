@@ -1,0 +1,134 @@
+"""Two alert engines sharing one Redis store, as two replicas of the daemon do (alerts/voice.py): each speaks
+only for the integrations it owns, leaves the others' alerts alone, tells of its own health under its own
+name, and an engine that takes an integration over continues its incident instead of starting a new one.
+Fake clock, fake sink, the real shared Redis (unique key prefix)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis.asyncio
+import yaml
+from test_alert_engine import T0, Clock, Sink
+
+from alerts.engine import AlertEngine
+from alerts.model import AlertStatus
+from integration_kit.errors import ErrorClass
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
+from monitor.metrics import Metrics
+from monitor.settings import Config, parse_config
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Owners:
+    """The daemon's placement as the engine reads it: who owns which integration."""
+
+    me: str
+    table: dict[str, str] = field(default_factory=dict)
+    clustered: bool = True
+
+    def owns(self, integration: str) -> bool:
+        return self.table.get(integration) == self.me
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[tuple[redis.asyncio.Redis, str]]:
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (redis.ConnectionError, OSError) as exc:
+        await client.aclose()
+        pytest.fail(f"the shared Redis at {REDIS_URL} is needed: {exc}")
+    prefix = f"test:voice:{uuid.uuid4().hex}:"
+    yield client, prefix
+    keys = [k async for k in client.scan_iter(match=prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def config(prefix: str) -> Config:
+    integrations = {
+        name: {"checks": [{"name": "api", "kind": "http", "url": f"https://{name}.test/x", "interval": "15s"}],
+               "alerts": {"probe_down": {"consecutive_failures": 2}}}
+        for name in ("acme", "globex")
+    }
+    raw = {"integrations": integrations, "alerting": {"key_prefix": prefix, "group_wait": "0s"}}
+    return parse_config(yaml.safe_dump(raw), env={})
+
+
+def fail(engine: AlertEngine, integration: str, at: float) -> None:
+    engine.on_result(CheckResult(integration=integration, check="api", kind="http", ok=False,
+                                 error_class=ErrorClass.HTTP_5XX, detail="http_5xx: 503", started_at=at,
+                                 duration=0.1, total_duration=0.1, status_code=503))
+
+
+async def test_each_replica_speaks_for_what_it_owns_and_a_takeover_keeps_the_incident(
+    store: tuple[redis.asyncio.Redis, str]
+) -> None:
+    client, prefix = store
+    cfg = config(prefix)
+    clock = Clock()
+    table = {"acme": "r0", "globex": "r1"}
+    sinks = {name: Sink() for name in ("r0", "r1")}
+    engines = {
+        name: AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=sinks[name], clock=clock,
+                          autorun=False, ownership=Owners(name, table))
+        for name in ("r0", "r1")
+    }
+    for engine in engines.values():
+        await engine.start()
+    # Both replicas receive every result (in the daemon the owner does); each speaks for its own.
+    for n in range(3):
+        for engine in engines.values():
+            fail(engine, "acme", T0 + n)
+            fail(engine, "globex", T0 + n)
+    clock.now = T0 + 5
+    for engine in engines.values():
+        await engine.evaluate()
+    told = {name: [a.integration for n in sink.got for a in n.alerts] for name, sink in sinks.items()}
+    assert told == {"r0": ["acme"], "r1": ["globex"]}
+    assert set(engines["r0"].status()["alerts"]["firing"]) == {"acme/probe_down/api/critical"}
+
+    # r0 goes away; r1 takes acme over: it loads the incident r0 left in the store and sends nothing new.
+    table["acme"] = "r1"
+    engines["r1"].ownership_changed(["acme"], [])
+    engines["r0"].ownership_changed([], ["acme"])
+    clock.now = T0 + 20
+    fail(engines["r1"], "acme", T0 + 19)  # the first result it sees of acme: one failure, not yet "down"
+    await engines["r1"].evaluate()
+    assert [n.group_key for n in sinks["r1"].got] == ["globex"]
+    assert engines["r1"].states["acme/probe_down/api/critical"].status is AlertStatus.FIRING
+    # …and the resolve comes from the new owner, once.
+    engines["r1"].on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None,
+                                        detail="", started_at=T0 + 30, duration=0.1, total_duration=0.1,
+                                        status_code=200))
+    clock.now = T0 + 400
+    await engines["r1"].evaluate()
+    resolved = [a for n in sinks["r1"].got for a in n.alerts if a.status is AlertStatus.RESOLVED]
+    assert [a.key for a in resolved] == ["acme/probe_down/api/critical"]
+    await engines["r0"].evaluate()
+    assert [n.group_key for n in sinks["r0"].got] == ["acme"]  # r0 said nothing more
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_each_replica_tells_of_its_own_health_under_its_own_name(
+    store: tuple[redis.asyncio.Redis, str]
+) -> None:
+    client, prefix = store
+    cfg = config(prefix)
+    clock = Clock()
+    engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=Sink(), clock=clock,
+                         autorun=False, ownership=Owners("pod-7", {}))
+    assert engine.voice.monitor == "_monitor@pod-7"
+    assert not engine.voice.integration("_monitor@pod-8") and not engine.voice.integration("acme")
+    alone = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=Sink(), clock=clock,
+                        autorun=False)
+    assert alone.voice.monitor == "_monitor" and alone.voice.integration("acme")
