@@ -264,7 +264,7 @@ class AlertEngine:
             return handed
 
     def _conditions(self, cfg: ConfigView, now: float) -> list[Condition]:
-        active = frozenset(k for k, s in self.states.items() if s.active)
+        active = frozenset(k for k, s in self._mine().items() if s.active)
         snapshot = self._quota_readings(now)
         out: list[Condition] = []
         for integration, icfg in cfg.integrations.items():
@@ -402,7 +402,7 @@ class AlertEngine:
             return
         try:
             current = [
-                self._noted(outgoing(s), cfg) for s in self.states.values()
+                self._noted(outgoing(s), cfg) for s in self._mine().values()
                 if s.alert is not None and (s.status in (AlertStatus.FIRING, AlertStatus.RESOLVED) or s.flapping)
             ]
             self.feed.publish(current, now=now, interval=cfg.monitor.evaluation_interval)

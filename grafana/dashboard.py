@@ -68,6 +68,17 @@ def _up_down(up: str = "UP", down: str = "DOWN") -> list[dm.ValueMapping]:
     ]
 
 
+def _per_check(metric: str, how: str = "max") -> str:
+    """A per-check gauge, one series per check however many replicas Prometheus scrapes: the owner of the
+    integration exports it, and after a handover another replica does (README, "Running several replicas")."""
+    return f"{how} by (integration, check) ({metric}{{{IC}}})"
+
+
+def _per_quota(metric: str) -> str:
+    """A per-quota gauge, one series per quota across replicas (see ``_per_check``)."""
+    return f"max by (integration, quota, source) ({metric}{{{I}}})"
+
+
 def _error_ratio(by: str) -> str:
     # A check that never failed has no failure series: `or … * 0` makes its ratio 0 instead of absent.
     runs = f"integration_probe_runs_total{{{IC}}}"
@@ -149,7 +160,7 @@ def _overview(d: db.Dashboard) -> db.Dashboard:
         .with_panel(
             _stat("Probe status (last run)", "none", w=12, h=6)
             .description("1 if the check's last run succeeded. One tile per check.")
-            .with_target(_query(f"integration_probe_success{{{IC}}}", "{{integration}}/{{check}}"))
+            .with_target(_query(_per_check("integration_probe_success"), "{{integration}}/{{check}}"))
             .mappings(_up_down())
             .thresholds(_steps((None, "red"), (1, "green")))
         )
@@ -175,7 +186,7 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
         .with_panel(
             _ts("Probe success", "none")
             .description("Result of the last run of each check (1 = success).")
-            .with_target(_query(f"integration_probe_success{{{IC}}}", "{{integration}}/{{check}}"))
+            .with_target(_query(_per_check("integration_probe_success"), "{{integration}}/{{check}}"))
             .line_interpolation(cm.LineInterpolation.STEP_AFTER)
             .min(0)
             .max(1)
@@ -216,7 +227,7 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
         )
         .with_panel(
             _stat("HTTP status (last run)", "none")
-            .with_target(_query(f"integration_probe_http_status_code{{{IC}}}", "{{integration}}/{{check}}"))
+            .with_target(_query(_per_check("integration_probe_http_status_code"), "{{integration}}/{{check}}"))
             .color_mode(cm.BigValueColorMode.VALUE)
             .thresholds(_steps((None, "green"), (400, "orange"), (500, "red")))
         )
@@ -225,7 +236,7 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
             .description(f"Earliest certificate expiry of each HTTPS check; the built-in tls_expiry alert "
                          f"fires under {TLS_WARNING_DAYS} days.")
             .with_target(_query(
-                f"(integration_probe_tls_cert_expiry_timestamp_seconds{{{IC}}} > 0) - time()",
+                f"({_per_check('integration_probe_tls_cert_expiry_timestamp_seconds', how='min')} > 0) - time()",
                 "{{integration}}/{{check}}",
             ))
             .thresholds(_steps((None, "red"), (7 * 86400, "orange"), (TLS_WARNING_DAYS * 86400, "green")))
@@ -233,14 +244,14 @@ def _probes(d: db.Dashboard) -> db.Dashboard:
         .with_panel(
             _stat("Failed runs in a row", "none")
             .description("Consecutive failed runs of each check; the probe_down alert fires at 3.")
-            .with_target(_query(f"integration_probe_consecutive_failures{{{IC}}}", "{{integration}}/{{check}}"))
+            .with_target(_query(_per_check("integration_probe_consecutive_failures"), "{{integration}}/{{check}}"))
             .color_mode(cm.BigValueColorMode.VALUE)
             .thresholds(_steps((None, "green"), (1, "orange"), (3, "red")))
         )
         .with_panel(
             _stat("Probes slowed by quota back-off", "none")
             .description("1 while an integration's probes run slower because one of its quotas is nearly used up.")
-            .with_target(_query(f"integration_probe_quota_backoff{{{I}}}", "{{integration}}"))
+            .with_target(_query(f"max by (integration) (integration_probe_quota_backoff{{{I}}})", "{{integration}}"))
             .mappings(_up_down(up="BACKING OFF", down="normal"))
             .thresholds(_steps((None, "green"), (1, "orange")))
         )
@@ -377,7 +388,8 @@ def _latency(d: db.Dashboard) -> db.Dashboard:
             .description("DNS, connect, TLS, time to first byte, transfer and, with OAuth2, the token (0 when "
                          "cached) of each check's last run, stacked. Select one check to read one request.")
             .with_target(_query(
-                f"integration_probe_phase_seconds{{{IC}}}", "{{integration}}/{{check}} {{phase}}"
+                f"max by (integration, check, phase) (integration_probe_phase_seconds{{{IC}}})",
+                "{{integration}}/{{check}} {{phase}}",
             ))
             .draw_style(cm.GraphDrawStyle.BARS)
             .fill_opacity(80)
@@ -396,7 +408,7 @@ def _quotas(d: db.Dashboard) -> db.Dashboard:
             _ts("Quota usage", "percentunit", w=16)
             .description(f"used / limit per quota; dashed lines at the warning ({QUOTA_WARNING:.0%}) and "
                          f"critical ({QUOTA_CRITICAL:.0%}) alert thresholds.")
-            .with_target(_query(f"integration_quota_usage_ratio{{{I}}}", legend))
+            .with_target(_query(_per_quota("integration_quota_usage_ratio"), legend))
             .min(0)
             .axis_soft_max(1)
             .thresholds(quota_steps)
@@ -409,7 +421,7 @@ def _quotas(d: db.Dashboard) -> db.Dashboard:
             .span(8)
             .height(8)
             .datasource(DATASOURCE)
-            .with_target(_query(f"integration_quota_usage_ratio{{{I}}}", legend))
+            .with_target(_query(_per_quota("integration_quota_usage_ratio"), legend))
             .min(0)
             .max(1)
             .thresholds(quota_steps)
@@ -417,28 +429,28 @@ def _quotas(d: db.Dashboard) -> db.Dashboard:
         )
         .with_panel(
             _ts("Quota used and limit", "short")
-            .with_target(_query(f"integration_quota_used{{{I}}}", "used " + legend, "A"))
-            .with_target(_query(f"integration_quota_limit{{{I}}}", "limit " + legend, "B"))
+            .with_target(_query(_per_quota("integration_quota_used"), "used " + legend, "A"))
+            .with_target(_query(_per_quota("integration_quota_limit"), "limit " + legend, "B"))
             .min(0)
         )
         .with_panel(
             _ts("Redis keys per quota", "short")
             .description("Keys a Redis quota's pattern matched (one per client/merchant/window), and how many of "
                          "them are above the quota's near_limit ratio: one hot key can hide in a healthy total.")
-            .with_target(_query(f"integration_quota_keys{{{I}}}", "matched " + legend, "A"))
-            .with_target(_query(f"integration_quota_keys_near_limit{{{I}}}", "near limit " + legend, "B"))
+            .with_target(_query(_per_quota("integration_quota_keys"), "matched " + legend, "A"))
+            .with_target(_query(_per_quota("integration_quota_keys_near_limit"), "near limit " + legend, "B"))
             .min(0)
         )
         .with_panel(
             _stat("Time to reset", "s", w=12)
             .description("Seconds until each quota's window resets.")
-            .with_target(_query(f"integration_quota_reset_seconds{{{I}}}", legend))
+            .with_target(_query(_per_quota("integration_quota_reset_seconds"), legend))
             .color_mode(cm.BigValueColorMode.NONE)
         )
         .with_panel(
             _stat("Projected exhaustion", "s", w=12)
             .description("Time to 100% at the current burn rate; no value while usage is not rising.")
-            .with_target(_query(f"integration_quota_exhaustion_seconds{{{I}}}", legend))
+            .with_target(_query(_per_quota("integration_quota_exhaustion_seconds"), legend))
             .thresholds(_steps((None, "red"), (300, "orange"), (3600, "green")))
             .no_value("not rising")
         )
@@ -453,7 +465,8 @@ def _webhooks(d: db.Dashboard) -> db.Dashboard:
             .description(f"Freshness of each integration's webhooks; the example Prometheus rule fires "
                          f"after {WEBHOOK_SILENCE_SECONDS // 60}m (the built-in one after max_silence).")
             .with_target(_query(
-                f"time() - integration_webhook_last_event_timestamp_seconds{{{I}}}", "{{integration}}"
+                f"time() - max by (integration) (integration_webhook_last_event_timestamp_seconds{{{I}}})",
+                "{{integration}}",
             ))
             .thresholds(_steps((None, "green"), (WEBHOOK_SILENCE_SECONDS, "red")))
         )
@@ -473,14 +486,16 @@ def _webhooks(d: db.Dashboard) -> db.Dashboard:
             _ts("Webhook duplicate ratio", "percentunit", w=8)
             .description("Duplicate deliveries / all deliveries over the configured window (vendors retry on "
                          "slow or failed acks); absent until enough events arrived.")
-            .with_target(_query(f"integration_webhook_duplicate_ratio{{{I}}}", "{{integration}}"))
+            .with_target(_query(f"max by (integration) (integration_webhook_duplicate_ratio{{{I}}})",
+                                "{{integration}}"))
             .min(0)
         )
         .with_panel(
             _stat("Time since last event, by type", "s", w=24, h=4)
             .description("Freshness of each event type listed in the integration's webhook config.")
             .with_target(_query(
-                f"time() - integration_webhook_event_type_last_event_timestamp_seconds{{{I}}}",
+                "time() - max by (integration, event_type) "
+                f"(integration_webhook_event_type_last_event_timestamp_seconds{{{I}}})",
                 "{{integration}} {{event_type}}",
             ))
             .thresholds(_steps((None, "green"), (WEBHOOK_SILENCE_SECONDS, "red")))
@@ -498,7 +513,8 @@ def _alerts(d: db.Dashboard) -> db.Dashboard:
             .span(12)
             .height(8)
             .datasource(DATASOURCE)
-            .with_target(_query(f"integration_alert_firing{{{I}}} == 1", instant=True))
+            .with_target(_query(f"max by (integration, alert, severity) (integration_alert_firing{{{I}}}) == 1",
+                                instant=True))
             .with_transformation(dm.DataTransformerConfig(
                 id_val="organize",
                 options={"excludeByName": {"Time": True, "Value": True, "__name__": True}},
@@ -521,7 +537,7 @@ def _monitor_health(d: db.Dashboard) -> db.Dashboard:
         d.with_row(db.Row("Monitor health"))
         .with_panel(
             _stat("Redis", "none", w=4)
-            .with_target(_query("max(integration_monitor_redis_up)", "redis"))
+            .with_target(_query("min(integration_monitor_redis_up)", "redis"))
             .mappings(_up_down())
             .thresholds(_steps((None, "red"), (1, "green")))
         )
@@ -547,7 +563,7 @@ def _monitor_health(d: db.Dashboard) -> db.Dashboard:
         )
         .with_panel(
             _stat("Version", "none", w=8)
-            .with_target(_query("integration_monitor_build_info", "{{version}}"))
+            .with_target(_query("count by (version) (integration_monitor_build_info)", "{{version}}"))
             .text_mode(cm.BigValueTextMode.NAME)
             .color_mode(cm.BigValueColorMode.NONE)
         )
@@ -582,6 +598,49 @@ def _monitor_health(d: db.Dashboard) -> db.Dashboard:
     )
 
 
+def _replicas(d: db.Dashboard) -> db.Dashboard:
+    """Several replicas sharing one Redis (README, "Running several replicas"); empty for a daemon alone."""
+    return (
+        d.with_row(db.Row("Replicas"))
+        .with_panel(
+            _stat("Replicas in the cluster", "none", w=6)
+            .description("Replicas holding a share of the work, as each replica sees them (they agree unless one "
+                         "cannot reach Redis). Fewer than your pods: a replica cannot join (see its /readyz).")
+            .with_target(_query("max(integration_monitor_cluster_members)", "members"))
+            .color_mode(cm.BigValueColorMode.VALUE)
+            .thresholds(_steps((None, "red"), (1, "green")))
+        )
+        .with_panel(
+            _ts("Share per replica", "short", w=9)
+            .description("Each replica's share: the checks it probes (rendezvous hashing, one by one: about "
+                         "equal, adding up to every enabled check) and the integrations it owns (their series, "
+                         "readers, back-off and alerts).")
+            .with_target(_query("sum by (instance) (integration_monitor_owned_checks)", "{{instance}} checks", "A"))
+            .with_target(_query("sum by (instance) (integration_monitor_owned_integrations)",
+                                "{{instance}} integrations", "B"))
+            .min(0)
+        )
+        .with_panel(
+            _ts("Results between replicas", "ops", w=9)
+            .description("Check results per second sent to their integration's owner, received from other "
+                         "replicas, and kept where they were probed because Redis could not take them (fail "
+                         "open: those checks' series then come from the prober until Redis answers).")
+            .with_target(_query("sum by (path) (rate(integration_monitor_cluster_results_total[$__rate_interval]))",
+                                "{{path}}"))
+            .min(0)
+        )
+        .with_panel(
+            _ts("Ownership changes", "opm", w=6)
+            .description("Checks and integrations that moved between replicas per minute: a replica joined, "
+                         "left or crashed. Steady moves without deploys mean replicas come and go.")
+            .with_target(_query(
+                "60 * sum by (unit) (rate(integration_monitor_ownership_changes_total[$__rate_interval]))", "{{unit}}"
+            ))
+            .min(0)
+        )
+    )
+
+
 def build() -> dict[str, object]:
     d = (
         db.Dashboard("Integration Monitor")
@@ -595,7 +654,10 @@ def build() -> dict[str, object]:
         .timezone("browser")
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
     )
-    sections = (_variables, _overview, _probes, _real_traffic, _latency, _quotas, _webhooks, _alerts, _monitor_health)
+    sections = (
+        _variables, _overview, _probes, _real_traffic, _latency, _quotas, _webhooks, _alerts, _monitor_health,
+        _replicas,
+    )
     for section in sections:
         d = section(d)
     model = json.loads(JSONEncoder(sort_keys=True).encode(d.build()))

@@ -182,11 +182,10 @@ class App:
             )
             doc["enabled"] = check.enabled
             doc["schedule"] = self.scheduler.check_status(name, check.name)
-            if cluster is not None:
-                doc["probed_by"] = cluster.prober_of(f"{name}/{check.name}")
+            doc["probed_by"] = cluster.prober_of(f"{name}/{check.name}") if cluster is not None else None
             checks[check.name] = doc
         return {
-            **({"owner": cluster.owner_of(name)} if cluster is not None else {}),
+            "owner": cluster.owner_of(name) if cluster is not None else None,
             "runbook_url": integ.runbook_url,
             "interval_factor": self.scheduler.interval_factor(name),
             "backoff": backoff.get(name),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.cluster.placement import Change, Placement, Solo
 from monitor.cluster.replica import Cluster
+from monitor.cluster.streaks import Streaks
 from monitor.cluster.streams import ResultStreams
 from monitor.settings.cluster import default_replica_id
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from integration_kit.redact import Redactor
+    from integration_kit.results import CheckResult
     from monitor.cluster.membership import Backoff
     from monitor.component import Component
     from monitor.metrics import Metrics
@@ -44,11 +46,12 @@ def scope_of(component: object) -> str:
 
 class ClusterRuntime:
     def __init__(self, config: Config, placement: Placement, *, cluster: Cluster | None = None,
-                 streams: ResultStreams | None = None) -> None:
+                 streams: ResultStreams | None = None, streaks: Streaks | None = None) -> None:
         self.config = config
         self.placement = placement
         self.cluster = cluster
         self.streams = streams
+        self.streaks = streaks
         self._scoped: list[Component] = []
 
     @classmethod
@@ -69,8 +72,14 @@ class ClusterRuntime:
             metrics.drop_cluster_families()
             return cls(config, Solo(config.monitor.cluster.replica_id or default_replica_id()))
         cluster = Cluster(config, redis=redis, metrics=metrics, address=address, version=version, redact=redactor.text)
-        streams = ResultStreams(redis, cluster, record=recorder.record, redactor=redactor, metrics=metrics)
-        runtime = cls(config, cluster, cluster=cluster, streams=streams)
+        streaks = Streaks(redis, cluster, metrics.probes)
+
+        def record(result: CheckResult) -> None:
+            recorder.record(result)
+            streaks.noted(result)
+
+        streams = ResultStreams(redis, cluster, record=record, redactor=redactor, metrics=metrics)
+        runtime = cls(config, cluster, cluster=cluster, streams=streams, streaks=streaks)
         scheduler.record = streams.route
         scheduler.use_placement(cluster)
         recorder.takes = runtime.takes
@@ -88,6 +97,9 @@ class ClusterRuntime:
                 cfg = self.config.integrations.get(integration)
                 for check in cfg.checks if cfg is not None else ():
                     recorder.forget(integration, check.name)
+            if self.streaks is not None:
+                self.streaks.lost(change.integrations_lost)
+                self.streaks.gained(change.integrations_gained)
             if change.integrations_gained or change.integrations_lost:
                 view = self.owned_view(self.config)
                 for component in self._scoped:
@@ -132,6 +144,8 @@ class ClusterRuntime:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.streaks is not None:
+            self.streaks.start()
         if self.streams is not None:
             self.streams.start()  # read this replica's stream before anyone can send to it
         if self.cluster is not None:
@@ -149,6 +163,8 @@ class ClusterRuntime:
     async def close(self) -> None:
         if self.streams is not None:
             await self.streams.close()
+        if self.streaks is not None:
+            await self.streaks.close()
         if self.cluster is not None:
             await self.cluster.close()
 

@@ -343,8 +343,10 @@ class Scheduler:
         self.placement = placement if placement.clustered else None
 
     def reshard(self) -> None:
-        """The share of checks changed (monitor/cluster/): add and drop jobs to match it."""
-        self.apply(self.config)
+        """The share of checks changed (monitor/cluster/): add and drop jobs to match it. Before ``start``
+        nothing to do: ``start`` builds the jobs of the share as it is then (with the session and tokens)."""
+        if self._aps.running:
+            self.apply(self.config)
 
     def _timing(self, integration: str, check: CheckConfigBase) -> tuple[float, float]:
         return check.interval * self.interval_factor(integration), self.config.monitor.jitter

@@ -23,7 +23,8 @@ from alerts.self_health import HealthSample, evaluate
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules" / "integration-monitor.rules.yml"
-PROMETHEUS_ONLY = {"monitor_down", "monitor_config_reload_failed"}  # the monitor cannot see these itself
+# The monitor cannot see these itself (monitor_replicas_apart: replicas that are not in one cluster).
+PROMETHEUS_ONLY = {"monitor_down", "monitor_config_reload_failed", "monitor_replicas_apart"}
 
 
 def monitor_rules() -> set[str]:

@@ -129,12 +129,15 @@ async def test_three_replicas_probe_each_check_once_per_interval_and_one_exports
 
 async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(fleet: Fleet, target: Target) -> None:
     await start_three(fleet)
-    share = [check for check, who in (await probers(fleet)).items() if who == "r1"]
+    victim = (await fleet.running()[0].status())["integrations"]["payments"]["owner"]
+    share = [check for check, who in (await probers(fleet)).items() if who == victim]
     assert share
     start = time.time()
     await asyncio.sleep(2)
-    await fleet.kill("r1")
-    await fleet.settled({"r0", "r2"}, within=TTL + 5)
+    before = streaks(await fleet.replicas[victim].metrics(), "payments")
+    await fleet.kill(victim)
+    survivors = {"r0", "r1", "r2"} - {victim}
+    await fleet.settled(survivors, within=TTL + 5)
     await asyncio.sleep(4)
     end = time.time()
     await asyncio.sleep(SLACK)  # runs due just before the end still reach the target
@@ -146,7 +149,24 @@ async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(
             assert table.due - 1 <= table.hits <= table.due + 1, f"{check}: {table}"
         else:
             assert table.hits == table.due, f"{check}: {table}"
-    assert {p for p in (await probers(fleet)).values()} == {"r0", "r2"}
+    assert {p for p in (await probers(fleet)).values()} == survivors
+
+    # The new owner of payments continues each check's failure streak (every check here fails: 404).
+    owner = (await fleet.running()[0].status())["integrations"]["payments"]["owner"]
+    after = streaks(await fleet.replicas[owner].metrics(), "payments")
+    assert set(after) == set(before)
+    for check, count in before.items():
+        assert after[check] > count + 2, (check, before, after)
+
+
+def streaks(exposition: str, integration: str) -> dict[str, float]:
+    """check → integration_probe_consecutive_failures of ``integration`` in one replica's /metrics."""
+    out = {}
+    for line in exposition.splitlines():
+        if line.startswith("integration_probe_consecutive_failures{") and f'integration="{integration}"' in line:
+            check = line.split('check="', 1)[1].split('"', 1)[0]
+            out[check] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 async def test_rolling_restart_keeps_every_check_on_its_timetable(fleet: Fleet, target: Target) -> None:

@@ -123,7 +123,8 @@ def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
     ids = [p["id"] for p in iter_panels(dashboard)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Probes", "Real traffic", "Latency", "Quotas", "Webhooks", "Alerts", "Monitor health"]
+    assert rows == ["Overview", "Probes", "Real traffic", "Latency", "Quotas", "Webhooks", "Alerts", "Monitor health",
+                    "Replicas"]
     for panel in iter_panels(dashboard):
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24, panel["title"]

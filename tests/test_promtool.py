@@ -52,9 +52,9 @@ def test_check_scrape_config(promtool: str, tmp_path: Path) -> None:
 
 def test_rule_tests_fail_when_a_threshold_changes(promtool: str, tmp_path: Path) -> None:
     """The unit tests pin the thresholds: moving the quota warning from 80 % to 85 % must break them."""
-    rules, warning = RULES.read_text(), "integration_quota_usage_ratio >= 0.80"
+    rules, warning = RULES.read_text(), "integration_quota:usage_ratio:last >= 0.80"
     assert warning in rules
-    (tmp_path / RULES.name).write_text(rules.replace(warning, "integration_quota_usage_ratio >= 0.85"))
+    (tmp_path / RULES.name).write_text(rules.replace(warning, "integration_quota:usage_ratio:last >= 0.85"))
     (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
     result = run(promtool, "test", "rules", RULE_TESTS.name, cwd=tmp_path)
     assert result.returncode != 0

@@ -164,8 +164,10 @@ async def test_two_daemons_sharing_redis_fetch_one_token(
     vendor: OAuth2Server, shared_redis: redis.asyncio.Redis
 ) -> None:
     integration = f"crm{uuid.uuid4().hex[:8]}"
+    # Not a cluster: here both daemons probe every check, each needing the token at the same moment.
     text = f"""
-monitor: {{listen: "127.0.0.1:0", redis_url: "{SHARED_REDIS}", jitter: 0, shutdown_grace: 1s}}
+monitor: {{listen: "127.0.0.1:0", redis_url: "{SHARED_REDIS}", jitter: 0, shutdown_grace: 1s,
+          cluster: {{enabled: false}}}}
 integrations:
   {integration}:
     auth: {{kind: oauth2_client_credentials, token_url: "{vendor.token_url}", client_id: {CLIENT_ID},

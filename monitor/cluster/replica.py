@@ -184,17 +184,20 @@ class Cluster:
         """Graceful shutdown: announce the leave, keep the share until it takes effect (every replica
         switches then), at most ``longest`` seconds, then hold nothing."""
         self._leaving = True
+        until = self._clock()
         try:
-            async with asyncio.timeout(max(0.0, longest)):
+            async with asyncio.timeout(max(self.cfg.heartbeat, 1.0)):
                 beat = await self.membership.beat("leave")
-                self._absorb(beat)
-                me = next((m for m in beat.members if m.id == self.me), None)
-                until = me.leaving_at if me is not None and me.leaving_at is not None else self._clock()
-                log.info("cluster: leaving; share handed over in %.1fs", max(0.0, until - self._clock()))
-                await asyncio.sleep(max(0.0, until - self._clock()))
+            self._absorb(beat)
+            me = next((m for m in beat.members if m.id == self.me), None)
+            if me is not None and me.leaving_at is not None:
+                until = me.leaving_at
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("cluster: could not announce the leave (%s); the share moves when the lease runs out",
                         type(exc).__name__)
+        wait = min(max(0.0, until - self._clock()), max(0.0, longest))
+        log.info("cluster: leaving; share handed over in %.1fs", wait)
+        await asyncio.sleep(wait)
         self._apply(self._clock(), members=())
 
     async def close(self) -> None:

@@ -118,6 +118,7 @@ class MonitorSection(BaseModel):
             raise ValueError(f"expected an http:// or https:// URL without query, such as https://monitor.example.com, "
                              f"got {value!r}")
         return value.rstrip("/")
+
     @field_validator("cluster")
     @classmethod
     def _cluster_needs_redis(cls, value: ClusterConfig, info: ValidationInfo) -> ClusterConfig:
@@ -139,6 +140,8 @@ class MonitorSection(BaseModel):
         if host in ("", "0.0.0.0", "::"):
             host = socket.gethostname()
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
     def clustered(self) -> bool:
         """Whether this daemon coordinates with its replicas (``cluster.enabled``, default: Redis is set)."""
         enabled = self.cluster.enabled

@@ -1,0 +1,140 @@
+"""Failed runs in a row, continued by the next owner of an integration.
+
+``integration_probe_consecutive_failures`` (and the Prometheus probe-down rule on it) counts a check's
+failed runs in a row. The integration's owner counts them; when the integration moves to another replica,
+that replica must continue the count, not start again from zero (a handover would otherwise resolve the
+rule and fire it again three runs later). So the owner keeps the counts in Redis:
+
+    <prefix>streak:<integration>   hash   check → failed runs in a row (absent: 0)
+
+written only when a count changes from or to a failure streak — nothing for a healthy check — in one
+pipelined round trip per second at most; and the replica that takes an integration over reads the hash
+once and adds what it stored to the failures it has counted itself since (if it saw no success).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from integration_kit.results import CheckResult
+    from monitor.cluster.replica import Cluster
+    from monitor.probe_series import ProbeSeries
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 1.0
+KEEP = 7 * 86400  # a hash nobody updated for a week belongs to an integration that is gone
+
+
+class Streaks:
+    def __init__(self, redis: redis.asyncio.Redis, cluster: Cluster, probes: ProbeSeries) -> None:
+        self.redis = redis
+        self.cluster = cluster
+        self.probes = probes
+        self._prefix = f"{cluster.cfg.key_prefix}streak:"
+        self._pending: dict[tuple[str, str], int] = {}
+        self._failing: set[tuple[str, str]] = set()  # checks with a count in Redis (as last written here)
+        self._since_gain: dict[tuple[str, str], int] = {}  # failures counted here since the integration came
+        self._unseeded: set[str] = set()  # integrations taken over whose stored counts are not read yet
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def noted(self, result: CheckResult) -> None:
+        """After the recorder counted ``result`` (its series' streak is up to date). Never raises."""
+        if not self.cluster.owns(result.integration):
+            return  # kept here while Redis was unreachable: the owner's count is the one that matters
+        key = (result.integration, result.check)
+        streak = int(self.probes.series(*key).streak or 0)
+        if result.integration in self._unseeded:
+            self._since_gain[key] = 0 if result.ok else self._since_gain.get(key, 0) + 1
+        if streak == 0:
+            if key not in self._failing:
+                return  # a healthy check stays healthy: nothing to write (the hash has no entry for it)
+            self._failing.discard(key)
+        else:
+            self._failing.add(key)
+        self._pending[key] = streak
+        self._wake.set()
+
+    def gained(self, integrations: frozenset[str]) -> None:
+        self._unseeded |= integrations
+        self._wake.set()
+
+    def lost(self, integrations: frozenset[str]) -> None:
+        self._unseeded -= integrations
+        for table in (self._since_gain, self._pending):
+            for key in [k for k in table if k[0] in integrations]:
+                del table[key]  # the new owner writes them from now on
+        self._failing = {k for k in self._failing if k[0] not in integrations}
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._seed()
+                await self._flush()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.debug("cluster: failure streaks not synced (%s); trying again", type(exc).__name__)
+                self._wake.set()
+            await asyncio.sleep(FLUSH_EVERY)
+
+    async def _seed(self) -> None:
+        for integration in sorted(self._unseeded):
+            async with asyncio.timeout(5.0):
+                stored = await self.redis.hgetall(self._prefix + integration)
+            self._unseeded.discard(integration)
+            for raw_check, raw_count in stored.items():
+                check = _text(raw_check)
+                key = (integration, check)
+                since = self._since_gain.pop(key, None)
+                series = self.probes.series(*key)
+                if since == 0 and series.streak is not None:
+                    continue  # it succeeded here since: the stored streak is over
+                with contextlib.suppress(ValueError):
+                    series.streak = float(int(_text(raw_count)) + (since or 0))
+                    self._failing.add(key)
+            for key in [k for k in self._since_gain if k[0] == integration]:
+                del self._since_gain[key]
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            async with asyncio.timeout(5.0), self.redis.pipeline(transaction=False) as pipe:
+                for (integration, check), streak in batch.items():
+                    key = self._prefix + integration
+                    if streak:
+                        pipe.hset(key, check, streak)
+                        pipe.expire(key, KEEP)
+                    else:
+                        pipe.hdel(key, check)
+                await pipe.execute()
+        except BaseException:
+            self._pending = {**batch, **self._pending}  # newer counts win
+            raise
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="cluster-streaks")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self._flush()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
