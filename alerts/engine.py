@@ -38,6 +38,7 @@ from alerts.store import AlertStore
 from alerts.store_sync import StoreSync
 from alerts.traffic_stats import TrafficStats
 from alerts.voice import Ownership, Voice, integration_of
+from integration_kit.tasks import stop
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -145,10 +146,7 @@ class AlertEngine:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
         async with self._lock:
             await self._memory.persist(even_if_down=True)
 

@@ -13,7 +13,6 @@ that second twice: at-least-once, the rare side to err on.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from integration_kit.tasks import stop
 from integration_kit.traffic import (
     BUCKET_SECONDS,
     DEFAULT_PREFIX,
@@ -207,10 +207,7 @@ class TrafficRecorder(_Recorder):
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
         await self.flush()
 
 

@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from integration_kit.tasks import stop
+
 
 class PollLoop:
     def __init__(
@@ -36,10 +38,7 @@ class PollLoop:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
 
     async def _run(self) -> None:
         while True:

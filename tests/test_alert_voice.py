@@ -5,14 +5,11 @@ Fake clock, fake sink, the real shared Redis (unique key prefix)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pytest
 import redis.asyncio
 import yaml
-from test_alert_engine import T0, Clock, Sink
+from test_alert_engine import T0, Clock, Sink, prefix, rds  # noqa: F401  (fixtures)
 
 from alerts.engine import AlertEngine
 from alerts.model import AlertStatus
@@ -21,8 +18,6 @@ from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass
@@ -37,29 +32,13 @@ class Owners:
         return self.table.get(integration) == self.me
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[tuple[redis.asyncio.Redis, str]]:
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (redis.ConnectionError, OSError) as exc:
-        await client.aclose()
-        pytest.fail(f"the shared Redis at {REDIS_URL} is needed: {exc}")
-    prefix = f"test:voice:{uuid.uuid4().hex}:"
-    yield client, prefix
-    keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-def config(prefix: str) -> Config:
+def config(key_prefix: str) -> Config:
     integrations = {
         name: {"checks": [{"name": "api", "kind": "http", "url": f"https://{name}.test/x", "interval": "15s"}],
                "alerts": {"probe_down": {"consecutive_failures": 2}}}
         for name in ("acme", "globex")
     }
-    raw = {"integrations": integrations, "alerting": {"key_prefix": prefix, "group_wait": "0s"}}
+    raw = {"integrations": integrations, "alerting": {"key_prefix": key_prefix, "group_wait": "0s"}}
     return parse_config(yaml.safe_dump(raw), env={})
 
 
@@ -70,9 +49,9 @@ def fail(engine: AlertEngine, integration: str, at: float) -> None:
 
 
 async def test_each_replica_speaks_for_what_it_owns_and_a_takeover_keeps_the_incident(
-    store: tuple[redis.asyncio.Redis, str]
+    rds: redis.asyncio.Redis, prefix: str  # noqa: F811  (the fixtures)
 ) -> None:
-    client, prefix = store
+    client = rds
     cfg = config(prefix)
     clock = Clock()
     table = {"acme": "r0", "globex": "r1"}
@@ -120,9 +99,9 @@ async def test_each_replica_speaks_for_what_it_owns_and_a_takeover_keeps_the_inc
 
 
 async def test_each_replica_tells_of_its_own_health_under_its_own_name(
-    store: tuple[redis.asyncio.Redis, str]
+    rds: redis.asyncio.Redis, prefix: str  # noqa: F811  (the fixtures)
 ) -> None:
-    client, prefix = store
+    client = rds
     cfg = config(prefix)
     clock = Clock()
     engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=Sink(), clock=clock,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from integration_kit.tasks import stop
 from monitor.cluster.membership import Backoff, Beat, Membership
 from monitor.cluster.placement import Assignment, Change, Listener, fleet_fingerprint
 from monitor.cluster.view import Member, active_ids, next_change, ran_until
@@ -202,10 +203,7 @@ class Cluster:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
         if self._joined:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(2.0):

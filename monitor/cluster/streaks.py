@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from integration_kit.tasks import stop
+
 if TYPE_CHECKING:
     import redis.asyncio
 
@@ -128,10 +130,7 @@ class Streaks:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await self._flush()
 

@@ -13,7 +13,6 @@ healthy one. Each attempt is counted: ``integration_notifications_total{notifier
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.notifiers.base import DeliveryError
+from integration_kit.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ class Pusher:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(task)
 
     @property
     def waiting(self) -> int:
