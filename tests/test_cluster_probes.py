@@ -54,7 +54,9 @@ CHECKS = [f"{integration}/c{i}" for integration, count in INTEGRATIONS.items() f
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path, target: Target, own_redis: OwnRedis) -> AsyncIterator[Fleet]:  # noqa: F811
+async def fleet(
+    request: pytest.FixtureRequest, tmp_path: Path, target: Target, own_redis: OwnRedis  # noqa: F811
+) -> AsyncIterator[Fleet]:
     from fleet import EXE
 
     if not EXE.exists():
@@ -63,13 +65,9 @@ async def fleet(tmp_path: Path, target: Target, own_redis: OwnRedis) -> AsyncIte
     config = tmp_path / "monitor.yaml"
     config.write_text(fleet_config(target, own_redis.url))
     fleet = Fleet(config=config, logs=tmp_path)
-    try:
-        yield fleet
-    except BaseException:
-        print(fleet.log_tail())
-        raise
-    finally:
-        await fleet.close()
+    request.node.process_logs = fleet.log_tail  # shown with a failure: what each replica said
+    yield fleet
+    await fleet.close()
 
 
 def hits_of(target: Target, check: str) -> list[float]:

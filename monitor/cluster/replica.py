@@ -12,9 +12,10 @@ Failure rules (README, "Running several replicas"):
   owning what it owned — a duplicate alert is better than silence — and takes nothing over: a lease that
   runs out meanwhile may only mean that the others cannot renew theirs either. A replica that starts while
   Redis is unreachable has no view yet and does everything alone until it can join.
-* **Back after an outage**: members of the last view missing from Redis (Redis restarted empty, or they
-  died meanwhile) are kept for one more TTL — long enough for the live ones to re-register. A replica
-  that must join again keeps its last share until its announced activation.
+* **Back after an outage**: members of the last view that hold no share in Redis now (Redis restarted
+  empty and they have not re-registered, or their re-join is still announced, or they died meanwhile)
+  keep it for one more TTL — long enough for the live ones to be back. A replica that must join again
+  keeps its last share until its announced activation.
 * **Paused** (SIGSTOP, a VM freeze, a long GC): the lease ran out without a failed heartbeat, so the
   others may already have taken over. ``may_run`` is False — no probe starts, nothing is owned — until a
   heartbeat succeeds; a replica whose lease was taken away joins again like a new one.
@@ -260,10 +261,10 @@ class Cluster:
         self._last_ok = started
         lapsed = self._joined and beat.outcome == "joined"
         if was_degraded and self._joined:
-            # Back after an outage: whoever is missing may just not have re-registered yet.
-            present = {m.id for m in beat.members}
+            # Back after an outage: the others of the last view may not have re-registered yet, or only just
+            # (a re-join is announced a heartbeat and a half ahead): they keep their share for one more TTL.
             until = self._clock() + self.cfg.ttl
-            self._grace = {m: until for m in self._assignment.members if m not in present and m != self.me}
+            self._grace = {m: until for m in self._assignment.members if m != self.me}
         if beat.outcome == "joined":
             # Joining again after an outage keeps the last share until the activation; after a pause
             # (no failed heartbeat), the others have taken it over already: hold nothing until then.
@@ -316,11 +317,12 @@ class Cluster:
             replace(m, expires_at=float("inf")) if m.expires_at <= now else m for m in self._records
         )
         ids = set(active_ids(records, now, self.fleet))
+        left = {m.id for m in self._records if m.leaving_at is not None and m.leaving_at <= now}
         for member, until in list(self._grace.items()):
-            if now < until and member not in {m.id for m in self._records}:
-                ids.add(member)
-            elif now >= until:
+            if now >= until:
                 del self._grace[member]
+            elif member not in left:
+                ids.add(member)
         if self.me in ids:
             self._keep_last = False
         elif self._keep_last:
