@@ -21,6 +21,7 @@ from alerts.model import Notification
 from alerts.notifiers import PLUGINS, Notifier, NotifierContext, build_notifiers, close_quietly, for_severity
 from alerts.outbox import DEFAULT_OUTBOX_PREFIX, Outbox, new_entry
 from alerts.reloads import OrderedReloads
+from integration_kit.supervisor import Supervisor
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -48,7 +49,12 @@ class Dispatcher:
         self._policy = policy or DeliveryPolicy()
         self._outbox = Outbox(redis, key_prefix, timeout=self._policy.persist_timeout)
         self._clock = clock
-        self._closing = asyncio.Event()
+        self._supervisor = Supervisor(
+            self.name,
+            on_crash=metrics.component_errors.labels(self.name).inc if metrics is not None else None,
+            on_state=(lambda ok: metrics.component_ok.labels(self.name).set(1 if ok else 0)) if metrics else None,
+        )
+        self._closing = self._supervisor.stopping
         self._started = False
         self._lanes: dict[str, Lane] = {}
         self._context: NotifierContext | None = None
@@ -133,7 +139,8 @@ class Dispatcher:
         restored = [Entry(notification, raw) for raw, notification in stored if raw not in present]
         if restored:
             log.info("outbox: %d undelivered notification(s) for %s resumed", len(restored), lane.notifier.name)
-        lane.start(restored)
+        lane.restore(restored)
+        self._supervisor.start(_worker(lane.notifier.name), lane.work)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop the workers (a send in flight gets ``grace`` seconds) and close the notifiers.
@@ -142,16 +149,10 @@ class Dispatcher:
         """
         await self._reloads.wait()
         self._closing.set()
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for lane in self._lanes.values():
             lane.wake.set()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._supervisor.close(grace)
         for lane in self._lanes.values():
-            lane.task = None
             await close_quietly(lane.notifier)
 
     async def reconfigure(self, notifiers: Sequence[Notifier]) -> None:
@@ -160,9 +161,7 @@ class Dispatcher:
         for name in list(self._lanes):
             if name not in new:
                 gone = self._lanes.pop(name)
-                if gone.task is not None:
-                    gone.task.cancel()
-                    await asyncio.gather(gone.task, return_exceptions=True)
+                self._supervisor.cancel(_worker(name))
                 await close_quietly(gone.notifier)
         for name, notifier in new.items():
             lane = self._lanes.get(name)
@@ -208,7 +207,8 @@ class Dispatcher:
         broken = [f"{name}: {lane.permanent_error}" for name, lane in self._lanes.items() if lane.permanent_error]
         if broken:
             return False, "notifier failing, not retried (fix the config): " + "; ".join(broken)
-        return True, "notifiers ok"
+        ok, reason = self._supervisor.ready()
+        return ok, reason or "notifiers ok"
 
     def failing(self) -> dict[str, str]:
         """Notifiers currently failing (for the self-health alert), with the reason."""
@@ -221,7 +221,14 @@ class Dispatcher:
 
     def status(self) -> dict[str, Any]:
         lanes = {name: lane.status() for name, lane in self._lanes.items()}
-        return {"outbox": "redis" if self._outbox.durable else "memory", "notifiers": lanes}
+        failing = self.failing()
+        self._supervisor.report(not failing, "; ".join(f"{n}: {r}" for n, r in sorted(failing.items())))
+        return {"outbox": "redis" if self._outbox.durable else "memory", "notifiers": lanes,
+                **self._supervisor.status()}
+
+
+def _worker(notifier: str) -> str:
+    return f"notifier-{notifier}"
 
 
 def _notifier_part(alerting: AlertingConfig) -> tuple[Any, ...]:

@@ -8,7 +8,10 @@ State and the notification log live in ``AlertStore`` (Redis when configured), w
 evaluation, so a restart neither repeats a message inside ``repeat_interval`` nor forgets a resolve.
 The sink (the notifier dispatcher) only enqueues; a failing or slow sink never stops evaluation — the
 group is simply flushed again on the next evaluation. The feed (Alertmanager) gets the whole current
-state after every evaluation, whatever changed, as Alertmanager expects; it must not block either.
+state after every evaluation, whatever changed, as Alertmanager expects; it must not block either. The
+evaluation loop is supervised (``integration_kit.supervisor``): an evaluation that raises is logged,
+counted (``integration_monitor_component_errors_total{component="alerts"}``) and the loop restarted with
+back-off.
 """
 
 from __future__ import annotations
@@ -38,18 +41,19 @@ from alerts.store import AlertStore
 from alerts.store_sync import StoreSync
 from alerts.traffic_stats import TrafficStats
 from alerts.voice import Ownership, Voice, integration_of
-from integration_kit.tasks import stop
+from integration_kit.supervisor import Supervisor
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from alerts.inputs import AlertMetrics, ConfigView
+    from alerts.inputs import AlertMetrics, ConfigView, RedisHealthView
     from integration_kit.redact import Redactor
     from integration_kit.results import CheckResult
 
 log = logging.getLogger(__name__)
 
 SUBMIT_TIMEOUT = 5.0
+CLOSE_GRACE = 5.0  # seconds an evaluation under way may take to finish when the engine closes
 WAKE_GAP = 1.0  # minimum seconds between evaluations woken early by a newly failing check
 
 
@@ -96,10 +100,12 @@ class AlertEngine:
         store: AlertStore | None = None,
         autorun: bool = True,
         ownership: Ownership | None = None,
+        redis_health: RedisHealthView | None = None,
     ) -> None:
         """``autorun=False``: no evaluation loop; the caller runs ``evaluate()`` (tests, one-shot tools).
         ``ownership``: several replicas share the work; this engine speaks only for what it owns
-        (``alerts/voice.py``)."""
+        (``alerts/voice.py``). ``redis_health``: the daemon's verdict on Redis (its self-health alert
+        follows it); without one, the engine's own store rounds decide."""
         self.config = config
         self.voice = Voice(ownership)
         self._gained: set[str] = set()  # integrations that became ours: reload their state before speaking
@@ -111,7 +117,8 @@ class AlertEngine:
         self._clock = clock
         self.store = store or AlertStore(redis, config.alerting.key_prefix)
         self.silence_book = SilenceBook(self.store, lambda: self.config.alerting.silences, clock)
-        self._memory = StoreSync(self.store, self.silence_book, redis_up=metrics.redis_up, redactor=redactor)
+        self._memory = StoreSync(self.store, self.silence_book, redactor=redactor)
+        self._redis_health = redis_health
         self.stats = Stats(max_window=_max_window(config))
         self._facts: dict[str, dict[str, float]] = {}
         self.traffic: dict[str, TrafficStats] = {}  # real-traffic calls by integration (add_traffic)
@@ -119,8 +126,11 @@ class AlertEngine:
         self._health = HealthSampler(metrics)
         self._submit_failing: bool | None = None
         self._firing_labels: set[tuple[str, str, str]] = set()
-        self._task: asyncio.Task[None] | None = None
         self._autorun = autorun
+        self._supervisor = Supervisor(
+            self.name, on_crash=metrics.component_errors.labels(self.name).inc,
+            on_state=lambda ok: metrics.component_ok.labels(self.name).set(1 if ok else 0), redact=redactor.text,
+        )
         self._wake = asyncio.Event()
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
@@ -141,12 +151,12 @@ class AlertEngine:
     # -- Component --------------------------------------------------------------------------------
     async def start(self) -> None:
         await self._memory.load()
-        if self._autorun and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="alert-evaluation")
+        if self._autorun and not self._supervisor.running("alert-evaluation"):
+            self._supervisor.start("alert-evaluation", self._loop)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        await stop(task)
+        """Stop the loop (an evaluation under way may finish, for up to CLOSE_GRACE), then save the state."""
+        await self._supervisor.close(grace=CLOSE_GRACE)
         async with self._lock:
             await self._memory.persist(even_if_down=True)
 
@@ -176,13 +186,12 @@ class AlertEngine:
                 "pending": sorted(k for k, s in states.items() if s.status is AlertStatus.PENDING),
                 "flapping": sorted(k for k, s in states.items() if s.flapping),
                 "silences": sum(1 for s in self.silence_book.in_force() if s.active(now)),
-            }
+            },
+            **self._supervisor.status(),
         }
 
     def ready(self) -> tuple[bool, str]:
-        if self._task is not None and self._task.done():
-            return False, "alert evaluation loop stopped"
-        return True, ""
+        return self._supervisor.ready()
 
     def routes(self) -> list[web.RouteDef]:
         """/api/silences (the app adds a component's routes to its HTTP server)."""
@@ -226,20 +235,15 @@ class AlertEngine:
         while True:
             started = time.monotonic()
             self._wake.clear()
-            try:
-                await self.evaluate()
-            except Exception:
-                log.exception("alert evaluation failed; trying again next interval")
+            await self.evaluate()
             interval = self.config.monitor.evaluation_interval
             # Every interval, or earlier when a check starts failing — but not more often than WAKE_GAP,
             # so a burst of failures costs one evaluation, not one per result.
             gap = min(WAKE_GAP, interval)
-            await asyncio.sleep(max(0.0, gap - (time.monotonic() - started)))
-            with contextlib.suppress(TimeoutError):
-                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is
-                # set (the loop then outlives close() and the shutdown hangs); asyncio.timeout does not.
-                async with asyncio.timeout(max(0.0, interval - (time.monotonic() - started))):
-                    await self._wake.wait()
+            if not await self._supervisor.sleep(gap - (time.monotonic() - started)):
+                return
+            if not await self._supervisor.sleep(interval - (time.monotonic() - started), wake=self._wake):
+                return
 
     async def evaluate(self, now: float | None = None) -> list[Notification]:
         """One evaluation. Returns the notifications handed to the sink (for tests and `status`)."""
@@ -259,6 +263,8 @@ class AlertEngine:
             handed = await self._notify(cfg, now, events)
             self._export_firing()
             await self._memory.persist()
+            self._supervisor.report(self._memory.redis_up is not False,
+                                    f"alert state not in sync with Redis: {self._memory.redis_error}")
             return handed
 
     def _conditions(self, cfg: ConfigView, now: float) -> list[Condition]:
@@ -281,8 +287,11 @@ class AlertEngine:
                     out.extend(rule(inp))
                 except Exception:  # one broken rule must not silence the others
                     log.exception("alert rule %s failed for %s", name, integration)
-        sample = self._health.sample(redis_up=self._memory.redis_up, redis_error=self._memory.redis_error,
-                                     submit_failing=self._submit_failing)
+        if self._redis_health is not None:
+            redis_up, redis_error = self._redis_health.up, self._redis_health.error
+        else:
+            redis_up, redis_error = self._memory.redis_up, self._memory.redis_error
+        sample = self._health.sample(redis_up=redis_up, redis_error=redis_error, submit_failing=self._submit_failing)
         out.extend(self_health.evaluate(sample, cfg.alerting.self_health, integration=self.voice.monitor))
         return out
 

@@ -73,6 +73,12 @@ class NotificationMetrics(Protocol):
     @property
     def notifications(self) -> Counter: ...  # labels: notifier, result (sent / failed / suppressed)
 
+    @property
+    def component_errors(self) -> Counter: ...  # labels: component (crashes of its background loops)
+
+    @property
+    def component_ok(self) -> Gauge: ...  # labels: component (1 while its own work succeeds)
+
 
 class AlertMetrics(NotificationMetrics, Protocol):
     """The metric objects the alert engine writes (and reads back for the monitor's self-health)."""
@@ -81,7 +87,14 @@ class AlertMetrics(NotificationMetrics, Protocol):
     def alert_firing(self) -> Gauge: ...  # labels: integration, alert, severity
 
     @property
-    def redis_up(self) -> Gauge: ...
+    def scheduler_lag(self) -> Histogram: ...
+
+
+class RedisHealthView(Protocol):
+    """The daemon's one verdict on its Redis connection (monitor.redis_connection.RedisHealth)."""
 
     @property
-    def scheduler_lag(self) -> Histogram: ...
+    def up(self) -> bool | None: ...  # None: not checked yet
+
+    @property
+    def error(self) -> str: ...  # redacted, while down

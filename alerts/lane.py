@@ -57,13 +57,12 @@ class Lane:
     notifier: Notifier
     outbox: Outbox
     policy: DeliveryPolicy
-    closing: asyncio.Event  # the dispatcher's: set when it closes
+    closing: asyncio.Event  # the dispatcher's supervisor's ``stopping``: set when it closes
     clock: Callable[[], float] = time.monotonic
     metrics: NotificationMetrics | None = None
     queue: deque[Entry] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
     next_send_at: float = 0.0  # monotonic; pacing and 429 parking
     parked_reason: str | None = None
     retrying: str | None = None  # the last retryable error while an entry is being retried
@@ -71,11 +70,10 @@ class Lane:
     last_receipt: DeliveryReceipt | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "suppressed": 0})
 
-    def start(self, restored: Iterable[Entry]) -> None:
-        """Put what a previous process left in the outbox first in line, then start the worker."""
+    def restore(self, restored: Iterable[Entry]) -> None:
+        """Put what a previous process left in the outbox first in line (before the worker starts)."""
         self.queue.extendleft(reversed(list(restored)))
         self._update_idle()
-        self.task = asyncio.create_task(self._work(), name=f"notifier-{self.notifier.name}")
 
     def append(self, entry: Entry) -> None:
         self.queue.append(entry)
@@ -102,13 +100,11 @@ class Lane:
 
     # ---- the worker -------------------------------------------------------------------------------
 
-    async def _work(self) -> None:
+    async def work(self) -> None:
+        """The worker: delivers until the dispatcher closes. Run supervised (a crash of ours is logged,
+        counted and the worker restarted; the queue is kept)."""
         while not self.closing.is_set():
-            try:
-                await self._work_once()
-            except Exception:  # a bug of ours must not silently stop this lane for good
-                log.exception("notifier worker %s failed; continuing in 1s", self.notifier.name)
-                await self._sleep(1.0)
+            await self._work_once()
 
     async def _work_once(self) -> None:
         """One step: wait for work or pace, then one delivery attempt of the head of the queue."""

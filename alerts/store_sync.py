@@ -4,7 +4,8 @@ Loaded once at start (retried on every evaluation until it worked; what this pro
 wins over what was stored), the stored silences re-read on every evaluation, and only what changed
 written back. Redis trouble never stops an evaluation: every round trip is bounded by ``STORE_TIMEOUT``,
 changes stay dirty until a write succeeds, and the outcome of the last round (``redis_up``, with the
-redacted error) feeds ``integration_monitor_redis_up`` and the monitor's self-health alert.
+redacted error) is the engine's own verdict on its store (``integration_monitor_component_ok``); whether
+Redis is up is the daemon's Redis health check's to say (``integration_monitor_redis_up``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from alerts.state import AlertState
 from alerts.store import AlertStore
 
 if TYPE_CHECKING:
-    from prometheus_client import Gauge
-
     from integration_kit.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -32,14 +31,13 @@ STORE_TIMEOUT = 3.0
 
 
 class StoreSync:
-    def __init__(self, store: AlertStore, silences: SilenceBook, *, redis_up: Gauge, redactor: Redactor) -> None:
+    def __init__(self, store: AlertStore, silences: SilenceBook, *, redactor: Redactor) -> None:
         self.store = store
         self.silences = silences
         self.states: dict[str, AlertState] = {}
         self.groups: dict[str, GroupLog] = {}
         self.redis_up: bool | None = None  # None: not tried yet, or no Redis (memory store)
         self.redis_error = ""  # redacted
-        self._redis_up_gauge = redis_up
         self._redactor = redactor
         self._dirty_states: set[str] = set()
         self._dirty_groups: set[str] = set()
@@ -69,7 +67,6 @@ class StoreSync:
         self.redis_up = error is None
         detail = "" if error is None else f"{type(error).__name__}: {error}"
         self.redis_error = self._redactor.text(detail)
-        self._redis_up_gauge.set(1 if error is None else 0)
 
     async def load(self) -> None:
         try:

@@ -536,13 +536,13 @@ def _monitor_health(d: db.Dashboard) -> db.Dashboard:
     return (
         d.with_row(db.Row("Monitor health"))
         .with_panel(
-            _stat("Redis", "none", w=4)
+            _stat("Redis", "none", w=3)
             .with_target(_query("min(integration_monitor_redis_up)", "redis"))
             .mappings(_up_down())
             .thresholds(_steps((None, "red"), (1, "green")))
         )
         .with_panel(
-            _stat("Config (last reload)", "none", w=4)
+            _stat("Config (last reload)", "none", w=3)
             .with_target(_query("min(integration_monitor_config_last_reload_successful)", "config"))
             .mappings(_up_down(up="OK", down="REJECTED"))
             .thresholds(_steps((None, "red"), (1, "green")))
@@ -555,14 +555,30 @@ def _monitor_health(d: db.Dashboard) -> db.Dashboard:
             .color_mode(cm.BigValueColorMode.NONE)
         )
         .with_panel(
-            _stat("Notifier failures (range)", "none", w=4)
+            _stat("Notifier failures (range)", "none", w=3)
             .with_target(_query(
                 'sum(increase(integration_notifications_total{result="failed"}[$__range])) or vector(0)', "failed"
             ))
             .thresholds(_steps((None, "green"), (1, "red")))
         )
         .with_panel(
-            _stat("Version", "none", w=8)
+            _stat("Components failing", "none", w=3)
+            .description("Components whose own work fails now (integration_monitor_component_ok = 0): e.g. a "
+                         "reader whose Redis reads fail while Redis answers. /api/status says why.")
+            .with_target(_query("count(integration_monitor_component_ok == 0) or vector(0)", "failing"))
+            .thresholds(_steps((None, "green"), (1, "red")))
+        )
+        .with_panel(
+            _stat("Component loop crashes (range)", "none", w=3)
+            .description("Crashes of a component's background loop; each is logged with its traceback and the "
+                         "loop restarted with back-off. Any is a bug worth reading the log for.")
+            .with_target(_query(
+                "sum(increase(integration_monitor_component_errors_total[$__range])) or vector(0)", "crashes"
+            ))
+            .thresholds(_steps((None, "green"), (1, "red")))
+        )
+        .with_panel(
+            _stat("Version", "none", w=5)
             .with_target(_query("count by (version) (integration_monitor_build_info)", "{{version}}"))
             .text_mode(cm.BigValueTextMode.NAME)
             .color_mode(cm.BigValueColorMode.NONE)

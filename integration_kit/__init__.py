@@ -8,7 +8,9 @@ pydantic); http-sfv is used when installed (``ratelimit_headers``). Nothing here
 
 - ``errors``: the bounded error classes, and which ones a retry can fix
 - ``classify``: an HTTP call's outcome (exception, status, body, latency) → error class + detail
-- ``retry``: the retry policy, backoff with full jitter, the one ``Retry-After`` reader, the runner
+- ``retry``: the retry policy, backoff with full jitter, the one ``Retry-After`` reader, the runner, and
+  ``Backoff`` (the wait of a loop that keeps trying)
+- ``supervisor``: background loops that restart after a crash (logged, counted) and always stop when asked
 - ``results``: a check run's result, the request behind it, quota observations
 - ``ratelimit_headers``: rate-limit response headers → quota observations
 - ``header_values``: numbers in header values (first item, delay or epoch)

@@ -6,6 +6,9 @@ integration services for their own calls to a vendor. The runner knows nothing a
 any coroutine that returns an outcome carrying its error class (``None`` = success) and, optionally, how
 long the target asked us to wait.
 
+``Backoff`` is the one back-off of a loop that keeps trying (a reconnecting reader, a restarting loop,
+a notifier lane): consecutive failures → the next wait, exponential with equal jitter, reset on success.
+
 ``parse_retry_after`` is the one reader of ``Retry-After`` values: the probes' retries, the rate-limit
 header parser (``integration_kit.ratelimit_headers``) and the Slack notifier all use it.
 """
@@ -87,6 +90,34 @@ def backoff_delay(policy: RetryPolicy, retry_index: int, rand: Callable[[], floa
     """Full jitter: uniform in [0, min(max_backoff, backoff * 2**retry_index)); retry_index starts at 0."""
     cap = min(policy.max_backoff, policy.backoff * (2.0**retry_index))
     return cap * rand()
+
+
+@dataclass(slots=True, kw_only=True)
+class Backoff:
+    """Consecutive failures of a loop that keeps trying → how long to wait before the next try.
+
+    The n-th failure in a row waits uniformly in ``[cap_n / 2, cap_n]`` with ``cap_n = min(cap, first *
+    2**(n-1))`` ("equal jitter": never near zero, so a loop failing at once never spins, and loops that
+    failed together do not retry together). ``succeeded()`` starts over.
+    """
+
+    first: float = 1.0
+    cap: float = 60.0
+    failures: int = 0
+    rand: Callable[[], float] = random.random
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first <= self.cap:
+            raise ValueError(f"expected 0 < first <= cap seconds, got {self.first!r}/{self.cap!r}")
+
+    def failed(self) -> float:
+        """Count one more failure; the seconds to wait before trying again."""
+        self.failures += 1
+        ceiling = min(self.cap, self.first * 2.0 ** min(self.failures - 1, 62))
+        return ceiling / 2 + self.rand() * ceiling / 2
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 def next_wait(

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio
 from yarl import URL
 
 from checks import run_probe as default_run_probe
@@ -36,6 +35,7 @@ from monitor.cluster_runtime import ClusterRuntime
 from monitor.component import Component, Services
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
+from monitor.redis_connection import RedisHealth, connect, location
 from monitor.scheduler import ProbeRunner, Scheduler, kind_of
 from monitor.server import HttpServer
 from monitor.settings import Config, ConfigError, load_config, split_listen
@@ -50,10 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ComponentFactory = Callable[[Services], Component]
-
-
-REDIS_CONNECT_ATTEMPTS = 3
-REDIS_CONNECT_BACKOFF = 0.5  # seconds, doubled after each failed attempt
 
 
 def secrets_of(config: Config) -> list[str]:
@@ -238,7 +234,8 @@ class App:
         """
         self.started_at = time.time()
         try:
-            client = await self._connect_redis()
+            health = await self._connect_redis()
+            client = health.client if health is not None else None
             self.cluster = ClusterRuntime.build(
                 self.config, redis=client, metrics=self.metrics, redactor=self._redactor, scheduler=self.scheduler,
                 recorder=self.recorder, address=self._address, version=__version__,
@@ -246,8 +243,12 @@ class App:
             await self.cluster.start()  # the share is known before the first probe is scheduled
             self.services = Services(
                 metrics=self.metrics, redactor=self._redactor, redis=client, config=self.config,
-                scheduler=self.scheduler, placement=self.cluster.placement,
+                scheduler=self.scheduler, placement=self.cluster.placement, redis_health=health,
             )
+            if health is not None:  # first: the components after it find it in services.components
+                await health.start()
+                self.components.append(health)
+                self.services.components[health.name] = health
             for factory in self.factories:
                 component = factory(self.services)
                 self.cluster.attach(component)
@@ -262,7 +263,8 @@ class App:
             self.scheduler.session = self.session
             # OAuth2 tokens: one per credential for all checks, shared with the other replicas through
             # Redis; every token it learns is masked from then on (rotating: the list stays short).
-            self.tokens = TokenCache(redis=client, on_secret=self._redactor.rotate, on_fetch=self._token_fetched)
+            self.tokens = TokenCache(redis=self.services.redis, on_secret=self._redactor.rotate,
+                                     on_fetch=self._token_fetched)
             self.scheduler.tokens = self.tokens
             self.scheduler.start()
             await self.server.start()
@@ -422,7 +424,9 @@ class App:
 
     # ---- Redis -----------------------------------------------------------------------------------
 
-    async def _connect_redis(self) -> redis.asyncio.Redis | None:
+    async def _connect_redis(self) -> RedisHealth | None:
+        """The Redis client and its health check (one PING now; redis-py retries a blip, an outage is
+        logged and the components start degraded and catch up on their own). None without a redis_url."""
         secret = self.config.monitor.redis_url
         if secret is None:
             log.info("no monitor.redis_url: Redis-backed features (quotas read from Redis, webhook "
@@ -432,29 +436,10 @@ class App:
                 self.metrics.registry.unregister(self.metrics.redis_up)
             return None
         url = secret.get_secret_value()
-        where = _redis_location(url)
-        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=30
-        )
-        delay = REDIS_CONNECT_BACKOFF
-        for attempt in range(1, REDIS_CONNECT_ATTEMPTS + 1):
-            try:
-                await client.ping()
-            except (redis.RedisError, OSError) as exc:
-                if attempt == REDIS_CONNECT_ATTEMPTS:
-                    log.error("Redis at %s unreachable after %d attempts (%s): Redis-backed features start "
-                              "degraded and retry on their own", where, attempt, type(exc).__name__)
-                    break
-                log.warning("Redis at %s not reachable (attempt %d of %d: %s); retrying in %.1fs",
-                            where, attempt, REDIS_CONNECT_ATTEMPTS, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay *= 2
-            else:
-                self.metrics.redis_up.set(1)
-                log.info("connected to Redis at %s", where)
-                return client
-        self.metrics.redis_up.set(0)
-        return client
+        health = RedisHealth(connect(url), metrics=self.metrics, redactor=self._redactor, where=location(url))
+        if await health.check():
+            log.info("connected to Redis at %s", location(url))
+        return health
 
 
 async def probe_once(
@@ -470,11 +455,7 @@ async def probe_once(
     if check is None:
         raise KeyError(check_name)
     redactor = redactor if redactor is not None else Redactor(secrets_of(config))
-    client = None
-    if config.monitor.redis_url is not None:
-        client = redis.asyncio.Redis.from_url(
-            config.monitor.redis_url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=5.0
-        )
+    client = connect(config.monitor.redis_url.get_secret_value()) if config.monitor.redis_url is not None else None
     tokens = TokenCache(redis=client, on_secret=redactor.rotate)
     session = make_session(limit=0)
     try:
@@ -485,13 +466,3 @@ async def probe_once(
         await session.close()
         if client is not None:
             await client.aclose()
-
-
-def _redis_location(url: str) -> str:
-    """host:port/db of a Redis URL, never its password."""
-    with contextlib.suppress(ValueError):
-        parsed = URL(url)
-        if parsed.scheme == "unix":
-            return f"unix:{parsed.path}"
-        return f"{parsed.host}:{parsed.port or 6379}{parsed.path if parsed.path not in ('', '/') else ''}"
-    return "(unparseable URL)"

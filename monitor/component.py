@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from integration_kit.redact import Redactor
     from integration_kit.results import CheckResult
     from monitor.metrics import Metrics
+    from monitor.redis_connection import RedisHealth
     from monitor.scheduler import Scheduler
     from monitor.settings import Config
 
@@ -33,6 +34,8 @@ class Services:
     # The probe scheduler: ``scheduler.set_interval_factor(integration, factor, reason)`` slows an
     # integration's probes (quota nearly used up). None outside the daemon (e.g. unit tests).
     scheduler: Scheduler | None = None
+    # The one owner of the Redis connection's health (None without Redis): ``up`` and ``error``.
+    redis_health: RedisHealth | None = None
     # Components built so far, by name, so a factory can connect to one started before it
     # (the alert engine reads the quota service and hands notifications to the dispatcher).
     components: dict[str, Component] = field(default_factory=dict)

@@ -136,7 +136,19 @@ class Metrics:
         )
 
         # The monitor itself
-        self.redis_up = Gauge("integration_monitor_redis_up", "1 if the last Redis operation succeeded", registry=r)
+        self.redis_up = Gauge(
+            "integration_monitor_redis_up", "1 while Redis answers the monitor's health check (PING)", registry=r
+        )
+        self.component_errors = Counter(
+            "integration_monitor_component_errors",
+            "Crashes of a component's background loop (each is logged and the loop restarted with back-off)",
+            ("component",), registry=r,
+        )
+        self.component_ok = Gauge(
+            "integration_monitor_component_ok",
+            "1 while the component's own work succeeds (0: e.g. its Redis reads or writes are failing)",
+            ("component",), registry=r,
+        )
         self.scheduler_lag = Histogram(
             "integration_monitor_scheduler_lag_seconds", "Delay between a run's scheduled and actual start",
             buckets=LAG_BUCKETS, registry=r,

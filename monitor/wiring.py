@@ -79,6 +79,7 @@ def alerts(services: Services) -> Component:
         feed=feed if isinstance(feed, AlertmanagerFeed) else None,
         quota_source=QuotaReadings(quota_service) if isinstance(quota_service, QuotaService) else None,
         ownership=services.placement,
+        redis_health=services.redis_health,
     )
     services.placement.on_change(lambda change: engine.ownership_changed(change.integrations_gained,
                                                                        change.integrations_lost))

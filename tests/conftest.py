@@ -1,11 +1,18 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite: the misbehaving target, Redis (shared and private) and the log."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+import io
+import logging
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio
+from needs import free_port, missing
+from redis_servers import SHARED_REDIS, OwnRedis, tag_of
 from targets import Target
 
 
@@ -25,3 +32,59 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     logs = getattr(item, "process_logs", None)
     if report.failed and logs is not None:
         report.sections.append(("process logs", logs()))
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own on the shared Redis, ``test:<12 hex>:``; its hex part also serves as
+    a tag inside key names (``rl:<tag>:…``). Everything containing it is deleted after the test."""
+    return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def shared_redis(prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of the shared Redis at 127.0.0.1:6379 (CI starts it: a test without it fails there and
+    skips elsewhere). Keys containing this test's ``prefix`` tag are deleted afterwards."""
+    client = redis.asyncio.Redis.from_url(SHARED_REDIS)
+    try:
+        await client.ping()
+    except (redis.RedisError, OSError) as exc:
+        await client.aclose()
+        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"*{tag_of(prefix)}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[OwnRedis]:
+    """A redis-server of this test's own on a free port (never the shared one), to stop and start."""
+    if shutil.which("redis-server") is None:
+        missing("redis-server binary not installed (Debian package redis-server)")
+    server = OwnRedis(port=free_port())
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """A stream for the daemon's own (redacting) log handler (``monitor.logs.setup_logging(…, stream=…)``).
+    Afterwards the logging setup is as before: root handlers and levels, and the loggers setup_logging and
+    the scheduler quieten (a leftover level or handler would change what later tests' caplog sees)."""
+    root = logging.getLogger()
+    quieted = [logging.getLogger(name) for name in QUIETENED_LOGGERS]
+    level, handlers, levels = root.level, list(root.handlers), [logger.level for logger in quieted]
+    stream = io.StringIO()
+    yield stream
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for logger, before in zip(quieted, levels, strict=True):
+        logger.setLevel(before)
+
+
+# Loggers whose level the daemon sets: monitor/logs.py (setup_logging) and monitor/scheduler.py.
+QUIETENED_LOGGERS = ("apscheduler", "aiohttp.access", "apscheduler.scheduler", "apscheduler.executors.default")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio
 import yaml
-from test_alert_engine import T0, Clock, Sink, prefix, rds  # noqa: F401  (fixtures)
+from test_alert_engine import T0, Clock, Sink
 
 from alerts.engine import AlertEngine
 from alerts.model import AlertStatus
@@ -49,9 +49,9 @@ def fail(engine: AlertEngine, integration: str, at: float) -> None:
 
 
 async def test_each_replica_speaks_for_what_it_owns_and_a_takeover_keeps_the_incident(
-    rds: redis.asyncio.Redis, prefix: str  # noqa: F811  (the fixtures)
+    shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    client = rds
+    client = shared_redis
     cfg = config(prefix)
     clock = Clock()
     table = {"acme": "r0", "globex": "r1"}
@@ -99,9 +99,9 @@ async def test_each_replica_speaks_for_what_it_owns_and_a_takeover_keeps_the_inc
 
 
 async def test_each_replica_tells_of_its_own_health_under_its_own_name(
-    rds: redis.asyncio.Redis, prefix: str  # noqa: F811  (the fixtures)
+    shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    client = rds
+    client = shared_redis
     cfg = config(prefix)
     clock = Clock()
     engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=Sink(), clock=clock,

@@ -23,8 +23,11 @@ from alerts.self_health import HealthSample, evaluate
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules" / "integration-monitor.rules.yml"
-# The monitor cannot see these itself (monitor_replicas_apart: replicas that are not in one cluster).
-PROMETHEUS_ONLY = {"monitor_down", "monitor_config_reload_failed", "monitor_replicas_apart"}
+# The monitor cannot see these itself: replicas that are not in one cluster (monitor_replicas_apart); a
+# component failing or a loop crashing (the monitor's own health, told by Prometheus from its metrics: the
+# engine may be the one failing).
+PROMETHEUS_ONLY = {"monitor_down", "monitor_config_reload_failed", "monitor_replicas_apart",
+                   "monitor_component_failing", "monitor_component_crashing"}
 
 
 def monitor_rules() -> set[str]:

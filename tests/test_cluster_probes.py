@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from fleet import Fleet, runs_on_timetable
 from needs import missing
+from redis_servers import OwnRedis
 from targets import Target
-from webhook_fixtures import OwnRedis, own_redis  # noqa: F401  (fixture)
 
 from monitor.metrics import Metrics
 
@@ -55,7 +55,7 @@ CHECKS = [f"{integration}/c{i}" for integration, count in INTEGRATIONS.items() f
 
 @pytest.fixture
 async def fleet(
-    request: pytest.FixtureRequest, tmp_path: Path, target: Target, own_redis: OwnRedis  # noqa: F811
+    request: pytest.FixtureRequest, tmp_path: Path, target: Target, own_redis: OwnRedis
 ) -> AsyncIterator[Fleet]:
     from fleet import EXE
 
@@ -216,7 +216,7 @@ def test_cluster_metric_families_are_absent_without_a_cluster() -> None:
 
 
 async def test_redis_down_every_replica_keeps_its_share_and_takes_nothing_over(
-    fleet: Fleet, target: Target, own_redis: OwnRedis  # noqa: F811
+    fleet: Fleet, target: Target, own_redis: OwnRedis
 ) -> None:
     await start_three(fleet)
     before = await probers(fleet)

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -31,6 +30,7 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis_servers import SHARED_REDIS, tag_of
 
 from integration_kit.errors import ErrorClass
 from integration_kit.oauth2 import basic_authorization
@@ -415,54 +415,38 @@ def test_bundled_config_takes_listen_prefix_and_redis_from_env() -> None:
 
 # -- what the demo writes into Redis --------------------------------------------------------------------
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
 @pytest.fixture
-async def redis_client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        await client.aclose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    yield client
-    await client.aclose()
+def demo_prefix(prefix: str) -> str:
+    """The demo's key prefix for this test (``DEMO_KEY_PREFIX``: no trailing colon); the shared_redis
+    fixture deletes what a failing test left under it."""
+    return f"imdemo-{tag_of(prefix)}"
 
 
-@pytest.fixture
-async def prefix(redis_client: redis.asyncio.Redis) -> AsyncIterator[str]:
-    """A key prefix of this test's own; whatever a failing test left under it is deleted afterwards."""
-    value = f"imdemo-test-{uuid.uuid4().hex[:10]}"
-    yield value
-    await cleanup(redis_client, value)
-
-
-async def test_rate_limiter_traffic_is_what_the_libraries_write(redis_client: redis.asyncio.Redis, prefix: str) -> None:
-    traffic = RateLimiterTraffic(redis_client, prefix)
+async def test_rate_limiter_traffic_is_what_the_libraries_write(
+    shared_redis: redis.asyncio.Redis, demo_prefix: str
+) -> None:
+    traffic = RateLimiterTraffic(shared_redis, demo_prefix)
     try:
         await traffic.step(10.0)
         await traffic.step(10.0)
-        busiest = f"{prefix}:rl:payments:acct_0000"
-        assert await redis_client.get(busiest) == b"220"  # 11 calls/s for 20 s
-        assert 0 < await redis_client.pttl(busiest) <= 60_000
-        merchants = [k async for k in redis_client.scan_iter(match=f"{prefix}:rl:payments:*")]
+        busiest = f"{demo_prefix}:rl:payments:acct_0000"
+        assert await shared_redis.get(busiest) == b"220"  # 11 calls/s for 20 s
+        assert 0 < await shared_redis.pttl(busiest) <= 60_000
+        merchants = [k async for k in shared_redis.scan_iter(match=f"{demo_prefix}:rl:payments:*")]
         assert len(merchants) == 8
         # The `limits` package itself reads the sync worker's fixed window: 280 of 1000 used.
         # Sharing our client's pool: closed with it (the options are passed through to redis-py).
-        pool: Any = redis_client.connection_pool
-        storage = RedisStorage(f"async+{REDIS_URL}", implementation="redispy", connection_pool=pool)
+        pool: Any = shared_redis.connection_pool
+        storage = RedisStorage(f"async+{SHARED_REDIS}", implementation="redispy", connection_pool=pool)
         stats = await FixedWindowRateLimiter(storage).get_window_stats(
-            RateLimitItemPerMinute(1000), prefix, "crm", "sync"
+            RateLimitItemPerMinute(1000), demo_prefix, "crm", "sync"
         )
         assert stats.remaining == 1000 - 280
         assert 0 < stats.reset_time - time.time() <= 60
     finally:
-        deleted = await cleanup(redis_client, prefix)
+        deleted = await cleanup(shared_redis, demo_prefix)
     assert deleted == 9
-    assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
+    assert [k async for k in shared_redis.scan_iter(match=f"*{demo_prefix}*")] == []
 
 
 async def test_rate_limiter_traffic_survives_redis_errors(caplog: pytest.LogCaptureFixture) -> None:
@@ -479,10 +463,10 @@ async def test_rate_limiter_traffic_survives_redis_errors(caplog: pytest.LogCapt
 
 
 async def test_webhook_traffic_delivers_duplicates_to_the_ledger_receiver(
-    redis_client: redis.asyncio.Redis, prefix: str
+    shared_redis: redis.asyncio.Redis, demo_prefix: str
 ) -> None:
     stream = WebhookStream(integration="payments", event_types=("invoice.paid",), every=0.01, duplicate_every=2)
-    traffic = WebhookTraffic(redis_client, prefix, streams=(stream,))
+    traffic = WebhookTraffic(shared_redis, demo_prefix, streams=(stream,))
     await traffic.start()
     try:
         for _ in range(200):  # bounded wait for a handful of deliveries
@@ -497,13 +481,13 @@ async def test_webhook_traffic_delivers_duplicates_to_the_ledger_receiver(
     # Every 2nd event is delivered twice; the receiver recorded exactly that in the monitor's keys.
     # (close() may cancel the loop between an event's two copies: one duplicate fewer.)
     assert (processed - 1) // 2 <= duplicates <= (processed + 1) // 2
-    stats = await redis_client.hgetall(stats_key("payments", traffic.ledger_prefix))
+    stats = await shared_redis.hgetall(stats_key("payments", traffic.ledger_prefix))
     # (a delivery cancelled by close() may have been recorded without its answer being counted: +1)
     assert processed + duplicates <= int(stats[b"received"]) <= processed + duplicates + 1
     assert duplicates <= int(stats[b"duplicates"]) <= duplicates + 1
     assert float(stats[b"last_event_ts"]) > 0
-    assert await cleanup(redis_client, prefix) >= processed + 2
-    assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
+    assert await cleanup(shared_redis, demo_prefix) >= processed + 2
+    assert [k async for k in shared_redis.scan_iter(match=f"*{demo_prefix}*")] == []
 
 
 def test_webhook_events_are_seeded_and_duplicated_every_nth() -> None:
@@ -601,9 +585,9 @@ async def test_demo_shows_five_error_classes_and_every_probe_metric_then_stops_o
 
 
 async def test_demo_with_redis_feeds_the_quota_webhook_and_traffic_readers_then_cleans_up(
-    http: aiohttp.ClientSession, redis_client: redis.asyncio.Redis, prefix: str
+    http: aiohttp.ClientSession, shared_redis: redis.asyncio.Redis, demo_prefix: str
 ) -> None:
-    demo = Demo(listen="127.0.0.1:0", redis_url=REDIS_URL, key_prefix=prefix,
+    demo = Demo(listen="127.0.0.1:0", redis_url=SHARED_REDIS, key_prefix=demo_prefix,
                 components=[QuotaService, WebhookService, TrafficService])
     await demo.start()
     loop = asyncio.get_running_loop()
@@ -649,7 +633,7 @@ async def test_demo_with_redis_feeds_the_quota_webhook_and_traffic_readers_then_
         )
     finally:
         await demo.close()
-    assert [k async for k in redis_client.scan_iter(match=f"*{prefix}*")] == []
+    assert [k async for k in shared_redis.scan_iter(match=f"*{demo_prefix}*")] == []
 
 
 def test_demo_command_reports_a_taken_port_and_exits_1() -> None:

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import redis.asyncio
 from processes import run_scripts
+from redis_servers import SHARED_REDIS, OwnRedis
 from targets import Target
-from webhook_fixtures import SHARED_REDIS, OwnRedis, own_redis, prefix, shared_redis
 
 from integration_kit.calls import CallError
 from integration_kit.client import Integration
@@ -22,8 +22,6 @@ from integration_kit.errors import ErrorClass
 from integration_kit.limiter import RateLimit, RateLimiter
 from monitor.quota.reader import read_redis_quota
 from monitor.settings.quota import RedisQuotaConfig
-
-__all__ = ["own_redis", "prefix", "shared_redis"]  # fixtures used by name
 
 WORKER = textwrap.dedent(
     """

@@ -17,15 +17,13 @@ from pathlib import Path
 import redis.asyncio
 import yaml
 from needs import missing
-from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
+from redis_servers import SHARED_REDIS
 
 from integration_kit.redact import Redactor
 from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import parse_config
 from monitor.traffic.service import TrafficService
-
-__all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
 ROOT = Path(__file__).resolve().parent.parent
 DAEMON_ONLY = ("pydantic", "prometheus-client", "apscheduler", "slack-sdk", "pyyaml", "requests")

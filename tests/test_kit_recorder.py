@@ -10,8 +10,8 @@ import textwrap
 import aiohttp
 import redis.asyncio
 from processes import run_scripts, wait_until
+from redis_servers import SHARED_REDIS, OwnRedis
 from targets import Reply, Target
-from webhook_fixtures import SHARED_REDIS, OwnRedis, own_redis, prefix, shared_redis
 
 from integration_kit.calls import CallError, CallOutcome
 from integration_kit.client import Integration
@@ -19,8 +19,6 @@ from integration_kit.errors import ErrorClass
 from integration_kit.recorder import TrafficRecorder
 from integration_kit.retry import RetryPolicy
 from integration_kit.traffic import bucket_key, bucket_of, decode_bucket, last_key
-
-__all__ = ["own_redis", "prefix", "shared_redis"]  # fixtures used by name
 
 T0 = 1_700_000_005.0  # a fixed clock: bucket 1_700_000_000
 

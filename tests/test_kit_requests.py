@@ -12,8 +12,8 @@ import pytest
 import redis
 import redis.asyncio
 import requests
+from redis_servers import SHARED_REDIS
 from targets import Reply, Target, closed_port
-from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
 
 from integration_kit.calls import CallError, Expect
 from integration_kit.errors import ErrorClass
@@ -22,8 +22,6 @@ from integration_kit.requests_adapter import KitAdapter
 from integration_kit.retry import RetryPolicy
 from integration_kit.sync_client import SyncIntegration
 from integration_kit.traffic import decode_bucket
-
-__all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
 CANARY = "sk_live_CANARY_requests_1234"
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)

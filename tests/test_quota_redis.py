@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import limits
@@ -20,8 +20,7 @@ import limits.strategies
 import pytest
 import redis
 import redis.asyncio
-from needs import missing
-from webhook_fixtures import SHARED_REDIS
+from redis_servers import SHARED_REDIS, tag_of
 
 from integration_kit.limiter import GCRA_SCRIPT
 from integration_kit.limiter_formats import REDIS_RATE_EPOCH, KeyReading, reader_for
@@ -30,27 +29,13 @@ from monitor.settings.quota import RedisQuotaConfig
 
 
 @pytest.fixture
-def tag() -> str:
-    return f"qt{uuid.uuid4().hex[:12]}"
+def tag(prefix: str) -> str:
+    """The test's unique tag, inside its key names (``rl:<tag>:…``; deleted by the shared_redis fixture)."""
+    return tag_of(prefix)
 
 
 @pytest.fixture
-async def client(tag: str) -> AsyncIterator[redis.asyncio.Redis]:
-    conn = redis.asyncio.Redis.from_url(SHARED_REDIS)
-    try:
-        await conn.ping()
-    except (redis.RedisError, OSError) as exc:
-        await conn.aclose()
-        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
-    yield conn
-    keys = [k async for k in conn.scan_iter(match=f"*{tag}*", count=1000)]
-    if keys:
-        await conn.delete(*keys)
-    await conn.aclose()
-
-
-@pytest.fixture
-def storage(client: redis.asyncio.Redis) -> Iterator[limits.storage.RedisStorage]:
+def storage(shared_redis: redis.asyncio.Redis) -> Iterator[limits.storage.RedisStorage]:
     store = limits.storage.RedisStorage(SHARED_REDIS)
     yield store
     store.storage.close()
@@ -78,14 +63,14 @@ def reset_at(reading: QuotaReading) -> float:
 # ---- limits: the real library writes, we read, the library reports ----------------------------------
 
 
-async def test_limits_fixed_window_matches_the_library(client, storage, tag):
+async def test_limits_fixed_window_matches_the_library(shared_redis, storage, tag):
     limiter = limits.strategies.FixedWindowRateLimiter(storage)
     item = limits.RateLimitItemPerMinute(10)
     for _ in range(7):
         assert limiter.hit(item, tag, "index")
     cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
 
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     stats = limiter.get_window_stats(item, tag, "index")
     assert reading.observation.used == 7 and reading.observation.limit == 10
     assert reading.observation.window_seconds == 60
@@ -95,19 +80,19 @@ async def test_limits_fixed_window_matches_the_library(client, storage, tag):
 
     for _ in range(5):  # past the limit: the library keeps counting, we report it raw
         limiter.hit(item, tag, "index")
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     assert reading.observation.used == 12 and reading.observation.ratio == pytest.approx(1.2)
     assert limiter.get_window_stats(item, tag, "index").remaining == remaining(reading) == 0
 
 
-async def test_limits_moving_window_matches_the_library(client, storage, tag):
+async def test_limits_moving_window_matches_the_library(shared_redis, storage, tag):
     limiter = limits.strategies.MovingWindowRateLimiter(storage)
     item = limits.RateLimitItemPerSecond(5, 1)
     for _ in range(3):
         assert limiter.hit(item, tag)
     cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
 
-    reading = await read(client, cfg)  # every entry inside the window: one round trip for the keys
+    reading = await read(shared_redis, cfg)  # every entry inside the window: one round trip for the keys
     stats = limiter.get_window_stats(item, tag)
     assert reading.observation.used == 3 and remaining(reading) == stats.remaining == 2
     assert abs(reset_at(reading) - stats.reset_time) <= 1.0
@@ -118,13 +103,13 @@ async def test_limits_moving_window_matches_the_library(client, storage, tag):
     await asyncio.sleep(0.6)
     assert limiter.hit(item, tag)
     await asyncio.sleep(0.55)
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     stats = limiter.get_window_stats(item, tag)
     assert reading.observation.used == 1 and remaining(reading) == stats.remaining == 4
     assert abs(reset_at(reading) - stats.reset_time) <= 1.0
 
 
-async def test_limits_sliding_window_counter_matches_the_library(client, storage, tag):
+async def test_limits_sliding_window_counter_matches_the_library(shared_redis, storage, tag):
     limiter = limits.strategies.SlidingWindowCounterRateLimiter(storage)
     item = limits.RateLimitItemPerSecond(10, 2)
     for _ in range(6):
@@ -134,36 +119,36 @@ async def test_limits_sliding_window_counter_matches_the_library(client, storage
     async def agree() -> None:
         # limits' own read renames keys when the window moved on, so read before and after it: the
         # weighted count only falls as time passes, so the library's answer lies between our two.
-        before = await read(client, cfg)
+        before = await read(shared_redis, cfg)
         stats = limiter.get_window_stats(item, tag)
-        after = await read(client, cfg)
+        after = await read(shared_redis, cfg)
         assert remaining(before) <= stats.remaining <= remaining(after)
         assert abs(reset_at(before) - stats.reset_time) <= 1.0
         assert before.keys == after.keys == 1  # the current/previous pair is one key
 
     await agree()
-    before = await read(client, cfg)
+    before = await read(shared_redis, cfg)
     assert before.observation.used == 6 and before.observation.limit == 10
 
     # After one window the "current" key is really the previous window (the library moves it on its
     # next call); the reader must weigh it as previous without renaming anything.
     await asyncio.sleep(2.3)
-    names = [k.decode() async for k in client.scan_iter(match=f"*{tag}*")]
+    names = [k.decode() async for k in shared_redis.scan_iter(match=f"*{tag}*")]
     assert names == [f"LIMITS:{{LIMITER/{tag}/10/2/second}}"]
-    replayed = await read(client, cfg)
+    replayed = await read(shared_redis, cfg)
     assert 0 < replayed.observation.used < 6
     await agree()
-    assert [k async for k in client.scan_iter(match=f"*{tag}*/-1")]  # the library renamed, we did not
+    assert [k async for k in shared_redis.scan_iter(match=f"*{tag}*/-1")]  # the library renamed, we did not
 
 
-async def test_limits_key_without_prefix(client, tag):
+async def test_limits_key_without_prefix(shared_redis, tag):
     # limits < 3.7 wrote its keys without the "LIMITS:" prefix (same incr_expire script).
     key = f"LIMITER/{tag}/api/100/1/hour"
-    await client.eval(
+    await shared_redis.eval(
         "local c = redis.call('incrby', KEYS[1], ARGV[2]) if tonumber(c) == tonumber(ARGV[2]) then "
         "redis.call('expire', KEYS[1], ARGV[1]) end return c", 1, key, 3600, 42,
     )
-    reading = await read(client, quota(format="limits", match=f"*LIMITER/{tag}/*"))
+    reading = await read(shared_redis, quota(format="limits", match=f"*LIMITER/{tag}/*"))
     assert (reading.observation.used, reading.observation.limit, reading.observation.window_seconds) == (42, 100, 3600)
     assert 3590 < (reading.observation.reset_seconds or 0) <= 3600
 
@@ -182,11 +167,11 @@ return { totalHits, timeToExpire }
 """
 
 
-async def test_counter_rate_limit_redis(client, tag):
+async def test_counter_rate_limit_redis(shared_redis, tag):
     for ip, hits in (("10.0.0.1", 3), ("10.0.0.2", 9), ("10.0.0.3", 1)):
         for _ in range(hits):
-            await client.eval(RATE_LIMIT_REDIS, 1, f"rl:{tag}:{ip}", "0", 60_000)
-    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10, window="1m"))
+            await shared_redis.eval(RATE_LIMIT_REDIS, 1, f"rl:{tag}:{ip}", "0", 60_000)
+    reading = await read(shared_redis, quota(format="counter", match=f"rl:{tag}:*", limit=10, window="1m"))
     obs = reading.observation
     assert (obs.used, obs.limit, obs.window_seconds) == (9, 10, 60)
     assert reading.busiest_key == f"rl:{tag}:10.0.0.2"
@@ -194,26 +179,26 @@ async def test_counter_rate_limit_redis(client, tag):
     assert 59 < (obs.reset_seconds or 0) <= 60
 
 
-async def test_counter_rack_attack(client, tag):
+async def test_counter_rack_attack(shared_redis, tag):
     period = 60
     now = int(time.time())
     key = f"rack::attack:{now // period}:{tag}-req/ip:1.2.3.4"
     for _ in range(4):  # the Redis cache store proxy: INCRBY and EXPIRE in one pipeline
-        async with client.pipeline(transaction=False) as pipe:
+        async with shared_redis.pipeline(transaction=False) as pipe:
             pipe.incrby(key, 1)
             pipe.expire(key, period - now % period + 1)
             await pipe.execute()
-    reading = await read(client, quota(format="counter", match=f"rack::attack:*:{tag}-req/ip:*", limit=5))
+    reading = await read(shared_redis, quota(format="counter", match=f"rack::attack:*:{tag}-req/ip:*", limit=5))
     assert reading.observation.used == 4 and reading.observation.ratio == pytest.approx(0.8)
     assert 0 < (reading.observation.reset_seconds or 0) <= period + 1
 
 
-async def test_rate_limiter_flexible(client, tag):
+async def test_rate_limiter_flexible(shared_redis, tag):
     points, duration = 5, 60
     key = f"rlflx:{tag}:user-1"
 
     async def consume(n: int) -> None:  # RateLimiterRedis._upsert: SET 0 EX NX, INCRBY, PTTL in MULTI
-        async with client.pipeline(transaction=True) as pipe:
+        async with shared_redis.pipeline(transaction=True) as pipe:
             pipe.set(key, 0, ex=duration, nx=True)
             pipe.incrby(key, n)
             pipe.pttl(key)
@@ -222,12 +207,12 @@ async def test_rate_limiter_flexible(client, tag):
     await consume(1)
     await consume(2)
     cfg = quota(format="rate_limiter_flexible", match=f"rlflx:{tag}:*", limit=points, window="60s")
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     assert (reading.observation.used, reading.observation.limit) == (3, 5)
     assert 59 < (reading.observation.reset_seconds or 0) <= 60
 
-    await client.set(key, points + 1, ex=300)  # block(): overwritten with points + 1 for the block duration
-    reading = await read(client, cfg)
+    await shared_redis.set(key, points + 1, ex=300)  # block(): overwritten with points + 1 for the block duration
+    reading = await read(shared_redis, cfg)
     assert reading.observation.ratio == pytest.approx(1.2)
     assert 299 < (reading.observation.reset_seconds or 0) <= 300
 
@@ -258,28 +243,29 @@ return -1
 """
 
 
-async def test_sliding_log_pyrate_limiter(client, tag):
+async def test_sliding_log_pyrate_limiter(shared_redis, tag):
     bucket = f"{tag}:bucket"
-    seconds, micros = await client.time()
+    seconds, micros = await shared_redis.time()
     now_ms = seconds * 1000 + micros // 1000
     rate = (60_000, 10)  # 10 per minute
     # Items from two minutes ago are outside the window (PyrateLimiter leaves them for its leaker).
-    assert await client.eval(PYRATE_PUT, 1, bucket, now_ms - 120_000, 3, f"old:{uuid.uuid4()}:", 1, *rate) == -1
+    assert await shared_redis.eval(PYRATE_PUT, 1, bucket, now_ms - 120_000, 3, f"old:{uuid.uuid4()}:", 1, *rate) == -1
     for weight in (1, 1, 2, 3):
-        assert await client.eval(PYRATE_PUT, 1, bucket, now_ms - 30_000, weight, f"x:{uuid.uuid4()}:", 1, *rate) == -1
-    assert await client.eval(PYRATE_PUT, 1, bucket, now_ms, 5, f"big:{uuid.uuid4()}:", 1, *rate) == 0  # refused
+        item = f"x:{uuid.uuid4()}:"
+        assert await shared_redis.eval(PYRATE_PUT, 1, bucket, now_ms - 30_000, weight, item, 1, *rate) == -1
+    assert await shared_redis.eval(PYRATE_PUT, 1, bucket, now_ms, 5, f"big:{uuid.uuid4()}:", 1, *rate) == 0  # refused
 
-    reading = await read(client, quota(format="sliding_log", match=f"{tag}:bucket", limit=10, window="1m"))
+    reading = await read(shared_redis, quota(format="sliding_log", match=f"{tag}:bucket", limit=10, window="1m"))
     assert reading.observation.used == 7 and reading.observation.limit == 10
     assert 29 <= (reading.observation.reset_seconds or 0) <= 31  # the oldest in-window entry leaves in 30s
     assert not reading.fixed_window
 
 
-async def test_sliding_log_in_seconds(client, tag):
-    seconds, _ = await client.time()
-    await client.zadd(f"{tag}:log", {"a": seconds - 100, "b": seconds - 5, "c": seconds - 1})
+async def test_sliding_log_in_seconds(shared_redis, tag):
+    seconds, _ = await shared_redis.time()
+    await shared_redis.zadd(f"{tag}:log", {"a": seconds - 100, "b": seconds - 5, "c": seconds - 1})
     reading = await read(
-        client, quota(format="sliding_log", match=f"{tag}:log", limit=3, window="10s", time_unit="s")
+        shared_redis, quota(format="sliding_log", match=f"{tag}:log", limit=3, window="10s", time_unit="s")
     )
     assert reading.observation.used == 2 and 4 <= (reading.observation.reset_seconds or 0) <= 6
 
@@ -321,15 +307,15 @@ return { allowed_num, new_tokens }
 """
 
 
-async def test_token_bucket_spring_cloud_gateway(client, tag):
+async def test_token_bucket_spring_cloud_gateway(shared_redis, tag):
     rate, capacity = 1, 20
     keys = [f"request_rate_limiter.{{{tag}.user}}.tokens", f"request_rate_limiter.{{{tag}.user}}.timestamp"]
     for _ in range(12):
-        await client.eval(SPRING_TOKEN_BUCKET, 2, *keys, rate, capacity, "", 1)
+        await shared_redis.eval(SPRING_TOKEN_BUCKET, 2, *keys, rate, capacity, "", 1)
     cfg = quota(format="token_bucket", match=f"request_rate_limiter.{{{tag}.*", capacity=capacity, rate=rate)
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     # What the gateway itself would grant right now: the script with 0 tokens requested.
-    _, available = await client.eval(SPRING_TOKEN_BUCKET, 2, *keys, rate, capacity, "", 0)
+    _, available = await shared_redis.eval(SPRING_TOKEN_BUCKET, 2, *keys, rate, capacity, "", 0)
     assert reading.keys == 1  # .tokens and .timestamp are one bucket
     assert reading.observation.limit == capacity
     # The gateway counts refill in whole seconds of TIME and replies with an integer: within one token.
@@ -337,12 +323,12 @@ async def test_token_bucket_spring_cloud_gateway(client, tag):
     assert reading.observation.used == pytest.approx(12, abs=rate * 2)
 
 
-async def test_token_bucket_hash_in_ms(client, tag):
-    seconds, micros = await client.time()
+async def test_token_bucket_hash_in_ms(shared_redis, tag):
+    seconds, micros = await shared_redis.time()
     now_ms = seconds * 1000 + micros // 1000
-    await client.hset(f"{tag}:tb", mapping={"tokens": 3, "timestamp": now_ms - 1000})
+    await shared_redis.hset(f"{tag}:tb", mapping={"tokens": 3, "timestamp": now_ms - 1000})
     cfg = quota(format="token_bucket", match=f"{tag}:tb", capacity=10, rate=2, layout="hash", time_unit="ms")
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     assert reading.observation.used == pytest.approx(5, abs=0.2)  # 3 tokens + 1 s × 2/s = 5 left of 10
     assert reading.observation.reset_seconds == pytest.approx(2.5, abs=0.2)
 
@@ -353,19 +339,19 @@ async def test_token_bucket_hash_in_ms(client, tag):
 REDIS_RATE_ALLOW_N = GCRA_SCRIPT
 
 
-async def test_gcra_redis_rate(client, tag):
+async def test_gcra_redis_rate(shared_redis, tag):
     key = f"rate:{tag}:user"
     limit = (10, 10, 60)  # burst 10, rate 10 per minute
     for _ in range(4):
-        await client.eval(REDIS_RATE_ALLOW_N, 1, key, *limit, 1)
+        await shared_redis.eval(REDIS_RATE_ALLOW_N, 1, key, *limit, 1)
     cfg = quota(format="gcra", match=f"rate:{tag}:*", variant="redis_rate", rate=10, period="1m", burst=10)
-    reading = await read(client, cfg)
-    peek = await client.eval(REDIS_RATE_ALLOW_N, 1, key, *limit, 0)  # cost 0: what redis_rate reports
+    reading = await read(shared_redis, cfg)
+    peek = await shared_redis.eval(REDIS_RATE_ALLOW_N, 1, key, *limit, 0)  # cost 0: what redis_rate reports
     assert reading.observation.limit == 10
     assert peek[1] - 1 <= math.floor(remaining(reading)) <= peek[1]  # its reply is truncated to an integer
     assert reading.observation.used == pytest.approx(4, abs=0.05)
     assert reading.observation.reset_seconds == pytest.approx(24, abs=0.5)  # 4 × 6 s emission interval
-    raw = float(await client.get(key))
+    raw = float(await shared_redis.get(key))
     assert raw + REDIS_RATE_EPOCH == pytest.approx(time.time() + 24, abs=1)
 
 
@@ -397,14 +383,14 @@ return {0, burst + 1, math.floor(diff / emission)}
 """
 
 
-async def test_gcra_redis_cell(client, tag):
+async def test_gcra_redis_cell(shared_redis, tag):
     key = f"{tag}:cell"
     args = (5, 10, 1)  # CL.THROTTLE key 5 10 1: burst 5, 10 per second → limit 6
     for _ in range(3):
-        await client.eval(REDIS_CELL_THROTTLE, 1, key, *args, 1)
+        await shared_redis.eval(REDIS_CELL_THROTTLE, 1, key, *args, 1)
     cfg = quota(format="gcra", match=f"{tag}:cell", variant="redis_cell", rate=10, period="1s", burst=5)
-    reading = await read(client, cfg)
-    _, limit, left = await client.eval(REDIS_CELL_THROTTLE, 1, key, *args, 0)
+    reading = await read(shared_redis, cfg)
+    _, limit, left = await shared_redis.eval(REDIS_CELL_THROTTLE, 1, key, *args, 0)
     assert reading.observation.limit == limit == 6
     assert math.floor(remaining(reading)) in (left, left - 1)
     assert 0.1 < (reading.observation.reset_seconds or 0) <= 0.3
@@ -413,11 +399,11 @@ async def test_gcra_redis_cell(client, tag):
 # ---- many keys, garbage, round trips ----------------------------------------------------------------
 
 
-async def test_bad_keys_are_skipped_and_the_rest_counted(client, tag):
-    await client.set(f"rl:{tag}:good", 4, ex=60)
-    await client.rpush(f"rl:{tag}:list", "x")
-    await client.set(f"rl:{tag}:text", "not-a-number")
-    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+async def test_bad_keys_are_skipped_and_the_rest_counted(shared_redis, tag):
+    await shared_redis.set(f"rl:{tag}:good", 4, ex=60)
+    await shared_redis.rpush(f"rl:{tag}:list", "x")
+    await shared_redis.set(f"rl:{tag}:text", "not-a-number")
+    reading = await read(shared_redis, quota(format="counter", match=f"rl:{tag}:*", limit=10))
     assert reading.observation.used == 4 and reading.keys == 1
     assert dict(reading.skipped) == {
         f"rl:{tag}:list": "unexpected type list",
@@ -425,17 +411,18 @@ async def test_bad_keys_are_skipped_and_the_rest_counted(client, tag):
     }
 
 
-async def test_keys_mget_cannot_read_are_typed_once(client, tag):
+async def test_keys_mget_cannot_read_are_typed_once(shared_redis, tag):
     # gcra and token buckets read values with one MGET, which answers nil for a list as for a
     # missing key: an EXISTS over the batch tells them apart, and only then a TYPE is asked.
-    await client.set(f"rate:{tag}:ok", 1.0e8, ex=60)
-    await client.rpush(f"rate:{tag}:list", "x")
+    await shared_redis.set(f"rate:{tag}:ok", 1.0e8, ex=60)
+    await shared_redis.rpush(f"rate:{tag}:list", "x")
     cfg = quota(format="gcra", match=f"rate:{tag}:*", variant="redis_rate", rate=1, period="1s", burst=5)
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     assert dict(reading.skipped) == {f"rate:{tag}:list": "unexpected type list"}
     assert reading.keys == 1 and reading.observation.used == 0  # a TAT in the past: nothing used
-    await client.hset(f"{tag}:h", mapping={"tokens": "many"})
-    reading = await read(client, quota(format="token_bucket", match=f"{tag}:h", capacity=5, rate=1, layout="hash"))
+    await shared_redis.hset(f"{tag}:h", mapping={"tokens": "many"})
+    bucket_cfg = quota(format="token_bucket", match=f"{tag}:h", capacity=5, rate=1, layout="hash")
+    reading = await read(shared_redis, bucket_cfg)
     assert dict(reading.skipped) == {f"{tag}:h": "non-numeric value 'many'"}
 
 
@@ -447,35 +434,35 @@ def test_a_key_gone_between_scan_and_read_is_zero_usage():
     assert isinstance(here[1], KeyReading) and here[1].used == 3
 
 
-async def test_key_names_that_are_not_utf8(client, tag):
-    await client.set(f"rl:{tag}:".encode() + b"\xff\xfe", 5, ex=60)
-    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+async def test_key_names_that_are_not_utf8(shared_redis, tag):
+    await shared_redis.set(f"rl:{tag}:".encode() + b"\xff\xfe", 5, ex=60)
+    reading = await read(shared_redis, quota(format="counter", match=f"rl:{tag}:*", limit=10))
     assert reading.observation.used == 5 and reading.busiest_key == f"rl:{tag}:\udcff\udcfe"
 
 
-async def test_no_key_is_zero_usage(client, tag):
-    reading = await read(client, quota(format="counter", match=f"rl:{tag}:*", limit=10))
+async def test_no_key_is_zero_usage(shared_redis, tag):
+    reading = await read(shared_redis, quota(format="counter", match=f"rl:{tag}:*", limit=10))
     assert (reading.observation.used, reading.observation.limit, reading.keys, reading.busiest_key) == (0, 10, 0, None)
-    reading = await read(client, quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*"))
+    reading = await read(shared_redis, quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*"))
     assert reading.observation.used == 0 and reading.observation.limit is None
 
 
-async def test_many_keys_cost_few_round_trips(client, tag):
+async def test_many_keys_cost_few_round_trips(shared_redis, tag):
     n = 3000
-    async with client.pipeline(transaction=False) as pipe:
+    async with shared_redis.pipeline(transaction=False) as pipe:
         for i in range(n):
             pipe.set(f"rl:{tag}:{i}", i % 100, ex=60)
         await pipe.execute()
-    size = await client.dbsize()
+    size = await shared_redis.dbsize()
     cfg = quota(format="counter", match=f"rl:{tag}:*", limit=100, scan_count=5000)
-    reading = await read(client, cfg)
+    reading = await read(shared_redis, cfg)
     assert reading.keys == n and reading.observation.used == 99
     assert reading.keys_near_limit == 19 * (n // 100)  # values 81…99 of every hundred
     # One SCAN page per scan_count slots of the whole (shared) keyspace, plus one pipeline for the reads.
     assert reading.round_trips <= math.ceil(size / cfg.scan_count) + 3
 
 
-async def test_decoded_responses_client_reads_the_same(client, tag):
+async def test_decoded_responses_client_reads_the_same(shared_redis, tag):
     conn = redis.asyncio.Redis.from_url(SHARED_REDIS, decode_responses=True)
     try:
         await conn.set(f"rl:{tag}:a", 7, ex=30)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
-from needs import free_port, missing
-from webhook_fixtures import SHARED_REDIS, OwnRedis
+from redis_servers import OwnRedis, tag_of
 
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult, QuotaObservation
@@ -238,38 +235,12 @@ def test_format_options_are_checked_at_load(quota, message):
 # ---- Redis ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def shared() -> AsyncIterator[tuple[redis.asyncio.Redis, str]]:
-    tag = f"qs{uuid.uuid4().hex[:12]}"
-    client = redis.asyncio.Redis.from_url(SHARED_REDIS)
-    try:
-        await client.ping()
-    except (redis.RedisError, OSError) as exc:
-        await client.aclose()
-        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
-    yield client, tag
-    keys = [k async for k in client.scan_iter(match=f"*{tag}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 def counter_quota(tag: str) -> str:
     return f"      - {{name: api, source: redis, format: counter, match: 'rl:{tag}:*', limit: 10, interval: 50ms}}"
 
 
-@pytest.fixture
-async def private_redis() -> AsyncIterator[OwnRedis]:
-    """A redis-server of this test's own, to stop and start (never the shared one)."""
-    if shutil.which("redis-server") is None:
-        missing("redis-server binary not installed")
-    server = OwnRedis(port=free_port())
-    yield server
-    await server.stop()
-
-
-async def test_redis_quota_is_polled_into_gauges_and_bad_keys_are_logged_once(shared, caplog):
-    client, tag = shared
+async def test_redis_quota_is_polled_into_gauges_and_bad_keys_are_logged_once(shared_redis, prefix, caplog):
+    client, tag = shared_redis, tag_of(prefix)
     await client.set(f"rl:{tag}:a", 9, ex=60)
     await client.set(f"rl:{tag}:b", 2, ex=60)
     await client.rpush(f"rl:{tag}:odd", "x")
@@ -285,7 +256,7 @@ async def test_redis_quota_is_polled_into_gauges_and_bad_keys_are_logged_once(sh
     assert sample(m, "integration_quota_usage_ratio", "api", "redis") == 0.9
     assert sample(m, "integration_quota_keys", "api", "redis") == 2
     assert sample(m, "integration_quota_keys_near_limit", "api", "redis") == 1
-    assert m.registry.get_sample_value("integration_monitor_redis_up") == 1
+    assert m.registry.get_sample_value("integration_monitor_component_ok", {"component": "quota"}) == 1
     [state] = service.snapshot()
     assert (state.source, state.busiest_key, state.keys) == ("redis", f"rl:{tag}:a", 2)
     assert caplog.text.count(f"skipping key rl:{tag}:odd: unexpected type") == 1
@@ -302,35 +273,37 @@ async def test_without_redis_only_header_quotas_run(caplog):
     await service.close()
 
 
-async def test_redis_restart_is_survived(private_redis: OwnRedis):
-    await private_redis.start()
-    client = redis.asyncio.Redis.from_url(private_redis.url, socket_timeout=1, socket_connect_timeout=1)
+async def test_redis_restart_is_survived(own_redis: OwnRedis):
+    await own_redis.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url, socket_timeout=1, socket_connect_timeout=1)
     service, m = make(config(counter_quota("r")), client, max_backoff=0.2, read_timeout=2.0)
     try:
         await client.set("rl:r:x", 4, ex=600)
         await service.start()
         await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 4)
 
-        await private_redis.stop()
-        await wait_for(lambda: m.registry.get_sample_value("integration_monitor_redis_up") == 0)
+        await own_redis.stop()
+        # The quota reader says its reads fail; whether Redis is down is the Redis health check's to say.
+        quota_ok = lambda: m.registry.get_sample_value("integration_monitor_component_ok", {"component": "quota"})  # noqa: E731
+        await wait_for(lambda: quota_ok() == 0)
         assert sample(m, "integration_quota_used", "api", "redis") is None  # stale gauges are removed
         assert sample(m, "integration_quota_keys", "api", "redis") is None
         assert service.snapshot() == []
         source = service.status()["redis_sources"]["github/api"]
         assert source["ok"] is False and source["failures"] >= 1 and "Connection" in source["last_error"]
 
-        await private_redis.start()  # a fresh, empty server on the same port
+        await own_redis.start()  # a fresh, empty server on the same port
         await client.set("rl:r:x", 7, ex=600)
         await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 7)
-        assert m.registry.get_sample_value("integration_monitor_redis_up") == 1
+        assert m.registry.get_sample_value("integration_monitor_component_ok", {"component": "quota"}) == 1
         assert service.status()["redis_sources"]["github/api"]["ok"] is True
     finally:
         await service.close()
         await client.aclose()
 
 
-async def test_reload_restarts_changed_redis_quotas(shared):
-    client, tag = shared
+async def test_reload_restarts_changed_redis_quotas(shared_redis, prefix):
+    client, tag = shared_redis, tag_of(prefix)
     await client.set(f"rl:{tag}:a", 5, ex=60)
     service, m = make(config(counter_quota(tag)), client)
     await service.start()

@@ -4,8 +4,7 @@ expire) and /api/silences (GET, POST, DELETE, bearer token)."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_servers import SHARED_REDIS
 
 from alerts.api import add_routes
 from alerts.engine import AlertEngine
@@ -29,7 +29,6 @@ from monitor.metrics import Metrics
 from monitor.settings import parse_config
 from monitor.write_guard import write_guard
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_800_000_000.0
 
 
@@ -64,34 +63,19 @@ def test_config_silences() -> None:
     assert not s.active(s.ends_at)
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    value = f"test:silences:{uuid.uuid4().hex}:"
-    yield value
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=value + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+async def test_store_roundtrip_in_redis(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
+    store = AlertStore(shared_redis, prefix)
+    a = new_silence(now=T0, duration=60, integration="acme", comment="deploy")
+    b = new_silence(now=T0 + 1, duration=60, alert="quota")
+    await store.put_silence(a)
+    await store.put_silence(b)
+    assert await store.load_silences() == [a, b]
+    await store.delete_silences([a.id])
+    assert await store.load_silences() == [b]
+    assert await shared_redis.exists(prefix + "silences") == 1
 
 
-async def test_store_roundtrip_in_redis(prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        store = AlertStore(client, prefix)
-        a = new_silence(now=T0, duration=60, integration="acme", comment="deploy")
-        b = new_silence(now=T0 + 1, duration=60, alert="quota")
-        await store.put_silence(a)
-        await store.put_silence(b)
-        assert await store.load_silences() == [a, b]
-        await store.delete_silences([a.id])
-        assert await store.load_silences() == [b]
-        assert await client.exists(prefix + "silences") == 1
-    finally:
-        await client.aclose()
-
-
-def write_config(tmp_path: Path, prefix: str, redis_url: str | None = REDIS_URL) -> Path:
+def write_config(tmp_path: Path, prefix: str, redis_url: str | None = SHARED_REDIS) -> Path:
     raw: dict[str, Any] = {
         "integrations": {"acme": {"checks": [{"name": "api", "kind": "http", "url": "https://acme.test/x"}]}},
         "alerting": {"key_prefix": prefix},
@@ -103,7 +87,9 @@ def write_config(tmp_path: Path, prefix: str, redis_url: str | None = REDIS_URL)
     return path
 
 
-def test_silence_command_add_list_expire(tmp_path: Path, prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_silence_command_add_list_expire(
+    tmp_path: Path, shared_redis: redis.asyncio.Redis, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = str(write_config(tmp_path, prefix))
     assert main(["silence", "add", "-c", path, "--integration", "acme", "--alert", "probe_down",
                  "--duration", "2h", "--comment", "vendor maintenance", "--by", "ops"]) == 0
@@ -128,7 +114,9 @@ def test_silence_command_add_list_expire(tmp_path: Path, prefix: str, capsys: py
     assert main(["silence", "expire", "-c", path, "nope"]) == 1
 
 
-def test_silence_command_rejects_bad_input(tmp_path: Path, prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_silence_command_rejects_bad_input(
+    tmp_path: Path, shared_redis: redis.asyncio.Redis, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = str(write_config(tmp_path, prefix))
     assert main(["silence", "add", "-c", path, "--integration", "nosuch", "--duration", "1h"]) == 2
     assert "unknown integration 'nosuch' (configured: acme)" in capsys.readouterr().err
@@ -142,14 +130,15 @@ def test_silence_command_rejects_bad_input(tmp_path: Path, prefix: str, capsys: 
 
 
 @pytest.fixture
-async def api(prefix: str) -> AsyncIterator[tuple[TestClient[Any, Any], AlertEngine]]:
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
+async def api(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> AsyncIterator[tuple[TestClient[Any, Any], AlertEngine]]:
     cfg = parse_config(yaml.safe_dump({
         "integrations": {"acme": {}},
         "monitor": {"api_token": "tok-123456"},
         "alerting": {"key_prefix": prefix},
     }), env={})
-    engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=client,
+    engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(cfg.secret_values()), redis=shared_redis,
                          clock=lambda: T0, autorun=False)
     await engine.start()
     app = web.Application(middlewares=[write_guard(lambda: "tok-123456", host="127.0.0.1")])  # as the daemon's
@@ -161,7 +150,6 @@ async def api(prefix: str) -> AsyncIterator[tuple[TestClient[Any, Any], AlertEng
     finally:
         await http.close()
         await engine.close()
-        await client.aclose()
 
 
 AUTH = {"Authorization": "Bearer tok-123456"}
@@ -265,7 +253,7 @@ async def test_a_stored_record_that_cannot_be_read_is_skipped_logged_once_and_ex
         "deep": "[" * 5000 + "]" * 5000,
         "missing": '{"id": "missing"}',
     }
-    raw = redis.Redis.from_url(REDIS_URL)
+    raw = redis.Redis.from_url(SHARED_REDIS)
     raw.hset(prefix + "silences", mapping=damaged)
     raw.close()
     for _ in range(3):  # the engine and the API read the store again and again: one warning per record
@@ -278,7 +266,7 @@ async def test_a_stored_record_that_cannot_be_read_is_skipped_logged_once_and_ex
     for silence_id in damaged:
         resp = await http.delete(f"/api/silences/{silence_id}", headers=AUTH)
         assert resp.status == 200 and (await resp.json())["active"] is False, silence_id
-    raw = redis.Redis.from_url(REDIS_URL)
+    raw = redis.Redis.from_url(SHARED_REDIS)
     assert set(raw.hkeys(prefix + "silences")) == {good.encode()}
     raw.close()
     assert (await http.delete(f"/api/silences/{good}", headers=AUTH)).status == 200
@@ -321,10 +309,10 @@ async def test_any_json_body_is_2xx_or_4xx_and_the_state_stays_listable(
 
 
 def test_silence_command_lists_around_and_expires_a_record_it_cannot_read(
-    tmp_path: Path, prefix: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, shared_redis: redis.asyncio.Redis, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = str(write_config(tmp_path, prefix))
-    raw = redis.Redis.from_url(REDIS_URL)
+    raw = redis.Redis.from_url(SHARED_REDIS)
     raw.hset(prefix + "silences", "broken", '{"id": "broken", "starts_at": 0, "ends_at": NaN}')
     assert main(["silence", "list", "-c", path, "--all"]) == 0
     assert "no silences" in capsys.readouterr().out

@@ -7,9 +7,7 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -36,25 +34,6 @@ async def fake() -> AsyncIterator[FakeSlack]:
     server = await FakeSlack().start()
     yield server
     await server.close()
-
-
-@pytest.fixture
-async def shared_redis() -> AsyncIterator[tuple[redis.asyncio.Redis, str]]:
-    """The shared Redis at 127.0.0.1:6379 with a prefix of our own; our keys are deleted afterwards."""
-    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    except (redis.RedisError, OSError) as exc:
-        await client.aclose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable ({exc})")
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield client, prefix
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def alert(key: str, *, status: AlertStatus = AlertStatus.FIRING, summary: str | None = None, **kw: object) -> Alert:
@@ -252,8 +231,8 @@ async def test_webhook_mode_retries_5xx_and_429_and_stops_on_4xx(
     assert "webhooksecret" not in caplog.text and "webhooksecret" not in json.dumps(dispatcher.status())
 
 
-async def test_outbox_survives_a_restart(fake: FakeSlack, shared_redis: tuple[redis.asyncio.Redis, str]) -> None:
-    client, prefix = shared_redis
+async def test_outbox_survives_a_restart(fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str) -> None:
+    client = shared_redis
     outbox, threads = f"{prefix}outbox:", f"{prefix}im:"
     first = Dispatcher([bot(fake, redis_client=client, prefix=threads)], redis=client, key_prefix=outbox, policy=FAST)
     await first.start()
@@ -394,9 +373,9 @@ async def test_send_test_alert_command(fake: FakeSlack, tmp_path: Path) -> None:
 
 
 async def test_submitted_before_start_is_sent_once(
-    fake: FakeSlack, shared_redis: tuple[redis.asyncio.Redis, str]
+    fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    client, prefix = shared_redis
+    client = shared_redis
     dispatcher = Dispatcher([bot(fake)], redis=client, key_prefix=prefix, policy=FAST)
     await dispatcher.submit(notification("early", alert("early/x")))  # persisted, then start() loads the outbox
     await run(dispatcher)

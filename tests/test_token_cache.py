@@ -16,16 +16,14 @@ from daemon_support import until
 from oauth2_server import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, OAuth2Server
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis_servers import SHARED_REDIS
 from targets import closed_port
-from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
 
 from integration_kit.errors import ErrorClass
 from integration_kit.oauth2 import TokenError, TokenGrant
 from integration_kit.token_cache import TokenCache
 from monitor.app import App
 from monitor.settings import parse_config
-
-__all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
 
 @pytest.fixture

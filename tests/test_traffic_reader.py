@@ -10,7 +10,6 @@ import aiohttp
 import redis.asyncio
 import yaml
 from targets import Reply, Target
-from webhook_fixtures import prefix, shared_redis
 
 from alerts.engine import AlertEngine
 from alerts.rules import RuleInput
@@ -28,8 +27,6 @@ from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 from monitor.traffic.service import TrafficService
-
-__all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
 
 def make_config(prefix: str, **error_rate: Any) -> Config:

@@ -20,13 +20,11 @@ from aiohttp.test_utils import TestServer
 from needs import free_port
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from webhook_fixtures import SHARED_REDIS, prefix, shared_redis
+from redis_servers import SHARED_REDIS
 
 from alerts.webhook_config import WebhookConfig
 from integration_kit.webhooks import WebhookLedger, event_key, stats_key, types_key
 from monitor.demo.webhooks import make_receiver_app
-
-__all__ = ["prefix", "shared_redis"]  # fixtures used by name
 
 ROOT = Path(__file__).resolve().parents[1]
 

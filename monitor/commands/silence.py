@@ -22,7 +22,6 @@ from integration_kit.durations import parse_duration
 from monitor.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load_or_report
 
 if TYPE_CHECKING:
-    import redis.asyncio
 
     from monitor.settings import Config
 
@@ -70,12 +69,12 @@ def _config(args: argparse.Namespace) -> Config | None:
 
 
 async def _with_store(config: Config, work: Any) -> int:
-    import redis.asyncio
+    import redis
+
+    from monitor.redis_connection import connect
 
     assert config.monitor.redis_url is not None
-    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-        config.monitor.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=5
-    )
+    client = connect(config.monitor.redis_url.get_secret_value())
     try:
         code: int = await work(AlertStore(client, config.alerting.key_prefix))
         return code

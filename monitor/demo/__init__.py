@@ -104,9 +104,9 @@ class Demo:
         if self.redis_url is None:
             log.info("demo without Redis: quotas come from response headers only; webhook gauges are off")
             return
-        import redis.asyncio
+        from monitor.redis_connection import connect
 
-        self._redis = redis.asyncio.Redis.from_url(self.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self._redis = connect(self.redis_url)
         self._traffic = RateLimiterTraffic(self._redis, self.key_prefix, seed=self.seed)
         self._traffic.start()
         self.webhooks = WebhookTraffic(self._redis, self.key_prefix, seed=self.seed)

@@ -19,7 +19,7 @@ Every key the demo writes lives under ``<prefix>``; ``cleanup`` deletes them.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+
+from integration_kit.supervisor import Supervisor
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -91,6 +93,9 @@ def demo_limiters(prefix: str, *, seed: int = 0, merchants: int = 8) -> list[Lim
     return out
 
 
+RATE_LIMITER_LOOP = "demo-rate-limiter-traffic"
+
+
 class RateLimiterTraffic:
     """Writes the limiters' counters once per ``tick`` seconds until closed."""
 
@@ -100,7 +105,7 @@ class RateLimiterTraffic:
         self.limiters = demo_limiters(prefix, seed=seed)
         self._tick = tick
         self._carry = [0.0] * len(self.limiters)  # fractional calls not written yet
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor("demo")
 
     async def step(self, seconds: float) -> None:
         """Write ``seconds`` worth of traffic (one pipelined round trip)."""
@@ -116,10 +121,10 @@ class RateLimiterTraffic:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._supervisor.running(RATE_LIMITER_LOOP)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="demo-rate-limiter-traffic")
+        self._supervisor.start(RATE_LIMITER_LOOP, self._run)
 
     async def _run(self) -> None:
         failing = False
@@ -138,13 +143,11 @@ class RateLimiterTraffic:
                 if failing:
                     log.info("demo: writing rate-limit counters to Redis again")
                 failing = False
-            await asyncio.sleep(self._tick)
+            if not await self._supervisor.sleep(self._tick):
+                return
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._supervisor.close(grace=0.0)
 
 
 async def cleanup(redis: redis.asyncio.Redis, prefix: str) -> int:
@@ -218,7 +221,7 @@ class WebhookTraffic:
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = Supervisor("demo")
 
     async def start(self, host: str = "127.0.0.1") -> None:
         from monitor.demo.webhooks import make_receiver_app
@@ -235,10 +238,9 @@ class WebhookTraffic:
         self.url = f"http://{host}:{self._runner.addresses[0][1]}"
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         started = self._clock()
-        self._tasks = [
-            asyncio.create_task(self._deliver_forever(stream, started), name=f"demo-webhooks-{stream.integration}")
-            for stream in self.streams
-        ]
+        for stream in self.streams:
+            self._supervisor.start(f"demo-webhooks-{stream.integration}",
+                                   functools.partial(self._deliver_forever, stream, started))
 
     def events(self, stream: WebhookStream) -> Iterator[tuple[dict[str, Any], int]]:
         """The stream's events in order, each with how many times it is delivered (seeded)."""
@@ -266,20 +268,18 @@ class WebhookTraffic:
         for event, copies in self.events(stream):
             if stream.period is not None:
                 into = (self._clock() - started) % stream.period
-                if into >= stream.active:
-                    await asyncio.sleep(stream.period - into)  # quiet until the next burst
+                if into >= stream.active and not await self._supervisor.sleep(stream.period - into):
+                    return  # (quiet until the next burst)
             for _ in range(copies):
                 try:
                     await self.deliver(stream, event)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     log.warning("demo: webhook delivery to the %s receiver failed: %s", stream.integration, exc)
-            await asyncio.sleep(stream.every)
+            if not await self._supervisor.sleep(stream.every):
+                return
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._supervisor.close(grace=0.0)
         if self._session is not None:
             await self._session.close()
             self._session = None

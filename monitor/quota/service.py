@@ -12,10 +12,12 @@ many keys it matches (``integration_quota_keys`` / ``integration_quota_keys_near
 Staleness. Headers: the last response that announced quota policies stands until the next one (a
 response without quota headers, or no response at all, changes nothing), except ``retry-after``, which
 lasts only as long as responses carry it. Redis: when a read fails (Redis down, slow, ACL…), every
-series of that quota is removed, the quota leaves ``snapshot()``, ``integration_monitor_redis_up`` is
-0 and ``status()`` shows the error; reads go on with backoff (``min(1s, interval)`` doubling up to
+series of that quota is removed, the quota leaves ``snapshot()``, the component reports itself not ok
+(``integration_monitor_component_ok{component="quota"}`` 0) and ``status()`` shows the error; reads go
+on with back-off (``integration_kit.retry.Backoff``: ``min(1s, interval)`` doubling up to
 ``max_backoff``) and the series come back with the first good read. A key of an unexpected type or a
-non-numeric value is logged once and skipped; the other keys still count.
+non-numeric value is logged once and skipped; the other keys still count. Each Redis quota's poller
+is a supervised loop (``integration_kit.supervisor``): a crash is logged, counted and the loop restarted.
 
 Probe backoff. When the usage ratio of any quota of an integration is above its
 ``probe_backoff_above`` (or a Retry-After is in force), its probes slow down by ``BACKOFF_FACTOR``; a
@@ -28,6 +30,7 @@ it changes (1.0 = normal again; default: ``services.scheduler.set_interval_facto
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -36,6 +39,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from integration_kit.ratelimit_headers import DEFAULT, observed_quota
+from integration_kit.retry import Backoff
+from integration_kit.supervisor import Supervisor
 from monitor.metrics import remove_series
 from monitor.quota.burn import BurnTracker
 from monitor.quota.reader import QuotaReading, read_redis_quota
@@ -82,7 +87,7 @@ class QuotaState:
 @dataclass(slots=True)
 class _Poller:
     cfg: RedisQuotaConfig
-    task: asyncio.Task[None] | None = None
+    backoff: Backoff
     failures: int = 0
     last_error: str | None = None
     last_read_at: float | None = None
@@ -113,7 +118,11 @@ class QuotaService:
         self._trackers: dict[tuple[str, str, Source], BurnTracker] = {}
         self._headers: dict[tuple[str, str], list[HeadersQuotaConfig]] = {}
         self._pollers: dict[tuple[str, str], _Poller] = {}
-        self._retired: set[asyncio.Task[None]] = set()  # cancelled on reload, awaited on close
+        self._supervisor = Supervisor(
+            self.name, on_crash=self.metrics.component_errors.labels(self.name).inc,
+            on_state=lambda ok: self.metrics.component_ok.labels(self.name).set(1 if ok else 0),
+            redact=services.redactor.text,
+        )
         self._backoff: dict[str, tuple[float, str]] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._redacted_policies: set[str] = set()  # logged once each
@@ -130,13 +139,7 @@ class QuotaService:
 
     async def close(self) -> None:
         self._started = False
-        tasks = [p.task for p in self._pollers.values() if p.task is not None] + list(self._retired)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._retired.clear()
-        for poller in self._pollers.values():
-            poller.task = None
+        await self._supervisor.close(grace=0.0)
 
     def on_result(self, result: CheckResult) -> None:
         try:
@@ -168,9 +171,10 @@ class QuotaService:
             "probe_backoff": {
                 i: {"factor": f, "reason": r} for i, (f, r) in sorted(self._backoff.items()) if f != 1.0
             },
+            **self._supervisor.status(),
             "redis_sources": {
                 f"{i}/{q}": {
-                    "running": p.task is not None,
+                    "running": self._supervisor.running(_loop_name(i, q)),
                     "ok": p.failures == 0 and p.last_read_at is not None,
                     "failures": p.failures,
                     "last_error": p.last_error,
@@ -182,7 +186,8 @@ class QuotaService:
         }
 
     def ready(self) -> tuple[bool, str]:
-        return True, ""  # quotas are best effort: a Redis outage must not take the monitor out of rotation
+        # Quotas are best effort: a Redis outage must not take the monitor out of rotation; a crashing loop does.
+        return self._supervisor.ready()
 
     def snapshot(self) -> list[QuotaState]:
         """The latest state of every quota series, sorted by integration and quota."""
@@ -250,18 +255,23 @@ class QuotaService:
         wanted = self._redis_quotas()
         for key, poller in list(self._pollers.items()):
             if wanted.get(key) != poller.cfg:
-                if poller.task is not None:
-                    poller.task.cancel()
-                    self._retired.add(poller.task)
-                    poller.task.add_done_callback(self._retired.discard)
+                self._supervisor.cancel(_loop_name(*key))
                 del self._pollers[key]
                 self._drop(key[0], key[1], "redis")
         for key, cfg in wanted.items():
-            poller = self._pollers.setdefault(key, _Poller(cfg))
-            if self._started and poller.task is None and self.services.redis is not None:
-                poller.task = asyncio.get_running_loop().create_task(
-                    self._poll(key[0], poller), name=f"quota:{key[0]}/{key[1]}"
-                )
+            if key not in self._pollers:
+                first = min(1.0, cfg.interval)
+                self._pollers[key] = _Poller(cfg, Backoff(first=first, cap=max(first, self.max_backoff)))
+            poller = self._pollers[key]
+            name = _loop_name(*key)
+            if self._started and self.services.redis is not None and not self._supervisor.running(name):
+                self._supervisor.start(name, functools.partial(self._poll, key[0], poller))
+        self._report()
+
+    def _report(self) -> None:
+        """The component's own verdict: ok while every Redis quota's last read worked."""
+        failing = [f"{i}/{q}: {p.last_error}" for (i, q), p in sorted(self._pollers.items()) if p.failures]
+        self._supervisor.report(not failing, "Redis reads failing: " + "; ".join(failing))
 
     async def _poll(self, integration: str, poller: _Poller) -> None:
         cfg = poller.cfg
@@ -273,33 +283,30 @@ class QuotaService:
                     raise RuntimeError("no Redis client")
                 async with asyncio.timeout(max(self.read_timeout, cfg.interval)):
                     reading = await read_redis_quota(client, cfg)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 poller.failures += 1
                 poller.last_error = self.services.redactor.text(f"{type(exc).__name__}: {exc}")[:300]
-                self.metrics.redis_up.set(0)
                 self._drop(integration, cfg.name, "redis")
                 self._evaluate_backoff(integration)
+                self._report()
                 (log.warning if poller.failures == 1 else log.debug)(
-                    "quota %s/%s: Redis read failed (%s); gauges removed, retrying with backoff",
+                    "quota %s/%s: Redis read failed (%s); gauges removed, retrying with back-off",
                     integration, cfg.name, poller.last_error,
                 )
-                base = min(1.0, cfg.interval) * 2 ** min(poller.failures - 1, 30)
-                await asyncio.sleep(min(base, max(self.max_backoff, cfg.interval)))
+                if not await self._supervisor.sleep(poller.backoff.failed()):
+                    return
                 continue
 
             if poller.failures:
                 log.info("quota %s/%s: Redis reads resumed after %d failures", integration, cfg.name, poller.failures)
+            poller.backoff.succeeded()
             poller.failures, poller.last_error = 0, None
             poller.last_read_at, poller.round_trips = reading.observation.observed_at, reading.round_trips
-            self.metrics.redis_up.set(1)
-            try:
-                self._apply_reading(integration, cfg, reading)
-                self._evaluate_backoff(integration)
-            except Exception:
-                log.exception("quota %s/%s: could not record a reading", integration, cfg.name)
-            await asyncio.sleep(max(0.0, cfg.interval - (time.monotonic() - started)))
+            self._report()
+            self._apply_reading(integration, cfg, reading)
+            self._evaluate_backoff(integration)
+            if not await self._supervisor.sleep(cfg.interval - (time.monotonic() - started)):
+                return
 
     def _apply_reading(self, integration: str, cfg: RedisQuotaConfig, reading: QuotaReading) -> None:
         for key, reason in reading.skipped:
@@ -413,3 +420,7 @@ class QuotaService:
         reason = f"quota {worst.quota} ({worst.source}) at {ratio:.0%}, above {cfg.probe_backoff_above:.0%}"
         return min(factor, MAX_FACTOR), reason
 
+
+
+def _loop_name(integration: str, quota: str) -> str:
+    return f"quota:{integration}/{quota}"

@@ -11,8 +11,9 @@ blind it) but not to the counters, which, as Prometheus counters do, count from 
 Read-only, so any number of replicas may read; in a cluster it is owner-scoped (monitor/component.py):
 it reads, exports and feeds to the engine only the integrations this replica owns. ``exports(integration)``
 can still hold back an integration's series.
-Redis trouble: the reader logs once, shows the error in ``/api/status`` and retries with backoff; the
-counters simply stand still.
+Redis trouble: the reader logs once, shows the error in ``/api/status``, reports itself not ok
+(``integration_monitor_component_ok{component="traffic"}``) and retries with back-off; the counters
+simply stand still. The read loop is supervised (``monitor/poll_loop.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from integration_kit.supervisor import Supervisor
 from integration_kit.traffic import BucketCounts, bucket_of, decode_bucket
 from monitor.metrics import remove_series
 from monitor.poll_loop import PollLoop
@@ -76,11 +78,16 @@ class TrafficService:
         self._trackers: dict[str, _Tracker] = {}
         self._add_traffic: AddTraffic | None = None
         self.exports: Callable[[str], bool] = lambda integration: True
-        self._failures = 0
         self._last_error: str | None = None
         self._last_success: float | None = None
+        self._supervisor = Supervisor(
+            self.name, on_crash=self._metrics.component_errors.labels(self.name).inc,
+            on_state=lambda ok: self._metrics.component_ok.labels(self.name).set(1 if ok else 0),
+            redact=services.redactor.text,
+        )
         self._loop = PollLoop(self.read_once, interval=lambda: services.config.monitor.evaluation_interval,
-                              name="traffic-reader", min_backoff=min_backoff, max_backoff=max_backoff)
+                              name="traffic-reader", supervisor=self._supervisor, min_backoff=min_backoff,
+                              max_backoff=max_backoff)
         self.on_config(services.config)
 
     # Component protocol ---------------------------------------------------------------------------
@@ -110,7 +117,8 @@ class TrafficService:
         self._loop.wake()
 
     def status(self) -> dict[str, Any]:
-        redis = "not configured" if self._services.redis is None else "unavailable" if self._failures else "ok"
+        failing = self._last_error is not None
+        redis = "not configured" if self._services.redis is None else "unavailable" if failing else "ok"
         return {
             "redis": redis,
             "last_success": self._last_success,
@@ -119,10 +127,12 @@ class TrafficService:
                 name: {"calls": t.calls, "errors": t.errors, "last_write": t.last_write}
                 for name, t in sorted(self._trackers.items())
             },
+            **self._supervisor.status(),
         }
 
     def ready(self) -> tuple[bool, str]:
-        return True, ""  # real-traffic counters are best effort: never a reason to leave rotation
+        # Real-traffic counters are best effort: Redis down is no reason to leave rotation; a crashing loop is.
+        return self._supervisor.ready()
 
     def publish_traffic_to(self, add_traffic: AddTraffic) -> None:
         """Hand every new count of calls to ``add_traffic`` (the alert engine's ``add_traffic``)."""
@@ -145,20 +155,21 @@ class TrafficService:
         except (RedisError, OSError) as exc:
             self._fail(exc)
             return False
-        if self._failures:
-            log.info("traffic: Redis readable again after %d failed read(s)", self._failures)
-        self._failures, self._last_error, self._last_success = 0, None, self._clock()
+        if self._last_error is not None:
+            log.info("traffic: Redis readable again after %d failed read(s)", max(1, self._loop.backoff.failures))
+        self._last_error, self._last_success = None, self._clock()
+        self._supervisor.report(True)
         for name, read in reads.items():
             if name in self._trackers:
                 self._apply(name, self._trackers[name], read, oldest=bucket_of(now - LOOKBACK))
         return True
 
     def _fail(self, exc: BaseException) -> None:
-        self._failures += 1
         text = self._services.redactor.text(f"{type(exc).__name__}: {exc}")
-        if self._failures == 1:
-            log.warning("traffic: cannot read Redis (%s); retrying with backoff", text)
+        if self._last_error is None:
+            log.warning("traffic: cannot read Redis (%s); retrying with back-off", text)
         self._last_error = text
+        self._supervisor.report(False, f"Redis read failed: {text}")
 
     def _apply(self, name: str, tracker: _Tracker, read: TrafficRead, *, oldest: int) -> None:
         exporting = tracker.started and self.exports(name)

@@ -1,10 +1,11 @@
 """The webhook reader as a daemon Component: reads the ledger keys every ``evaluation_interval``, keeps
 the ``integration_webhook_*`` metrics, and holds the observations the webhook alert rules evaluate.
 
-Redis trouble is a soft failure: ``integration_monitor_redis_up`` goes to 0, the observations turn
-stale (rules then hold their state instead of judging silence on old data), the last-known gauges stay
-(timestamps of deliveries that did happen remain true), and reads retry with exponential backoff until
-they succeed again.
+Redis trouble is a soft failure: the component reports itself not ok
+(``integration_monitor_component_ok{component="webhooks"}`` 0, the error in ``/api/status``), the
+observations turn stale (rules then hold their state instead of judging silence on old data), the
+last-known gauges stay (timestamps of deliveries that did happen remain true), and reads retry with
+back-off until they succeed again. The read loop is supervised (``monitor/poll_loop.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from integration_kit.supervisor import Supervisor
 from integration_kit.webhook_observations import WebhookObservation, WebhookSnapshot, to_facts
 from monitor.poll_loop import PollLoop
 from monitor.webhooks.duplicate_window import DuplicateWindow
@@ -53,12 +55,17 @@ class WebhookService:
         self._windows: dict[str, DuplicateWindow] = {}
         self._exported_types: dict[str, set[str]] = {}
         self._fresh = False
-        self._failures = 0
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._clock_offset = 0.0
+        self._supervisor = Supervisor(
+            self.name, on_crash=self._metrics.component_errors.labels(self.name).inc,
+            on_state=lambda ok: self._metrics.component_ok.labels(self.name).set(1 if ok else 0),
+            redact=services.redactor.text,
+        )
         self._loop = PollLoop(self.read_once, interval=lambda: services.config.monitor.evaluation_interval,
-                              name="webhook-reader", min_backoff=min_backoff, max_backoff=max_backoff)
+                              name="webhook-reader", supervisor=self._supervisor, min_backoff=min_backoff,
+                              max_backoff=max_backoff)
         self._set_fact: Callable[[str, str, float], None] | None = None
         self.on_config(services.config)
 
@@ -102,6 +109,7 @@ class WebhookService:
             "last_success": self._last_success,
             "last_error": self._last_error,
             "integrations": {},
+            **self._supervisor.status(),
         }
         for name, cfg in self._configs.items():
             obs = self.observation(name)
@@ -121,8 +129,9 @@ class WebhookService:
         return out
 
     def ready(self) -> tuple[bool, str]:
-        # Webhook health never blocks readiness: Redis being down is its own alert and metric.
-        return True, "ok"
+        # Redis being down never blocks readiness (it is its own alert and metric); a crashing loop does.
+        ok, reason = self._supervisor.ready()
+        return ok, reason or "ok"
 
     # For the alert rules ----------------------------------------------------------------------------
 
@@ -173,7 +182,7 @@ class WebhookService:
     # Reading ---------------------------------------------------------------------------------------
 
     async def read_once(self) -> bool:
-        """One read of every integration; updates metrics. False (and redis_up 0) when Redis failed."""
+        """One read of every integration; updates metrics. False (the component not ok) when Redis failed."""
         if self._reader is None or not self._configs:
             return True
         targets = {name: cfg.key_prefix for name, cfg in self._configs.items()}
@@ -183,11 +192,11 @@ class WebhookService:
             self._fail(exc)
             return False
         self._clock_offset = next(iter(snapshots.values())).read_at - self._clock() if snapshots else 0.0
-        if not self._fresh and self._failures:
-            log.info("webhooks: Redis readable again after %d failed read(s)", self._failures)
-        self._fresh, self._failures, self._last_error = True, 0, None
+        if not self._fresh and self._loop.backoff.failures:
+            log.info("webhooks: Redis readable again after %d failed read(s)", self._loop.backoff.failures)
+        self._fresh, self._last_error = True, None
+        self._supervisor.report(True)
         self._last_success = self._clock()
-        self._metrics.redis_up.set(1)
         for name, snap in snapshots.items():
             if name in self._configs:
                 self._apply(name, snap)
@@ -195,13 +204,12 @@ class WebhookService:
         return True
 
     def _fail(self, exc: BaseException) -> None:
-        self._failures += 1
         self._fresh = False
-        self._metrics.redis_up.set(0)
         text = self._services.redactor.text(f"{type(exc).__name__}: {exc}")
-        if self._failures == 1:
-            log.warning("webhooks: cannot read Redis (%s); retrying with backoff", text)
+        if not self._loop.backoff.failures:
+            log.warning("webhooks: cannot read Redis (%s); retrying with back-off", text)
         self._last_error = text
+        self._supervisor.report(False, f"Redis read failed: {text}")
         self._publish()  # fresh = 0: the rules hold their state instead of judging old data
 
     def _apply(self, name: str, snap: WebhookSnapshot) -> None:

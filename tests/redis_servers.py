@@ -1,39 +1,21 @@
-"""Fixtures shared by the webhook tests: the shared Redis at 127.0.0.1:6379 with a unique key prefix per
-test (cleaned up afterwards), and a private redis-server for tests that stop it."""
+"""The Redis servers tests use: the shared one at 127.0.0.1:6379 (each test under a unique key prefix, see
+the ``shared_redis`` and ``prefix`` fixtures in conftest.py) and private redis-servers on free ports that a
+test may stop and start (``OwnRedis``, the ``own_redis`` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import pytest
 import redis.asyncio
-from needs import free_port, missing
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture
-def prefix() -> str:
-    return f"test:wh:{uuid.uuid4().hex[:12]}:"
-
-
-@pytest.fixture
-async def shared_redis(prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(SHARED_REDIS)
-    try:
-        await client.ping()
-    except (redis.RedisError, OSError) as exc:
-        await client.aclose()
-        missing(f"Redis at 127.0.0.1:6379 not reachable: {exc}")
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+def tag_of(prefix: str) -> str:
+    """The unique part of a test's ``prefix`` (``test:<tag>:``), for key names that carry it inside."""
+    return prefix.split(":")[1]
 
 
 @dataclass
@@ -47,11 +29,12 @@ class OwnRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    async def start(self) -> None:
+    async def start(self, *options: str) -> None:
+        """Start it (again, on the same port); ``options`` are more redis-server arguments (e.g. ACL users)."""
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = await asyncio.create_subprocess_exec(
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         client = redis.asyncio.Redis(host="127.0.0.1", port=self.port)
@@ -60,6 +43,8 @@ class OwnRedis:
                 try:
                     await client.ping()
                     return
+                except (redis.AuthenticationError, redis.ResponseError):
+                    return  # it answers (this client may not log in: ACL users given in options)
                 except (redis.RedisError, OSError):
                     await asyncio.sleep(0.05)
             raise RuntimeError(f"redis-server on port {self.port} did not start")
@@ -71,12 +56,3 @@ class OwnRedis:
             self.process.terminate()
             await self.process.wait()
             self.process = None
-
-
-@pytest.fixture
-async def own_redis() -> AsyncIterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        missing("redis-server binary not installed")
-    server = OwnRedis(port=free_port())
-    yield server
-    await server.stop()

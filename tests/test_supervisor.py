@@ -1,0 +1,138 @@
+"""Supervised loops (integration_kit/supervisor.py): a crash is logged, counted and the loop restarted with
+back-off; /readyz-style readiness while it crashes; close() always ends the loops — even one that loses
+its cancellation, as Python 3.11's asyncio.wait_for does when the cancellation and its result meet."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from integration_kit.retry import Backoff
+from integration_kit.supervisor import Supervisor
+from integration_kit.tasks import stop
+
+
+async def until(condition, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def test_backoff_doubles_with_equal_jitter_up_to_the_cap_and_starts_over() -> None:
+    low, high = Backoff(first=1.0, cap=8.0, rand=lambda: 0.0), Backoff(first=1.0, cap=8.0, rand=lambda: 1.0)
+    assert [low.failed() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [high.failed() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    high.succeeded()
+    assert high.failed() == 1.0
+    with pytest.raises(ValueError, match="0 < first <= cap"):
+        Backoff(first=0.0)
+
+
+async def test_a_crashing_loop_is_logged_counted_restarted_and_not_ready(caplog: pytest.LogCaptureFixture) -> None:
+    crashes: list[int] = []
+    runs = 0
+
+    async def loop() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 3:
+            raise KeyError("token sk_live_SECRET in a bad key")
+        await asyncio.Event().wait()  # the 4th run stays up
+
+    sup = Supervisor("webhooks", on_crash=lambda: crashes.append(1), first_backoff=0.01, max_backoff=0.02,
+                     stable_after=0.3, redact=lambda text: text.replace("sk_live_SECRET", "[REDACTED]"))
+    with caplog.at_level(logging.INFO, logger="integration_kit.supervisor"):
+        sup.start("webhook-reader", loop)
+        await until(lambda: runs == 4)
+        ok, reason = sup.ready()
+        assert not ok and "loop webhook-reader crashed 3 time(s)" in reason and "sk_live_SECRET" not in reason
+        status = sup.status()["loops"]["webhook-reader"]
+        assert status["crashes"] == 3 and status["running"] and "KeyError" in status["last_error"]
+        await until(lambda: sup.ready()[0], within=5.0)  # stable again after stable_after
+        await sup.close(grace=0)
+    assert len(crashes) == 3
+    # The traceback once, then one line per repeat of the same error.
+    assert caplog.text.count("Traceback") == 1
+    assert caplog.text.count("crashed again") == 2
+
+
+async def test_a_loop_that_returns_has_finished_and_is_not_restarted() -> None:
+    runs = 0
+
+    async def loop() -> None:
+        nonlocal runs
+        runs += 1
+
+    sup = Supervisor("quota", first_backoff=0.01)
+    sup.start("once", loop)
+    await until(lambda: not sup.running("once"))
+    await asyncio.sleep(0.05)
+    assert runs == 1 and sup.ready() == (True, "")
+    await sup.close()
+
+
+async def test_close_stops_a_loop_that_swallows_its_cancellation() -> None:
+    swallowed = 0
+    sup = Supervisor("alerts")
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:  # never looks at sup.stopping, and loses the first two cancellations
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 2:
+                    raise
+
+    sup.start("stubborn", stubborn)
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(sup.close(grace=0.05), 10)  # a single cancel-and-wait would hang here forever
+    assert swallowed == 3 and not sup.running("stubborn")
+
+
+async def test_sleep_returns_false_at_once_when_stopping_and_wakes_on_its_event() -> None:
+    sup = Supervisor("x")
+    wake = asyncio.Event()
+    sleeper = asyncio.ensure_future(sup.sleep(3600, wake=wake))
+    await asyncio.sleep(0.01)
+    wake.set()
+    assert await asyncio.wait_for(sleeper, 5) is True
+    sleeper = asyncio.ensure_future(sup.sleep(3600))
+    await asyncio.sleep(0.01)
+    await sup.close()
+    assert await asyncio.wait_for(sleeper, 5) is False
+
+
+async def test_report_says_whether_the_components_own_work_succeeds() -> None:
+    states: list[bool] = []
+    sup = Supervisor("quota", on_state=states.append, redact=lambda text: text.replace("pw", "[REDACTED]"))
+    sup.report(False, "Redis read failed: auth pw rejected")
+    assert sup.status()["ok"] is False and sup.status()["problem"] == "Redis read failed: auth [REDACTED] rejected"
+    sup.report(True)
+    assert states == [False, True] and sup.status()["problem"] is None
+    await sup.close()
+
+
+async def test_stop_ends_a_task_that_swallows_its_cancellation() -> None:
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(stop(task), 10)  # cancel-once-and-await would hang here forever
+    assert task.cancelled() and swallowed == 2
+    await stop(None)
