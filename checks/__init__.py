@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
-from checks import graphql, http
+from checks import flow, graphql, http
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.results import CheckResult
 
@@ -26,6 +26,7 @@ class ProbeKind:
 PROBES: dict[str, ProbeKind] = {
     "http": ProbeKind(config=http.HttpCheckConfig, probe=http.probe),
     "graphql": ProbeKind(config=graphql.GraphqlCheckConfig, probe=graphql.probe),
+    "flow": ProbeKind(config=flow.FlowCheckConfig, probe=flow.probe),
 }
 
 if TYPE_CHECKING:  # a union built at run time is opaque to type checkers; every kind is a CheckConfigBase

@@ -128,21 +128,30 @@ class HttpRequestFields(BaseModel):
         """Query parameters added to the URL (a kind whose config has them says so)."""
         return {}
 
-    def plan(self, method: str, data: bytes | None, content_type: str | None = None) -> RequestPlan:
-        """The request with this URL, query and headers; holds secrets in the clear: never shown.
+    def plan(
+        self, method: str, data: bytes | None, content_type: str | None = None, *, url: URL | None = None,
+        headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+    ) -> RequestPlan:
+        """The request with this URL, query and headers (or the given ones: a flow step's, with its
+        templates filled in); holds secrets in the clear: never shown.
 
         Credentials in the URL become its Authorization header (what aiohttp would send), so that an
         auth header added per attempt (an integration's ``auth:``) replaces them instead of making
         aiohttp refuse the request."""
-        headers = {k: v.get_secret_value() for k, v in self.headers.items()}
+        if headers is None:
+            headers = {k: v.get_secret_value() for k, v in self.headers.items()}
+        headers = dict(headers)
         if content_type is not None and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = content_type
-        url = URL(self.url)
+        if url is None:
+            url = URL(self.url)
         if url.user is not None or url.password is not None:
             headers["Authorization"] = _url_basic(url)
             url = url.with_user(None)
-        if params := self.url_params():
-            url = url.update_query({k: v.get_secret_value() for k, v in params.items()})
+        if params is None:
+            params = {k: v.get_secret_value() for k, v in self.url_params().items()}
+        if params:
+            url = url.update_query(params)
         return RequestPlan(
             method=method,
             url=url,

@@ -396,6 +396,22 @@ def _latency(d: db.Dashboard) -> db.Dashboard:
             .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
             .min(0)
         )
+        .with_panel(
+            _ts("Flow steps (last run)", "s")
+            .description("Duration of each step of the multi-step flows' last runs (create, read back, clean "
+                         "up…), all attempts of the step.")
+            .with_target(_query(f"integration_probe_step_duration_seconds{{{IC}}}",
+                                "{{integration}}/{{check}} {{step}}"))
+            .min(0)
+        )
+        .with_panel(
+            _stat("Flow step results (last run)", "none", w=12, h=8)
+            .description("1 if the step succeeded in its flow's last run, 0 if it failed; a step that did not "
+                         "run is absent.")
+            .with_target(_query(f"integration_probe_step_success{{{IC}}}", "{{integration}}/{{check}} {{step}}"))
+            .mappings(_up_down(up="OK", down="FAILED"))
+            .thresholds(_steps((None, "red"), (1, "green")))
+        )
     )
 
 

@@ -27,6 +27,23 @@ class RequestSummary:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StepResult:
+    """One step of a multi-step check (a flow): what it did. ``skipped``: a cleanup step whose references
+    named a step that never ran (nothing to clean up). Details and phases as in ``CheckResult``."""
+
+    name: str
+    cleanup: bool = False
+    ok: bool
+    skipped: bool = False
+    error_class: ErrorClass | None = None
+    detail: str = ""
+    status_code: int | None = None
+    duration: float = 0.0  # seconds, all attempts of the step
+    attempts: int = 0
+    phases: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckResult:
     """The outcome of one scheduled run of one check (all attempts included)."""
 
@@ -53,6 +70,7 @@ class CheckResult:
     # (field path, compact JSON), bounded; parsed on the quota side too (integration_kit.ratelimit_body).
     rate_limit_body: tuple[tuple[str, str], ...] = ()
     body_bytes: int | None = None  # response body bytes read by the final attempt (reading stops at the cap)
+    steps: tuple[StepResult, ...] = ()  # a flow's steps, in the order they ran (cleanup last)
 
     @property
     def retries(self) -> int:

@@ -190,6 +190,11 @@ def format_result(result: CheckResult, redactor: Redactor) -> str:
     row("duration", f"{result.duration * 1000:.1f} ms (all attempts: {result.total_duration * 1000:.1f} ms)")
     if result.phases:
         row("phases", "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in result.phases.items()))
+    for step in result.steps:
+        where = "cleanup" if step.cleanup else "step"
+        verdict = "skipped" if step.skipped else ("ok" if step.ok else step.detail)
+        status = f" [{step.status_code}]" if step.status_code is not None else ""
+        row(where, f"{step.name}{status} {step.duration * 1000:.1f} ms: {verdict}")
     if result.tls_expiry is not None:
         days = (result.tls_expiry - time.time()) / 86400
         when = datetime.fromtimestamp(result.tls_expiry, UTC).strftime("%Y-%m-%d %H:%M UTC")

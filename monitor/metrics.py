@@ -45,6 +45,17 @@ class Metrics:
             registry=r,
         )
 
+        # Flows: one series per step of a flow check (step names come from config: bounded)
+        self.step_duration = Gauge(
+            "integration_probe_step_duration_seconds", "Duration of each step of a flow's last run, all attempts",
+            ("integration", "check", "step"), registry=r,
+        )
+        self.step_success = Gauge(
+            "integration_probe_step_success",
+            "1 if the step succeeded in the flow's last run, 0 if it failed; absent when it did not run",
+            ("integration", "check", "step"), registry=r,
+        )
+
         # Auth
         self.token_requests = Counter(
             "integration_auth_token_requests",

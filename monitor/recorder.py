@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from integration_kit.results import PHASES
+from monitor.metrics import remove_series
 from monitor.status import StatusStore
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Recorder:
         # In a cluster: whether a component takes this integration's results (owner-scoped components take
         # only those of the integrations this replica owns; monitor/cluster_runtime.py).
         self.takes: Callable[[Component, str], bool] | None = None
+        self._steps: dict[tuple[str, str], set[str]] = {}  # flow steps with series, per check
 
     def record(self, result: CheckResult) -> None:
         key = (result.integration, result.check)
@@ -70,6 +72,9 @@ class Recorder:
         if result.tls_expiry is not None:
             series.tls_expiry = result.tls_expiry
 
+        if result.steps or key in self._steps:
+            self._record_steps(key, result)
+
         self.status.entry(*key).update(result, self.redactor)
 
         takes = self.takes
@@ -83,7 +88,23 @@ class Recorder:
                 # the redacting log filter like everything else.
                 log.exception("component %s failed on the result of %s/%s", component.name, *key)
 
+    def _record_steps(self, key: tuple[str, str], result: CheckResult) -> None:
+        """A flow's per-step series: the steps of this run; a step that did not run (the flow stopped
+        before it, or a cleanup with nothing to clean) has no success sample this time."""
+        ran = {s.name for s in result.steps if not s.skipped}
+        for name in self._steps.get(key, set()) - ran:
+            remove_series(self.metrics.step_success, *key, name)
+        for step in result.steps:
+            if step.skipped:
+                continue
+            self.metrics.step_duration.labels(*key, step.name).set(step.duration)
+            self.metrics.step_success.labels(*key, step.name).set(1.0 if step.ok else 0.0)
+        self._steps[key] = self._steps.get(key, set()) | ran
+
     def forget(self, integration: str, check: str) -> None:
         """Drop a removed check's series and status, so /metrics does not show it forever."""
         self._probes.remove(integration, check)
+        for step in self._steps.pop((integration, check), set()):
+            remove_series(self.metrics.step_duration, integration, check, step)
+            remove_series(self.metrics.step_success, integration, check, step)
         self.status.forget(integration, check)

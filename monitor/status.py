@@ -30,6 +30,7 @@ class CheckStatus:
     attempt_classes: tuple[str | None, ...] = ()
     status_code: int | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # a flow's steps of the last run
     tls_expiry: float | None = None
     last_success_at: float | None = None
     last_failure_at: float | None = None
@@ -53,6 +54,13 @@ class CheckStatus:
         self.attempt_classes = tuple(c.value if c is not None else None for c in result.attempt_classes)
         self.status_code = result.status_code
         self.phases = dict(result.phases)
+        self.steps = [
+            {"name": s.name, "cleanup": s.cleanup, "ok": s.ok, "skipped": s.skipped,
+             "error_class": s.error_class.value if s.error_class is not None else None,
+             "detail": redactor.text(s.detail), "status_code": s.status_code, "duration_seconds": s.duration,
+             "attempts": s.attempts, "phases": dict(s.phases)}
+            for s in result.steps
+        ]
         if result.tls_expiry is not None:
             self.tls_expiry = result.tls_expiry
         if result.ok:
@@ -82,6 +90,7 @@ class CheckStatus:
             "attempt_classes": list(self.attempt_classes),
             "status_code": self.status_code,
             "phases": self.phases,
+            "steps": self.steps,
             "tls_cert_expiry": self.tls_expiry,
             "last_success_at": self.last_success_at,
             "last_failure_at": self.last_failure_at,

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from targets import LoopbackApp
 
 CLIENT_ID = "client-7"
 CLIENT_SECRET = "cs_CANARY_client_secret_5e1f"
@@ -32,7 +33,7 @@ class TokenRequest:
 
 
 @dataclass
-class OAuth2Server:
+class OAuth2Server(LoopbackApp):
     lifetime: float = 3600.0
     rotate: bool = False
     delay: float = 0.0
@@ -42,14 +43,9 @@ class OAuth2Server:
     api_hits: list[str | None] = field(default_factory=list)  # the Authorization header of each API call
     issued: list[str] = field(default_factory=list)
     refresh_tokens: list[str] = field(default_factory=list)  # every refresh token handed out, in order
-    port: int = 0
     _valid: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
     _refresh_valid: set[str] = field(default_factory=lambda: {REFRESH_TOKEN})
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _runner: web.AppRunner | None = None
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
 
     @property
     def token_url(self) -> str:
@@ -58,19 +54,9 @@ class OAuth2Server:
     def revoke_all(self) -> None:
         self._valid.clear()
 
-    async def __aenter__(self) -> OAuth2Server:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get("/api/me", self._api)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}

@@ -24,7 +24,7 @@ import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import trustme
 from aiohttp import web
@@ -72,36 +72,24 @@ class Hit:
     body: bytes
 
 
-class Target:
-    """``async with Target() as target: target.url("/ok")``; pass ``ssl=`` for an HTTPS target."""
+class LoopbackApp:
+    """Base of a test server that is an aiohttp app on a free loopback port: subclasses add their routes
+    in ``routes(app)``; ``async with Server() as s: s.url("/path")``."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._ssl = ssl_context
-        self._routes: dict[str, list[Reply]] = {"/ok": [Reply(json=DOC)]}
-        self._served: dict[str, int] = defaultdict(int)
-        self._hits: list[Hit] = []
-        self.bytes_sent: dict[str, int] = defaultdict(int)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+    port = 0
+    _runner: web.AppRunner | None = None
+    _ssl: ssl.SSLContext | None = None  # serve HTTPS with this context
 
-    def route(self, path: str, *replies: Reply) -> str:
-        """Script ``path``; returns its URL. Re-routing a path restarts its script."""
-        if not replies:
-            raise ValueError("a route needs at least one Reply")
-        self._routes[path] = list(replies)
-        self._served[path] = 0
-        return self.url(path)
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
 
-    def url(self, path: str = "/ok") -> str:
+    def url(self, path: str) -> str:
         scheme = "https" if self._ssl else "http"
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
-    def hits(self, path: str | None = None) -> list[Hit]:
-        return [h for h in self._hits if path is None or h.path == path]
-
-    async def __aenter__(self) -> Target:
+    async def __aenter__(self) -> Self:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.routes(app)
         # handler_cancellation: a client that goes away must not leave a sleeping handler behind.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -113,6 +101,34 @@ class Target:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class Target(LoopbackApp):
+    """``async with Target() as target: target.url("/ok")``; pass ``ssl=`` for an HTTPS target."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context
+        self._routes: dict[str, list[Reply]] = {"/ok": [Reply(json=DOC)]}
+        self._served: dict[str, int] = defaultdict(int)
+        self._hits: list[Hit] = []
+        self.bytes_sent: dict[str, int] = defaultdict(int)
+
+    def route(self, path: str, *replies: Reply) -> str:
+        """Script ``path``; returns its URL. Re-routing a path restarts its script."""
+        if not replies:
+            raise ValueError("a route needs at least one Reply")
+        self._routes[path] = list(replies)
+        self._served[path] = 0
+        return self.url(path)
+
+    def url(self, path: str = "/ok") -> str:
+        return super().url(path)
+
+    def hits(self, path: str | None = None) -> list[Hit]:
+        return [h for h in self._hits if path is None or h.path == path]
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,6 +211,21 @@ async def test_graphql_cost_bucket_drains_throttles_in_a_200_and_refills(
     assert legacy["data"] is None and legacy["errors"][0]["extensions"]["code"] == "undefinedField"
 
 
+async def test_test_objects_for_the_flow_lag_now_and_then(vendor: SimulatedVendor, http: aiohttp.ClientSession) -> None:
+    base = f"{vendor.url}/payments/v1/test_charges"
+    statuses = []
+    for _ in range(vendor.behaviour.flow_lag_every):
+        async with http.post(base, json={"amount": 100}) as created:
+            assert created.status == 201 and created.headers["ETag"]
+            oid = (await created.json())["id"]
+        async with http.get(f"{base}/{oid}") as read:
+            statuses.append(read.status)
+        async with http.delete(f"{base}/{oid}") as deleted:
+            assert deleted.status == 204
+    assert statuses == [200] * (vendor.behaviour.flow_lag_every - 1) + [404]  # not replicated yet
+    assert vendor.objects.live == {}
+
+
 async def test_salesforce_usage_climbs(vendor: SimulatedVendor, http: aiohttp.ClientSession, clock: FakeClock) -> None:
     _, first, _ = await call(http, vendor, "/crm/services/data/v59.0/limits")
     clock.now += 100
@@ -381,9 +397,12 @@ def test_bundled_config_loads_and_targets_only_the_vendor() -> None:
     assert set(config.integrations) == {"payments", "crm", "shipping", "messaging", "storefront"}
     routes = {(e.method, e.path) for e in vendor.endpoints}
     for integration, check in config.iter_checks():
-        assert check.url.startswith((base + "/", tls_base + "/")), (integration, check.name)
-        path = check.url.removeprefix(base).removeprefix(tls_base)
-        assert (check.method, path) in routes, (integration, check.name)
+        # A flow sends one request per step; a step's reference to an earlier response is a path parameter.
+        for request in [*check.steps, *check.cleanup] if check.kind == "flow" else [check]:
+            url = re.sub(r"\$\{steps\.[^}]+\}", "{id}", request.url)
+            assert url.startswith((base + "/", tls_base + "/")), (integration, check.name)
+            path = url.removeprefix(base).removeprefix(tls_base)
+            assert (request.method, path) in routes, (integration, check.name)
         assert 5.0 <= check.interval <= 10.0
     for name, section in config.integrations.items():
         assert section.notes is not None and section.notes.is_file(), name

@@ -13,6 +13,9 @@ GET  /payments/v1/account                   healthy (a check that stays green)
 GET  /payments/v1/balance                   503 bursts: calls 0..2 of every 6 fail (``http_5xx``)
 GET  /payments/v1/charges                   429 + ``Retry-After: 1`` on calls 0..1 of every 4 (``rate_limited``)
 GET  /payments/v1/customers/cus_demo        200, ``email`` is null (``null_field``)
+POST /payments/v1/test_charges              creates a test object (201) for the demo's flow; ``GET`` and
+GET, DELETE /payments/v1/test_charges/{id}  ``DELETE`` it; every ``flow_lag_every``-th is not readable
+                                            right after creation (404 at the flow's ``read`` step)
 GET  /payments/v1/charges/{id}              the payments service's own calls: 1 in 8 customers has a null
                                             ``billing_details.email``; 502 on half the calls during the first
                                             ``outage_seconds`` of every ``outage_period`` (real traffic)
@@ -75,6 +78,7 @@ from cryptography.x509.oid import NameOID
 
 from monitor.demo.graphql import DemoGraphql
 from monitor.demo.oauth import DemoOAuth
+from monitor.demo.objects import DemoObjects
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The 0-based number of the call being answered, per request task (set on arrival, before any await).
@@ -104,6 +108,7 @@ class VendorBehaviour:
     token_revoke_every: float = 150.0  # the CRM rotates its signing key: earlier tokens stop working
     outage_seconds: float = 40.0  # /payments/v1/charges/{id}: half the calls fail for this long …
     outage_period: float = 180.0  # … at the start of every this many seconds
+    flow_lag_every: int = 5  # /payments/v1/test_charges: every n-th object is not readable at once
     graphql_cycle: float = 120.0  # the storefront's GraphQL cost bucket: drained, throttled, refilled
 
 
@@ -139,6 +144,11 @@ class SimulatedVendor:
             self._charges,
         )
         self._route("GET", "/payments/v1/customers/cus_demo", "200, email is null", self._customer)
+        self.objects = DemoObjects(lag_every=b.flow_lag_every)
+        self._route("POST", "/payments/v1/test_charges", "creates a test object (201)", self.objects.create)
+        self._route("GET", "/payments/v1/test_charges/{id}",
+                    f"reads it; every {b.flow_lag_every}th is not readable at once (404)", self.objects.read)
+        self._route("DELETE", "/payments/v1/test_charges/{id}", "deletes it (204)", self.objects.delete)
         self._route(
             "GET", "/payments/v1/charges/{charge_id}",
             f"1 in 8 emails null; 502 on half the calls for {b.outage_seconds}s of every {b.outage_period}s",
