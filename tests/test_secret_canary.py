@@ -31,7 +31,7 @@ from fake_slack import FakeSlack
 from fake_slack import Reply as SlackReply
 from leaks import leaks
 from needs import free_port, missing, need_binary
-from oauth2_server import CLIENT_ID, CLIENT_SECRET, OAuth2Server
+from oauth2_server import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, OAuth2Server
 from targets import Reply, Target
 
 EXE = Path(sys.executable).parent / "integration-monitor"
@@ -48,6 +48,7 @@ CANARIES = {
     "hmac_key": "CNRY-hmac/+=7a",              # auth: {kind: hmac} key (never sent; signs)
     "hmac_key_id": "CNRY-keyid/+=8b",          # auth: {kind: hmac} headers (a key id, sent as is)
     "oauth2_client_secret": CLIENT_SECRET,     # auth: {kind: oauth2_client_credentials} (the fake's own)
+    "oauth2_refresh_token": REFRESH_TOKEN,     # auth: {kind: oauth2_refresh_token} (the fake's own; it rotates)
     "slack_token": "xoxb-CNRY-slack-9c0d",     # alerting.slack.token
     "redis_password": "CNRY-redis/+=0e",       # monitor.redis_url (a private redis-server with requirepass)
     "api_token": "CNRY-api/+=1f",              # monitor.api_token
@@ -55,6 +56,9 @@ CANARIES = {
 }
 # Secrets the run produces from the configured ones: the Basic headers (base64 of user:password).
 USER = "probe-user"
+# A session token the vendor hands a flow's first step, which the next step sends as a header: a
+# credential learnt at run time (and so are the OAuth2 access tokens and rotated refresh tokens).
+HANDED_SESSION = "CNRY-session/+=3c"
 
 
 def _basic(user: str, password: str) -> str:
@@ -78,7 +82,8 @@ class Stack:
     env: dict[str, str]
 
     def secrets(self) -> list[str]:
-        return [*CANARIES.values(), *DERIVED.values(), *self.oauth2.issued]
+        return [*CANARIES.values(), *DERIVED.values(), *self.oauth2.issued, *self.oauth2.refresh_tokens,
+                HANDED_SESSION]
 
 
 def canary_config(stack: Stack, *, listen: str) -> str:
@@ -142,6 +147,27 @@ integrations:
           client_id: {CLIENT_ID}
           client_secret: "${{CANARY_OAUTH2_SECRET}}"
         interval: 300ms
+      - name: refreshed
+        kind: http
+        url: "{echo}"
+        auth:
+          kind: oauth2_refresh_token
+          token_url: "{stack.oauth2.token_url}"
+          refresh_token: "${{CANARY_REFRESH_TOKEN}}"
+          client_id: {CLIENT_ID}
+        interval: 300ms
+      - name: graphql
+        kind: graphql
+        url: "{echo}"
+        headers: {{X-Shopify-Access-Token: "${{CANARY_HEADER}}"}}
+        query: "{{ shop {{ name }} }}"
+        interval: 300ms
+      - name: flow
+        kind: flow
+        interval: 300ms
+        steps:
+          - {{name: login, method: POST, url: "{vendor.url('/login')}", json: {{user: {USER}}}}}
+          - {{name: use, url: "{echo}", headers: {{X-Session: "${{steps.login.json.session}}"}}}}
       - name: redirected
         kind: http
         url: "{vendor.url('/hop')}"
@@ -170,6 +196,7 @@ def route_vendor(stack: Stack) -> None:
     # The vendor repeats the request in a 500's body and headers, names a rate-limit policy after the API
     # key it was sent, and redirects to a URL that carries the secrets in its query.
     policy = f'"{c["header"]}";q=100;w=60'
+    stack.vendor.route("/login", Reply(json={"session": HANDED_SESSION}))
     stack.vendor.route("/echo", Reply(status=500, echo=True, headers={
         "RateLimit-Policy": policy, "RateLimit": f'"{c["header"]}";r=5;t=30',
     }))
@@ -196,10 +223,11 @@ async def stack() -> AsyncIterator[Stack]:
     slack.then(SlackReply(status=500, only="chat.postMessage"), SlackReply(status=503, only="chat.postMessage"),
                SlackReply(status=429, retry_after="0.2", only="chat.postMessage"))
     try:
-        async with Target() as vendor, Target() as elsewhere, OAuth2Server() as oauth2:
+        async with Target() as vendor, Target() as elsewhere, OAuth2Server(rotate=True) as oauth2:
             env = {
                 "CANARY_HEADER": CANARIES["header"],
                 "CANARY_OAUTH2_SECRET": CANARIES["oauth2_client_secret"],
+                "CANARY_REFRESH_TOKEN": CANARIES["oauth2_refresh_token"],
                 "CANARY_SLACK_TOKEN": CANARIES["slack_token"],
                 "CANARY_API_TOKEN": CANARIES["api_token"],
                 "CANARY_ALERTMANAGER_PASSWORD": CANARIES["alertmanager_password"],
@@ -303,6 +331,8 @@ async def test_no_secret_leaves_the_daemon_in_any_form(stack: Stack, tmp_path: P
     outputs["probe credentials"] = await run_cli(env, "probe", "-c", str(config), "vendor/credentials")
     outputs["probe oauth2"] = await run_cli(env, "probe", "-c", str(config), "vendor/oauth2")
     outputs["probe redirected"] = await run_cli(env, "probe", "-c", str(config), "vendor/redirected")
+    outputs["probe refreshed"] = await run_cli(env, "probe", "-c", str(config), "vendor/refreshed")
+    outputs["probe flow"] = await run_cli(env, "probe", "-c", str(config), "vendor/flow")
     outputs["check-config (the reload that failed)"] = await run_cli(env, "check-config", str(failing))
     outputs["silence list"] = await run_cli(env, "silence", "list", "-c", str(config), "--all", "--json")
     broken = tmp_path / "broken.yaml"
@@ -322,6 +352,8 @@ async def test_no_secret_leaves_the_daemon_in_any_form(stack: Stack, tmp_path: P
     for place in ("header", "bearer", "hmac_key_id"):
         assert CANARIES[place] in echoed, place
     assert DERIVED["url_basic"] in echoed and DERIVED["basic_header"] in echoed and stack.oauth2.issued
+    assert HANDED_SESSION in echoed and stack.oauth2.refresh_tokens  # handed over; rotated
+    assert "invalid_grant" not in outputs["probe refreshed"]  # the CLI used the rotated token from Redis
     posted = json.dumps([dict(h.headers) for h in stack.vendor.hits("/am/api/v2/alerts")])
     assert DERIVED["alertmanager_basic"] in posted
     assert "CNRY" in outputs["daemon log"] or "[REDACTED]" in outputs["daemon log"]
