@@ -53,6 +53,7 @@ class KitTraffic:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()  # the web app's calls: they overlap
+        self._stopping = False
 
     async def start(self) -> None:
         self.payments.start()
@@ -71,7 +72,7 @@ class KitTraffic:
 
     async def _web_app(self) -> None:
         expect = self.payments.expect(required=("id",), not_null=("billing_details.email",))
-        while True:
+        while not self._stopping:
             charge = f"ch_{self._rng.getrandbits(32):08x}"
             call = asyncio.create_task(self._call(f"{self.vendor_url}/payments/v1/charges/{charge}", expect))
             self._in_flight.add(call)
@@ -81,11 +82,14 @@ class KitTraffic:
     async def _sync_job(self, worker: int) -> None:
         expect = (self.crm.middleware,)
         contact = worker
-        while True:
+        while not self._stopping:
             await self._call(f"{self.vendor_url}/crm/v3/objects/contacts/{contact}", expect)
             contact += 4
 
     async def close(self) -> None:
+        # The loops also check this flag: on Python 3.11 a cancellation that arrives just as one of the
+        # kit's asyncio.timeout() blocks expires can be swallowed, and a loop would go on forever.
+        self._stopping = True
         tasks = [*self._tasks, *self._in_flight]
         for task in tasks:
             task.cancel()
