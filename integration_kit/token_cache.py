@@ -183,11 +183,14 @@ class TokenCache:
     def stats(self, key: str) -> _Stats | None:
         return self._stats.get(key)
 
-    async def close(self) -> None:
+    async def close(self, *, grace: float = 2.0) -> None:
+        """Cancel the fetches in flight and wait for them at most ``grace`` seconds (a cancelled fetch
+        still releases its Redis lock, and a Redis that hangs must not hold up a shutdown)."""
         tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
         self._inflight.clear()
 
     # ---- obtaining -------------------------------------------------------------------------------
@@ -259,8 +262,8 @@ class TokenCache:
                 await self._redis_call(client.set(self._name(key, "refresh"), token.refresh_token))
             return Lease(token=token, waited=0.0, source="fetched")
         finally:
-            if owner:
-                await self._redis_call(client.eval(_RELEASE, 1, lock_key, owner))
+            if owner:  # bounded: this may run while the fetch is being cancelled (shutdown)
+                await self._redis_call(asyncio.wait_for(client.eval(_RELEASE, 1, lock_key, owner), LOCK_SLACK))
 
     async def _fetch(
         self, key: str, grant: TokenGrant, session: aiohttp.ClientSession, ssl: Any, refresh: str | None
@@ -306,7 +309,7 @@ class TokenCache:
         """A Redis write or read that may fail without failing the token: None on a Redis error."""
         try:
             return await awaitable
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             self._redis_trouble(exc)
             return None
 
