@@ -17,7 +17,7 @@ from needs import missing
 
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
-from integration_kit.results import CheckResult, RequestSummary
+from integration_kit.results import CheckResult, RequestSummary, StepResult
 from monitor.cluster.grid import GridTrigger
 from monitor.cluster.membership import SETTLE_HEARTBEATS, Backoff, Membership
 from monitor.cluster.placement import Assignment, fleet_fingerprint, shard_key
@@ -238,12 +238,18 @@ def test_result_codec_round_trips_and_masks_secrets() -> None:
         request=RequestSummary(method="GET", url="https://api.example/?token=[REDACTED]",
                                headers={"Accept": "application/json"}, body_excerpt=None),
         response_excerpt="echo tok_SECRET", rate_limit_headers=(("x-ratelimit-remaining", "10"),), body_bytes=12,
+        rate_limit_body=(("extensions.cost.throttleStatus", '{"maximumAvailable":1000.0}'),),
+        steps=(StepResult(name="create", ok=True, status_code=201, duration=0.1, attempts=1, phases={"ttfb": 0.05}),
+               StepResult(name="read", ok=False, error_class=ErrorClass.HTTP_5XX, detail="http_5xx: tok_SECRET",
+                          status_code=503, duration=0.2, attempts=2),
+               StepResult(name="delete", cleanup=True, ok=True, skipped=True)),
     )
     text = encode(result, Redactor(["tok_SECRET"]))
     assert "tok_SECRET" not in text
     back = decode(text)
     assert back.detail == "http_5xx: 503, the body quoted [REDACTED]"
     assert back.response_excerpt == "echo [REDACTED]"
+    assert back.steps[1].detail == "http_5xx: [REDACTED]"
     plain = CheckResult(integration="a", check="b", kind="http", ok=True, error_class=None, detail="",
                         started_at=1.0, duration=0.1, total_duration=0.1)
     assert decode(encode(plain, Redactor())) == plain

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from integration_kit.errors import ErrorClass
-from integration_kit.results import CheckResult, RequestSummary
+from integration_kit.results import CheckResult, RequestSummary, StepResult
 
 if TYPE_CHECKING:
     from integration_kit.redact import Redactor
@@ -31,6 +31,8 @@ def encode(result: CheckResult, redactor: Redactor) -> str:
         "sc": result.status_code, "ph": dict(result.phases) or None, "tls": result.tls_expiry,
         "rx": redactor.text(result.response_excerpt) if result.response_excerpt else None,
         "rl": [list(pair) for pair in result.rate_limit_headers] or None, "bb": result.body_bytes,
+        "rb": [list(pair) for pair in result.rate_limit_body] or None,
+        "st": [_encode_step(step, redactor) for step in result.steps] or None,
     }
     doc.update({k: v for k, v in optional.items() if v is not None})
     if result.request is not None:
@@ -59,6 +61,24 @@ def decode(text: str | bytes) -> CheckResult:
         request=request, response_excerpt=doc.get("rx"),
         rate_limit_headers=tuple((str(n), str(v)) for n, v in doc.get("rl") or ()),
         body_bytes=None if doc.get("bb") is None else int(doc["bb"]),
+        rate_limit_body=tuple((str(n), str(v)) for n, v in doc.get("rb") or ()),
+        steps=tuple(_decode_step(step) for step in doc.get("st") or ()),
+    )
+
+
+def _encode_step(step: StepResult, redactor: Redactor) -> dict[str, Any]:
+    return {"n": step.name, "cl": step.cleanup, "ok": step.ok, "sk": step.skipped,
+            "e": None if step.error_class is None else step.error_class.value,
+            "d": redactor.text(step.detail) if step.detail else "", "sc": step.status_code, "dur": step.duration,
+            "a": step.attempts, "ph": dict(step.phases)}
+
+
+def _decode_step(doc: Mapping[str, Any]) -> StepResult:
+    return StepResult(
+        name=str(doc["n"]), cleanup=bool(doc.get("cl", False)), ok=bool(doc["ok"]), skipped=bool(doc.get("sk", False)),
+        error_class=_error_class(doc.get("e")), detail=str(doc.get("d", "")),
+        status_code=None if doc.get("sc") is None else int(doc["sc"]), duration=float(doc.get("dur", 0.0)),
+        attempts=int(doc.get("a", 0)), phases={str(k): float(v) for k, v in (doc.get("ph") or {}).items()},
     )
 
 
