@@ -198,7 +198,8 @@ class Dispatcher:
         """Wait until every queue is empty (delivered or given up). True if it emptied in time."""
         waits = [lane.idle.wait() for lane in self._lanes.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*waits)
         except TimeoutError:
             return False
         return True

@@ -421,7 +421,8 @@ class AlertEngine:
             log.warning("no notifier configured; dropping notification for %s", notification.group_key)
             return True
         try:
-            await asyncio.wait_for(self.sink.submit(notification), SUBMIT_TIMEOUT)
+            async with asyncio.timeout(SUBMIT_TIMEOUT):
+                await self.sink.submit(notification)
         except Exception as exc:
             self._submit_failing = True
             log.warning("notifier queue refused notification for %s: %s", notification.group_key,

@@ -186,7 +186,8 @@ class Lane:
         """Sleep unless closing; False when the dispatcher is closing."""
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.closing.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self.closing.wait()
         return not self.closing.is_set()
 
     def _update_idle(self) -> None:

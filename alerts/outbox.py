@@ -53,7 +53,8 @@ class Outbox:
         if self.redis is None:
             return
         try:
-            await asyncio.wait_for(self.redis.rpush(self._key(notifier), raw), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self.redis.rpush(self._key(notifier), raw)
         except Exception as exc:
             log.warning("outbox: Redis write failed (%s); notification kept in memory only", type(exc).__name__)
 
@@ -61,7 +62,8 @@ class Outbox:
         if self.redis is None:
             return
         try:
-            await asyncio.wait_for(self.redis.lrem(self._key(notifier), 1, raw), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self.redis.lrem(self._key(notifier), 1, raw)
         except Exception as exc:
             log.warning("outbox: Redis remove failed (%s); it may be re-sent after a restart", type(exc).__name__)
 
@@ -71,7 +73,8 @@ class Outbox:
         if self.redis is None:
             return []
         try:
-            raws = await asyncio.wait_for(self.redis.lrange(self._key(notifier), 0, -1), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                raws = await self.redis.lrange(self._key(notifier), 0, -1)
         except Exception as exc:
             log.warning("outbox: Redis read failed (%s); starting with an empty queue", type(exc).__name__)
             return []

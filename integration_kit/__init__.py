@@ -11,6 +11,7 @@ pydantic); http-sfv is used when installed (``ratelimit_headers``). Nothing here
 - ``retry``: the retry policy, backoff with full jitter, the one ``Retry-After`` reader, the runner, and
   ``Backoff`` (the wait of a loop that keeps trying)
 - ``supervisor``: background loops that restart after a crash (logged, counted) and always stop when asked
+- ``tasks``: stopping a background task: cancelled again until it has ended (a cancellation can get lost)
 - ``results``: a check run's result, the request behind it, quota observations
 - ``ratelimit_headers``: rate-limit response headers → quota observations
 - ``header_values``: numbers in header values (first item, delay or epoch)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from integration_kit.retry import Backoff
-from integration_kit.tasks import stop
+from integration_kit.tasks import RECANCEL_EVERY, stop, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Supervisor:
         self._clock = clock
         self._loops: dict[str, _LoopState] = {}
         self._retired: set[asyncio.Task[None]] = set()  # stopped by cancel(), awaited by close()
+        self._retiring: set[asyncio.Task[None]] = set()  # cancel()'s watchers, ended by close()
 
     # ---- running loops ------------------------------------------------------------------------------
 
@@ -102,6 +103,10 @@ class Supervisor:
             state.task.cancel()
             self._retired.add(state.task)
             state.task.add_done_callback(self._retired.discard)
+            # If that cancellation gets lost (see the module doc), the loop would run on until close().
+            retire = asyncio.get_running_loop().create_task(_retire(state.task), name=f"{name} (retiring)")
+            self._retiring.add(retire)
+            retire.add_done_callback(self._retiring.discard)
 
     async def sleep(self, seconds: float, wake: asyncio.Event | None = None) -> bool:
         """Wait ``seconds`` (or until ``wake`` is set); False as soon as the supervisor is stopping."""
@@ -201,10 +206,17 @@ class Supervisor:
         pending = {t for t in tasks if not t.done()}
         if pending and grace > 0:
             _, pending = await asyncio.wait(pending, timeout=grace)
-        await asyncio.gather(*(stop(task) for task in pending), return_exceptions=True)
+        await stop_all(pending | self._retiring)
         for state in self._loops.values():
             task = state.task
             if task is not None and task.done() and not task.cancelled():
                 with contextlib.suppress(BaseException):
                     task.result()  # retrieved: no "exception was never retrieved" warning
         self._retired.clear()
+
+
+async def _retire(task: asyncio.Task[Any]) -> None:
+    """After ``Supervisor.cancel``: give the cancellation a moment, then ``stop`` the task if it runs on."""
+    await asyncio.wait({task}, timeout=RECANCEL_EVERY)
+    if not task.done():
+        await stop(task)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -42,3 +43,9 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
             return
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def stop_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """``stop`` every task at once; what they end with is not re-raised (as ``gather(...,
+    return_exceptions=True)``, which also marks it retrieved)."""
+    await asyncio.gather(*(stop(task) for task in set(tasks)), return_exceptions=True)

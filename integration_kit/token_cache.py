@@ -46,7 +46,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,7 +263,7 @@ class TokenCache:
             return Lease(token=token, waited=0.0, source="fetched")
         finally:
             if owner:  # bounded: this may run while the fetch is being cancelled (shutdown)
-                await self._redis_call(asyncio.wait_for(client.eval(_RELEASE, 1, lock_key, owner), LOCK_SLACK))
+                await self._redis_call(_within(LOCK_SLACK, client.eval(_RELEASE, 1, lock_key, owner)))
 
     async def _fetch(
         self, key: str, grant: TokenGrant, session: aiohttp.ClientSession, ssl: Any, refresh: str | None
@@ -343,6 +343,12 @@ def _stored_error(raw: bytes | str) -> TokenError:
     except (ValueError, TypeError, KeyError):
         return TokenError((ErrorClass.AUTH, "auth: token endpoint: failed (reported by another replica)"))
     return TokenError(failure, status=status if isinstance(status, int) else None)
+
+
+async def _within(seconds: float, awaitable: Awaitable[Any]) -> Any:
+    """``awaitable``, or TimeoutError after ``seconds`` (not asyncio.wait_for: see integration_kit.tasks)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 __all__ = ["DEFAULT_PREFIX", "REDIS_PAUSE", "Lease", "TokenCache"]

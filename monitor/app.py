@@ -29,6 +29,7 @@ from checks import run_probe as default_run_probe
 from checks.base import ProbeContext
 from checks.call import make_session
 from integration_kit.redact import Redactor, is_sensitive_name
+from integration_kit.tasks import stop_all
 from integration_kit.token_cache import TokenCache
 from monitor import __version__
 from monitor.cluster_runtime import ClusterRuntime
@@ -287,9 +288,7 @@ class App:
             await self.scheduler.stop(self.config.monitor.shutdown_grace)
         if self.cluster is not None:
             await self.cluster.close()  # results still buffered reach their owners
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await stop_all(self._background)
         await self.server.close()
         if self.tokens is not None:
             await self.tokens.close()

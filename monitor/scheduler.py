@@ -51,6 +51,7 @@ from checks import run_probe as default_run_probe
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
+from integration_kit.tasks import stop_all
 from monitor.batching_scheduler import BatchingScheduler
 from monitor.cluster.grid import GridTrigger
 from monitor.metrics import remove_series
@@ -167,9 +168,7 @@ class Scheduler:
             _, pending = await asyncio.wait(pending, timeout=grace)
         if pending:
             log.warning("cancelling %d probe(s) still running after %.1fs", len(pending), grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await stop_all(pending)
         if self._aps.running:
             self._aps.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback: let it run now

@@ -11,7 +11,7 @@ import pytest
 
 from integration_kit.retry import Backoff
 from integration_kit.supervisor import Supervisor
-from integration_kit.tasks import stop
+from integration_kit.tasks import stop, stop_all
 
 
 async def until(condition, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -75,24 +75,30 @@ async def test_a_loop_that_returns_has_finished_and_is_not_restarted() -> None:
     await sup.close()
 
 
-async def test_close_stops_a_loop_that_swallows_its_cancellation() -> None:
-    swallowed = 0
-    sup = Supervisor("alerts")
+class Stubborn:
+    """A loop that never looks at ``stopping`` and loses its first ``lost`` cancellations (as a loop
+    whose cancellation meets a result in Python 3.11's asyncio.wait_for does)."""
 
-    async def stubborn() -> None:
-        nonlocal swallowed
-        while True:  # never looks at sup.stopping, and loses the first two cancellations
+    def __init__(self, lost: int) -> None:
+        self.lost = lost
+        self.swallowed = 0
+
+    async def __call__(self) -> None:
+        while True:
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
-                swallowed += 1
-                if swallowed > 2:
+                self.swallowed += 1
+                if self.swallowed > self.lost:
                     raise
 
+
+async def test_close_stops_a_loop_that_swallows_its_cancellation() -> None:
+    sup, stubborn = Supervisor("alerts"), Stubborn(lost=2)
     sup.start("stubborn", stubborn)
     await asyncio.sleep(0.01)
     await asyncio.wait_for(sup.close(grace=0.05), 10)  # a single cancel-and-wait would hang here forever
-    assert swallowed == 3 and not sup.running("stubborn")
+    assert stubborn.swallowed == 3 and not sup.running("stubborn")
 
 
 async def test_sleep_returns_false_at_once_when_stopping_and_wakes_on_its_event() -> None:
@@ -119,20 +125,36 @@ async def test_report_says_whether_the_components_own_work_succeeds() -> None:
 
 
 async def test_stop_ends_a_task_that_swallows_its_cancellation() -> None:
-    swallowed = 0
-
-    async def stubborn() -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                swallowed += 1
-                if swallowed > 1:
-                    raise
-
+    stubborn = Stubborn(lost=1)
     task = asyncio.ensure_future(stubborn())
     await asyncio.sleep(0.01)
     await asyncio.wait_for(stop(task), 10)  # cancel-once-and-await would hang here forever
-    assert task.cancelled() and swallowed == 2
+    assert task.cancelled() and stubborn.swallowed == 2
     await stop(None)
+
+
+async def test_cancel_stops_a_loop_that_swallows_its_cancellation_without_waiting_for_close() -> None:
+    """A reader whose config a reload removed: if its cancellation is lost it must not run on until close()."""
+    sup, stubborn = Supervisor("quota"), Stubborn(lost=1)
+    sup.start("stubborn", stubborn)
+    await asyncio.sleep(0.01)
+    sup.cancel("stubborn")
+    await until(lambda: stubborn.swallowed == 2)
+    await until(lambda: not [t for t in asyncio.all_tasks() if t.get_name().startswith("stubborn")])
+    await sup.close()
+
+
+async def test_stop_all_ends_every_task_and_re_raises_nothing() -> None:
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def swallows_once() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)
+
+    tasks = [asyncio.ensure_future(fails()), asyncio.ensure_future(swallows_once())]
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(stop_all(tasks), 10)
+    assert isinstance(tasks[0].exception(), RuntimeError) and tasks[1].cancelled()

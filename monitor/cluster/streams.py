@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from integration_kit.tasks import stop_all
 from monitor.cluster.result_codec import decode, encode
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ READ_BLOCK_MS = 1000
 READ_COUNT = 1000
 MAX_HOPS = 1  # a result is passed on at most once after it arrived at a replica that no longer owns it
 FAILURE_BACKOFF_MAX = 5.0
-CLOSE_TIMEOUT = 3.0
 
 
 class ResultStreams:
@@ -191,8 +191,4 @@ class ResultStreams:
         if self._pending:
             batch, self._pending = self._pending, []
             await self._send(batch)
-        for task in tasks:
-            task.cancel()
-        _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT) if tasks else (set(), set())
-        if stuck:
-            log.warning("cluster: %d result stream task(s) did not stop within %.0fs", len(stuck), CLOSE_TIMEOUT)
+        await stop_all(tasks)

@@ -27,6 +27,7 @@ from integration_kit.calls import CallError
 from integration_kit.client import Integration
 from integration_kit.limiter import RateLimit
 from integration_kit.retry import RetryPolicy
+from integration_kit.tasks import stop_all
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -87,13 +88,10 @@ class KitTraffic:
             contact += 4
 
     async def close(self) -> None:
-        # The loops also check this flag: on Python 3.11 a cancellation that arrives just as one of the
-        # kit's asyncio.timeout() blocks expires can be swallowed, and a loop would go on forever.
+        # The loops also check this flag: a loop whose cancellation got lost (on Python 3.11, see
+        # integration_kit.tasks) ends at its next turn; stop_all cancels again until they all have.
         self._stopping = True
-        tasks = [*self._tasks, *self._in_flight]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_all([*self._tasks, *self._in_flight])
         self._tasks = []
         if self._session is not None:
             await self._session.close()

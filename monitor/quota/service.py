@@ -275,6 +275,7 @@ class QuotaService:
 
     async def _poll(self, integration: str, poller: _Poller) -> None:
         cfg = poller.cfg
+        key = (integration, cfg.name)
         while True:
             started = time.monotonic()
             try:
@@ -284,6 +285,8 @@ class QuotaService:
                 async with asyncio.timeout(max(self.read_timeout, cfg.interval)):
                     reading = await read_redis_quota(client, cfg)
             except Exception as exc:
+                if self._pollers.get(key) is not poller:
+                    return  # retired meanwhile (see below)
                 poller.failures += 1
                 poller.last_error = self.services.redactor.text(f"{type(exc).__name__}: {exc}")[:300]
                 self._drop(integration, cfg.name, "redis")
@@ -297,6 +300,10 @@ class QuotaService:
                     return
                 continue
 
+            if self._pollers.get(key) is not poller:
+                # Retired by a reload while it was reading, and the cancellation got lost (integration_kit.tasks):
+                # the series are gone, or belong to the new poller now.
+                return
             if poller.failures:
                 log.info("quota %s/%s: Redis reads resumed after %d failures", integration, cfg.name, poller.failures)
             poller.backoff.succeeded()
