@@ -28,10 +28,11 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from multidict import CIMultiDict
+from processes import ROOT
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis_servers import SHARED_REDIS, tag_of
+from redis_servers import SHARED_REDIS, OwnRedis, tag_of
 
 from integration_kit.errors import ErrorClass
 from integration_kit.oauth2 import basic_authorization
@@ -672,3 +673,38 @@ def test_demo_command_reports_a_taken_port_and_exits_1() -> None:
     messages = [json.loads(line)["message"] for line in done.stderr.splitlines() if line.startswith("{")]
     assert any(m.startswith("simulated vendor API on http://127.0.0.1:") for m in messages)
     assert any("demo could not start" in m and "--listen" in m for m in messages)
+
+
+async def test_demo_command_stops_cleanly_on_sigterm_while_its_integrations_start(own_redis: OwnRedis) -> None:
+    """SIGTERM right after the simulated vendor is up (the integrations' traffic is starting, the daemon
+    not yet running): exit 0 and every demo key deleted, not killed by the signal with the keys left over."""
+    await own_redis.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "demo", "--listen", "127.0.0.1:0",
+        cwd=ROOT, env={**os.environ, "REDIS_URL": own_redis.url},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any("simulated vendor API on" in line for line in log):
+                line = await proc.stderr.readline()
+                assert line, "demo exited before starting its vendor:\n" + "".join(log)
+                log.append(line.decode())
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            log += [line.decode() for line in (await proc.stderr.read()).splitlines(keepends=True)]
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "".join(log)
+    assert code == 0, text
+    assert "SIGTERM received: stopping" in text and "demo: deleted" in text, text
+    client = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        assert [key async for key in client.scan_iter(match="*imdemo*")] == []
+    finally:
+        await client.aclose()

@@ -14,8 +14,10 @@ for the command: serves until SIGTERM/SIGINT).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -168,8 +170,16 @@ class Demo:
         the daemon's redacting log handler (text or json); None leaves logging alone."""
         if log_format is not None:
             setup_logging(Redactor(), fmt=log_format, level=log_level)  # until the app's redactor exists
+        # SIGTERM/SIGINT while the integrations start, before the daemon handles them itself: stop then
+        # (without this the signal would kill the process and leave the demo's Redis keys behind).
+        loop, stopping = asyncio.get_running_loop(), asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop_signal, sig.name, stopping)
         try:
             await self._start_integrations()
+            if stopping.is_set():
+                return 0
+            # From here to app.run() nothing awaits: its own handlers replace these before a signal is seen.
             self.app = self._make_app(self.load(), reloadable=reloadable)
             if log_format is not None:
                 setup_logging(self.app.redactor, fmt=log_format, level=log_level)
@@ -178,7 +188,14 @@ class Demo:
             )
             return await self.app.run()
         finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)  # (already done if the app ran)
             await self._stop_integrations()
+
+
+def _stop_signal(name: str, stopping: asyncio.Event) -> None:
+    log.info("%s received: stopping", name)
+    stopping.set()
 
 
 def run_demo(args: argparse.Namespace) -> int:
