@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "probe_cpu": (["--runs", "3", "--seconds", "8"], ["--runs", "1", "--seconds", "4"]),
     "scale": (["--sizes", "1000", "10000", "--seconds", "60"], ["--sizes", "1000", "--seconds", "30"]),
-    "quota_read": (["--runs", "5"], ["--runs", "2", "--scan-count", "1000"]),
+    "quota_read": (["--rounds", "8"], ["--rounds", "4", "--keys", "2000"]),
     "alert_latency": (["--trials", "3"], ["--trials", "1"]),
     "kit_overhead": (["--calls", "2000", "--rounds", "5"], ["--calls", "500", "--rounds", "2"]),
 }

@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import limits
@@ -24,7 +24,7 @@ from redis_servers import SHARED_REDIS, tag_of
 
 from integration_kit.limiter import GCRA_SCRIPT
 from integration_kit.limiter_formats import REDIS_RATE_EPOCH, KeyReading, reader_for
-from monitor.quota.reader import QuotaReading, read_redis_quota
+from monitor.quota.reader import QuotaReader, QuotaReading
 from monitor.settings.quota import RedisQuotaConfig
 
 
@@ -45,8 +45,22 @@ def quota(**fields: Any) -> RedisQuotaConfig:
     return RedisQuotaConfig(name="q", source="redis", **fields)
 
 
-async def read(conn: redis.asyncio.Redis, cfg: RedisQuotaConfig) -> QuotaReading:
-    return await read_redis_quota(conn, cfg)
+Read = Callable[[redis.asyncio.Redis, RedisQuotaConfig], Awaitable[QuotaReading]]
+
+
+@pytest.fixture(params=["scripts", "plain commands"])
+def read(request: pytest.FixtureRequest) -> Read:
+    """Every test reads both ways: gathered by the server-side scripts, and with the plain commands (what
+    a Redis user without +eval gets). One decoder per format serves both."""
+    scripts = request.param == "scripts"
+
+    async def read_(conn: redis.asyncio.Redis, cfg: RedisQuotaConfig) -> QuotaReading:
+        reader = QuotaReader(cfg, scripts=scripts)
+        reading = await reader.read(conn)
+        assert reader.scripts == scripts  # never fell back: the path under test is the one that read
+        return reading
+
+    return read_
 
 
 def remaining(reading: QuotaReading) -> float:
@@ -63,7 +77,7 @@ def reset_at(reading: QuotaReading) -> float:
 # ---- limits: the real library writes, we read, the library reports ----------------------------------
 
 
-async def test_limits_fixed_window_matches_the_library(shared_redis, storage, tag):
+async def test_limits_fixed_window_matches_the_library(shared_redis, storage, tag, read):
     limiter = limits.strategies.FixedWindowRateLimiter(storage)
     item = limits.RateLimitItemPerMinute(10)
     for _ in range(7):
@@ -85,7 +99,7 @@ async def test_limits_fixed_window_matches_the_library(shared_redis, storage, ta
     assert limiter.get_window_stats(item, tag, "index").remaining == remaining(reading) == 0
 
 
-async def test_limits_moving_window_matches_the_library(shared_redis, storage, tag):
+async def test_limits_moving_window_matches_the_library(shared_redis, storage, tag, read):
     limiter = limits.strategies.MovingWindowRateLimiter(storage)
     item = limits.RateLimitItemPerSecond(5, 1)
     for _ in range(3):
@@ -109,12 +123,16 @@ async def test_limits_moving_window_matches_the_library(shared_redis, storage, t
     assert abs(reset_at(reading) - stats.reset_time) <= 1.0
 
 
-async def test_limits_sliding_window_counter_matches_the_library(shared_redis, storage, tag):
+async def test_limits_sliding_window_counter_matches_the_library(shared_redis, storage, tag, read):
     limiter = limits.strategies.SlidingWindowCounterRateLimiter(storage)
     item = limits.RateLimitItemPerSecond(10, 2)
     for _ in range(6):
         assert limiter.hit(item, tag)
     cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
+    # The reset is the current key's PTTL modulo the window (the library's formula): it jumps from 0 to
+    # a whole window when the PTTL is exactly 2 windows, i.e. within the millisecond of the first hit.
+    # Both reads below must fall on the same side of that jump: let a few milliseconds pass first.
+    await asyncio.sleep(0.02)
 
     async def agree() -> None:
         # limits' own read renames keys when the window moved on, so read before and after it: the
@@ -141,7 +159,7 @@ async def test_limits_sliding_window_counter_matches_the_library(shared_redis, s
     assert [k async for k in shared_redis.scan_iter(match=f"*{tag}*/-1")]  # the library renamed, we did not
 
 
-async def test_limits_key_without_prefix(shared_redis, tag):
+async def test_limits_key_without_prefix(shared_redis, tag, read):
     # limits < 3.7 wrote its keys without the "LIMITS:" prefix (same incr_expire script).
     key = f"LIMITER/{tag}/api/100/1/hour"
     await shared_redis.eval(
@@ -167,7 +185,7 @@ return { totalHits, timeToExpire }
 """
 
 
-async def test_counter_rate_limit_redis(shared_redis, tag):
+async def test_counter_rate_limit_redis(shared_redis, tag, read):
     for ip, hits in (("10.0.0.1", 3), ("10.0.0.2", 9), ("10.0.0.3", 1)):
         for _ in range(hits):
             await shared_redis.eval(RATE_LIMIT_REDIS, 1, f"rl:{tag}:{ip}", "0", 60_000)
@@ -179,7 +197,7 @@ async def test_counter_rate_limit_redis(shared_redis, tag):
     assert 59 < (obs.reset_seconds or 0) <= 60
 
 
-async def test_counter_rack_attack(shared_redis, tag):
+async def test_counter_rack_attack(shared_redis, tag, read):
     period = 60
     now = int(time.time())
     key = f"rack::attack:{now // period}:{tag}-req/ip:1.2.3.4"
@@ -193,7 +211,7 @@ async def test_counter_rack_attack(shared_redis, tag):
     assert 0 < (reading.observation.reset_seconds or 0) <= period + 1
 
 
-async def test_rate_limiter_flexible(shared_redis, tag):
+async def test_rate_limiter_flexible(shared_redis, tag, read):
     points, duration = 5, 60
     key = f"rlflx:{tag}:user-1"
 
@@ -243,7 +261,7 @@ return -1
 """
 
 
-async def test_sliding_log_pyrate_limiter(shared_redis, tag):
+async def test_sliding_log_pyrate_limiter(shared_redis, tag, read):
     bucket = f"{tag}:bucket"
     seconds, micros = await shared_redis.time()
     now_ms = seconds * 1000 + micros // 1000
@@ -261,7 +279,7 @@ async def test_sliding_log_pyrate_limiter(shared_redis, tag):
     assert not reading.fixed_window
 
 
-async def test_sliding_log_in_seconds(shared_redis, tag):
+async def test_sliding_log_in_seconds(shared_redis, tag, read):
     seconds, _ = await shared_redis.time()
     await shared_redis.zadd(f"{tag}:log", {"a": seconds - 100, "b": seconds - 5, "c": seconds - 1})
     reading = await read(
@@ -307,7 +325,7 @@ return { allowed_num, new_tokens }
 """
 
 
-async def test_token_bucket_spring_cloud_gateway(shared_redis, tag):
+async def test_token_bucket_spring_cloud_gateway(shared_redis, tag, read):
     rate, capacity = 1, 20
     keys = [f"request_rate_limiter.{{{tag}.user}}.tokens", f"request_rate_limiter.{{{tag}.user}}.timestamp"]
     for _ in range(12):
@@ -323,7 +341,7 @@ async def test_token_bucket_spring_cloud_gateway(shared_redis, tag):
     assert reading.observation.used == pytest.approx(12, abs=rate * 2)
 
 
-async def test_token_bucket_hash_in_ms(shared_redis, tag):
+async def test_token_bucket_hash_in_ms(shared_redis, tag, read):
     seconds, micros = await shared_redis.time()
     now_ms = seconds * 1000 + micros // 1000
     await shared_redis.hset(f"{tag}:tb", mapping={"tokens": 3, "timestamp": now_ms - 1000})
@@ -339,7 +357,7 @@ async def test_token_bucket_hash_in_ms(shared_redis, tag):
 REDIS_RATE_ALLOW_N = GCRA_SCRIPT
 
 
-async def test_gcra_redis_rate(shared_redis, tag):
+async def test_gcra_redis_rate(shared_redis, tag, read):
     key = f"rate:{tag}:user"
     limit = (10, 10, 60)  # burst 10, rate 10 per minute
     for _ in range(4):
@@ -383,7 +401,7 @@ return {0, burst + 1, math.floor(diff / emission)}
 """
 
 
-async def test_gcra_redis_cell(shared_redis, tag):
+async def test_gcra_redis_cell(shared_redis, tag, read):
     key = f"{tag}:cell"
     args = (5, 10, 1)  # CL.THROTTLE key 5 10 1: burst 5, 10 per second → limit 6
     for _ in range(3):
@@ -399,7 +417,7 @@ async def test_gcra_redis_cell(shared_redis, tag):
 # ---- many keys, garbage, round trips ----------------------------------------------------------------
 
 
-async def test_bad_keys_are_skipped_and_the_rest_counted(shared_redis, tag):
+async def test_bad_keys_are_skipped_and_the_rest_counted(shared_redis, tag, read):
     await shared_redis.set(f"rl:{tag}:good", 4, ex=60)
     await shared_redis.rpush(f"rl:{tag}:list", "x")
     await shared_redis.set(f"rl:{tag}:text", "not-a-number")
@@ -411,7 +429,7 @@ async def test_bad_keys_are_skipped_and_the_rest_counted(shared_redis, tag):
     }
 
 
-async def test_keys_mget_cannot_read_are_typed_once(shared_redis, tag):
+async def test_keys_mget_cannot_read_are_typed_once(shared_redis, tag, read):
     # gcra and token buckets read values with one MGET, which answers nil for a list as for a
     # missing key: an EXISTS over the batch tells them apart, and only then a TYPE is asked.
     await shared_redis.set(f"rate:{tag}:ok", 1.0e8, ex=60)
@@ -434,20 +452,20 @@ def test_a_key_gone_between_scan_and_read_is_zero_usage():
     assert isinstance(here[1], KeyReading) and here[1].used == 3
 
 
-async def test_key_names_that_are_not_utf8(shared_redis, tag):
+async def test_key_names_that_are_not_utf8(shared_redis, tag, read):
     await shared_redis.set(f"rl:{tag}:".encode() + b"\xff\xfe", 5, ex=60)
     reading = await read(shared_redis, quota(format="counter", match=f"rl:{tag}:*", limit=10))
     assert reading.observation.used == 5 and reading.busiest_key == f"rl:{tag}:\udcff\udcfe"
 
 
-async def test_no_key_is_zero_usage(shared_redis, tag):
+async def test_no_key_is_zero_usage(shared_redis, tag, read):
     reading = await read(shared_redis, quota(format="counter", match=f"rl:{tag}:*", limit=10))
     assert (reading.observation.used, reading.observation.limit, reading.keys, reading.busiest_key) == (0, 10, 0, None)
     reading = await read(shared_redis, quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*"))
     assert reading.observation.used == 0 and reading.observation.limit is None
 
 
-async def test_many_keys_cost_few_round_trips(shared_redis, tag):
+async def test_many_keys_cost_few_round_trips(shared_redis, tag, read):
     n = 3000
     async with shared_redis.pipeline(transaction=False) as pipe:
         for i in range(n):
@@ -462,7 +480,7 @@ async def test_many_keys_cost_few_round_trips(shared_redis, tag):
     assert reading.round_trips <= math.ceil(size / cfg.scan_count) + 3
 
 
-async def test_decoded_responses_client_reads_the_same(shared_redis, tag):
+async def test_decoded_responses_client_reads_the_same(shared_redis, tag, read):
     conn = redis.asyncio.Redis.from_url(SHARED_REDIS, decode_responses=True)
     try:
         await conn.set(f"rl:{tag}:a", 7, ex=30)

@@ -11,11 +11,10 @@ from integration_kit.limiter_formats.plans import (
     FormatSpec,
     KeyReading,
     Outcome,
-    by_value,
     number,
     ttl_seconds,
-    values_and_exists,
 )
+from integration_kit.limiter_formats.scripts import values_plan
 
 
 class CounterReader:
@@ -28,11 +27,11 @@ class CounterReader:
     def primary(self, key: str) -> str:
         return key
 
-    def plan(self, keys: Sequence[str], now: float) -> BatchPlan:
+    def plan(self, keys: Sequence[str], now: float, *, scripts: bool = False) -> BatchPlan:
         def one(key: str, value: Any) -> Outcome:
             used = number(value)
-            assert used is not None  # by_value reads only the values MGET found
+            assert used is not None  # values_plan reads only the values found
             return KeyReading(key=key, used=used, limit=self.limit, reset_seconds=None, window_seconds=self.window,
                               fixed_window=True, reset_from_ttl=ttl_seconds)
 
-        return BatchPlan(values_and_exists(keys), lambda r: by_value(keys, r[0], r[1], one))
+        return values_plan(keys, one, scripts=scripts)

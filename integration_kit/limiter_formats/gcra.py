@@ -10,10 +10,9 @@ from integration_kit.limiter_formats.plans import (
     FormatSpec,
     KeyReading,
     Outcome,
-    by_value,
     number,
-    values_and_exists,
 )
+from integration_kit.limiter_formats.scripts import values_plan
 
 REDIS_RATE_EPOCH = 1_483_228_800  # redis_rate stores TAT in seconds since 2017-01-01 UTC
 
@@ -33,7 +32,7 @@ class GcraReader:
     def primary(self, key: str) -> str:
         return key
 
-    def plan(self, keys: Sequence[str], now: float) -> BatchPlan:
+    def plan(self, keys: Sequence[str], now: float, *, scripts: bool = False) -> BatchPlan:
         def one(key: str, value: Any) -> Outcome:
             tat = number(value)
             if tat is None:
@@ -43,4 +42,4 @@ class GcraReader:
             return KeyReading(key=key, used=ahead / self.emission, limit=self.limit, reset_seconds=ahead,
                               window_seconds=self.emission * self.limit)
 
-        return BatchPlan(values_and_exists(keys), lambda r: by_value(keys, r[0], r[1], one))
+        return values_plan(keys, one, scripts=scripts)

@@ -3,6 +3,8 @@ timestamps) and sliding window counter (two strings), in keys named ``…/<amoun
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -18,12 +20,16 @@ from integration_kit.limiter_formats.plans import (
     confirm_type,
     guarded,
     guarded_plan,
+    joined,
     number,
+    of_type,
+    text,
     ttl_seconds,
     values_and_exists,
     values_with_ttls,
     wire,
 )
+from integration_kit.limiter_formats.scripts import Gatherer
 
 # Seconds per granularity in ``limits`` key names (limits' own table: a month is 30 days, a year 360).
 LIMITS_GRANULARITY = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 2_592_000, "year": 31_104_000}
@@ -47,32 +53,39 @@ class LimitsReader:
             return key[: -len("/-1")] if match.group(4) else None
         return key
 
-    def plan(self, keys: Sequence[str], now: float) -> BatchPlan:
+    def plan(self, keys: Sequence[str], now: float, *, scripts: bool = False) -> BatchPlan:
         sliding = [k for k in keys if k.endswith("}")]
         plain = [k for k in keys if not k.endswith("}")]
-        previous = [k + "/-1" for k in sliding]
-        commands = values_and_exists(plain) if plain else []
-        split = len(commands)
-        if sliding:
-            commands += values_with_ttls(sliding + previous)
+        parts: list[BatchPlan] = []
+        if plain and scripts:  # grouped by window: the script takes one cutoff per group, not per key
+            plain.sort(key=lambda k: _limits_item(k)[1])
+            parts.append(LIMITS_KEYS.plan(plain, lambda k, v: _limits_typed(k, now, *v),
+                                          args=lambda chunk: _cutoff_groups(chunk, now)))
+        elif plain:  # a string is a fixed window; a key MGET cannot read may be a moving window (list)
+            second_look = lambda k: _limits_list(k, now)  # noqa: E731
+            parts.append(BatchPlan(values_and_exists(plain),
+                                   lambda r: by_value(plain, r[0], r[1], _limits_fixed, second_look)))
+        if sliding and scripts:
+            parts.append(SLIDING_PAIRS.plan(sliding, lambda k, v: _limits_sliding(k, *v), names=_with_previous))
+        elif sliding:
+            n = len(sliding)
 
-        def decode(replies: list[Any]) -> list[tuple[str, Outcome]]:
-            out: list[tuple[str, Outcome]] = []
-            if plain:  # a string is a fixed window; a key MGET cannot read may be a moving window (list)
-                out += by_value(plain, replies[0], replies[1], _limits_fixed, lambda k: _limits_list(k, now))
-            if sliding:
-                values, ttls = replies[split], replies[split + 1 :]
-                n = len(sliding)
-                for i, key in enumerate(sliding):
-                    amount, window = _limits_item(key)
-                    current = (values[i], ttls[i])
-                    prior = (values[n + i], ttls[n + i])
-                    out.append((key, guarded(_limits_sliding, key, amount, window, current, prior)))
-            return out
+            def decode_sliding(replies: list[Any]) -> list[tuple[str, Outcome]]:
+                values, ttls = replies[0], replies[1:]
+                return [
+                    (k, guarded(_limits_sliding, k, values[i], ttls[i], values[n + i], ttls[n + i]))
+                    for i, k in enumerate(sliding)
+                ]
 
-        return BatchPlan(commands, decode)
+            parts.append(BatchPlan(values_with_ttls(sliding + [_with_previous(k)[1] for k in sliding]), decode_sliding))
+        return joined(parts)
 
 
+def _with_previous(key: str) -> tuple[str, str]:
+    return key, key + "/-1"
+
+
+@functools.lru_cache(maxsize=65_536)  # every read of a quota decodes the same names again
 def _limits_item(key: str) -> tuple[float, float]:
     match = _LIMITS_TAIL.search(key)
     assert match is not None  # primary() accepted the key
@@ -91,39 +104,95 @@ def _limits_reset(pttl: Any) -> float:
     return ttl_seconds(pttl) or 0.0  # limits reports "now" for a key without TTL
 
 
-def _limits_list(key: str, now: float) -> KeyPlan:
+def _limits_moving(key: str, now: float, count: Any, oldest: Any) -> Outcome:
+    """A list of epoch seconds, newest first, trimmed to ``amount``: ``count`` entries inside the window,
+    the oldest of them ``oldest`` (however they were gathered)."""
     amount, window = _limits_item(key)
-    return KeyPlan([("LLEN", wire(key)), ("LINDEX", wire(key), -1)],
-                   guarded_plan(lambda r: _limits_moving(key, amount, window, now, r)))
+    oldest_stamp = number(oldest)
+    # limits answers "reset = now + window" for an empty window; match it.
+    reset = oldest_stamp + window - now if oldest_stamp is not None else window
+    return KeyReading(key=key, used=number(count) or 0.0, limit=amount, reset_seconds=max(0.0, reset),
+                      window_seconds=window)
 
 
-def _limits_moving(key: str, amount: float, window: float, now: float, r: list[Any]) -> Outcome:
-    """A list of epoch seconds, newest first, trimmed to ``amount``: used = entries inside the window."""
-    length = number(r[0]) or 0
-    if length == 0:
+def _cutoff_groups(chunk: Sequence[str], now: float) -> list[Any]:
+    """``LIMITS_KEYS``' ARGV for keys sorted by window: (how many keys, their window's start) per window."""
+    args: list[Any] = []
+    for window, group in itertools.groupby(chunk, key=lambda k: _limits_item(k)[1]):
+        args += [sum(1 for _ in group), repr(now - window)]
+    return args
+
+
+def _limits_typed(key: str, now: float, value: Any, kind: Any, oldest: Any) -> Outcome:
+    """What ``LIMITS_KEYS`` gathered: a string's value, or a list's count and oldest entry inside the window."""
+    if kind is None:
+        return _limits_fixed(key, value)
+    if text(kind) == "list":
+        return _limits_moving(key, now, value, oldest)
+    return of_type(kind)
+
+
+def _limits_list(key: str, now: float) -> KeyPlan:
+    """A key MGET could not read: its type, and the list's length and oldest entry if it is a list."""
+    cutoff = now - _limits_item(key)[1]
+    k = wire(key)
+
+    def decode(replies: list[Any]) -> Outcome:
+        kind = text(check_reply(replies[0]))
+        if kind != "list":
+            return of_type(kind)
+        length, last = number(replies[1]) or 0, _lua_number(replies[2])
+        if length == 0:  # gone since the TYPE
+            return None
+        if last is not None and last >= cutoff:  # every entry is inside the window
+            return _limits_moving(key, now, length, replies[2])
+        return KeyPlan([("LRANGE", k, 0, -1)], guarded_plan(lambda r: _limits_moving(key, now, *inside(r[0]))))
+
+    def inside(entries: Any) -> tuple[int, Any]:
+        entries = check_reply(entries) or []
+        found = _oldest_inside(entries, cutoff)
+        return (0, None) if found is None else (found + 1, entries[found])
+
+    return KeyPlan([("TYPE", k), ("LLEN", k), ("LINDEX", k, -1)], guarded_plan(decode))
+
+
+def _oldest_inside(entries: Sequence[Any], cutoff: float) -> int | None:
+    """Index of the oldest entry at or after ``cutoff`` in a newest-first list: limits' own moving-window
+    read (its moving_window.lua) is this binary search, and so is ``LIMITS_KEYS``."""
+    low, high, found = 0, len(entries) - 1, None
+    while low <= high:
+        mid = (low + high) // 2
+        value = _lua_number(entries[mid])
+        if value is not None and value >= cutoff:
+            found, low = mid, mid + 1
+        else:
+            high = mid - 1
+    return found
+
+
+def _lua_number(reply: Any) -> float | None:
+    """Lua's ``tonumber`` (C's strtod: inf, nan and hex too), as the library's script and ``LIMITS_KEYS``
+    compare a list entry with the window's start; an entry that is no number is no time."""
+    if reply is None:
         return None
-    cutoff = now - window
-    last = number(r[1])
-    if last is not None and last >= cutoff:  # every entry is inside the window
-        return KeyReading(key=key, used=length, limit=amount, reset_seconds=max(0.0, last + window - now),
-                          window_seconds=window)
-
-    def in_window(replies: list[Any]) -> Outcome:
-        entries = check_reply(replies[0]) or []
-        stamps = [t for t in (number(e) for e in entries) if t is not None and t >= cutoff]
-        # limits answers "reset = now + window" for an empty window; match it.
-        reset = min(stamps) + window - now if stamps else window
-        return KeyReading(key=key, used=len(stamps), limit=amount, reset_seconds=max(0.0, reset),
-                          window_seconds=window)
-
-    return KeyPlan([("LRANGE", wire(key), 0, -1)], guarded_plan(in_window))
+    value = text(check_reply(reply)).strip()
+    if "_" in value:  # Python's float() takes digit separators, strtod does not
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return float.fromhex(value)
+    except ValueError:
+        return None
 
 
-def _limits_sliding(
-    key: str, amount: float, window: float, current_r: tuple[Any, Any], previous_r: tuple[Any, Any]
-) -> Outcome:
-    current, previous = number(current_r[0]), number(previous_r[0])
-    current_ms, previous_ms = number(current_r[1]) or 0.0, number(previous_r[1]) or 0.0
+def _limits_sliding(key: str, current_r: Any, current_ttl: Any, previous_r: Any, previous_ttl: Any) -> Outcome:
+    """The value and PTTL of the current and of the previous window's key."""
+    amount, window = _limits_item(key)
+    current, previous = number(current_r), number(previous_r)
+    current_ms, previous_ms = number(current_ttl) or 0.0, number(previous_ttl) or 0.0
     if current is None and previous is None:
         return confirm_type(key) if current_ms != _GONE else None
     window_ms = window * 1000.0
@@ -143,3 +212,60 @@ def _limits_sliding(
         candidates.append((current_ms / 1000.0) % window)
     return KeyReading(key=key, used=used, limit=amount, reset_seconds=min(candidates, default=0.0),
                       window_seconds=window)
+
+
+# Per key: a string's value; for a list, the number of entries inside the window and the oldest of them
+# (the whole list when its last entry is inside, else limits' own binary search: as ``_limits_list`` and
+# ``_oldest_inside``) and the type; for any other type, the type. ARGV: (n, cutoff) for each run of n
+# keys with the same window.
+LIMITS_KEYS = Gatherer(
+    """
+local values, i = redis.call('MGET', unpack(KEYS)), 0
+for group = 1, #ARGV, 2 do
+  local cutoff = tonumber(ARGV[group + 1])
+  for _ = 1, tonumber(ARGV[group]) do
+    i = i + 1
+    local key, value, kind, oldest = KEYS[i], values[i], false, false
+    if not value then
+      kind = redis.call('TYPE', key)['ok']
+    end
+    if kind == 'list' then
+      local length, last = redis.call('LLEN', key), redis.call('LINDEX', key, -1)
+      local stamp = tonumber(last)
+      if stamp and stamp >= cutoff then
+        value, oldest = length, last
+      else
+        local low, high, found = 0, length - 1, nil
+        while low <= high do
+          local mid = math.floor((low + high) / 2)
+          stamp = tonumber(redis.call('LINDEX', key, mid))
+          if stamp and stamp >= cutoff then
+            found, low = mid, mid + 1
+          else
+            high = mid - 1
+          end
+        end
+        if found then
+          value, oldest = found + 1, redis.call('LINDEX', key, found)
+        else
+          value = 0
+        end
+      end
+    end
+    out[3 * i - 2], out[3 * i - 1], out[3 * i] = value, kind, oldest
+  end
+end
+""",
+    stride=3,
+)
+
+# MGET and the PTTL of each key (a sliding window counter's current and previous window, in pairs).
+SLIDING_PAIRS = Gatherer(
+    """
+local values = redis.call('MGET', unpack(KEYS))
+for i, key in ipairs(KEYS) do
+  out[2 * i - 1], out[2 * i] = values[i], redis.call('PTTL', key)
+end
+""",
+    stride=4,
+)

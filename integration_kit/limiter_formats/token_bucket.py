@@ -14,10 +14,12 @@ from integration_kit.limiter_formats.plans import (
     check_reply,
     guarded,
     number,
+    of_type,
     unit_seconds,
     values_and_exists,
     wire,
 )
+from integration_kit.limiter_formats.scripts import Gatherer
 
 
 class TokenBucketReader:
@@ -42,16 +44,21 @@ class TokenBucketReader:
             return key[: -len(self.spec.timestamp_suffix)] + self.spec.tokens_suffix
         return None
 
-    def plan(self, keys: Sequence[str], now: float) -> BatchPlan:
+    def plan(self, keys: Sequence[str], now: float, *, scripts: bool = False) -> BatchPlan:
         if self.spec.layout == "hash":
             fields = (self.spec.tokens_field, self.spec.timestamp_field)
+            if scripts:
+                return FIELDS_OF_HASHES.plan(keys, lambda k, v: self._reading(k, now, *v), args=lambda chunk: fields)
 
             def decode_hashes(replies: list[Any]) -> list[tuple[str, Outcome]]:
                 return [(k, guarded(self._hash_reading, k, now, r)) for k, r in zip(keys, replies, strict=True)]
 
             return BatchPlan([("HMGET", wire(k), *fields) for k in keys], decode_hashes)
-
-        stamps = [k[: -len(self.spec.tokens_suffix)] + self.spec.timestamp_suffix for k in keys]
+        stamp_of = {k: k[: -len(self.spec.tokens_suffix)] + self.spec.timestamp_suffix for k in keys}
+        if scripts:
+            return VALUES_OF_PAIRS.plan(keys, lambda k, v: self._pair_reading(k, now, *v),
+                                        names=lambda k: (k, stamp_of[k]))
+        stamps = list(stamp_of.values())
 
         def decode(replies: list[Any]) -> list[tuple[str, Outcome]]:
             tokens, times = replies[0][: len(keys)], replies[0][len(keys) :]
@@ -59,6 +66,9 @@ class TokenBucketReader:
             return by_value(keys, tokens, replies[1], lambda k, t: self._reading(k, now, t, time_of[k]))
 
         return BatchPlan(values_and_exists(keys, *stamps), decode)
+
+    def _pair_reading(self, key: str, now: float, tokens_r: Any, stamp_r: Any, kind: Any) -> Outcome:
+        return self._reading(key, now, tokens_r, stamp_r) if kind is None else of_type(kind)
 
     def _hash_reading(self, key: str, now: float, reply: Any) -> Outcome:
         tokens_r, stamp_r = check_reply(reply)
@@ -73,3 +83,37 @@ class TokenBucketReader:
         used = self.capacity - available
         return KeyReading(key=key, used=used, limit=self.capacity, reset_seconds=used / self.per_second,
                           window_seconds=self.capacity / self.per_second)
+
+
+# HMGET of the two fields (ARGV) of each hash: what the plain HMGET returns, the error of a key of
+# another type in the first place.
+FIELDS_OF_HASHES = Gatherer(
+    """
+for i, key in ipairs(KEYS) do
+  local fields = redis.pcall('HMGET', key, ARGV[1], ARGV[2])
+  if fields['err'] then
+    out[2 * i - 1], out[2 * i] = fields, false
+  else
+    out[2 * i - 1], out[2 * i] = fields[1], fields[2]
+  end
+end
+""",
+    stride=2,
+)
+
+# MGET of each bucket's tokens and timestamp keys (KEYS in pairs), and the tokens key's type where it held
+# no string (what EXISTS + TYPE tell the plain read).
+VALUES_OF_PAIRS = Gatherer(
+    """
+local values = redis.call('MGET', unpack(KEYS))
+for i = 1, #KEYS, 2 do
+  local kind = false
+  if not values[i] then
+    kind = redis.call('TYPE', KEYS[i])['ok']
+  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3] = values[i], values[i + 1], kind
+end
+""",
+    stride=3,
+)

@@ -43,7 +43,7 @@ from integration_kit.retry import Backoff
 from integration_kit.supervisor import Supervisor
 from monitor.metrics import remove_series
 from monitor.quota.burn import BurnTracker
-from monitor.quota.reader import QuotaReading, read_redis_quota
+from monitor.quota.reader import QuotaReader, QuotaReading
 from monitor.settings.quota import HeadersQuotaConfig, RedisQuotaConfig
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ class QuotaState:
 class _Poller:
     cfg: RedisQuotaConfig
     backoff: Backoff
+    reader: QuotaReader
     failures: int = 0
     last_error: str | None = None
     last_read_at: float | None = None
@@ -180,6 +181,8 @@ class QuotaService:
                     "last_error": p.last_error,
                     "last_read_at": p.last_read_at,
                     "round_trips": p.round_trips,
+                    "keys_known": p.reader.known_keys,
+                    "scripts": p.reader.scripts,
                 }
                 for (i, q), p in sorted(self._pollers.items())
             },
@@ -261,7 +264,8 @@ class QuotaService:
         for key, cfg in wanted.items():
             if key not in self._pollers:
                 first = min(1.0, cfg.interval)
-                self._pollers[key] = _Poller(cfg, Backoff(first=first, cap=max(first, self.max_backoff)))
+                self._pollers[key] = _Poller(cfg, Backoff(first=first, cap=max(first, self.max_backoff)),
+                                            QuotaReader(cfg, label="/".join(key)))
             poller = self._pollers[key]
             name = _loop_name(*key)
             if self._started and self.services.redis is not None and not self._supervisor.running(name):
@@ -283,7 +287,7 @@ class QuotaService:
                 if client is None:
                     raise RuntimeError("no Redis client")
                 async with asyncio.timeout(max(self.read_timeout, cfg.interval)):
-                    reading = await read_redis_quota(client, cfg)
+                    reading = await poller.reader.read(client)
             except Exception as exc:
                 if self._pollers.get(key) is not poller:
                     return  # retired meanwhile (see below)

@@ -57,8 +57,13 @@ class RedisQuotaConfig(BaseModel):
     interval: Duration = 15.0
     near_limit: float = Field(default=0.80, gt=0, description="a key above this usage ratio counts as near its limit")
     scan_count: int = Field(
-        default=5000, ge=10, le=100_000,
-        description="COUNT hint of each SCAN call: SCAN walks the whole keyspace, COUNT slots per round trip",
+        default=10_000, ge=10, le=100_000,
+        description="COUNT hint of each SCAN call: how much of the keyspace one call walks (and holds Redis for)",
+    )
+    rescan_interval: Duration = Field(
+        default=60.0,
+        description="one SCAN pass over the keyspace per rescan_interval, a share at each read: a new key "
+        "name is read at most about this long after it appears (known keys are read at every interval)",
     )
 
     # Format-specific (see the table in the module docstring).
@@ -93,6 +98,11 @@ class RedisQuotaConfig(BaseModel):
             raise ValueError("period must be greater than 0")
         if self.interval <= 0:
             raise ValueError("interval must be greater than 0")
+        if self.rescan_interval < self.interval:
+            raise ValueError(
+                f"rescan_interval ({self.rescan_interval:g}s) must be at least interval ({self.interval:g}s): "
+                "each read walks a share of the keyspace, a whole pass at most"
+            )
         return self
 
 
