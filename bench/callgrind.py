@@ -6,13 +6,19 @@ by half from run to run; the number of instructions it executes does not. A proc
 (``callgrind_control``), so a benchmark counts exactly the steps it wants and nothing of the start-up.
 Instructions are not time (a cache miss costs more than an add), so they compare like with like: the
 same kind of work done more or less often, not different programs. Needs Debian's ``valgrind``.
+
+A counted benchmark is two processes: a worker under callgrind that announces each step (``step``) and
+waits, and this side (``drive``), which zeroes the counters of every counted process, lets the step run
+and reads the counters when the worker reports it done.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 
 _THREAD_TOTAL = re.compile(r"^\s*Th\s+\d+\s+([\d,]+)\s*$", re.MULTILINE)
@@ -44,3 +50,47 @@ class Counted:
         return subprocess.run(
             ["callgrind_control", *args, str(self.pid)], capture_output=True, text=True, check=True, timeout=120
         ).stdout
+
+
+def step(name: str) -> None:
+    """Worker side: announce a step and wait until the counters are zeroed."""
+    print(f"ready\t{name}", flush=True)
+    sys.stdin.readline()
+
+
+def step_done(note: object = "") -> None:
+    """Worker side: the step is over; ``note`` (a round trip count, say) goes back with the counts."""
+    print(f"done\t{note}", flush=True)
+
+
+def steps_over() -> None:
+    print("end", flush=True)
+
+
+def drive(argv: Sequence[str], others: Sequence[Counted] = ()) -> dict[str, list[tuple[list[int], str]]]:
+    """Run the worker ``argv`` under callgrind; per step name, for each time it ran: the instructions of
+    the worker and of each of ``others`` during the step, and the worker's note."""
+    child = subprocess.Popen(callgrind(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": "0"})
+    counted = [Counted(child.pid), *others]
+    results: dict[str, list[tuple[list[int], str]]] = {}
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        for line in child.stdout:
+            if line.startswith("end"):
+                break
+            _, name = line.rstrip("\n").split("\t", 1)
+            for process in counted:
+                process.zero()
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            reply = child.stdout.readline()
+            if not reply.startswith("done\t"):
+                break  # the worker failed (its traceback is on stderr)
+            note = reply.rstrip("\n").split("\t", 1)[1]
+            results.setdefault(name, []).append(([p.instructions() for p in counted], note))
+    finally:
+        child.wait(timeout=600)
+    if child.returncode != 0:
+        raise SystemExit(f"the counted worker failed ({child.returncode})")
+    return results

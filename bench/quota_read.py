@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from redis.asyncio.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from callgrind import Counted, callgrind
+from callgrind import Counted, callgrind, drive, step, step_done, steps_over
 from common import free_port, require
 
 from integration_kit.limiter_formats import REDIS_RATE_EPOCH
@@ -149,7 +148,7 @@ Read = Callable[[], Awaitable[Any]]
 
 
 Readers = dict[tuple[str, bool], QuotaReader]
-Counts = dict[str, list[tuple[int, int, int]]]  # per read: client instructions, Redis instructions, round trips
+FLOOR = "MGET floor (names known)"
 
 
 def variants(client: redis.asyncio.Redis, keys: int, scan_count: int) -> tuple[Read, Readers]:
@@ -202,7 +201,7 @@ async def report(port: int, keys: int, rounds: int, scan_count: int) -> None:
     print("| read | wall ms, median (min–max) | × floor | CPU ms (client + Redis), median (min–max) | × floor "
           "| round trips | Redis commands | first read (whole SCAN pass): wall, round trips |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| MGET floor (names known) | {spread(floor.wall)} | 1.0 | {spread(floor.cpu)} | 1.0 | "
+    print(f"| {FLOOR} | {spread(floor.wall)} | 1.0 | {spread(floor.cpu)} | 1.0 | "
           f"{span(floor.trips)} | {span(floor.commands)} | |")
     for (label, scripts), sample in steady.items():
         once = first[(label, scripts)]
@@ -216,23 +215,22 @@ async def report(port: int, keys: int, rounds: int, scan_count: int) -> None:
 
 
 async def worker(port: int, keys: int, rounds: int, scan_count: int) -> None:
-    """Runs under callgrind: announces each read on stdout and waits for "go" on stdin (the counters are
-    zeroed meanwhile), then reports its round trips. The first read of every quota is not counted."""
-    client = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
-        host="127.0.0.1", port=port, connection_class=CountingConnection))
+    """Runs under callgrind (bench/callgrind.py): each read is a counted step, noted with its round trips.
+    The first read of every quota (a whole SCAN pass) is not counted."""
+    client = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(  # under valgrind: no 5 s timeout
+        host="127.0.0.1", port=port, connection_class=CountingConnection, socket_timeout=None))
     floor_read, readers = variants(client, keys, scan_count)
     for reader in readers.values():
         await reader.read(client)
-    steps: list[tuple[str, Read]] = [("MGET floor (names known)", floor_read)]
+    steps: list[tuple[str, Read]] = [(FLOOR, floor_read)]
     steps += [(variant_name(*key), functools.partial(reader.read, client)) for key, reader in readers.items()]
     for _ in range(rounds):
         for name, read in steps:
-            print(f"ready\t{name}", flush=True)
-            sys.stdin.readline()
+            step(name)
             SENT["exchanges"] = 0
             await read()
-            print(f"done\t{SENT['exchanges']}", flush=True)
-    print("end", flush=True)
+            step_done(SENT["exchanges"])
+    steps_over()
     await client.aclose()
 
 
@@ -254,45 +252,21 @@ def count_instructions(keys: int, rounds: int, scan_count: int) -> None:
             wait_redis(port, timeout=600)
             print(f"{keys} keys per format, {size} keys in the database, SCAN COUNT {scan_count}, interval 15s, "
                   f"rescan_interval 60s; instructions (callgrind) per read, median of {rounds} interleaved rounds\n")
-            counts = run_worker(port, keys, rounds, scan_count, Counted(server.pid))
+            argv = [sys.executable, __file__, "--worker", str(port), "--keys", str(keys), "--rounds", str(rounds),
+                    "--scan-count", str(scan_count)]
+            counts = drive(argv, [Counted(server.pid)])
         finally:
             server.terminate()
             server.wait()
-    floor = statistics.median(c + r for c, r, _ in counts["MGET floor (names known)"])
+    floor = statistics.median(sum(c) for c, _ in counts[FLOOR])
     print("| read | client Mi | Redis Mi | total Mi (min–max) | × floor | round trips |")
     print("|---|---|---|---|---|---|")
     for name, samples in counts.items():
-        totals = sorted(c + r for c, r, _ in samples)
-        print(f"| {name} | {statistics.median(c for c, _, _ in samples) / 1e6:.1f} | "
-              f"{statistics.median(r for _, r, _ in samples) / 1e6:.1f} | {statistics.median(totals) / 1e6:.1f} "
+        totals = sorted(sum(c) for c, _ in samples)
+        print(f"| {name} | {statistics.median(c[0] for c, _ in samples) / 1e6:.1f} | "
+              f"{statistics.median(c[1] for c, _ in samples) / 1e6:.1f} | {statistics.median(totals) / 1e6:.1f} "
               f"({totals[0] / 1e6:.1f}–{totals[-1] / 1e6:.1f}) | {statistics.median(totals) / floor:.2f} | "
-              f"{span([t for _, _, t in samples])} |")
-
-
-def run_worker(port: int, keys: int, rounds: int, scan_count: int, server: Counted) -> Counts:
-    argv = [sys.executable, __file__, "--worker", str(port), "--keys", str(keys), "--rounds", str(rounds),
-            "--scan-count", str(scan_count)]
-    child = subprocess.Popen(callgrind(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONHASHSEED": "0"})
-    client = Counted(child.pid)
-    counts: Counts = {}
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        for line in child.stdout:
-            if line.startswith("end"):
-                break
-            _, name = line.rstrip("\n").split("\t")
-            client.zero()
-            server.zero()
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            _, trips = child.stdout.readline().rstrip("\n").split("\t")
-            counts.setdefault(name, []).append((client.instructions(), server.instructions(), int(trips)))
-    finally:
-        child.wait(timeout=600)
-    if child.returncode != 0:
-        raise SystemExit(f"the counted client failed ({child.returncode})")
-    return counts
+              f"{span([int(note) for _, note in samples])} |")
 
 
 def spread(seconds: list[float]) -> str:

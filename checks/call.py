@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,17 +58,25 @@ def make_session(*, limit: int) -> aiohttp.ClientSession:
     return session
 
 
-@asynccontextmanager
-async def probe_session(ctx: ProbeContext) -> AsyncIterator[aiohttp.ClientSession]:
-    """The daemon's shared session, or one of the probe's own for a direct call (closed after it)."""
-    if ctx.session is not None:
-        yield ctx.session
-        return
-    session = make_session(limit=0)
-    try:
-        yield session
-    finally:
-        await session.close()
+class ProbeSession:
+    """The daemon's shared session, or one of the probe's own for a direct call (closed after it).
+    A class, not ``@asynccontextmanager``: it is entered once per probe, and a generator costs more."""
+
+    __slots__ = ("ctx", "own")
+
+    def __init__(self, ctx: ProbeContext) -> None:
+        self.ctx = ctx
+        self.own: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        if self.ctx.session is not None:
+            return self.ctx.session
+        self.own = make_session(limit=0)
+        return self.own
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.own is not None:
+            await self.own.close()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -166,11 +173,11 @@ async def single_call_probe(
 ) -> CheckResult:
     """A probe kind that is one call: the call inside ``budget`` seconds, then its result."""
     started_at = time.time()
-    async with probe_session(ctx) as session:
+    async with ProbeSession(ctx) as session:
         call = await perform_call(check, ctx, session, plan=plan, policy=policy, budget=budget, auth=auth,
                                   inspect_body=inspect_body, after_attempt=after_attempt)
     return call.result(kind=kind, check=name, ctx=ctx, started_at=started_at,
                        rate_limit_body=body_quota(call.run) if body_quota is not None else ())
 
 
-__all__ = ["USER_AGENT", "CallOutcome", "make_session", "perform_call", "probe_session", "single_call_probe"]
+__all__ = ["USER_AGENT", "CallOutcome", "ProbeSession", "make_session", "perform_call", "single_call_probe"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Protocol
 
@@ -48,6 +48,22 @@ REDACT_OVERLAP = 256
 # An error response's excerpt is nice to have, not worth a run: don't wait long for a slow one.
 _EXCERPT_WAIT = 1.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(slots=True)
+class _Body:
+    """What an attempt has read of its response so far (a deadline may interrupt it anywhere)."""
+
+    status: int | None = None
+    status_failed: bool = False
+    reading: bool = False  # the body is being read (a body refused for its declared length never is)
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    complete: bool = False
+
+    @property
+    def bytes_read(self) -> int | None:
+        return self.size if self.reading else None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,72 +143,102 @@ class HttpRun:
         check, plan = self.check, self.plan
         budget = deadline - self.loop.time()
         headers = {**plan.headers, **self.extra_headers} if self.extra_headers else plan.headers
-        secret = frozenset(k for k in headers if k.lower() not in HARMLESS_HEADERS)  # configured and auth
+        body = _Body()
+        resp: aiohttp.ClientResponse | None = None
         try:
+            # One deadline for the request and its body (a timeout context costs ~10 µs, a tenth of the
+            # probe's own overhead). What it interrupts is told by timing.stage and what was read.
             async with asyncio.timeout_at(deadline):
-                resp = await self.session.request(
-                    plan.method,
-                    plan.url,
-                    headers=headers,
-                    data=plan.data,
-                    allow_redirects=check.follow_redirects,
-                    max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
-                    ssl=plan.ssl,
-                    timeout=plan.timeout,
-                    trace_request_ctx=timing,
-                    middlewares=(same_origin_only(plan.url, secret),),
-                )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            error_class, detail = classify_exception(
-                exc, stage=timing.stage, budget=budget, connect_timeout=check.connect_timeout,
-                max_redirects=check.max_redirects,
-            )
-            return Attempt(error_class=error_class, detail=detail, duration=perf_counter() - started, timing=timing)
-
-        fully_read = False
-        try:
-            headers_at = perf_counter()
-            timing.stage = "body"
-            self.headers = resp.headers
-            status = resp.status
-            if not check.expect.status_ok(status):
-                return await self._status_failure(resp, timing, started, deadline)
-            cap = check.expect.max_body_bytes
-            declared = None if plan.method == "HEAD" else resp.content_length
-            if declared is not None and declared > cap:
-                return self._failure(body_too_large(cap, declared=declared), timing, started, status=status)
-            chunks: list[bytes] = []
-            size = 0
-            try:
-                async with asyncio.timeout_at(deadline):
-                    content = resp.content
-                    while chunk := await content.readany():
-                        size += len(chunk)
-                        chunks.append(chunk)
-                        if size > cap:
-                            break
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                read_failure = body_read_failure(exc, size=size, budget=budget)
-                return self._failure(read_failure, timing, started, status=status, body=chunks, size=size)
-            timing.transfer = perf_counter() - headers_at
-            if size > cap:
-                return self._failure(body_too_large(cap), timing, started, status=status, body=chunks, size=size)
-            fully_read = True
+                try:
+                    resp = await self.session.request(
+                        plan.method,
+                        plan.url,
+                        headers=headers,
+                        data=plan.data,
+                        allow_redirects=check.follow_redirects,
+                        max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
+                        ssl=plan.ssl,
+                        timeout=plan.timeout,
+                        trace_request_ctx=timing,
+                        middlewares=self._middlewares(headers),
+                    )
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    return self._request_failure(exc, timing, started, budget)
+                headers_at = perf_counter()
+                timing.stage = "body"
+                self.headers = resp.headers
+                body.status = resp.status
+                if not check.expect.status_ok(body.status):
+                    body.status_failed = True  # its excerpt is read below, with a shorter wait of its own
+                else:
+                    failure = await self._read_body(resp, body, budget)
+                    if failure is not None:
+                        return self._failure(failure, timing, started, status=body.status, body=body.chunks,
+                                             size=body.bytes_read)
+                    timing.transfer = perf_counter() - headers_at
+        except TimeoutError as exc:  # the run's deadline, at whatever stage the attempt was
+            if resp is None:
+                return self._request_failure(exc, timing, started, budget)
+            failure = body_read_failure(exc, size=body.size, budget=budget)
+            return self._failure(failure, timing, started, status=body.status, body=body.chunks,
+                                 size=body.bytes_read)
         finally:
-            if fully_read:
-                resp.release()
-            else:
+            if resp is not None and not body.status_failed:
+                if body.complete:
+                    resp.release()
+                else:
+                    resp.close()
+        if body.status_failed:
+            try:
+                return await self._status_failure(resp, timing, started, deadline)
+            finally:
                 resp.close()
 
         duration = perf_counter() - started
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.body = body
-        failure = self.inspect_body(status, body)
+        content = body.chunks[0] if len(body.chunks) == 1 else b"".join(body.chunks)
+        self.body = content
+        failure = self.inspect_body(body.status, content)
         if failure is None and check.expect.max_latency is not None:
             failure = too_slow(duration, check.expect.max_latency)
         if failure is not None:
-            return self._failure(failure, timing, started, status=status, body=[body], size=size, duration=duration)
-        return Attempt(error_class=None, detail="", duration=duration, timing=timing, status=status, body_bytes=size)
+            return self._failure(failure, timing, started, status=body.status, body=[content], size=body.size,
+                                 duration=duration)
+        return Attempt(error_class=None, detail="", duration=duration, timing=timing, status=body.status,
+                       body_bytes=body.size)
+
+    def _middlewares(self, headers: Mapping[str, str]) -> tuple[aiohttp.ClientMiddlewareType, ...]:
+        """``same_origin_only`` for the configured and auth headers that are secrets, when a redirect could
+        take them elsewhere (nothing to guard otherwise: aiohttp's middleware chain has a cost)."""
+        if not self.check.follow_redirects:
+            return ()
+        secret = frozenset(k for k in headers if k.lower() not in HARMLESS_HEADERS)
+        return (same_origin_only(self.plan.url, secret),) if secret else ()
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, body: _Body, budget: float) -> Failure | None:
+        """The body into ``body``, up to the cap; what went wrong, if anything (the deadline excepted)."""
+        cap = self.check.expect.max_body_bytes
+        declared = None if self.plan.method == "HEAD" else resp.content_length
+        if declared is not None and declared > cap:
+            return body_too_large(cap, declared=declared)
+        body.reading = True
+        try:
+            content = resp.content
+            while chunk := await content.readany():
+                body.size += len(chunk)
+                body.chunks.append(chunk)
+                if body.size > cap:
+                    return body_too_large(cap)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # aiohttp's own (sock_read), not the deadline
+            return body_read_failure(exc, size=body.size, budget=budget)
+        body.complete = True
+        return None
+
+    def _request_failure(self, exc: BaseException, timing: AttemptTiming, started: float, budget: float) -> Attempt:
+        error_class, detail = classify_exception(
+            exc, stage=timing.stage, budget=budget, connect_timeout=self.check.connect_timeout,
+            max_redirects=self.check.max_redirects,
+        )
+        return Attempt(error_class=error_class, detail=detail, duration=perf_counter() - started, timing=timing)
 
     def _check_body(self, status: int, body: bytes) -> Failure | None:
         expect = self.check.expect

@@ -23,7 +23,7 @@ from yarl import URL
 
 from checks.auth_config import AuthConfig, absolute_http_url
 from checks.base import CheckConfigBase
-from checks.json_assertions import JsonAssertion, compile_path
+from checks.json_assertions import JsonAssertion, JsonPath, compile_path
 from checks.timing import ssl_context
 from integration_kit.durations import Duration
 from integration_kit.oauth2 import basic_authorization
@@ -80,7 +80,7 @@ class Expectation(BaseModel):
         return any(lo <= code <= hi for lo, hi in self.status)
 
     @cached_property
-    def compiled_json(self) -> tuple[tuple[str, jsonpath_rfc9535.JSONPathQuery, JsonAssertion], ...]:
+    def compiled_json(self) -> tuple[tuple[str, JsonPath, JsonAssertion], ...]:
         return tuple((path, compile_path(path), assertion) for path, assertion in self.json_.items())
 
 

@@ -17,6 +17,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import jsonpath_rfc9535
+from jsonpath_rfc9535.segments import JSONPathChildSegment
+from jsonpath_rfc9535.selectors import IndexSelector, NameSelector
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from integration_kit.classify import Failure, field_failure, parse_json
@@ -27,10 +29,54 @@ JsonType = Literal["string", "number", "integer", "boolean", "object", "array", 
 _SHOWN_VALUE_CHARS = 60  # values quoted in a detail are cut here: details stay one short line
 
 
+class JsonPath:
+    """A compiled RFC 9535 path; ``select(document)`` gives the values of the nodes it selects.
+
+    A path of single names and indices (``$.data.id``, ``$['a b'].items[-1]``: the usual assertion) walks
+    the document directly, the same nodes as the library's evaluation (tests/test_json_paths.py holds
+    them equal) for a tenth of the cost, which is a few percent of a probe; any other path (wildcards,
+    slices, filters, descendants) is the library's to evaluate."""
+
+    __slots__ = ("query", "steps")
+
+    def __init__(self, query: jsonpath_rfc9535.JSONPathQuery) -> None:
+        self.query = query
+        self.steps = _plain_steps(query)  # None: not a plain path
+
+    def select(self, data: Any) -> list[Any]:
+        if self.steps is None:
+            return [node.value for node in self.query.finditer(data)]
+        node = data
+        for step in self.steps:
+            if isinstance(step, str):
+                if not isinstance(node, dict) or step not in node:
+                    return []
+            elif not isinstance(node, list) or not -len(node) <= step < len(node):
+                return []
+            node = node[step]
+        return [node]
+
+
+def _plain_steps(query: jsonpath_rfc9535.JSONPathQuery) -> tuple[str | int, ...] | None:
+    """The member names and array indices of a path made only of ``.name`` / ``['name']`` / ``[i]``."""
+    steps: list[str | int] = []
+    for segment in query.segments:
+        if type(segment) is not JSONPathChildSegment or len(segment.selectors) != 1:
+            return None
+        selector = segment.selectors[0]
+        if type(selector) is NameSelector:
+            steps.append(selector.name)
+        elif type(selector) is IndexSelector:
+            steps.append(selector.index)
+        else:
+            return None
+    return tuple(steps)
+
+
 @lru_cache(maxsize=4096)
-def compile_path(path: str) -> jsonpath_rfc9535.JSONPathQuery:
+def compile_path(path: str) -> JsonPath:
     """Compile a JSON path once per process; raises ``jsonpath_rfc9535.JSONPathError`` if invalid."""
-    return jsonpath_rfc9535.compile(path)
+    return JsonPath(jsonpath_rfc9535.compile(path))
 
 
 def _is_number(value: Any) -> bool:
@@ -141,7 +187,7 @@ class JsonAssertion(BaseModel):
         return None
 
 
-def check_json(body: bytes, assertions: Sequence[tuple[str, Any, JsonAssertion]]) -> Failure | None:
+def check_json(body: bytes, assertions: Sequence[tuple[str, JsonPath, JsonAssertion]]) -> Failure | None:
     """Parse ``body`` (UTF-8 JSON; a BOM is tolerated) and evaluate ``(path, compiled query, assertion)``
     in order; the first failure is the answer."""
     data, malformed = parse_json(body)
@@ -150,11 +196,11 @@ def check_json(body: bytes, assertions: Sequence[tuple[str, Any, JsonAssertion]]
     return evaluate_assertions(data, assertions)
 
 
-def evaluate_assertions(data: Any, assertions: Sequence[tuple[str, Any, JsonAssertion]]) -> Failure | None:
+def evaluate_assertions(data: Any, assertions: Sequence[tuple[str, JsonPath, JsonAssertion]]) -> Failure | None:
     """Evaluate ``(path, compiled query, assertion)`` on a parsed document, in order; the first failure."""
     for path, query, assertion in assertions:
         try:
-            values = [node.value for node in query.finditer(data)]
+            values = query.select(data)
         except jsonpath_rfc9535.JSONPathError as exc:
             return ErrorClass.ASSERTION_FAILED, f"assertion_failed: {path} could not be evaluated: {exc}"
         failure = assertion.evaluate(path, values)

@@ -124,6 +124,8 @@ def _collect(headers: RawHeaders) -> Headers:
     if isinstance(headers, Mapping):
         getall: Callable[[str], Any] | None = getattr(headers, "getall", None)
         if callable(getall):
+            if not any(str(name).lower() in FIELD_NAMES for name in headers):  # the usual answer: a first look
+                return out
             # A multidict: getall gives every value of a repeated field. A case-insensitive one (aiohttp's
             # CIMultiDictProxy) answers all spellings at once, so ask once per lower-cased name.
             fold = isinstance(headers, CIMultiDict | CIMultiDictProxy)
