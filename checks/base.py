@@ -64,7 +64,7 @@ class CheckConfigBase(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     interval: Duration = 30.0
     timeout: Duration = Field(default=10.0, description="total deadline of one run, retries included")
-    retry: RetryConfig = RetryConfig()
+    retry: RetryConfig = Field(default_factory=RetryConfig)  # not a shared default: pydantic deep-copies those
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ class GraphqlCallFields(HttpRequestFields):
     query: str = Field(min_length=1, description="the GraphQL document")
     variables: dict[str, Any] = Field(default_factory=dict)
     operation_name: str | None = Field(default=None, description="which operation of the document to run")
-    expect: GraphqlExpectation = GraphqlExpectation()
+    expect: GraphqlExpectation = Field(default_factory=GraphqlExpectation)
 
     @field_validator("query")
     @classmethod

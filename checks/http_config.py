@@ -173,7 +173,7 @@ class HttpCallFields(HttpRequestFields):
     query: dict[str, SecretStr] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json")
     body: str | None = None
-    expect: Expectation = Expectation()
+    expect: Expectation = Field(default_factory=Expectation)
 
     def url_params(self) -> Mapping[str, SecretStr]:
         return self.query

