@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import jsonpath_rfc9535
 
-from checks.json_assertions import compile_path
+from checks.json_assertions import JsonPath, compile_path
 from integration_kit.classify import Failure
 from integration_kit.errors import ErrorClass
 
@@ -41,7 +41,7 @@ class Reference:
     argument: str | None  # the JSON path ($-prefixed) or the header name
 
     @property
-    def query(self) -> jsonpath_rfc9535.JSONPathQuery:
+    def query(self) -> JsonPath:
         assert self.argument is not None
         return compile_path(self.argument)
 
@@ -116,7 +116,7 @@ def resolve(reference: Reference, seen: Mapping[str, StepValues]) -> Any:
         return header
     if not values.is_json:
         raise Unresolved((ErrorClass.MALFORMED_JSON, f"malformed_json: {reference.text}: the response was not JSON"))
-    nodes = [node.value for node in reference.query.finditer(values.document)]
+    nodes = reference.query.select(values.document)
     if not nodes:
         raise Unresolved((ErrorClass.MISSING_FIELD, f"missing_field: {reference.text}"))
     if len(nodes) > 1:
