@@ -1,11 +1,14 @@
 """The Dispatcher: the one place that queues, paces, retries and records notifications.
 
-The engine calls ``await dispatcher.submit(notification)``, which only enqueues (it never waits for
-Slack), so a slow or broken notifier cannot hold up evaluation. Each notifier has its own lane
-(``alerts/lane.py``): a FIFO and one worker task, so messages reach each channel in the order they were
-submitted, paced, retried and parked per channel. Each queue is mirrored in the outbox
-(``alerts/outbox.py``, a Redis list per notifier) when Redis is configured, so a restart resumes where the
-last process stopped.
+The engine plans per notifier (``notifier_floors``) and calls ``await dispatcher.submit_to(notifier, notification,
+record)``, which only enqueues (it never waits for Slack), so a slow or broken notifier cannot hold up
+evaluation. Each notifier has its own lane (``alerts/lane.py``): a FIFO and one worker task, so messages
+reach each channel in the order they were submitted, paced, retried and parked per channel. Each queue is
+mirrored in the outbox (``alerts/outbox.py``, a Redis list per notifier) when Redis is configured, so a
+restart resumes where the last process stopped. The record (the notification log the engine planned) is
+written once that notifier confirmed delivery, and the engine hears of every outcome (``on_finished``);
+while a group has a notification in a lane (``pending``) the engine plans nothing more for that lane and
+group, so a submit cut short, or a retry, never queues the same news twice.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from alerts.config import DEFAULT_KEY_PREFIX
 from alerts.lane import DeliveryPolicy, Entry, Lane
-from alerts.model import Notification
+from alerts.model import Notification, Severity
 from alerts.notifiers import PLUGINS, Notifier, NotifierContext, build_notifiers, close_quietly, for_severity
-from alerts.outbox import DEFAULT_OUTBOX_PREFIX, Outbox, new_entry
+from alerts.outbox import DEFAULT_OUTBOX_PREFIX, Outbox, Record, new_entry
 from alerts.reloads import OrderedReloads
 from integration_kit.supervisor import Supervisor
 
@@ -42,12 +46,15 @@ class Dispatcher:
         metrics: NotificationMetrics | None = None,
         redis: redis.asyncio.Redis | None = None,
         key_prefix: str = DEFAULT_OUTBOX_PREFIX,
+        log_prefix: str = DEFAULT_KEY_PREFIX,
         policy: DeliveryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``key_prefix``: the outbox lists'; ``log_prefix``: alerting's (the notification log)."""
         self._metrics = metrics
         self._policy = policy or DeliveryPolicy()
-        self._outbox = Outbox(redis, key_prefix, timeout=self._policy.persist_timeout)
+        self._outbox = Outbox(redis, key_prefix, log_prefix=log_prefix, timeout=self._policy.persist_timeout)
+        self._finished_listeners: list[Callable[[Record, str], None]] = []
         self._clock = clock
         self._supervisor = Supervisor(
             self.name,
@@ -67,7 +74,16 @@ class Dispatcher:
 
     def _new_lane(self, notifier: Notifier) -> Lane:
         return Lane(notifier=notifier, outbox=self._outbox, policy=self._policy, closing=self._closing,
-                    clock=self._clock, metrics=self._metrics)
+                    clock=self._clock, metrics=self._metrics, on_finished=self._finished)
+
+    def _finished(self, record: Record, result: str) -> None:
+        for listener in self._finished_listeners:
+            listener(record, result)
+
+    def on_finished(self, listener: Callable[[Record, str], None]) -> None:
+        """``listener(record, result)`` when a notification with a record was delivered ("sent") or given up
+        ("failed"); the engine keeps its copy of the notification log with it."""
+        self._finished_listeners.append(listener)
 
     @classmethod
     def for_alerting(
@@ -84,7 +100,7 @@ class Dispatcher:
         context = NotifierContext(redactor=redactor, redis=redis, key_prefix=alerting.key_prefix)
         dispatcher = cls(
             build_notifiers(alerting, context), metrics=metrics, redis=redis, policy=policy,
-            key_prefix=f"{alerting.key_prefix}outbox:",
+            key_prefix=f"{alerting.key_prefix}outbox:", log_prefix=alerting.key_prefix,
         )
         dispatcher._context, dispatcher._alerting = context, alerting
         return dispatcher
@@ -109,6 +125,15 @@ class Dispatcher:
     @property
     def notifier_names(self) -> list[str]:
         return list(self._lanes)
+
+    def notifier_floors(self) -> list[tuple[str, Severity]]:
+        """Every notifier with the least severity it takes (the engine plans for each)."""
+        return [(name, lane.notifier.min_severity) for name, lane in self._lanes.items()]
+
+    def pending(self, notifier: str, group_key: str) -> bool:
+        """Whether a notification of the group is still on its way through this notifier."""
+        lane = self._lanes.get(notifier)
+        return lane is not None and lane.pending(group_key)
 
     # ---- Component protocol (monitor/component.py): the app can run the dispatcher as a component ----
 
@@ -136,7 +161,7 @@ class Dispatcher:
     async def _start_lane(self, lane: Lane) -> None:
         present = {entry.raw for entry in lane.queue}  # submitted before start(): already queued
         stored = await self._outbox.load(lane.notifier.name)
-        restored = [Entry(notification, raw) for raw, notification in stored if raw not in present]
+        restored = [Entry(notification, raw, record) for raw, notification, record in stored if raw not in present]
         if restored:
             log.info("outbox: %d undelivered notification(s) for %s resumed", len(restored), lane.notifier.name)
         lane.restore(restored)
@@ -177,22 +202,33 @@ class Dispatcher:
     # ---- the engine's side ------------------------------------------------------------------------
 
     async def submit(self, notification: Notification) -> None:
-        """Queue for every notifier (filtered by its min_severity). Returns without waiting for delivery."""
+        """Queue for every notifier (filtered by its min_severity), logging nothing once delivered: for
+        one-off notifications (tests, benches). Returns without waiting for delivery."""
         for lane in list(self._lanes.values()):
-            name = lane.notifier.name
             filtered = for_severity(notification, lane.notifier.min_severity)
             if filtered is None:
                 lane.count("suppressed")
                 continue
-            if len(lane.queue) >= self._policy.max_queue:
-                log.error(
-                    "outbox for %s is full (%d); dropping notification %s", name, len(lane.queue), filtered.group_key
-                )
-                lane.count("failed")
-                continue
-            entry = Entry(filtered, new_entry(filtered))
-            await self._outbox.push(name, entry.raw)  # before queueing: the worker's removal must find it
-            lane.append(entry)
+            await self._queue(lane, filtered, None)
+
+    async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None:
+        """Queue for one notifier; ``record`` is written once it delivered. Returns without waiting."""
+        lane = self._lanes.get(notifier)
+        if lane is None:
+            raise KeyError(f"no notifier {notifier!r}")
+        await self._queue(lane, notification, record)
+
+    async def _queue(self, lane: Lane, notification: Notification, record: Record | None) -> None:
+        if len(lane.queue) >= self._policy.max_queue:
+            log.error("outbox for %s is full (%d); dropping notification %s", lane.notifier.name, len(lane.queue),
+                      notification.group_key)
+            lane.count("failed")
+            if record is not None:
+                self._finished(record, "failed")
+            return
+        entry = Entry(notification, new_entry(notification, record), record)
+        await self._outbox.push(lane.notifier.name, entry.raw)  # before queueing: the worker's removal must find it
+        lane.append(entry)
 
     async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (a result, not an error)
         """Wait until every queue is empty (delivered or given up). True if it emptied in time."""

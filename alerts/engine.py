@@ -28,9 +28,11 @@ from aiohttp import web
 
 from alerts import api, self_health
 from alerts.content import NotesReader, alert_from_condition
-from alerts.grouping import GroupLog, plan
+from alerts.grouping import GroupLog, nflog_field, plan, split_field
 from alerts.health_sample import HealthSampler
-from alerts.model import Alert, AlertStatus, Notification
+from alerts.model import Alert, AlertStatus, Notification, Severity
+from alerts.notifiers.base import severity_rank
+from alerts.outbox import Record
 from alerts.routing import outgoing, select
 from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
@@ -58,9 +60,16 @@ WAKE_GAP = 1.0  # minimum seconds between evaluations woken early by a newly fai
 
 
 class NotificationSink(Protocol):
-    """The notifier side (alerts.delivery.Dispatcher): enqueue only; it delivers and retries."""
+    """The notifier side (alerts.delivery.Dispatcher): enqueue only; it delivers, retries and writes the
+    notification log once a notifier confirmed delivery (``Record``), telling the engine (``on_finished``)."""
 
-    async def submit(self, notification: Notification) -> None: ...
+    def notifier_floors(self) -> Sequence[tuple[str, Severity]]: ...
+
+    def pending(self, notifier: str, group_key: str) -> bool: ...
+
+    async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None: ...
+
+    def on_finished(self, listener: Callable[[Record, str], None]) -> None: ...
 
 
 class AlertFeed(Protocol):
@@ -134,6 +143,9 @@ class AlertEngine:
         self._wake = asyncio.Event()
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
+        self._retry_at: dict[str, float] = {}  # nflog field → when a dropped notification is planned again
+        if sink is not None:
+            sink.on_finished(self._delivery_finished)
 
     @property
     def states(self) -> dict[str, AlertState]:
@@ -141,6 +153,7 @@ class AlertEngine:
 
     @property
     def groups(self) -> dict[str, GroupLog]:
+        """The notification log: ``<notifier>|<group key>`` (``alerts.grouping.nflog_field``) → its log."""
         return self._memory.groups
 
     @property
@@ -254,7 +267,7 @@ class AlertEngine:
             if self._gained:
                 gained, self._gained = self._gained, set()
                 if not await self._memory.reload(lambda key: integration_of(key) in gained,
-                                                 lambda gkey: self._group_in(gkey, gained, cfg)):
+                                                 lambda field: self._group_in(split_field(field)[1], gained, cfg)):
                     self._gained |= gained  # Redis is down: try again next time
 
             conditions = self._conditions(cfg, now)
@@ -347,8 +360,11 @@ class AlertEngine:
     async def _notify(self, cfg: ConfigView, now: float, events: Mapping[str, tuple[Event, ...]]) -> list[Notification]:
         timing = cfg.alerting
         states = self._mine()
-        groups = {k: g for k, g in self.groups.items() if self._group_mine(k, cfg)}
-        chosen = select(states, groups, events, group_by=timing.group_by,
+        logs = {k: g for k, g in self.groups.items() if self._group_mine(split_field(k)[1], cfg)}
+        told: dict[str, set[str]] = {}  # group key → alerts some notifier delivered
+        for field, entry in logs.items():
+            told.setdefault(split_field(field)[1], set()).update(entry.sent)
+        chosen = select(states, told, events, group_by=timing.group_by,
                         send_resolved=timing.send_resolved, muted=lambda alert: self._muted(alert, cfg, now))
         for key, why in chosen.suppressed:
             log.info("alert %s: notification suppressed (%s)", key, why)
@@ -358,23 +374,42 @@ class AlertEngine:
 
         handed: list[Notification] = []
         candidates, forget = chosen.candidates, chosen.forget
-        for gkey in sorted(set(candidates) | set(groups) | set(forget)):
-            old = self.groups.get(gkey)
-            new, notification = plan(old, gkey, candidates.get(gkey, ()), now, timing, forget=forget.get(gkey, ()))
-            if notification is not None:
+        for notifier, min_severity in self.sink.notifier_floors() if self.sink is not None else ():
+            mine = {split_field(k)[1] for k in logs if split_field(k)[0] == notifier}
+            for gkey in sorted(set(candidates) | mine | set(forget)):
+                field = nflog_field(notifier, gkey)
+                if self.sink is None or self.sink.pending(notifier, gkey) or self._retry_at.get(field, now) > now:
+                    continue  # on its way (its log is written once delivered), or dropped a moment ago
+                old = self.groups.get(field)
+                told_here = old.sent if old is not None else {}
+                # What this notifier takes, and only resolves of what it told.
+                alerts = [a for a in candidates.get(gkey, ())
+                          if severity_rank(a.severity) >= severity_rank(min_severity)
+                          and (a.status is AlertStatus.FIRING or a.flapping or a.key in told_here)]
+                new, notification = plan(old, gkey, alerts, now, timing, forget=forget.get(gkey, ()))
+                if notification is None:
+                    if new != old:
+                        self._memory.put_group(field, new)
+                    continue
                 notification = self._with_notes(notification, cfg)
-                if not await self._submit(notification):
-                    continue  # log unchanged: flushed again on the next evaluation
-                handed.append(notification)
-                self._log_latency(notification)
-            if new != old:
-                self._memory.put_group(gkey, new)
+                if await self._submit(notifier, notification, Record(field, new)):
+                    handed.append(notification)
+                    self._log_latency(notification)
 
         # Forget alerts with nothing left to tell or remember.
         in_logs = {k for g in self.groups.values() for k in g.sent}
         for key in [k for k, s in states.items() if forgettable(s) and k not in in_logs]:
             self._memory.drop_state(key)
         return handed
+
+    def _delivery_finished(self, record: Record, result: str) -> None:
+        """The dispatcher delivered (the record is the notification log now) or gave up a notification
+        (the log stays as it was: planned again after ``group_interval``, as Alertmanager retries a flush)."""
+        if result == "sent":
+            self._retry_at.pop(record.field, None)
+            self._memory.put_group(record.field, record.log)
+        else:
+            self._retry_at[record.field] = self._clock() + self.config.alerting.group_interval
 
     def _mine(self) -> dict[str, AlertState]:
         """The alert states this engine speaks for (all of them when it runs alone)."""
@@ -416,13 +451,11 @@ class AlertEngine:
         except Exception:  # the other notifiers and the state must not suffer from it
             log.exception("publishing alerts to the alert feed failed")
 
-    async def _submit(self, notification: Notification) -> bool:
-        if self.sink is None:
-            log.warning("no notifier configured; dropping notification for %s", notification.group_key)
-            return True
+    async def _submit(self, notifier: str, notification: Notification, record: Record) -> bool:
+        assert self.sink is not None
         try:
             async with asyncio.timeout(SUBMIT_TIMEOUT):
-                await self.sink.submit(notification)
+                await self.sink.submit_to(notifier, notification, record)
         except Exception as exc:
             self._submit_failing = True
             log.warning("notifier queue refused notification for %s: %s", notification.group_key,

@@ -7,6 +7,12 @@ A group (alerts sharing the ``group_by`` labels) is flushed as one ``Notificatio
 - unchanged but still firing: again every ``repeat_interval``.
 The log (``GroupLog``) remembers the last flush and what each alert was last sent as; it is persisted,
 so a restarted daemon neither repeats a message inside ``repeat_interval`` nor forgets a resolve.
+
+Like Alertmanager's nflog, there is one log per notifier and group (``nflog_field``), and it records a
+flush only once that notifier confirmed delivery: the engine plans against it, hands the notification
+together with the log it leads to (``alerts.outbox.Record``), and the notifier's lane writes that log
+after the send succeeded. A notification that is dropped (a non-retryable error, ``give_up_after``, a
+full queue, a crash before delivery) leaves the log as it was, so it is planned again.
 """
 
 from __future__ import annotations
@@ -26,6 +32,17 @@ class GroupLog:
     created_at: float  # when the group first had something to send
     last_flush: float | None = None
     sent: Mapping[str, str] = field(default_factory=dict)  # alert key → fingerprint last sent (not resolved)
+
+
+def nflog_field(notifier: str, group_key: str) -> str:
+    """The notification log's field for one notifier and group: ``<notifier>|<group key>``."""
+    return f"{notifier}|{group_key}"
+
+
+def split_field(name: str) -> tuple[str, str]:
+    """``nflog_field``'s (notifier, group key); notifier names never contain ``|``."""
+    notifier, _, key = name.partition("|")
+    return notifier, key
 
 
 def fingerprint(alert: Alert) -> str:

@@ -5,7 +5,8 @@ A lane never spins: every attempt waits for the channel's pace (Slack: about one
 back off exponentially (equal jitter), and errors a retry cannot fix (``invalid_auth``,
 ``channel_not_found``, ``invalid_blocks``…) drop the notification at once, logged, counted as ``failed``
 and kept as the lane's ``permanent_error`` until the next success. A notification leaves the outbox only
-once delivered or given up (like Alertmanager's nflog: logged as sent only once delivered).
+once delivered or given up, and its notification log (``Entry.record``) is written only once the notifier
+confirmed delivery (like Alertmanager's nflog); ``on_finished`` tells the engine either way.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from alerts.model import Notification
 from alerts.notifiers import DeliveryError, DeliveryReceipt, Notifier
-from alerts.outbox import Outbox
+from alerts.outbox import Outbox, Record
 
 if TYPE_CHECKING:
     from alerts.inputs import NotificationMetrics
@@ -47,6 +48,7 @@ class DeliveryPolicy:
 class Entry:
     notification: Notification
     raw: str  # the outbox entry, exactly as in Redis (LREM matches by value)
+    record: Record | None = None  # the notification log to write once delivered (None: nothing to log)
     attempts: int = 0
     unexpected: int = 0
     first_failure: float | None = None  # monotonic
@@ -69,16 +71,26 @@ class Lane:
     permanent_error: str | None = None  # the last non-retryable error, cleared by the next success
     last_receipt: DeliveryReceipt | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "suppressed": 0})
+    groups: Counter[str] = field(default_factory=Counter)  # group key → notifications of it in the queue
+    # (record, "sent" | "failed") once an entry with a record is delivered or given up (the engine's memory)
+    on_finished: Callable[[Record, str], None] | None = None
 
     def restore(self, restored: Iterable[Entry]) -> None:
         """Put what a previous process left in the outbox first in line (before the worker starts)."""
-        self.queue.extendleft(reversed(list(restored)))
+        restored = list(restored)
+        self.queue.extendleft(reversed(restored))
+        self.groups.update(entry.notification.group_key for entry in restored)
         self._update_idle()
 
     def append(self, entry: Entry) -> None:
         self.queue.append(entry)
+        self.groups[entry.notification.group_key] += 1
         self.idle.clear()
         self.wake.set()
+
+    def pending(self, group_key: str) -> bool:
+        """A notification of this group is queued or being sent (its log is written when it is delivered)."""
+        return self.groups[group_key] > 0
 
     def count(self, result: str) -> None:
         self.counts[result] += 1
@@ -176,11 +188,23 @@ class Lane:
         )
 
     async def _finish(self, entry: Entry, result: str) -> None:
+        if result == "sent":
+            await self.outbox.delivered(self.notifier.name, entry.raw, entry.record)
+        else:
+            await self.outbox.remove(self.notifier.name, entry.raw)
         if self.queue and self.queue[0] is entry:
             self.queue.popleft()
-        await self.outbox.remove(self.notifier.name, entry.raw)
+            key = entry.notification.group_key
+            self.groups[key] -= 1
+            if self.groups[key] <= 0:
+                del self.groups[key]
         self.count(result)
         self._update_idle()
+        if entry.record is not None and self.on_finished is not None:
+            try:
+                self.on_finished(entry.record, result)
+            except Exception:  # the engine's bookkeeping must not stop the lane
+                log.exception("notification log update for %s failed", entry.notification.group_key)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless closing; False when the dispatcher is closing."""

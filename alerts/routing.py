@@ -9,10 +9,10 @@ no resolve of an alert nobody heard of is sent once the silence ends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from alerts.grouping import GroupLog, group_key
+from alerts.grouping import group_key
 from alerts.model import Alert, AlertStatus, Severity
 from alerts.state import AlertState, Event
 
@@ -41,7 +41,7 @@ def outgoing(state: AlertState) -> Alert:
 
 def select(
     states: Mapping[str, AlertState],
-    groups: Mapping[str, GroupLog],
+    told: Mapping[str, Collection[str]],
     events: Mapping[str, tuple[Event, ...]],
     *,
     group_by: Sequence[str],
@@ -58,8 +58,7 @@ def select(
             continue
         alert = outgoing(state)
         gkey = group_key(alert, group_by)
-        log_entry = groups.get(gkey)
-        was_sent = log_entry is not None and key in log_entry.sent
+        was_sent = key in told.get(gkey, ())
         why_muted = muted(alert)
         inhibited = (
             state.status is AlertStatus.FIRING and alert.severity is not Severity.CRITICAL

@@ -1,13 +1,13 @@
-"""Persistence of alert state, the notification log, silences and notifier message refs.
+"""Persistence of alert state, the notification log and silences.
 
 In Redis when the daemon has one (hashes under a configurable prefix, default ``im:alerts:``), else in
 memory. Both go through the same JSON encoding (``alerts/codec.py``), so the memory store exercises the
 same code path.
 
     <prefix>state      hash  alert key → AlertState JSON
-    <prefix>groups     hash  group key → GroupLog JSON (the notification log)
+    <prefix>nflog      hash  "<notifier>|<group key>" → GroupLog JSON (the notification log; the notifier's
+                             lane writes it once delivered, alerts/outbox.py)
     <prefix>silences   hash  silence id → Silence JSON
-    <prefix>refs       hash  "<notifier>|<group key>" → JSON object a notifier gave back (e.g. Slack ts)
 
 Redis errors propagate (``redis.exceptions.RedisError``/``OSError``): the engine keeps its in-memory
 copy, reports Redis down and writes again on the next evaluation.
@@ -83,10 +83,10 @@ class AlertStore:
         await self._write("state", {k: state_to_json(v) for k, v in upserts.items()}, deletes)
 
     async def load_groups(self) -> dict[str, GroupLog]:
-        return {k: group_from_json(v) for k, v in (await self._hgetall("groups")).items()}
+        return {k: group_from_json(v) for k, v in (await self._hgetall("nflog")).items()}
 
     async def save_groups(self, upserts: Mapping[str, GroupLog], deletes: Iterable[str] = ()) -> None:
-        await self._write("groups", {k: group_to_json(v) for k, v in upserts.items()}, deletes)
+        await self._write("nflog", {k: group_to_json(v) for k, v in upserts.items()}, deletes)
 
     # -- silences -------------------------------------------------------------------------------
     async def load_silences(self) -> list[Silence]:
@@ -122,18 +122,6 @@ class AlertStore:
 
     async def delete_silences(self, ids: Iterable[str]) -> None:
         await self._write("silences", {}, list(ids))
-
-    # -- message refs a notifier gets back (e.g. Slack channel + ts, to update/thread later) ----------
-    async def set_message_ref(self, notifier: str, group_key: str, ref: Mapping[str, Any] | None) -> None:
-        field = f"{notifier}|{group_key}"
-        if ref is None:
-            await self._write("refs", {}, [field])
-        else:
-            await self._write("refs", {field: json.dumps(dict(ref))}, ())
-
-    async def get_message_ref(self, notifier: str, group_key: str) -> dict[str, Any] | None:
-        value = await self._hget("refs", f"{notifier}|{group_key}")
-        return None if value is None else dict(json.loads(value))
 
     async def ping(self) -> None:
         if self.redis is not None:

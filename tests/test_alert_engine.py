@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 
 from alerts.engine import AlertEngine
 from alerts.model import AlertStatus, Notification, Severity
+from alerts.outbox import Record
 from alerts.silences import new_silence
 from alerts.stats import QuotaReading
 from integration_kit.errors import ErrorClass
@@ -40,16 +41,30 @@ class Clock:
 
 
 class Sink:
+    """One notifier that delivers at once (the engine's notification log is written as a lane writes it)."""
+
     def __init__(self) -> None:
         self.got: list[Notification] = []
         self.fail = False
         self.arrived = asyncio.Event()
+        self._finished: list[Callable[[Record, str], None]] = []
 
-    async def submit(self, notification: Notification) -> None:
+    def notifier_floors(self) -> list[tuple[str, Severity]]:
+        return [("console", Severity.INFO)]
+
+    def pending(self, notifier: str, group_key: str) -> bool:
+        return False
+
+    def on_finished(self, listener: Callable[[Record, str], None]) -> None:
+        self._finished.append(listener)
+
+    async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None:
         if self.fail:
             raise ConnectionError("outbox unavailable")
         self.got.append(notification)
         self.arrived.set()
+        for listener in self._finished:
+            listener(record, "sent")
 
 
 class Quotas:
