@@ -49,12 +49,15 @@ def alert_from_dict(data: Mapping[str, Any]) -> Alert:
 
 
 def notification_to_dict(notification: Notification) -> dict[str, Any]:
-    return {
+    doc = {
         "group_key": notification.group_key,
         "created_at": notification.created_at,
         "is_test": notification.is_test,
         "alerts": [alert_to_dict(a) for a in notification.alerts],
     }
+    if notification.incident:  # absent before incidents were numbered
+        doc["incident"] = notification.incident
+    return doc
 
 
 def notification_from_dict(data: Mapping[str, Any]) -> Notification:
@@ -63,6 +66,7 @@ def notification_from_dict(data: Mapping[str, Any]) -> Notification:
         alerts=tuple(alert_from_dict(a) for a in data["alerts"]),
         created_at=float(data["created_at"]),
         is_test=bool(data.get("is_test", False)),
+        incident=str(data.get("incident", "")),
     )
 
 

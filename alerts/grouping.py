@@ -45,6 +45,12 @@ def split_field(name: str) -> tuple[str, str]:
     return notifier, key
 
 
+def incident_id(created_at: float) -> str:
+    """A group's incident: when its notification log began. The log lives from the group's first news to
+    the flush that leaves nothing to remember, in Redis across restarts and failovers."""
+    return f"{created_at:.3f}"
+
+
 def fingerprint(alert: Alert) -> str:
     return FLAPPING if alert.flapping else f"{alert.status}:{alert.severity}"
 
@@ -94,7 +100,8 @@ def plan(
 
     order = {AlertStatus.FIRING: 0, AlertStatus.RESOLVED: 1}
     alerts = tuple(sorted(candidates, key=lambda a: (order.get(a.status, 2), a.key)))
-    notification = Notification(group_key=key, alerts=alerts, created_at=now)
+    created = log.created_at if log is not None else now
+    notification = Notification(group_key=key, alerts=alerts, created_at=now, incident=incident_id(created))
     for alert in candidates:
         if alert.status is AlertStatus.RESOLVED and not alert.flapping:
             sent.pop(alert.key, None)
@@ -102,4 +109,4 @@ def plan(
             sent[alert.key] = fingerprint(alert)
     if not sent:
         return None, notification
-    return GroupLog(group_key=key, created_at=log.created_at if log else now, last_flush=now, sent=sent), notification
+    return GroupLog(group_key=key, created_at=created, last_flush=now, sent=sent), notification

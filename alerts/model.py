@@ -56,6 +56,9 @@ class Notification:
     alerts: tuple[Alert, ...]
     created_at: float
     is_test: bool = False
+    # The group's incident: when its notification log began (alerts.grouping.plan). A Slack thread belongs
+    # to one incident; the next incident of the group starts a new message.
+    incident: str = ""
 
     @property
     def firing(self) -> tuple[Alert, ...]:

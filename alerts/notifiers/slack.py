@@ -1,9 +1,11 @@
 """Slack notifier, two modes (slack-sdk, async):
 
-* bot token: the first notification of a group is posted with chat.postMessage; later changes of the
-  same group edit that message (chat.update) instead of posting again, and resolved alerts are also
-  posted as a reply in its thread. Channel ID + ts per group key are kept in Redis (in memory without
-  it) so a restart still updates and threads into the right message.
+* bot token: the first notification of a group's incident is posted with chat.postMessage; later changes
+  edit that message (chat.update) instead of posting again, and resolved alerts are also posted as a
+  reply in its thread. Channel ID + ts per group key are kept in Redis (in memory without it) so a
+  restart still updates and threads into the right message; the record names its incident
+  (``Notification.incident``), so the next incident of the group never reuses it, and what changed while
+  Redis could not be written wins over what Redis holds when it answers again (``ThreadStore``).
 * incoming webhook: a new message per change (webhooks cannot edit or thread).
 
 slack-sdk's retry handlers are switched off (``retry_handlers=[]``): its 429 handler does
@@ -17,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -74,11 +76,12 @@ def _connection_error(what: str, exc: BaseException, redactor: Redactor) -> Deli
 
 @dataclass(frozen=True, slots=True)
 class GroupMessage:
-    """The Slack message that represents a group: where it is, and the alert states it last showed."""
+    """The Slack message that represents a group's incident: where it is, and the alert states it last showed."""
 
     channel: str  # channel ID (chat.update needs the ID, not the #name)
     ts: str
     state: str = ""  # signature of the alerts it shows; the same again = a repeat notification
+    incident: str = ""  # the incident it belongs to (Notification.incident): never reused by the next one
 
 
 def state_signature(notification: Notification) -> str:
@@ -87,45 +90,73 @@ def state_signature(notification: Notification) -> str:
 
 
 class ThreadStore:
-    """group key → GroupMessage, in Redis (survives restarts) with an in-memory copy for Redis outages."""
+    """group key → GroupMessage, in Redis (survives restarts) with an in-memory copy for Redis outages.
+
+    What changed while Redis could not be written (a message posted, a thread closed) is kept in memory
+    and wins: it is replayed to Redis before anything else is read or written, so the record Redis still
+    holds from before the outage (or the lack of one) never overrides what happened meanwhile.
+    """
 
     def __init__(self, redis: redis.asyncio.Redis | None, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._memory: dict[str, GroupMessage] = {}
+        self._memory: dict[str, GroupMessage | None] = {}  # None: the group's thread was closed
+        self._unsynced: set[str] = set()  # changed here, not yet written to Redis
 
-    async def get(self, group_key: str) -> GroupMessage | None:
-        if self._redis is not None:
-            try:
-                raw = await self._redis.hgetall(self._prefix + group_key)
-            except Exception as exc:  # Redis down: the in-memory copy is the best we have
-                log.warning("slack thread store: Redis read failed (%s); using memory", type(exc).__name__)
-            else:
-                fields = {_s(k): _s(v) for k, v in raw.items()}
-                if "channel" in fields and "ts" in fields:
-                    return GroupMessage(fields["channel"], fields["ts"], fields.get("state", ""))
-                return None
-        return self._memory.get(group_key)
+    async def get(self, group_key: str, incident: str) -> GroupMessage | None:
+        """The message of this incident of the group; None for none, or an earlier incident's."""
+        message = await self._read(group_key)
+        if message is not None and message.incident != incident:
+            log.info("slack: the stored message of group %s belongs to an earlier incident; posting a new one",
+                     group_key)
+            return None
+        return message
+
+    async def _read(self, group_key: str) -> GroupMessage | None:
+        if self._redis is None or not await self._replay() or group_key in self._unsynced:
+            return self._memory.get(group_key)
+        try:
+            raw = await self._redis.hgetall(self._prefix + group_key)
+        except Exception as exc:  # Redis down: the in-memory copy is the best we have
+            log.warning("slack thread store: Redis read failed (%s); using memory", type(exc).__name__)
+            return self._memory.get(group_key)
+        fields = {_s(k): _s(v) for k, v in raw.items()}
+        if "channel" in fields and "ts" in fields:
+            return GroupMessage(fields["channel"], fields["ts"], fields.get("state", ""), fields.get("incident", ""))
+        return None
 
     async def set(self, group_key: str, message: GroupMessage) -> None:
-        self._memory[group_key] = message
-        if self._redis is not None:
-            key = self._prefix + group_key
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.hset(key, mapping={"channel": message.channel, "ts": message.ts, "state": message.state})
-                    pipe.expire(key, THREAD_TTL)
-                    await pipe.execute()
-            except Exception as exc:
-                log.warning("slack thread store: Redis write failed (%s); kept in memory", type(exc).__name__)
+        await self._change(group_key, message)
 
     async def delete(self, group_key: str) -> None:
-        self._memory.pop(group_key, None)
+        await self._change(group_key, None)
+
+    async def _change(self, group_key: str, message: GroupMessage | None) -> None:
+        self._memory[group_key] = message
+        self._unsynced.add(group_key)
         if self._redis is not None:
+            await self._replay()
+
+    async def _replay(self) -> bool:
+        """Write what changed here and is not in Redis yet; True when Redis is in step with memory."""
+        assert self._redis is not None
+        for group_key in sorted(self._unsynced):
+            message, key = self._memory.get(group_key), self._prefix + group_key
             try:
-                await self._redis.delete(self._prefix + group_key)
+                if message is None:
+                    await self._redis.delete(key)
+                else:
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        pipe.hset(key, mapping={"channel": message.channel, "ts": message.ts, "state": message.state,
+                                                "incident": message.incident})
+                        pipe.expire(key, THREAD_TTL)
+                        await pipe.execute()
             except Exception as exc:
-                log.warning("slack thread store: Redis delete failed (%s)", type(exc).__name__)
+                log.warning("slack thread store: Redis write failed (%s); kept in memory, written when Redis "
+                            "answers", type(exc).__name__)
+                return False
+            self._unsynced.discard(group_key)
+        return True
 
 
 def _s(value: bytes | str) -> str:
@@ -211,7 +242,7 @@ class SlackBotNotifier(_SlackBase):
     async def send(self, notification: Notification) -> DeliveryReceipt:
         message = self._message(notification)
         key, state = notification.group_key, state_signature(notification)
-        stored = None if notification.is_test else await self._threads.get(key)
+        stored = None if notification.is_test else await self._threads.get(key, notification.incident)
         if stored is not None:
             try:
                 web = self._web()
@@ -227,20 +258,20 @@ class SlackBotNotifier(_SlackBase):
         if stored is None:
             channel, ts = await self._post(message, self._channel)
             if notification.firing and not notification.is_test:
-                await self._threads.set(key, GroupMessage(channel, ts, state))
+                await self._threads.set(key, GroupMessage(channel, ts, state, notification.incident))
             return DeliveryReceipt(notifier=self.name, action="posted", channel=channel, ts=ts)
         # An edit changes the message silently; a thread reply is what notifies people: for resolves,
         # and for repeats of an unchanged state (repeat_interval: "still firing").
         action = "updated"
         if notification.resolved:
-            resolved = Notification(group_key=key, alerts=notification.resolved, created_at=notification.created_at)
+            resolved = replace(notification, alerts=notification.resolved)
             await self._post(self._message(resolved), stored.channel, thread_ts=stored.ts)
             action = "threaded"
         elif state == stored.state:
             await self._post(message, stored.channel, thread_ts=stored.ts)
             action = "threaded"
         if notification.firing:
-            await self._threads.set(key, GroupMessage(stored.channel, stored.ts, state))  # also refreshes the TTL
+            await self._threads.set(key, replace(stored, state=state))  # also refreshes the TTL
         else:
             await self._threads.delete(key)  # the next incident of this group starts a new message
         return DeliveryReceipt(notifier=self.name, action=action, channel=stored.channel, ts=stored.ts)

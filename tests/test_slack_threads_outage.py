@@ -1,0 +1,136 @@
+"""Slack threads across a Redis outage, in the real daemon against a private redis-server that keeps its
+data across a restart (append-only file), stopped and started mid-incident; Slack is a loopback server.
+
+(a) An incident that fires while Redis is down posts once; when Redis is back the message reference the
+daemon kept in memory wins over Redis' empty record, so the resolve edits that message and replies in
+its thread. (b) An incident that resolves while Redis is down leaves Redis holding its old reference;
+the next incident still starts a new message: a thread belongs to one incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from fake_slack import TOKEN, FakeSlack, Message
+from redis_servers import OwnRedis
+from targets import Reply, Target
+
+from monitor.app import App
+from monitor.settings import parse_config
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def redis_server(own_redis: OwnRedis, tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    """The private redis-server, persisting to an append-only file so a restart keeps what it had."""
+    options = ("--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path))
+    await own_redis.start(*options)
+    original = own_redis.start
+
+    async def start_again(*more: str) -> None:
+        await original(*options, *more)
+
+    own_redis.start = start_again  # type: ignore[method-assign]
+    yield own_redis
+
+
+def _config(target: Target, slack: FakeSlack, redis_url: str, prefix: str) -> str:
+    return json.dumps({
+        "monitor": {"listen": "127.0.0.1:0", "redis_url": redis_url, "evaluation_interval": "1s"},
+        "integrations": {"acme": {
+            "checks": [{"name": "api", "kind": "http", "url": target.url("/api"), "interval": "1s",
+                        "timeout": "1s"}],
+            "alerts": {
+                "probe_down": {"consecutive_failures": 2, "keep_firing_for": "0s"},
+                "error_rate": {"enabled": False},
+                "latency": {"enabled": False},
+            },
+        }},
+        "alerting": {
+            "slack": {"token": TOKEN, "channel": "#integration-alerts", "base_url": slack.api_url},
+            "group_wait": "0s", "group_interval": "1s", "key_prefix": prefix,
+            "self_health": {"enabled": False},
+        },
+    })
+
+
+async def _until(condition: Callable[[], object], what: str, within: float = 40.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def _top_level(slack: FakeSlack) -> list[Message]:
+    """Messages posted to the channel (not in a thread), oldest first."""
+    return sorted((m for m in slack.messages.values() if m.thread_ts is None), key=lambda m: m.ts)
+
+
+def _replies(slack: FakeSlack) -> list[Message]:
+    return sorted((m for m in slack.messages.values() if m.thread_ts is not None), key=lambda m: m.ts)
+
+
+def _updated(slack: FakeSlack) -> list[str]:
+    """The ts of every message edited (chat.update), in order."""
+    return [str(r.body["ts"]) for r in slack.delivered("chat.update")]
+
+
+async def test_an_incident_that_fires_during_a_redis_outage_resolves_in_its_thread(
+    target: Target, slack: FakeSlack, redis_server: OwnRedis, prefix: str
+) -> None:
+    target.route("/api", Reply(json={"ok": True}))
+    app = App(parse_config(_config(target, slack, redis_server.url, prefix)))
+    await app.start()
+    try:
+        await asyncio.sleep(2)  # a few good runs and evaluations with Redis up
+        await redis_server.stop()
+        target.route("/api", Reply(status=503, body="upstream unavailable"))
+        await _until(lambda: _top_level(slack), "the down alert, posted while Redis is down")
+        await redis_server.start()  # back with what it had before the outage: no record of this message
+        await asyncio.sleep(2)
+        target.route("/api", Reply(json={"ok": True}))
+        await _until(lambda: _replies(slack), "the resolve")
+    finally:
+        await app.close()
+    posts = _top_level(slack)
+    assert len(posts) == 1, [m.text for m in posts]  # no second top-level post for the resolve
+    assert [m.thread_ts for m in _replies(slack)] == [posts[0].ts]
+    assert _updated(slack) == [posts[0].ts]
+
+
+async def test_an_incident_that_resolves_during_a_redis_outage_does_not_lend_its_thread_to_the_next(
+    target: Target, slack: FakeSlack, redis_server: OwnRedis, prefix: str
+) -> None:
+    target.route("/api", Reply(status=503, body="upstream unavailable"))
+    app = App(parse_config(_config(target, slack, redis_server.url, prefix)))
+    await app.start()
+    try:
+        await _until(lambda: _top_level(slack), "the first incident's post")
+        await asyncio.sleep(1.5)  # its message reference is in Redis
+        await redis_server.stop()
+        target.route("/api", Reply(json={"ok": True}))
+        await _until(lambda: _replies(slack), "the first incident's resolve, while Redis is down")
+        await redis_server.start()  # back with the first incident's reference still in it
+        await asyncio.sleep(2)
+        target.route("/api", Reply(status=503, body="upstream unavailable again"))
+        await _until(lambda: len(_top_level(slack)) >= 2, "the second incident's own post")
+        await asyncio.sleep(2)
+    finally:
+        await app.close()
+    first, second = _top_level(slack)
+    # The first message was edited once (resolved) and replied to once; the second incident never touched it.
+    assert _updated(slack) == [first.ts]
+    assert [m.thread_ts for m in _replies(slack)] == [first.ts]
+    assert second.updates == 0
