@@ -28,6 +28,7 @@ from aiohttp import web
 
 from alerts import api, self_health
 from alerts.content import NotesReader, alert_from_condition
+from alerts.fencing import Fences, shard_of, shard_of_group
 from alerts.grouping import GroupLog, nflog_field, plan, split_field
 from alerts.health_sample import HealthSampler
 from alerts.model import Alert, AlertStatus, Notification, Severity
@@ -144,6 +145,8 @@ class AlertEngine:
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
         self._retry_at: dict[str, float] = {}  # nflog field → when a dropped notification is planned again
+        # Several replicas: a fencing token per shard owned, taken before its state is (re)loaded.
+        self._fences = Fences(redis, config.alerting.key_prefix) if self.voice.shared and redis is not None else None
         if sink is not None:
             sink.on_finished(self._delivery_finished)
 
@@ -217,7 +220,10 @@ class AlertEngine:
         """Integrations moved to or from this replica (the daemon calls this). What was lost is simply no
         longer spoken for (its last state is in the store for the new owner); what was gained is reloaded
         from the store before the next evaluation judges it, which comes at once."""
+        gained, lost = set(gained), set(lost)
         self._gained.update(gained)
+        if self._fences is not None:  # a shard lost, or lost and won back meanwhile: its token is stale
+            self._fences.drop(shard_of(i, self.config.alerting.group_by) for i in gained | lost)
         if self._gained or lost:
             self._wake.set()
 
@@ -264,7 +270,7 @@ class AlertEngine:
             now = self._clock() if now is None else now
             cfg = self.config
             await self._memory.sync(now)
-            if self._gained:
+            if await self._take_fences(cfg) and self._gained:
                 gained, self._gained = self._gained, set()
                 if not await self._memory.reload(lambda key: integration_of(key) in gained,
                                                  lambda field: self._group_in(split_field(field)[1], gained, cfg)):
@@ -279,6 +285,17 @@ class AlertEngine:
             self._supervisor.report(self._memory.redis_up is not False,
                                     f"alert state not in sync with Redis: {self._memory.redis_error}")
             return handed
+
+    async def _take_fences(self, cfg: ConfigView) -> bool:
+        """Take a fencing token for every shard this replica owns and holds none for (those it gained
+        among them), before their state is reloaded: whatever the previous owner logs after that is
+        refused. False when Redis could not be reached (the reload waits too)."""
+        if self._fences is None:
+            return True
+        group_by = cfg.alerting.group_by
+        shards = {shard_of(i, group_by) for i in cfg.integrations if self.voice.integration(i)}
+        self._fences.drop(set(self._fences.held) - shards)
+        return await self._fences.acquire(shards - set(self._fences.held))
 
     def _conditions(self, cfg: ConfigView, now: float) -> list[Condition]:
         active = frozenset(k for k, s in self._mine().items() if s.active)
@@ -392,7 +409,9 @@ class AlertEngine:
                         self._memory.put_group(field, new)
                     continue
                 notification = self._with_notes(notification, cfg)
-                if await self._submit(notifier, notification, Record(field, new)):
+                shard = shard_of_group(gkey, timing.group_by)
+                fence = self._fences.fence(shard) if self._fences is not None and shard is not None else None
+                if await self._submit(notifier, notification, Record(field, new, fence)):
                     handed.append(notification)
                     self._log_latency(notification)
 
@@ -408,7 +427,7 @@ class AlertEngine:
         if result == "sent":
             self._retry_at.pop(record.field, None)
             self._memory.put_group(record.field, record.log)
-        else:
+        elif result == "failed":
             self._retry_at[record.field] = self._clock() + self.config.alerting.group_interval
 
     def _mine(self) -> dict[str, AlertState]:

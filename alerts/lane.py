@@ -70,9 +70,9 @@ class Lane:
     retrying: str | None = None  # the last retryable error while an entry is being retried
     permanent_error: str | None = None  # the last non-retryable error, cleared by the next success
     last_receipt: DeliveryReceipt | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "suppressed": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "suppressed": 0, "fenced": 0})
     groups: Counter[str] = field(default_factory=Counter)  # group key → notifications of it in the queue
-    # (record, "sent" | "failed") once an entry with a record is delivered or given up (the engine's memory)
+    # (record, "sent" | "failed" | "fenced") once an entry with a record is delivered, given up or refused
     on_finished: Callable[[Record, str], None] | None = None
 
     def restore(self, restored: Iterable[Entry]) -> None:
@@ -130,6 +130,12 @@ class Lane:
         entry = self.queue[0]
         notifier = self.notifier
         pace = notifier.min_interval if self.policy.pace is None else self.policy.pace
+        if not await self.outbox.may_send(entry.record):
+            log.warning("notification for %s via %s refused: another replica owns its integration now (fencing "
+                        "token %s superseded)", entry.notification.group_key, notifier.name,
+                        entry.record.fence if entry.record is not None else None)
+            await self._finish(entry, "fenced")
+            return
         try:
             receipt = await notifier.send(entry.notification)
         except DeliveryError as exc:

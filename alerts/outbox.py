@@ -13,6 +13,10 @@ message in flight at the crash; duplicates beat loss. An entry is ``{"v": 1, "id
 in JSON, ``n`` the notification in alerting's one encoding (``alerts/codec.py``), ``r`` its record; the
 random ``id`` keeps two equal notifications two entries, since LREM removes by value.
 
+When several replicas share the Redis, a record carries the fencing token (``Fence``, alerts/fencing.py)
+under which its owner planned it: the send is refused when the token is no longer the integration's
+current one (``may_send``, checked right before the notifier is called), and so is the log write after it.
+
 Without Redis there is no outbox (the dispatcher's queue is in memory only). Redis errors are logged, not
 raised: a notification is still delivered while Redis is down, it only would not survive a restart.
 """
@@ -46,6 +50,13 @@ if ARGV[2] == '' then return 1 end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], ARGV[4]) ~= ARGV[5] then return 0 end
 if ARGV[3] == '' then redis.call('HDEL', KEYS[2], ARGV[2]) else redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
+"""
+
+
+# KEYS: fence hash. ARGV: shard, token. 1 while the token is the shard's current one (alerts/fencing.py).
+_MAY_SEND = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end
+return 0
 """
 
 
@@ -99,6 +110,7 @@ class Outbox:
         self._nflog, self._fence = f"{log_prefix}nflog", f"{log_prefix}fence"
         self._timeout = timeout
         self._delivered = redis.register_script(_DELIVERED) if redis is not None else None
+        self._may_send = redis.register_script(_MAY_SEND) if redis is not None else None
 
     @property
     def durable(self) -> bool:
@@ -135,6 +147,18 @@ class Outbox:
                 return bool(await self._delivered(keys=[self._key(notifier), self._nflog, self._fence], args=args))
         except Exception as exc:
             log.warning("outbox: Redis remove failed (%s); it may be re-sent after a restart", type(exc).__name__)
+            return True
+
+    async def may_send(self, record: Record | None) -> bool:
+        """False when the record's fencing token is no longer its shard's current one: another replica owns
+        the integration now. True without a fence, and when Redis cannot be reached (fail open)."""
+        if self._may_send is None or record is None or record.fence is None:
+            return True
+        try:
+            async with asyncio.timeout(self._timeout):
+                return bool(await self._may_send(keys=[self._fence], args=[record.fence.shard, record.fence.token]))
+        except Exception as exc:
+            log.warning("outbox: fencing token not checked (%s); sending anyway", type(exc).__name__)
             return True
 
     async def load(self, notifier: str) -> list[tuple[str, Notification, Record | None]]:

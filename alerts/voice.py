@@ -3,8 +3,10 @@
 Every replica runs an alert engine, but an integration's alerts are evaluated and sent by one of them at a
 time: the integration's owner (the daemon decides who that is and says so through ``Ownership``). The
 others leave those alerts alone — they neither evaluate them, nor persist them, nor export them — and
-a replica that becomes the owner reloads them from the store first. The monitor's own health is each
-replica's own business: its alerts belong to the pseudo-integration ``_monitor@<replica id>``.
+a replica that becomes the owner takes the integration's fencing token (``alerts/fencing.py``: what a
+replica that lost it without knowing still has queued is refused) and then reloads them from the store.
+The monitor's own health is each replica's own business: its alerts belong to the pseudo-integration
+``_monitor@<replica id>``.
 
 Without ``Ownership`` (a daemon on its own) the engine speaks for everything, ``_monitor`` included.
 """

@@ -142,7 +142,7 @@ class Metrics:
             "integration_alert_firing", "1 while the alert fires", ("integration", "alert", "severity"), registry=r
         )
         self.notifications = Counter(
-            "integration_notifications", "Notifications by notifier and result (sent/failed/suppressed)",
+            "integration_notifications", "Notifications by notifier and result (sent/failed/suppressed/fenced)",
             ("notifier", "result"), registry=r,
         )
 

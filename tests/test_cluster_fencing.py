@@ -1,0 +1,102 @@
+"""One voice per incident across replicas (issue 10): a replica that lost the ownership of an integration
+without knowing it cannot send. Three daemons (real processes) share a private redis-server and a
+loopback Slack; the owner of the failing integration has its first post answered with a 429 (so it holds
+the notification in its lane), is paused (SIGSTOP) past its lease, another replica takes the integration
+over and posts, and when the paused one resumes (SIGCONT) its fencing token is no longer current: it
+sends nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fake_slack import TOKEN, FakeSlack, Reply
+from fleet import EXE, Fleet, until
+from needs import missing
+from redis_servers import OwnRedis
+from targets import Reply as TargetReply
+from targets import Target
+
+HEARTBEAT = 0.3
+TTL = 2.0
+RETRY_AFTER = 8  # seconds the paused owner's lane waits after the 429: it resumes long after the takeover
+
+
+def fleet_config(target: Target, redis_url: str, slack: FakeSlack) -> str:
+    return f"""
+monitor:
+  redis_url: {redis_url}
+  jitter: 0
+  evaluation_interval: 1s
+  shutdown_grace: 2s
+  cluster: {{heartbeat: {int(HEARTBEAT * 1000)}ms, ttl: {TTL:g}s}}
+integrations:
+  acme:
+    checks:
+      - {{name: api, kind: http, url: '{target.url("/api")}', interval: 1s, timeout: 1s}}
+    alerts:
+      probe_down: {{consecutive_failures: 2}}
+      error_rate: {{enabled: false}}
+      latency: {{enabled: false}}
+alerting:
+  group_wait: 0s
+  group_interval: 1s
+  self_health: {{enabled: false}}
+  slack: {{token: "{TOKEN}", channel: "#alerts", base_url: "{slack.api_url}"}}
+"""
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def fleet(request: pytest.FixtureRequest, tmp_path: Path, target: Target, own_redis: OwnRedis,
+                slack: FakeSlack) -> AsyncIterator[Fleet]:
+    if not EXE.exists():
+        missing(f"console script {EXE} not installed (pip install -e .)")
+    await own_redis.start()
+    config = tmp_path / "monitor.yaml"
+    config.write_text(fleet_config(target, own_redis.url, slack))
+    fleet = Fleet(config=config, logs=tmp_path)
+    request.node.process_logs = fleet.log_tail
+    yield fleet
+    await fleet.close()
+
+
+async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
+    fleet: Fleet, target: Target, slack: FakeSlack
+) -> None:
+    target.route("/api", TargetReply(json={"ok": True}))
+    await asyncio.gather(*(fleet.start(name) for name in ("r0", "r1", "r2")))
+    await fleet.settled({"r0", "r1", "r2"})
+    owner = (await fleet.replicas["r0"].status())["integrations"]["acme"]["owner"]
+    stale = fleet.replicas[owner]
+
+    slack.then(Reply(status=429, retry_after=str(RETRY_AFTER), only="chat.postMessage"))
+    target.route("/api", TargetReply(status=503, body="down"))
+    await until(lambda: slack.calls("chat.postMessage"), 20, "the owner's first post (answered 429)")
+    stale.signal(signal.SIGSTOP)  # holding the notification in its lane
+    others = {"r0", "r1", "r2"} - {owner}
+    await fleet.settled(others, within=TTL + 10)
+    await until(lambda: slack.delivered("chat.postMessage"), 20, "the new owner's post")
+
+    stale.signal(signal.SIGCONT)
+
+    async def refused() -> bool:
+        lanes = (await stale.status())["components"]["notifiers"]["notifiers"]
+        return bool(lanes["slack"]["fenced"] >= 1)
+
+    await until(refused, RETRY_AFTER + 15, f"{owner} to have its stale notification refused", replica=stale)
+    await fleet.settled({"r0", "r1", "r2"}, within=TTL + 10)
+    await asyncio.sleep(2)  # evaluations on every replica after the rejoin
+    top_level = [r for r in slack.delivered("chat.postMessage") if not r.body.get("thread_ts")]
+    assert len(top_level) == 1, [r.body.get("text") for r in top_level]
+    assert len(slack.calls("chat.postMessage")) == 2  # the 429 and the new owner's post: nothing from the stale one
+    assert "refused: another replica owns its integration now" in stale.log.read_text()
