@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from fake_slack import FakeSlack
 from needs import free_port, missing
 from redis_servers import SHARED_REDIS, OwnRedis, tag_of
 from targets import Target
@@ -32,6 +33,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     logs = getattr(item, "process_logs", None)
     if report.failed and logs is not None:
         report.sections.append(("process logs", logs()))
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A loopback server speaking Slack's Web API (tests/fake_slack.py)."""
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
 
 
 @pytest.fixture

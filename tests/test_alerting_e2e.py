@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import pytest
 import redis.asyncio
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS
@@ -22,16 +21,9 @@ from monitor.app import App
 from monitor.settings import parse_config
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
-
-
-def _config(target: Target, slack: FakeSlack, prefix: str) -> str:
+def _config(target: Target, slack: FakeSlack, prefix: str, redis_url: str = SHARED_REDIS) -> str:
     return json.dumps({
-        "monitor": {"listen": "127.0.0.1:0", "redis_url": SHARED_REDIS, "evaluation_interval": "1s"},
+        "monitor": {"listen": "127.0.0.1:0", "redis_url": redis_url, "evaluation_interval": "1s"},
         "integrations": {"acme": {
             "checks": [{"name": "api", "kind": "http", "url": target.url("/api"), "interval": "1s",
                         "timeout": "2s"}],

@@ -50,13 +50,6 @@ alerting:
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def fleet(request: pytest.FixtureRequest, tmp_path: Path, target: Target, own_redis: OwnRedis,
                 slack: FakeSlack) -> AsyncIterator[Fleet]:
     if not EXE.exists():

@@ -34,14 +34,7 @@ FAST = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1)
 GROUP_INTERVAL = 60.0
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
-    yield server
-    await server.close()
-
-
-def config(prefix: str, fake: FakeSlack, *, integrations: tuple[str, ...] = ("acme",), **alerting: Any) -> Config:
+def config(prefix: str, slack: FakeSlack, *, integrations: tuple[str, ...] = ("acme",), **alerting: Any) -> Config:
     raw = {
         "integrations": {
             name: {"checks": [{"name": "api", "kind": "http", "url": f"https://{name}.test/x", "interval": "15s"}],
@@ -49,7 +42,7 @@ def config(prefix: str, fake: FakeSlack, *, integrations: tuple[str, ...] = ("ac
             for name in integrations
         },
         "alerting": {"key_prefix": prefix, "group_wait": "0s", "group_interval": f"{GROUP_INTERVAL:g}s",
-                     "slack": {"token": TOKEN, "channel": "#alerts", "base_url": fake.api_url}, **alerting},
+                     "slack": {"token": TOKEN, "channel": "#alerts", "base_url": slack.api_url}, **alerting},
     }
     return parse_config(yaml.safe_dump(raw), env={})
 
@@ -82,33 +75,33 @@ async def logged(client: redis.asyncio.Redis, prefix: str, field: str) -> dict[s
 
 
 async def test_a_notification_slack_refuses_is_not_logged_and_goes_out_a_group_interval_later(
-    fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    cfg, clock = config(prefix, fake), Clock()
-    fake.then(Reply(error="channel_not_found", only="chat.postMessage"))  # not retried: dropped
+    cfg, clock = config(prefix, slack), Clock()
+    slack.then(Reply(error="channel_not_found", only="chat.postMessage"))  # not retried: dropped
     async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
                                                policy=FAST)) as dispatcher:
         eng = engine(cfg, shared_redis, clock, dispatcher)
         await tick(eng, clock)
         assert len(await tick(eng, clock)) == 1
         assert await dispatcher.drain(10)
-        assert len(fake.calls("chat.postMessage")) == 1 and not fake.delivered("chat.postMessage")
+        assert len(slack.calls("chat.postMessage")) == 1 and not slack.delivered("chat.postMessage")
         assert await logged(shared_redis, prefix, "slack|acme") is None  # dropped: not sent
         assert await tick(eng, clock, GROUP_INTERVAL / 2) == []  # tried again a group_interval after the drop
         assert len(await tick(eng, clock, GROUP_INTERVAL / 2)) == 1
         assert await dispatcher.drain(10)
-        assert len(fake.delivered("chat.postMessage")) == 1
+        assert len(slack.delivered("chat.postMessage")) == 1
         entry = await logged(shared_redis, prefix, "slack|acme")
         assert entry is not None and list(entry["sent"]) == ["acme/probe_down/api/critical"]
         assert await tick(eng, clock, GROUP_INTERVAL) == []  # logged now: nothing repeated
-        assert await dispatcher.drain(10) and len(fake.calls("chat.postMessage")) == 2
+        assert await dispatcher.drain(10) and len(slack.calls("chat.postMessage")) == 2
 
 
 async def test_a_notification_given_up_after_retries_is_not_logged(
-    fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    cfg, clock = config(prefix, fake), Clock()
-    fake.then(*(Reply(status=503, only="chat.postMessage") for _ in range(1000)))
+    cfg, clock = config(prefix, slack), Clock()
+    slack.then(*(Reply(status=503, only="chat.postMessage") for _ in range(1000)))
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, give_up_after=0.3)
     async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
                                                policy=policy)) as dispatcher:
@@ -118,18 +111,18 @@ async def test_a_notification_given_up_after_retries_is_not_logged(
         assert await dispatcher.drain(10)
         assert dispatcher.status()["notifiers"]["slack"]["failed"] == 1
         assert await logged(shared_redis, prefix, "slack|acme") is None
-        fake.script.clear()  # Slack is back
+        slack.script.clear()  # Slack is back
         assert len(await tick(eng, clock, GROUP_INTERVAL)) == 1
         assert await dispatcher.drain(10)
-    assert len(fake.delivered("chat.postMessage")) == 1
+    assert len(slack.delivered("chat.postMessage")) == 1
     assert await logged(shared_redis, prefix, "slack|acme") is not None
 
 
 async def test_a_notification_dropped_by_a_full_queue_is_not_logged(
-    fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    cfg, clock = config(prefix, fake, integrations=("acme", "globex")), Clock()
-    fake.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # acme's waits at the head
+    cfg, clock = config(prefix, slack, integrations=("acme", "globex")), Clock()
+    slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # acme's waits at the head
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, max_queue=1)
     async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
                                                policy=policy)) as dispatcher:
@@ -137,22 +130,22 @@ async def test_a_notification_dropped_by_a_full_queue_is_not_logged(
         await tick(eng, clock)
         await tick(eng, clock)  # acme queued, globex dropped: the queue holds one
         assert await dispatcher.drain(10)
-        assert [r.body["text"].split(":")[0] for r in fake.delivered("chat.postMessage")] == ["🔴 acme"]
+        assert [r.body["text"].split(":")[0] for r in slack.delivered("chat.postMessage")] == ["🔴 acme"]
         assert await logged(shared_redis, prefix, "slack|acme") is not None
         assert await logged(shared_redis, prefix, "slack|globex") is None
         handed = await tick(eng, clock, GROUP_INTERVAL)
         assert [n.group_key for n in handed] == ["globex"]
         assert await dispatcher.drain(10)
-    assert len(fake.delivered("chat.postMessage")) == 2
+    assert len(slack.delivered("chat.postMessage")) == 2
     assert await logged(shared_redis, prefix, "slack|globex") is not None
 
 
 async def test_a_notification_whose_outbox_write_failed_is_sent_after_a_crash(
-    fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    cfg, clock = config(prefix, fake), Clock()
+    cfg, clock = config(prefix, slack), Clock()
     dead = redis.asyncio.Redis(host="127.0.0.1", port=free_port())  # the outbox's Redis writes fail
-    fake.then(Reply(status=429, retry_after="30", only="chat.postMessage"))  # not delivered before the crash
+    slack.then(Reply(status=429, retry_after="30", only="chat.postMessage"))  # not delivered before the crash
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, persist_timeout=0.5)
     try:
         async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=dead,
@@ -160,14 +153,14 @@ async def test_a_notification_whose_outbox_write_failed_is_sent_after_a_crash(
             eng = engine(cfg, shared_redis, clock, first)
             await tick(eng, clock)
             assert len(await tick(eng, clock)) == 1
-            await asyncio.wait_for(fake.wait_requests(1), 10)
+            await asyncio.wait_for(slack.wait_requests(1), 10)
             # The process dies here: its queue is gone, the outbox never had the entry.
     finally:
         await dead.aclose()
     assert await logged(shared_redis, prefix, "slack|acme") is None
-    assert fake.calls("chat.postMessage") and not fake.delivered("chat.postMessage")
+    assert slack.calls("chat.postMessage") and not slack.delivered("chat.postMessage")
 
-    fake.script.clear()
+    slack.script.clear()
     async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
                                                policy=FAST)) as second:
         restarted = engine(cfg, shared_redis, clock, second)
@@ -175,7 +168,7 @@ async def test_a_notification_whose_outbox_write_failed_is_sent_after_a_crash(
         assert len(await tick(restarted, clock)) == 1  # the log never said it was sent: planned again
         assert await second.drain(10)
         assert await tick(restarted, clock) == []
-    assert len(fake.delivered("chat.postMessage")) == 1
+    assert len(slack.delivered("chat.postMessage")) == 1
 
 
 class StuckOnce(Dispatcher):
@@ -192,13 +185,13 @@ class StuckOnce(Dispatcher):
 
 
 async def test_a_submit_cut_short_does_not_queue_twice_for_the_notifiers_that_had_it(
-    fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch,
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(alerts.engine, "SUBMIT_TIMEOUT", 0.3)
     caplog.set_level(logging.INFO, logger="alerts.console")
-    cfg, clock = config(prefix, fake, console={"stream": "log"}), Clock()
-    fake.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # still on its way at the retry
+    cfg, clock = config(prefix, slack, console={"stream": "log"}), Clock()
+    slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # still on its way at the retry
     async with running(StuckOnce.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
                                               policy=FAST)) as dispatcher:
         assert [name for name, _ in dispatcher.notifier_floors()] == ["slack", "console"]
@@ -210,7 +203,7 @@ async def test_a_submit_cut_short_does_not_queue_twice_for_the_notifiers_that_ha
         assert await dispatcher.drain(10)
         assert await tick(eng, clock) == []
         assert await dispatcher.drain(10)
-    assert len(fake.delivered("chat.postMessage")) == 1
+    assert len(slack.delivered("chat.postMessage")) == 1
     assert sum("alert notification" in r.getMessage() for r in caplog.records if r.name == "alerts.console") == 1
     assert await logged(shared_redis, prefix, "slack|acme") is not None
     assert await logged(shared_redis, prefix, "console|acme") is not None

@@ -10,25 +10,18 @@ the next incident still starts a new message: a thread belongs to one incident.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from fake_slack import TOKEN, FakeSlack, Message
+from fake_slack import FakeSlack, Message
 from redis_servers import OwnRedis
 from targets import Reply, Target
+from test_alerting_e2e import _config
 
 from monitor.app import App
 from monitor.settings import parse_config
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture
@@ -43,26 +36,6 @@ async def redis_server(own_redis: OwnRedis, tmp_path: Path) -> AsyncIterator[Own
 
     own_redis.start = start_again  # type: ignore[method-assign]
     yield own_redis
-
-
-def _config(target: Target, slack: FakeSlack, redis_url: str, prefix: str) -> str:
-    return json.dumps({
-        "monitor": {"listen": "127.0.0.1:0", "redis_url": redis_url, "evaluation_interval": "1s"},
-        "integrations": {"acme": {
-            "checks": [{"name": "api", "kind": "http", "url": target.url("/api"), "interval": "1s",
-                        "timeout": "1s"}],
-            "alerts": {
-                "probe_down": {"consecutive_failures": 2, "keep_firing_for": "0s"},
-                "error_rate": {"enabled": False},
-                "latency": {"enabled": False},
-            },
-        }},
-        "alerting": {
-            "slack": {"token": TOKEN, "channel": "#integration-alerts", "base_url": slack.api_url},
-            "group_wait": "0s", "group_interval": "1s", "key_prefix": prefix,
-            "self_health": {"enabled": False},
-        },
-    })
 
 
 async def _until(condition: Callable[[], object], what: str, within: float = 40.0) -> None:
@@ -91,7 +64,7 @@ async def test_an_incident_that_fires_during_a_redis_outage_resolves_in_its_thre
     target: Target, slack: FakeSlack, redis_server: OwnRedis, prefix: str
 ) -> None:
     target.route("/api", Reply(json={"ok": True}))
-    app = App(parse_config(_config(target, slack, redis_server.url, prefix)))
+    app = App(parse_config(_config(target, slack, prefix, redis_server.url)))
     await app.start()
     try:
         await asyncio.sleep(2)  # a few good runs and evaluations with Redis up
@@ -114,7 +87,7 @@ async def test_an_incident_that_resolves_during_a_redis_outage_does_not_lend_its
     target: Target, slack: FakeSlack, redis_server: OwnRedis, prefix: str
 ) -> None:
     target.route("/api", Reply(status=503, body="upstream unavailable"))
-    app = App(parse_config(_config(target, slack, redis_server.url, prefix)))
+    app = App(parse_config(_config(target, slack, prefix, redis_server.url)))
     await app.start()
     try:
         await _until(lambda: _top_level(slack), "the first incident's post")
