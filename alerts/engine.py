@@ -41,7 +41,7 @@ from alerts.silences import Silence, silenced_by
 from alerts.state import AlertState, Event, forgettable, step
 from alerts.stats import QuotaReading, Stats
 from alerts.store import AlertStore
-from alerts.store_sync import StoreSync
+from alerts.store_sync import STORE_TIMEOUT, StoreSync
 from alerts.traffic_stats import TrafficStats
 from alerts.voice import Ownership, Voice, integration_of
 from integration_kit.supervisor import Supervisor
@@ -166,9 +166,25 @@ class AlertEngine:
 
     # -- Component --------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._adopt_legacy_log()
         await self._memory.load()
         if self._autorun and not self._supervisor.running("alert-evaluation"):
             self._supervisor.start("alert-evaluation", self._loop)
+
+    async def _adopt_legacy_log(self) -> None:
+        if self.sink is None or not self.store.durable:
+            return
+        notifiers = [name for name, _ in self.sink.notifier_floors()]
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                adopted = await self.store.adopt_legacy_log(notifiers)
+        except Exception as exc:
+            log.warning("the previous version's notification log not adopted (%s); tried again at the next start",
+                        self.redactor.text(f"{type(exc).__name__}: {exc}"))
+            return
+        if adopted:
+            log.info("notification log: %d group(s) logged by the previous version adopted for %s", adopted,
+                     ", ".join(notifiers))
 
     async def close(self) -> None:
         """Stop the loop (an evaluation under way may finish, for up to CLOSE_GRACE), then save the state."""

@@ -9,6 +9,10 @@ same code path.
                              lane writes it once delivered, alerts/outbox.py)
     <prefix>silences   hash  silence id → Silence JSON
 
+Before the notification log was kept per notifier it was one hash, ``<prefix>groups`` (group key →
+GroupLog JSON); ``adopt_legacy_log`` takes it over once, for every notifier, so an incident open across
+the upgrade is neither posted again nor left without its resolve.
+
 Redis errors propagate (``redis.exceptions.RedisError``/``OSError``): the engine keeps its in-memory
 copy, reports Redis down and writes again on the next evaluation.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from alerts.codec import group_from_json, group_to_json, state_from_json, state_to_json
@@ -30,6 +34,18 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 log = logging.getLogger(__name__)
+
+# KEYS: the old one-hash log, the per-notifier log. ARGV: notifier names. Every old entry becomes each
+# notifier's (unless that one has its own already), then the old hash goes: atomic, so N replicas
+# starting at once adopt it once.
+_ADOPT = """
+local old = redis.call('HGETALL', KEYS[1])
+for i = 1, #old, 2 do
+  for j = 1, #ARGV do redis.call('HSETNX', KEYS[2], ARGV[j] .. '|' .. old[i], old[i + 1]) end
+end
+redis.call('DEL', KEYS[1])
+return #old / 2
+"""
 
 
 class AlertStore:
@@ -87,6 +103,13 @@ class AlertStore:
 
     async def save_groups(self, upserts: Mapping[str, GroupLog], deletes: Iterable[str] = ()) -> None:
         await self._write("nflog", {k: group_to_json(v) for k, v in upserts.items()}, deletes)
+
+    async def adopt_legacy_log(self, notifiers: Sequence[str]) -> int:
+        """Take the previous version's one-hash notification log over for ``notifiers``; the groups adopted."""
+        if self.redis is None or not notifiers:
+            return 0
+        keys = [self.prefix + "groups", self.prefix + "nflog"]
+        return int(await self.redis.eval(_ADOPT, len(keys), *keys, *notifiers))
 
     # -- silences -------------------------------------------------------------------------------
     async def load_silences(self) -> list[Silence]:

@@ -27,6 +27,7 @@ from alerts.engine import AlertEngine
 from alerts.model import Notification
 from alerts.outbox import Record
 from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 
@@ -207,3 +208,35 @@ async def test_a_submit_cut_short_does_not_queue_twice_for_the_notifiers_that_ha
     assert sum("alert notification" in r.getMessage() for r in caplog.records if r.name == "alerts.console") == 1
     assert await logged(shared_redis, prefix, "slack|acme") is not None
     assert await logged(shared_redis, prefix, "console|acme") is not None
+
+
+async def test_the_previous_versions_log_is_adopted_so_an_open_incident_is_not_posted_again_and_resolves(
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    cfg, clock = config(prefix, slack), Clock()
+    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
+                                               policy=FAST)) as before:
+        eng = engine(cfg, shared_redis, clock, before)
+        await tick(eng, clock)
+        await tick(eng, clock)
+        assert await before.drain(10)
+    # What the previous version kept: one log per group, in <prefix>groups.
+    raw = await shared_redis.hget(f"{prefix}nflog", "slack|acme")
+    await shared_redis.delete(f"{prefix}nflog")
+    await shared_redis.hset(f"{prefix}groups", "acme", raw)
+
+    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
+                                               policy=FAST)) as after:
+        upgraded = engine(cfg, shared_redis, clock, after)
+        await upgraded.start()
+        assert await logged(shared_redis, prefix, "slack|acme") is not None
+        assert not await shared_redis.exists(f"{prefix}groups")
+        assert await tick(upgraded, clock, GROUP_INTERVAL) == []  # still firing, already told
+        clock.now += 15
+        upgraded.on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None,
+                                       detail="", started_at=clock.now,
+                                       duration=0.1, total_duration=0.1, status_code=200))
+        assert [n.resolved[0].key for n in await upgraded.evaluate()] == ["acme/probe_down/api/critical"]
+        assert await after.drain(10)
+    assert len(slack.delivered("chat.postMessage")) == 2  # the post and, in its thread, the resolve
+    assert slack.delivered("chat.postMessage")[1].body["thread_ts"] == slack.delivered("chat.update")[0].body["ts"]
