@@ -53,6 +53,11 @@ def engine(cfg: Config, client: redis.asyncio.Redis, clock: Clock, dispatcher: D
                        autorun=False)
 
 
+def dispatcher_for(cfg: Config, client: redis.asyncio.Redis, policy: DeliveryPolicy = FAST,
+                   kind: type[Dispatcher] = Dispatcher) -> Dispatcher:
+    return kind.for_alerting(cfg.alerting, redactor=Redactor(), redis=client, policy=policy)
+
+
 @asynccontextmanager
 async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
     await dispatcher.start()
@@ -70,6 +75,12 @@ async def tick(eng: AlertEngine, clock: Clock, seconds: float = 15.0) -> list[No
     return await eng.evaluate()
 
 
+async def fire(eng: AlertEngine, clock: Clock) -> list[Notification]:
+    """Two failing runs: probe_down fires; what the second evaluation handed over."""
+    await tick(eng, clock)
+    return await tick(eng, clock)
+
+
 async def logged(client: redis.asyncio.Redis, prefix: str, field: str) -> dict[str, Any] | None:
     raw = await client.hget(f"{prefix}nflog", field)
     return None if raw is None else dict(json.loads(raw))
@@ -80,11 +91,9 @@ async def test_a_notification_slack_refuses_is_not_logged_and_goes_out_a_group_i
 ) -> None:
     cfg, clock = config(prefix, slack), Clock()
     slack.then(Reply(error="channel_not_found", only="chat.postMessage"))  # not retried: dropped
-    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                               policy=FAST)) as dispatcher:
+    async with running(dispatcher_for(cfg, shared_redis, FAST)) as dispatcher:
         eng = engine(cfg, shared_redis, clock, dispatcher)
-        await tick(eng, clock)
-        assert len(await tick(eng, clock)) == 1
+        assert len(await fire(eng, clock)) == 1
         assert await dispatcher.drain(10)
         assert len(slack.calls("chat.postMessage")) == 1 and not slack.delivered("chat.postMessage")
         assert await logged(shared_redis, prefix, "slack|acme") is None  # dropped: not sent
@@ -104,11 +113,9 @@ async def test_a_notification_given_up_after_retries_is_not_logged(
     cfg, clock = config(prefix, slack), Clock()
     slack.then(*(Reply(status=503, only="chat.postMessage") for _ in range(1000)))
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, give_up_after=0.3)
-    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                               policy=policy)) as dispatcher:
+    async with running(dispatcher_for(cfg, shared_redis, policy)) as dispatcher:
         eng = engine(cfg, shared_redis, clock, dispatcher)
-        await tick(eng, clock)
-        await tick(eng, clock)
+        await fire(eng, clock)
         assert await dispatcher.drain(10)
         assert dispatcher.status()["notifiers"]["slack"]["failed"] == 1
         assert await logged(shared_redis, prefix, "slack|acme") is None
@@ -125,11 +132,9 @@ async def test_a_notification_dropped_by_a_full_queue_is_not_logged(
     cfg, clock = config(prefix, slack, integrations=("acme", "globex")), Clock()
     slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # acme's waits at the head
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, max_queue=1)
-    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                               policy=policy)) as dispatcher:
+    async with running(dispatcher_for(cfg, shared_redis, policy)) as dispatcher:
         eng = engine(cfg, shared_redis, clock, dispatcher)
-        await tick(eng, clock)
-        await tick(eng, clock)  # acme queued, globex dropped: the queue holds one
+        await fire(eng, clock)  # acme queued, globex dropped: the queue holds one
         assert await dispatcher.drain(10)
         assert [r.body["text"].split(":")[0] for r in slack.delivered("chat.postMessage")] == ["🔴 acme"]
         assert await logged(shared_redis, prefix, "slack|acme") is not None
@@ -149,11 +154,9 @@ async def test_a_notification_whose_outbox_write_failed_is_sent_after_a_crash(
     slack.then(Reply(status=429, retry_after="30", only="chat.postMessage"))  # not delivered before the crash
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, persist_timeout=0.5)
     try:
-        async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=dead,
-                                                   policy=policy)) as first:
+        async with running(dispatcher_for(cfg, dead, policy)) as first:
             eng = engine(cfg, shared_redis, clock, first)
-            await tick(eng, clock)
-            assert len(await tick(eng, clock)) == 1
+            assert len(await fire(eng, clock)) == 1
             await asyncio.wait_for(slack.wait_requests(1), 10)
             # The process dies here: its queue is gone, the outbox never had the entry.
     finally:
@@ -162,8 +165,7 @@ async def test_a_notification_whose_outbox_write_failed_is_sent_after_a_crash(
     assert slack.calls("chat.postMessage") and not slack.delivered("chat.postMessage")
 
     slack.script.clear()
-    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                               policy=FAST)) as second:
+    async with running(dispatcher_for(cfg, shared_redis, FAST)) as second:
         restarted = engine(cfg, shared_redis, clock, second)
         await restarted.start()
         assert len(await tick(restarted, clock)) == 1  # the log never said it was sent: planned again
@@ -193,12 +195,10 @@ async def test_a_submit_cut_short_does_not_queue_twice_for_the_notifiers_that_ha
     caplog.set_level(logging.INFO, logger="alerts.console")
     cfg, clock = config(prefix, slack, console={"stream": "log"}), Clock()
     slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # still on its way at the retry
-    async with running(StuckOnce.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                              policy=FAST)) as dispatcher:
+    async with running(dispatcher_for(cfg, shared_redis, FAST, StuckOnce)) as dispatcher:
         assert [name for name, _ in dispatcher.notifier_floors()] == ["slack", "console"]
         eng = engine(cfg, shared_redis, clock, dispatcher)
-        await tick(eng, clock)
-        assert [n.group_key for n in await tick(eng, clock)] == ["acme"]  # Slack's; the console's timed out
+        assert [n.group_key for n in await fire(eng, clock)] == ["acme"]  # Slack's; the console's timed out
         assert dispatcher.pending("slack", "acme")
         assert [n.group_key for n in await tick(eng, clock)] == ["acme"]  # the console's only
         assert await dispatcher.drain(10)
@@ -214,19 +214,16 @@ async def test_the_previous_versions_log_is_adopted_so_an_open_incident_is_not_p
     slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     cfg, clock = config(prefix, slack), Clock()
-    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                               policy=FAST)) as before:
+    async with running(dispatcher_for(cfg, shared_redis, FAST)) as before:
         eng = engine(cfg, shared_redis, clock, before)
-        await tick(eng, clock)
-        await tick(eng, clock)
+        await fire(eng, clock)
         assert await before.drain(10)
     # What the previous version kept: one log per group, in <prefix>groups.
     raw = await shared_redis.hget(f"{prefix}nflog", "slack|acme")
     await shared_redis.delete(f"{prefix}nflog")
     await shared_redis.hset(f"{prefix}groups", "acme", raw)
 
-    async with running(Dispatcher.for_alerting(cfg.alerting, redactor=Redactor(), redis=shared_redis,
-                                               policy=FAST)) as after:
+    async with running(dispatcher_for(cfg, shared_redis, FAST)) as after:
         upgraded = engine(cfg, shared_redis, clock, after)
         await upgraded.start()
         assert await logged(shared_redis, prefix, "slack|acme") is not None
