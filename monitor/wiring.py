@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 
 
 class QuotaReadings:
-    """The quota service's snapshot as the alert rules read it (only quotas with a known used/limit)."""
+    """The quota service's snapshot as the alert rules read it: quotas with a known used/limit, and Redis
+    quotas that nothing matched (used 0, perhaps no limit known: the limiter's window expired, or it has
+    not written a key yet). Nothing used is a judgement, ratio 0: a quota alert clears (after
+    ``clear`` / ``keep_firing_for``) instead of holding a stale page for an idle integration. A quota
+    whose read failed is not in the snapshot at all: unknown, so its alerts hold."""
 
     __slots__ = ("_service",)
 
@@ -39,7 +43,7 @@ class QuotaReadings:
                 reset_seconds=s.reset_seconds, exhaustion_seconds=s.exhaustion_seconds, observed_at=s.observed_at,
             )
             for s in self._service.snapshot()
-            if s.used is not None and s.limit
+            if s.used is not None and (s.limit or s.used == 0)
         ]
 
 

@@ -132,6 +132,16 @@ def test_quota_levels_with_hysteresis() -> None:
     assert verdict(0.79, {warn, crit}) == (True, False)
 
 
+def test_a_quota_with_nothing_used_and_no_known_limit_clears_its_alerts() -> None:
+    # No limiter key (the window expired before this process ever read one): nothing used, ratio 0.
+    cfg, stats = integration(), Stats()
+    warn = alert_key("acme", "quota", "api", Severity.WARNING)
+    crit = alert_key("acme", "quota", "api", Severity.CRITICAL)
+    idle = {"api": QuotaReading(integration="acme", quota="api", source="redis", used=0.0, limit=None)}
+    out = run("quota", cfg, stats, T0, active=frozenset({warn, crit}), quotas=idle)
+    assert (out[warn].active, out[crit].active) == (False, False)
+
+
 def test_quota_alert_says_used_limit_reset_and_exhaustion() -> None:
     cfg, stats = integration(), Stats()
     out = run("quota", cfg, stats, T0, quotas=quota(0.9, reset_seconds=120, exhaustion_seconds=600))

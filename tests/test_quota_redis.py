@@ -465,6 +465,20 @@ async def test_no_key_is_zero_usage(shared_redis, tag, read):
     assert reading.observation.used == 0 and reading.observation.limit is None
 
 
+async def test_an_expired_limits_key_reads_zero_of_its_remembered_limit(shared_redis, storage, tag, read):
+    # A limiter's window ran out (TTL, or limits' clear()): nothing is used, of the limit the key had.
+    limiter = limits.strategies.FixedWindowRateLimiter(storage)
+    item = limits.RateLimitItemPerMinute(10)
+    for _ in range(9):
+        limiter.hit(item, tag)
+    reader = QuotaReader(quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*"))
+    first = await reader.read(shared_redis)
+    assert (first.observation.used, first.observation.limit, first.keys) == (9, 10, 1)
+    limiter.clear(item, tag)
+    idle = await reader.read(shared_redis)
+    assert (idle.observation.used, idle.observation.limit, idle.keys, idle.busiest_key) == (0, 10, 0, None)
+
+
 async def test_many_keys_cost_few_round_trips(shared_redis, tag, read):
     n = 3000
     async with shared_redis.pipeline(transaction=False) as pipe:

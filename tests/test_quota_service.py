@@ -17,8 +17,9 @@ from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult, QuotaObservation
 from monitor.component import Services
 from monitor.metrics import Metrics
-from monitor.quota.service import QuotaService
+from monitor.quota.service import QuotaService, QuotaState
 from monitor.settings import Config, ConfigError, parse_config
+from monitor.wiring import QuotaReadings
 
 CONFIG = """
 integrations:
@@ -318,3 +319,22 @@ async def test_reload_restarts_changed_redis_quotas(shared_redis, prefix):
         await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 5)
     finally:
         await service.close()
+
+
+def test_the_alert_rules_see_an_idle_quota_as_nothing_used() -> None:
+    """A Redis quota nothing matched is judged (0 used: its alerts clear); one with usage but no limit,
+    or no reading at all, is not (its alerts hold)."""
+
+    def state(quota: str, used: float | None, limit: float | None) -> QuotaState:
+        return QuotaState(integration="github", quota=quota, name=quota, policy="default", source="redis",
+                          used=used, limit=limit, ratio=None, reset_seconds=None, exhaustion_seconds=None,
+                          window_seconds=None, observed_at=0.0)
+
+    class Snapshot:
+        def snapshot(self) -> list[QuotaState]:
+            return [state("idle", 0.0, None), state("busy", 5.0, 10.0), state("no-limit", 5.0, None),
+                    state("unread", None, None)]
+
+    readings = {r.quota: r for r in QuotaReadings(Snapshot()).quota_snapshot()}  # type: ignore[arg-type]
+    assert sorted(readings) == ["busy", "idle"]
+    assert (readings["idle"].ratio, readings["busy"].ratio) == (0.0, 0.5)

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuotaReading:
-    observation: QuotaObservation  # the busiest key's reading; used 0 when no key matched
+    observation: QuotaObservation  # the busiest key's reading; used 0 when no key matched (of the
+    # configured limit, or the last one read; None if neither is known)
     busiest_key: str | None
     keys: int  # keys read (a sliding window's current + previous pair counts once)
     keys_near_limit: int  # keys with used / limit above the quota's near_limit
@@ -76,6 +77,10 @@ class QuotaReader:
         self._cursor = 0
         self._credit = 0.0  # SCAN pages owed to the current pass
         self._ttl_key: str | None = None  # the previous busiest key, when its reset is its TTL
+        # The limit of the last key read: when every key has expired (an idle limiter's window ran out),
+        # the quota reads 0 used of that limit rather than 0 of an unknown one (formats whose keys carry
+        # their limit, ``limits``, have no configured one).
+        self._last_limit: float | None = None
 
     @property
     def known_keys(self) -> int:
@@ -98,7 +103,10 @@ class QuotaReader:
             self._ttl_key = busiest.key
         else:
             self._ttl_key = None
-        return _summarise(self.cfg, self.format.limit, readings, busiest, skipped, now, round_trips)
+        if busiest is not None and busiest.limit:
+            self._last_limit = busiest.limit
+        idle_limit = self.format.limit if self.format.limit is not None else self._last_limit
+        return _summarise(self.cfg, idle_limit, readings, busiest, skipped, now, round_trips)
 
     # ---- discovery ------------------------------------------------------------------------------------
 
