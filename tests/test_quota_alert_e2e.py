@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Callable
 
 import limits
 import limits.aio.storage
 import limits.aio.strategies
-import pytest
 import redis.asyncio
+from daemon_support import until
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS, tag_of
 from targets import Target
@@ -27,13 +25,6 @@ from monitor.app import App
 from monitor.settings import parse_config
 
 WINDOW = 2  # seconds: the fixed window's key lives this long after its first hit
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
 
 
 def _config(target: Target, slack: FakeSlack, prefix: str) -> str:
@@ -54,14 +45,6 @@ def _config(target: Target, slack: FakeSlack, prefix: str) -> str:
             "group_wait": "0s", "group_interval": "1s", "key_prefix": prefix,
         },
     })
-
-
-async def _until(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def _firing(app: App) -> list[str]:
@@ -87,7 +70,7 @@ async def test_quota_alert_resolves_once_the_limiters_window_expires(
     posts = lambda: slack.delivered("chat.postMessage")  # noqa: E731
     try:
         await app.start()
-        await _until(lambda: posts() and "acme/quota/api/critical" in _firing(app), "the quota alert in Slack")
+        await until(lambda: posts() and "acme/quota/api/critical" in _firing(app), 30, "the quota alert in Slack")
         assert "quota api" in posts()[0].body["text"]
 
         traffic.cancel()  # idle from now on: the key expires by its TTL within WINDOW seconds
@@ -95,9 +78,9 @@ async def test_quota_alert_resolves_once_the_limiters_window_expires(
             await traffic
         keys = [k async for k in shared_redis.scan_iter(match=f"LIMITS:LIMITER/{identity}/*")]
         assert keys, "limits wrote no key where the quota looks"
-        await _until(lambda: not _firing(app), "the quota alerts to resolve after the window expired")
+        await until(lambda: not _firing(app), 30, "the quota alerts to resolve after the window expired")
         assert not await shared_redis.exists(*keys)  # it resolved because the key expired, not earlier
-        await _until(lambda: any(p.body.get("thread_ts") for p in posts()), "the resolve in the thread")
+        await until(lambda: any(p.body.get("thread_ts") for p in posts()), 30, "the resolve in the thread")
 
         status = app.status_document()
         quota = next(q for q in status["components"]["quota"]["quotas"] if q["quota"] == "api")
