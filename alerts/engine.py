@@ -34,7 +34,7 @@ from alerts.health_sample import HealthSampler
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifiers.base import severity_rank
 from alerts.outbox import Record
-from alerts.routing import outgoing, select
+from alerts.routing import inhibited_by, outgoing, select
 from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence, silenced_by
@@ -217,6 +217,7 @@ class AlertEngine:
                 "firing": sorted(k for k, s in states.items() if s.status is AlertStatus.FIRING),
                 "pending": sorted(k for k, s in states.items() if s.status is AlertStatus.PENDING),
                 "flapping": sorted(k for k, s in states.items() if s.flapping),
+                "inhibited_by": dict(sorted(inhibited_by(states).items())),  # held back: not notified
                 "silences": sum(1 for s in self.silence_book.in_force() if s.active(now)),
             },
             **self._supervisor.status(),
@@ -516,19 +517,31 @@ class AlertEngine:
         return ["slack"] if cfg.alerting.slack is not None else ["console"]
 
     def _export_firing(self) -> None:
-        gauge = self.metrics.alert_firing
-        firing = {
-            (s.alert.integration, s.alert.alert, str(s.alert.severity))
-            for s in self._mine().values() if s.status is AlertStatus.FIRING and s.alert is not None
-        }
+        """``integration_alert_firing`` and ``integration_alert_inhibited`` (same series): the gauges' labels
+        have no target, so the inhibited one is 1 only while every firing alert under its labels is
+        inhibited — then nothing under them was told."""
+        firing_gauge, inhibited_gauge = self.metrics.alert_firing, self.metrics.alert_inhibited
+        states = self._mine()
+        inhibitions = inhibited_by(states)
+        firing: set[tuple[str, str, str]] = set()
+        told: set[tuple[str, str, str]] = set()
+        for key, s in states.items():
+            if s.status is AlertStatus.FIRING and s.alert is not None:
+                labels = (s.alert.integration, s.alert.alert, str(s.alert.severity))
+                firing.add(labels)
+                if key not in inhibitions:
+                    told.add(labels)
         for labels in firing:
-            gauge.labels(*labels).set(1)
+            firing_gauge.labels(*labels).set(1)
+            inhibited_gauge.labels(*labels).set(0 if labels in told else 1)
         for labels in self._firing_labels - firing:
             if self.voice.integration(labels[0]):
-                gauge.labels(*labels).set(0)
+                firing_gauge.labels(*labels).set(0)
+                inhibited_gauge.labels(*labels).set(0)
             else:  # moved to another replica, which exports it now
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
+                for gauge in (firing_gauge, inhibited_gauge):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(*labels)
                 self._firing_labels.discard(labels)
         self._firing_labels |= firing
 

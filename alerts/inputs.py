@@ -87,6 +87,9 @@ class AlertMetrics(NotificationMetrics, Protocol):
     def alert_firing(self) -> Gauge: ...  # labels: integration, alert, severity
 
     @property
+    def alert_inhibited(self) -> Gauge: ...  # labels: integration, alert, severity (1: firing, none of it told)
+
+    @property
     def scheduler_lag(self) -> Histogram: ...
 
 

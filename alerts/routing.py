@@ -39,6 +39,24 @@ def outgoing(state: AlertState) -> Alert:
     )
 
 
+def inhibited_by(states: Mapping[str, AlertState]) -> dict[str, str]:
+    """Firing alerts held back by inhibition → the key of the alert inhibiting each: a warning (any severity
+    below critical) while the critical of the same alert and target fires. Still firing (its state, the
+    ``integration_alert_firing`` gauge), only not told; ``integration_alert_inhibited`` and ``/api/status``
+    show it, so dashboards and rules can agree with what was sent."""
+    critical_firing = {
+        k.rsplit("/", 1)[0] for k, s in states.items()
+        if s.status is AlertStatus.FIRING and s.alert is not None and s.alert.severity is Severity.CRITICAL
+    }
+    out = {}
+    for key, state in states.items():
+        base = key.rsplit("/", 1)[0]
+        if (state.status is AlertStatus.FIRING and state.alert is not None
+                and state.alert.severity is not Severity.CRITICAL and base in critical_firing):
+            out[key] = f"{base}/{Severity.CRITICAL}"
+    return out
+
+
 def select(
     states: Mapping[str, AlertState],
     told: Mapping[str, Collection[str]],
@@ -48,10 +66,7 @@ def select(
     send_resolved: bool,
     muted: Callable[[Alert], str | None],
 ) -> Selection:
-    critical_firing = {
-        k.rsplit("/", 1)[0] for k, s in states.items()
-        if s.status is AlertStatus.FIRING and s.alert is not None and s.alert.severity is Severity.CRITICAL
-    }
+    inhibitions = inhibited_by(states)
     out = Selection()
     for key, state in states.items():
         if state.alert is None:
@@ -60,10 +75,7 @@ def select(
         gkey = group_key(alert, group_by)
         was_sent = key in told.get(gkey, ())
         why_muted = muted(alert)
-        inhibited = (
-            state.status is AlertStatus.FIRING and alert.severity is not Severity.CRITICAL
-            and key.rsplit("/", 1)[0] in critical_firing
-        )
+        inhibited = key in inhibitions
         if why_muted is not None or inhibited:
             if any(e in TOLD for e in events.get(key, ())):
                 out.suppressed.append((key, why_muted or "inhibited by critical"))

@@ -57,6 +57,11 @@ def _steps(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
     )
 
 
+# Firing alerts that were told: an inhibited warning is firing but not sent (the critical of the same alert is).
+_TOLD = (f"integration_alert_firing{{{I}}} unless on (integration, alert, severity) "
+         f"integration_alert_inhibited{{{I}}} == 1")
+
+
 def _up_down(up: str = "UP", down: str = "DOWN") -> list[dm.ValueMapping]:
     return [
         dm.ValueMap(
@@ -173,8 +178,10 @@ def _overview(d: db.Dashboard) -> db.Dashboard:
         )
         .with_panel(
             _stat("Firing alerts", "none", w=4, h=6)
-            .description("Alerts the monitor's own rules fire now (integration_alert_firing).")
-            .with_target(_query(f"sum(integration_alert_firing{{{I}}}) or vector(0)", "firing"))
+            .description("Alerts the monitor's own rules fire and tell now (integration_alert_firing); a "
+                         "warning inhibited by the critical of the same alert is not counted "
+                         "(integration_alert_inhibited), as it is not sent.")
+            .with_target(_query(f"sum({_TOLD}) or vector(0)", "firing"))
             .thresholds(_steps((None, "green"), (1, "red")))
         )
     )
@@ -525,15 +532,24 @@ def _alerts(d: db.Dashboard) -> db.Dashboard:
         .with_panel(
             table.Panel()
             .title("Firing alerts")
-            .description("Alerts the monitor fires now, from its own rules.")
+            .description("Alerts the monitor fires now, from its own rules. inhibited: a warning held back "
+                         "while the critical of the same alert fires (not sent; integration_alert_inhibited).")
             .span(12)
             .height(8)
             .datasource(DATASOURCE)
-            .with_target(_query(f"max by (integration, alert, severity) (integration_alert_firing{{{I}}}) == 1",
-                                instant=True))
+            .with_target(_query(
+                f"max by (integration, alert, severity) (integration_alert_inhibited{{{I}}}) "
+                f"and on (integration, alert, severity) "
+                f"(max by (integration, alert, severity) (integration_alert_firing{{{I}}}) == 1)",
+                instant=True,
+            ))
+            .mappings([dm.ValueMap(options={
+                "1": dm.ValueMappingResult(text="inhibited", color="blue", index=0),
+                "0": dm.ValueMappingResult(text="sent", color="red", index=1),
+            })])
             .with_transformation(dm.DataTransformerConfig(
                 id_val="organize",
-                options={"excludeByName": {"Time": True, "Value": True, "__name__": True}},
+                options={"excludeByName": {"Time": True, "__name__": True}, "renameByName": {"Value": "state"}},
             ))
         )
         .with_panel(

@@ -141,6 +141,11 @@ class Metrics:
         self.alert_firing = Gauge(
             "integration_alert_firing", "1 while the alert fires", ("integration", "alert", "severity"), registry=r
         )
+        self.alert_inhibited = Gauge(
+            "integration_alert_inhibited",
+            "1 while the alert fires but is inhibited (a critical of the same alert fires): not notified",
+            ("integration", "alert", "severity"), registry=r,
+        )
         self.notifications = Counter(
             "integration_notifications", "Notifications by notifier and result (sent/failed/suppressed/fenced)",
             ("notifier", "result"), registry=r,

@@ -120,6 +120,11 @@ def firing_gauge(eng: AlertEngine, alert: str, severity: str) -> float | None:
         "integration_alert_firing", {"integration": "acme", "alert": alert, "severity": severity})
 
 
+def inhibited_gauge(eng: AlertEngine, alert: str, severity: str) -> float | None:
+    return eng.metrics.registry.get_sample_value(
+        "integration_alert_inhibited", {"integration": "acme", "alert": alert, "severity": severity})
+
+
 async def test_spike_sends_one_notification(shared_redis: redis.asyncio.Redis, prefix: str, tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     notes = tmp_path / "acme.md"
@@ -263,16 +268,24 @@ async def test_quota_warning_then_critical_then_resolved(shared_redis: redis.asy
             return [([(a.alert, str(a.severity)) for a in n.firing], [(a.alert, str(a.severity)) for a in n.resolved])
                     for n in sink.got]
 
-        for ratio in (0.5, 0.82, 0.96, 0.70):
+        for ratio in (0.5, 0.82, 0.96):
             quotas.ratio = ratio
             for _ in range(30):
                 await tick(eng, clock, ok=True)
+        # Both fire; the warning is inhibited by the critical, and says so (it was not told).
+        assert (firing_gauge(eng, "quota", "warning"), firing_gauge(eng, "quota", "critical")) == (1.0, 1.0)
+        assert (inhibited_gauge(eng, "quota", "warning"), inhibited_gauge(eng, "quota", "critical")) == (1.0, 0.0)
+        assert eng.status()["alerts"]["inhibited_by"] == {"acme/quota/api/warning": "acme/quota/api/critical"}
+        quotas.ratio = 0.70
+        for _ in range(30):
+            await tick(eng, clock, ok=True)
+        assert eng.status()["alerts"]["inhibited_by"] == {}
         assert told() == [
             ([("quota", "warning")], []),
             ([("quota", "critical")], []),  # the warning still fires, but the critical inhibits it
             ([], [("quota", "critical"), ("quota", "warning")]),
         ]
-        assert firing_gauge(eng, "quota", "warning") == 0.0
+        assert firing_gauge(eng, "quota", "warning") == 0.0 and inhibited_gauge(eng, "quota", "warning") == 0.0
         # Hysteresis: 82 % warns, 78 % holds the warning (no message), 74 % clears it.
         for ratio in (0.82, 0.78, 0.74):
             quotas.ratio = ratio
@@ -281,6 +294,29 @@ async def test_quota_warning_then_critical_then_resolved(shared_redis: redis.asy
         assert told()[3:] == [([("quota", "warning")], []), ([], [("quota", "warning")])]
         warning = sink.got[0].firing[0]
         assert warning.quota == "api" and "820/1000 used" in warning.summary and "resets in 10m" in warning.summary
+    finally:
+        await eng.close()
+
+
+async def test_inhibition_is_per_quota_and_the_gauge_says_when_nothing_was_told(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    class TwoQuotas:
+        def quota_snapshot(self) -> Iterable[QuotaReading]:
+            return [QuotaReading(integration="acme", quota=name, source="redis", used=used, limit=100)
+                    for name, used in (("calls", 96), ("exports", 85))]
+
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix), shared_redis, clock, sink, quota_source=TwoQuotas())
+    await eng.start()
+    try:
+        for _ in range(4):
+            await tick(eng, clock, ok=True)
+        # calls: critical (its warning inhibited); exports: a warning nothing inhibits, and it was told.
+        assert eng.status()["alerts"]["inhibited_by"] == {"acme/quota/calls/warning": "acme/quota/calls/critical"}
+        assert firing_gauge(eng, "quota", "warning") == 1.0 and inhibited_gauge(eng, "quota", "warning") == 0.0
+        told = {a.key for n in sink.got for a in n.firing}
+        assert told == {"acme/quota/calls/critical", "acme/quota/exports/warning"}
     finally:
         await eng.close()
 
