@@ -205,6 +205,12 @@ class AlertEngine:
     def on_config(self, config: ConfigView) -> None:
         self.config = config
         self.stats.retain(_check_keys(config))
+        longest, old_width = _max_window(config), self.stats.bucket_seconds
+        if self.stats.resize(longest):
+            log.info("alert statistics: a longer window is configured; history kept in buckets of %gs "
+                     "instead of %gs", self.stats.bucket_seconds, old_width)
+        for traffic in self.traffic.values():
+            traffic.max_window = longest
         for gone in set(self.traffic) - set(config.integrations):
             del self.traffic[gone]
 

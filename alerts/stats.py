@@ -2,7 +2,9 @@
 
 Memory is bounded per check: a ring of the last ``raw_capacity`` runs (exact windows, latency quantiles,
 the last failing request) plus a ring of fixed-width time buckets (run and error counts per class) for
-windows longer than the raw ring covers — the day-long burn-rate windows. ``on_result`` is O(1).
+windows longer than the raw ring covers — the day-long burn-rate windows. ``on_result`` is O(1). The
+buckets are sized for the longest configured window; a reload that configures a longer one widens them,
+merging what they hold (``Stats.resize``), so that window is not silently judged on a truncated history.
 
 A window answers with what is known: after a restart the rings are empty, and rules see too few samples
 and leave their alerts as they are (rather than resolving them for lack of data).
@@ -131,6 +133,25 @@ class CheckStats:
         if result.tls_expiry is not None:
             self.tls_expiry = result.tls_expiry
 
+    def rebucket(self, bucket_seconds: float) -> None:
+        """Wider buckets (a longer window was configured): the counts so far are merged into buckets of the
+        new width, each old bucket into the new one holding its start, so history is kept, now reaching
+        ``MAX_BUCKETS`` wider buckets back."""
+        merged: deque[_Bucket] = deque(maxlen=self._buckets.maxlen)
+        for old in self._buckets:  # in order of start
+            start = old.start - old.start % bucket_seconds
+            if not merged or merged[-1].start < start:
+                merged.append(_Bucket(start))
+            bucket = merged[-1]
+            bucket.total += old.total
+            bucket.errors += old.errors
+            if old.classes:
+                if bucket.classes is None:
+                    bucket.classes = Counter()
+                bucket.classes.update(old.classes)
+        self._buckets = merged
+        self._bucket_seconds = bucket_seconds
+
     def _find_bucket(self, start: float) -> _Bucket | None:
         # A run reported out of order (a slow run finishing after a later one): rare, search backwards.
         for bucket in reversed(self._buckets):
@@ -193,9 +214,21 @@ class Stats:
     """All window statistics of the monitor, keyed by (integration, check)."""
 
     def __init__(self, *, max_window: float = 86400.0, raw_capacity: int = RAW_CAPACITY) -> None:
-        self.bucket_seconds = max(60.0, math.ceil(max_window / MAX_BUCKETS))
+        self.bucket_seconds = _bucket_seconds(max_window)
         self.raw_capacity = raw_capacity
         self.checks: dict[tuple[str, str], CheckStats] = {}
+
+    def resize(self, max_window: float) -> bool:
+        """Make the buckets reach back ``max_window`` (a reload configured a longer window): widen them,
+        merging the counts kept so far (``CheckStats.rebucket``). A shorter window keeps the width: the
+        finer counts of the past cannot be recovered, and wider ones still answer. True if widened."""
+        width = _bucket_seconds(max_window)
+        if width <= self.bucket_seconds:
+            return False
+        self.bucket_seconds = width
+        for stats in self.checks.values():
+            stats.rebucket(width)
+        return True
 
     def check(self, integration: str, check: str) -> CheckStats | None:
         return self.checks.get((integration, check))
@@ -213,3 +246,8 @@ class Stats:
         """Drop statistics of checks no longer configured (config reload)."""
         for key in [k for k in self.checks if k not in checks]:
             del self.checks[key]
+
+
+def _bucket_seconds(max_window: float) -> float:
+    """The bucket width whose ``MAX_BUCKETS`` buckets reach back ``max_window`` (at least a minute)."""
+    return max(60.0, math.ceil(max_window / MAX_BUCKETS))

@@ -522,3 +522,12 @@ async def test_a_newly_failing_check_wakes_the_evaluation_loop(prefix: str) -> N
     finally:
         await eng.close()
     assert eng.ready() == (True, "")
+
+
+def test_a_reload_with_a_longer_window_widens_probe_and_traffic_history(prefix: str) -> None:
+    """Issue 13, finding 4: both kinds of statistics reach back as far as the longest window configured."""
+    eng = engine(config(prefix), None, Clock(), Sink())
+    eng.add_traffic("acme", T0, 10, {"http_5xx": 1})
+    width, kept = eng.stats.bucket_seconds, eng.traffic["acme"].max_window
+    eng.on_config(config(prefix, alerts={"error_rate": {"windows": [{"long": "7d", "short": "6h", "factor": 1}]}}))
+    assert eng.stats.bucket_seconds > width and eng.traffic["acme"].max_window == 7 * 86400 > kept

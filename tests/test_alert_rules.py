@@ -244,6 +244,29 @@ def test_windows_beyond_the_raw_ring_come_from_buckets() -> None:
     assert stats.consecutive_failures == 0 and stats.first_failure_at is None
 
 
+def test_a_longer_window_added_by_a_reload_widens_the_buckets_and_keeps_history() -> None:
+    stats = Stats(max_window=3600, raw_capacity=10)  # buckets of 60 s: 480 of them reach back 8 h
+    assert stats.bucket_seconds == 60
+    at = T0 - T0 % 3600
+    for i in range(6 * 120):  # 6 h of runs every 30 s; the first hour fails every other run
+        stats.add(result(at + i * 30, ok=not (i < 120 and i % 2 == 0)))
+    check = stats.check("acme", "api")
+    assert check is not None
+    before = check.window(at + 6 * 3600, 86400)
+    assert (before.total, before.errors) == (720, 60)
+
+    assert stats.resize(86400)  # a reload adds a 1-day window: buckets of 180 s reach back a day
+    assert stats.bucket_seconds == 180
+    assert check.window(at + 6 * 3600, 86400) == before  # the history is kept, merged
+    for i in range(6 * 120, 22 * 120):  # 16 h more, all green: 22 h in all, beyond 480 buckets of 60 s
+        stats.add(result(at + i * 30))
+    day = check.window(at + 22 * 3600, 86400)
+    assert (day.total, day.errors, day.classes) == (22 * 120, 60, {"http_5xx": 60})  # the first hour still counts
+
+    assert not stats.resize(3600)  # a shorter window keeps the width (finer counts cannot come back)
+    assert stats.bucket_seconds == 180
+
+
 def test_latency_quantile_nearest_rank_ignores_runs_without_response() -> None:
     stats = CheckStats()
     for i, d in enumerate([0.1, 0.2, 0.3, 0.4, 5.0]):

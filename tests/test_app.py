@@ -345,3 +345,27 @@ async def test_logs_never_contain_a_secret(target: Target, log_stream: io.String
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
         assert any(line.get("request_url", "").endswith("[REDACTED]") for line in lines)
+
+
+async def test_reload_adding_a_longer_window_keeps_the_alert_statistics(
+    target: Target, tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    """Issue 13, finding 4: the statistics' buckets kept the width chosen at start, so a window a reload
+    made longer was judged on a silently truncated history (the merge itself: tests/test_alert_rules.py)."""
+    route_target(target)
+    path = write(tmp_path / "monitor.yaml", daemon_config(target))
+    app = App(load_config(path), config_path=path)
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        engine = next(c for c in app.components if c.name == "alerts")
+        stats = engine.stats  # type: ignore[attr-defined]
+        await until(lambda: stats.check("shop", "broken") is not None, what="a run recorded")
+        width = stats.bucket_seconds
+        week = "    alerts: {error_rate: {windows: [{long: 7d, short: 6h, factor: 1}]}}\n"
+        write(path, daemon_config(target, extra=week))
+        assert await app.reload() is True
+        assert stats.bucket_seconds == 7 * 86400 / 480 > width  # the buckets reach back a week now
+    finally:
+        await app.close()
+    assert "a longer window is configured; history kept in buckets" in log_stream.getvalue()
