@@ -29,6 +29,7 @@ class ErrorClass(enum.StrEnum):
     TOO_SLOW = "too_slow"
     GRAPHQL_ERROR = "graphql_error"  # a GraphQL response with errors and no data (integration_kit.graphql)
     PARTIAL_DATA = "partial_data"  # a GraphQL response with errors next to its data
+    INTERNAL = "internal"  # the probe itself raised (a bug, or a library it runs on): not the target's doing
 
 
 RETRYABLE_BY_DEFAULT: frozenset[ErrorClass] = frozenset(

@@ -75,6 +75,7 @@ FIRST_RUN_RATE = 200.0  # first runs per second for large configs
 CATCH_UP_SPACING = 0.001  # seconds between the catch-up runs of checks taken over from a crashed replica
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
+MAX_RAISED_REMEMBERED = 10_000  # probe exceptions whose traceback was logged; past it, each is logged in full
 # APScheduler logs a WARNING for every run it skips (the check's previous run still waiting for a
 # concurrency slot, or a run that started later than its grace time). Overloaded, that is thousands
 # of lines a second and a tenth of the CPU, right when CPU is short: below DEBUG these loggers are
@@ -133,6 +134,7 @@ class Scheduler:
         self._skipped_since = time.monotonic()
         self._jobs: dict[str, _Job] = {}
         self._backoff: dict[str, Backoff] = {}
+        self._raised: set[tuple[str, str, str]] = set()  # (integration, check, exception type) logged in full
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._semaphore_limit = config.monitor.max_concurrency
         self._semaphore = asyncio.Semaphore(self._semaphore_limit)
@@ -423,13 +425,13 @@ class Scheduler:
                 job.last_started = now
                 result = await self._probe(job)
             # A check removed by a reload while its probe ran: recording would bring its series back.
-            if result is not None and self._jobs.get(jid) is job:
+            if self._jobs.get(jid) is job:
                 self.record(result)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
 
-    async def _probe(self, job: _Job) -> CheckResult | None:
+    async def _probe(self, job: _Job) -> CheckResult:
         check = job.check
         started = time.time()
         try:
@@ -445,10 +447,32 @@ class Scheduler:
                 detail=f"timeout: probe overran its {check.timeout:g}s deadline",
                 started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.TIMEOUT,),
             )
-        except Exception:
-            # A probe reports target failures as results; an exception here is a bug in the probe.
-            log.exception("probe %s/%s raised instead of returning a result", job.integration, check.name)
-            return None
+        except Exception as exc:
+            # A probe reports target failures as results; an exception here is a bug in the probe (or in a
+            # library it runs on). Recording nothing would hide it, and probe_down could never fire.
+            return self._internal_failure(job, exc, started)
+
+    def _internal_failure(self, job: _Job, exc: Exception, started: float) -> CheckResult:
+        """A failed run of class ``internal`` for a probe that raised; its traceback is logged once per check
+        and kind of exception (the run repeats every interval; the count is in the probe error metrics)."""
+        check, elapsed = job.check, time.time() - started
+        what = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        marker = (job.integration, check.name, what)
+        if marker not in self._raised:
+            if len(self._raised) < MAX_RAISED_REMEMBERED:
+                self._raised.add(marker)
+            log.error("probe %s/%s raised %s instead of returning a result; recorded as a failed run of class "
+                      "'internal' (this traceback is logged once per check and exception type)",
+                      job.integration, check.name, what, exc_info=exc)
+        else:
+            log.debug("probe %s/%s raised %s again", job.integration, check.name, what)
+        message = job.ctx.redactor.text(str(exc)).replace("\n", " ")[:200]
+        return CheckResult(
+            integration=job.integration, check=check.name, kind=kind_of(check), ok=False,
+            error_class=ErrorClass.INTERNAL,
+            detail=f"internal: the probe raised {type(exc).__name__}" + (f": {message}" if message else ""),
+            started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.INTERNAL,),
+        )
 
 
 def kind_of(check: CheckConfigBase) -> str:

@@ -2,22 +2,30 @@
 
 A vendor API on loopback goes down; the daemon posts one Slack message (to a loopback server speaking
 Slack's Web API), is restarted mid-incident and sends nothing twice, then the API recovers and the same
-message is updated and the resolve is posted in its thread.
+message is updated and the resolve is posted in its thread. A probe that raises instead of returning a
+result fails its check (class ``internal``) and pages like any failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 import redis.asyncio
+from daemon_support import get, samples
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS
 from targets import Reply, Target
 
+from checks import PROBES
 from monitor.app import App
+from monitor.logs import setup_logging
 from monitor.settings import parse_config
 
 
@@ -77,3 +85,33 @@ async def test_down_restart_recover_posts_once_updates_and_threads(
     resolve = posts()[1].body
     assert resolve.get("thread_ts") == slack.delivered("chat.update")[0].body["ts"]
     assert len(posts()) == 2  # the alert and the resolve in its thread; no duplicate
+
+
+async def test_a_probe_that_raises_fails_its_check_and_pages(
+    target: Target, slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str,
+    monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO,
+) -> None:
+    """Issue 13, finding 10: a probe that raised (a bug, or an aiohttp older than the floor without
+    ClientConnectorDNSError) recorded nothing, so probe_down never fired. Now each run is a failed run of
+    class ``internal``, counted, logged once with its traceback, and the check pages."""
+
+    async def broken(check: Any, ctx: Any) -> Any:
+        raise AttributeError("module 'aiohttp' has no attribute 'ClientConnectorDNSError'")
+
+    monkeypatch.setitem(PROBES, "http", dataclasses.replace(PROBES["http"], probe=broken))
+    app = App(parse_config(_config(target, slack, prefix)))
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        await _until(lambda: slack.delivered("chat.postMessage"), "the down alert in Slack")
+        text = json.dumps(slack.delivered("chat.postMessage")[0].body)
+        assert "down" in text and "internal" in text
+        _, _, body = await get(f"{app.server.url}/metrics")
+        runs = samples(body)[("integration_probe_errors_total",
+                              (("check", "api"), ("error_class", "internal"), ("integration", "acme")))]
+        assert runs >= 3
+        status = app.status_document()["integrations"]["acme"]["checks"]["api"]
+        assert status["error_class"] == "internal" and "AttributeError" in status["detail"]
+    finally:
+        await app.close()
+    assert log_stream.getvalue().count("Traceback (most recent call last)") == 1  # once, not every run

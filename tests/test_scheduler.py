@@ -204,23 +204,30 @@ async def test_probe_overrunning_its_deadline_is_recorded_as_timeout(monkeypatch
     assert recorded[0].error_class == "timeout" and "overran" in recorded[0].detail
 
 
-async def test_probe_exception_is_logged_not_recorded(caplog: pytest.LogCaptureFixture) -> None:
+async def test_probe_exception_is_a_failed_internal_run_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13, finding 10: a probe that raised recorded nothing, so probe_down could never fire."""
     calls = 0
 
     async def broken(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
         nonlocal calls
         calls += 1
-        raise RuntimeError("probe bug")
+        raise RuntimeError("probe bug\nwith token s3cr3t-value") if calls % 2 else KeyError("other")
 
     sched, recorded, _ = make(config({"a": [("c", "100ms")]}), broken)
-    with caplog.at_level(logging.ERROR, logger="monitor.scheduler"):
+    sched.redactor = Redactor(["s3cr3t-value"])
+    with caplog.at_level(logging.DEBUG, logger="monitor.scheduler"):
         sched.start()
         try:
-            await until(lambda: calls >= 2)
+            await until(lambda: len(recorded) >= 6)
         finally:
             await sched.stop(0.1)
-    assert recorded == []
-    assert "raised instead of returning a result" in caplog.text
+    assert all(r.error_class == "internal" and not r.ok for r in recorded)
+    assert recorded[0].detail == "internal: the probe raised RuntimeError: probe bug with token [REDACTED]"
+    assert recorded[1].detail == "internal: the probe raised KeyError: 'other'"
+    full = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.exc_info[0] for r in full if r.exc_info] == [RuntimeError, KeyError]  # one traceback per kind
+    assert "recorded as a failed run of class 'internal'" in full[0].getMessage()
+    assert "s3cr3t-value" not in recorded[0].detail
 
 
 async def test_a_check_removed_while_its_probe_runs_is_not_recorded_afterwards() -> None:
