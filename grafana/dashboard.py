@@ -459,9 +459,15 @@ def _quotas(d: db.Dashboard) -> db.Dashboard:
         .with_panel(
             _ts("Redis keys per quota", "short")
             .description("Keys a Redis quota's pattern matched (one per client/merchant/window), and how many of "
-                         "them are above the quota's near_limit ratio: one hot key can hide in a healthy total.")
+                         "them are above the quota's near_limit ratio: one hot key can hide in a healthy total. "
+                         "Skipped: keys matched but not counted (name: not in the quota's format; value: an "
+                         "unexpected type or value; over_max_keys: beyond max_keys, not read).")
             .with_target(_query(_per_quota("integration_quota_keys"), "matched " + legend, "A"))
             .with_target(_query(_per_quota("integration_quota_keys_near_limit"), "near limit " + legend, "B"))
+            .with_target(_query(
+                f"max by (integration, quota, source, reason) (integration_quota_keys_skipped{{{I}}}) > 0",
+                "skipped ({{reason}}) " + legend, "C",
+            ))
             .min(0)
         )
         .with_panel(

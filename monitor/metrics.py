@@ -80,6 +80,12 @@ class Metrics:
             "integration_quota_keys_near_limit", "Redis keys of the quota above its near_limit usage ratio", _Q,
             registry=r,
         )
+        self.quota_keys_skipped = Gauge(
+            "integration_quota_keys_skipped",
+            "Redis keys the quota's pattern matched but not counted, by reason: name (not in the quota's format), "
+            "value (an unexpected type or value), over_max_keys (beyond max_keys: not read)",
+            (*_Q, "reason"), registry=r,
+        )
 
         # Webhooks
         self.webhook_last_event = Gauge(

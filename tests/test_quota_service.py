@@ -260,7 +260,10 @@ async def test_redis_quota_is_polled_into_gauges_and_bad_keys_are_logged_once(sh
     assert m.registry.get_sample_value("integration_monitor_component_ok", {"component": "quota"}) == 1
     [state] = service.snapshot()
     assert (state.source, state.busiest_key, state.keys) == ("redis", f"rl:{tag}:a", 2)
-    assert caplog.text.count(f"skipping key rl:{tag}:odd: unexpected type") == 1
+    assert caplog.text.count("skipping keys the pattern matched") == 1  # one summary, not one line a poll
+    assert f"1 of an unexpected type or value (e.g. rl:{tag}:odd: unexpected type list)" in caplog.text
+    skipped = {"integration": "github", "quota": "api", "source": "redis", "reason": "value"}
+    assert m.registry.get_sample_value("integration_quota_keys_skipped", skipped) == 1
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("quota:")]
 
 
@@ -338,3 +341,38 @@ def test_the_alert_rules_see_an_idle_quota_as_nothing_used() -> None:
     readings = {r.quota: r for r in QuotaReadings(Snapshot()).quota_snapshot()}  # type: ignore[arg-type]
     assert sorted(readings) == ["busy", "idle"]
     assert (readings["idle"].ratio, readings["busy"].ratio) == (0.0, 0.5)
+
+
+async def test_key_names_are_capped_and_bad_ones_summarised_not_remembered(shared_redis, prefix, caplog):
+    """Issue 13, finding 11: every matched and unrecognised key name was kept in memory without bound, and
+    past 10,000 bad keys each was logged at every poll."""
+    client, tag = shared_redis, tag_of(prefix)
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(8):
+            pipe.set(f"LIMITS:LIMITER/{tag}/k{i}/10/1/minute", i, ex=60)
+        for i in range(20):
+            pipe.set(f"LIMITS:LIMITER/{tag}/junk{i}", 1, ex=60)  # not a limits key name
+        await pipe.execute()
+    quota = (f"      - {{name: api, source: redis, format: limits, match: 'LIMITS:LIMITER/{tag}/*', "
+             f"interval: 50ms, max_keys: 5}}")
+    service, m = make(config(quota), client)
+    with caplog.at_level(logging.INFO, logger="monitor.quota"):
+        await service.start()
+        try:
+            await wait_for(lambda: service.status()["redis_sources"]["github/api"]["keys_known"] == 5)
+            reads = service.status()["redis_sources"]["github/api"]["last_read_at"]
+            for _ in range(5):  # several more polls
+                await wait_for(lambda r=reads: service.status()["redis_sources"]["github/api"]["last_read_at"] != r)
+                reads = service.status()["redis_sources"]["github/api"]["last_read_at"]
+        finally:
+            await service.close()
+    poller = service._pollers[("github", "api")]
+    assert poller.reader.known_keys == 5  # the cap: nothing more remembered
+    lines = [r.getMessage() for r in caplog.records if "skipping keys" in r.getMessage()]
+    assert len(lines) == 1, lines  # one summary in all those polls
+    assert "20 whose name is not in limits format (e.g. LIMITS:LIMITER/" in lines[0]
+    assert lines[0].count("junk") == 3 and "3 beyond max_keys (5), not read" in lines[0]
+    labels = {"integration": "github", "quota": "api", "source": "redis"}
+    counts = {reason: m.registry.get_sample_value("integration_quota_keys_skipped", {**labels, "reason": reason})
+              for reason in ("name", "value", "over_max_keys")}
+    assert counts == {"name": 20, "value": 0, "over_max_keys": 3}

@@ -9,6 +9,10 @@ then on, so a key that a limiter deletes and writes again under the same name (a
 is read at once, and a new key name is read at most about ``rescan_interval`` after it appears. A
 remembered key that a whole pass neither found nor read is forgotten.
 
+Memory is bounded: at most ``max_keys`` key names are remembered (and read); names found beyond it, and
+names that are not in the quota's format, are only counted, per SCAN pass (with a few examples of the
+latter), never kept.
+
 Reads. One pipeline for every known key, with the PTTL of the previous read's busiest key riding along
 (it is usually the busiest again; otherwise one more PTTL). Where a format's plain commands cost one or
 more commands per key (lists, sorted sets, hashes, key pairs), a Lua script gathers the same replies
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+EXAMPLES = 3  # unrecognised key names kept per SCAN pass, to show in the log
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuotaReading:
@@ -55,6 +61,11 @@ class QuotaReading:
     fixed_window: bool  # the busiest key's window empties at reset (used by the exhaustion projection)
     skipped: tuple[tuple[str, str], ...]  # (key, reason) of keys of an unexpected type or value
     round_trips: int
+    # Of the last complete SCAN pass: names the pattern matched that are not in the format (how many, the
+    # first few), and names not read because max_keys were remembered already.
+    unrecognised: int = 0
+    unrecognised_examples: tuple[str, ...] = ()
+    over_max_keys: int = 0
 
 
 async def read_redis_quota(client: redis.asyncio.Redis, cfg: RedisQuotaConfig) -> QuotaReading:
@@ -76,6 +87,9 @@ class QuotaReader:
         self._present: set[str] = set()  # read and there during the current pass
         self._cursor = 0
         self._credit = 0.0  # SCAN pages owed to the current pass
+        self._pass_unrecognised: list[str] = []  # the first EXAMPLES names of the current pass
+        self._pass_counts = [0, 0]  # unrecognised names, names over max_keys: current pass
+        self._counts: tuple[int, int, tuple[str, ...]] = (0, 0, ())  # the last complete pass's, with examples
         self._ttl_key: str | None = None  # the previous busiest key, when its reset is its TTL
         # The limit of the last key read: when every key has expired (an idle limiter's window ran out),
         # the quota reads 0 used of that limit rather than 0 of an unknown one (formats whose keys carry
@@ -89,9 +103,8 @@ class QuotaReader:
     async def read(self, client: redis.asyncio.Redis) -> QuotaReading:
         """Raises redis errors (connection, timeout, ACL) for the caller to back off; the keys found so
         far are kept, and the next read goes on from where the walk stopped."""
-        now, skipped, round_trips = await self._discover(client)
-        readings, bad, ttl_reply, trips = await self.read_keys(client, list(self._known), now)
-        skipped += bad
+        now, round_trips = await self._discover(client)
+        readings, skipped, ttl_reply, trips = await self.read_keys(client, list(self._known), now)
         round_trips += trips
         # Ties go to the same key at every read, whatever order the keys were read in.
         busiest = max(readings, key=lambda r: (r.ratio if r.ratio is not None else -1.0, r.used, r.key), default=None)
@@ -106,11 +119,13 @@ class QuotaReader:
         if busiest is not None and busiest.limit:
             self._last_limit = busiest.limit
         idle_limit = self.format.limit if self.format.limit is not None else self._last_limit
-        return _summarise(self.cfg, idle_limit, readings, busiest, skipped, now, round_trips)
+        reading = _summarise(self.cfg, idle_limit, readings, busiest, skipped, now, round_trips)
+        unrecognised, over, examples = self._counts
+        return replace(reading, unrecognised=unrecognised, unrecognised_examples=examples, over_max_keys=over)
 
     # ---- discovery ------------------------------------------------------------------------------------
 
-    async def _discover(self, client: redis.asyncio.Redis) -> tuple[float, list[tuple[str, str]], int]:
+    async def _discover(self, client: redis.asyncio.Redis) -> tuple[float, int]:
         """This read's share of the SCAN pass; Redis' TIME as "now" (the limiters write with it, so
         there is no skew to correct)."""
         pipe = client.pipeline(transaction=False)
@@ -122,14 +137,13 @@ class QuotaReader:
             if isinstance(answer, Exception):
                 raise answer
         pages, round_trips = self._pages(int(size)), 1
-        skipped: list[tuple[str, str]] = []
         while True:
             if isinstance(reply, ResponseError) and self.scripts and script_refused(reply):
                 self._refuse_scripts(reply)
                 reply = (await _run(client, [self._scan_command()]))[0]
                 round_trips += 1
             self._cursor, names = scan_page(reply)
-            skipped += self._found(names)
+            self._found(names)
             if self._cursor == 0:
                 self._end_pass()
                 break
@@ -138,7 +152,7 @@ class QuotaReader:
             reply = (await _run(client, [self._scan_command()]))[0]
             round_trips += 1
         seconds, micros = clock
-        return int(seconds) + int(micros) / 1_000_000, skipped, round_trips
+        return int(seconds) + int(micros) / 1_000_000, round_trips
 
     def _scan_command(self) -> Command:
         return scan_command(self._cursor, self.cfg.match, self.cfg.scan_count, scripts=self.scripts)
@@ -154,20 +168,24 @@ class QuotaReader:
         self._credit = max(0.0, self._credit - pages)
         return pages
 
-    def _found(self, names: list[str]) -> list[tuple[str, str]]:
-        unknown = []
+    def _found(self, names: list[str]) -> None:
         for key in names:
             main = self.format.primary(key)
             if main is None:
-                unknown.append((key, f"key name not in {self.cfg.format} format"))
-            else:
+                self._pass_counts[0] += 1
+                if len(self._pass_unrecognised) < EXAMPLES:
+                    self._pass_unrecognised.append(key)
+            elif main in self._known or len(self._known) < self.cfg.max_keys:
                 self._seen.add(main)
                 self._known.setdefault(main, None)
-        return unknown
+            else:
+                self._pass_counts[1] += 1
 
     def _end_pass(self) -> None:
         self._known = {k: None for k in self._known if k in self._seen or k in self._present}
         self._seen, self._present = set(), set()
+        self._counts = (self._pass_counts[0], self._pass_counts[1], tuple(self._pass_unrecognised))
+        self._pass_counts, self._pass_unrecognised = [0, 0], []
         self.passes += 1
 
     # ---- reads ----------------------------------------------------------------------------------------

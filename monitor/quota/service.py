@@ -16,7 +16,10 @@ series of that quota is removed, the quota leaves ``snapshot()``, the component 
 (``integration_monitor_component_ok{component="quota"}`` 0) and ``status()`` shows the error; reads go
 on with back-off (``integration_kit.retry.Backoff``: ``min(1s, interval)`` doubling up to
 ``max_backoff``) and the series come back with the first good read. A key of an unexpected type or a
-non-numeric value is logged once and skipped; the other keys still count. Each Redis quota's poller
+non-numeric value, a key name not in the quota's format and a name beyond ``max_keys`` are skipped;
+the other keys still count. Skipped keys are counted by reason in ``integration_quota_keys_skipped`` and
+summarised in one log line (how many, a few examples) when the reasons change, never logged key by key
+or poll by poll; no key name is remembered for it. Each Redis quota's poller
 is a supervised loop (``integration_kit.supervisor``): a crash is logged, counted and the loop restarted.
 
 Probe backoff. When the usage ratio of any quota of an integration is above its
@@ -43,7 +46,7 @@ from integration_kit.retry import Backoff
 from integration_kit.supervisor import Supervisor
 from monitor.metrics import remove_series
 from monitor.quota.burn import BurnTracker
-from monitor.quota.reader import QuotaReader, QuotaReading
+from monitor.quota.reader import EXAMPLES, QuotaReader, QuotaReading
 from monitor.settings.quota import HeadersQuotaConfig, RedisQuotaConfig
 
 if TYPE_CHECKING:
@@ -60,7 +63,7 @@ BACKOFF_FACTOR = 4.0
 MAX_FACTOR = 100.0
 MAX_POLICIES = 8
 RETRY_AFTER = "retry-after"
-_MAX_WARNED = 10_000  # bad keys remembered for log-once; past it a key may be reported again
+SKIP_REASONS = ("name", "value", "over_max_keys")  # the reason label of integration_quota_keys_skipped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +96,7 @@ class _Poller:
     last_error: str | None = None
     last_read_at: float | None = None
     round_trips: int | None = None
+    skip_reasons: frozenset[str] = frozenset()  # the reasons keys were skipped for, as last logged
 
 
 class QuotaService:
@@ -125,7 +129,6 @@ class QuotaService:
             redact=services.redactor.text,
         )
         self._backoff: dict[str, tuple[float, str]] = {}
-        self._warned: set[tuple[str, str, str]] = set()
         self._redacted_policies: set[str] = set()  # logged once each
         self._started = False
         self._index()
@@ -314,18 +317,14 @@ class QuotaService:
             poller.failures, poller.last_error = 0, None
             poller.last_read_at, poller.round_trips = reading.observation.observed_at, reading.round_trips
             self._report()
-            self._apply_reading(integration, cfg, reading)
+            self._apply_reading(integration, poller, reading)
             self._evaluate_backoff(integration)
             if not await self._supervisor.sleep(cfg.interval - (time.monotonic() - started)):
                 return
 
-    def _apply_reading(self, integration: str, cfg: RedisQuotaConfig, reading: QuotaReading) -> None:
-        for key, reason in reading.skipped:
-            marker = (integration, cfg.name, key)
-            if marker not in self._warned:
-                if len(self._warned) < _MAX_WARNED:
-                    self._warned.add(marker)
-                log.warning("quota %s/%s: skipping key %s: %s", integration, cfg.name, self._display(key), reason)
+    def _apply_reading(self, integration: str, poller: _Poller, reading: QuotaReading) -> None:
+        cfg = poller.cfg
+        self._report_skipped(integration, poller, reading)
         busiest = self._display(reading.busiest_key) if reading.busiest_key else None
         self._record(
             integration, cfg.name, cfg.name, reading.observation, "redis", fixed_window=reading.fixed_window,
@@ -334,6 +333,31 @@ class QuotaService:
         labels = (integration, cfg.name, "redis")
         self.metrics.quota_keys.labels(*labels).set(reading.keys)
         self.metrics.quota_keys_near_limit.labels(*labels).set(reading.keys_near_limit)
+
+    def _report_skipped(self, integration: str, poller: _Poller, reading: QuotaReading) -> None:
+        """Skipped keys by reason into the gauge; one summary line in the log when the reasons change."""
+        counts = {"name": reading.unrecognised, "value": len(reading.skipped), "over_max_keys": reading.over_max_keys}
+        for reason, count in counts.items():
+            self.metrics.quota_keys_skipped.labels(integration, poller.cfg.name, "redis", reason).set(count)
+        reasons = frozenset(r for r, n in counts.items() if n)
+        if reasons == poller.skip_reasons:
+            return
+        poller.skip_reasons = reasons
+        if not reasons:
+            log.info("quota %s/%s: no keys skipped any more", integration, poller.cfg.name)
+            return
+        parts = []
+        if reading.skipped:
+            examples = "; ".join(f"{self._display(k)}: {why}" for k, why in reading.skipped[:EXAMPLES])
+            parts.append(f"{len(reading.skipped)} of an unexpected type or value (e.g. {examples})")
+        if reading.unrecognised:
+            examples = ", ".join(self._display(k) for k in reading.unrecognised_examples)
+            parts.append(f"{reading.unrecognised} whose name is not in {poller.cfg.format} format (e.g. {examples})")
+        if reading.over_max_keys:
+            parts.append(f"{reading.over_max_keys} beyond max_keys ({poller.cfg.max_keys}), not read")
+        log.warning("quota %s/%s: skipping keys the pattern matched: %s; the other keys count "
+                    "(integration_quota_keys_skipped; logged again when the reasons change)",
+                    integration, poller.cfg.name, "; ".join(parts))
 
     def _display(self, key: str) -> str:
         """A Redis key for logs and /api/status: secrets masked, bytes that are not UTF-8 escaped."""
@@ -389,6 +413,8 @@ class QuotaService:
         for gauge in (m.quota_used, m.quota_limit, m.quota_ratio, m.quota_reset, m.quota_exhaustion,
                       m.quota_keys, m.quota_keys_near_limit):
             remove_series(gauge, *key)
+        for reason in SKIP_REASONS:
+            remove_series(m.quota_keys_skipped, *key, reason)
 
     def _evaluate_backoff(self, integration: str) -> None:
         factor, reason = self._backoff_for(integration)

@@ -60,6 +60,10 @@ class RedisQuotaConfig(BaseModel):
         default=10_000, ge=10, le=100_000,
         description="COUNT hint of each SCAN call: how much of the keyspace one call walks (and holds Redis for)",
     )
+    max_keys: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="key names remembered and read at most; names found beyond are counted, not read",
+    )
     rescan_interval: Duration = Field(
         default=60.0,
         description="one SCAN pass over the keyspace per rescan_interval, a share at each read: a new key "
