@@ -459,29 +459,35 @@ def _quotas(d: db.Dashboard) -> db.Dashboard:
         .with_panel(
             _ts("Redis keys per quota", "short")
             .description("Keys a Redis quota's pattern matched (one per client/merchant/window), and how many of "
-                         "them are above the quota's near_limit ratio: one hot key can hide in a healthy total. "
-                         "Skipped: keys matched but not counted (name: not in the quota's format; value: an "
-                         "unexpected type or value; over_max_keys: beyond max_keys, not read).")
+                         "them are above the quota's near_limit ratio: one hot key can hide in a healthy total.")
             .with_target(_query(_per_quota("integration_quota_keys"), "matched " + legend, "A"))
             .with_target(_query(_per_quota("integration_quota_keys_near_limit"), "near limit " + legend, "B"))
-            .with_target(_query(
-                f"max by (integration, quota, source, reason) (integration_quota_keys_skipped{{{I}}}) > 0",
-                "skipped ({{reason}}) " + legend, "C",
-            ))
             .min(0)
         )
         .with_panel(
-            _stat("Time to reset", "s", w=12)
+            _stat("Time to reset", "s", w=8)
             .description("Seconds until each quota's window resets.")
             .with_target(_query(_per_quota("integration_quota_reset_seconds"), legend))
             .color_mode(cm.BigValueColorMode.NONE)
         )
         .with_panel(
-            _stat("Projected exhaustion", "s", w=12)
+            _stat("Projected exhaustion", "s", w=8)
             .description("Time to 100% at the current burn rate; no value while usage is not rising.")
             .with_target(_query(_per_quota("integration_quota_exhaustion_seconds"), legend))
             .thresholds(_steps((None, "red"), (300, "orange"), (3600, "green")))
             .no_value("not rising")
+        )
+        .with_panel(
+            _stat("Skipped Redis keys", "short", w=8)
+            .description("Keys a Redis quota's pattern matched but that do not count (integration_quota_keys_skipped "
+                         "by reason: name, not in the quota's format; value, an unexpected type or value; "
+                         "over_max_keys, beyond the quota's max_keys, not read). The log has a summary with examples.")
+            .with_target(_query(
+                "sum by (integration, quota) (max by (integration, quota, source, reason) "
+                f"(integration_quota_keys_skipped{{{I}}}))",
+                "{{integration}} {{quota}}",
+            ))
+            .thresholds(_steps((None, "green"), (1, "orange")))
         )
     )
 
