@@ -94,13 +94,17 @@ class Dispatcher:
         redis: redis.asyncio.Redis | None,
         metrics: NotificationMetrics | None = None,
         policy: DeliveryPolicy | None = None,
+        replica: str | None = None,
     ) -> Dispatcher:
-        """The notifiers of the ``alerting`` config section, outbox in ``redis``; reloadable (apply_config)."""
+        """The notifiers of the ``alerting`` config section, outbox in ``redis``; reloadable (apply_config).
+        ``replica``: this replica's id when several share the Redis: its outbox is its own (a restarted
+        replica resumes what it queued, never what another one, alive, is sending)."""
         # One root for every Redis key of alerting (state, outbox, Slack threads): alerting.key_prefix.
         context = NotifierContext(redactor=redactor, redis=redis, key_prefix=alerting.key_prefix)
+        outbox = f"{alerting.key_prefix}outbox:" + (f"{replica}:" if replica else "")
         dispatcher = cls(
             build_notifiers(alerting, context), metrics=metrics, redis=redis, policy=policy,
-            key_prefix=f"{alerting.key_prefix}outbox:", log_prefix=alerting.key_prefix,
+            key_prefix=outbox, log_prefix=alerting.key_prefix,
         )
         dispatcher._context, dispatcher._alerting = context, alerting
         return dispatcher

@@ -1,6 +1,6 @@
 """The notifier outbox, and the notification log's writes once a notifier confirmed delivery.
 
-    <outbox prefix><notifier>  list  undelivered notifications, one entry each
+    <outbox prefix><notifier>  list  undelivered notifications, one entry each (a day after the last push)
     <prefix>nflog              hash  "<notifier>|<group key>" → the group's log for that notifier
     <prefix>fence              hash  integration (``*``: all) → fencing token of its current owner
 
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTBOX_PREFIX = "im:outbox:"
+# A list nobody pushed to for this long belongs to a process that is gone for good (a replica's pod name
+# changes with every restart): what it held is planned again from the notification log, so it may go.
+OUTBOX_TTL = 86400
 
 # KEYS: outbox list, nflog hash, fence hash. ARGV: entry, nflog field ('' = none), log JSON ('' = forget the
 # group), fence shard ('' = unfenced), fence token. 1: logged; 0: refused (the fence moved on).
@@ -123,8 +126,10 @@ class Outbox:
         if self.redis is None:
             return
         try:
-            async with asyncio.timeout(self._timeout):
-                await self.redis.rpush(self._key(notifier), raw)
+            async with asyncio.timeout(self._timeout), self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(self._key(notifier), raw)
+                pipe.expire(self._key(notifier), OUTBOX_TTL)
+                await pipe.execute()
         except Exception as exc:
             log.warning("outbox: Redis write failed (%s); notification kept in memory only", type(exc).__name__)
 

@@ -63,8 +63,10 @@ def traffic(services: Services) -> Component:
 
 
 def notifiers(services: Services) -> Component:
+    placement = services.placement
     return Dispatcher.for_alerting(
-        services.config.alerting, redactor=services.redactor, redis=services.redis, metrics=services.metrics
+        services.config.alerting, redactor=services.redactor, redis=services.redis, metrics=services.metrics,
+        replica=placement.me if placement.clustered else None,
     )
 
 

@@ -25,7 +25,7 @@ import alerts.engine
 from alerts.delivery import DeliveryPolicy, Dispatcher
 from alerts.engine import AlertEngine
 from alerts.model import Notification
-from alerts.outbox import Record
+from alerts.outbox import OUTBOX_TTL, Record
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
 from monitor.metrics import Metrics
@@ -54,8 +54,8 @@ def engine(cfg: Config, client: redis.asyncio.Redis, clock: Clock, dispatcher: D
 
 
 def dispatcher_for(cfg: Config, client: redis.asyncio.Redis, policy: DeliveryPolicy = FAST,
-                   kind: type[Dispatcher] = Dispatcher) -> Dispatcher:
-    return kind.for_alerting(cfg.alerting, redactor=Redactor(), redis=client, policy=policy)
+                   kind: type[Dispatcher] = Dispatcher, replica: str | None = None) -> Dispatcher:
+    return kind.for_alerting(cfg.alerting, redactor=Redactor(), redis=client, policy=policy, replica=replica)
 
 
 @asynccontextmanager
@@ -237,3 +237,20 @@ async def test_the_previous_versions_log_is_adopted_so_an_open_incident_is_not_p
         assert await after.drain(10)
     assert len(slack.delivered("chat.postMessage")) == 2  # the post and, in its thread, the resolve
     assert slack.delivered("chat.postMessage")[1].body["thread_ts"] == slack.delivered("chat.update")[0].body["ts"]
+
+
+async def test_a_restarted_replica_resumes_only_its_own_outbox(
+    slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    cfg, clock = config(prefix, slack), Clock()
+    slack.then(Reply(status=429, retry_after="30", only="chat.postMessage"))  # r0's notification waits
+    async with running(dispatcher_for(cfg, shared_redis, replica="r0")) as r0:
+        assert len(await fire(engine(cfg, shared_redis, clock, r0), clock)) == 1
+        await asyncio.wait_for(slack.wait_requests(1), 10)
+        assert await shared_redis.llen(f"{prefix}outbox:r0:slack") == 1
+        assert 0 < await shared_redis.ttl(f"{prefix}outbox:r0:slack") <= OUTBOX_TTL
+        # Replica r1 restarts meanwhile: r0, alive, is sending its own; r1 must not send it too.
+        async with running(dispatcher_for(cfg, shared_redis, replica="r1")) as r1:
+            assert r1.status()["notifiers"]["slack"]["queued"] == 0
+        assert r0.status()["notifiers"]["slack"]["queued"] == 1
+    assert len(slack.calls("chat.postMessage")) == 1
