@@ -56,11 +56,11 @@ def classify_exception(
     make the detail more precise.
     """
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ErrorClass.TIMEOUT, f"timeout: connect did not complete{_within(connect_timeout)}"
+        return ErrorClass.TIMEOUT, f"timeout: connect did not complete{within_budget(connect_timeout)}"
     if isinstance(exc, TimeoutError):  # the caller's deadline
         if stage == "connect":
-            return ErrorClass.TIMEOUT, f"timeout: connect did not complete{_within(budget)} (deadline)"
-        return ErrorClass.TIMEOUT, f"timeout: no response headers{_within(budget)}"
+            return ErrorClass.TIMEOUT, f"timeout: connect did not complete{within_budget(budget, ' (deadline)')}"
+        return ErrorClass.TIMEOUT, f"timeout: no response headers{within_budget(budget)}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ErrorClass.DNS, f"dns: {exc.host} did not resolve ({describe(exc)})"
     if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch | ssl.SSLError):
@@ -109,7 +109,7 @@ def body_read_failure(exc: BaseException, *, size: int, budget: float | None = N
     """Reading the body raised after ``size`` bytes: the caller's deadline (``TimeoutError``; ``budget``
     seconds it had) or the connection went away."""
     if isinstance(exc, TimeoutError):
-        return ErrorClass.TIMEOUT, f"timeout: body not complete{_within(budget)} ({size} bytes read)"
+        return ErrorClass.TIMEOUT, f"timeout: body not complete{within_budget(budget)} ({size} bytes read)"
     return ErrorClass.DISCONNECTED, f"disconnected: connection closed after {size} body bytes ({describe(exc)})"
 
 
@@ -174,5 +174,12 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
 
 
-def _within(seconds: float | None) -> str:
-    return "" if seconds is None else f" within {format_seconds(seconds)}"
+def within_budget(seconds: float | None, suffix: str = "") -> str:
+    """The detail's ``" within 2.0s"`` (then ``suffix``) for the seconds a call had, ``" (deadline passed)"``
+    when it had none: it started at or after its deadline (a loaded machine woke it late), and a negative
+    time would only puzzle the reader."""
+    if seconds is None:
+        return suffix
+    if seconds <= 0:
+        return " (deadline passed)"
+    return f" within {format_seconds(seconds)}{suffix}"

@@ -25,7 +25,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from integration_kit.calls import Expect, body_failure, status_failure
-from integration_kit.classify import Failure, describe, format_seconds
+from integration_kit.classify import Failure, describe, within_budget
 from integration_kit.errors import ErrorClass
 from integration_kit.integration_base import EXCERPT_READ, Attempt
 from integration_kit.retry import parse_retry_after
@@ -36,7 +36,7 @@ __all__ = ["KitAdapter", "classify_requests_exception"]
 
 def classify_requests_exception(exc: BaseException, *, budget: float | None = None) -> Failure:
     """The probes' class of a requests exception raised before the response headers were in."""
-    within = "" if budget is None else f" within {format_seconds(budget)}"
+    within = within_budget(budget)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return ErrorClass.TIMEOUT, f"timeout: connect did not complete{within}"
     if isinstance(exc, requests.exceptions.Timeout):

@@ -1,5 +1,6 @@
 """Retries for any call that is classified into error classes: retryable classes only, exponential
-backoff with full jitter, ``Retry-After`` honoured, and never a wait that ends past the call's deadline.
+backoff with full jitter, ``Retry-After`` honoured, never a wait that ends past the call's deadline and
+never an attempt that starts after it.
 
 The probes use it for every check run (their ``retry:`` config becomes a ``RetryPolicy``), and so can
 integration services for their own calls to a vendor. The runner knows nothing about HTTP: an attempt is
@@ -160,7 +161,9 @@ async def run_with_retries(
     rand: Callable[[], float] = random.random,
 ) -> tuple[OutcomeT, tuple[ErrorClass | None, ...]]:
     """Run ``attempt(deadline)`` until it succeeds, fails with a class not to retry, runs out of
-    attempts, or the next wait would end at or past ``deadline`` (a ``clock()`` value).
+    attempts, or the next wait would end at or past ``deadline`` (a ``clock()`` value). A wait that
+    overran the deadline anyway (a loaded machine wakes late) starts no attempt: one with no time left
+    could only time out at once, and would hide the real last failure.
 
     Returns the last outcome and the class of every attempt made, in order.
     """
@@ -172,6 +175,8 @@ async def run_with_retries(
         if wait is None:
             return outcome, tuple(classes)
         await sleep(wait)
+        if clock() >= deadline:
+            return outcome, tuple(classes)
 
 
 def run_with_retries_sync(
@@ -192,3 +197,5 @@ def run_with_retries_sync(
         if wait is None:
             return outcome, tuple(classes)
         sleep(wait)
+        if clock() >= deadline:
+            return outcome, tuple(classes)

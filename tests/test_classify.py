@@ -3,6 +3,8 @@ real servers on 127.0.0.1, no probe config involved."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from targets import Reply, Target, closed_port
 
 from integration_kit.classify import (
+    body_read_failure,
     classify_exception,
     classify_status,
     empty_body,
@@ -43,6 +46,29 @@ async def test_a_service_call_classified_like_a_probe(target: Target) -> None:
     assert field_failure("data.id", [data["data"]["id"]], not_null=True) == (E.NULL_FIELD, "null_field: data.id")
     assert field_failure("data.name", []) == (E.MISSING_FIELD, "missing_field: data.name")
     assert field_failure("data.name", [], required=False) is None
+
+
+async def test_a_call_that_starts_past_its_deadline_says_so_not_a_negative_time(target: Target) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() - 0.062  # a loaded machine woke the attempt 62 ms late
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(TimeoutError) as raised:
+            async with asyncio.timeout_at(deadline):
+                await session.get(target.url("/ok"))
+    budget = deadline - loop.time()
+    assert classify_exception(raised.value, budget=budget) == (
+        E.TIMEOUT, "timeout: no response headers (deadline passed)"
+    )
+    assert classify_exception(raised.value, stage="connect", budget=budget)[1] == (
+        "timeout: connect did not complete (deadline passed)"
+    )
+    assert body_read_failure(raised.value, size=0, budget=budget)[1] == (
+        "timeout: body not complete (deadline passed) (0 bytes read)"
+    )
+    assert classify_exception(raised.value, budget=2.0)[1] == "timeout: no response headers within 2.0s"
+    assert classify_exception(raised.value, stage="connect", budget=0.35)[1] == (
+        "timeout: connect did not complete within 350ms (deadline)"
+    )
 
 
 def test_status_classes() -> None:

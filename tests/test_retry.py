@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integration_kit.errors import ErrorClass
-from integration_kit.retry import RetryPolicy, backoff_delay, next_wait, parse_retry_after, run_with_retries
+from integration_kit.retry import (
+    RetryPolicy,
+    backoff_delay,
+    next_wait,
+    parse_retry_after,
+    run_with_retries,
+    run_with_retries_sync,
+)
 
 E = ErrorClass
 NOW = 1_800_000_000.0
@@ -182,3 +189,38 @@ async def test_backoff_never_sleeps_past_the_deadline() -> None:
     assert fake.now < 3.0 + 0.3  # the last attempt may run up to the deadline (the attempt enforces it)
     assert 2 <= len(classes) < 20
     assert fake.now - (len(classes) * 0.3) == pytest.approx(sum(fake.sleeps))
+
+
+async def test_a_wait_that_overran_the_deadline_starts_no_attempt() -> None:
+    """A loaded machine wakes a retry's sleep late, past the deadline: no attempt without time (it could
+    only time out at once, "within -62ms"); the last real failure is the answer."""
+    fake = FakeTime(attempt_cost=0.1)
+
+    async def late_sleep(seconds: float) -> None:
+        fake.sleeps.append(seconds)
+        fake.now += seconds + 0.7  # 0.1 + 0.3 + 0.7: wakes at 1.1, past the 1.0 deadline
+
+    attempt, deadlines = script(fake, Outcome(E.HTTP_5XX, retry_after=0.3))
+    outcome, classes = await run_with_retries(
+        attempt, RetryPolicy(attempts=5), deadline=1.0, clock=fake.clock, sleep=late_sleep, rand=lambda: 0.0
+    )
+    assert classes == (E.HTTP_5XX,) and outcome.error_class is E.HTTP_5XX
+    assert fake.sleeps == [0.3] and len(deadlines) == 1
+
+
+def test_a_blocking_wait_that_overran_the_deadline_starts_no_attempt() -> None:
+    now = [0.0]
+    calls: list[float] = []
+
+    def attempt(deadline: float) -> Outcome:
+        calls.append(now[0])
+        now[0] += 0.1
+        return Outcome(E.HTTP_5XX, retry_after=0.3)
+
+    def late_sleep(seconds: float) -> None:
+        now[0] += seconds + 0.7
+
+    outcome, classes = run_with_retries_sync(  # the sync runner makes the same decision
+        attempt, RetryPolicy(attempts=5), deadline=1.0, clock=lambda: now[0], sleep=late_sleep, rand=lambda: 0.0
+    )
+    assert classes == (E.HTTP_5XX,) and outcome.error_class is E.HTTP_5XX and calls == [0.0]
