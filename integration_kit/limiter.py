@@ -7,11 +7,16 @@ The key holds one number, the theoretical arrival time (TAT) of the next call in
 allowance; every allowed call moves TAT on by one emission interval (``per / rate`` seconds). Redis'
 own clock is "now", so the processes' clocks never matter.
 
-Redis trouble never stops a call: the limiter lets it through (fails open), counts it
-(``bypassed``), and leaves Redis alone for ``cooldown`` seconds so a dead Redis costs one failed
-command per cooldown, not one per call. The asyncio limiter also gives each Redis call at most
-``max_wait`` seconds (redis-py's own retries of a lost connection can take seconds); a blocking client
-is bounded only by its own ``socket_timeout`` and ``retry`` settings.
+Redis trouble never stops a call: when Redis fails (connection refused or reset, the client's own
+``socket_timeout``, an error reply) the limiter lets the call through (fails open), counts it
+(``bypassed``, and the failed command in ``errors``), logs it once per outage, and leaves Redis alone
+for ``cooldown`` seconds so a dead Redis costs one failed command per cooldown, not one per call.
+A slow Redis is not trouble: a loaded machine can take a second to answer the script (a new
+connection, the script's first load), and failing open then would let one process take a whole
+window's worth on top of everyone else's share. The asyncio limiter waits up to ``max_wait`` seconds
+(default 2) for an answer and treats only a longer silence as Redis down (redis-py's own retries of a
+lost connection can take seconds); a blocking client is bounded by its own ``socket_timeout`` and
+``retry`` settings.
 """
 
 from __future__ import annotations
@@ -133,18 +138,20 @@ class _Gcra:
             return True
         return False
 
-    def failed(self, exc: BaseException) -> Decision:
+    def failed(self, exc: BaseException, *, waited: float | None = None) -> Decision:
+        """Fail open: Redis failed (or, with ``waited``, did not answer in that many seconds)."""
         self.errors += 1
         self.bypassed += 1
-        if not self._closed_until:
-            log.warning("rate limiter %s: Redis failed (%s); letting calls through for now", self.key,
-                        type(exc).__name__)
+        if not self._closed_until:  # once per outage: ``decide`` logs the end of it
+            why = type(exc).__name__ if waited is None else f"no answer within {waited:g}s"
+            log.warning("rate limiter %s: Redis failed (%s); letting calls through without the limiter, "
+                        "asking Redis again every %gs", self.key, why, self._cooldown)
         self._closed_until = self._clock() + self._cooldown
         return Decision(True, 0.0)
 
     def decide(self, reply: Any) -> Decision:
         if self._closed_until:
-            log.info("rate limiter %s: Redis answers again", self.key)
+            log.info("rate limiter %s: Redis answers again (%d calls let through so far)", self.key, self.bypassed)
             self._closed_until = 0.0
         allowed, _remaining, retry_after, _reset = reply
         if int(allowed):
@@ -171,7 +178,7 @@ class RateLimiter(_Gcra):
         *,
         integration: str,
         cooldown: float = 5.0,
-        max_wait: float = 0.25,
+        max_wait: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(limit, integration=integration, cooldown=cooldown, clock=clock)
@@ -184,7 +191,9 @@ class RateLimiter(_Gcra):
         try:
             async with asyncio.timeout(self._max_wait):
                 reply = await self._script(keys=[self.key], args=self._args)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:  # asyncio's: no answer within max_wait (a redis-py timeout is an error)
+            return self.failed(exc, waited=self._max_wait)
+        except (RedisError, OSError) as exc:
             return self.failed(exc)
         return self.decide(reply)
 

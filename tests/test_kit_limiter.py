@@ -5,6 +5,7 @@ a dead Redis lets calls through."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 import time
 import uuid
@@ -101,7 +102,44 @@ async def test_the_monitor_reads_the_limiter_with_one_line_of_quota_config(
     assert obs.ratio is not None and obs.ratio >= 0.79  # the 80 % warning fires at this usage
 
 
-async def test_with_redis_gone_calls_go_through_and_redis_is_left_alone_for_a_while(own_redis: OwnRedis) -> None:
+# Keeps the server busy for ARGV[1] seconds (a script blocks every other client meanwhile): a slow Redis.
+BUSY = """
+local started = redis.call('TIME')
+local t0 = started[1] * 1000000 + started[2]
+repeat
+  local now = redis.call('TIME')
+until now[1] * 1000000 + now[2] - t0 >= tonumber(ARGV[1]) * 1000000
+return 1
+"""
+
+
+async def test_a_slow_redis_is_waited_for_not_let_through(own_redis: OwnRedis, caplog) -> None:
+    """A loaded machine can take most of a second to answer the limiter (five processes of four tasks each
+    once got [40, 0, 40, 0, 0]: a process whose first ask took over 0.25 s let all its calls through)."""
+    await own_redis.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url, socket_timeout=5.0)
+    blocker = redis.asyncio.Redis.from_url(own_redis.url)
+    limiter = RateLimiter(client, RateLimit(rate=1, per=60.0, key="rate:slow"), integration="x")
+    assert (await limiter.try_acquire()).allowed  # the only slot of the minute
+    busy = asyncio.create_task(blocker.eval(BUSY, 0, 1.0))
+    try:
+        await asyncio.sleep(0.2)  # the script runs: Redis answers nobody for another ~0.8 s
+        started = time.monotonic()
+        decision = await limiter.try_acquire()
+        waited = time.monotonic() - started
+        assert await busy == 1
+    finally:
+        await blocker.aclose()
+        await client.aclose()
+    assert not decision.allowed and decision.retry_after > 50  # Redis' answer, not a pass
+    assert limiter.errors == 0 and limiter.bypassed == 0
+    assert "letting calls through" not in caplog.text
+    assert waited > 0.3, "Redis was not slow: the test did not test anything"
+
+
+async def test_with_redis_gone_calls_go_through_and_redis_is_left_alone_for_a_while(
+    own_redis: OwnRedis, caplog
+) -> None:
     await own_redis.start()
     client = redis.asyncio.Redis.from_url(own_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
     key = f"rate:{uuid.uuid4().hex}"
@@ -109,9 +147,12 @@ async def test_with_redis_gone_calls_go_through_and_redis_is_left_alone_for_a_wh
     assert (await limiter.try_acquire()).allowed
     assert not (await limiter.try_acquire()).allowed
     await own_redis.stop()
-    decisions = [await limiter.try_acquire() for _ in range(20)]
+    with caplog.at_level(logging.INFO, logger="integration_kit.limiter"):
+        decisions = [await limiter.try_acquire() for _ in range(20)]
     assert all(d.allowed for d in decisions)
     assert limiter.errors == 1 and limiter.bypassed == 20  # one failed command, then the cooldown
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "letting calls through" in warnings[0].getMessage()  # once per outage
     await own_redis.start()  # empty: the limit starts again
     await asyncio.sleep(0.6)
     assert (await limiter.try_acquire()).allowed
