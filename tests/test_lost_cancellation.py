@@ -24,6 +24,7 @@ import pytest
 import redis.asyncio
 from redis_servers import tag_of
 from test_quota_service import config, counter_quota, make, sample
+from test_webhook_reader import make_config, make_service
 
 from integration_kit.calls import CallOutcome
 from integration_kit.recorder import TrafficRecorder
@@ -177,6 +178,21 @@ async def test_quota_pollers_stop_on_reload_and_on_close_when_a_read_loses_the_c
         service.on_config(config(counter_quota(tag_of(tag))))
         await close_while_a_command_completes(gate, service.close)
         assert running("quota:") == []
+    finally:
+        await service.close()
+        await client.aclose()
+
+
+async def test_the_webhook_reader_stops_when_a_read_loses_the_cancellation(tag: str) -> None:
+    """test_webhook_reader's outage test once hung until pytest's 300 s timeout in its final close(): the
+    reader reads every 100 ms, so a close() that cancelled it once met a read in flight now and then."""
+    gate = SendGate()
+    client = gated_client(gate)
+    service, _ = make_service(client, make_config(tag))
+    await service.start()
+    try:
+        await close_while_a_command_completes(gate, service.close)
+        assert running("webhook-reader") == []
     finally:
         await service.close()
         await client.aclose()
