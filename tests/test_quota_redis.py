@@ -123,26 +123,65 @@ async def test_limits_moving_window_matches_the_library(shared_redis, storage, t
     assert abs(reset_at(reading) - stats.reset_time) <= 1.0
 
 
+def limits_sliding_stats_at_one_instant(
+    limiter: limits.strategies.SlidingWindowCounterRateLimiter,
+    storage: limits.storage.RedisStorage,
+    item: limits.RateLimitItem,
+    tag: str,
+) -> tuple[limits.WindowStats, list[Any], float]:
+    """The library's window stats, the raw reply of its own read script behind them, and the instant it
+    called "now" (frozen: its reset is ``now`` + seconds computed from that reply)."""
+    replies: list[Any] = []
+    script = storage.lua_sliding_window
+
+    def recording(keys: list[str], args: list[Any]) -> Any:
+        replies.append(script(keys, args))
+        return replies[-1]
+
+    instant = time.time()
+    storage.lua_sliding_window = recording
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(limits.strategies.time, "time", lambda: instant)
+            stats = limiter.get_window_stats(item, tag)
+    finally:
+        storage.lua_sliding_window = script
+    assert len(replies) == 1
+    return stats, replies[0], instant
+
+
 async def test_limits_sliding_window_counter_matches_the_library(shared_redis, storage, tag, read):
     limiter = limits.strategies.SlidingWindowCounterRateLimiter(storage)
     item = limits.RateLimitItemPerSecond(10, 2)
     for _ in range(6):
         assert limiter.hit(item, tag)
+    key = f"LIMITS:{{LIMITER/{tag}/10/2/second}}"
     cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
-    # The reset is the current key's PTTL modulo the window (the library's formula): it jumps from 0 to
-    # a whole window when the PTTL is exactly 2 windows, i.e. within the millisecond of the first hit.
-    # Both reads below must fall on the same side of that jump: let a few milliseconds pass first.
-    await asyncio.sleep(0.02)
+    decoder = reader_for(cfg)
 
     async def agree() -> None:
         # limits' own read renames keys when the window moved on, so read before and after it: the
-        # weighted count only falls as time passes, so the library's answer lies between our two.
+        # weighted count only falls as time passes, so the library's answer lies between our two, and
+        # so does its reset (now + the PTTL modulo the time one unit takes to free up: that only moves
+        # later, in steps, as the PTTL falls past a multiple of it). The slack covers our TIME being read
+        # a round trip before our PTTLs, and the library's "now" after its script, on a loaded machine.
         before = await read(shared_redis, cfg)
-        stats = limiter.get_window_stats(item, tag)
+        stats, (previous, previous_ttl, current, current_ttl), instant = limits_sliding_stats_at_one_instant(
+            limiter, storage, item, tag
+        )
         after = await read(shared_redis, cfg)
         assert remaining(before) <= stats.remaining <= remaining(after)
-        assert abs(reset_at(before) - stats.reset_time) <= 1.0
+        assert reset_at(before) - 1.0 <= stats.reset_time <= reset_at(after) + 1.0
         assert before.keys == after.keys == 1  # the current/previous pair is one key
+
+        # At one instant: the decoder given exactly the values limits' script returned (its keys as the
+        # plain commands read them: MGET of both, then the PTTL of each) says what the library said.
+        plan = decoder.plan([key], instant)
+        assert [command[0] for command in plan.commands] == ["MGET", "PTTL", "PTTL"]
+        [(_, reading)] = plan.decode([[current, previous], current_ttl, previous_ttl])
+        assert isinstance(reading, KeyReading) and reading.limit == 10
+        assert max(0.0, 10 - reading.used) == stats.remaining
+        assert instant + reading.reset_seconds == pytest.approx(stats.reset_time, abs=1e-9)
 
     await agree()
     before = await read(shared_redis, cfg)
@@ -152,7 +191,7 @@ async def test_limits_sliding_window_counter_matches_the_library(shared_redis, s
     # next call); the reader must weigh it as previous without renaming anything.
     await asyncio.sleep(2.3)
     names = [k.decode() async for k in shared_redis.scan_iter(match=f"*{tag}*")]
-    assert names == [f"LIMITS:{{LIMITER/{tag}/10/2/second}}"]
+    assert names == [key]
     replayed = await read(shared_redis, cfg)
     assert 0 < replayed.observation.used < 6
     await agree()
