@@ -98,6 +98,7 @@ def write(path: Path, text: str) -> Path:
 
 
 EXE = Path(sys.executable).parent / "integration-monitor"
+UP_WITHIN = 60.0  # seconds a started daemon has to answer /healthz (see until_up)
 
 
 def need_console_script() -> None:
@@ -156,9 +157,12 @@ async def until_up(d: Daemon) -> None:
         except OSError:
             return False
 
+    # How fast the daemon starts is not what these tests claim (a speed claim lives in bench/): the limit
+    # only turns a hang into a failure. 20 s once ran out in a full suite at load 13 on 2 cores (alone,
+    # at load 11, the same daemon answered in 2-5 s); the failure now shows what the daemon had logged.
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
+    deadline = loop.time() + UP_WITHIN
     while not await healthy():
-        assert d.proc.returncode is None, "daemon exited early"
-        assert loop.time() < deadline, "daemon did not come up"
+        assert d.proc.returncode is None, f"daemon exited early; its log:\n{d.log[-3000:]}"
+        assert loop.time() < deadline, f"daemon did not come up in {UP_WITHIN:.0f} s; its log:\n{d.log[-3000:]}"
         await asyncio.sleep(0.1)
