@@ -363,11 +363,16 @@ def _real_traffic(d: db.Dashboard) -> db.Dashboard:
             .thresholds(_steps((None, "green"), (60, "orange"), (600, "red")))
         )
         .with_panel(
-            _stat("Calls not recorded (1h)", "none")
-            .description("Calls the services counted but could not write to Redis (it was down longer than they "
-                         "keep counts).")
+            _stat("Calls not recorded / not limited (1h)", "none")
+            .description("Not recorded: calls the services counted but could not write to Redis (it was down "
+                         "longer than they keep counts). Not limited: calls the shared rate limiter let through "
+                         "because its Redis failed.")
             .with_target(_query(f"sum by (integration) (increase(integration_traffic_lost_total{{{I}}}[1h]))",
-                                "{{integration}}"))
+                                "{{integration}} not recorded"))
+            .with_target(_query(
+                f"sum by (integration) (increase(integration_traffic_limiter_bypassed_total{{{I}}}[1h]))",
+                "{{integration}} not limited", "B",
+            ))
             .thresholds(_steps((None, "green"), (1, "orange")))
         )
     )

@@ -58,6 +58,7 @@ class CallOutcome:
     attempts: int
     duration: float  # seconds of the last attempt (the vendor's answer time, as the probes measure it)
     throttle_wait: float = 0.0  # seconds spent waiting for the rate limiter, all attempts
+    limiter_bypassed: bool = False  # let through without the shared limiter (its Redis failed)
     detail: str = ""  # redacted
 
     @property

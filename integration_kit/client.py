@@ -126,13 +126,14 @@ class Integration(IntegrationBase):
         self, req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType, expect: Expect
     ) -> aiohttp.ClientResponse:
         loop = asyncio.get_running_loop()
-        throttled = 0.0
+        throttled, bypassed = 0.0, False
 
         async def attempt(deadline: float) -> Attempt:
-            nonlocal throttled
+            nonlocal throttled, bypassed
             if self.limiter is not None:
                 try:
-                    throttled += await self.limiter.acquire(deadline=deadline)
+                    slot = await self.limiter.acquire(deadline=deadline)
+                    throttled, bypassed = throttled + slot.waited, bypassed or slot.bypassed
                 except LimiterTimeout as exc:
                     return limiter_attempt(exc, throttled)
             result = await self._send(req, handler, expect, deadline, loop)
@@ -142,7 +143,8 @@ class Integration(IntegrationBase):
 
         last, classes = await run_with_retries(attempt, self.retry, deadline=loop.time() + self.timeout,
                                                clock=loop.time)
-        response: aiohttp.ClientResponse = self.finish(req.method, req.url, req.headers, last, len(classes), throttled)
+        response: aiohttp.ClientResponse = self.finish(req.method, req.url, req.headers, last, len(classes), throttled,
+                                                       bypassed=bypassed)
         return response
 
     async def _send(

@@ -88,13 +88,15 @@ class IntegrationBase:
         r = self.redactor
         return RequestSummary(method=method, url=r.url(str(url)), headers=r.headers(dict(headers)))
 
-    def outcome(self, method: str, last: Attempt, attempts: int, throttle_wait: float) -> CallOutcome:
+    def outcome(
+        self, method: str, last: Attempt, attempts: int, throttle_wait: float, *, bypassed: bool = False
+    ) -> CallOutcome:
         self._calls += 1
         if last.error_class is not None:
             self._failed += 1
         return CallOutcome(
             integration=self.name, method=method, error_class=last.error_class, status=last.status,
-            attempts=attempts, duration=last.duration, throttle_wait=throttle_wait,
+            attempts=attempts, duration=last.duration, throttle_wait=throttle_wait, limiter_bypassed=bypassed,
             detail=self.redactor.text(last.detail),
         )
 
@@ -111,11 +113,12 @@ class IntegrationBase:
         return err
 
     def finish(
-        self, method: str, url: Any, headers: Mapping[str, str], last: Attempt, attempts: int, throttled: float
+        self, method: str, url: Any, headers: Mapping[str, str], last: Attempt, attempts: int, throttled: float,
+        *, bypassed: bool = False,
     ) -> Any:
         """The end of a call: counted (and recorded, with a recorder), then the answer — the last
         attempt's response — or the ``CallError``."""
-        outcome = self.outcome(method, last, attempts, throttled)
+        outcome = self.outcome(method, last, attempts, throttled, bypassed=bypassed)
         recorder = getattr(self, "recorder", None)
         if recorder is not None:
             recorder.record(outcome)

@@ -9,7 +9,8 @@ own clock is "now", so the processes' clocks never matter.
 
 Redis trouble never stops a call: when Redis fails (connection refused or reset, the client's own
 ``socket_timeout``, an error reply) the limiter lets the call through (fails open), counts it
-(``bypassed``, and the failed command in ``errors``), logs it once per outage, and leaves Redis alone
+(``bypassed``, and the failed command in ``errors``; the call's ``Slot`` says so, and the kit records it
+in the traffic field ``b``), logs it once per outage, and leaves Redis alone
 for ``cooldown`` seconds so a dead Redis costs one failed command per cooldown, not one per call.
 A slow Redis is not trouble: a loaded machine can take a second to answer the script (a new
 connection, the script's first load), and failing open then would let one process take a whole
@@ -117,6 +118,19 @@ class LimiterTimeout(Exception):
 class Decision:
     allowed: bool
     retry_after: float  # seconds until a slot frees up (0 when allowed)
+    bypassed: bool = False  # allowed without asking Redis (it failed): the limit was not applied
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """What ``acquire`` got: the seconds it waited, and whether the limiter let the call through without
+    Redis' say (Redis failed: the call is counted in the traffic field ``b``)."""
+
+    waited: float
+    bypassed: bool = False
+
+
+_BYPASSED = Decision(True, 0.0, bypassed=True)
 
 
 class _Gcra:
@@ -132,11 +146,12 @@ class _Gcra:
         self.bypassed = 0  # calls let through without the limiter (Redis trouble)
         self.errors = 0  # failed Redis commands
 
-    def skipping(self) -> bool:
+    def skipping(self) -> Decision | None:
+        """A pass while Redis is left alone after a failure (counted), else None: ask Redis."""
         if self._closed_until and self._clock() < self._closed_until:
             self.bypassed += 1
-            return True
-        return False
+            return _BYPASSED
+        return None
 
     def failed(self, exc: BaseException, *, waited: float | None = None) -> Decision:
         """Fail open: Redis failed (or, with ``waited``, did not answer in that many seconds)."""
@@ -147,7 +162,7 @@ class _Gcra:
             log.warning("rate limiter %s: Redis failed (%s); letting calls through without the limiter, "
                         "asking Redis again every %gs", self.key, why, self._cooldown)
         self._closed_until = self._clock() + self._cooldown
-        return Decision(True, 0.0)
+        return _BYPASSED
 
     def decide(self, reply: Any) -> Decision:
         if self._closed_until:
@@ -186,8 +201,8 @@ class RateLimiter(_Gcra):
         self._max_wait = max_wait
 
     async def try_acquire(self) -> Decision:
-        if self.skipping():
-            return Decision(True, 0.0)
+        if (passed := self.skipping()) is not None:
+            return passed
         try:
             async with asyncio.timeout(self._max_wait):
                 reply = await self._script(keys=[self.key], args=self._args)
@@ -197,14 +212,14 @@ class RateLimiter(_Gcra):
             return self.failed(exc)
         return self.decide(reply)
 
-    async def acquire(self, *, deadline: float) -> float:
-        """Wait for a slot; returns the seconds waited. ``LimiterTimeout`` when the next slot comes at or
-        after ``deadline`` (a ``time.monotonic()`` value)."""
+    async def acquire(self, *, deadline: float) -> Slot:
+        """Wait for a slot. ``LimiterTimeout`` when the next slot comes at or after ``deadline`` (a
+        ``time.monotonic()`` value)."""
         waited = 0.0
         while True:
             decision = await self.try_acquire()
             if decision.allowed:
-                return waited
+                return Slot(waited, decision.bypassed)
             pause = self.pause(decision, deadline)
             await asyncio.sleep(pause)
             waited += pause
@@ -226,19 +241,19 @@ class SyncRateLimiter(_Gcra):
         self._script = redis.register_script(GCRA_SCRIPT)
 
     def try_acquire(self) -> Decision:
-        if self.skipping():
-            return Decision(True, 0.0)
+        if (passed := self.skipping()) is not None:
+            return passed
         try:
             return self.decide(self._script(keys=[self.key], args=self._args))
         except (RedisError, OSError) as exc:
             return self.failed(exc)
 
-    def acquire(self, *, deadline: float) -> float:
+    def acquire(self, *, deadline: float) -> Slot:
         waited = 0.0
         while True:
             decision = self.try_acquire()
             if decision.allowed:
-                return waited
+                return Slot(waited, decision.bypassed)
             pause = self.pause(decision, deadline)
             time.sleep(pause)
             waited += pause

@@ -80,6 +80,8 @@ class TrafficBuffer:
         if outcome.throttle_wait > 0:
             fields["t"] = 1
             fields["tw"] = int(outcome.throttle_wait * 1e6)
+        if outcome.limiter_bypassed:
+            fields["b"] = 1
         with self._lock:
             bucket = self._pending.setdefault(bucket_of(at), {})
             for name, n in fields.items():

@@ -71,13 +71,14 @@ class SyncIntegration(IntegrationBase):
     def run(self, method: str, url: Any, headers: Mapping[str, str], send: Callable[[float], Attempt]) -> Any:
         """One call: ``send`` once per attempt, under the limiter and the retry policy; the answer of the
         last attempt (``Attempt.response``) or a ``CallError``."""
-        throttled = 0.0
+        throttled, bypassed = 0.0, False
 
         def attempt(deadline: float) -> Attempt:
-            nonlocal throttled
+            nonlocal throttled, bypassed
             if self.limiter is not None:
                 try:
-                    throttled += self.limiter.acquire(deadline=deadline)
+                    slot = self.limiter.acquire(deadline=deadline)
+                    throttled, bypassed = throttled + slot.waited, bypassed or slot.bypassed
                 except LimiterTimeout as exc:
                     return limiter_attempt(exc, throttled)
             result = send(deadline)
@@ -86,4 +87,4 @@ class SyncIntegration(IntegrationBase):
             return result
 
         last, classes = run_with_retries_sync(attempt, self.retry, deadline=time.monotonic() + self.timeout)
-        return self.finish(method, url, headers, last, len(classes), throttled)
+        return self.finish(method, url, headers, last, len(classes), throttled, bypassed=bypassed)

@@ -16,7 +16,8 @@ written with HINCRBY (so any number of writer processes can add to the same buck
 - ``l:<le>``: calls whose last attempt took at most ``<le>`` seconds and more than the bound before it
   (``LATENCY_BOUNDS``; ``l:+Inf`` above the last); ``lsum``: their latencies' sum in microseconds
 - ``r``: retries (attempts beyond the first); ``t``: calls that waited for the rate limiter;
-  ``tw``: microseconds waited for it
+  ``tw``: microseconds waited for it; ``b``: calls sent without the rate limiter (its Redis failed, so
+  the limiter let them through unlimited)
 - ``lost``: calls a writer could not record (its Redis was unreachable longer than it keeps counts)
 
 And one string per integration, ``<prefix>{<integration>}:last``: epoch seconds of the latest write.
@@ -75,6 +76,7 @@ class BucketCounts:
     retries: int = 0
     throttled: int = 0
     throttle_wait: float = 0.0  # seconds
+    limiter_bypassed: int = 0
     lost: int = 0
     ignored: list[str] = field(default_factory=list)
 
@@ -89,7 +91,7 @@ class BucketCounts:
 
 _KNOWN_CLASSES = frozenset(CLASSES)
 _LATENCY_INDEX = {name: i for i, name in enumerate(LATENCY_FIELDS)}
-_SCALARS = {"lsum", "r", "t", "tw", "lost"}
+_SCALARS = {"lsum", "r", "t", "tw", "b", "lost"}
 
 
 def decode_bucket(fields: Mapping[str, str]) -> BucketCounts:
@@ -122,6 +124,8 @@ def _scalar(out: BucketCounts, name: str, value: int) -> None:
         out.throttled = value
     elif name == "tw":
         out.throttle_wait = value / 1e6
+    elif name == "b":
+        out.limiter_bypassed = value
     else:
         out.lost = value
 

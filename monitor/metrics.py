@@ -134,6 +134,11 @@ class Metrics:
             "integration_traffic_throttle_wait_seconds", "Time the services' calls waited for the rate limiter",
             ("integration",), registry=r,
         )
+        self.traffic_limiter_bypassed = Counter(
+            "integration_traffic_limiter_bypassed",
+            "Calls the services sent without the shared rate limiter (its Redis failed: unlimited)", ("integration",),
+            registry=r,
+        )
         self.traffic_lost = Counter(
             "integration_traffic_lost", "Calls the services counted but could not write to Redis", ("integration",),
             registry=r,

@@ -4,11 +4,13 @@ error-rate rule judges real traffic beside the probes, with its own guard, and s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 import redis.asyncio
 import yaml
+from redis_servers import OwnRedis
 from targets import Reply, Target
 
 from alerts.engine import AlertEngine
@@ -17,7 +19,7 @@ from alerts.rules.error_rate import TRAFFIC_TARGET, evaluate
 from alerts.stats import Stats
 from alerts.traffic_stats import TrafficStats
 from integration_kit.calls import CallError, CallOutcome
-from integration_kit.client import Integration
+from integration_kit.client import Integration, RateLimit
 from integration_kit.errors import ErrorClass
 from integration_kit.recorder import TrafficRecorder
 from integration_kit.redact import Redactor
@@ -146,3 +148,35 @@ async def test_the_engine_fires_a_real_traffic_alert_from_added_calls() -> None:
     await engine.evaluate(now)
     firing = [k for k, s in engine.states.items() if s.active]
     assert firing == ["payments/error_rate/real traffic/critical"]
+
+
+async def test_calls_the_limiter_let_through_while_redis_failed_are_counted_once_redis_is_back(
+    own_redis: OwnRedis, target: Target
+) -> None:
+    """The shared limiter fails open when its Redis fails; the calls it let through unlimited are counted
+    (traffic field ``b``) and written with the next flush that works: the monitor shows them."""
+    await own_redis.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    service, m = make_service(client, make_config("im:traffic:"))
+    assert await service.read_once()  # the baseline: nothing yet
+    kit = Integration("payments", redis=client, rate_limit=RateLimit(rate=1000, per=1.0), flush_interval=0.05,
+                      retry=RetryPolicy(attempts=1))
+    try:
+        async with kit, aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+            await own_redis.stop()
+            for _ in range(5):  # the first finds Redis gone, the rest fall in the limiter's cooldown
+                async with http.get(target.url("/ok")) as resp:
+                    assert resp.status == 200
+            assert kit.stats.limiter_bypassed == 5
+            await own_redis.start()  # empty: what the kit held in memory is written with its next flush
+
+            for _ in range(400):  # the kit flushes every 50 ms; the limit only turns a hang into a failure
+                assert await service.read_once()
+                if sample(m, "integration_traffic_requests_total", error_class="ok") == 5:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the kit's counts never reached the monitor after Redis came back")
+        assert sample(m, "integration_traffic_limiter_bypassed_total") == 5
+    finally:
+        await client.aclose()

@@ -215,15 +215,16 @@ class TrafficService:
         if any(delta.latency):
             m.traffic_duration.add(name, delta.latency, delta.latency_sum)
         for counter, value in ((m.traffic_retries, delta.retries), (m.traffic_throttled, delta.throttled),
-                               (m.traffic_throttle_wait, delta.throttle_wait), (m.traffic_lost, delta.lost)):
+                               (m.traffic_throttle_wait, delta.throttle_wait),
+                               (m.traffic_limiter_bypassed, delta.limiter_bypassed), (m.traffic_lost, delta.lost)):
             if value:
                 counter.labels(integration=name).inc(value)
 
     def _forget(self, name: str) -> None:
         tracker = self._trackers.pop(name, None)
         m = self._metrics
-        for metric in (m.traffic_retries, m.traffic_throttled, m.traffic_throttle_wait, m.traffic_lost,
-                       m.traffic_last_write):
+        for metric in (m.traffic_retries, m.traffic_throttled, m.traffic_throttle_wait, m.traffic_limiter_bypassed,
+                       m.traffic_lost, m.traffic_last_write):
             remove_series(metric, name)
         m.traffic_duration.remove(name)
         if tracker is not None:
