@@ -3,7 +3,9 @@
 A group (alerts sharing the ``group_by`` labels) is flushed as one ``Notification``:
 - first flush ``group_wait`` after the group got something to say (alerts resolved before that are never
   sent);
-- later, when what would be sent differs from what was last sent, at most every ``group_interval``;
+- later, when what would be sent differs from what was last sent, at most every ``group_interval`` —
+  except a resolve, which goes out at once (README, "Alert timing": ``keep_firing_for`` already held it,
+  and batching new alerts is what ``group_interval`` is for; Alertmanager holds resolves too, we do not);
 - unchanged but still firing: again every ``repeat_interval``.
 The log (``GroupLog``) remembers the last flush and what each alert was last sent as; it is persisted,
 so a restarted daemon neither repeats a message inside ``repeat_interval`` nor forgets a resolve.
@@ -87,7 +89,8 @@ def plan(
         created = log.created_at if log is not None else now
         due = now - created >= timing.group_wait
     elif changed:
-        due = now - log.last_flush >= timing.group_interval
+        resolving = any(a.status is AlertStatus.RESOLVED and not a.flapping and a.key in sent for a in candidates)
+        due = resolving or now - log.last_flush >= timing.group_interval
     else:
         due = has_firing and now - log.last_flush >= timing.repeat_interval
 

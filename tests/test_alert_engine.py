@@ -472,6 +472,25 @@ def test_group_batches_changes_and_repeats() -> None:
     assert n is not None and len(n.resolved) == 2 and log is None  # all told: the group is forgotten
 
 
+def test_a_resolve_is_not_held_by_group_interval() -> None:
+    """keep_firing_for already held the resolve; group_interval batches news of firing alerts only."""
+    from alerts.grouping import plan
+
+    timing = parse_config("alerting: {group_wait: 30s, group_interval: 5m, repeat_interval: 4h}").alerting
+    log, _ = plan(None, "acme", [a("x"), a("y")], T0, timing)
+    log, n = plan(log, "acme", [a("x"), a("y")], T0 + 30, timing)
+    assert n is not None and len(n.firing) == 2
+    log, n = plan(log, "acme", [a("x"), a("y"), a("z")], T0 + 45, timing)
+    assert n is None  # a new firing alert waits for group_interval
+    log, n = plan(log, "acme", [a("x"), a("y", AlertStatus.RESOLVED), a("z")], T0 + 60, timing)
+    assert n is not None and [al.key for al in n.resolved] == ["y"]  # the resolve at once, z with it
+    assert [al.key for al in n.firing] == ["x", "z"] and log is not None and set(log.sent) == {"x", "z"}
+    log, n = plan(log, "acme", [a("x"), a("z")], T0 + 75, timing)
+    assert n is None  # nothing changed since
+    log, n = plan(log, "acme", [a("x", AlertStatus.RESOLVED), a("z")], T0 + 90, timing)
+    assert n is not None and [al.key for al in n.resolved] == ["x"]
+
+
 async def test_notifier_failing_and_scheduler_lag_become_alerts(prefix: str) -> None:
     clock, sink = Clock(), Sink()
     cfg = config(prefix, alerting={"self_health": {"notifier_failing_for": "1m", "scheduler_lag": "5s"}})

@@ -29,7 +29,8 @@ from monitor.logs import setup_logging
 from monitor.settings import parse_config
 
 
-def _config(target: Target, slack: FakeSlack, prefix: str, redis_url: str = SHARED_REDIS) -> str:
+def _config(target: Target, slack: FakeSlack, prefix: str, redis_url: str = SHARED_REDIS,
+            group_interval: str = "1s") -> str:
     return json.dumps({
         "monitor": {"listen": "127.0.0.1:0", "redis_url": redis_url, "evaluation_interval": "1s"},
         "integrations": {"acme": {
@@ -43,7 +44,7 @@ def _config(target: Target, slack: FakeSlack, prefix: str, redis_url: str = SHAR
         }},
         "alerting": {
             "slack": {"token": TOKEN, "channel": "#integration-alerts", "base_url": slack.api_url},
-            "group_wait": "0s", "group_interval": "1s", "key_prefix": prefix,
+            "group_wait": "0s", "group_interval": group_interval, "key_prefix": prefix,
         },
     })
 
@@ -115,3 +116,23 @@ async def test_a_probe_that_raises_fails_its_check_and_pages(
     finally:
         await app.close()
     assert log_stream.getvalue().count("Traceback (most recent call last)") == 1  # once, not every run
+
+
+async def test_the_resolve_is_not_held_by_group_interval(
+    target: Target, slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """A group_interval of an hour batches news of firing alerts, not the resolve (README, "Alert timing"):
+    the API recovers and the message is updated and the resolve threaded within seconds, not an hour."""
+    target.route("/api", Reply(status=503, body="upstream unavailable"))
+    config = parse_config(_config(target, slack, prefix, group_interval="1h"))
+    posts = lambda: slack.delivered("chat.postMessage")  # noqa: E731
+    app = App(config)
+    await app.start()
+    try:
+        await _until(lambda: len(posts()) >= 1, "the down alert in Slack")
+        target.route("/api", Reply(json={"ok": True}))
+        await _until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
+    finally:
+        await app.close()
+    assert posts()[1].body.get("thread_ts") == slack.delivered("chat.update")[0].body["ts"]
+    assert "resolved" in json.dumps(posts()[1].body).lower()

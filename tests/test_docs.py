@@ -19,6 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from pydantic import BaseModel
 
 from alerts.api import routes as silence_routes
+from integration_kit.durations import parse_duration
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
 from monitor.app import App
 from monitor.cli import build_parser
@@ -296,6 +297,55 @@ def test_the_configuration_reference_lists_every_key() -> None:
     accepted, documented = set(config_keys()), documented_config_keys()
     assert sorted(accepted - documented) == [], "keys missing from docs/configuration.md"
     assert sorted(documented - accepted) == [], "documented in docs/configuration.md but not accepted"
+
+
+def config_default(path: str) -> object:
+    """The default of a config key given as a documented path (``integrations.<name>.checks[].interval``)."""
+    model: type[BaseModel] = Config
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        name = part.removesuffix("[]")
+        if name.startswith("<"):
+            continue
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        assert name in fields, f"{path}: no key {name!r} in {model.__name__}"
+        if i == len(parts) - 1:
+            return fields[name].get_default(call_default_factory=True)
+        following = next(p for p in parts[i + 1 :] if not p.startswith("<")).removesuffix("[]")
+        model = next(m for m, _ in nested_models(fields[name].annotation) if following in m.model_fields
+                     or any(f.alias == following for f in m.model_fields.values()))
+    raise AssertionError(f"{path}: not a key")
+
+
+def documented_default(value: object, cell: str) -> bool:
+    if isinstance(value, tuple):  # the burn-rate tiers: "1h & 5m × 14.4, …, 1d & 2h × 3 (warning)"
+        tiers = [f"{fmt_duration(w.long)} & {fmt_duration(w.short)} × {w.factor:g}"
+                 + ("" if w.severity == "critical" else f" ({w.severity})") for w in value]
+        return cell == ", ".join(tiers)
+    if isinstance(value, float) and not re.fullmatch(r"[0-9.]+", cell):
+        return parse_duration(cell) == value
+    return float(cell) == value  # type: ignore[arg-type]
+
+
+def fmt_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def test_the_alert_timing_table_shows_the_defaults_of_the_code() -> None:
+    rows = table(section(README, "Alert timing"), "setting")
+    wrong, checked = [], 0
+    for setting, default, _ in rows:
+        spans = code_spans(setting)
+        prefix = spans[0].rsplit(".", 2)[0] + "."  # "…quota.for" is the first span's sibling rule
+        for path in (prefix + s.removeprefix("…") if s.startswith("…") else s for s in spans):
+            value = config_default(path)
+            checked += 1
+            if not documented_default(value, code_spans(default)[0]):
+                wrong.append(f"{path}: README says {default}, the code {value!r}")
+    assert wrong == [] and checked >= 20
 
 
 # ---- HTTP API --------------------------------------------------------------------------------------------
