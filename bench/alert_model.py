@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ import yaml
 
 from alerts.config import DEFAULT_BURN_WINDOWS, AlertingConfig, AlertRulesConfig
 from alerts.engine import WAKE_GAP, AlertEngine
-from alerts.model import AlertStatus, Notification
+from alerts.model import AlertStatus, Notification, Severity
+from alerts.outbox import Record
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
@@ -112,12 +114,26 @@ class _Clock:
 
 
 class _Sink:
+    """One notifier that delivers at once (as the dispatcher does it, without the I/O)."""
+
     def __init__(self, clock: _Clock) -> None:
         self.clock = clock
         self.got: list[tuple[float, Notification]] = []
+        self._finished: list[Callable[[Record, str], None]] = []
 
-    async def submit(self, notification: Notification) -> None:
+    def notifier_floors(self) -> list[tuple[str, Severity]]:
+        return [("slack", Severity.INFO)]
+
+    def pending(self, notifier: str, group_key: str) -> bool:
+        return False
+
+    def on_finished(self, listener: Callable[[Record, str], None]) -> None:
+        self._finished.append(listener)
+
+    async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None:
         self.got.append((self.clock.now, notification))
+        for listener in self._finished:
+            listener(record, "sent")
 
 
 async def simulate(scenario: Scenario, *, scale: float = 1.0, phase: float = 0.0) -> tuple[float, float]:
