@@ -139,6 +139,12 @@ class WebhookSilenceRule(_Rule):
     severity: Level = "warning"
 
 
+class TrafficSilenceRule(_Rule):
+    """The ``traffic_silence`` alert; its threshold is the integration's ``traffic.max_silence``."""
+
+    severity: Level = "warning"
+
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -196,6 +202,7 @@ class AlertRulesConfig(_Strict):
     latency: LatencyRule = LatencyRule()
     tls_expiry: TlsExpiryRule = TlsExpiryRule()
     webhook_silence: WebhookSilenceRule = WebhookSilenceRule()
+    traffic_silence: TrafficSilenceRule = TrafficSilenceRule()
     maintenance: tuple[MaintenanceWindow, ...] = Field(
         default=(), description="no notifications while one of these is active (alerts are still evaluated)"
     )

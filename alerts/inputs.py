@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
     from alerts.config import AlertingConfig, AlertRulesConfig
-    from alerts.webhook_config import WebhookConfig
+    from alerts.webhook_config import ActiveSchedule, WebhookConfig
 
 
 class CheckView(Protocol):
@@ -29,8 +29,19 @@ class CheckView(Protocol):
     def interval(self) -> float: ...
 
 
+class TrafficView(Protocol):
+    """An integration's ``traffic`` section, as the ``traffic_silence`` rule reads it."""
+
+    @property
+    def max_silence(self) -> float | None: ...
+
+    @property
+    def schedule(self) -> ActiveSchedule | None: ...
+
+
 class IntegrationView(Protocol):
-    """One integration's config: its ``alerts`` rules, its checks, notes file, runbook and webhooks."""
+    """One integration's config: its ``alerts`` rules, its checks, notes file, runbook, webhooks and
+    real-traffic section."""
 
     @property
     def alerts(self) -> AlertRulesConfig: ...
@@ -46,6 +57,9 @@ class IntegrationView(Protocol):
 
     @property
     def webhooks(self) -> WebhookConfig | None: ...
+
+    @property
+    def traffic(self) -> TrafficView | None: ...
 
 
 class MonitorView(Protocol):

@@ -30,7 +30,7 @@ class Alert:
 
     key: str  # e.g. "stripe/error_rate/balance" — unique per alert instance
     integration: str
-    alert: str  # rule name: error_rate, quota, probe_down, latency, tls_expiry, webhook_silence, monitor_*
+    alert: str  # rule name: a key of alerts.rules.RULES, webhook_duplicates or monitor_*
     severity: Severity
     status: AlertStatus  # FIRING or RESOLVED when notified
     summary: str  # one line: what is wrong

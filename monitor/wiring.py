@@ -91,10 +91,11 @@ def alerts(services: Services) -> Component:
                                                                        change.integrations_lost))
     webhook_service = found.get("webhooks")
     if isinstance(webhook_service, WebhookService):
-        webhook_service.publish_facts_to(engine.set_fact)
+        webhook_service.fact_feed.connect(engine.set_fact)
     traffic_service = found.get("traffic")
     if isinstance(traffic_service, TrafficService):
         traffic_service.publish_traffic_to(engine.add_traffic)
+        traffic_service.fact_feed.connect(engine.set_fact)
     return engine
 
 

@@ -256,7 +256,7 @@ async def test_alert_engine_fires_and_resolves_webhook_silence_from_the_readers_
     services = Services(metrics=Metrics(), redactor=Redactor(), redis=shared_redis, config=config)
     service = WebhookService(services)
     engine = AlertEngine(config, metrics=services.metrics, redactor=services.redactor, store=AlertStore(None))
-    service.publish_facts_to(engine.set_fact)
+    service.fact_feed.connect(engine.set_fact)
     ledger = WebhookLedger(shared_redis, integration="acme", prefix=prefix)
     await ledger.mark_processed("e1")  # stamped with Redis time
     assert await service.read_once()

@@ -9,7 +9,7 @@ a module here, a line in ``RULES`` and a field in ``AlertRulesConfig``.
 
 from __future__ import annotations
 
-from alerts.rules import error_rate, latency, probe_down, quota, tls_expiry, webhook_silence
+from alerts.rules import error_rate, latency, probe_down, quota, tls_expiry, traffic_silence, webhook_silence
 from alerts.rules.base import Condition, RuleFn, RuleInput, alert_key
 
 RULES: dict[str, RuleFn] = {
@@ -19,6 +19,7 @@ RULES: dict[str, RuleFn] = {
     "quota": quota.evaluate,
     "tls_expiry": tls_expiry.evaluate,
     "webhook_silence": webhook_silence.evaluate,
+    "traffic_silence": traffic_silence.evaluate,
 }
 
 __all__ = ["RULES", "Condition", "RuleFn", "RuleInput", "alert_key"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 
 from alerts.stats import CheckStats
@@ -21,6 +22,10 @@ def fmt_seconds(value: float) -> str:
     if value >= 1:
         return f"{value:.1f}s"
     return f"{value * 1000:.0f}ms"
+
+
+def fmt_utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def classes_text(classes: Mapping[str, int]) -> str:

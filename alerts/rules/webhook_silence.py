@@ -13,13 +13,12 @@ webhook reader (``integration_kit.webhook_observations.to_facts``).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 
 from alerts.config import WebhookSilenceRule
 from alerts.model import Severity
 from alerts.rules.base import Condition, RuleInput, alert_key
-from alerts.rules.text import fmt_ratio, fmt_seconds
+from alerts.rules.text import fmt_ratio, fmt_seconds, fmt_utc
 from alerts.webhook_config import ActiveSchedule, WebhookConfig
 from integration_kit.webhook_observations import WebhookObservation, from_facts
 
@@ -99,12 +98,12 @@ def _silence(
     summary, details = "", {}
     if active and quiet is not None:
         if last is not None:
-            since = f"last one {_when(last)}"
+            since = f"last one {fmt_utc(last)}"
         else:
-            since = f"none since the monitor started watching ({_when(obs.watching_since)})"
+            since = f"none since the monitor started watching ({fmt_utc(obs.watching_since)})"
         summary = f"{what}: no delivery for {fmt_seconds(quiet)} (max {fmt_seconds(max_silence)}), {since}"
         details = {
-            "last delivery": _when(last) if last is not None else "never seen",
+            "last delivery": fmt_utc(last) if last is not None else "never seen",
             "max silence": fmt_seconds(max_silence),
         }
         if cfg.schedule is not None:
@@ -141,10 +140,6 @@ def _duplicates(
         integration=inp.integration, alert=DUPLICATES, severity=Severity(rule.severity), active=active,
         summary=summary, details=details, for_seconds=rule.for_, keep_firing_for=rule.keep_firing_for,
     )
-
-
-def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _schedule_text(schedule: ActiveSchedule) -> str:

@@ -1,7 +1,9 @@
 """The real-traffic reader as a daemon Component: every ``evaluation_interval`` it reads the buckets the
 integration services' kit writes (``integration_kit.traffic``) for each integration with a ``traffic``
-section, turns what is new since the last read into the ``integration_traffic_*`` metrics, and hands
-the calls to the alert engine's error-rate rule (``publish_traffic_to``).
+section, turns what is new since the last read into the ``integration_traffic_*`` metrics, hands
+the calls to the alert engine's error-rate rule (``publish_traffic_to``) and, after every read, the
+writers' latest flush to the ``traffic_silence`` rule (``fact_feed``: facts encoded by
+``alerts.rules.traffic_silence.to_facts``; ``fresh`` 0 while Redis cannot be read, so the rule holds).
 
 What is new: every read re-reads the last ``LOOKBACK`` seconds of buckets (writers flush about once a
 second, and late), and only the growth of each field since it was last seen counts. The first read of
@@ -26,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from alerts.rules.traffic_silence import TrafficWrites, to_facts
 from integration_kit.supervisor import Supervisor
 from integration_kit.traffic import BucketCounts, bucket_of, decode_bucket
+from monitor.fact_feed import FactFeed
 from monitor.metrics import remove_series
 from monitor.poll_loop import PollLoop
 from monitor.traffic.reader import TrafficRead, read_traffic
@@ -77,6 +81,8 @@ class TrafficService:
         self._configs: dict[str, TrafficConfig] = {}
         self._trackers: dict[str, _Tracker] = {}
         self._add_traffic: AddTraffic | None = None
+        self.fact_feed = FactFeed(self.facts)  # the traffic_silence rule's input, after every read
+        self._watching_since: dict[str, float] = {}  # first successful read of each integration (our clock)
         self.exports: Callable[[str], bool] = lambda integration: True
         self._last_error: str | None = None
         self._last_success: float | None = None
@@ -138,6 +144,19 @@ class TrafficService:
         """Hand every new count of calls to ``add_traffic`` (the alert engine's ``add_traffic``)."""
         self._add_traffic = add_traffic
 
+    def facts(self) -> dict[str, dict[str, float]]:
+        """integration → the ``traffic_silence`` rule's facts (``alerts.rules.traffic_silence.to_facts``)."""
+        out = {}
+        for name in self._configs:
+            since = self._watching_since.get(name)
+            tracker = self._trackers.get(name)
+            writes = None if since is None else TrafficWrites(
+                watching_since=since, last_write=tracker.last_write if tracker else None,
+                fresh=self._last_error is None,
+            )
+            out[name] = to_facts(writes)
+        return out
+
     # Reading ---------------------------------------------------------------------------------------
 
     async def read_once(self) -> bool:
@@ -154,6 +173,7 @@ class TrafficService:
             _, reads = await read_traffic(redis, wanted, clock=lambda: now)
         except (RedisError, OSError) as exc:
             self._fail(exc)
+            self.fact_feed.push()  # not fresh: the silence rule holds instead of judging old data
             return False
         if self._last_error is not None:
             log.info("traffic: Redis readable again after %d failed read(s)", max(1, self._loop.backoff.failures))
@@ -161,7 +181,9 @@ class TrafficService:
         self._supervisor.report(True)
         for name, read in reads.items():
             if name in self._trackers:
+                self._watching_since.setdefault(name, now)
                 self._apply(name, self._trackers[name], read, oldest=bucket_of(now - LOOKBACK))
+        self.fact_feed.push()
         return True
 
     def _fail(self, exc: BaseException) -> None:
@@ -222,6 +244,8 @@ class TrafficService:
 
     def _forget(self, name: str) -> None:
         tracker = self._trackers.pop(name, None)
+        if self._watching_since.pop(name, None) is not None:
+            self.fact_feed.send(name, to_facts(None))  # no longer read here: nothing to judge on
         m = self._metrics
         for metric in (m.traffic_retries, m.traffic_throttled, m.traffic_throttle_wait, m.traffic_limiter_bypassed,
                        m.traffic_lost, m.traffic_last_write):

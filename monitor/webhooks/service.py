@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from integration_kit.supervisor import Supervisor
 from integration_kit.webhook_observations import WebhookObservation, WebhookSnapshot, to_facts
+from monitor.fact_feed import FactFeed
 from monitor.poll_loop import PollLoop
 from monitor.webhooks.duplicate_window import DuplicateWindow
 from monitor.webhooks.reader import WebhookReader
@@ -66,7 +67,7 @@ class WebhookService:
         self._loop = PollLoop(self.read_once, interval=lambda: services.config.monitor.evaluation_interval,
                               name="webhook-reader", supervisor=self._supervisor, min_backoff=min_backoff,
                               max_backoff=max_backoff)
-        self._set_fact: Callable[[str, str, float], None] | None = None
+        self.fact_feed = FactFeed(self.facts)  # the webhook rules' input, after every read
         self.on_config(services.config)
 
     # Component protocol ---------------------------------------------------------------------------
@@ -160,18 +161,6 @@ class WebhookService:
                 out[name] = obs
         return out
 
-    def publish_facts_to(self, set_fact: Callable[[str, str, float], None]) -> None:
-        """Push the rules' input after every read, e.g. ``service.publish_facts_to(engine.set_fact)``."""
-        self._set_fact = set_fact
-        self._publish()
-
-    def _publish(self) -> None:
-        if self._set_fact is None:
-            return
-        for integration, facts in self.facts().items():
-            for name, value in facts.items():
-                self._set_fact(integration, name, value)
-
     def facts(self) -> dict[str, dict[str, float]]:
         """integration → facts for the alert engine's ``RuleInput.facts`` (see ``model.to_facts``)."""
         return {
@@ -200,7 +189,7 @@ class WebhookService:
         for name, snap in snapshots.items():
             if name in self._configs:
                 self._apply(name, snap)
-        self._publish()
+        self.fact_feed.push()
         return True
 
     def _fail(self, exc: BaseException) -> None:
@@ -210,7 +199,7 @@ class WebhookService:
             log.warning("webhooks: cannot read Redis (%s); retrying with back-off", text)
         self._last_error = text
         self._supervisor.report(False, f"Redis read failed: {text}")
-        self._publish()  # fresh = 0: the rules hold their state instead of judging old data
+        self.fact_feed.push()  # fresh = 0: the rules hold their state instead of judging old data
 
     def _apply(self, name: str, snap: WebhookSnapshot) -> None:
         cfg = self._configs[name]
