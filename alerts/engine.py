@@ -29,7 +29,7 @@ from aiohttp import web
 from alerts import api, self_health
 from alerts.content import NotesReader, alert_from_condition
 from alerts.fencing import Fences, shard_of, shard_of_group
-from alerts.grouping import GroupLog, nflog_field, plan, split_field
+from alerts.grouping import GroupLog, next_flush, nflog_field, plan, split_field
 from alerts.health_sample import HealthSampler
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifiers.base import severity_rank
@@ -38,7 +38,7 @@ from alerts.routing import inhibited_by, outgoing, select
 from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence, silenced_by
-from alerts.state import AlertState, Event, forgettable, step
+from alerts.state import AlertState, Event, due_at, forgettable, step
 from alerts.stats import QuotaReading, Stats
 from alerts.store import AlertStore
 from alerts.store_sync import STORE_TIMEOUT, StoreSync
@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 
 SUBMIT_TIMEOUT = 5.0
 CLOSE_GRACE = 5.0  # seconds an evaluation under way may take to finish when the engine closes
-WAKE_GAP = 1.0  # minimum seconds between evaluations woken early by a newly failing check
+WAKE_GAP = 1.0  # minimum seconds between evaluations woken early (a newly failing check, a deadline)
+DUE_MARGIN = 0.01  # seconds past a deadline the engine evaluates at (wall clock vs the loop's clock)
 
 
 class NotificationSink(Protocol):
@@ -142,6 +143,10 @@ class AlertEngine:
             on_state=lambda ok: metrics.component_ok.labels(self.name).set(1 if ok else 0), redact=redactor.text,
         )
         self._wake = asyncio.Event()
+        # The earliest deadline the last evaluation found (group_wait, group_interval, for, keep_firing_for):
+        # the loop evaluates then rather than at the next interval, so these timings end on time.
+        self.next_due: float | None = None
+        self._due: list[float] = []
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
         self._retry_at: dict[str, float] = {}  # nflog field → when a dropped notification is planned again
@@ -279,12 +284,15 @@ class AlertEngine:
             self._wake.clear()
             await self.evaluate()
             interval = self.config.monitor.evaluation_interval
-            # Every interval, or earlier when a check starts failing — but not more often than WAKE_GAP,
-            # so a burst of failures costs one evaluation, not one per result.
+            # Every interval, or earlier when a check starts failing or a deadline falls due — but not more
+            # often than WAKE_GAP, so a burst of failures costs one evaluation, not one per result.
             gap = min(WAKE_GAP, interval)
             if not await self._supervisor.sleep(gap - (time.monotonic() - started)):
                 return
-            if not await self._supervisor.sleep(interval - (time.monotonic() - started), wake=self._wake):
+            wait = interval - (time.monotonic() - started)
+            if self.next_due is not None:
+                wait = min(wait, self.next_due - self._clock() + DUE_MARGIN)
+            if not await self._supervisor.sleep(wait, wake=self._wake):
                 return
 
     async def evaluate(self, now: float | None = None) -> list[Notification]:
@@ -299,11 +307,13 @@ class AlertEngine:
                                                  lambda field: self._group_in(split_field(field)[1], gained, cfg)):
                     self._gained |= gained  # Redis is down: try again next time
 
+            self._due.clear()
             conditions = self._conditions(cfg, now)
             events = self._advance(conditions, cfg, now)
             self._publish(cfg, now)
             handed = await self._notify(cfg, now, events)
             self._export_firing()
+            self.next_due = min((t for t in self._due if t > now), default=None)
             await self._memory.persist()
             self._supervisor.report(self._memory.redis_up is not False,
                                     f"alert state not in sync with Redis: {self._memory.redis_error}")
@@ -377,6 +387,9 @@ class AlertEngine:
                     )
                 new, evs = step(state, cond.active, now, for_seconds=cond.for_seconds,
                                 keep_firing_for=cond.keep_firing_for, flapping=cfg.alerting.flapping, alert=content)
+                due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
+                if due is not None:
+                    self._due.append(due)
             else:
                 # Not judged this time: hold, unless what it is about is gone from the config.
                 gone = _orphaned(state, cfg, configured)
@@ -430,6 +443,9 @@ class AlertEngine:
                 if notification is None:
                     if new != old:
                         self._memory.put_group(field, new)
+                    due = next_flush(new, alerts, timing)
+                    if due is not None:
+                        self._due.append(due)
                     continue
                 notification = self._with_notes(notification, cfg)
                 shard = shard_of_group(gkey, timing.group_by)

@@ -80,19 +80,10 @@ def plan(
     """
     sent = {k: v for k, v in (log.sent if log else {}).items() if k not in forget}
     included = {a.key: fingerprint(a) for a in candidates}
-    changed = any(sent.get(k) != fp for k, fp in included.items())
-    has_firing = any(a.status is AlertStatus.FIRING for a in candidates)
-
-    if log is None or log.last_flush is None:
-        if not included:
-            return (GroupLog(group_key=key, created_at=log.created_at, sent=sent) if log and sent else None), None
-        created = log.created_at if log is not None else now
-        due = now - created >= timing.group_wait
-    elif changed:
-        resolving = any(a.status is AlertStatus.RESOLVED and not a.flapping and a.key in sent for a in candidates)
-        due = resolving or now - log.last_flush >= timing.group_interval
-    else:
-        due = has_firing and now - log.last_flush >= timing.repeat_interval
+    if (log is None or log.last_flush is None) and not included:
+        return (GroupLog(group_key=key, created_at=log.created_at, sent=sent) if log and sent else None), None
+    due_at = _due_at(log, sent, candidates, now, timing)
+    due = due_at is not None and now >= due_at
 
     if not due:
         if log is None:
@@ -113,3 +104,28 @@ def plan(
     if not sent:
         return None, notification
     return GroupLog(group_key=key, created_at=created, last_flush=now, sent=sent), notification
+
+
+def next_flush(log: GroupLog | None, candidates: Sequence[Alert], timing: AlertingConfig) -> float | None:
+    """When ``plan`` would flush this group (its log as ``plan`` returned it) if the candidates stay as they
+    are; None: not while they do. The engine evaluates then, so ``group_wait`` and ``group_interval`` end on
+    time rather than at the evaluation after."""
+    if log is None or (log.last_flush is None and not candidates):
+        return None
+    return _due_at(log, log.sent, candidates, log.created_at, timing)
+
+
+def _due_at(log: GroupLog | None, sent: Mapping[str, str], candidates: Sequence[Alert], now: float,
+            timing: AlertingConfig) -> float | None:
+    """When the group is due: ``group_wait`` after it got something to say; ``group_interval`` after its last
+    message when what it would say changed (a resolve at once); ``repeat_interval`` while it fires."""
+    if log is None or log.last_flush is None:
+        return (log.created_at if log is not None else now) + timing.group_wait
+    told = [a for a in candidates if a.key in sent or a.status is not AlertStatus.RESOLVED or a.flapping]
+    if any(sent.get(a.key) != fingerprint(a) for a in told):
+        if any(a.status is AlertStatus.RESOLVED and not a.flapping for a in told):
+            return log.last_flush  # a resolve goes out at once (README, "Alert timing")
+        return log.last_flush + timing.group_interval
+    if any(a.status is AlertStatus.FIRING for a in told):
+        return log.last_flush + timing.repeat_interval
+    return None

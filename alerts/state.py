@@ -85,6 +85,17 @@ def step(
     return s, tuple(events)
 
 
+def due_at(state: AlertState, active: bool | None, *, for_seconds: float, keep_firing_for: float) -> float | None:
+    """When ``step`` would move ``state`` if the condition stays ``active``: a pending alert fires once ``for``
+    has passed, a firing one whose condition is false resolves once ``keep_firing_for`` has. None: not
+    while the condition stays. (The engine evaluates then rather than at the evaluation after.)"""
+    if active is True and state.status is AlertStatus.PENDING and state.pending_since is not None:
+        return state.pending_since + for_seconds
+    if active is False and state.status is AlertStatus.FIRING and state.last_true is not None:
+        return state.last_true + keep_firing_for
+    return None
+
+
 def forgettable(state: AlertState) -> bool:
     """Nothing left to remember: not active, not flapping, no transition in the flapping window."""
     return not state.active and not state.flapping and not state.transitions

@@ -1,13 +1,14 @@
-"""The alert timing the defaults promise: the real alert engine (rules, state machine, grouping) on a
-simulated clock, driven as the daemon drives it — one check run every ``interval``, an evaluation every
-``evaluation_interval`` and one early when a check starts failing (no sooner than ``WAKE_GAP`` after the
-previous one) — with no I/O and no delivery. What it prints is the figure the README's "Alert timing"
-table quotes and the ceiling ``alert_latency.py`` puts beside what the real daemon does.
+"""The alert timing the defaults promise: the real alert engine (rules, state machine, grouping) on a simulated
+clock, driven as the daemon drives it — one check run every ``interval``, an evaluation every
+``evaluation_interval``, and one early when a check starts failing or a deadline the engine named falls due
+(``next_due``; no sooner than ``WAKE_GAP`` after the previous one) — with no I/O and no delivery. What it
+prints is the figure the README's "Alert timing" table quotes and the ceiling ``alert_latency.py`` puts
+beside what the real daemon does.
 
 A scenario is one check failing from one run on, and healthy again later: the model reports the time from
 the first failing run to the firing notification, and from the first healthy run to the resolve. Each
-scenario is run at several phases of the check's runs against the evaluations (they are independent in
-the daemon), so what comes out is a range. ``scale`` divides every timing setting (the check interval,
+scenario is run at several phases of the check's runs against the evaluations (they are independent in the
+daemon), so what comes out is a range. ``scale`` divides every timing setting (the check interval,
 ``evaluation_interval``, ``group_wait``, ``group_interval``, each rule's ``for``, ``keep_firing_for`` and
 windows) to model a quick run of the daemon.
 
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from alerts.config import DEFAULT_BURN_WINDOWS, AlertingConfig, AlertRulesConfig
-from alerts.engine import WAKE_GAP, AlertEngine
+from alerts.engine import DUE_MARGIN, WAKE_GAP, AlertEngine
 from alerts.model import AlertStatus, Notification, Severity
 from alerts.outbox import Record
 from integration_kit.errors import ErrorClass
@@ -167,6 +168,8 @@ async def simulate(scenario: Scenario, *, scale: float = 1.0, phase: float = 0.0
         wake = False
         await engine.evaluate()
         next_eval += evaluation
+        if engine.next_due is not None:  # a deadline before the next interval: the loop evaluates then
+            next_eval = min(next_eval, max(engine.next_due + DUE_MARGIN, last_eval + min(WAKE_GAP, evaluation)))
         for at, notification in sink.got:
             for alert in notification.alerts:
                 if alert.alert != scenario.alert:

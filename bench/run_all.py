@@ -22,7 +22,8 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "probe_cpu": (["--runs", "3", "--seconds", "8"], ["--runs", "1", "--seconds", "4"]),
     "scale": (["--sizes", "1000", "10000", "--seconds", "60"], ["--sizes", "1000", "--seconds", "30"]),
     "quota_read": (["--rounds", "8"], ["--rounds", "4", "--keys", "2000"]),
-    "alert_latency": (["--trials", "3"], ["--trials", "1"]),
+    "alert_latency": (["--trials", "3"], ["--trials", "1", "--scale", "10"]),
+    "alert_model": ([], ["--phases", "2"]),
     "kit_overhead": (["--calls", "2000", "--rounds", "5"], ["--calls", "500", "--rounds", "2"]),
 }
 # binary → Debian package

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -470,6 +471,53 @@ def test_group_batches_changes_and_repeats() -> None:
     assert n is not None and len(n.firing) == 2  # the reminder
     log, n = plan(log, "acme", [a("x", AlertStatus.RESOLVED), a("z", AlertStatus.RESOLVED)], T0 + 9e4, timing)
     assert n is not None and len(n.resolved) == 2 and log is None  # all told: the group is forgotten
+
+
+async def test_the_engine_knows_its_next_deadline(prefix: str) -> None:
+    """group_wait, keep_firing_for and group_interval end at a moment the engine names (next_due), so its
+    loop evaluates then rather than at the evaluation after (README, "Alert timing")."""
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix, alerts={"error_rate": {"enabled": False}}), None, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(3):
+            await tick(eng, clock, ok=True)
+        assert eng.next_due is None  # nothing under way
+        await tick(eng, clock, 1, ok=False)
+        await tick(eng, clock, 1, ok=False)
+        await tick(eng, clock, 1, ok=False)  # probe_down fires: its group's first message after group_wait
+        fired = clock.now
+        assert eng.next_due == fired + 30 and not sink.got
+        clock.now = fired + 30
+        await eng.evaluate()
+        assert len(sink.got) == 1 and eng.next_due is None  # told; repeat_interval is the regular ticks' job
+        await tick(eng, clock, 5, ok=True)  # recovered: resolves keep_firing_for (1 m) after the last failure
+        assert eng.next_due == fired + 30 + 60
+        clock.now = fired + 90
+        await eng.evaluate()
+        assert [a.alert for a in sink.got[-1].resolved] == ["probe_down"] and eng.next_due is None
+    finally:
+        await eng.close()
+
+
+async def test_the_evaluation_loop_runs_at_a_deadline_not_an_interval_later(prefix: str) -> None:
+    """With evaluations an hour apart, an auth failure (fires at once, waking the engine) is told when
+    group_wait (1 s) ends, not an hour later."""
+    sink = Sink()
+    cfg = config(prefix, alerts={"error_rate": {"enabled": False}}, alerting={"group_wait": "1s"})
+    cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"evaluation_interval": 3600.0})})
+    eng = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), sink=sink)
+    await eng.start()
+    try:
+        await asyncio.sleep(1.5)  # the first evaluation has run; the next is an hour away
+        now = Clock()
+        now.now = time.time()
+        probe(eng, now, False, ErrorClass.AUTH)  # a check starts failing: the engine wakes
+        async with asyncio.timeout(30):
+            await sink.arrived.wait()
+        assert [a.alert for a in sink.got[0].firing] == ["probe_down"]
+    finally:
+        await eng.close()
 
 
 def test_a_resolve_is_not_held_by_group_interval() -> None:
