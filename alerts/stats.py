@@ -6,6 +6,13 @@ windows longer than the raw ring covers — the day-long burn-rate windows. ``on
 buckets are sized for the longest configured window; a reload that configures a longer one widens them,
 merging what they hold (``Stats.resize``), so that window is not silently judged on a truncated history.
 
+A window is counted without walking it (an evaluation asks every check for six windows, each up to 720
+runs or 480 buckets deep: that walk was 90 % of an evaluation): runs are found by bisecting their start
+times, errors by bisecting the start times of the failed runs, and buckets carry running sums. Only a
+window with errors in it is walked, for its error classes. A run reported out of order (a slow run
+finishing after a later one) makes the ring unsorted; while it is in the ring, windows are walked
+(``_scan``), which gives the same answer.
+
 A window answers with what is known: after a restart the rings are empty, and rules see too few samples
 and leave their alerts as they are (rather than resolving them for lack of data).
 """
@@ -13,7 +20,9 @@ and leave their alerts as they are (rather than resolving them for lack of data)
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -42,7 +51,7 @@ class QuotaReading:
     quota: str
     source: str  # redis / headers
     used: float
-    limit: float | None  # None only when nothing is used and no limit is known (no limiter key yet): ratio 0
+    limit: float
     reset_seconds: float | None = None
     exhaustion_seconds: float | None = None  # projected time to 100 %; None when not rising
     observed_at: float = 0.0
@@ -52,24 +61,46 @@ class QuotaReading:
         return self.used / self.limit if self.limit else 0.0
 
 
-class _Bucket:
-    __slots__ = ("classes", "errors", "start", "total")
+# Error classes as small numbers in the rings (0: the run succeeded). Error classes are a closed set
+# (integration_kit.errors.ErrorClass, plus "unknown"), so the table stays small.
+_CLASS_NAMES: list[str] = [""]
+_CLASS_CODES: dict[str, int] = {}
+_NO_LATENCY = math.nan  # a run that got no response
 
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.total = 0
-        self.errors = 0
-        self.classes: Counter[str] | None = None
+
+def _class_code(error: str) -> int:
+    code = _CLASS_CODES.get(error)
+    if code is None:
+        code = _CLASS_CODES[error] = len(_CLASS_NAMES)
+        _CLASS_NAMES.append(error)
+    return code
 
 
 class CheckStats:
-    """Statistics of one check. Timestamps are the runs' ``started_at`` (epoch seconds)."""
+    """Statistics of one check. Timestamps are the runs' ``started_at`` (epoch seconds).
+
+    Both rings are kept in flat arrays (18 bytes a run, 32 a bucket, instead of a tuple and three
+    Python objects each): 10,000 checks with a full day of history in a few hundred MB rather than
+    gigabytes. The oldest entry leaves by ``del a[0]`` (a memmove of a few kB).
+    """
 
     __slots__ = (
+        "_added",
+        "_at",
+        "_bucket_classes",
+        "_bucket_end",
+        "_bucket_errors_through",
         "_bucket_seconds",
-        "_buckets",
+        "_bucket_start",
+        "_bucket_total_through",
+        "_dropped",
+        "_error",
+        "_error_at",
         "_evicted_until",
-        "_raw",
+        "_latency",
+        "_max_buckets",
+        "_raw_capacity",
+        "_unsorted_at",
         "consecutive_failures",
         "first_at",
         "first_failure_at",
@@ -81,11 +112,26 @@ class CheckStats:
 
     def __init__(self, *, raw_capacity: int = RAW_CAPACITY, bucket_seconds: float = 60.0,
                  max_buckets: int = MAX_BUCKETS) -> None:
-        # (started_at, ok, error class or None, latency or None when no response arrived)
-        self._raw: deque[tuple[float, bool, str | None, float | None]] = deque(maxlen=raw_capacity)
+        # The raw ring, one entry per run: started_at, error class code (0: ok), latency (NaN: no response).
+        self._raw_capacity = raw_capacity
+        self._at = array("d")
+        self._error = array("H")
+        self._latency = array("d")
+        self._error_at = array("d")  # started_at of the failed runs in the raw ring, in ring order
+        self._added = 0  # runs ever added (the ring holds the last len(_at) of them)
+        self._unsorted_at = -1  # number of the latest run that started before the run added just before it
         self._evicted_until = -math.inf  # newest timestamp pushed out of the raw ring
+        # The bucket ring, one entry per bucket: its start and end (start + width, as a window's cut-off
+        # compares it) and running sums of runs and failed runs over every bucket up to and including it
+        # (since the check was first seen); the error classes of the buckets that have failures, by start.
         self._bucket_seconds = bucket_seconds
-        self._buckets: deque[_Bucket] = deque(maxlen=max_buckets)
+        self._max_buckets = max_buckets
+        self._bucket_start = array("d")
+        self._bucket_end = array("d")
+        self._bucket_total_through = array("q")
+        self._bucket_errors_through = array("q")
+        self._bucket_classes: dict[float, Counter[str]] = {}
+        self._dropped = (0, 0)  # the running sums through the newest bucket the ring dropped
         self.first_at: float | None = None  # the oldest run seen: how far back the statistics reach
         self.consecutive_failures = 0
         # False while every run since the monitor started failed: the streak may be longer than we saw.
@@ -100,23 +146,8 @@ class CheckStats:
         error = None if result.ok or result.error_class is None else str(result.error_class)
         if not result.ok and error is None:
             error = "unknown"
-        latency = result.duration if result.status_code is not None else None
-        raw = self._raw
-        if raw.maxlen is not None and len(raw) == raw.maxlen:
-            self._evicted_until = max(self._evicted_until, raw[0][0])
-        raw.append((at, result.ok, error, latency))
-
-        start = at - at % self._bucket_seconds
-        if not self._buckets or self._buckets[-1].start < start:
-            self._buckets.append(_Bucket(start))
-        bucket = self._buckets[-1] if self._buckets[-1].start <= start else self._find_bucket(start)
-        if bucket is not None:
-            bucket.total += 1
-            if error is not None:
-                bucket.errors += 1
-                if bucket.classes is None:
-                    bucket.classes = Counter()
-                bucket.classes[error] += 1
+        self._add_raw(at, error, result.duration if result.status_code is not None else None)
+        self._add_to_bucket(at, error)
 
         self.last_result = result
         if self.first_at is None or at < self.first_at:
@@ -133,33 +164,71 @@ class CheckStats:
         if result.tls_expiry is not None:
             self.tls_expiry = result.tls_expiry
 
+    def _add_raw(self, at: float, error: str | None, latency: float | None) -> None:
+        ats = self._at
+        if len(ats) == self._raw_capacity:
+            self._evicted_until = max(self._evicted_until, ats[0])
+            if self._error[0]:
+                del self._error_at[0]
+            del ats[0], self._error[0], self._latency[0]
+        if ats and at < ats[-1]:
+            self._unsorted_at = self._added
+        ats.append(at)
+        self._error.append(0 if error is None else _class_code(error))
+        self._latency.append(_NO_LATENCY if latency is None else latency)
+        if error is not None:
+            self._error_at.append(at)
+        self._added += 1
+
+    def _add_to_bucket(self, at: float, error: str | None) -> None:
+        starts = self._bucket_start
+        start = at - at % self._bucket_seconds
+        if not starts or starts[-1] < start:
+            through, errors_through = self._bucket_total_through, self._bucket_errors_through
+            if len(starts) == self._max_buckets:
+                self._dropped = through[0], errors_through[0]
+                self._bucket_classes.pop(starts[0], None)
+                del starts[0], self._bucket_end[0], through[0], errors_through[0]
+            through.append(through[-1] if through else self._dropped[0])
+            errors_through.append(errors_through[-1] if errors_through else self._dropped[1])
+            starts.append(start)
+            self._bucket_end.append(start + self._bucket_seconds)
+            index = len(starts) - 1
+        else:
+            # A run reported out of order (a slow run finishing after a later one): its bucket, if kept.
+            index = bisect_left(starts, start)
+            if index == len(starts) or starts[index] != start:
+                return
+        for later in range(index, len(starts)):  # normally only the last
+            self._bucket_total_through[later] += 1
+            if error is not None:
+                self._bucket_errors_through[later] += 1
+        if error is not None:
+            self._bucket_classes.setdefault(start, Counter())[error] += 1
+
     def rebucket(self, bucket_seconds: float) -> None:
         """Wider buckets (a longer window was configured): the counts so far are merged into buckets of the
         new width, each old bucket into the new one holding its start, so history is kept, now reaching
-        ``MAX_BUCKETS`` wider buckets back."""
-        merged: deque[_Bucket] = deque(maxlen=self._buckets.maxlen)
-        for old in self._buckets:  # in order of start
-            start = old.start - old.start % bucket_seconds
-            if not merged or merged[-1].start < start:
-                merged.append(_Bucket(start))
-            bucket = merged[-1]
-            bucket.total += old.total
-            bucket.errors += old.errors
-            if old.classes:
-                if bucket.classes is None:
-                    bucket.classes = Counter()
-                bucket.classes.update(old.classes)
-        self._buckets = merged
+        ``MAX_BUCKETS`` wider buckets back. (The running sums before the oldest bucket stay as they are.)"""
+        starts = self._bucket_start
+        merged_start, merged_end, total_through, errors_through = array("d"), array("d"), array("q"), array("q")
+        classes: dict[float, Counter[str]] = {}
+        for i in range(len(starts)):  # in order of start
+            start = starts[i] - starts[i] % bucket_seconds
+            if not merged_start or merged_start[-1] < start:
+                merged_start.append(start)
+                merged_end.append(start + bucket_seconds)
+                total_through.append(0)
+                errors_through.append(0)
+            # Running sums through the last old bucket merged in are the new bucket's.
+            total_through[-1] = self._bucket_total_through[i]
+            errors_through[-1] = self._bucket_errors_through[i]
+            if (counted := self._bucket_classes.get(starts[i])) is not None:
+                classes.setdefault(start, Counter()).update(counted)
+        self._bucket_start, self._bucket_end = merged_start, merged_end
+        self._bucket_total_through, self._bucket_errors_through = total_through, errors_through
+        self._bucket_classes = classes
         self._bucket_seconds = bucket_seconds
-
-    def _find_bucket(self, start: float) -> _Bucket | None:
-        # A run reported out of order (a slow run finishing after a later one): rare, search backwards.
-        for bucket in reversed(self._buckets):
-            if bucket.start == start:
-                return bucket
-            if bucket.start < start:
-                break
-        return None
 
     def covers(self, now: float, seconds: float) -> bool:
         """Whether runs were seen for at least ``seconds`` before ``now`` (a window can be judged)."""
@@ -169,40 +238,82 @@ class CheckStats:
         """Runs that started in (now - seconds, now]. Exact while the raw ring reaches back that far,
         otherwise from buckets (which may include up to one bucket width more)."""
         cutoff = now - seconds
+        if self._unsorted_at >= self._added - len(self._at):
+            return self._scan(now, seconds)
+        if self._evicted_until <= cutoff:
+            ats, error_at = self._at, self._error_at
+            lo = bisect_right(ats, cutoff)
+            hi = len(ats) if not ats or ats[-1] <= now else bisect_right(ats, now)
+            errors = max(0, bisect_right(error_at, now) - bisect_right(error_at, cutoff)) if error_at else 0
+            if not errors or hi <= lo:
+                return WindowCounts(total=max(0, hi - lo), errors=0, classes={})
+            codes, classes = self._error, Counter[str]()
+            for i in range(hi - 1, lo - 1, -1):
+                if codes[i]:
+                    classes[_CLASS_NAMES[codes[i]]] += 1
+            return WindowCounts(total=hi - lo, errors=errors, classes=dict(classes))
+        lo = bisect_right(self._bucket_end, cutoff)
+        hi = bisect_right(self._bucket_start, now)
+        if hi <= lo:
+            return WindowCounts(total=0, errors=0, classes={})
+        total, errors = self._bucket_sums(lo, hi)
+        if not errors:
+            return WindowCounts(total=total, errors=0, classes={})
+        classes = Counter[str]()
+        for i in range(hi - 1, lo - 1, -1):
+            if (counted := self._bucket_classes.get(self._bucket_start[i])) is not None:
+                classes.update(counted)
+        return WindowCounts(total=total, errors=errors, classes=dict(classes))
+
+    def _bucket_sums(self, lo: int, hi: int) -> tuple[int, int]:
+        """Runs and failed runs in buckets lo … hi-1."""
+        total_before, errors_before = (
+            (self._bucket_total_through[lo - 1], self._bucket_errors_through[lo - 1]) if lo > 0 else self._dropped
+        )
+        return self._bucket_total_through[hi - 1] - total_before, self._bucket_errors_through[hi - 1] - errors_before
+
+    def _scan(self, now: float, seconds: float) -> WindowCounts:
+        """``window`` by walking the runs or buckets one by one (the ring is out of order)."""
+        cutoff = now - seconds
         classes: Counter[str] = Counter()
         total = errors = 0
         if self._evicted_until <= cutoff:
-            for at, _ok, error, _latency in self._iter_raw_since(cutoff):
-                if at > now:
+            for i in self._raw_since(cutoff):
+                if self._at[i] > now:
                     continue
                 total += 1
-                if error is not None:
+                if code := self._error[i]:
                     errors += 1
-                    classes[error] += 1
+                    classes[_CLASS_NAMES[code]] += 1
         else:
-            for bucket in reversed(self._buckets):
-                if bucket.start + self._bucket_seconds <= cutoff:
+            starts = self._bucket_start
+            for i in range(len(starts) - 1, -1, -1):
+                if starts[i] + self._bucket_seconds <= cutoff:
                     break
-                if bucket.start > now:
+                if starts[i] > now:
                     continue
-                total += bucket.total
-                errors += bucket.errors
-                if bucket.classes:
-                    classes.update(bucket.classes)
+                runs, failed = self._bucket_sums(i, i + 1)
+                total += runs
+                errors += failed
+                if (counted := self._bucket_classes.get(starts[i])) is not None:
+                    classes.update(counted)
         return WindowCounts(total=total, errors=errors, classes=dict(classes))
 
-    def _iter_raw_since(self, cutoff: float) -> Iterator[tuple[float, bool, str | None, float | None]]:
-        for sample in reversed(self._raw):
-            if sample[0] <= cutoff:
+    def _raw_since(self, cutoff: float) -> Iterator[int]:
+        """Indices of the raw ring from the newest back to the first run that started at or before ``cutoff``."""
+        ats = self._at
+        for i in range(len(ats) - 1, -1, -1):
+            if ats[i] <= cutoff:
                 return
-            yield sample
+            yield i
 
     def latency_quantile(self, now: float, seconds: float, q: float) -> tuple[float | None, int]:
         """(quantile of latencies of runs that got a response in the window, how many there were).
         Nearest-rank method; only the raw ring is used (it holds the individual latencies)."""
+        ats, latencies = self._at, self._latency
         values = sorted(
-            latency for at, _ok, _e, latency in self._iter_raw_since(now - seconds)
-            if latency is not None and at <= now
+            latency for i in self._raw_since(now - seconds)
+            if (latency := latencies[i]) == latency and ats[i] <= now  # NaN: no response
         )
         if not values:
             return None, 0
