@@ -54,7 +54,7 @@ class Voice:
         return self.ownership.owns(integration)
 
     def alert(self, key: str) -> bool:
-        return self.integration(integration_of(key))
+        return self.ownership is None or self.integration(integration_of(key))
 
     def group(self, group_key: str, group_by: Sequence[str], any_integration: str | None) -> bool:
         """A notification group: the owner of its integration speaks for it; a group that spans
