@@ -27,7 +27,6 @@ from alerts.model import Notification
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
-from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 
@@ -71,9 +70,9 @@ class Sink:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = make_config(args.checks, args.interval, args.group_wait)
-    services = Services(metrics=Metrics(), redactor=Redactor(), redis=None, config=cfg)
+    metrics, redactor = Metrics(), Redactor()
     sink = Sink()
-    engine = AlertEngine(services, sink, autorun=False)
+    engine = AlertEngine(cfg, metrics=metrics, redactor=redactor, sink=sink, autorun=False)
     now = time.time()
     for integration, check in cfg.iter_checks():
         for k in range(720):
@@ -87,7 +86,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await engine.close()
 
     # Latency with the loop running.
-    engine = AlertEngine(services, sink, autorun=True)
+    engine = AlertEngine(cfg, metrics=metrics, redactor=redactor, sink=sink)
     await engine.start()
     latencies = []
     integration, check = next(cfg.iter_checks())
