@@ -1,6 +1,7 @@
-"""Window counts by bisection and running sums (alerts/stats.py ``CheckStats.window``) equal a walk over
-the runs and buckets one by one (``CheckStats._scan``, what ``window`` did before), on random histories:
-runs in order and out of order, failures of several classes, a raw ring that overflows into buckets."""
+"""Window counts by bisection and running sums (alerts/stats.py ``CheckStats.window``) on random
+histories: equal to a walk over the runs and buckets one by one (``CheckStats._scan``, the way taken
+while runs are out of order), and, for runs in order, to counting the runs themselves — failures of
+several classes, a raw ring that overflows into buckets, a bucket ring that drops its oldest."""
 
 from __future__ import annotations
 
@@ -45,3 +46,35 @@ def test_window_by_sums_equals_the_walk(runs: list[tuple[float, ErrorClass | Non
     for offset, seconds in queries:
         now = at + offset
         assert stats.window(now, seconds) == stats._scan(now, seconds)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(min_value=0, max_value=200, allow_nan=False), st.sampled_from(CLASSES)),
+                      max_size=80),
+       queries=queries, capacity=st.integers(min_value=1, max_value=30), max_buckets=st.integers(1, 12))
+def test_window_counts_the_runs_in_it(steps: list[tuple[float, ErrorClass | None]],
+                                      queries: list[tuple[float, float]], capacity: int, max_buckets: int) -> None:
+    """Runs in order: a window inside the raw ring holds exactly the runs that started in
+    (now - seconds, now]; beyond it, the runs of the kept buckets that end after now - seconds and start
+    by now."""
+    width = 60.0
+    stats = CheckStats(raw_capacity=capacity, bucket_seconds=width, max_buckets=max_buckets)
+    runs, at = [], T0
+    for step, error in steps:
+        at += step
+        stats.add(result(at, error))
+        runs.append((at, error))
+    starts = sorted({started - started % width for started, _ in runs})[-max_buckets:]
+    evicted_until = runs[-capacity - 1][0] if len(runs) > capacity else float("-inf")
+    for offset, seconds in queries:
+        now = at + offset
+        cutoff = now - seconds
+        if evicted_until <= cutoff:
+            inside = [error for started, error in runs if cutoff < started <= now]
+        else:
+            kept = {start for start in starts if start + width > cutoff and start <= now}
+            inside = [error for started, error in runs if started - started % width in kept]
+        failed = [str(error) for error in inside if error is not None]
+        counts = stats.window(now, seconds)
+        assert (counts.total, counts.errors) == (len(inside), len(failed))
+        assert counts.classes == {name: failed.count(name) for name in set(failed)}
