@@ -64,7 +64,7 @@ def require(binary: str) -> str:
 
 @contextlib.contextmanager
 def nginx_target() -> Iterator[str]:
-    """nginx on 127.0.0.1 serving BODY as JSON at /ok.json; yields the URL."""
+    """nginx on 127.0.0.1 serving BODY as JSON at /ok.json (and 401 at /denied.json); yields the URL."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
         raise SystemExit("nginx not found: apt-get install -y nginx")
@@ -95,6 +95,7 @@ http {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     root {root}/www;
     location / {{ types {{ }} default_type application/json; }}
+    location = /denied.json {{ return 401; }}
   }}
 }}
 """

@@ -1,36 +1,67 @@
-"""Scale: 1,000 and 10,000 checks at a 60 s interval (spread with jitter) against a local nginx.
+"""Scale: 1,000 to 50,000 checks at a 60 s interval (spread with jitter) against a local nginx.
 
-Reports, per size, over a steady-state window (after the first runs have been spread out, so the
-window holds every check running on its interval) during which /metrics is scraped every 15 s as
+The daemon runs as it ships: every component, the alert engine evaluating every 15 s, and Slack
+configured (the tests' fake Slack on loopback, tests/fake_slack.py, in a thread of this process). One
+check in a hundred is refused by nginx (401): those alert at once, and their messages go to Slack.
+Side by side in the same run (``--peer``, on by default): the same daemon without its alert engine
+(the components minus ``alerts``): what evaluation costs, and the ceiling for the lag.
+
+Reports, per size and variant, over a steady-state window (after the first runs have been spread out,
+so the window holds every check running on its interval) during which /metrics is scraped every 15 s as
 Prometheus would (the scrapes are part of the load):
   - average process CPU (share of one core) and RSS (peak sampled each second, and at the end),
   - scheduler lag p50/p99 from the daemon's own integration_monitor_scheduler_lag_seconds histogram,
     over the window only (bucket increase between the first and last scrape, like rate() would),
   - /metrics response time (median and worst of the scrapes, with Prometheus' Accept header, which
-    asks for OpenMetrics first; and once in the classic text format) and size.
-Targets (issue 7): 10,000 checks < 50% of one core, lag p99 < 100 ms, RSS < 200 MB, /metrics < 250 ms.
-Usage: python bench/scale.py [--sizes 1000 10000] [--seconds 60]
+    asks for OpenMetrics first; and once in the classic text format) and size,
+  - the Slack messages received (chat.postMessage) by the end.
+With ``--runs N`` the variants alternate N times and the table shows medians (min–max).
+Targets (issues 7, 16): 10,000 checks < 50% of one core, lag p99 < 100 ms, RSS < 200 MB, /metrics < 250 ms.
+Usage: python bench/scale.py [--sizes 1000 10000] [--seconds 60] [--runs 1] [--no-peer]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROMETHEUS_ACCEPT, cpu_seconds, daemon_command, free_port, nginx_target, rss_bytes, wait_http
+sys.path.insert(0, str(ROOT / "tests"))
+from common import (  # noqa: E402
+    PROMETHEUS_ACCEPT,
+    cpu_seconds,
+    daemon_command,
+    free_port,
+    nginx_target,
+    rss_bytes,
+    wait_http,
+)
+from fake_slack import TOKEN, FakeSlack  # noqa: E402
 
 BUCKET_RE = re.compile(r'^integration_monitor_scheduler_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
 RUNS_RE = re.compile(r"^integration_probe_runs_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 SCRAPE_EVERY = 15.0  # Prometheus' usual scrape interval (deploy/prometheus/prometheus.yml)
 FIRST_RUN_RATE = 200.0  # the scheduler spreads first runs at this rate (monitor/scheduler.py)
+FAILING_EVERY = 100  # one check in this many gets a 401 (probe_down fires at once: Slack messages)
+# The daemon without its alert engine: the default components minus ``alerts`` (monitor/wiring.py).
+WITHOUT_ENGINE = (
+    "import sys; from monitor import wiring; "
+    "wiring.DEFAULT_COMPONENTS = tuple(f for f in wiring.DEFAULT_COMPONENTS if f is not wiring.alerts); "
+    "from monitor.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+VARIANTS = ("engine + Slack", "no engine")
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -61,28 +92,51 @@ def lag_buckets(text: str) -> dict[float, float]:
     return {float(le): float(c) for le, c in BUCKET_RE.findall(text)}
 
 
-def config_text(url: str, size: int, port: int) -> str:
+def config_text(url: str, size: int, port: int, slack_api: str) -> str:
     lines = [
         "monitor:", f'  listen: "127.0.0.1:{port}"', "  max_concurrency: 256", "  log_level: WARNING",
         "integrations:",
     ]
     per_integration = 100  # realistic shape: many integrations with a handful of checks each
+    denied = url.rsplit("/", 1)[0] + "/denied.json"
     for i in range(size):
         if i % per_integration == 0:
             lines += [f"  vendor{i // per_integration}:", "    checks:"]
-        lines.append(f'      - {{name: c{i}, kind: http, url: "{url}", interval: 60s, timeout: 5s}}')
+        target = denied if i % FAILING_EVERY == FAILING_EVERY - 1 else url
+        lines.append(f'      - {{name: c{i}, kind: http, url: "{target}", interval: 60s, timeout: 5s}}')
+    lines += ["alerting:", f'  slack: {{token: "{TOKEN}", channel: "#alerts", base_url: "{slack_api}"}}']
     return "\n".join(lines) + "\n"
 
 
-def run(url: str, size: int, seconds: float) -> dict[str, float]:
+@contextlib.contextmanager
+def fake_slack() -> Iterator[FakeSlack]:
+    """The tests' fake Slack, served by an event loop in a thread of this process."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    slack = asyncio.run_coroutine_threadsafe(FakeSlack().start(), loop).result(30)
+    try:
+        yield slack
+    finally:
+        asyncio.run_coroutine_threadsafe(slack.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> dict[str, float]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(config_text(url, size, port))
-        proc = subprocess.Popen(daemon_command(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cfg.write_text(config_text(url, size, port, slack.api_url))
+        command = daemon_command(cfg)
+        if variant == "no engine":
+            command = [sys.executable, "-c", WITHOUT_ENGINE, "run", "-c", str(cfg)]
+        posted = len(slack.calls("chat.postMessage"))
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             metrics_url = f"http://127.0.0.1:{port}/metrics"
-            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=600)
             time.sleep(size / FIRST_RUN_RATE + 5)  # first runs spread out: every check is on its interval now
             text, took = scrape(metrics_url)
             first = lag_buckets(text)
@@ -117,6 +171,7 @@ def run(url: str, size: int, seconds: float) -> dict[str, float]:
                 "metrics_max_ms": 1000 * max(renders),
                 "metrics_text_ms": 1000 * plain_took,
                 "metrics_kb": len(text.encode()) / 1024,
+                "slack_messages": len(slack.calls("chat.postMessage")) - posted,
             }
         finally:
             proc.terminate()
@@ -127,26 +182,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--seconds", type=float, default=60.0, help="steady-state window (≥ one 60 s interval)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each variant, alternating")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="only the daemon as it ships")
     args = parser.parse_args()
-    results = {}
-    with nginx_target() as url:
+    variants = VARIANTS if args.peer else VARIANTS[:1]
+    results: dict[tuple[int, str], list[dict[str, float]]] = {}
+    with nginx_target() as url, fake_slack() as slack:
         for size in args.sizes:
-            results[size] = run(url, size, args.seconds)
-            print(f"  measured {size} checks: " + ", ".join(f"{k}={v:.1f}" for k, v in results[size].items()),
-                  flush=True)
+            for _ in range(args.runs):
+                for variant in variants:
+                    got = run(url, slack, size, args.seconds, variant)
+                    results.setdefault((size, variant), []).append(got)
+                    print(f"  measured {size} checks, {variant}: " + ", ".join(f"{k}={v:.1f}" for k, v in got.items()),
+                          flush=True)
     print()
-    head = (
-        f"{'checks':>8}{'probes/s':>10}{'CPU % core':>12}{'RSS MB peak':>13}{'lag p50 ms':>12}{'lag p99 ms':>12}"
-        f"{'/metrics ms':>13}{'(worst)':>9}{'text ms':>9}{'/metrics KB':>13}"
-    )
-    print(head)
-    print("-" * len(head))
-    for size, r in results.items():
-        print(
-            f"{size:>8}{r['probes_per_s']:>10.0f}{100 * r['cpu_share']:>12.1f}{r['rss_peak_mb']:>13.0f}"
-            f"{r['lag_p50_ms']:>12.1f}{r['lag_p99_ms']:>12.1f}{r['metrics_ms']:>13.0f}{r['metrics_max_ms']:>9.0f}"
-            f"{r['metrics_kb']:>13.0f}"
-        )
+    columns = [
+        ("probes/s", "probes_per_s", "{:.0f}"), ("CPU % core", "cpu_share", "{:.1%}"),
+        ("RSS MB peak", "rss_peak_mb", "{:.0f}"), ("lag p50 ms", "lag_p50_ms", "{:.1f}"),
+        ("lag p99 ms", "lag_p99_ms", "{:.1f}"), ("/metrics ms", "metrics_ms", "{:.0f}"),
+        ("(worst)", "metrics_max_ms", "{:.0f}"), ("text ms", "metrics_text_ms", "{:.0f}"),
+        ("/metrics KB", "metrics_kb", "{:.0f}"), ("Slack msgs", "slack_messages", "{:.0f}"),
+    ]
+    print("| checks | variant | " + " | ".join(name for name, _, _ in columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
+    for (size, variant), runs in results.items():
+        cells = []
+        for _, key, fmt in columns:
+            values = [r[key] for r in runs]
+            cell = fmt.format(statistics.median(values))
+            if len(values) > 1:
+                cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
+            cells.append(cell)
+        print(f"| {size:,} | {variant} | " + " | ".join(cells) + " |")
     print("targets at 10,000: CPU < 50% of one core, lag p99 < 100 ms, RSS < 200 MB, /metrics < 250 ms")
 
 
