@@ -23,26 +23,27 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from alerts.engine import AlertEngine
-from alerts.model import Notification, Severity
+from alerts.model import Notification
 from alerts.stats import CheckStats
-
-if TYPE_CHECKING:
-    from alerts.outbox import Record
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 
+if TYPE_CHECKING:
+    from alerts.outbox import Record
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from common import rss_bytes
+from test_alert_engine import Sink as InstantSink
 
 
 def make_config(checks: int, interval: str, group_wait: str) -> Config:
@@ -67,27 +68,16 @@ def result(integration: str, check: str, at: float, ok: bool) -> CheckResult:
                        total_duration=0.2, status_code=200 if ok else 503)
 
 
-class Sink:
-    """One notifier that delivers at once (the notification log is written as a lane writes it)."""
+class Sink(InstantSink):
+    """The engine tests' sink (one notifier that delivers at once), noting when each notification came."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.handed: list[tuple[float, Notification]] = []
-        self.arrived = asyncio.Event()
-        self._finished: list[Callable[[Record, str], None]] = []
-
-    def notifier_floors(self) -> list[tuple[str, Severity]]:
-        return [("console", Severity.INFO)]
-
-    def pending(self, notifier: str, group_key: str) -> bool:
-        return False
-
-    def on_finished(self, listener: Callable[[Record, str], None]) -> None:
-        self._finished.append(listener)
 
     async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None:
-        await self.submit(notification)
-        for listener in self._finished:
-            listener(record, "sent")
+        self.handed.append((time.time(), notification))
+        await super().submit_to(notifier, notification, record)
 
     async def submit(self, notification: Notification) -> None:  # the sink's interface before issue 13
         self.handed.append((time.time(), notification))
