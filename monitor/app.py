@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 import socket
@@ -121,6 +122,7 @@ class App:
         self.last_reload_ok = True
         self._started = False
         self._closing = False
+        self._freezes = False  # run(): the daemon's own process, whose long-lived objects it may freeze
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
@@ -313,6 +315,8 @@ class App:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         try:
             await self.start()
+            self._freezes = True
+            _freeze_long_lived()
             await self._stop.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -357,6 +361,12 @@ class App:
                 log.exception("config reload failed while applying the new config; the previous config was "
                               "restored and stays in effect")
                 return self._reload_failed()
+            if self._freezes:
+                # The old config may be garbage now: one full collection with everything in sight, then
+                # the new one out of sight again.
+                gc.unfreeze()
+                gc.collect()
+                _freeze_long_lived()
             return True
 
     def _reload_failed(self) -> bool:
@@ -465,3 +475,12 @@ async def probe_once(
         await session.close()
         if client is not None:
             await client.aclose()
+
+
+def _freeze_long_lived() -> None:
+    """Everything alive once the daemon runs (the config, the jobs, the metric series, the modules:
+    hundreds of thousands of containers at 50,000 checks) out of the cycle collector's sight
+    (``gc.freeze``). Each full collection walked all of them on the event loop — 0.2 s at 10,000 checks,
+    ~1 s at 50,000, every minute or two as probe results age into the oldest generation — though none of
+    it becomes garbage before a reload replaces it. Only ``run`` (the daemon's own process) does this."""
+    gc.freeze()
