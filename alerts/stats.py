@@ -51,7 +51,7 @@ class QuotaReading:
     quota: str
     source: str  # redis / headers
     used: float
-    limit: float
+    limit: float | None  # None only when nothing is used and no limit is known (no limiter key yet): ratio 0
     reset_seconds: float | None = None
     exhaustion_seconds: float | None = None  # projected time to 100 %; None when not rising
     observed_at: float = 0.0

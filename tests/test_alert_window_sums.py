@@ -1,7 +1,8 @@
 """Window counts by bisection and running sums (alerts/stats.py ``CheckStats.window``) on random
 histories: equal to a walk over the runs and buckets one by one (``CheckStats._scan``, the way taken
 while runs are out of order), and, for runs in order, to counting the runs themselves — failures of
-several classes, a raw ring that overflows into buckets, a bucket ring that drops its oldest."""
+several classes, a raw ring that overflows into buckets, a bucket ring that drops its oldest, buckets
+widened by a reload."""
 
 from __future__ import annotations
 
@@ -31,13 +32,15 @@ def result(at: float, error: ErrorClass | None) -> CheckResult:
 
 @settings(max_examples=300, deadline=None)
 @given(runs=runs, queries=queries, capacity=st.integers(min_value=1, max_value=40),
-       bucket_seconds=st.sampled_from([60.0, 180.0]))
+       bucket_seconds=st.sampled_from([60.0, 180.0]), widen_at=st.integers(min_value=0, max_value=150))
 def test_window_by_sums_equals_the_walk(runs: list[tuple[float, ErrorClass | None]],
                                         queries: list[tuple[float, float]], capacity: int,
-                                        bucket_seconds: float) -> None:
+                                        bucket_seconds: float, widen_at: int) -> None:
     stats = CheckStats(raw_capacity=capacity, bucket_seconds=bucket_seconds, max_buckets=20)
     at = T0
-    for step, error in runs:
+    for n, (step, error) in enumerate(runs):
+        if n == widen_at:
+            stats.rebucket(bucket_seconds * 3)  # a reload configured a longer window (Stats.resize)
         at += step  # a negative step: a run reported after a later one
         stats.add(result(at, error))
         for offset, seconds in queries[:2]:
