@@ -595,6 +595,13 @@ async def test_demo_shows_five_error_classes_and_every_probe_metric_then_stops_o
         integrations = {labels["integration"] for labels, _ in samples["integration_probe_success"]}
         assert integrations <= {"payments", "crm", "shipping", "messaging", "storefront"}
     finally:
+        # Only while the demo runs is the daemon's own SIGTERM handler installed; a demo that already ended
+        # (it failed) must show its error, not have pytest itself killed by the signal.
+        if task.done():
+            task.result()
+            pytest.fail("the demo stopped before it was sent SIGTERM")
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            pytest.fail("the demo is stopping (its SIGTERM handler is gone) before it was sent SIGTERM")
         assert demo.monitor_url is not None
         os.kill(os.getpid(), signal.SIGTERM)  # the daemon's own handler is installed: it stops cleanly
         assert await asyncio.wait_for(task, timeout=30) == 0
