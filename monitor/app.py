@@ -38,7 +38,7 @@ from monitor.component import Component, Services
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
 from monitor.redis_connection import RedisHealth, connect, location
-from monitor.scheduler import ProbeRunner, Scheduler, kind_of
+from monitor.scheduler import ProbeRunner, Scheduler, internal_failure, kind_of
 from monitor.server import HttpServer
 from monitor.settings import Config, ConfigError, load_config, split_listen
 from monitor.status import StatusStore, without_details
@@ -469,7 +469,12 @@ async def probe_once(
     session = make_session(limit=0)
     try:
         ctx = ProbeContext(integration=integration, redactor=redactor, session=session, tokens=tokens)
-        return await default_run_probe(check, ctx)
+        started = time.time()
+        try:
+            return await default_run_probe(check, ctx)
+        except Exception as exc:  # a bug in the probe: a failed run, as in the daemon, its traceback redacted
+            log.error("probe %s/%s raised instead of returning a result", integration, check_name, exc_info=exc)
+            return internal_failure(integration, check, exc, started, redactor)
     finally:
         await tokens.close()
         await session.close()

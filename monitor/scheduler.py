@@ -455,24 +455,31 @@ class Scheduler:
     def _internal_failure(self, job: _Job, exc: Exception, started: float) -> CheckResult:
         """A failed run of class ``internal`` for a probe that raised; its traceback is logged once per check
         and kind of exception (the run repeats every interval; the count is in the probe error metrics)."""
-        check, elapsed = job.check, time.time() - started
         what = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        marker = (job.integration, check.name, what)
+        marker = (job.integration, job.check.name, what)
         if marker not in self._raised:
             if len(self._raised) < MAX_RAISED_REMEMBERED:
                 self._raised.add(marker)
             log.error("probe %s/%s raised %s instead of returning a result; recorded as a failed run of class "
                       "'internal' (this traceback is logged once per check and exception type)",
-                      job.integration, check.name, what, exc_info=exc)
+                      job.integration, job.check.name, what, exc_info=exc)
         else:
-            log.debug("probe %s/%s raised %s again", job.integration, check.name, what)
-        message = job.ctx.redactor.text(str(exc)).replace("\n", " ")[:200]
-        return CheckResult(
-            integration=job.integration, check=check.name, kind=kind_of(check), ok=False,
-            error_class=ErrorClass.INTERNAL,
-            detail=f"internal: the probe raised {type(exc).__name__}" + (f": {message}" if message else ""),
-            started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.INTERNAL,),
-        )
+            log.debug("probe %s/%s raised %s again", job.integration, job.check.name, what)
+        return internal_failure(job.integration, job.check, exc, started, job.ctx.redactor)
+
+
+def internal_failure(
+    integration: str, check: CheckConfigBase, exc: Exception, started: float, redactor: Redactor
+) -> CheckResult:
+    """The failed run of a probe that raised instead of returning a result: class ``internal``, the
+    exception named in the (redacted) detail."""
+    elapsed = time.time() - started
+    message = redactor.text(str(exc)).replace("\n", " ")[:200]
+    return CheckResult(
+        integration=integration, check=check.name, kind=kind_of(check), ok=False, error_class=ErrorClass.INTERNAL,
+        detail=f"internal: the probe raised {type(exc).__name__}" + (f": {message}" if message else ""),
+        started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.INTERNAL,),
+    )
 
 
 def kind_of(check: CheckConfigBase) -> str:

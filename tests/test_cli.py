@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
 import signal
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from daemon_support import (
+    CANARY_HEADER,
     EXE,
     Daemon,
     assert_no_canary,
@@ -25,6 +28,7 @@ from daemon_support import (
 )
 from targets import Reply, Target
 
+from checks import PROBES
 from monitor import cli
 
 
@@ -195,3 +199,25 @@ def test_demo_is_delegated_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     (args,) = seen
     assert (args.listen, args.log_format) == ("127.0.0.1:9999", "json")  # type: ignore[attr-defined]
 
+
+
+def test_probe_of_a_probe_that_raises_shows_an_internal_failure_redacted(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    log_stream: io.StringIO,
+) -> None:
+    """Issue 13, finding 10, in the ``probe`` command: a failed run of class internal, exit 1, and the
+    traceback through the redacting log rather than Python's own printer (which would show secrets)."""
+
+    async def broken(check: object, ctx: object) -> object:
+        raise RuntimeError(f"bug while holding {CANARY_HEADER}")
+
+    monkeypatch.setitem(PROBES, "http", dataclasses.replace(PROBES["http"], probe=broken))
+    route_target(target)
+    config = write(tmp_path / "monitor.yaml", daemon_config(target))
+    assert cli.main(["probe", "-c", str(config), "shop/ok"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "shop/ok [http]: FAILED (internal)"
+    assert "  detail:     internal: the probe raised RuntimeError: bug while holding [REDACTED]" in out
+    assert "Traceback (most recent call last)" in err and "raised instead of returning a result" in err
+    for text, where in ((out, "probe stdout"), (err, "probe stderr")):
+        assert_no_canary(text, where)
