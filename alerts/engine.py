@@ -254,8 +254,16 @@ class AlertEngine:
     def ownership_changed(self, gained: Iterable[str], lost: Iterable[str]) -> None:
         """Integrations moved to or from this replica (the daemon calls this). What was lost is simply no
         longer spoken for (its last state is in the store for the new owner); what was gained is reloaded
-        from the store before the next evaluation judges it, which comes at once."""
+        from the store before the next evaluation judges it, which comes at once.
+
+        What this engine counted of a gained integration is stale: results went to the previous owner
+        meanwhile (a replica that owned it at start, then lost it, would judge the incident by its last,
+        healthy result and resolve it). It starts again from the results that come now, as a restart
+        does: too few failures in a row to judge yet, so the reloaded incident is left as it is."""
         gained, lost = set(gained), set(lost)
+        self.stats.forget(gained)
+        for integration in gained:
+            self.traffic.pop(integration, None)  # the owner's traffic reader backfills it
         self._gained.update(gained)
         if self._fences is not None:  # a shard lost, or lost and won back meanwhile: its token is stale
             self._fences.drop(shard_of(i, self.config.alerting.group_by) for i in gained | lost)

@@ -23,7 +23,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from integration_kit.results import CheckResult
@@ -356,6 +356,13 @@ class Stats:
     def retain(self, checks: set[tuple[str, str]]) -> None:
         """Drop statistics of checks no longer configured (config reload)."""
         for key in [k for k in self.checks if k not in checks]:
+            del self.checks[key]
+
+    def forget(self, integrations: Iterable[str]) -> None:
+        """Drop statistics of these integrations' checks (they became another replica's and back: what is
+        here is stale)."""
+        gone = set(integrations)
+        for key in [k for k in self.checks if k[0] in gone]:
             del self.checks[key]
 
 

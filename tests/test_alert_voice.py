@@ -32,10 +32,10 @@ class Owners:
         return self.table.get(integration) == self.me
 
 
-def config(key_prefix: str) -> Config:
+def config(key_prefix: str, **probe_down: str) -> Config:
     integrations = {
         name: {"checks": [{"name": "api", "kind": "http", "url": f"https://{name}.test/x", "interval": "15s"}],
-               "alerts": {"probe_down": {"consecutive_failures": 2}}}
+               "alerts": {"probe_down": {"consecutive_failures": 2, **probe_down}}}
         for name in ("acme", "globex")
     }
     raw = {"integrations": integrations, "alerting": {"key_prefix": key_prefix, "group_wait": "0s"}}
@@ -111,3 +111,44 @@ async def test_each_replica_tells_of_its_own_health_under_its_own_name(
     alone = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=Sink(), clock=clock,
                         autorun=False)
     assert alone.voice.monitor == "_monitor" and alone.voice.integration("acme")
+
+
+async def test_an_integration_gained_back_is_not_judged_by_what_this_replica_saw_before_it_left(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    # r1 owned acme at first (a healthy result), lost it to r0, which saw acme go down and told it; r0 dies
+    # and acme comes back to r1: its last result of acme is stale, it must neither resolve the incident
+    # nor start a new one.
+    cfg = config(prefix, keep_firing_for="0s")
+    clock = Clock()
+    table = {"acme": "r1", "globex": "r1"}
+    sinks = {name: Sink() for name in ("r0", "r1")}
+    engines = {
+        name: AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=shared_redis, sink=sinks[name],
+                          clock=clock, autorun=False, ownership=Owners(name, table))
+        for name in ("r0", "r1")
+    }
+    for engine in engines.values():
+        await engine.start()
+    engines["r1"].on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None,
+                                        detail="", started_at=T0, duration=0.1, total_duration=0.1,
+                                        status_code=200))
+    table["acme"] = "r0"
+    engines["r1"].ownership_changed([], ["acme"])
+    engines["r0"].ownership_changed(["acme"], [])
+    for n in range(3):
+        fail(engines["r0"], "acme", T0 + 1 + n)
+    clock.now = T0 + 5
+    await engines["r0"].evaluate()
+    assert [a.key for n in sinks["r0"].got for a in n.alerts] == ["acme/probe_down/api/critical"]
+
+    table["acme"] = "r1"
+    engines["r1"].ownership_changed(["acme"], [])
+    clock.now = T0 + 20
+    await engines["r1"].evaluate()
+    fail(engines["r1"], "acme", T0 + 19)
+    await engines["r1"].evaluate()
+    assert sinks["r1"].got == []
+    assert engines["r1"].states["acme/probe_down/api/critical"].status is AlertStatus.FIRING
+    for engine in engines.values():
+        await engine.close()

@@ -1,0 +1,157 @@
+"""One voice per incident with three daemons (real processes) sharing a private redis-server, a loopback
+Slack and a vendor that goes down on purpose (issue 10): the owner of an integration is killed, the
+fleet is restarted one by one, Redis goes away — and each incident is still posted once, its resolve lands
+once in the original thread, and nothing is sent twice.
+
+Short heartbeats, TTLs and intervals keep these tests quick; every wait is a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from fake_slack import TOKEN, FakeSlack, Recorded
+from fleet import EXE, Fleet, until
+from needs import missing
+from redis_servers import OwnRedis
+from targets import Reply, Target
+
+HEARTBEAT = 0.3
+TTL = 2.0
+INTERVAL = 0.5
+REPLICAS = ("r0", "r1", "r2")
+INTEGRATIONS = ("payments", "crm", "shipping")
+DOWN = Reply(status=503, body="upstream unavailable")
+UP = Reply(json={"ok": True})
+
+
+def incident_config(target: Target, slack: FakeSlack, redis_url: str) -> str:
+    integrations = {
+        name: {
+            "checks": [{"name": f"c{i}", "kind": "http", "url": target.url(f"/{name}/c{i}"),
+                        "interval": f"{INTERVAL:g}s", "timeout": "1s"} for i in range(3)],
+            "alerts": {"probe_down": {"consecutive_failures": 2, "keep_firing_for": "0s"},
+                       "error_rate": {"enabled": False}, "latency": {"enabled": False}},
+        }
+        for name in INTEGRATIONS
+    }
+    return json.dumps({
+        "monitor": {"redis_url": redis_url, "evaluation_interval": "500ms", "shutdown_grace": "5s",
+                    "cluster": {"heartbeat": f"{int(HEARTBEAT * 1000)}ms", "ttl": f"{TTL:g}s"}},
+        "integrations": integrations,
+        "alerting": {"slack": {"token": TOKEN, "channel": "#integration-alerts", "base_url": slack.api_url},
+                     "group_wait": "0s", "group_interval": "1s"},
+    })
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def fleet(
+    request: pytest.FixtureRequest, tmp_path: Path, target: Target, slack: FakeSlack, own_redis: OwnRedis
+) -> AsyncIterator[Fleet]:
+    if not EXE.exists():
+        missing(f"console script {EXE} not installed (pip install -e .)")
+    await own_redis.start()
+    for name in INTEGRATIONS:
+        for i in range(3):
+            target.route(f"/{name}/c{i}", UP)
+    config = tmp_path / "monitor.yaml"
+    config.write_text(incident_config(target, slack, own_redis.url))
+    fleet = Fleet(config=config, logs=tmp_path)
+    request.node.process_logs = fleet.log_tail
+    yield fleet
+    await fleet.close()
+
+
+def set_all(target: Target, integration: str, reply: Reply) -> None:
+    """The integration's first check goes down (or up); its other two keep answering. One failing check
+    makes one alert, so its resolve is one message (several would resolve one by one, as they recover)."""
+    target.route(f"/{integration}/c0", reply)
+
+
+def top_level(slack: FakeSlack, integration: str) -> list[Recorded]:
+    """The top-level posts (not thread replies) about ``integration``."""
+    return [p for p in slack.delivered("chat.postMessage")
+            if not p.body.get("thread_ts") and integration in json.dumps(p.body)]
+
+
+def replies(slack: FakeSlack, thread: str) -> list[Recorded]:
+    return [p for p in slack.delivered("chat.postMessage") if p.body.get("thread_ts") == thread]
+
+
+def ts_of(slack: FakeSlack, post: Recorded) -> str:
+    """The ts Slack gave a delivered top-level post (the fake numbers its messages in order)."""
+    for ts, message in slack.messages.items():
+        if message.thread_ts is None and message.text == str(post.body.get("text", "")):
+            return ts
+    raise AssertionError(f"no message for {post.body.get('text')!r}")
+
+
+async def waited(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
+    await until(condition, within, what)
+
+
+async def start_three(fleet: Fleet) -> None:
+    await asyncio.gather(*(fleet.start(name) for name in REPLICAS))
+    await fleet.settled(set(REPLICAS))
+
+
+async def owner_of(fleet: Fleet, integration: str) -> str:
+    owner: str = (await fleet.running()[0].status())["integrations"][integration]["owner"]
+    return owner
+
+
+async def posted_once(slack: FakeSlack, integration: str) -> str:
+    """Wait for the incident's post; return its ts."""
+    await waited(lambda: top_level(slack, integration), f"the {integration} incident in Slack")
+    return ts_of(slack, top_level(slack, integration)[0])
+
+
+async def resolved_once(slack: FakeSlack, target: Target, integration: str, thread: str) -> None:
+    """The vendor recovers: exactly one resolve, in the incident's thread, and nothing more after it."""
+    set_all(target, integration, UP)
+    await waited(lambda: replies(slack, thread), f"the {integration} resolve in its thread")
+    await asyncio.sleep(3 * INTERVAL + 2)  # every replica has seen the recovery and evaluated it
+    assert len(replies(slack, thread)) == 1, [r.body.get("text") for r in replies(slack, thread)]
+    assert len(top_level(slack, integration)) == 1, [p.body.get("text") for p in top_level(slack, integration)]
+
+
+async def test_killing_the_owner_mid_incident_keeps_one_post_and_one_threaded_resolve(
+    fleet: Fleet, target: Target, slack: FakeSlack
+) -> None:
+    await start_three(fleet)
+    set_all(target, "payments", DOWN)
+    thread = await posted_once(slack, "payments")
+    victim = await owner_of(fleet, "payments")
+    await fleet.kill(victim)
+    await fleet.settled(set(REPLICAS) - {victim}, within=TTL + 10)
+    assert await owner_of(fleet, "payments") != victim
+    await asyncio.sleep(TTL + 4 * INTERVAL)  # the new owner evaluates the still failing checks
+    assert len(top_level(slack, "payments")) == 1, [p.body.get("text") for p in top_level(slack, "payments")]
+    await resolved_once(slack, target, "payments", thread)
+
+
+async def test_a_rolling_restart_mid_incident_still_posts_once(
+    fleet: Fleet, target: Target, slack: FakeSlack
+) -> None:
+    await start_three(fleet)
+    set_all(target, "payments", DOWN)
+    thread = await posted_once(slack, "payments")
+    for name in REPLICAS:
+        assert await fleet.stop(name) == 0
+        await fleet.settled(set(REPLICAS) - {name})
+        await fleet.start(name)
+        await fleet.settled(set(REPLICAS))
+    await asyncio.sleep(4 * INTERVAL)
+    assert len(top_level(slack, "payments")) == 1, [p.body.get("text") for p in top_level(slack, "payments")]
+    await resolved_once(slack, target, "payments", thread)
