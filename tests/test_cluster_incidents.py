@@ -117,41 +117,48 @@ async def posted_once(slack: FakeSlack, integration: str) -> str:
     return ts_of(slack, top_level(slack, integration)[0])
 
 
+def one_post(slack: FakeSlack, integration: str) -> None:
+    posts = top_level(slack, integration)
+    assert len(posts) == 1, (integration, [p.body.get("text") for p in posts])
+
+
 async def resolved_once(slack: FakeSlack, target: Target, integration: str, thread: str) -> None:
-    """The vendor recovers: exactly one resolve, in the incident's thread, and nothing more after it."""
+    """Still one post; the vendor recovers: exactly one resolve, in the incident's thread, nothing after it."""
+    one_post(slack, integration)
     set_all(target, integration, UP)
     await waited(lambda: replies(slack, thread), f"the {integration} resolve in its thread")
     await asyncio.sleep(3 * INTERVAL + 2)  # every replica has seen the recovery and evaluated it
     assert len(replies(slack, thread)) == 1, [r.body.get("text") for r in replies(slack, thread)]
-    assert len(top_level(slack, integration)) == 1, [p.body.get("text") for p in top_level(slack, integration)]
+    one_post(slack, integration)
+
+
+async def incident(fleet: Fleet, target: Target, slack: FakeSlack) -> str:
+    """Three replicas; payments goes down and is posted. Returns the post's ts."""
+    await start_three(fleet)
+    set_all(target, "payments", DOWN)
+    return await posted_once(slack, "payments")
 
 
 async def test_killing_the_owner_mid_incident_keeps_one_post_and_one_threaded_resolve(
     fleet: Fleet, target: Target, slack: FakeSlack
 ) -> None:
-    await start_three(fleet)
-    set_all(target, "payments", DOWN)
-    thread = await posted_once(slack, "payments")
+    thread = await incident(fleet, target, slack)
     victim = await owner_of(fleet, "payments")
     await fleet.kill(victim)
     await fleet.settled(set(REPLICAS) - {victim}, within=TTL + 10)
     assert await owner_of(fleet, "payments") != victim
     await asyncio.sleep(TTL + 4 * INTERVAL)  # the new owner evaluates the still failing checks
-    assert len(top_level(slack, "payments")) == 1, [p.body.get("text") for p in top_level(slack, "payments")]
     await resolved_once(slack, target, "payments", thread)
 
 
 async def test_a_rolling_restart_mid_incident_still_posts_once(
     fleet: Fleet, target: Target, slack: FakeSlack
 ) -> None:
-    await start_three(fleet)
-    set_all(target, "payments", DOWN)
-    thread = await posted_once(slack, "payments")
+    thread = await incident(fleet, target, slack)
     for name in REPLICAS:
         assert await fleet.stop(name) == 0
         await fleet.settled(set(REPLICAS) - {name})
         await fleet.start(name)
         await fleet.settled(set(REPLICAS))
     await asyncio.sleep(4 * INTERVAL)
-    assert len(top_level(slack, "payments")) == 1, [p.body.get("text") for p in top_level(slack, "payments")]
     await resolved_once(slack, target, "payments", thread)
