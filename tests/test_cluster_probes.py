@@ -118,11 +118,24 @@ async def test_three_replicas_probe_each_check_once_per_interval_and_one_exports
     for check, where in exported.items():
         assert where == [owners[0][check.split("/")[0]]], (check, where)
 
-    # The cluster's own metrics.
-    text = await fleet.running()[0].metrics()
-    assert "integration_monitor_cluster_members 3.0" in text
-    assert "integration_monitor_owned_checks " in text
-    assert "integration_monitor_ownership_changes_total" in text
+    # Members in /api/status, and the cluster's own metrics on every replica: the members, its share
+    # (the shares add up to every check), the moves that brought it there.
+    assert {m["id"] for m in statuses[0]["monitor"]["cluster"]["members"]} == {"r0", "r1", "r2"}
+    owned = 0.0
+    for replica in fleet.running():
+        text = await replica.metrics()
+        assert "integration_monitor_cluster_members 3.0" in text
+        owned += sample(text, "integration_monitor_owned_checks")
+        assert sample(text, 'integration_monitor_ownership_changes_total{unit="check"}') > 0, replica.name
+    assert owned == len(CHECKS)
+
+
+def sample(exposition: str, series: str) -> float:
+    """The value of one series (name and labels as exposed) in a /metrics text."""
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not exposed")
 
 
 async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(fleet: Fleet, target: Target) -> None:

@@ -25,6 +25,7 @@ from integration_kit.recorder import TrafficRecorder
 from integration_kit.redact import Redactor
 from integration_kit.retry import RetryPolicy
 from integration_kit.traffic import bucket_key, bucket_of
+from monitor.cluster.placement import Placement, Solo
 from monitor.component import Services
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
@@ -39,9 +40,21 @@ def make_config(prefix: str, **error_rate: Any) -> Config:
     return parse_config(yaml.safe_dump({"monitor": {"evaluation_interval": "100ms"}, "integrations": integrations}))
 
 
-def make_service(client: redis.asyncio.Redis, config: Config) -> tuple[TrafficService, Metrics]:
+def make_service(client: redis.asyncio.Redis, config: Config,
+                 placement: Placement | None = None) -> tuple[TrafficService, Metrics]:
     metrics = Metrics()
-    return TrafficService(Services(metrics=metrics, redactor=Redactor(), redis=client, config=config)), metrics
+    services = Services(metrics=metrics, redactor=Redactor(), redis=client, config=config,
+                        placement=placement or Solo())
+    return TrafficService(services), metrics
+
+
+class OwnsNothing(Solo):
+    """A replica whose peers own every integration."""
+
+    clustered = True
+
+    def owns(self, integration: str) -> bool:
+        return False
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -116,6 +129,22 @@ async def test_late_writes_to_a_bucket_count_once_and_history_goes_only_to_the_r
     assert added[1:] == [("payments", start, 2, {"auth": 1}), ("payments", start, 1, {"auth": 1})]
     await shared_redis.hset(bucket_key("payments", int(start), prefix), "c:nonsense", "x")
     assert await service.read_once()  # an unknown field is ignored (and logged once), the rest still read
+
+
+async def test_only_the_owner_of_an_integration_exports_its_traffic_series(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    rec = TrafficRecorder(shared_redis, "payments", prefix=prefix)
+    service, m = make_service(shared_redis, make_config(prefix), OwnsNothing("r1"))
+    assert await service.read_once()  # the baseline
+    rec.record(CallOutcome(integration="payments", method="GET", error_class=None, status=200, attempts=1,
+                           duration=0.1))
+    await rec.flush()
+    assert await service.read_once()
+    assert service.status()["integrations"]["payments"]["calls"] == 1  # read…
+    exposition = m.render_text().decode()
+    assert "integration_traffic_requests_total{" not in exposition  # …but exported by its owner only
+    assert "integration_traffic_last_write_timestamp_seconds{" not in exposition
 
 
 def rule_input(stats: TrafficStats | None, now: float, **error_rate: Any) -> RuleInput:

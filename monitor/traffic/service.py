@@ -11,8 +11,9 @@ an integration also reads ``BACKFILL`` seconds of history: it goes to the rule (
 blind it) but not to the counters, which, as Prometheus counters do, count from the monitor's start.
 
 Read-only, so any number of replicas may read; in a cluster it is owner-scoped (monitor/component.py):
-it reads, exports and feeds to the engine only the integrations this replica owns. ``exports(integration)``
-can still hold back an integration's series.
+it reads and feeds to the engine only the integrations this replica owns, and exports an integration's
+series only while the placement says this replica owns it (``exports``: the answer the probe series and
+the alert engine follow too, asked at the moment of export).
 Redis trouble: the reader logs once, shows the error in ``/api/status``, reports itself not ok
 (``integration_monitor_component_ok{component="traffic"}``) and retries with back-off; the counters
 simply stand still. The read loop is supervised (``monitor/poll_loop.py``).
@@ -83,7 +84,7 @@ class TrafficService:
         self._add_traffic: AddTraffic | None = None
         self.fact_feed = FactFeed(self.facts)  # the traffic_silence rule's input, after every read
         self._watching_since: dict[str, float] = {}  # first successful read of each integration (our clock)
-        self.exports: Callable[[str], bool] = lambda integration: True
+        self.exports: Callable[[str], bool] = services.placement.owns
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._supervisor = Supervisor(
