@@ -82,6 +82,8 @@ def register_core(subparsers: Any) -> None:
     demo.add_argument("--vendor-port", type=int, metavar="PORT", help="port of the simulated vendor API (default: any)")
     demo.add_argument("--redis-url", metavar="URL", help="Redis for the quota and webhook parts (default: $REDIS_URL)")
     demo.add_argument("--seed", type=int, help="seed of the simulated traffic")
+    demo.add_argument("--replicas", type=int, metavar="N",
+                      help="run N daemons sharing the Redis, as N sidecars would (needs a Redis; default 1)")
     add_logging_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 

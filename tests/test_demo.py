@@ -663,6 +663,51 @@ async def test_demo_with_redis_feeds_the_quota_webhook_and_traffic_readers_then_
     assert [k async for k in shared_redis.scan_iter(match=f"*{demo_prefix}*")] == []
 
 
+async def test_demo_with_three_replicas_splits_the_checks_and_names_one_owner_per_integration(
+    http: aiohttp.ClientSession, shared_redis: redis.asyncio.Redis, demo_prefix: str
+) -> None:
+    demo = Demo(listen="127.0.0.1:0", redis_url=SHARED_REDIS, key_prefix=demo_prefix, components=[], replicas=3)
+    await demo.start()
+    ids = ["demo-1", "demo-2", "demo-3"]
+    loop = asyncio.get_running_loop()
+    try:
+        assert [app.config.monitor.cluster.replica_id for app in demo.apps] == ids
+        checks = sum(len(i.checks) for i in demo.apps[0].config.integrations.values())
+        deadline = loop.time() + 30.0
+        while True:
+            statuses = []
+            for app in demo.apps:
+                async with http.get(f"{app.server.url}/api/status") as response:
+                    statuses.append(await response.json())
+            clusters = [s["monitor"]["cluster"] for s in statuses]
+            if all(c["view"] == ids for c in clusters) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert [c["view"] for c in clusters] == [ids] * 3
+        shares = [c["owned_checks"] for c in clusters]
+        assert sum(shares) == checks and all(shares), shares  # each replica a share, together every check
+        owners = [{name: i["owner"] for name, i in s["integrations"].items()} for s in statuses]
+        assert owners[0] == owners[1] == owners[2] and set(owners[0].values()) <= set(ids)
+        owned = sorted(i for c in clusters for i in c["owned_integrations"])
+        assert owned == sorted(owners[0])  # each integration owned once
+    finally:
+        await demo.close()
+    assert [k async for k in shared_redis.scan_iter(match=f"*{demo_prefix}*")] == []
+
+
+def test_demo_replicas_need_a_redis() -> None:
+    with pytest.raises(ValueError, match=r"replicas: 3 replicas share the work through Redis"):
+        Demo(replicas=3)
+    with pytest.raises(ValueError, match=r"replicas: expected 1 to 9, got 0"):
+        Demo(replicas=0, redis_url=SHARED_REDIS)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "demo", "--replicas", "3"], capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--redis-url URL or $REDIS_URL" in done.stderr
+
+
 def test_demo_command_reports_a_taken_port_and_exits_1() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

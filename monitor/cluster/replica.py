@@ -361,8 +361,9 @@ class Cluster:
         )
         self._assignment = new
         if members != old.members:
-            log.info("cluster: members %s → %s; this replica probes %d check(s), owns %d integration(s)",
-                     ",".join(old.members) or "-", ",".join(members) or "-", len(new.share), len(owned_now))
+            log.info("cluster: members %s → %s; this replica (%s) probes %d check(s), owns %d integration(s)",
+                     ",".join(old.members) or "-", ",".join(members) or "-", self.me, len(new.share),
+                     len(owned_now))
         m = self._metrics
         m.owned_checks.set(len(new.share))
         m.owned_integrations.set(len(owned_now))

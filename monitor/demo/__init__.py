@@ -7,6 +7,11 @@ receiver that records them with the webhook ledger (monitor/demo/webhooks.py), a
 the vendor through the integration kit (monitor/demo/kit_traffic.py: real traffic, a throttled job).
 Every key it writes lives under a demo prefix and is deleted when the demo stops.
 
+``--replicas N`` (needs the Redis) runs N daemons in the one process, as N sidecars sharing a Redis would
+run: ``demo-1`` … ``demo-N``, listening on consecutive ports from ``--listen``. Each one's
+``/api/status`` shows its share (``monitor.cluster``) and who owns each integration; each incident is
+printed once, by its integration's owner.
+
 ``run_demo(args)`` is the CLI entry; ``Demo`` is the async core (``start``/``close`` for tests, ``run``
 for the command: serves until SIGTERM/SIGINT).
 """
@@ -28,8 +33,8 @@ from monitor.commands.common import run_async
 from monitor.demo.kit_traffic import KitTraffic
 from monitor.demo.traffic import RateLimiterTraffic, WebhookTraffic, cleanup
 from monitor.demo.vendor import SimulatedVendor, VendorBehaviour
-from monitor.logs import setup_logging
-from monitor.settings import load_config
+from monitor.logs import RedactingFilter, setup_logging
+from monitor.settings import load_config, split_listen
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9478"
 DEFAULT_KEY_PREFIX = "imdemo"
+MAX_REPLICAS = 9
 
 
 def bundled_config_path() -> Path:
@@ -61,7 +67,14 @@ class Demo:
         behaviour: VendorBehaviour | None = None,
         config_path: Path | None = None,
         components: Sequence[ComponentFactory] | None = None,
+        replicas: int = 1,
     ) -> None:
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas: expected 1 to {MAX_REPLICAS}, got {replicas}")
+        if replicas > 1 and not redis_url:
+            raise ValueError(f"replicas: {replicas} replicas share the work through Redis: give a Redis "
+                             "(--redis-url URL or $REDIS_URL)")
+        self.replicas = replicas
         self.listen = listen
         self.vendor_port = vendor_port
         self.redis_url = redis_url or None
@@ -70,7 +83,8 @@ class Demo:
         self.vendor = SimulatedVendor(behaviour or VendorBehaviour(seed=seed))
         self.seed = seed
         self.components = components  # None: the daemon's default components
-        self.app: App | None = None
+        self.app: App | None = None  # the first replica
+        self.apps: list[App] = []
         self._redis: redis.asyncio.Redis | None = None
         self._traffic: RateLimiterTraffic | None = None
         self.webhooks: WebhookTraffic | None = None
@@ -146,20 +160,41 @@ class Demo:
             return App(config, config_path=self.config_path, components=self.components)
         return App(config, components=self.components)
 
+    def replica_configs(self, config: Config) -> list[Config]:
+        """One config per replica: its own id and port (consecutive from ``listen``; 0 stays 0)."""
+        if self.replicas == 1:
+            return [config]
+        host, port = split_listen(self.listen)
+        out = []
+        for n in range(self.replicas):
+            cluster = config.monitor.cluster.model_copy(update={"replica_id": f"demo-{n + 1}"})
+            listen = f"{host}:{port + n if port else 0}"
+            out.append(config.model_copy(update={
+                "monitor": config.monitor.model_copy(update={"listen": listen, "cluster": cluster})}))
+        return out
+
+    async def _start_apps(self) -> None:
+        self.apps = [self._make_app(config) for config in self.replica_configs(self.load())]
+        self.app = self.apps[0]
+        for app in self.apps:
+            await app.start()
+
+    async def _close_apps(self) -> None:
+        # Together: each announces its leave at once, rather than handing its share to the next to go.
+        await asyncio.gather(*(app.close() for app in self.apps))
+
     async def start(self) -> None:
         """Start everything; the daemon serves on ``monitor_url``. ``close()`` stops it again."""
         try:
             await self._start_integrations()
-            self.app = self._make_app(self.load())
-            await self.app.start()
+            await self._start_apps()
         except BaseException:
             await self.close()
             raise
         log.info("demo running: %s/api/status and %s/metrics", self.monitor_url, self.monitor_url)
 
     async def close(self) -> None:
-        if self.app is not None:
-            await self.app.close()
+        await self._close_apps()
         await self._stop_integrations()
 
     async def run(self, *, reloadable: bool = False, log_format: str | None = None, log_level: str = "INFO") -> int:
@@ -179,6 +214,8 @@ class Demo:
             await self._start_integrations()
             if stopping.is_set():
                 return 0
+            if self.replicas > 1:
+                return await self._run_replicas(stopping, log_format=log_format, log_level=log_level)
             # From here to app.run() nothing awaits: its own handlers replace these before a signal is seen.
             self.app = self._make_app(self.load(), reloadable=reloadable)
             if log_format is not None:
@@ -193,6 +230,26 @@ class Demo:
             await self._stop_integrations()
 
 
+    async def _run_replicas(self, stopping: asyncio.Event, *, log_format: str | None, log_level: str) -> int:
+        """N daemons until SIGTERM/SIGINT (no SIGHUP reload: each replica's id and port are the demo's)."""
+        try:
+            await self._start_apps()
+            if log_format is not None:
+                handler = setup_logging(self.apps[0].redactor, fmt=log_format, level=log_level)
+                for app in self.apps[1:]:  # every replica's secrets are masked, whoever logs
+                    handler.addFilter(RedactingFilter(app.redactor))
+            for app in self.apps:
+                cluster = app.config.monitor.cluster
+                log.info("demo: replica %s: http://%s/api/status (its share under monitor.cluster)",
+                         cluster.replica_id, app.config.monitor.listen)
+            log.info("demo: %d replicas share the checks; each incident is printed once, by its owner "
+                     "(Ctrl-C stops)", self.replicas)
+            await stopping.wait()
+        finally:
+            await self._close_apps()
+        return 0
+
+
 def _stop_signal(name: str, stopping: asyncio.Event) -> None:
     log.info("%s received: stopping", name)
     stopping.set()
@@ -200,18 +257,18 @@ def _stop_signal(name: str, stopping: asyncio.Event) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """The ``demo`` command. Uses ``args.listen``, ``args.log_format``, ``args.log_level`` and, when the
-    parser defines them, ``args.vendor_port``, ``args.redis_url``, ``args.seed``; ``REDIS_URL`` from the
-    environment when no ``--redis-url`` is given."""
-    demo = Demo(
-        listen=getattr(args, "listen", None) or DEFAULT_LISTEN,
-        vendor_port=getattr(args, "vendor_port", None) or 0,
-        redis_url=getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None,
-        seed=getattr(args, "seed", None) or 0,
-    )
+    parser defines them, ``args.vendor_port``, ``args.redis_url``, ``args.seed``, ``args.replicas``;
+    ``REDIS_URL`` from the environment when no ``--redis-url`` is given. Exit code 2 for arguments that
+    cannot work together (replicas without a Redis)."""
+    try:
+        demo = _demo_of(args)
+    except ValueError as exc:
+        log.error("demo: %s", exc)
+        return 2
     try:
         return run_async(
             demo.run(
-                reloadable=True,
+                reloadable=demo.replicas == 1,
                 log_format=getattr(args, "log_format", None) or "text",
                 log_level=getattr(args, "log_level", None) or "INFO",
             )
@@ -219,3 +276,13 @@ def run_demo(args: argparse.Namespace) -> int:
     except OSError as exc:  # most likely the port is taken
         log.error("demo could not start: %s (choose another address with --listen HOST:PORT)", exc)
         return 1
+
+
+def _demo_of(args: argparse.Namespace) -> Demo:
+    return Demo(
+        listen=getattr(args, "listen", None) or DEFAULT_LISTEN,
+        vendor_port=getattr(args, "vendor_port", None) or 0,
+        redis_url=getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None,
+        seed=getattr(args, "seed", None) or 0,
+        replicas=getattr(args, "replicas", None) or 1,
+    )
