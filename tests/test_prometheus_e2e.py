@@ -6,6 +6,11 @@ expected to show data in the demo must return a non-empty result: a renamed metr
 here as an empty panel. The demo gets its own redis-server (its keys would clash with another demo's
 on the shared one) so the quota and webhook panels have data too.
 
+Then three daemons (real processes, a private redis-server) behind one Prometheus with the shipped rules:
+aggregated by check, every figure comes once (from the integration's owner), not three times, and when
+the owner of a failing integration is SIGKILLed the probe-down alerts fire through the handover without a
+gap, and nothing else fires.
+
 Needs the `prometheus` and `redis-server` binaries (Debian packages `prometheus`, `redis-server`):
 fails without them under CI, skips visibly otherwise.
 """
@@ -27,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from needs import free_port, need_binary
+from needs import free_port, missing, need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "integration-monitor.json"
@@ -224,3 +229,117 @@ def test_every_dashboard_and_rule_expression_against_real_prometheus(
 
     # The daemon stops cleanly on SIGTERM (what Kubernetes and `docker stop` send).
     assert stop(demo, timeout=20) == 0, (tmp_path / "demo.log").read_text()[-3000:]
+
+
+# ---- three replicas behind one Prometheus ---------------------------------------------------------
+
+HEARTBEAT, TTL = 0.3, 2.0
+
+
+def fleet_config(target: Any, redis_url: str) -> str:
+    """Two integrations of two checks at 1 s: ``down`` answers 503 (its probe-down alert fires), ``up`` 200."""
+    integrations = {
+        name: {"checks": [{"name": f"c{i}", "kind": "http", "url": target.url(f"/{name}/c{i}"), "interval": "1s",
+                           "timeout": "1s"} for i in range(2)]}
+        for name in ("down", "up")
+    }
+    return json.dumps({
+        "monitor": {"redis_url": redis_url, "shutdown_grace": "5s",
+                    "cluster": {"heartbeat": f"{int(HEARTBEAT * 1000)}ms", "ttl": f"{TTL:g}s"}},
+        "integrations": integrations,
+    })
+
+
+def start_prometheus(tmp_path: Path, targets: list[str], processes: list[subprocess.Popen[bytes]]) -> Prometheus:
+    prometheus_bin = need_binary("prometheus", "Debian package `prometheus`")
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [{"job_name": "integration-monitor", "static_configs": [{"targets": targets}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        processes.append(subprocess.Popen(
+            [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path,
+        ))
+    return Prometheus(f"http://127.0.0.1:{port}")
+
+
+async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_handover_moves_no_alert(
+    request: pytest.FixtureRequest, tmp_path: Path, target: Any, own_redis: Any,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    import asyncio
+
+    from fleet import EXE, Fleet, until
+    from targets import Reply
+
+    if not EXE.exists():
+        missing(f"console script {EXE} not installed (pip install -e .)")
+    for i in range(2):
+        target.route(f"/down/c{i}", Reply(status=503, body="upstream unavailable"))
+        target.route(f"/up/c{i}", Reply(json={"ok": True}))
+    await own_redis.start()
+    config = tmp_path / "monitor.yaml"
+    config.write_text(fleet_config(target, own_redis.url))
+    fleet = Fleet(config=config, logs=tmp_path)
+    request.node.process_logs = fleet.log_tail
+    try:
+        await asyncio.gather(*(fleet.start(name) for name in ("r0", "r1", "r2")))
+        await fleet.settled({"r0", "r1", "r2"})
+        prom = start_prometheus(tmp_path, [f"127.0.0.1:{r.port}" for r in fleet.replicas.values()], processes)
+
+        async def result(expr: str) -> list[Any]:
+            try:
+                return await asyncio.to_thread(prom.result, expr)
+            except (OSError, urllib.error.URLError):
+                return []  # not up yet
+
+        firing = 'ALERTS{alertname="IntegrationProbeDown", alertstate="firing"}'
+
+        async def both_down_firing() -> bool:
+            return {s["metric"]["check"] for s in await result(firing)} == {"c0", "c1"}
+
+        await until(both_down_firing, 60, "IntegrationProbeDown firing for down/c0 and down/c1")
+        fired_at = time.time()
+
+        # Aggregated by check, every figure comes once — from the integration's owner — not three times.
+        per_check = await result("count by (integration, check) (integration_probe_success)")
+        assert sorted((s["metric"]["integration"], s["metric"]["check"], s["value"][1]) for s in per_check) == [
+            ("down", "c0", "1"), ("down", "c1", "1"), ("up", "c0", "1"), ("up", "c1", "1")]
+        await asyncio.sleep(6)  # a few scrapes of steady counters
+        rates = await result("sum by (integration, check) (rate(integration_probe_runs_total[5s]))")
+        assert len(rates) == 4 and all(0.5 <= float(s["value"][1]) <= 1.5 for s in rates), rates  # 1 run/s, not 3
+        members = await result("integration_monitor_cluster_members")
+        assert sorted(s["value"][1] for s in members) == ["3", "3", "3"]
+
+        # The owner of `down` dies: its series stop, the new owner's start; the alerts stay as they were.
+        owner = (await fleet.running()[0].status())["integrations"]["down"]["owner"]
+        await fleet.kill(owner)
+        await fleet.settled({"r0", "r1", "r2"} - {owner}, within=TTL + 10)
+
+        async def exported_by_new_owner() -> bool:
+            rows = await result('integration_probe_consecutive_failures{integration="down"}')
+            return len(rows) == 2 and all(not s["metric"]["instance"].endswith(
+                f":{fleet.replicas[owner].port}") for s in rows)
+
+        await until(exported_by_new_owner, 30, "down's series from its new owner")
+        await asyncio.sleep(5)
+        end = time.time()
+        query = "/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": 'ALERTS{alertstate="firing"}', "start": fired_at, "end": end, "step": "1"})
+        status, body = await asyncio.to_thread(get, prom.url + query)
+        assert status == 200, body
+        series = json.loads(body)["data"]["result"]
+        steps = int(end - fired_at) + 1  # query_range steps: start, start + 1 s, … up to end
+        seen = {(s["metric"]["alertname"], s["metric"].get("integration"), s["metric"].get("check")): len(s["values"])
+                for s in series}
+        # Firing at every step of the window, the handover included, and nothing else fired.
+        assert seen == {("IntegrationProbeDown", "down", "c0"): steps, ("IntegrationProbeDown", "down", "c1"): steps}
+        per_check = await result("count by (integration, check) (integration_probe_success)")
+        assert all(s["value"][1] == "1" for s in per_check) and len(per_check) == 4, per_check
+    finally:
+        await fleet.close()
