@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -73,10 +74,10 @@ async def fleet(
     await fleet.close()
 
 
-def set_all(target: Target, integration: str, reply: Reply) -> None:
-    """The integration's first check goes down (or up); its other two keep answering. One failing check
+def set_all(target: Target, integration: str, reply: Reply, check: str = "c0") -> None:
+    """One of the integration's checks goes down (or up); its other two keep answering. One failing check
     makes one alert, so its resolve is one message (several would resolve one by one, as they recover)."""
-    target.route(f"/{integration}/c0", reply)
+    target.route(f"/{integration}/{check}", reply)
 
 
 def top_level(slack: FakeSlack, integration: str) -> list[Recorded]:
@@ -111,9 +112,9 @@ async def owner_of(fleet: Fleet, integration: str) -> str:
     return owner
 
 
-async def posted_once(slack: FakeSlack, integration: str) -> str:
+async def posted_once(slack: FakeSlack, integration: str, within: float = 30.0) -> str:
     """Wait for the incident's post; return its ts."""
-    await waited(lambda: top_level(slack, integration), f"the {integration} incident in Slack")
+    await waited(lambda: top_level(slack, integration), f"the {integration} incident in Slack", within)
     return ts_of(slack, top_level(slack, integration)[0])
 
 
@@ -122,10 +123,10 @@ def one_post(slack: FakeSlack, integration: str) -> None:
     assert len(posts) == 1, (integration, [p.body.get("text") for p in posts])
 
 
-async def resolved_once(slack: FakeSlack, target: Target, integration: str, thread: str) -> None:
+async def resolved_once(slack: FakeSlack, target: Target, integration: str, thread: str, check: str = "c0") -> None:
     """Still one post; the vendor recovers: exactly one resolve, in the incident's thread, nothing after it."""
     one_post(slack, integration)
-    set_all(target, integration, UP)
+    set_all(target, integration, UP, check)
     await waited(lambda: replies(slack, thread), f"the {integration} resolve in its thread")
     await asyncio.sleep(3 * INTERVAL + 2)  # every replica has seen the recovery and evaluated it
     assert len(replies(slack, thread)) == 1, [r.body.get("text") for r in replies(slack, thread)]
@@ -162,3 +163,32 @@ async def test_a_rolling_restart_mid_incident_still_posts_once(
         await fleet.settled(set(REPLICAS))
     await asyncio.sleep(4 * INTERVAL)
     await resolved_once(slack, target, "payments", thread)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap (issue 10, item 4): while Redis is down, a result probed by a replica other than its "
+    "integration's owner cannot reach the owner (it is recorded where it was probed: series only), and the "
+    "prober does not speak for an integration it does not own, so that check's new incident waits for Redis; "
+    "and Redis back empty loses the Slack thread record, so the earlier incident's resolve is a new message"))
+async def test_redis_down_mid_incident_no_incident_goes_unposted_and_none_is_posted_twice(
+    fleet: Fleet, target: Target, slack: FakeSlack, own_redis: OwnRedis
+) -> None:
+    thread = await incident(fleet, target, slack)
+    # The incident that starts during the outage: a check probed by another replica than its owner's.
+    doc = await fleet.running()[0].status()
+    elsewhere = [(name, check) for name in INTEGRATIONS if name != "payments"
+                 for check, entry in doc["integrations"][name]["checks"].items()
+                 if entry["probed_by"] != doc["integrations"][name]["owner"]]
+    assert elsewhere, doc["integrations"]
+    integration, check = elsewhere[0]
+    await own_redis.stop()
+    outage = time.monotonic()
+    set_all(target, integration, DOWN, check)
+    # Posted while nobody can coordinate (fail open, never silent).
+    second = await posted_once(slack, integration, within=3 * TTL)
+    await asyncio.sleep(max(0.0, 3 * TTL - (time.monotonic() - outage)))  # every lease has run out meanwhile
+    await own_redis.start()  # empty: this Redis kept nothing (no persistence)
+    await fleet.settled(set(REPLICAS), within=TTL * 5)
+    await asyncio.sleep(TTL + 4 * INTERVAL)  # ownership and alert state reconciled, evaluations went on
+    await resolved_once(slack, target, "payments", thread)
+    await resolved_once(slack, target, integration, second, check)
