@@ -256,3 +256,26 @@ def test_result_codec_round_trips_and_masks_secrets() -> None:
     assert decode(encode(result, Redactor())) == result
     with pytest.raises((ValueError, KeyError, TypeError)):
         decode(b'{"i": "a"}')
+
+
+def test_a_member_seen_active_stays_active_when_the_next_beat_converts_its_activation_a_little_later() -> None:
+    # Each heartbeat converts Redis' clock with its own offset estimate: an activation that has just
+    # passed may come back a few ms in the future. The view must not flap (ownership there and back).
+    from monitor.cluster.replica import Cluster
+    from monitor.metrics import Metrics
+
+    config = parse_config("monitor: {redis_url: 'redis://127.0.0.1:1/0', cluster: {replica_id: r0}}\n"
+                          "integrations: {}\n", env={})
+    cluster = Cluster(config, redis=redis.asyncio.Redis(host="127.0.0.1", port=1), metrics=Metrics())
+
+    def member(name: str, active_at: float, joined_at: float = 0.0) -> Member:
+        return Member(id=name, incarnation=f"{name}-1", joined_at=joined_at, active_at=active_at, expires_at=1000.0,
+                      fleet=cluster.fleet)
+
+    cluster._records = (member("r0", 0.0), member("r1", 100.0))
+    assert cluster._view(100.002) == ("r0", "r1")
+    cluster._records = (member("r0", 0.0), member("r1", 100.005))  # the next beat's estimate: 5 ms later
+    assert cluster._view(100.003) == ("r0", "r1")
+    # Registered again (an outage emptied Redis): a new activation, announced ahead, is a new record.
+    cluster._records = (member("r0", 0.0), member("r1", 103.0, joined_at=100.5))
+    assert cluster._view(101.0) == ("r0",)

@@ -79,6 +79,7 @@ class Cluster:
         self._records: tuple[Member, ...] = ()
         self._seen: dict[str, Member] = {}  # the last record seen of every member, departed ones included
         self._grace: dict[str, float] = {}  # members kept in the view after an outage, until (local time)
+        self._active_since: dict[tuple[str, str], float] = {}  # (id, incarnation) → activation seen passed
         self._assignment = Assignment((), frozenset(), {}, {})
         self._ran_until: dict[str, float] = {}
         self._applied_at = float("-inf")  # when the placement last changed (local clock)
@@ -313,10 +314,11 @@ class Cluster:
     def _view(self, now: float, *, confirmed: bool = True) -> tuple[str, ...]:
         """The members holding a share at ``now``. ``confirmed``: the records were just read, so a lease
         that ran out in them really did; otherwise such a member still counts until the next heartbeat."""
-        records = self._records if confirmed else tuple(
-            replace(m, expires_at=float("inf")) if m.expires_at <= now else m for m in self._records
-        )
+        records = tuple(self._steady(m, now) for m in self._records)
+        if not confirmed:
+            records = tuple(replace(m, expires_at=float("inf")) if m.expires_at <= now else m for m in records)
         ids = set(active_ids(records, now, self.fleet))
+        self._active_since = {(m.id, m.incarnation): m.active_at for m in records if m.active_at <= now}
         left = {m.id for m in self._records if m.leaving_at is not None and m.leaving_at <= now}
         for member, until in list(self._grace.items()):
             if now >= until:
@@ -328,6 +330,17 @@ class Cluster:
         elif self._keep_last:
             return tuple(sorted({self.me if m in self._my_ids else m for m in self._assignment.members}))
         return tuple(sorted(ids))
+
+    def _steady(self, member: Member, now: float) -> Member:
+        """A member once seen active stays active. Its times come from Redis' clock, converted with each
+        heartbeat's own estimate of the offset, which moves by a few milliseconds from one beat to the next
+        (half a round trip, more on a loaded machine): enough to move a just-passed activation back after
+        ``now`` for a moment, and the view would flap (ownership moving there and back). The same record
+        only: a member that registers again (a new activation, a heartbeat or more apart) is a new one."""
+        seen = self._active_since.get((member.id, member.incarnation))
+        if seen is not None and member.active_at > now and abs(member.active_at - seen) < self.cfg.heartbeat:
+            return replace(member, active_at=seen)
+        return member
 
     def _apply(
         self, now: float, *, members: tuple[str, ...] | None = None, force: bool = False, confirmed: bool = True
