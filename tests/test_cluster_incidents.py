@@ -50,13 +50,6 @@ def incident_config(target: Target, slack: FakeSlack, redis_url: str) -> str:
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def fleet(
     request: pytest.FixtureRequest, tmp_path: Path, target: Target, slack: FakeSlack, own_redis: OwnRedis
 ) -> AsyncIterator[Fleet]:
