@@ -1,0 +1,226 @@
+"""Three replicas sharing 10,000 checks at 60 s against one daemon with the same checks (issue 10).
+
+    .venv/bin/python bench/replicas.py [--checks 10000] [--seconds 60]
+
+Side by side in one run, against one local nginx and a private redis-server (never a shared one):
+
+1. one daemon (a cluster of one: the same config, the same Redis);
+2. three daemons (``r1``…``r3``) started together, once all three agree on the members.
+
+For each: probes/s across the fleet (``integration_probe_runs_total``, which only an integration's owner
+exports, summed over the replicas: each run counted once), CPU of each daemon (share of one core,
+utime+stime from /proc) over the window, and Redis: commands per second by command (``INFO
+commandstats`` deltas) and redis-server's own CPU over the window. Then one replica is SIGKILLed and the
+handover is timed: from the SIGKILL to the later of the two survivors' switch to a view without it (the
+instant each logs; a crash is noticed when the lease runs out: ``monitor.cluster.ttl``, 10 s by default).
+Each setup is measured after the first runs (every check due at once at start) have been spread out.
+
+Needs nginx and redis-server (Debian packages). Takes about 5 minutes with the defaults (``--seconds 30``: 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds, daemon_command, free_port, nginx_target, require, wait_http
+from scale import FIRST_RUN_RATE, RUNS_RE
+
+STAT_RE = re.compile(r"^cmdstat_([^:]+):calls=(\d+)", re.M)
+SWITCH_RE = re.compile(
+    r"^(\S+ \S+) INFO +monitor\.cluster\.replica: cluster: members (\S+) → (\S+); this replica \(\S+\) probes (\d+)",
+    re.M)
+CPU_RE = re.compile(r"^used_cpu_(?:sys|user):([0-9.]+)", re.M)
+
+
+def config_text(url: str, checks: int, redis_url: str) -> str:
+    lines = ["monitor:", f"  redis_url: {redis_url}", "  max_concurrency: 256", "integrations:"]
+    per_integration = 100
+    for i in range(checks):
+        if i % per_integration == 0:
+            lines += [f"  vendor{i // per_integration}:", "    checks:"]
+        lines.append(f'      - {{name: c{i}, kind: http, url: "{url}", interval: 60s, timeout: 5s}}')
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def private_redis() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen([require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True)
+            if ping.stdout.strip() == "PONG":
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def redis_info(port: int) -> tuple[dict[str, int], float, int]:
+    """(calls by command, redis-server CPU seconds, its pid)."""
+    text = subprocess.run(["redis-cli", "-p", str(port), "info", "all"], capture_output=True, text=True).stdout
+    calls = {name: int(n) for name, n in STAT_RE.findall(text)}
+    pid = int(re.search(r"^process_id:(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+    return calls, sum(float(x) for x in CPU_RE.findall(text)), pid
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return str(resp.read().decode())
+
+
+class Replica:
+    def __init__(self, name: str, config: Path, logs: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.log = (logs / f"{name}.log").open("wb")
+        env = {**os.environ, "IM_MONITOR__CLUSTER__REPLICA_ID": name}
+        self.proc = subprocess.Popen([*daemon_command(config), "--listen", f"127.0.0.1:{self.port}"], env=env,
+                                     stdout=self.log, stderr=self.log)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def runs(self) -> float:
+        return sum(float(v) for v in RUNS_RE.findall(get(f"{self.url}/metrics")))
+
+    def switches(self) -> list[tuple[float, str, str, int]]:
+        """Every change of view this replica logged: (wall time, members before, members after, its share).
+        Read from its log rather than /api/status, which is heavy with 10,000 checks."""
+        out = []
+        for stamp, old, new, share in SWITCH_RE.findall(Path(self.log.name).read_text(errors="replace")):
+            day, ms = stamp.split(",")
+            out.append((time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000, old, new, int(share)))
+        return out
+
+    def switched_at(self, before: str, after: str) -> float:
+        """Wall time of this replica's first switch of view from ``before`` to ``after``."""
+        for at, old, new, _ in self.switches():
+            if (old, new) == (before, after):
+                return at
+        raise ValueError(f"{self.name} did not switch from {before} to {after}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(60)
+        self.log.close()
+
+
+def until(condition: object, within: float, what: str) -> float:
+    """Seconds until ``condition()`` held (polled every 0.5 s)."""
+    start = time.monotonic()
+    while True:
+        try:
+            if condition():  # type: ignore[operator]
+                return time.monotonic() - start
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+        if time.monotonic() - start > within:
+            raise SystemExit(f"not within {within:g} s: {what}")
+        time.sleep(0.5)
+
+
+def measure(replicas: list[Replica], redis_port: int, seconds: float) -> dict[str, object]:
+    runs0 = sum(r.runs() for r in replicas)
+    cpu0 = [cpu_seconds(r.proc.pid) for r in replicas]
+    calls0, rcpu0, _ = redis_info(redis_port)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    runs1 = sum(r.runs() for r in replicas)
+    calls1, rcpu1, _ = redis_info(redis_port)
+    commands = {c: (calls1.get(c, 0) - calls0.get(c, 0)) / elapsed for c in calls1}
+    commands.pop("info", None)  # this script's own
+    return {
+        "probes_per_s": (runs1 - runs0) / elapsed,
+        "cpu": [(cpu_seconds(r.proc.pid) - c) / elapsed for r, c in zip(replicas, cpu0, strict=True)],
+        "redis_commands_per_s": {c: n for c, n in sorted(commands.items(), key=lambda kv: -kv[1]) if n > 0},
+        "redis_cpu": (rcpu1 - rcpu0) / elapsed,
+    }
+
+
+def agreed(replicas: list[Replica], members: set[str], checks: int) -> bool:
+    """Every replica's last logged view is ``members`` and their shares add up to every check."""
+    last = [r.switches()[-1] for r in replicas]
+    return all(set(view.split(",")) == members for _, _, view, _ in last) and sum(s for *_, s in last) == checks
+
+
+def run(url: str, checks: int, seconds: float, logs: Path) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    with private_redis() as redis_port:
+        config = logs / "config.yaml"
+        config.write_text(config_text(url, checks, f"redis://127.0.0.1:{redis_port}/0"))
+        # 1. One daemon.
+        solo = Replica("solo", config, logs)
+        try:
+            wait_http(f"{solo.url}/healthz", timeout=120)
+            until(lambda: agreed([solo], {"solo"}, checks), 180, "the daemon to join")
+            time.sleep(checks / FIRST_RUN_RATE + 5)  # the first runs (every check due at once) are spread out
+            out["one daemon"] = measure([solo], redis_port, seconds)
+        finally:
+            solo.stop()
+        # 2. Three replicas.
+        fleet = [Replica(f"r{n}", config, logs) for n in (1, 2, 3)]
+        try:
+            for r in fleet:
+                wait_http(f"{r.url}/healthz", timeout=120)
+            until(lambda: agreed(fleet, {"r1", "r2", "r3"}, checks), 180, "three replicas to agree")
+            time.sleep(checks / FIRST_RUN_RATE + 5)
+            out["three replicas"] = measure(fleet, redis_port, seconds)
+            # 3. SIGKILL one: how long until the survivors cover every check.
+            victim, survivors = fleet[0], fleet[1:]
+            killed = time.time()
+            victim.stop(signal.SIGKILL)
+            until(lambda: agreed(survivors, {"r2", "r3"}, checks), 120, "the survivors to take over")
+            out["three replicas"]["handover_s"] = max(r.switched_at("r1,r2,r3", "r2,r3") for r in survivors) - killed
+        finally:
+            for r in fleet:
+                r.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checks", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=60.0, help="measuring window per setup")
+    args = parser.parse_args()
+    require("redis-cli")
+    with nginx_target() as url, tempfile.TemporaryDirectory(prefix="im-bench-replicas-") as tmp:
+        results = run(url, args.checks, args.seconds, Path(tmp))
+    print(f"\n{args.checks:,} checks at 60 s ({args.checks / 60:.0f} probes/s due), {args.seconds:g} s windows\n")
+    print("| setup | probes/s, fleet | CPU per daemon (% of a core) | CPU, all daemons | Redis commands/s | "
+          "redis-server CPU (% of a core) | handover after SIGKILL |")
+    print("|---|---|---|---|---|---|---|")
+    for setup, r in results.items():
+        cpu = r["cpu"]
+        commands = r["redis_commands_per_s"]
+        assert isinstance(cpu, list) and isinstance(commands, dict)
+        handover = f"{r['handover_s']:.1f} s" if "handover_s" in r else "—"
+        print(f"| {setup} | {r['probes_per_s']:.0f} | {' / '.join(f'{100 * c:.1f}' for c in cpu)} | "
+              f"{100 * sum(cpu):.1f} | {sum(commands.values()):.1f} | {100 * float(r['redis_cpu']):.2f} | "  # type: ignore[arg-type]
+              f"{handover} |")
+    for setup, r in results.items():
+        commands = r["redis_commands_per_s"]
+        assert isinstance(commands, dict)
+        print(f"\n{setup}, Redis commands/s by command: " + ", ".join(f"{c} {n:.2f}" for c, n in commands.items()))
+
+
+if __name__ == "__main__":
+    main()
