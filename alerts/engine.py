@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 SUBMIT_TIMEOUT = 5.0
 CLOSE_GRACE = 5.0  # seconds an evaluation under way may take to finish when the engine closes
 WAKE_GAP = 1.0  # minimum seconds between evaluations woken early (a newly failing check, a deadline)
+# ... and an early wake waits at least this many times the last evaluation's duration: every evaluation
+# judges every check, so with many open alerts (a deadline falling due nearly every second) the early
+# wakes alone kept a 10,000-check engine evaluating every 1-2 s. This keeps evaluation to at most about a
+# tenth of the loop's time; a small fleet (evaluations of milliseconds) keeps the 1 s precision.
+WAKE_COST_FACTOR = 10.0
 DUE_MARGIN = 0.01  # seconds past a deadline the engine evaluates at (wall clock vs the loop's clock)
 # An evaluation runs on the event loop that also starts the probes: it hands the loop back whenever it
 # has held it this long (checked between integrations, and every few hundred alert instances), so a
@@ -298,10 +303,12 @@ class AlertEngine:
             started = time.monotonic()
             self._wake.clear()
             await self.evaluate()
+            took = time.monotonic() - started
             interval = self.config.monitor.evaluation_interval
             # Every interval, or earlier when a check starts failing or a deadline falls due — but not more
-            # often than WAKE_GAP, so a burst of failures costs one evaluation, not one per result.
-            gap = min(WAKE_GAP, interval)
+            # often than WAKE_GAP (or WAKE_COST_FACTOR × the evaluation's cost), so a burst of failures
+            # costs one evaluation, not one per result.
+            gap = min(max(WAKE_GAP, WAKE_COST_FACTOR * took), interval)
             if not await self._supervisor.sleep(gap - (time.monotonic() - started)):
                 return
             wait = interval - (time.monotonic() - started)
