@@ -22,7 +22,7 @@ from monitor.cluster.grid import GridTrigger
 from monitor.cluster.membership import SETTLE_HEARTBEATS, Backoff, Membership
 from monitor.cluster.placement import Assignment, fleet_fingerprint, shard_key
 from monitor.cluster.rendezvous import owner, owners
-from monitor.cluster.result_codec import decode, encode
+from monitor.cluster.result_codec import decode_batch, encode_batch
 from monitor.cluster.view import Member, active_ids, next_change, ran_until
 from monitor.settings import parse_config
 from monitor.settings.cluster import ClusterConfig, default_replica_id
@@ -244,18 +244,23 @@ def test_result_codec_round_trips_and_masks_secrets() -> None:
                           status_code=503, duration=0.2, attempts=2),
                StepResult(name="delete", cleanup=True, ok=True, skipped=True)),
     )
-    text = encode(result, Redactor(["tok_SECRET"]))
+    text = encode_batch([(result, 1)], Redactor(["tok_SECRET"]))
     assert "tok_SECRET" not in text
-    back = decode(text)
+    [(back, hops)], unreadable = decode_batch(text)
+    assert hops == 1 and unreadable == 0
     assert back.detail == "http_5xx: 503, the body quoted [REDACTED]"
     assert back.response_excerpt == "echo [REDACTED]"
     assert back.steps[1].detail == "http_5xx: [REDACTED]"
     plain = CheckResult(integration="a", check="b", kind="http", ok=True, error_class=None, detail="",
                         started_at=1.0, duration=0.1, total_duration=0.1)
-    assert decode(encode(plain, Redactor())) == plain
-    assert decode(encode(result, Redactor())) == result
-    with pytest.raises((ValueError, KeyError, TypeError)):
-        decode(b'{"i": "a"}')
+    assert decode_batch(encode_batch([(plain, 0), (result, 0)], Redactor())) == ([(plain, 0), (result, 0)], 0)
+    # A pair that is not a result is skipped and counted; the others keep their order.
+    good = encode_batch([(plain, 0)], Redactor())[1:-1]
+    assert decode_batch(f'[{good}, [0, {{"i": "a"}}], "x", [0, {{"i": "a", "ph": []}}], {good}]') == (
+        [(plain, 0), (plain, 0)], 3)
+    for not_a_batch in (b'{"i": "a"}', b"[", b""):
+        with pytest.raises(ValueError):
+            decode_batch(not_a_batch)
 
 
 def test_a_member_seen_active_stays_active_when_the_next_beat_converts_its_activation_a_little_later() -> None:

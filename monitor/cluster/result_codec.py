@@ -1,4 +1,8 @@
-"""A CheckResult as JSON, for the trip from the replica that probed to the one that owns the integration.
+"""Check results as JSON, for the trip from the replica that probed to the one that owns the integration.
+
+Results travel in batches: one stream entry carries every result a replica sends to one owner in one
+flush (``monitor.cluster.streams``), as a JSON array of ``[hops, result]`` pairs. A pair that cannot be
+read is skipped and counted, the others still arrive.
 
 Text that may quote a secret (the detail, the response excerpt) is redacted before it leaves the process
 (the request summary already is), so nothing secret is ever written to Redis. Unknown fields are ignored
@@ -9,7 +13,7 @@ upgrade.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from integration_kit.errors import ErrorClass
@@ -19,7 +23,28 @@ if TYPE_CHECKING:
     from integration_kit.redact import Redactor
 
 
-def encode(result: CheckResult, redactor: Redactor) -> str:
+def encode_batch(items: Sequence[tuple[CheckResult, int]], redactor: Redactor) -> str:
+    """``items``: (result, hops: how often it was passed on already)."""
+    return json.dumps([[hops, _encode(result, redactor)] for result, hops in items], separators=(",", ":"))
+
+
+def decode_batch(text: str | bytes) -> tuple[list[tuple[CheckResult, int]], int]:
+    """The (result, hops) pairs of a batch in their order, and how many of its pairs could not be read.
+    ValueError when ``text`` is not a batch at all."""
+    doc = json.loads(text)
+    if not isinstance(doc, list):
+        raise ValueError("not a JSON array")
+    items, unreadable = [], 0
+    for pair in doc:
+        try:
+            hops, result = pair
+            items.append((_decode(result), int(hops)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            unreadable += 1
+    return items, unreadable
+
+
+def _encode(result: CheckResult, redactor: Redactor) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "i": result.integration, "c": result.check, "k": result.kind, "ok": result.ok,
         "e": None if result.error_class is None else result.error_class.value,
@@ -38,12 +63,11 @@ def encode(result: CheckResult, redactor: Redactor) -> str:
     if result.request is not None:
         req = result.request
         doc["rq"] = {"m": req.method, "u": req.url, "h": dict(req.headers), "b": req.body_excerpt}
-    return json.dumps(doc, separators=(",", ":"))
+    return doc
 
 
-def decode(text: str | bytes) -> CheckResult:
-    """ValueError (or KeyError/TypeError) on anything that is not a result this module wrote."""
-    doc = json.loads(text)
+def _decode(doc: Any) -> CheckResult:
+    """ValueError (or KeyError, TypeError, AttributeError) on anything that is not a result ``_encode`` wrote."""
     if not isinstance(doc, Mapping):
         raise ValueError("not a JSON object")
     request = None

@@ -1,14 +1,26 @@
-"""Results travel to the owner of their integration: one Redis stream per replica.
+"""Results travel to the owner of their integration: one Redis stream per replica, one entry per batch.
 
-    <prefix>results:<replica id>   stream   entries {r: result JSON, h: hops}
+    <prefix>results:<replica id>   stream   entries {s: sender, q: sequence, n: count, b: batch JSON}
 
-A result of a check this replica probes goes to ``record`` here when this replica owns the integration,
-and otherwise into the owner's stream: results are buffered for a few milliseconds and written in one
-pipelined round trip (``XADD … MAXLEN ~``, so a stream whose reader is gone stays bounded; it also
-expires a while after its last write). Each replica reads its own stream (``XREAD BLOCK``) and records
-what arrives; a result whose integration moved on meanwhile is passed on once more.
+A result of a check this replica probes is recorded here when this replica owns the integration, and
+otherwise waits up to ``FLUSH_EVERY`` for others: at each flush the waiting results are grouped by their
+integration's owner *as the view stands then* (an owner that changed meanwhile gets them directly), and
+each owner gets one stream entry carrying all of its results in their order (``result_codec``), all owners
+in one pipelined round trip (``XADD … MAXLEN ~``, so a stream whose reader is gone stays bounded; it also
+expires a while after its last write). Each replica reads its own stream (``XREAD BLOCK``), then pauses
+``READ_GAP`` so that the next read takes what several senders flushed meanwhile, and records what
+arrives; a result whose integration moved on meanwhile is passed on once more.
 
-Fail open: when Redis cannot take a batch (or the view is frozen because Redis is unreachable), the
+So coordination costs Redis a few commands per flush and replica, whatever the number of checks
+(bench/replicas.py), not one per result; a result reaches its owner at most ``FLUSH_EVERY`` +
+``READ_GAP`` later than it would with an entry of its own, well inside any alert timing.
+
+Every entry names its sender (the incarnation of its membership) and numbers its results (``q``: the
+sequence number of its first result to this stream, ``n``: how many). The reader expects each sender's
+next number: results that never arrived — trimmed away while the reader was far behind — are counted as
+``lost``, an entry or result that cannot be read is skipped and counted as ``unreadable``.
+
+Fail open: when Redis cannot take a flush (or the view is frozen because Redis is unreachable), the
 results are recorded here instead — the series and alerts of those checks then come from this replica
 until Redis answers again, which is better than losing them.
 """
@@ -24,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from integration_kit.tasks import stop_all
-from monitor.cluster.result_codec import decode, encode
+from monitor.cluster.result_codec import decode_batch, encode_batch
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -36,13 +48,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH_DELAY = 0.02  # seconds a result may wait for others to share its round trip
-MAX_BATCH = 500
-STREAM_MAXLEN = 10_000  # entries kept per stream (approximate trim): a minute of 10,000 checks at 60 s
+FLUSH_EVERY = 0.25  # seconds a result may wait for others to share its stream entry
+READ_GAP = 0.25  # seconds between an owner's reads that took something: entries of several flushes per read
+MAX_ENTRY = 500  # results per stream entry (a bigger flush takes several entries)
+STREAM_MAXLEN = 1_000  # entries kept per stream (approximate trim): minutes of flushes, ≤ 500,000 results
 READ_BLOCK_MS = 1000
-READ_COUNT = 1000
+READ_COUNT = 100  # entries per read
 MAX_HOPS = 1  # a result is passed on at most once after it arrived at a replica that no longer owns it
 FAILURE_BACKOFF_MAX = 5.0
+SENDERS_KEPT = 256  # sequence numbers remembered per stream: senders of the last few hundred incarnations
 
 
 class ResultStreams:
@@ -54,18 +68,25 @@ class ResultStreams:
         record: Callable[[CheckResult], None],
         redactor: Redactor,
         metrics: Metrics,
+        flush_every: float = FLUSH_EVERY,
     ) -> None:
         self.redis = redis
         self.cluster = cluster
         self.record = record
         self.redactor = redactor
-        self._sent = metrics.cluster_results.labels(path="sent")
-        self._received = metrics.cluster_results.labels(path="received")
-        self._kept = metrics.cluster_results.labels(path="kept")
+        self.flush_every = flush_every
+        counter = metrics.cluster_results
+        self._sent, self._received, self._kept = (counter.labels(path=p) for p in ("sent", "received", "kept"))
+        self._unreadable, self._lost = counter.labels(path="unreadable"), counter.labels(path="lost")
         self._prefix = f"{cluster.cfg.key_prefix}results:"
-        self._pending: list[tuple[str, CheckResult, int]] = []  # (owner, result, hops)
+        self._pending: list[tuple[CheckResult, int]] = []  # (result, hops), in the order they were routed
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._expired_at: dict[str, float] = {}
+        self._next_seq: dict[str, int] = {}  # owner → sequence number of the next result sent to it
+        self._expected: dict[str, int] = {}  # sender → sequence number of its next result to this stream
+        self._key = ""  # this replica's stream, as last read
+        self._last: Any = None  # id of the last entry read from it (None: not started)
         self._tasks: list[asyncio.Task[None]] = []
         self._read_failures = 0
         self._closing = False
@@ -73,19 +94,28 @@ class ResultStreams:
     def stream(self, member: str) -> str:
         return self._prefix + member
 
+    @property
+    def sender(self) -> str:
+        return self.cluster.membership.incarnation
+
     # ---- sending ------------------------------------------------------------------------------------
 
     def route(self, result: CheckResult, hops: int = 0) -> None:
         """Where a result goes: recorded here, or sent to its integration's owner. Never raises."""
+        if not self._here(result, stopped=not self._tasks):
+            self._pending.append((result, hops))
+            self._wake.set()
+
+    def _here(self, result: CheckResult, *, stopped: bool = False) -> bool:
+        """Records ``result`` here if it is not to travel (owned here, Redis unreachable, or ``stopped``)."""
         cluster = self.cluster
         owner = cluster.owner_of(result.integration)
-        if owner is None or owner == cluster.me or cluster.degraded or not self._tasks:
+        if owner is None or owner == cluster.me or cluster.degraded or stopped:
             if owner is not None and owner != cluster.me:
                 self._kept.inc()
             self._record(result)
-            return
-        self._pending.append((owner, result, hops))
-        self._wake.set()
+            return True
+        return False
 
     def _record(self, result: CheckResult) -> None:
         try:
@@ -96,21 +126,35 @@ class ResultStreams:
     async def _sender(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(BATCH_DELAY)
+            await asyncio.sleep(self.flush_every)
             self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await self._send(batch)
+            async with self._flushing:  # close() waits for a flush under way rather than cut it off
+                await self.flush()
 
-    async def _send(self, batch: list[tuple[str, CheckResult, int]]) -> None:
+    async def flush(self) -> None:
+        """Send every waiting result to its integration's owner as the view stands now. Never raises."""
+        batch, self._pending = self._pending, []
+        by_owner: dict[str, list[tuple[CheckResult, int]]] = {}
+        for result, hops in batch:
+            if not self._here(result):
+                by_owner.setdefault(self.cluster.owner_of(result.integration) or "", []).append((result, hops))
+        if by_owner:
+            await self._send(by_owner)
+
+    async def _send(self, by_owner: dict[str, list[tuple[CheckResult, int]]]) -> None:
         now = time.monotonic()
         ttl = self.cluster.cfg.ttl
+        seq_before = dict(self._next_seq)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for owner, result, hops in batch:
-                    fields: dict[Any, Any] = {"r": encode(result, self.redactor), "h": hops}
-                    pipe.xadd(self.stream(owner), fields, maxlen=STREAM_MAXLEN, approximate=True)
-                for owner in {owner for owner, _, _ in batch}:
+                for owner, items in by_owner.items():
+                    for start in range(0, len(items), MAX_ENTRY):
+                        chunk = items[start:start + MAX_ENTRY]
+                        seq = self._next_seq.get(owner, 0)
+                        self._next_seq[owner] = seq + len(chunk)
+                        fields: dict[Any, Any] = {"s": self.sender, "q": seq, "n": len(chunk),
+                                                  "b": encode_batch(chunk, self.redactor)}
+                        pipe.xadd(self.stream(owner), fields, maxlen=STREAM_MAXLEN, approximate=True)
                     if now - self._expired_at.get(owner, float("-inf")) > ttl:
                         # A stream nobody reads any more (its replica is gone) disappears on its own.
                         pipe.expire(self.stream(owner), max(60, round(ttl * 10)))
@@ -118,22 +162,40 @@ class ResultStreams:
                 async with asyncio.timeout(max(2.0, self.cluster.cfg.heartbeat)):
                     await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
+            self._next_seq = seq_before  # the owners expect the next numbers, not these: nothing counts as lost
+            count = sum(len(items) for items in by_owner.values())
             log.warning("cluster: %d result(s) could not be sent to their owners (%s); recorded here instead",
-                        len(batch), type(exc).__name__)
-            self._kept.inc(len(batch))
-            for _, result, _ in batch:
-                self._record(result)
+                        count, type(exc).__name__)
+            self._kept.inc(count)
+            for items in by_owner.values():
+                for result, _ in items:
+                    self._record(result)
             return
-        self._sent.inc(len(batch))
+        self._sent.inc(sum(len(items) for items in by_owner.values()))
 
     # ---- receiving ----------------------------------------------------------------------------------
 
-    async def _receiver(self) -> None:
+    async def read(self, block_ms: int | None = None) -> int:
+        """Read what arrived in this replica's stream since the last read (waiting up to ``block_ms`` for
+        something) and record or pass it on; the number of entries taken. Raises what redis-py raises.
+        The first read (or the first after the replica's id changed) only marks where reading starts:
+        older entries were for an earlier run of this replica."""
         key = self.stream(self.cluster.me)
-        last = await self._start_id(key)
+        if key != self._key or self._last is None:
+            newest = await self.redis.xrevrange(key, count=1)
+            self._key, self._last = key, newest[0][0] if newest else "0-0"
+            self._expected.clear()
+        reply: Any = await self.redis.xread({key: self._last}, count=READ_COUNT, block=block_ms)
+        entries: list[tuple[Any, dict[Any, Any]]] = [e for _stream, batch in reply or () for e in batch]
+        for entry_id, fields in entries:
+            self._last = entry_id
+            self._receive(fields)
+        return len(entries)
+
+    async def _receiver(self) -> None:
         while True:
             try:
-                reply: Any = await self.redis.xread({key: last}, count=READ_COUNT, block=READ_BLOCK_MS)
+                taken = await self.read(READ_BLOCK_MS)
             except (RedisError, OSError) as exc:
                 if self._closing:
                     return  # redis-py may turn the cancellation of a blocking read into a connection error
@@ -144,38 +206,42 @@ class ResultStreams:
                 await asyncio.sleep(min(FAILURE_BACKOFF_MAX, 0.1 * 2 ** min(self._read_failures, 10)))
                 continue
             self._read_failures = 0
-            entries: list[tuple[Any, dict[Any, Any]]] = [e for _stream, batch in reply or () for e in batch]
-            for entry_id, fields in entries:
-                last = entry_id
-                self._receive(fields)
-
-    async def _start_id(self, key: str) -> Any:
-        """Read only what arrives from now on: older entries were for an earlier run of this replica."""
-        while True:
-            try:
-                newest = await self.redis.xrevrange(key, count=1)
-                return newest[0][0] if newest else "0-0"
-            except (RedisError, OSError) as exc:
-                self._read_failures += 1
-                if self._read_failures == 1:
-                    log.warning("cluster: cannot read this replica's result stream (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(FAILURE_BACKOFF_MAX, 0.1 * 2 ** min(self._read_failures, 10)))
+            if 0 < taken < READ_COUNT:
+                await asyncio.sleep(READ_GAP)  # not behind: let the next read take several flushes at once
 
     def _receive(self, fields: dict[Any, Any]) -> None:
-        raw, hops = fields.get(b"r", fields.get("r")), fields.get(b"h", fields.get("h", 0))
+        def field(name: str) -> Any:
+            return fields.get(name.encode(), fields.get(name))
+
         try:
-            if raw is None:
-                raise ValueError("no result")
-            result = decode(raw)
-            hops = int(hops)
-        except (ValueError, KeyError, TypeError):
-            log.warning("cluster: ignoring an unreadable entry in this replica's result stream")
+            sender, seq, count = _text(field("s")), int(field("q")), int(field("n"))
+            items, unreadable = decode_batch(field("b"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            self._unreadable.inc()
+            log.warning("cluster: skipping an unreadable entry in this replica's result stream (%s)",
+                        type(exc).__name__)
             return
-        self._received.inc()
-        if self.cluster.owns(result.integration) or hops >= MAX_HOPS:
-            self._record(result)
-        else:
-            self.route(result, hops + 1)  # its integration moved on while it travelled
+        self._follow(sender, seq, count)
+        if unreadable:
+            self._unreadable.inc(unreadable)
+            log.warning("cluster: skipping %d unreadable result(s) of an entry from %s", unreadable, sender)
+        self._received.inc(len(items))
+        for result, hops in items:
+            if self.cluster.owns(result.integration) or hops >= MAX_HOPS:
+                self._record(result)
+            else:
+                self.route(result, hops + 1)  # its integration moved on while it travelled
+
+    def _follow(self, sender: str, seq: int, count: int) -> None:
+        """Count the results of ``sender`` that never arrived (numbers skipped since its last entry)."""
+        expected = self._expected.pop(sender, None)
+        if expected is not None and seq > expected:
+            self._lost.inc(seq - expected)
+            log.warning("cluster: %d result(s) from %s never arrived (trimmed from this replica's stream before "
+                        "it read them)", seq - expected, sender)
+        self._expected[sender] = seq + count  # popped and set again: the most recent senders are kept
+        if len(self._expected) > SENDERS_KEPT:
+            del self._expected[next(iter(self._expected))]
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -185,10 +251,15 @@ class ResultStreams:
                        loop.create_task(self._sender(), name="cluster-results-out")]
 
     async def close(self) -> None:
-        """Send what is still buffered (bounded), then stop reading."""
+        """Send what is still waiting (bounded), then stop reading."""
         tasks, self._tasks = self._tasks, []
         self._closing = True
-        if self._pending:
-            batch, self._pending = self._pending, []
-            await self._send(batch)
-        await stop_all(tasks)
+        async with self._flushing:
+            await stop_all(tasks)
+        await self.flush()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        raise ValueError("missing field")
+    return value.decode() if isinstance(value, bytes) else str(value)

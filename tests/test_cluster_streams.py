@@ -1,0 +1,182 @@
+"""Results travelling to their integration's owner (monitor/cluster/streams.py), on a real Redis with real
+memberships: one stream entry per owner and flush, in order, nothing lost unnoticed, nothing twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import pytest
+import redis.asyncio
+from processes import wait_until
+
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
+from monitor.cluster.placement import Assignment
+from monitor.cluster.replica import Cluster
+from monitor.cluster.result_codec import encode_batch
+from monitor.cluster.streams import MAX_ENTRY, ResultStreams
+from monitor.metrics import Metrics
+from monitor.settings import Config, parse_config
+
+INTEGRATIONS = [f"vendor{n}" for n in range(8)]
+NEVER = 3600.0  # a flush interval the tests never reach: they flush themselves
+
+
+def config_text(prefix: str, name: str) -> str:
+    integrations = ", ".join(f"{i}: {{checks: [{{name: c, kind: http, url: 'http://127.0.0.1:9/'}}]}}"
+                             for i in INTEGRATIONS)
+    return (f"monitor: {{redis_url: 'redis://127.0.0.1:6379/0', cluster: {{replica_id: {name}, heartbeat: 100ms, "
+            f"ttl: 1s, key_prefix: '{prefix}cluster:'}}}}\nintegrations: {{{integrations}}}\n")
+
+
+def result(integration: str, n: int) -> CheckResult:
+    return CheckResult(integration=integration, check="c", kind="http", ok=n % 3 != 0, error_class=None,
+                       detail=f"run {n}", started_at=float(n), duration=0.01, total_duration=0.01)
+
+
+@dataclass
+class Replica:
+    cluster: Cluster
+    streams: ResultStreams
+    metrics: Metrics
+    recorded: list[CheckResult] = field(default_factory=list)
+
+    def count(self, path: str) -> float:
+        return self.metrics.registry.get_sample_value("integration_monitor_cluster_results_total",
+                                                      {"path": path}) or 0.0
+
+    def runs(self, integration: str) -> list[float]:
+        return [r.started_at for r in self.recorded if r.integration == integration]
+
+
+@pytest.fixture
+async def replicas(shared_redis: redis.asyncio.Redis, prefix: str) -> AsyncIterator[Callable[..., Awaitable[Replica]]]:
+    """``await start(name, flush_every=…, streams=True)``: a member of a cluster on the shared Redis (its
+    heartbeats running) and its result streams, started unless ``streams=False`` (the test then reads)."""
+    async with AsyncExitStack() as stack:
+        async def start(name: str, *, flush_every: float = NEVER, streams: bool = True) -> Replica:
+            config = parse_config(config_text(prefix, name), env={})
+            metrics = Metrics()
+            cluster = Cluster(config, redis=shared_redis, metrics=metrics)
+            recorded: list[CheckResult] = []
+            replica = Replica(cluster, ResultStreams(shared_redis, cluster, record=recorded.append, redactor=Redactor(),
+                                                     metrics=metrics, flush_every=flush_every), metrics, recorded)
+            if streams:
+                replica.streams.start()
+            await cluster.start()
+            stack.push_async_callback(cluster.close)
+            stack.push_async_callback(replica.streams.close)
+            return replica
+        yield start
+
+
+async def agreed(*members: Replica) -> None:
+    names = tuple(sorted(m.cluster.me for m in members))
+    await wait_until(lambda: all(m.cluster.members == names and m.cluster.may_run() for m in members), within=10,
+                     what=f"{names} to agree on the members")
+
+
+def owned_by(config: Config, members: tuple[str, ...], owner: str) -> list[str]:
+    placement = Assignment.compute(config, members, owner)
+    return sorted(placement.owned(owner))
+
+
+async def entries(client: redis.asyncio.Redis, replica: Replica) -> int:
+    return int(await client.xlen(replica.streams.stream(replica.cluster.me)))
+
+
+async def test_results_reach_their_owner_in_order_one_stream_entry_per_flush(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await agreed(a, b)
+    theirs, mine = owned_by(a.cluster.config, ("a", "b"), "b")[0], owned_by(a.cluster.config, ("a", "b"), "a")[0]
+    for n in range(300):
+        a.streams.route(result(theirs, n))
+        a.streams.route(result(mine, n))
+    assert a.runs(mine) == list(range(300))  # owned here: recorded at once, never sent
+    await a.streams.flush()
+    assert await entries(shared_redis, b) == 1  # 300 results, one XADD
+    await wait_until(lambda: len(b.recorded) == 300, within=10, what="b to record a's 300 results")
+    assert b.runs(theirs) == list(range(300))
+    assert (a.count("sent"), b.count("received"), b.count("lost"), b.count("unreadable")) == (300, 300, 0, 0)
+
+
+async def test_results_trimmed_away_before_the_owner_read_them_are_counted_lost_the_rest_arrive_once_in_order(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
+) -> None:
+    a, b = await replicas("a"), await replicas("b", streams=False)
+    await agreed(a, b)
+    theirs = owned_by(a.cluster.config, ("a", "b"), "b")[0]
+    assert await b.streams.read() == 0  # b starts reading: from here on
+    for n in range(10):
+        a.streams.route(result(theirs, n))
+    await a.streams.flush()
+    assert await b.streams.read() == 1
+    # b falls behind: one flush of 1,200 results takes three entries, and the first is trimmed away
+    # before b reads (the stream is capped, and b is far behind).
+    for n in range(10, 1210):
+        a.streams.route(result(theirs, n))
+    await a.streams.flush()
+    assert await entries(shared_redis, b) == 1 + 3 and MAX_ENTRY == 500
+    await shared_redis.xtrim(b.streams.stream("b"), maxlen=2, approximate=False)
+    assert await b.streams.read() == 2
+    assert b.runs(theirs) == list(range(10)) + list(range(510, 1210))
+    assert (b.count("received"), b.count("lost"), b.count("unreadable")) == (710, 500, 0)
+
+
+async def test_an_unreadable_entry_or_result_is_skipped_and_counted_and_the_rest_arrive(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await agreed(a, b)
+    theirs = owned_by(a.cluster.config, ("a", "b"), "b")[0]
+    for n in range(5):
+        a.streams.route(result(theirs, n))
+    await a.streams.flush()
+    await wait_until(lambda: len(b.recorded) == 5, within=10, what="the first batch")
+    stream = b.streams.stream("b")
+    await shared_redis.xadd(stream, {"x": "not an entry of ours"})
+    await shared_redis.xadd(stream, {"s": "other", "q": "0", "n": "1", "b": "[not json"})
+    good = json.loads(encode_batch([(result(theirs, 5), 0)], Redactor()))[0]
+    await shared_redis.xadd(stream, {"s": "other", "q": "1", "n": "2", "b": json.dumps([["x", {}], good])})
+    for n in range(6, 10):
+        a.streams.route(result(theirs, n))
+    await a.streams.flush()
+    await wait_until(lambda: len(b.recorded) == 10, within=10, what="everything readable to arrive")
+    assert b.runs(theirs) == list(range(10))
+    assert (b.count("received"), b.count("unreadable"), b.count("lost")) == (10, 3, 0)
+
+
+async def test_an_owner_change_before_the_flush_sends_results_to_the_owner_of_the_moment(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await agreed(a, b)
+    theirs = owned_by(a.cluster.config, ("a", "b"), "b")
+    for n in range(20):
+        a.streams.route(result(theirs[n % len(theirs)], n))
+    await b.cluster.leave(5.0)  # b goes while a's results for it wait: a owns everything then
+    await wait_until(lambda: a.cluster.members == ("a",), within=10, what="a to see b gone")
+    await a.streams.flush()
+    assert sorted(r.started_at for r in a.recorded) == list(range(20))
+    assert await entries(shared_redis, b) == 0 and a.count("sent") == 0
+
+
+async def test_a_result_whose_integration_moved_on_while_it_travelled_is_passed_on_once(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
+) -> None:
+    a, b = await replicas("a"), await replicas("b", flush_every=0.05)
+    await agreed(a, b)
+    config = a.cluster.config
+    at_a, at_b = owned_by(config, ("a", "b"), "a")[0], owned_by(config, ("a", "b"), "b")[0]
+    # An entry from a sender whose view was older (it thought b owned both): b keeps its own, passes
+    # the other on to a, and keeps one that was passed on once already rather than send it round again.
+    batch = [(result(at_a, 0), 0), (result(at_b, 1), 0), (result(at_a, 2), 1), (result(at_a, 3), 0)]
+    await shared_redis.xadd(b.streams.stream("b"), {"s": "stale", "q": 0, "n": 4, "b": encode_batch(batch, Redactor())})
+    await wait_until(lambda: len(a.recorded) == 2 and len(b.recorded) == 2, within=10, what="results to settle")
+    assert a.runs(at_a) == [0, 3] and b.runs(at_b) == [1] and b.runs(at_a) == [2]
+    assert (b.count("received"), b.count("sent"), a.count("received")) == (4, 2, 2)
