@@ -32,12 +32,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_seconds, daemon_command, free_port, nginx_target, require, wait_http
 from scale import FIRST_RUN_RATE, RUNS_RE
 
-STAT_RE = re.compile(r"^cmdstat_([^:]+):calls=(\d+)", re.M)
+STAT_RE = re.compile(r"^cmdstat_([^:]+):calls=(\d+),usec=(\d+)", re.M)
 SWITCH_RE = re.compile(
     r"^(\S+ \S+) INFO +monitor\.cluster\.replica: cluster: members (\S+) → (\S+); this replica \(\S+\) probes (\d+)",
     re.M)
@@ -71,10 +72,10 @@ def private_redis() -> Iterator[int]:
         proc.wait(10)
 
 
-def redis_info(port: int) -> tuple[dict[str, int], float, int]:
-    """(calls by command, redis-server CPU seconds, its pid)."""
+def redis_info(port: int) -> tuple[dict[str, tuple[int, int]], float, int]:
+    """((calls, µs spent in the command) by command, redis-server CPU seconds, its pid)."""
     text = subprocess.run(["redis-cli", "-p", str(port), "info", "all"], capture_output=True, text=True).stdout
-    calls = {name: int(n) for name, n in STAT_RE.findall(text)}
+    calls = {name: (int(n), int(usec)) for name, n, usec in STAT_RE.findall(text)}
     pid = int(re.search(r"^process_id:(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
     return calls, sum(float(x) for x in CPU_RE.findall(text)), pid
 
@@ -146,12 +147,14 @@ def measure(replicas: list[Replica], redis_port: int, seconds: float) -> dict[st
     elapsed = time.monotonic() - t0
     runs1 = sum(r.runs() for r in replicas)
     calls1, rcpu1, _ = redis_info(redis_port)
-    commands = {c: (calls1.get(c, 0) - calls0.get(c, 0)) / elapsed for c in calls1}
-    commands.pop("info", None)  # this script's own
+    calls1.pop("info", None)  # this script's own
+    per_s = {c: tuple((after - before) / elapsed for after, before in zip(n, calls0.get(c, (0, 0)), strict=True))
+             for c, n in calls1.items()}
     return {
         "probes_per_s": (runs1 - runs0) / elapsed,
         "cpu": [(cpu_seconds(r.proc.pid) - c) / elapsed for r, c in zip(replicas, cpu0, strict=True)],
-        "redis_commands_per_s": {c: n for c, n in sorted(commands.items(), key=lambda kv: -kv[1]) if n > 0},
+        # command → (calls/s, µs/s inside the command; Lua scripts' inner commands are counted too)
+        "redis_commands_per_s": {c: n for c, n in sorted(per_s.items(), key=lambda kv: -kv[1][0]) if n[0] > 0},
         "redis_cpu": (rcpu1 - rcpu0) / elapsed,
     }
 
@@ -204,22 +207,34 @@ def main() -> None:
     require("redis-cli")
     with nginx_target() as url, tempfile.TemporaryDirectory(prefix="im-bench-replicas-") as tmp:
         results = run(url, args.checks, args.seconds, Path(tmp))
-    print(f"\n{args.checks:,} checks at 60 s ({args.checks / 60:.0f} probes/s due), {args.seconds:g} s windows\n")
+    report(results, args.checks, args.seconds)
+
+
+def report(results: dict[str, dict[str, Any]], checks: int, seconds: float) -> None:
+    print(f"\n{checks:,} checks at 60 s ({checks / 60:.0f} probes/s due), {seconds:g} s windows\n")
     print("| setup | probes/s, fleet | CPU per daemon (% of a core) | CPU, all daemons | Redis commands/s | "
           "redis-server CPU (% of a core) | handover after SIGKILL |")
     print("|---|---|---|---|---|---|---|")
     for setup, r in results.items():
-        cpu = r["cpu"]
-        commands = r["redis_commands_per_s"]
-        assert isinstance(cpu, list) and isinstance(commands, dict)
         handover = f"{r['handover_s']:.1f} s" if "handover_s" in r else "—"
-        print(f"| {setup} | {r['probes_per_s']:.0f} | {' / '.join(f'{100 * c:.1f}' for c in cpu)} | "
-              f"{100 * sum(cpu):.1f} | {sum(commands.values()):.1f} | {100 * float(r['redis_cpu']):.2f} | "  # type: ignore[arg-type]
-              f"{handover} |")
-    for setup, r in results.items():
-        commands = r["redis_commands_per_s"]
-        assert isinstance(commands, dict)
-        print(f"\n{setup}, Redis commands/s by command: " + ", ".join(f"{c} {n:.2f}" for c, n in commands.items()))
+        print(f"| {setup} | {r['probes_per_s']:.0f} | {' / '.join(f'{100 * c:.1f}' for c in r['cpu'])} | "
+              f"{100 * sum(r['cpu']):.1f} | {sum(n for n, _ in r['redis_commands_per_s'].values()):.1f} | "
+              f"{100 * r['redis_cpu']:.2f} | {handover} |")
+    solo, fleet = results["one daemon"], results["three replicas"]
+    names = sorted(set(solo["redis_commands_per_s"]) | set(fleet["redis_commands_per_s"]),
+                   key=lambda c: -fleet["redis_commands_per_s"].get(c, (0, 0))[0])
+    print("\nRedis by command: calls/s (µs/s inside the command), one daemon against three replicas\n")
+    print("| command | one daemon | three replicas | added by coordination |")
+    print("|---|---|---|---|")
+    for c in [*names, "total"]:
+        if c == "total":
+            a, b = (tuple(map(sum, zip(*r["redis_commands_per_s"].values(), strict=True))) for r in (solo, fleet))
+        else:
+            a, b = solo["redis_commands_per_s"].get(c, (0, 0)), fleet["redis_commands_per_s"].get(c, (0, 0))
+        print(f"| {c} | {a[0]:.2f} ({a[1]:.0f}) | {b[0]:.2f} ({b[1]:.0f}) | {b[0] - a[0]:+.2f} ({b[1] - a[1]:+.0f}) |")
+    added = fleet["redis_cpu"] - solo["redis_cpu"]
+    print(f"\nredis-server CPU added by coordination: {100 * added:+.2f} % of a core "
+          f"({100 * fleet['redis_cpu']:.2f} % against {100 * solo['redis_cpu']:.2f} %; target: < 1 %)")
 
 
 if __name__ == "__main__":

@@ -209,8 +209,9 @@ class Metrics:
         )
         self.cluster_results = Counter(
             "integration_monitor_cluster_results",
-            "Check results by path: sent to their integration's owner, received from another replica, or kept "
-            "here because Redis could not take them (fail open)", ("path",), registry=r,
+            "Check results by path: sent to their integration's owner, received from another replica, kept "
+            "here because Redis could not take them (fail open), lost (trimmed from this replica's stream before "
+            "it read them) or unreadable (skipped)", ("path",), registry=r,
         )
 
     CLUSTER_FAMILIES = ("cluster_members", "owned_checks", "owned_integrations", "ownership_changes", "cluster_results")
