@@ -172,6 +172,11 @@ class ResultStreams:
                     self._record(result)
             return
         self._sent.inc(sum(len(items) for items in by_owner.values()))
+        for gone in (set(self._next_seq) | set(self._expired_at)) - set(self.cluster.members):
+            # A replica gone for good (pod names change with every rollout); one that comes back reads
+            # from its newest entry on and takes the next number it gets as the start.
+            self._next_seq.pop(gone, None)
+            self._expired_at.pop(gone, None)
 
     # ---- receiving ----------------------------------------------------------------------------------
 
