@@ -19,7 +19,7 @@ from monitor.cluster.replica import Cluster
 from monitor.cluster.result_codec import encode_batch
 from monitor.cluster.streams import MAX_ENTRY, ResultStreams
 from monitor.metrics import Metrics
-from monitor.settings import Config, parse_config
+from monitor.settings import parse_config
 
 INTEGRATIONS = [f"vendor{n}" for n in range(8)]
 NEVER = 3600.0  # a flush interval the tests never reach: they flush themselves
@@ -73,15 +73,24 @@ async def replicas(shared_redis: redis.asyncio.Redis, prefix: str) -> AsyncItera
         yield start
 
 
-async def agreed(*members: Replica) -> None:
-    names = tuple(sorted(m.cluster.me for m in members))
-    await wait_until(lambda: all(m.cluster.members == names and m.cluster.may_run() for m in members), within=10,
-                     what=f"{names} to agree on the members")
+async def two(start: Callable[..., Awaitable[Replica]], **b_options: object) -> tuple[Replica, Replica]:
+    """Replicas ``a`` and ``b``, once both see both."""
+    a, b = await start("a"), await start("b", **b_options)
+    await wait_until(lambda: all(m.cluster.members == ("a", "b") and m.cluster.may_run() for m in (a, b)),
+                     within=10, what="a and b to agree on the members")
+    return a, b
 
 
-def owned_by(config: Config, members: tuple[str, ...], owner: str) -> list[str]:
-    placement = Assignment.compute(config, members, owner)
-    return sorted(placement.owned(owner))
+def owned(viewer: Replica, owner: str) -> list[str]:
+    """The integrations ``owner`` owns in ``viewer``'s view."""
+    return sorted(Assignment.compute(viewer.cluster.config, viewer.cluster.members, owner).owned(owner))
+
+
+async def send(sender: Replica, integration: str, runs: range) -> None:
+    """``sender`` probed these runs of the integration's check, then flushes."""
+    for n in runs:
+        sender.streams.route(result(integration, n))
+    await sender.streams.flush()
 
 
 async def entries(client: redis.asyncio.Redis, replica: Replica) -> int:
@@ -91,9 +100,8 @@ async def entries(client: redis.asyncio.Redis, replica: Replica) -> int:
 async def test_results_reach_their_owner_in_order_one_stream_entry_per_flush(
     replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
 ) -> None:
-    a, b = await replicas("a"), await replicas("b")
-    await agreed(a, b)
-    theirs, mine = owned_by(a.cluster.config, ("a", "b"), "b")[0], owned_by(a.cluster.config, ("a", "b"), "a")[0]
+    a, b = await two(replicas)
+    theirs, mine = owned(a, "b")[0], owned(a, "a")[0]
     for n in range(300):
         a.streams.route(result(theirs, n))
         a.streams.route(result(mine, n))
@@ -108,19 +116,14 @@ async def test_results_reach_their_owner_in_order_one_stream_entry_per_flush(
 async def test_results_trimmed_away_before_the_owner_read_them_are_counted_lost_the_rest_arrive_once_in_order(
     replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
 ) -> None:
-    a, b = await replicas("a"), await replicas("b", streams=False)
-    await agreed(a, b)
-    theirs = owned_by(a.cluster.config, ("a", "b"), "b")[0]
+    a, b = await two(replicas, streams=False)
+    theirs = owned(a, "b")[0]
     assert await b.streams.read() == 0  # b starts reading: from here on
-    for n in range(10):
-        a.streams.route(result(theirs, n))
-    await a.streams.flush()
+    await send(a, theirs, range(10))
     assert await b.streams.read() == 1
     # b falls behind: one flush of 1,200 results takes three entries, and the first is trimmed away
     # before b reads (the stream is capped, and b is far behind).
-    for n in range(10, 1210):
-        a.streams.route(result(theirs, n))
-    await a.streams.flush()
+    await send(a, theirs, range(10, 1210))
     assert await entries(shared_redis, b) == 1 + 3 and MAX_ENTRY == 500
     await shared_redis.xtrim(b.streams.stream("b"), maxlen=2, approximate=False)
     assert await b.streams.read() == 2
@@ -131,21 +134,16 @@ async def test_results_trimmed_away_before_the_owner_read_them_are_counted_lost_
 async def test_an_unreadable_entry_or_result_is_skipped_and_counted_and_the_rest_arrive(
     replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
 ) -> None:
-    a, b = await replicas("a"), await replicas("b")
-    await agreed(a, b)
-    theirs = owned_by(a.cluster.config, ("a", "b"), "b")[0]
-    for n in range(5):
-        a.streams.route(result(theirs, n))
-    await a.streams.flush()
+    a, b = await two(replicas)
+    theirs = owned(a, "b")[0]
+    await send(a, theirs, range(5))
     await wait_until(lambda: len(b.recorded) == 5, within=10, what="the first batch")
     stream = b.streams.stream("b")
     await shared_redis.xadd(stream, {"x": "not an entry of ours"})
     await shared_redis.xadd(stream, {"s": "other", "q": "0", "n": "1", "b": "[not json"})
     good = json.loads(encode_batch([(result(theirs, 5), 0)], Redactor()))[0]
     await shared_redis.xadd(stream, {"s": "other", "q": "1", "n": "2", "b": json.dumps([["x", {}], good])})
-    for n in range(6, 10):
-        a.streams.route(result(theirs, n))
-    await a.streams.flush()
+    await send(a, theirs, range(6, 10))
     await wait_until(lambda: len(b.recorded) == 10, within=10, what="everything readable to arrive")
     assert b.runs(theirs) == list(range(10))
     assert (b.count("received"), b.count("unreadable"), b.count("lost")) == (10, 3, 0)
@@ -154,9 +152,8 @@ async def test_an_unreadable_entry_or_result_is_skipped_and_counted_and_the_rest
 async def test_an_owner_change_before_the_flush_sends_results_to_the_owner_of_the_moment(
     replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
 ) -> None:
-    a, b = await replicas("a"), await replicas("b")
-    await agreed(a, b)
-    theirs = owned_by(a.cluster.config, ("a", "b"), "b")
+    a, b = await two(replicas)
+    theirs = owned(a, "b")
     for n in range(20):
         a.streams.route(result(theirs[n % len(theirs)], n))
     await b.cluster.leave(5.0)  # b goes while a's results for it wait: a owns everything then
@@ -169,10 +166,8 @@ async def test_an_owner_change_before_the_flush_sends_results_to_the_owner_of_th
 async def test_a_result_whose_integration_moved_on_while_it_travelled_is_passed_on_once(
     replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
 ) -> None:
-    a, b = await replicas("a"), await replicas("b", flush_every=0.05)
-    await agreed(a, b)
-    config = a.cluster.config
-    at_a, at_b = owned_by(config, ("a", "b"), "a")[0], owned_by(config, ("a", "b"), "b")[0]
+    a, b = await two(replicas, flush_every=0.05)
+    at_a, at_b = owned(a, "a")[0], owned(a, "b")[0]
     # An entry from a sender whose view was older (it thought b owned both): b keeps its own, passes
     # the other on to a, and keeps one that was passed on once already rather than send it round again.
     batch = [(result(at_a, 0), 0), (result(at_b, 1), 0), (result(at_a, 2), 1), (result(at_a, 3), 0)]
