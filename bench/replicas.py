@@ -1,6 +1,6 @@
 """Three replicas sharing 10,000 checks at 60 s against one daemon with the same checks (issue 10).
 
-    .venv/bin/python bench/replicas.py [--checks 10000] [--seconds 60]
+    .venv/bin/python bench/replicas.py [--checks 10000] [--seconds 60] [--callgrind]
 
 Side by side in one run, against one local nginx and a private redis-server (never a shared one):
 
@@ -15,7 +15,11 @@ handover is timed: from the SIGKILL to the later of the two survivors' switch to
 instant each logs; a crash is noticed when the lease runs out: ``monitor.cluster.ttl``, 10 s by default).
 Each setup is measured after the first runs (every check due at once at start) have been spread out.
 
-Needs nginx and redis-server (Debian packages). Takes about 5 minutes with the defaults (``--seconds 30``: 4).
+``--callgrind`` runs the redis-server under callgrind (bench/callgrind.py) and reports its instructions per
+second in each window instead of its CPU: deterministic on a loaded machine, where CPU time is not.
+
+Needs nginx and redis-server (Debian packages; valgrind for ``--callgrind``). Takes about 5 minutes with the
+defaults (``--seconds 30``: 4).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from callgrind import Counted, callgrind
 from common import cpu_seconds, daemon_command, free_port, nginx_target, require, wait_http
 from scale import FIRST_RUN_RATE, RUNS_RE
 
@@ -56,17 +61,18 @@ def config_text(url: str, checks: int, redis_url: str) -> str:
 
 
 @contextmanager
-def private_redis() -> Iterator[int]:
+def private_redis(counted: bool) -> Iterator[tuple[int, Counted | None]]:
+    """A redis-server of this bench's own; ``counted``: under callgrind, its instructions counted."""
     port = free_port()
-    proc = subprocess.Popen([require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(callgrind(argv) if counted else argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+        for _ in range(600):
             ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True)
             if ping.stdout.strip() == "PONG":
                 break
             time.sleep(0.05)
-        yield port
+        yield port, Counted(proc.pid) if counted else None
     finally:
         proc.terminate()
         proc.wait(10)
@@ -138,13 +144,16 @@ def until(condition: object, within: float, what: str) -> float:
         time.sleep(0.5)
 
 
-def measure(replicas: list[Replica], redis_port: int, seconds: float) -> dict[str, object]:
+def measure(replicas: list[Replica], redis_port: int, seconds: float, counted: Counted | None) -> dict[str, object]:
     runs0 = sum(r.runs() for r in replicas)
     cpu0 = [cpu_seconds(r.proc.pid) for r in replicas]
     calls0, rcpu0, _ = redis_info(redis_port)
+    if counted is not None:
+        counted.zero()
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
+    instructions = counted.instructions() / elapsed if counted is not None else None
     runs1 = sum(r.runs() for r in replicas)
     calls1, rcpu1, _ = redis_info(redis_port)
     calls1.pop("info", None)  # this script's own
@@ -156,6 +165,7 @@ def measure(replicas: list[Replica], redis_port: int, seconds: float) -> dict[st
         # command → (calls/s, µs/s inside the command; Lua scripts' inner commands are counted too)
         "redis_commands_per_s": {c: n for c, n in sorted(per_s.items(), key=lambda kv: -kv[1][0]) if n[0] > 0},
         "redis_cpu": (rcpu1 - rcpu0) / elapsed,
+        "redis_instructions_per_s": instructions,
     }
 
 
@@ -165,9 +175,9 @@ def agreed(replicas: list[Replica], members: set[str], checks: int) -> bool:
     return all(set(view.split(",")) == members for _, _, view, _ in last) and sum(s for *_, s in last) == checks
 
 
-def run(url: str, checks: int, seconds: float, logs: Path) -> dict[str, dict[str, object]]:
+def run(url: str, checks: int, seconds: float, logs: Path, counted: bool) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
-    with private_redis() as redis_port:
+    with private_redis(counted) as (redis_port, counter):
         config = logs / "config.yaml"
         config.write_text(config_text(url, checks, f"redis://127.0.0.1:{redis_port}/0"))
         # 1. One daemon.
@@ -176,7 +186,7 @@ def run(url: str, checks: int, seconds: float, logs: Path) -> dict[str, dict[str
             wait_http(f"{solo.url}/healthz", timeout=120)
             until(lambda: agreed([solo], {"solo"}, checks), 180, "the daemon to join")
             time.sleep(checks / FIRST_RUN_RATE + 5)  # the first runs (every check due at once) are spread out
-            out["one daemon"] = measure([solo], redis_port, seconds)
+            out["one daemon"] = measure([solo], redis_port, seconds, counter)
         finally:
             solo.stop()
         # 2. Three replicas.
@@ -186,7 +196,7 @@ def run(url: str, checks: int, seconds: float, logs: Path) -> dict[str, dict[str
                 wait_http(f"{r.url}/healthz", timeout=120)
             until(lambda: agreed(fleet, {"r1", "r2", "r3"}, checks), 180, "three replicas to agree")
             time.sleep(checks / FIRST_RUN_RATE + 5)
-            out["three replicas"] = measure(fleet, redis_port, seconds)
+            out["three replicas"] = measure(fleet, redis_port, seconds, counter)
             # 3. SIGKILL one: how long until the survivors cover every check.
             victim, survivors = fleet[0], fleet[1:]
             killed = time.time()
@@ -203,10 +213,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=60.0, help="measuring window per setup")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="run the redis-server under callgrind and count its instructions per second: "
+                             "deterministic where its CPU time is not (a loaded machine); its CPU then means nothing")
     args = parser.parse_args()
     require("redis-cli")
     with nginx_target() as url, tempfile.TemporaryDirectory(prefix="im-bench-replicas-") as tmp:
-        results = run(url, args.checks, args.seconds, Path(tmp))
+        results = run(url, args.checks, args.seconds, Path(tmp), args.callgrind)
     report(results, args.checks, args.seconds)
 
 
@@ -232,6 +245,11 @@ def report(results: dict[str, dict[str, Any]], checks: int, seconds: float) -> N
         else:
             a, b = solo["redis_commands_per_s"].get(c, (0, 0)), fleet["redis_commands_per_s"].get(c, (0, 0))
         print(f"| {c} | {a[0]:.2f} ({a[1]:.0f}) | {b[0]:.2f} ({b[1]:.0f}) | {b[0] - a[0]:+.2f} ({b[1] - a[1]:+.0f}) |")
+    if fleet["redis_instructions_per_s"] is not None:
+        a, b = solo["redis_instructions_per_s"], fleet["redis_instructions_per_s"]
+        print(f"\nredis-server instructions/s (callgrind): {a / 1e6:.2f} M one daemon, {b / 1e6:.2f} M three replicas, "
+              f"{(b - a) / 1e6:+.2f} M added by coordination")
+        return
     added = fleet["redis_cpu"] - solo["redis_cpu"]
     print(f"\nredis-server CPU added by coordination: {100 * added:+.2f} % of a core "
           f"({100 * fleet['redis_cpu']:.2f} % against {100 * solo['redis_cpu']:.2f} %; target: < 1 %)")
