@@ -139,6 +139,16 @@ class Dispatcher:
         lane = self._lanes.get(notifier)
         return lane is not None and lane.pending(group_key)
 
+    async def synced(self) -> bool:
+        """Whether every notifier has written to Redis what it keeps there about messages it sent (the
+        Slack thread records) — those it could not write while Redis was unreachable included."""
+        done = True
+        for lane in list(self._lanes.values()):
+            sync = getattr(lane.notifier, "synced", None)
+            if sync is not None and not await sync():
+                done = False
+        return done
+
     # ---- Component protocol (monitor/component.py): the app can run the dispatcher as a component ----
 
     name = "notifiers"

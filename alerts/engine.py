@@ -29,7 +29,8 @@ from aiohttp import web
 from alerts import api, self_health
 from alerts.content import NotesReader, alert_from_condition
 from alerts.fencing import Fences, shard_of, shard_of_group
-from alerts.grouping import GroupLog, next_flush, nflog_field, plan, split_field
+from alerts.grouping import GroupLog, group_key, next_flush, nflog_field, plan, split_field
+from alerts.handover import Handovers, OutageHandover
 from alerts.health_sample import HealthSampler
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifiers.base import severity_rank
@@ -84,6 +85,10 @@ class NotificationSink(Protocol):
     async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None: ...
 
     def on_finished(self, listener: Callable[[Record, str], None]) -> None: ...
+
+    async def synced(self) -> bool:
+        """What the notifiers keep in Redis about sent messages (Slack thread records) is written there."""
+        ...
 
 
 class AlertFeed(Protocol):
@@ -164,6 +169,12 @@ class AlertEngine:
         self._retry_at: dict[str, float] = {}  # nflog field → when a dropped notification is planned again
         # Several replicas: a fencing token per shard owned, taken before its state is (re)loaded.
         self._fences = Fences(redis, config.alerting.key_prefix) if self.voice.shared and redis is not None else None
+        self._outage: OutageHandover | None = None  # the outage voice's exchange with the owners
+        if self._fences is not None and redis is not None and ownership is not None:
+            self._memory.fence = self._write_fence
+            self._memory.ours = self._speaks_for
+            self._outage = OutageHandover(Handovers(redis, config.alerting.key_prefix, ownership.me), self.voice,
+                                          self._memory, self.stats, sink)
         if sink is not None:
             sink.on_finished(self._delivery_finished)
 
@@ -329,6 +340,8 @@ class AlertEngine:
                                                  lambda field: self._group_in(split_field(field)[1], gained, cfg)):
                     self._gained |= gained  # Redis is down: try again next time
 
+            await self._exchange_outage_voice(cfg)
+
             self._due.clear()
             conditions = await self._conditions(cfg, now)
             events = await self._advance(conditions, cfg, now)
@@ -350,7 +363,39 @@ class AlertEngine:
         group_by = cfg.alerting.group_by
         shards = {shard_of(i, group_by) for i in cfg.integrations if self.voice.integration(i)}
         self._fences.drop(set(self._fences.held) - shards)
-        return await self._fences.acquire(shards - set(self._fences.held))
+        return await self._fences.acquire(shards)  # and checks those held: Redis may have come back empty
+
+    # -- the outage voice (alerts/voice.py) ------------------------------------------------------------
+    async def _exchange_outage_voice(self, cfg: ConfigView) -> None:
+        if self._outage is None or self._fences is None or self._memory.redis_up is not True:
+            return
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                await self._outage.exchange(self._fences.held, cfg.alerting.group_by)
+        except Exception as exc:
+            log.warning("alerts spoken for in the Redis outage not exchanged (%s); retrying",
+                        self.redactor.text(f"{type(exc).__name__}: {exc}"))
+
+    def _outage_condition(self, condition: Condition) -> bool:
+        """Whether this replica judges ``condition`` (of an integration owned elsewhere) in the outage voice."""
+        voice = self.voice
+        if condition.key in voice.outage:
+            return True
+        if not condition.active or not voice.may_take_in_outage(condition.integration, condition.check):
+            return False
+        voice.outage.add(condition.key)
+        self._memory.forget([condition.key], ())  # a copy read from the store long ago: not this incident's
+        if voice.ownership is not None:
+            voice.ownership.hold_results(frozenset(integration_of(k) for k in voice.outage))
+        log.warning("alert %s: its owner cannot be reached (Redis unreachable); alerting for it from this replica, "
+                    "which probes it", condition.key)
+        return True
+
+    def _speaks_in_outage(self, integration: str, icfg: Any) -> bool:
+        voice = self.voice
+        if any(integration_of(k) == integration for k in voice.outage):
+            return True
+        return voice.in_outage and any(voice.may_take_in_outage(integration, c.name) for c in icfg.checks)
 
     async def _conditions(self, cfg: ConfigView, now: float) -> list[Condition]:
         active = frozenset(k for k, s in self._mine().items() if s.active)
@@ -358,7 +403,8 @@ class AlertEngine:
         out: list[Condition] = []
         slice_started = time.perf_counter()
         for integration, icfg in cfg.integrations.items():
-            if not self.voice.integration(integration):
+            owned = self.voice.integration(integration)
+            if not owned and not (self.voice.shared and self._speaks_in_outage(integration, icfg)):
                 continue
             if time.perf_counter() - slice_started >= SLICE_SECONDS:
                 await asyncio.sleep(0)
@@ -373,7 +419,8 @@ class AlertEngine:
                 if rule_cfg is not None and not rule_cfg.enabled:
                     continue
                 try:
-                    out.extend(rule(inp))
+                    found = rule(inp)
+                    out.extend(found if owned else [c for c in found if self._outage_condition(c)])
                 except Exception:  # one broken rule must not silence the others
                     log.exception("alert rule %s failed for %s", name, integration)
         if self._redis_health is not None:
@@ -424,6 +471,8 @@ class AlertEngine:
                     content = alert_from_condition(
                         cond, stats, self.redactor, icfg.runbook_url if icfg else None
                     )
+                    if key in self.voice.outage:
+                        self._outage_group(group_key(content, cfg.alerting.group_by))
                 new, evs = step(state, cond.active, now, for_seconds=cond.for_seconds,
                                 keep_firing_for=cond.keep_firing_for, flapping=cfg.alerting.flapping, alert=content)
                 due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
@@ -501,6 +550,12 @@ class AlertEngine:
             self._memory.drop_state(key)
         return handed
 
+    def _outage_group(self, gkey: str) -> None:
+        """A group the outage voice speaks for: this replica's copies of its logs are another's, and old."""
+        if gkey not in self.voice.outage_groups:
+            self.voice.outage_groups.add(gkey)
+            self._memory.forget((), [f for f in self.groups if split_field(f)[1] == gkey])
+
     def _delivery_finished(self, record: Record, result: str) -> None:
         """The dispatcher delivered (the record is the notification log now) or gave up a notification
         (the log stays as it was: planned again after ``group_interval``, as Alertmanager retries a flush)."""
@@ -509,6 +564,29 @@ class AlertEngine:
             self._memory.put_group(record.field, record.log)
         elif result == "failed":
             self._retry_at[record.field] = self._clock() + self.config.alerting.group_interval
+
+    def _shard_of_stored(self, kind: str, name: str) -> str | None:
+        """The fencing shard of a stored state ("s", alert key) or log ("g", nflog field); None: this
+        replica's own health, nobody else's to write."""
+        group_by = self.config.alerting.group_by
+        if kind == "g":
+            return shard_of_group(split_field(name)[1], group_by)
+        integration = integration_of(name)
+        return None if self_health.is_monitor(integration) else shard_of(integration, group_by)
+
+    def _write_fence(self, kind: str, name: str) -> tuple[str, int] | None:
+        shard = self._shard_of_stored(kind, name)
+        if shard is None or self._fences is None:
+            return None
+        return shard, self._fences.held.get(shard, 0)  # none held: refused (tokens start above 0)
+
+    def _speaks_for(self, kind: str, name: str) -> bool:
+        """Whether this replica writes a state or log: what it owns; what it spoke for in an outage is
+        handed over instead (``_hand_over``)."""
+        if kind == "g":
+            gkey = split_field(name)[1]
+            return gkey not in self.voice.outage_groups and self._group_mine(gkey, self.config)
+        return name not in self.voice.outage and self.voice.alert(name)
 
     def _mine(self) -> dict[str, AlertState]:
         """The alert states this engine speaks for (all of them when it runs alone)."""

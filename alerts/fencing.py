@@ -14,13 +14,20 @@ overwrite the new owner's log either.
 
 Redis unreachable: nobody can take anything over (the membership freezes), so sends go ahead unfenced
 — fail open, a duplicate rather than silence.
+
+Redis back *empty* (no persistence): the counters are gone. A token is never taken by counting from zero
+again — a shard's first token is seeded from Redis' clock in microseconds (``_TAKE``), so a token handed
+out before the loss (at most the earlier seed plus the number of takeovers since) never equals one handed
+out after it — and every evaluation checks the tokens held (``check``, one script for all shards): a
+shard whose token is gone from Redis is taken again by its owner (the membership says it still owns it),
+a shard whose token moved on (another replica took it) is dropped and its sends stay refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from alerts.outbox import Fence
@@ -34,6 +41,30 @@ log = logging.getLogger(__name__)
 ALL_INTEGRATIONS = "*"  # the shard of every integration when alert groups span integrations
 TIMEOUT = 2.0
 
+# KEYS: fence hash. ARGV: pairs (shard, token held; '' = none). For each shard, the token now held: the
+# same one while it is current; a new one when none is held or the stored one is gone (a first token is
+# Redis' clock in µs, never a restart from zero); 0 when another replica's token is current.
+_TAKE = """
+local t = redis.call('TIME')
+local seed = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i = 1, #ARGV, 2 do
+  local shard, held = ARGV[i], ARGV[i + 1]
+  local current = redis.call('HGET', KEYS[1], shard)
+  if current and held ~= '' and current == held then
+    out[#out + 1] = tonumber(held)
+  elseif current and held ~= '' then
+    out[#out + 1] = 0
+  elseif current then
+    out[#out + 1] = redis.call('HINCRBY', KEYS[1], shard, 1)
+  else
+    redis.call('HSET', KEYS[1], shard, string.format('%d', seed))
+    out[#out + 1] = seed
+  end
+end
+return out
+"""
+
 
 def shard_of(integration: str, group_by: Iterable[str]) -> str:
     return integration if "integration" in group_by else ALL_INTEGRATIONS
@@ -45,26 +76,38 @@ class Fences:
     def __init__(self, redis: redis.asyncio.Redis, prefix: str) -> None:
         self._redis = redis
         self._key = f"{prefix}fence"
+        self._take = redis.register_script(_TAKE)
         self.held: dict[str, int] = {}
 
     async def acquire(self, shards: Iterable[str]) -> bool:
-        """Take the next token of each shard (every earlier holder is refused from now on); False when Redis
-        cannot be reached (tried again at the next evaluation)."""
-        shards = sorted(set(shards))
-        if not shards:
+        """Take the next token of each shard (every earlier holder is refused from now on) and check the
+        ones held (taken again when Redis lost them, dropped when another replica took them); False when
+        Redis cannot be reached (tried again at the next evaluation)."""
+        wanted = sorted(set(shards) | set(self.held))
+        if not wanted:
             return True
+        args: list[str | int] = []
+        for shard in wanted:
+            args += [shard, self.held.get(shard, "")]
         try:
             async with asyncio.timeout(TIMEOUT):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for shard in shards:
-                        pipe.hincrby(self._key, shard, 1)
-                    tokens = await pipe.execute()
+                tokens = await self._take(keys=[self._key], args=args)
         except Exception as exc:
-            log.warning("fencing tokens for %s not taken (%s); retrying", ", ".join(shards), type(exc).__name__)
+            log.warning("fencing tokens for %s not taken (%s); retrying", ", ".join(wanted), type(exc).__name__)
             return False
-        self.held.update(zip(shards, (int(t) for t in tokens), strict=True))
-        log.info("fencing tokens taken: %s", ", ".join(f"{s}={self.held[s]}" for s in shards))
+        taken: dict[str, int] = {}
+        for shard, token in zip(wanted, (int(t) for t in tokens), strict=True):
+            if not token:
+                log.warning("fencing token of %s superseded: another replica took its alerting over", shard)
+                self.held.pop(shard, None)
+            elif self.held.get(shard) != token:
+                taken[shard] = self.held[shard] = token
+        if taken:
+            log.info("fencing tokens taken: %s", ", ".join(f"{s}={t}" for s, t in sorted(taken.items())))
         return True
+
+    def tokens(self) -> Mapping[str, int]:
+        return dict(self.held)
 
     def drop(self, shards: Iterable[str]) -> None:
         for shard in shards:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from alerts.model import Notification
 from alerts.notifiers import DeliveryError, DeliveryReceipt, Notifier
-from alerts.outbox import Outbox, Record
+from alerts.outbox import Outbox, Record, delivering_under
 
 if TYPE_CHECKING:
     from alerts.inputs import NotificationMetrics
@@ -136,6 +136,7 @@ class Lane:
                         entry.record.fence if entry.record is not None else None)
             await self._finish(entry, "fenced")
             return
+        under = delivering_under.set(entry.record.fence if entry.record is not None else None)
         try:
             receipt = await notifier.send(entry.notification)
         except DeliveryError as exc:
@@ -157,6 +158,8 @@ class Lane:
             self.permanent_error = self.retrying = self.parked_reason = None
             await self._finish(entry, "sent")
             _log_delivered(notifier.name, entry.notification, receipt)
+        finally:
+            delivering_under.reset(under)
 
     async def _failed_attempt(self, entry: Entry, exc: DeliveryError) -> None:
         name, group = self.notifier.name, entry.notification.group_key

@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,12 @@ class Fence:
 
     shard: str
     token: int
+
+
+# The fence of the notification a lane is delivering, while its notifier's ``send`` runs: what a notifier
+# writes to Redis about it (the Slack thread record) is written under the same token, so a replica that
+# lost the integration while the send was under way cannot overwrite the new owner's record.
+delivering_under: ContextVar[Fence | None] = ContextVar("delivering_under", default=None)
 
 
 @dataclass(frozen=True, slots=True)

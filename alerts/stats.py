@@ -358,6 +358,9 @@ class Stats:
         for key in [k for k in self.checks if k not in checks]:
             del self.checks[key]
 
+    def forget_check(self, integration: str, check: str) -> None:
+        self.checks.pop((integration, check), None)
+
     def forget(self, integrations: Iterable[str]) -> None:
         """Drop statistics of these integrations' checks (they became another replica's and back: what is
         here is stale)."""

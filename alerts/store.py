@@ -8,10 +8,17 @@ same code path.
     <prefix>nflog      hash  "<notifier>|<group key>" → GroupLog JSON (the notification log; the notifier's
                              lane writes it once delivered, alerts/outbox.py)
     <prefix>silences   hash  silence id → Silence JSON
+    <prefix>epoch      string  a random id, set by the first process that finds it missing: when it changes,
+                             Redis lost what it held (restarted empty) and each process writes back what
+                             it knows (``alerts/store_sync.py``)
 
 Before the notification log was kept per notifier it was one hash, ``<prefix>groups`` (group key →
 GroupLog JSON); ``adopt_legacy_log`` takes it over once, for every notifier, so an incident open across
 the upgrade is neither posted again nor left without its resolve.
+
+When several replicas share the Redis, states and logs are written under their integration's fencing
+token (``write``, one script: ``alerts/fencing.py``): what a replica that lost an integration without
+knowing it still had to save is refused, never written over the new owner's.
 
 Redis errors propagate (``redis.exceptions.RedisError``/``OSError``): the engine keeps its in-memory
 copy, reports Redis down and writes again on the next evaluation.
@@ -21,7 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from alerts.codec import group_from_json, group_to_json, state_from_json, state_to_json
@@ -46,6 +54,29 @@ end
 redis.call('DEL', KEYS[1])
 return #old / 2
 """
+
+
+# KEYS: state hash, nflog hash, fence hash. ARGV: 5 per entry: 's' (state) or 'g' (log), field, value ('' =
+# delete), fence shard ('' = unfenced), fence token. An entry whose shard's token is not the given one is
+# not written; the reply lists them as '<kind>:<field>'.
+_WRITE = """
+local refused = {}
+for i = 1, #ARGV, 5 do
+  local hash = KEYS[1]
+  if ARGV[i] == 'g' then hash = KEYS[2] end
+  local field, value, shard = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if shard ~= '' and redis.call('HGET', KEYS[3], shard) ~= ARGV[i + 4] then
+    refused[#refused + 1] = ARGV[i] .. ':' .. field
+  elseif value == '' then
+    redis.call('HDEL', hash, field)
+  else
+    redis.call('HSET', hash, field, value)
+  end
+end
+return refused
+"""
+
+Fenced = tuple[str, int] | None  # (shard, token) a write needs to be current; None: unfenced
 
 
 class AlertStore:
@@ -103,6 +134,43 @@ class AlertStore:
 
     async def save_groups(self, upserts: Mapping[str, GroupLog], deletes: Iterable[str] = ()) -> None:
         await self._write("nflog", {k: group_to_json(v) for k, v in upserts.items()}, deletes)
+
+    async def write(
+        self,
+        states: Mapping[str, AlertState | None],
+        groups: Mapping[str, GroupLog | None],
+        fence: Callable[[str, str], Fenced],
+    ) -> set[tuple[str, str]]:
+        """States and logs (None: delete) in one atomic round, each under ``fence(kind, field)`` (kind "s"
+        or "g"): the (kind, field) pairs refused because their fencing token is no longer current."""
+        if self.redis is None:
+            await self.save_states({k: v for k, v in states.items() if v is not None},
+                                   [k for k, v in states.items() if v is None])
+            await self.save_groups({k: v for k, v in groups.items() if v is not None},
+                                   [k for k, v in groups.items() if v is None])
+            return set()
+        args: list[str | int] = []
+        for kind, table, encode in (("s", states, state_to_json), ("g", groups, group_to_json)):
+            for name, value in table.items():
+                fenced = fence(kind, name)
+                args += [kind, name, "" if value is None else encode(value),  # type: ignore[arg-type]
+                         *(("", 0) if fenced is None else fenced)]
+        if not args:
+            return set()
+        keys = [self.prefix + "state", self.prefix + "nflog", self.prefix + "fence"]
+        refused = await self.redis.eval(_WRITE, len(keys), *keys, *args)
+        return {(kind, name) for kind, _, name in (_text(r).partition(":") for r in refused)}
+
+    async def epoch(self) -> str | None:
+        """The id of Redis' current contents (set now if missing); None for the memory store."""
+        if self.redis is None:
+            return None
+        key = self.prefix + "epoch"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, uuid.uuid4().hex, nx=True)
+            pipe.get(key)
+            _, value = await pipe.execute()
+        return _text(value)
 
     async def adopt_legacy_log(self, notifiers: Sequence[str]) -> int:
         """Take the previous version's one-hash notification log over for ``notifiers``; the groups adopted."""

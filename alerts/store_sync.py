@@ -6,19 +6,25 @@ written back. Redis trouble never stops an evaluation: every round trip is bound
 changes stay dirty until a write succeeds, and the outcome of the last round (``redis_up``, with the
 redacted error) is the engine's own verdict on its store (``integration_monitor_component_ok``); whether
 Redis is up is the daemon's Redis health check's to say (``integration_monitor_redis_up``).
+
+Memory wins: Redis may come back from an outage empty (no persistence). Every sync reads the store's
+epoch (``AlertStore.epoch``: a random id the first process to miss it sets again); when it changed, every
+state and log this process holds is written back. With several replicas, writes go under the fencing
+token of their integration (``fence``) and only for what this replica speaks for (``ours``): a replica's
+copy of another's state is never written, and a stale owner's write is refused (dropped here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from alerts.grouping import GroupLog
 from alerts.silence_book import SilenceBook
 from alerts.state import AlertState
-from alerts.store import AlertStore
+from alerts.store import AlertStore, Fenced
 
 if TYPE_CHECKING:
     from integration_kit.redact import Redactor
@@ -42,6 +48,11 @@ class StoreSync:
         self._dirty_states: set[str] = set()
         self._dirty_groups: set[str] = set()
         self._loaded = False
+        self._epoch: str | None = None
+        # Several replicas (the engine sets these): the fencing token a write of ("s"|"g", field) needs, and
+        # whether this replica speaks for it at all (what it does not is never written from here).
+        self.fence: Callable[[str, str], Fenced] = lambda kind, name: None
+        self.ours: Callable[[str, str], bool] = lambda kind, name: True
 
     # -- changes (written back by persist) ---------------------------------------------------------
     def put_state(self, key: str, state: AlertState) -> None:
@@ -59,6 +70,15 @@ class StoreSync:
         else:
             self.groups[key] = log_entry
         self._dirty_groups.add(key)
+
+    def forget(self, states: Iterable[str], groups: Iterable[str]) -> None:
+        """Drop this process's copies, not the stored ones (they are, or become, another replica's)."""
+        for key in states:
+            self.states.pop(key, None)
+            self._dirty_states.discard(key)
+        for key in groups:
+            self.groups.pop(key, None)
+            self._dirty_groups.discard(key)
 
     # -- rounds with the store ----------------------------------------------------------------------
     def _redis_result(self, error: BaseException | None) -> None:
@@ -115,12 +135,18 @@ class StoreSync:
                 return
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
-                await self.store.ping()
+                epoch = await self.store.epoch()
                 silences = await self.store.load_silences()
         except Exception as exc:
             self._redis_result(exc)
             return
         self._redis_result(None)
+        if epoch != self._epoch:
+            if self._epoch is not None:
+                log.warning("Redis lost the alert state (restarted empty?); writing back what this process holds")
+                self._dirty_states.update(self.states)
+                self._dirty_groups.update(self.groups)
+            self._epoch = epoch
         old = self.silences.keep_fresh(silences, now)
         if old:
             try:
@@ -135,15 +161,17 @@ class StoreSync:
             return
         if self.redis_up is False and not even_if_down:
             return  # Redis failed this evaluation already; the changes stay dirty for the next one
-        states = {k: self.states[k] for k in self._dirty_states if k in self.states}
-        groups = {k: self.groups[k] for k in self._dirty_groups if k in self.groups}
+        states = {k: self.states.get(k) for k in self._dirty_states if self.ours("s", k)}
+        groups = {k: self.groups.get(k) for k in self._dirty_groups if self.ours("g", k)}
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
-                await self.store.save_states(states, [k for k in self._dirty_states if k not in self.states])
-                await self.store.save_groups(groups, [k for k in self._dirty_groups if k not in self.groups])
+                refused = await self.store.write(states, groups, self.fence)
         except Exception as exc:
             self._redis_result(exc)
             log.warning("alert state not saved (%s); retrying on the next evaluation", self.redis_error)
             return
+        if refused:
+            log.warning("alert state of %d alert(s)/group(s) not saved: another replica owns their integration "
+                        "now (fencing token superseded)", len(refused))
         self._dirty_states.clear()
         self._dirty_groups.clear()

@@ -131,6 +131,9 @@ class _Sink:
     def on_finished(self, listener: Callable[[Record, str], None]) -> None:
         self._finished.append(listener)
 
+    async def synced(self) -> bool:
+        return True
+
     async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None:
         self.got.append((self.clock.now, notification))
         for listener in self._finished:

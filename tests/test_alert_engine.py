@@ -59,6 +59,9 @@ class Sink:
     def on_finished(self, listener: Callable[[Record, str], None]) -> None:
         self._finished.append(listener)
 
+    async def synced(self) -> bool:
+        return True
+
     async def submit_to(self, notifier: str, notification: Notification, record: Record) -> None:
         if self.fail:
             raise ConnectionError("outbox unavailable")

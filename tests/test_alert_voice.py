@@ -27,9 +27,22 @@ class Owners:
     me: str
     table: dict[str, str] = field(default_factory=dict)
     clustered: bool = True
+    degraded: bool = False  # Redis unreachable: the outage voice speaks for what this replica probes
+    probed: set[str] = field(default_factory=set)  # check ids this replica probes
+    owner_saw: dict[str, bool] = field(default_factory=dict)  # check id → last result the owner got was ok
+    held: frozenset[str] = frozenset()
 
     def owns(self, integration: str) -> bool:
         return self.table.get(integration) == self.me
+
+    def probes(self, check_id: str) -> bool:
+        return check_id in self.probed
+
+    def owner_saw_failing(self, check_id: str) -> bool:
+        return self.owner_saw.get(check_id) is False
+
+    def hold_results(self, integrations: frozenset[str]) -> None:
+        self.held = integrations
 
 
 def config(key_prefix: str, **probe_down: str) -> Config:

@@ -15,6 +15,7 @@ module only classifies failures into ``DeliveryError``; the Dispatcher waits and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -31,7 +32,9 @@ from alerts.message import SlackMessage, build_message
 from alerts.model import Notification, Severity
 from alerts.notifier_config import SlackConfig
 from alerts.notifiers.base import DeliveryError, DeliveryReceipt, NotifierContext
+from alerts.outbox import Fence, delivering_under
 from integration_kit.retry import parse_retry_after
+from integration_kit.tasks import stop
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -89,40 +92,81 @@ def state_signature(notification: Notification) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+# KEYS: the group's thread record, the fence hash. ARGV: fence shard ('' = unfenced), token, channel ('' =
+# delete the record), ts, state, incident, ttl. 0: refused (another replica owns the integration now).
+_WRITE_THREAD = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'channel', ARGV[3], 'ts', ARGV[4], 'state', ARGV[5], 'incident', ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+end
+return 1
+"""
+REPLAY_RETRY = 1.0  # seconds between attempts to write back what changed while Redis was unreachable
+
+
+@dataclass(slots=True)
+class _Known:
+    message: GroupMessage | None  # None: the group's thread was closed
+    fence: Fence | None = None  # the token it was written under (alerts/outbox.py ``delivering_under``)
+
+
 class ThreadStore:
     """group key → GroupMessage, in Redis (survives restarts) with an in-memory copy for Redis outages.
 
-    What changed while Redis could not be written (a message posted, a thread closed) is kept in memory
-    and wins: it is replayed to Redis before anything else is read or written, so the record Redis still
-    holds from before the outage (or the lack of one) never overrides what happened meanwhile.
+    Memory wins. What changed while Redis could not be written (a message posted, a thread closed) is
+    kept in memory and replayed to Redis before anything else is read or written (and in the background
+    until it is), so the record Redis still holds from before the outage (or the lack of one) never
+    overrides what happened meanwhile. A record Redis no longer has while this process knows it for the
+    same incident (Redis came back empty) is written back too: the resolve still lands in its thread.
+
+    Writes go under the fencing token of the notification being delivered (``delivering_under``): a
+    replica that lost the integration while its send was under way cannot overwrite the new owner's record.
     """
 
-    def __init__(self, redis: redis.asyncio.Redis | None, prefix: str) -> None:
+    def __init__(self, redis: redis.asyncio.Redis | None, prefix: str, fence_key: str = "") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._memory: dict[str, GroupMessage | None] = {}  # None: the group's thread was closed
+        self._fence_key = fence_key
+        self._write = redis.register_script(_WRITE_THREAD) if redis is not None else None
+        self._memory: dict[str, _Known] = {}  # every record this process wrote or read
         self._unsynced: set[str] = set()  # changed here, not yet written to Redis
+        self._retry: asyncio.Task[None] | None = None
 
     async def get(self, group_key: str, incident: str) -> GroupMessage | None:
         """The message of this incident of the group; None for none, or an earlier incident's."""
-        message = await self._read(group_key)
+        message = await self._read(group_key, incident)
         if message is not None and message.incident != incident:
             log.info("slack: the stored message of group %s belongs to an earlier incident; posting a new one",
                      group_key)
             return None
         return message
 
-    async def _read(self, group_key: str) -> GroupMessage | None:
+    def _known(self, group_key: str) -> GroupMessage | None:
+        known = self._memory.get(group_key)
+        return None if known is None else known.message
+
+    async def _read(self, group_key: str, incident: str) -> GroupMessage | None:
         if self._redis is None or not await self._replay() or group_key in self._unsynced:
-            return self._memory.get(group_key)
+            return self._known(group_key)
         try:
             raw = await self._redis.hgetall(self._prefix + group_key)
         except Exception as exc:  # Redis down: the in-memory copy is the best we have
             log.warning("slack thread store: Redis read failed (%s); using memory", type(exc).__name__)
-            return self._memory.get(group_key)
+            return self._known(group_key)
         fields = {_s(k): _s(v) for k, v in raw.items()}
         if "channel" in fields and "ts" in fields:
-            return GroupMessage(fields["channel"], fields["ts"], fields.get("state", ""), fields.get("incident", ""))
+            message = GroupMessage(fields["channel"], fields["ts"], fields.get("state", ""), fields.get("incident", ""))
+            self._memory[group_key] = _Known(message, delivering_under.get())
+            return message
+        known = self._known(group_key)
+        if known is not None and known.incident == incident:
+            log.warning("slack thread store: Redis no longer has the message of group %s (restarted empty?); "
+                        "writing back the one this process knows", group_key)
+            await self._change(group_key, known)
+            return known
         return None
 
     async def set(self, group_key: str, message: GroupMessage) -> None:
@@ -132,31 +176,50 @@ class ThreadStore:
         await self._change(group_key, None)
 
     async def _change(self, group_key: str, message: GroupMessage | None) -> None:
-        self._memory[group_key] = message
+        self._memory[group_key] = _Known(message, delivering_under.get())
         self._unsynced.add(group_key)
-        if self._redis is not None:
-            await self._replay()
+        if self._redis is not None and not await self._replay():
+            self._retry_later()
 
     async def _replay(self) -> bool:
         """Write what changed here and is not in Redis yet; True when Redis is in step with memory."""
-        assert self._redis is not None
+        assert self._write is not None
         for group_key in sorted(self._unsynced):
-            message, key = self._memory.get(group_key), self._prefix + group_key
+            known = self._memory[group_key]
+            message, fence = known.message, known.fence
+            args: list[str | int] = [fence.shard if fence else "", fence.token if fence else 0,
+                                     *(("", "", "", "") if message is None else
+                                       (message.channel, message.ts, message.state, message.incident)), THREAD_TTL]
             try:
-                if message is None:
-                    await self._redis.delete(key)
-                else:
-                    async with self._redis.pipeline(transaction=True) as pipe:
-                        pipe.hset(key, mapping={"channel": message.channel, "ts": message.ts, "state": message.state,
-                                                "incident": message.incident})
-                        pipe.expire(key, THREAD_TTL)
-                        await pipe.execute()
+                written = await self._write(keys=[self._prefix + group_key, self._fence_key], args=args)
             except Exception as exc:
                 log.warning("slack thread store: Redis write failed (%s); kept in memory, written when Redis "
                             "answers", type(exc).__name__)
                 return False
             self._unsynced.discard(group_key)
+            if not written:
+                log.warning("slack thread store: the record of group %s not written: another replica owns its "
+                            "integration now (fencing token %s superseded)", group_key, fence)
+                self._memory.pop(group_key, None)
         return True
+
+    async def synced(self) -> bool:
+        return self._redis is None or await self._replay()
+
+    def _retry_later(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._replay_until_done(), name="slack-thread-replay")
+
+    async def _replay_until_done(self) -> None:
+        """While Redis is unreachable: write back as soon as it answers, not only at the next send (another
+        replica may be the one to send next, and it reads the record from Redis)."""
+        while self._unsynced:
+            await asyncio.sleep(REPLAY_RETRY)
+            await self._replay()
+
+    async def close(self) -> None:
+        await stop(self._retry)
+        self._retry = None
 
 
 def _s(value: bytes | str) -> str:
@@ -198,8 +261,16 @@ class SlackBotNotifier(_SlackBase):
         assert config.token is not None and config.channel is not None  # SlackConfig validated the mode
         self._token = config.token.get_secret_value()
         self._channel = config.channel
-        self._threads = ThreadStore(context.redis, f"{context.key_prefix}slack:thread:")
+        self._threads = ThreadStore(context.redis, f"{context.key_prefix}slack:thread:", f"{context.key_prefix}fence")
         self._client: AsyncWebClient | None = None
+
+    async def close(self) -> None:
+        await self._threads.close()
+        await super().close()
+
+    async def synced(self) -> bool:
+        """The thread records written while Redis was unreachable are in Redis now (the dispatcher asks)."""
+        return await self._threads.synced()
 
     def _web(self) -> AsyncWebClient:
         session = self._http()

@@ -75,6 +75,20 @@ class Placement(Protocol):
         """False while this replica may have lost its membership without knowing it (it was paused)."""
         ...
 
+    @property
+    def degraded(self) -> bool:
+        """Redis unreachable: the view is frozen (alerts/voice.py, the outage voice)."""
+        ...
+
+    def owner_saw_failing(self, check_id: str) -> bool:
+        """The last result of this check that reached its integration's owner from here was a failure."""
+        ...
+
+    def hold_results(self, integrations: frozenset[str]) -> None:
+        """Results of these integrations' checks are recorded here, not sent to their owner, until told
+        otherwise: the alert engine speaks for some of their alerts until it handed them over."""
+        ...
+
     def on_change(self, listener: Listener) -> None: ...
 
 
@@ -105,6 +119,7 @@ class Solo:
     """A daemon on its own: it probes and owns everything, always."""
 
     clustered = False
+    degraded = False
 
     def __init__(self, me: str = "") -> None:
         self._me = me
@@ -127,6 +142,12 @@ class Solo:
 
     def may_run(self) -> bool:
         return True
+
+    def owner_saw_failing(self, check_id: str) -> bool:
+        return False  # every result is recorded here
+
+    def hold_results(self, integrations: frozenset[str]) -> None:
+        return None  # every result is recorded here
 
     def on_change(self, listener: Listener) -> None:
         return None  # nothing ever moves

@@ -97,6 +97,8 @@ class Cluster:
         self._backoff_listeners: list[Callable[[Mapping[str, Backoff]], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._owner_saw: dict[str, bool] = {}  # check id → the last result its owner got from here was ok
+        self._held: frozenset[str] = frozenset()  # integrations whose results stay here (hold_results)
 
     # ---- Placement --------------------------------------------------------------------------------
 
@@ -134,6 +136,24 @@ class Cluster:
 
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    # ---- the outage voice (alerts/voice.py) ------------------------------------------------------------
+
+    def delivered(self, check_id: str, ok: bool) -> None:
+        """A result of ``check_id`` reached its integration's owner's stream (monitor.cluster.streams)."""
+        self._owner_saw[check_id] = ok
+
+    def owner_saw_failing(self, check_id: str) -> bool:
+        return self._owner_saw.get(check_id) is False
+
+    def hold_results(self, integrations: frozenset[str]) -> None:
+        if integrations != self._held:
+            log.info("cluster: results of %s kept here until the alerts spoken for them in the Redis outage are "
+                     "handed over", ",".join(sorted(integrations)) or "nothing")
+        self._held = integrations
+
+    def holds(self, integration: str) -> bool:
+        return integration in self._held
 
     @property
     def members(self) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ next number: results that never arrived — trimmed away while the reader was fa
 
 Fail open: when Redis cannot take a flush (or the view is frozen because Redis is unreachable), the
 results are recorded here instead — the series and alerts of those checks then come from this replica
-until Redis answers again, which is better than losing them.
+until Redis answers again, which is better than losing them (alerts/voice.py, the outage voice; its
+integrations' results stay here after Redis answers until the alert engine handed them over).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class ResultStreams:
         """Records ``result`` here if it is not to travel (owned here, Redis unreachable, or ``stopped``)."""
         cluster = self.cluster
         owner = cluster.owner_of(result.integration)
-        if owner is None or owner == cluster.me or cluster.degraded or stopped:
+        if owner is None or owner == cluster.me or cluster.degraded or cluster.holds(result.integration) or stopped:
             if owner is not None and owner != cluster.me:
                 self._kept.inc()
             self._record(result)
@@ -172,6 +173,9 @@ class ResultStreams:
                     self._record(result)
             return
         self._sent.inc(sum(len(items) for items in by_owner.values()))
+        for items in by_owner.values():
+            for result, _ in items:
+                self.cluster.delivered(f"{result.integration}/{result.check}", result.ok)
         for gone in (set(self._next_seq) | set(self._expired_at)) - set(self.cluster.members):
             # A replica gone for good (pod names change with every rollout); one that comes back reads
             # from its newest entry on and takes the next number it gets as the start.

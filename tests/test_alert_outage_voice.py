@@ -1,0 +1,166 @@
+"""Replicas' alert engines around a Redis outage (issue 10, item 4; alerts/voice.py, alerts/handover.py,
+alerts/fencing.py): the replica that probes a check speaks for the incident that starts on it while its
+owner cannot be reached, and hands it to the owner afterwards; a stale owner's state is refused; Redis back
+empty gets everything back from memory, under fencing tokens that never restart from zero.
+
+Two engines as two replicas (``Owners`` from test_alert_voice), a fake clock and sink, real Redis: the
+shared one with a unique key prefix, or a private redis-server where Redis must lose its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+from redis_servers import OwnRedis
+from test_alert_engine import T0, Clock, Sink
+from test_alert_voice import Owners, config, fail
+
+from alerts.codec import state_from_json
+from alerts.engine import AlertEngine
+from alerts.model import AlertStatus
+from alerts.outbox import Fence, Outbox, Record
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
+from monitor.metrics import Metrics
+
+ACME = "acme/probe_down/api/critical"
+
+PrivateRedis = tuple[redis.asyncio.Redis, OwnRedis, str]
+
+
+@pytest.fixture
+async def private_redis(own_redis: OwnRedis, prefix: str) -> AsyncIterator[PrivateRedis]:
+    """A redis-server of this test's own, without persistence (a restart empties it), and a client of it."""
+    await own_redis.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url)
+    yield client, own_redis, prefix
+    await client.aclose()
+
+
+def ok(engine: AlertEngine, integration: str, at: float) -> None:
+    engine.on_result(CheckResult(integration=integration, check="api", kind="http", ok=True, error_class=None,
+                                 detail="", started_at=at, duration=0.1, total_duration=0.1, status_code=200))
+
+
+def engine_for(owners: Owners, client: redis.asyncio.Redis, prefix: str, sink: Sink, clock: Clock,
+               **probe_down: str) -> AlertEngine:
+    return AlertEngine(config(prefix, **probe_down), metrics=Metrics(), redactor=Redactor(), redis=client, sink=sink,
+                       clock=clock, autorun=False, ownership=owners)
+
+
+async def test_an_incident_starting_in_an_outage_is_told_by_its_prober_and_then_continued_by_its_owner(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    clock = Clock()
+    table = {"acme": "r1", "globex": "r1"}
+    # r0 probes both checks; the owner got globex failing from it before the outage, acme healthy.
+    prober = Owners("r0", table, probed={"acme/api", "globex/api"}, owner_saw={"acme/api": True, "globex/api": False})
+    sinks = {"r0": Sink(), "r1": Sink()}
+    r0 = engine_for(prober, shared_redis, prefix, sinks["r0"], clock, keep_firing_for="0s")
+    r1 = engine_for(Owners("r1", table), shared_redis, prefix, sinks["r1"], clock, keep_firing_for="0s")
+    for engine in (r0, r1):
+        await engine.start()
+        await engine.evaluate()
+
+    prober.degraded = True  # Redis unreachable for r0: its results stay with it
+    for n in range(3):
+        fail(r0, "acme", T0 + 1 + n)
+        fail(r0, "globex", T0 + 1 + n)
+    clock.now = T0 + 5
+    await r0.evaluate()
+    told = [a.key for n in sinks["r0"].got for a in n.alerts]
+    assert told == [ACME]  # not globex: the owner has that incident already
+    assert prober.held == frozenset({"acme"})
+    incident = sinks["r0"].got[0].incident
+
+    prober.degraded = False  # Redis answers: r0 hands acme over, and then lets its results go to r1
+    clock.now = T0 + 6
+    await r0.evaluate()
+    assert prober.held == frozenset() and not r0.voice.outage
+    assert ACME not in r0.states
+    await r1.evaluate()
+    assert r1.states[ACME].status is AlertStatus.FIRING
+    for n in range(3):
+        fail(r1, "acme", T0 + 7 + n)
+    clock.now = T0 + 10
+    await r1.evaluate()
+    assert sinks["r1"].got == []  # r1 does not tell the incident again
+    assert not await shared_redis.hlen(f"{prefix}handover")
+
+    ok(r1, "acme", T0 + 11)
+    clock.now = T0 + 12
+    await r1.evaluate()
+    resolved = [(n.incident, a.key) for n in sinks["r1"].got for a in n.alerts if a.status is AlertStatus.RESOLVED]
+    assert resolved == [(incident, ACME)]  # the resolve belongs to the incident r0 told (its Slack thread)
+    await r0.evaluate()
+    assert [a.key for n in sinks["r0"].got for a in n.alerts] == [ACME]  # r0 said nothing more
+    for engine in (r0, r1):
+        await engine.close()
+
+
+async def test_the_alert_state_of_an_owner_that_lost_its_integration_without_knowing_is_refused(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    clock = Clock()
+    sinks = {"r0": Sink(), "r1": Sink()}
+    stale = Owners("r0", {"acme": "r0", "globex": "r1"})  # r0 never hears that acme moved
+    r0 = engine_for(stale, shared_redis, prefix, sinks["r0"], clock, keep_firing_for="0s")
+    r1 = engine_for(Owners("r1", {"acme": "r1", "globex": "r1"}), shared_redis, prefix, sinks["r1"], clock,
+                    keep_firing_for="0s")
+    await r0.start()
+    for n in range(3):
+        fail(r0, "acme", T0 + n)
+    clock.now = T0 + 5
+    await r0.evaluate()
+    assert [a.key for n in sinks["r0"].got for a in n.alerts] == [ACME]
+
+    await r1.start()
+    r1.ownership_changed(["acme"], [])
+    await r1.evaluate()  # takes acme's fencing token and its incident
+    assert r1.states[ACME].status is AlertStatus.FIRING
+
+    ok(r0, "acme", T0 + 6)
+    clock.now = T0 + 7
+    await r0.evaluate()  # r0 judges acme resolved and saves that under its old token: refused
+    assert r0.states.get(ACME) is None or r0.states[ACME].status is not AlertStatus.FIRING
+    stored = state_from_json((await shared_redis.hget(f"{prefix}state", ACME)).decode())
+    assert stored.status is AlertStatus.FIRING
+    for engine in (r0, r1):
+        await engine.close()
+
+
+async def test_redis_back_empty_gets_the_state_back_and_a_token_from_before_never_matches(
+    private_redis: PrivateRedis,
+) -> None:
+    client, server, prefix = private_redis
+    clock = Clock()
+    sink = Sink()
+    owner = engine_for(Owners("r0", {"acme": "r0", "globex": "r0"}), client, prefix, sink, clock)
+    await owner.start()
+    for n in range(3):
+        fail(owner, "acme", T0 + n)
+    clock.now = T0 + 5
+    await owner.evaluate()
+    before = int(await client.hget(f"{prefix}fence", "acme"))
+    outbox = Outbox(client, log_prefix=prefix)
+    assert await outbox.may_send(Record("console|acme", None, Fence("acme", before)))
+
+    await server.stop()
+    clock.now = T0 + 6
+    await owner.evaluate()  # Redis down: judged from memory, nothing saved
+    await server.start()  # no persistence: empty
+    assert not await client.exists(f"{prefix}state", f"{prefix}nflog", f"{prefix}fence")
+    clock.now = T0 + 7
+    await owner.evaluate()
+    stored = state_from_json((await client.hget(f"{prefix}state", ACME)).decode())
+    assert stored.status is AlertStatus.FIRING
+    assert await client.hexists(f"{prefix}nflog", "console|acme")
+    after = int(await client.hget(f"{prefix}fence", "acme"))
+    assert after != before and after > before
+    # A notification planned under the token from before the loss is refused; the new one may go.
+    assert not await outbox.may_send(Record("console|acme", None, Fence("acme", before)))
+    assert await outbox.may_send(Record("console|acme", None, Fence("acme", after)))
+    assert sink.got and len(sink.got) == 1  # and nothing was told twice
+    await owner.close()
