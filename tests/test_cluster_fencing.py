@@ -3,7 +3,9 @@ without knowing it cannot send. Three daemons (real processes) share a private r
 loopback Slack; the owner of the failing integration has its first post answered with a 429 (so it holds
 the notification in its lane), is paused (SIGSTOP) past its lease, another replica takes the integration
 over and posts, and when the paused one resumes (SIGCONT) its fencing token is no longer current: it
-sends nothing."""
+sends nothing. And an owner paused while its post is under way (Slack answers it late) cannot, once
+resumed, overwrite the new owner's Slack thread record: the resolve still lands in the new owner's
+thread."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from targets import Target
 HEARTBEAT = 0.3
 TTL = 2.0
 RETRY_AFTER = 8  # seconds the paused owner's lane waits after the 429: it resumes long after the takeover
+LATE_ANSWER = 10.0  # seconds Slack takes to answer the paused owner's post: the takeover comes first
 
 
 def fleet_config(target: Target, redis_url: str, slack: FakeSlack) -> str:
@@ -38,14 +41,14 @@ integrations:
     checks:
       - {{name: api, kind: http, url: '{target.url("/api")}', interval: 1s, timeout: 1s}}
     alerts:
-      probe_down: {{consecutive_failures: 2}}
+      probe_down: {{consecutive_failures: 2, keep_firing_for: 0s}}
       error_rate: {{enabled: false}}
       latency: {{enabled: false}}
 alerting:
   group_wait: 0s
   group_interval: 1s
   self_health: {{enabled: false}}
-  slack: {{token: "{TOKEN}", channel: "#alerts", base_url: "{slack.api_url}"}}
+  slack: {{token: "{TOKEN}", channel: "#alerts", base_url: "{slack.api_url}", timeout: 60s}}
 """
 
 
@@ -93,3 +96,39 @@ async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
     assert len(top_level) == 1, [r.body.get("text") for r in top_level]
     assert len(slack.calls("chat.postMessage")) == 2  # the 429 and the new owner's post: nothing from the stale one
     assert "refused: another replica owns its integration now" in stale.log.read_text()
+
+
+async def test_an_owner_paused_mid_send_cannot_overwrite_the_new_owners_thread_record(
+    fleet: Fleet, target: Target, slack: FakeSlack
+) -> None:
+    target.route("/api", TargetReply(json={"ok": True}))
+    await asyncio.gather(*(fleet.start(name) for name in ("r0", "r1", "r2")))
+    await fleet.settled({"r0", "r1", "r2"})
+    owner = (await fleet.replicas["r0"].status())["integrations"]["acme"]["owner"]
+    stale = fleet.replicas[owner]
+
+    slack.then(Reply(delay=LATE_ANSWER, only="chat.postMessage"))  # the owner's post: answered late
+    target.route("/api", TargetReply(status=503, body="down"))
+    await until(lambda: slack.calls("chat.postMessage"), 20, "the owner's post to reach Slack")
+    stale.signal(signal.SIGSTOP)  # its send under way
+    others = {"r0", "r1", "r2"} - {owner}
+    await fleet.settled(others, within=TTL + 10)
+    await until(lambda: len(slack.delivered("chat.postMessage")) >= 2, LATE_ANSWER + 20,
+                "the new owner's post, and the paused owner's answered")
+    stale.signal(signal.SIGCONT)  # it reads Slack's answer and writes the thread record under its old token
+
+    def refused() -> bool:
+        return "slack thread store: the record of group acme not written" in stale.log.read_text()
+
+    await until(refused, 20, f"{owner}'s thread record refused", replica=stale)
+    target.route("/api", TargetReply(json={"ok": True}))
+    await until(lambda: [r for r in slack.delivered("chat.postMessage") if r.body.get("thread_ts")], 30,
+                "the resolve")
+    await asyncio.sleep(2)  # every replica has evaluated the recovery
+    # Two posts (the paused owner's came too late to be stopped; the new owner's), and the resolve is a reply
+    # in a thread: had the paused owner's record replaced the new owner's, the new owner would have found
+    # another incident's message there and posted its resolve as a third message.
+    top_level = [ts for ts, m in slack.messages.items() if m.thread_ts is None]
+    replies = [m.thread_ts for m in slack.messages.values() if m.thread_ts is not None]
+    assert len(top_level) == 2, [m.text for m in slack.messages.values()]
+    assert len(replies) == 1 and replies[0] in top_level
