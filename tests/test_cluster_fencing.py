@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fake_slack import TOKEN, FakeSlack, Reply
-from fleet import EXE, Fleet, until
+from fleet import EXE, Fleet, Replica, until
 from needs import missing
 from redis_servers import OwnRedis
 from targets import Reply as TargetReply
@@ -66,14 +66,20 @@ async def fleet(request: pytest.FixtureRequest, tmp_path: Path, target: Target, 
     await fleet.close()
 
 
-async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
-    fleet: Fleet, target: Target, slack: FakeSlack
-) -> None:
+async def the_owner_of_acme(fleet: Fleet, target: Target) -> Replica:
+    """Three replicas settled, acme healthy: the one that owns it (to be paused)."""
     target.route("/api", TargetReply(json={"ok": True}))
     await asyncio.gather(*(fleet.start(name) for name in ("r0", "r1", "r2")))
     await fleet.settled({"r0", "r1", "r2"})
     owner = (await fleet.replicas["r0"].status())["integrations"]["acme"]["owner"]
-    stale = fleet.replicas[owner]
+    return fleet.replicas[owner]
+
+
+async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
+    fleet: Fleet, target: Target, slack: FakeSlack
+) -> None:
+    stale = await the_owner_of_acme(fleet, target)
+    owner = stale.name
 
     slack.then(Reply(status=429, retry_after=str(RETRY_AFTER), only="chat.postMessage"))
     target.route("/api", TargetReply(status=503, body="down"))
@@ -101,11 +107,8 @@ async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
 async def test_an_owner_paused_mid_send_cannot_overwrite_the_new_owners_thread_record(
     fleet: Fleet, target: Target, slack: FakeSlack
 ) -> None:
-    target.route("/api", TargetReply(json={"ok": True}))
-    await asyncio.gather(*(fleet.start(name) for name in ("r0", "r1", "r2")))
-    await fleet.settled({"r0", "r1", "r2"})
-    owner = (await fleet.replicas["r0"].status())["integrations"]["acme"]["owner"]
-    stale = fleet.replicas[owner]
+    stale = await the_owner_of_acme(fleet, target)
+    owner = stale.name
 
     slack.then(Reply(delay=LATE_ANSWER, only="chat.postMessage"))  # the owner's post: answered late
     target.route("/api", TargetReply(status=503, body="down"))
