@@ -37,11 +37,13 @@ class Expect:
     def accepts(self, status: int) -> bool:
         return 200 <= status < 400 if self.status is None else status in self.status
 
-    def reads_body(self, content_type: str) -> bool:
-        """Whether the body must be read to check the answer."""
-        if self.json or self.required or self.not_null or self.body_required:
-            return True
-        return self.json is None and is_json_type(content_type)
+    def body_checks(self, content_type: str) -> tuple[bool, bool]:
+        """How an accepted answer with this ``Content-Type`` is checked: ``(as_json, body_required)`` —
+        parsed as JSON (and its fields checked), an empty body a failure. Neither: the body is not read."""
+        as_json = self.json if self.json is not None else bool(self.required or self.not_null) or is_json_type(
+            content_type
+        )
+        return as_json, self.body_required if self.body_required is not None else as_json
 
 
 DEFAULT_EXPECT = Expect()
@@ -108,15 +110,14 @@ def status_failure(expect: Expect, status: int, reason: str | None) -> Failure |
     return None if expect.accepts(status) else classify_status(status, reason)
 
 
-def body_failure(expect: Expect, *, method: str, status: int, content_type: str, body: bytes) -> Failure | None:
-    """The checks of an accepted response's body: empty, malformed JSON, required fields."""
-    as_json = expect.json if expect.json is not None else bool(expect.required or expect.not_null) or is_json_type(
-        content_type
-    )
-    body_required = expect.body_required if expect.body_required is not None else as_json
-    if body_required and (failure := empty_body(status, body, method=method)) is not None:
-        return failure
-    if not as_json or not body or body.isspace():
+def body_failure(
+    expect: Expect, *, method: str, status: int, as_json: bool, body_required: bool, body: bytes
+) -> Failure | None:
+    """The checks of an accepted response's body (``Expect.body_checks`` says which): empty, malformed
+    JSON, required fields."""
+    if not body or body.isspace():
+        return empty_body(status, body, method=method) if body_required else None
+    if not as_json:
         return None
     data, failure = parse_json(body)
     if failure is not None:

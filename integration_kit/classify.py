@@ -23,11 +23,13 @@ process (the probes pass every detail through ``integration_kit.redact.Redactor.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import re
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import aiohttp
@@ -123,16 +125,37 @@ def empty_body(status: int, body: bytes, *, method: str = "GET") -> Failure | No
 def parse_json(body: bytes) -> tuple[Any, Failure | None]:
     """``(data, None)`` for a UTF-8 JSON body (a BOM is tolerated), ``(None, malformed_json)`` otherwise."""
     try:
-        text = body.decode("utf-8-sig")
+        # The utf-8-sig codec is Python code, the plain one C: it runs only when there is a BOM to drop.
+        text = body.decode("utf-8-sig") if body.startswith(codecs.BOM_UTF8) else body.decode()
     except UnicodeDecodeError as exc:
         detail = f"malformed_json: body is not UTF-8 ({exc.reason} at byte {exc.start})"
         return None, (ErrorClass.MALFORMED_JSON, detail)
     try:
-        return json.loads(text), None
+        return _loads(text), None
     except ValueError as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         return None, (ErrorClass.MALFORMED_JSON, f"malformed_json: {reason}{where}")
+
+
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_skip_whitespace: Callable[[str, int], re.Match[str]] = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``, the same value or the same error, three Python frames shorter (loads,
+    ``JSONDecoder.decode``, ``raw_decode``: a third of the cost for a small body, and the kit parses
+    one on every call): decode's own steps, on the C scanner they end in."""
+    if text.startswith("\ufeff"):  # a BOM left after utf-8-sig dropped one: json.loads' own error
+        return json.loads(text)
+    try:
+        data, end = _scan(text, _skip_whitespace(text, 0).end())
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    end = _skip_whitespace(text, end).end()
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return data
 
 
 def field_failure(path: str, values: Sequence[Any], *, required: bool = True, not_null: bool = False) -> Failure | None:

@@ -19,6 +19,7 @@ kit's ``timeout``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Collection, Iterable
 from time import perf_counter
@@ -26,8 +27,9 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from integration_kit.calls import DEFAULT_EXPECT, Expect, body_failure, status_failure
-from integration_kit.classify import body_read_failure, classify_exception
+from integration_kit.calls import DEFAULT_EXPECT, Expect, body_failure
+from integration_kit.classify import body_read_failure, classify_exception, classify_status
+from integration_kit.deadlines import Deadlines, DeadlineScope
 from integration_kit.integration_base import (
     DEFAULT_RETRY,
     EXCERPT_READ,
@@ -58,6 +60,8 @@ class Integration(IntegrationBase):
     ``start()`` / ``close()``) so the counters are flushed in the background and a last time at the end.
     """
 
+    recorder: TrafficRecorder | None
+
     def __init__(
         self,
         name: str,
@@ -80,6 +84,7 @@ class Integration(IntegrationBase):
             TrafficRecorder(redis, name, prefix=key_prefix, ttl=ttl, interval=flush_interval)
             if redis is not None and record else None
         )
+        self._deadlines = Deadlines()  # of the attempts in flight (asyncio.timeout_at costs more)
         self.middleware = self._middleware_for(expect)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -117,15 +122,23 @@ class Integration(IntegrationBase):
         return (self._middleware_for(expect),)
 
     def _middleware_for(self, expect: Expect) -> aiohttp.ClientMiddlewareType:
-        async def middleware(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
-            return await self._call(req, handler, expect)
-
-        return middleware
+        # A partial, not a wrapping coroutine function: aiohttp's call of the middleware is then the
+        # coroutine of _call itself, one frame less on every call.
+        return functools.partial(self._call, expect=expect)
 
     async def _call(
         self, req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType, expect: Expect
     ) -> aiohttp.ClientResponse:
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        first = None
+        if self.limiter is None:
+            # The usual call succeeds at once: sent here, it is finished without the retry runner.
+            first = await self._send(req, handler, expect, deadline, loop)
+            if first.error_class is None:
+                response: aiohttp.ClientResponse = self.finish(req.method, req.url, req.headers, first, 1, 0.0)
+                return response
+            self.log_retry(req.method, req.url, first)
         throttled, bypassed = 0.0, False
 
         async def attempt(deadline: float) -> Attempt:
@@ -141,10 +154,8 @@ class Integration(IntegrationBase):
                 self.log_retry(req.method, req.url, result)
             return result
 
-        last, classes = await run_with_retries(attempt, self.retry, deadline=loop.time() + self.timeout,
-                                               clock=loop.time)
-        response: aiohttp.ClientResponse = self.finish(req.method, req.url, req.headers, last, len(classes), throttled,
-                                                       bypassed=bypassed)
+        last, classes = await run_with_retries(attempt, self.retry, deadline=deadline, clock=loop.time, first=first)
+        response = self.finish(req.method, req.url, req.headers, last, len(classes), throttled, bypassed=bypassed)
         return response
 
     async def _send(
@@ -156,36 +167,38 @@ class Integration(IntegrationBase):
         loop: asyncio.AbstractEventLoop,
     ) -> Attempt:
         started = perf_counter()
-        budget = deadline - loop.time()
+        resp: aiohttp.ClientResponse | None = None
+        body = checks = None
         try:
-            async with asyncio.timeout_at(deadline):
+            with DeadlineScope(self._deadlines, deadline):  # one deadline for the headers and the body
                 resp = await handler(req)
+                if expect.accepts(resp.status):
+                    checks = expect.body_checks(resp.headers.get("Content-Type", ""))
+                    if checks[0] or checks[1]:
+                        body = await resp.read()  # kept by aiohttp: the caller's resp.json() reads it again
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            error_class, detail = classify_exception(exc, budget=budget)
-            return Attempt(error_class=error_class, detail=detail, duration=perf_counter() - started)
+            # What the attempt had (only a failure's detail says it): the time left plus the time taken.
+            budget = deadline - loop.time() + (perf_counter() - started)
+            if resp is None:
+                error_class, detail = classify_exception(exc, budget=budget)
+                return Attempt(error_class=error_class, detail=detail, duration=perf_counter() - started)
+            resp.close()
+            error_class, detail = body_read_failure(exc, size=0, budget=budget)
+            return Attempt(error_class=error_class, detail=detail, status=resp.status,
+                           duration=perf_counter() - started)
 
         status = resp.status
-        failure = status_failure(expect, status, resp.reason)
-        if failure is not None:
-            error_class, detail = failure
+        if checks is None:  # a status the call does not accept
+            error_class, detail = classify_status(status, resp.reason)
             retry_after = None
             if error_class in self.retry.retry_on:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
-            body = await _excerpt(resp, min(deadline, loop.time() + _EXCERPT_WAIT))
+            excerpt = await _excerpt(resp, min(deadline, loop.time() + _EXCERPT_WAIT))
             return Attempt(error_class=error_class, detail=detail, status=status, retry_after=retry_after,
-                           duration=perf_counter() - started, body=body)
-
-        content_type = resp.headers.get("Content-Type", "")
-        if expect.reads_body(content_type):
-            try:
-                async with asyncio.timeout_at(deadline):
-                    body = await resp.read()  # kept by aiohttp: the caller's resp.json() reads it again
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                resp.close()
-                error_class, detail = body_read_failure(exc, size=0, budget=budget)
-                return Attempt(error_class=error_class, detail=detail, status=status,
-                               duration=perf_counter() - started)
-            failure = body_failure(expect, method=req.method, status=status, content_type=content_type, body=body)
+                           duration=perf_counter() - started, body=excerpt)
+        if body is not None:
+            failure = body_failure(expect, method=req.method, status=status, as_json=checks[0], body_required=checks[1],
+                                   body=body)
             if failure is not None:
                 resp.release()
                 return Attempt(error_class=failure[0], detail=failure[1], status=status,

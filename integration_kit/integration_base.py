@@ -9,9 +9,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from integration_kit.calls import DEFAULT_EXPECT, CallError, CallOutcome, Expect, excerpt
+from integration_kit.calls import DEFAULT_EXPECT, CallError, Expect, excerpt
 from integration_kit.errors import ErrorClass
 from integration_kit.limiter import LimiterTimeout
+from integration_kit.recorder import Recorder
 from integration_kit.redact import Redactor
 from integration_kit.results import RequestSummary
 from integration_kit.retry import RetryPolicy
@@ -60,6 +61,8 @@ class IntegrationBase:
     otherwise; ``secrets``: values to mask wherever the request or response is shown (sensitive header
     names and URL credentials are masked anyway)."""
 
+    recorder: Recorder | None = None  # the traffic counters, when the subclass was given a Redis
+
     def __init__(
         self,
         name: str,
@@ -88,18 +91,6 @@ class IntegrationBase:
         r = self.redactor
         return RequestSummary(method=method, url=r.url(str(url)), headers=r.headers(dict(headers)))
 
-    def outcome(
-        self, method: str, last: Attempt, attempts: int, throttle_wait: float, *, bypassed: bool = False
-    ) -> CallOutcome:
-        self._calls += 1
-        if last.error_class is not None:
-            self._failed += 1
-        return CallOutcome(
-            integration=self.name, method=method, error_class=last.error_class, status=last.status,
-            attempts=attempts, duration=last.duration, throttle_wait=throttle_wait, limiter_bypassed=bypassed,
-            detail=self.redactor.text(last.detail),
-        )
-
     def error(self, method: str, url: Any, headers: Mapping[str, str], last: Attempt, attempts: int) -> CallError:
         """The typed error of a failed call, logged once (redacted) as it is raised."""
         assert last.error_class is not None
@@ -118,10 +109,11 @@ class IntegrationBase:
     ) -> Any:
         """The end of a call: counted (and recorded, with a recorder), then the answer — the last
         attempt's response — or the ``CallError``."""
-        outcome = self.outcome(method, last, attempts, throttled, bypassed=bypassed)
-        recorder = getattr(self, "recorder", None)
-        if recorder is not None:
-            recorder.record(outcome)
+        self._calls += 1
+        if last.error_class is not None:
+            self._failed += 1
+        if self.recorder is not None:  # counted without a CallOutcome: one less object per call
+            self.recorder.count(last.error_class, last.status, last.duration, attempts, throttled, bypassed)
         if last.error_class is None:
             return last.response
         raise self.error(method, url, headers, last, attempts)
@@ -133,8 +125,8 @@ class IntegrationBase:
 
     @property
     def stats(self) -> IntegrationStats:
-        limiter, recorder = getattr(self, "limiter", None), getattr(self, "recorder", None)
-        rec = recorder.stats if recorder is not None else None
+        limiter = getattr(self, "limiter", None)
+        rec = self.recorder.stats if self.recorder is not None else None
         return IntegrationStats(
             calls=self._calls, failed=self._failed, limiter_bypassed=limiter.bypassed if limiter is not None else 0,
             lost=rec.lost if rec is not None else 0, failed_flushes=rec.failed_flushes if rec is not None else 0,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +26,10 @@ from redis.exceptions import RedisError
 from integration_kit.tasks import stop
 from integration_kit.traffic import (
     BUCKET_SECONDS,
+    CALL_FIELDS,
     DEFAULT_PREFIX,
     DEFAULT_TTL,
-    OK,
+    STATUS_FIELDS,
     bucket_key,
     bucket_of,
     last_key,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from integration_kit.calls import CallOutcome
+    from integration_kit.errors import ErrorClass
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class TrafficBuffer:
 
     def __init__(self, *, keep: float, clock: Callable[[], float] = time.time) -> None:
         self._pending: dict[int, dict[str, int]] = {}
+        self._start = math.inf  # the bucket calls are being added to now: its start and its counts
+        self._bucket: dict[str, int] = {}
         self._lost_unwritten = 0  # lost calls not yet written to Redis
         self._lock = threading.Lock()
         self.keep = keep
@@ -69,29 +74,40 @@ class TrafficBuffer:
         self.recorded = 0
         self.lost = 0
 
-    def add(self, outcome: CallOutcome) -> None:
+    def add(
+        self, error_class: ErrorClass | None, status: int | None, duration: float, attempts: int = 1,
+        throttle_wait: float = 0.0, bypassed: bool = False,
+    ) -> None:
+        """Count one finished call (``CallOutcome``'s fields: the kit passes them without making one)."""
         at = self._clock()
-        fields = {f"c:{outcome.error_class or OK}": 1, latency_field(outcome.duration): 1,
-                  "lsum": int(outcome.duration * 1e6)}
-        if outcome.status is not None:
-            fields[f"s:{outcome.status}"] = 1
-        if outcome.attempts > 1:
-            fields["r"] = outcome.attempts - 1
-        if outcome.throttle_wait > 0:
-            fields["t"] = 1
-            fields["tw"] = int(outcome.throttle_wait * 1e6)
-        if outcome.limiter_bypassed:
-            fields["b"] = 1
         with self._lock:
-            bucket = self._pending.setdefault(bucket_of(at), {})
-            for name, n in fields.items():
-                bucket[name] = bucket.get(name, 0) + n
+            if not self._start <= at < self._start + BUCKET_SECONDS:  # a new bucket (or a clock set back)
+                self._start = bucket_of(at)
+                self._bucket = self._pending.setdefault(self._start, {})
+            bucket = self._bucket
+            # Spelled out, not a loop over a dict of fields: this runs on every call of the service.
+            name = CALL_FIELDS.get(error_class) or f"c:{error_class}"
+            bucket[name] = bucket.get(name, 0) + 1
+            name = latency_field(duration)
+            bucket[name] = bucket.get(name, 0) + 1
+            bucket["lsum"] = bucket.get("lsum", 0) + int(duration * 1e6)
+            if status is not None:
+                name = STATUS_FIELDS.get(status) or f"s:{status}"
+                bucket[name] = bucket.get(name, 0) + 1
+            if attempts > 1:
+                bucket["r"] = bucket.get("r", 0) + attempts - 1
+            if throttle_wait > 0:
+                bucket["t"] = bucket.get("t", 0) + 1
+                bucket["tw"] = bucket.get("tw", 0) + int(throttle_wait * 1e6)
+            if bypassed:
+                bucket["b"] = bucket.get("b", 0) + 1
             self.recorded += 1
 
     def take(self) -> tuple[dict[int, dict[str, int]], int]:
         """Everything pending (and the lost count to write), emptied; ``give_back`` if the write fails."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._start = math.inf  # the current bucket went with them
             lost, self._lost_unwritten = self._lost_unwritten, 0
         if lost:
             pending.setdefault(bucket_of(self._clock()), {})["lost"] = lost
@@ -117,7 +133,9 @@ class TrafficBuffer:
         return len(self._pending)
 
 
-class _Recorder:
+class Recorder:
+    """What both recorders share: the buffer, the write of one flush, its bookkeeping."""
+
     def __init__(self, integration: str, *, prefix: str, ttl: int, interval: float, keep: float,
                  clock: Callable[[], float]) -> None:
         if ttl < 2 * BUCKET_SECONDS or interval <= 0 or keep < interval:
@@ -128,13 +146,17 @@ class _Recorder:
         self.interval = interval
         self._clock = clock
         self.buffer = TrafficBuffer(keep=keep, clock=clock)
+        # count(error_class, status, duration, attempts, throttle_wait, bypassed): ``record`` without a
+        # CallOutcome to make (the kit's middleware; a bound method, no frame of its own).
+        self.count = self.buffer.add
         self._flushes = 0
         self._failed = 0
         self._failing = False
 
     def record(self, outcome: CallOutcome) -> None:
         """Count one finished call (never raises, never waits)."""
-        self.buffer.add(outcome)
+        self.buffer.add(outcome.error_class, outcome.status, outcome.duration, outcome.attempts, outcome.throttle_wait,
+                        outcome.limiter_bypassed)
 
     @property
     def stats(self) -> RecorderStats:
@@ -166,7 +188,7 @@ class _Recorder:
         return False
 
 
-class TrafficRecorder(_Recorder):
+class TrafficRecorder(Recorder):
     """The recorder for asyncio services: ``start()`` runs the flush task, ``close()`` flushes a last time."""
 
     def __init__(
@@ -213,7 +235,7 @@ class TrafficRecorder(_Recorder):
         await self.flush()
 
 
-class SyncTrafficRecorder(_Recorder):
+class SyncTrafficRecorder(Recorder):
     """The recorder for blocking code: a daemon thread flushes; ``close()`` stops it and flushes."""
 
     def __init__(

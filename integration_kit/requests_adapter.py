@@ -125,15 +125,16 @@ class KitAdapter(HTTPAdapter):
             body = _head(resp)
             return Attempt(error_class=failure[0], detail=failure[1], status=status, retry_after=retry_after,
                            duration=perf_counter() - started, body=body)
-        content_type = resp.headers.get("Content-Type", "")
-        if self.expect.reads_body(content_type):
+        as_json, body_required = self.expect.body_checks(resp.headers.get("Content-Type", ""))
+        if as_json or body_required:
             try:
                 body = resp.content  # kept by requests: the caller's resp.json() reads it again
             except requests.exceptions.RequestException as exc:
                 resp.close()
                 return Attempt(error_class=ErrorClass.DISCONNECTED, detail=f"disconnected: {_reason(exc)}",
                                status=status, duration=perf_counter() - started)
-            failure = body_failure(self.expect, method=method, status=status, content_type=content_type, body=body)
+            failure = body_failure(self.expect, method=method, status=status, as_json=as_json,
+                                   body_required=body_required, body=body)
             if failure is not None:
                 resp.close()
                 return Attempt(error_class=failure[0], detail=failure[1], status=status,

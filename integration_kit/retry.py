@@ -159,17 +159,21 @@ async def run_with_retries(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
+    first: OutcomeT | None = None,
 ) -> tuple[OutcomeT, tuple[ErrorClass | None, ...]]:
     """Run ``attempt(deadline)`` until it succeeds, fails with a class not to retry, runs out of
     attempts, or the next wait would end at or past ``deadline`` (a ``clock()`` value). A wait that
     overran the deadline anyway (a loaded machine wakes late) starts no attempt: one with no time left
     could only time out at once, and would hide the real last failure.
 
+    ``first``: the outcome of the first attempt, when the caller made it itself (the kit's middleware
+    does: a call that succeeds at once, the usual case, then costs nothing of this machinery).
+
     Returns the last outcome and the class of every attempt made, in order.
     """
     classes: list[ErrorClass | None] = []
+    outcome = first if first is not None else await attempt(deadline)
     while True:
-        outcome = await attempt(deadline)
         classes.append(outcome.error_class)
         wait = wait_before_retry(policy, outcome, len(classes), now=clock(), deadline=deadline, rand=rand)
         if wait is None:
@@ -177,6 +181,7 @@ async def run_with_retries(
         await sleep(wait)
         if clock() >= deadline:
             return outcome, tuple(classes)
+        outcome = await attempt(deadline)
 
 
 def run_with_retries_sync(

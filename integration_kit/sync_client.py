@@ -28,6 +28,8 @@ class SyncIntegration(IntegrationBase):
     ``redis.Redis`` client. Use ``with`` (or ``start()`` / ``close()``): a daemon thread flushes the
     counters, ``close()`` flushes a last time."""
 
+    recorder: SyncTrafficRecorder | None
+
     def __init__(
         self,
         name: str,

@@ -26,6 +26,7 @@ And one string per integration, ``<prefix>{<integration>}:last``: epoch seconds 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,9 @@ LATENCY_BOUNDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 LATENCY_FIELDS: tuple[str, ...] = (*(f"l:{b:g}" for b in LATENCY_BOUNDS), "l:+Inf")
 OK = "ok"
 CLASSES: tuple[str, ...] = (OK, *(c.value for c in ErrorClass))
+# A call's ``c:`` field by its final class (None: success), made once rather than per call.
+CALL_FIELDS: dict[ErrorClass | None, str] = {None: f"c:{OK}", **{c: f"c:{c.value}" for c in ErrorClass}}
+STATUS_FIELDS: dict[int, str] = {status: f"s:{status}" for status in range(100, 600)}  # likewise
 
 
 def integration_tag(integration: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -58,10 +62,8 @@ def bucket_of(epoch: float) -> int:
 
 
 def latency_field(seconds: float) -> str:
-    for bound, name in zip(LATENCY_BOUNDS, LATENCY_FIELDS, strict=False):
-        if seconds <= bound:
-            return name
-    return LATENCY_FIELDS[-1]
+    """The bucket of a latency: the first bound it does not exceed (``l:+Inf`` past the last)."""
+    return LATENCY_FIELDS[bisect_left(LATENCY_BOUNDS, seconds)]
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@ real servers on 127.0.0.1, no probe config involved."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -92,3 +93,39 @@ def test_bodies() -> None:
 def test_any_body_parses_or_is_malformed(body: bytes) -> None:
     _, failure = parse_json(body)
     assert failure is None or failure[0] is E.MALFORMED_JSON
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _stdlib(text: str) -> tuple[str, object]:
+    try:
+        return "value", json.loads(text)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=40),  # mostly not JSON
+        st.tuples(st.sampled_from(["", " ", "\n\t", "\ufeff", "\ufeff\ufeff"]), _JSON_VALUES,
+                  st.sampled_from(["", " ", "\n", "x", " 1", "]"]))
+        .map(lambda t: t[0] + json.dumps(t[1]) + t[2]),  # JSON, with BOMs, whitespace or junk around it
+    )
+)
+def test_parse_json_answers_what_json_loads_answers(text: str) -> None:
+    """parse_json skips json.loads' wrappers (a body is parsed on every call of the kit): the same value,
+    or the same error at the same place, for any text."""
+    expected = _stdlib(text.removeprefix("\ufeff"))  # one BOM is the body's (utf-8-sig drops it)
+    data, failure = parse_json(text.encode())
+    if expected[0] == "value":
+        assert failure is None and json.dumps(data) == json.dumps(expected[1])
+    else:
+        assert failure is not None and failure[0] is E.MALFORMED_JSON
+        message, _, where = str(expected[1]).partition(": line ")
+        line, column = where.split(" column ")[0], where.split(" column ")[1].split(" ")[0]
+        assert failure[1] == f"malformed_json: {message} at line {line} column {column}"

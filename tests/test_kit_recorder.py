@@ -16,7 +16,7 @@ from targets import Reply, Target
 from integration_kit.calls import CallError, CallOutcome
 from integration_kit.client import Integration
 from integration_kit.errors import ErrorClass
-from integration_kit.recorder import TrafficRecorder
+from integration_kit.recorder import TrafficBuffer, TrafficRecorder
 from integration_kit.retry import RetryPolicy
 from integration_kit.traffic import bucket_key, bucket_of, decode_bucket, last_key
 
@@ -61,7 +61,7 @@ WRITER = textwrap.dedent(
     import asyncio, sys
     import redis.asyncio
     from integration_kit.calls import CallOutcome
-    from integration_kit.recorder import TrafficRecorder
+    from integration_kit.recorder import TrafficBuffer, TrafficRecorder
 
     async def main():
         client = redis.asyncio.Redis.from_url(sys.argv[1])
@@ -144,3 +144,38 @@ async def test_redis_killed_mid_traffic_never_reaches_the_callers(own_redis: Own
     assert kit.stats.failed_flushes >= 1 and kit.stats.lost == 0  # still kept in memory: nothing lost yet
     await client.aclose()
 
+
+
+def test_calls_land_in_the_bucket_of_their_time_across_flushes_and_a_clock_set_back() -> None:
+    """The buffer keeps the bucket it is adding to at hand (a call's hot path): a new bucket when the
+    clock leaves it, forwards or back, and never the one a flush took away."""
+    now = [T0]
+    buffer = TrafficBuffer(keep=300.0, clock=lambda: now[0])
+    first, second = bucket_of(T0), bucket_of(T0) + 10
+    buffer.add(None, 200, 0.01)
+    now[0] = T0 + 10
+    buffer.add(None, 200, 0.01)
+    now[0] = T0 + 1  # set back (NTP): the first bucket again
+    buffer.add(ErrorClass.HTTP_5XX, 503, 0.01)
+    pending, lost = buffer.take()
+    assert lost == 0 and {b: f.get("c:ok", 0) + f.get("c:http_5xx", 0) for b, f in pending.items()} == {
+        first: 2, second: 1}
+    buffer.add(None, 200, 0.01)  # same time, same bucket: but the counts before went with the flush
+    again, _ = buffer.take()
+    assert again == {first: {"c:ok": 1, "l:0.01": 1, "lsum": 10_000, "s:200": 1}}
+    assert pending[first]["c:ok"] == 1  # not added to the taken counts
+
+
+def test_count_adds_what_record_adds() -> None:
+    """The kit's middleware counts a call without making a CallOutcome: the same fields either way."""
+    by_record, by_count = (TrafficRecorder(redis.asyncio.Redis(), "payments", clock=lambda: T0) for _ in range(2))
+    calls = [outcome(), outcome(ErrorClass.HTTP_5XX, status=503, duration=1.7, attempts=2, throttle_wait=0.25),
+             outcome(ErrorClass.TIMEOUT, status=None, duration=90.0), outcome(status=299, duration=0.0)]
+    calls.append(CallOutcome(integration="payments", method="GET", error_class=None, status=200, attempts=1,
+                             duration=0.01, limiter_bypassed=True))
+    for call in calls:
+        by_record.record(call)
+        by_count.count(call.error_class, call.status, call.duration, call.attempts, call.throttle_wait,
+                       call.limiter_bypassed)
+    assert by_record.buffer.take() == by_count.buffer.take()
+    assert by_record.stats.recorded == by_count.stats.recorded == len(calls)

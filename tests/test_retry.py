@@ -224,3 +224,19 @@ def test_a_blocking_wait_that_overran_the_deadline_starts_no_attempt() -> None:
         attempt, RetryPolicy(attempts=5), deadline=1.0, clock=lambda: now[0], sleep=late_sleep, rand=lambda: 0.0
     )
     assert classes == (E.HTTP_5XX,) and outcome.error_class is E.HTTP_5XX and calls == [0.0]
+
+
+async def test_a_first_outcome_made_by_the_caller_counts_as_the_first_attempt() -> None:
+    """The kit's middleware makes the first attempt itself (a call that succeeds then never enters the
+    runner) and hands the runner a failure: the runner carries on from it as if it had made it."""
+    fake = FakeTime()
+    policy = RetryPolicy(attempts=3, backoff=0.2, max_backoff=1.0)
+    attempt, deadlines = script(fake, Outcome(E.CONNECT), Outcome(None))
+    outcome, classes = await run_with_retries(attempt, policy, deadline=10.0, clock=fake.clock, sleep=fake.sleep,
+                                              rand=lambda: 0.5, first=Outcome(E.HTTP_5XX))
+    assert classes == (E.HTTP_5XX, E.CONNECT, None) and outcome.error_class is None
+    assert fake.sleeps == pytest.approx([0.1, 0.2]) and deadlines == [10.0, 10.0]  # two attempts of its own
+    attempt, deadlines = script(fake, Outcome(None))
+    outcome, classes = await run_with_retries(attempt, RetryPolicy(attempts=1), deadline=10.0, clock=fake.clock,
+                                              sleep=fake.sleep, first=Outcome(E.HTTP_5XX))
+    assert classes == (E.HTTP_5XX,) and deadlines == []  # no attempts left: that failure is the answer
