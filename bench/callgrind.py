@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -94,3 +95,18 @@ def drive(argv: Sequence[str], others: Sequence[Counted] = ()) -> dict[str, list
     if child.returncode != 0:
         raise SystemExit(f"the counted worker failed ({child.returncode})")
     return results
+
+
+def print_layers(counts: dict[str, list[tuple[list[int], str]]], *, per: str, base: str, note: str) -> None:
+    """The table of a benchmark counted layer by layer (``drive``'s answer, each step's note the number
+    of ``per`` it did): the worker's instructions per ``per``, median (min–max) of the step's rounds, what
+    each layer adds to ``base`` and its ratio to it."""
+    per_item = {name: sorted(c[0] / int(n) for c, n in samples) for name, samples in counts.items()}
+    floor = statistics.median(per_item[base])
+    print(f"instructions per {per} (callgrind, this process only), {note}\n")
+    print(f"| layer | k instructions per {per} (min–max) | added to {base} (k) | × {base} |")
+    print("|---|---|---|---|")
+    for name, values in per_item.items():
+        med = statistics.median(values)
+        spread = f"{values[0] / 1e3:.1f}–{values[-1] / 1e3:.1f}"
+        print(f"| {name} | {med / 1e3:.1f} ({spread}) | {(med - floor) / 1e3:+.1f} | {med / floor:.2f} |")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from callgrind import drive, step, step_done, steps_over
+from callgrind import drive, print_layers, step, step_done, steps_over
 from common import free_port, require
 from kit_overhead import TARGET
 
@@ -135,17 +134,8 @@ def main() -> None:
         for process in (target, server):
             process.terminate()
             process.wait(10)
-    per_call = {name: sorted(c[0] / int(note) for c, note in samples) for name, samples in counts.items()}
-    base = statistics.median(per_call["bare aiohttp"])
-    print(f"instructions per call (callgrind, this process only), median of {args.rounds} rounds of "
-          f"{args.calls} sequential calls, keep-alive\n")
-    print("| layer | k instructions per call (min–max) | added to bare aiohttp (k) |")
-    print("|---|---|---|")
-    for name, values in per_call.items():
-        med = statistics.median(values)
-        spread = f"{values[0] / 1e3:.1f}–{values[-1] / 1e3:.1f}"
-        print(f"| {name} | {med / 1e3:.1f} ({spread}) | {(med - base) / 1e3:+.1f} |")
-
+    print_layers(counts, per="call", base="bare aiohttp",
+                 note=f"median of {args.rounds} rounds of {args.calls} sequential calls, keep-alive")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from callgrind import drive, step, step_done, steps_over
+from callgrind import drive, print_layers, step, step_done, steps_over
 from common import nginx_target
 
 from checks.base import ProbeContext
@@ -111,17 +110,8 @@ def main() -> None:
     with nginx_target() as url:
         counts = drive([sys.executable, __file__, "--worker", url, "--probes", str(args.probes),
                         "--rounds", str(args.rounds)])
-    per_probe = {name: [c[0] / int(note) for c, note in samples] for name, samples in counts.items()}
-    base = statistics.median(per_probe["bare aiohttp"])
-    print(f"instructions per probe (callgrind, this process only), median of {args.rounds} rounds of "
-          f"{args.probes} probes, {CONCURRENCY} in flight\n")
-    print("| layer | k instructions per probe (min–max) | × bare aiohttp |")
-    print("|---|---|---|")
-    for name, values in per_probe.items():
-        values.sort()
-        print(f"| {name} | {statistics.median(values) / 1e3:.0f} ({values[0] / 1e3:.0f}–{values[-1] / 1e3:.0f}) | "
-              f"{statistics.median(values) / base:.2f} |")
-
+    print_layers(counts, per="probe", base="bare aiohttp",
+                 note=f"median of {args.rounds} rounds of {args.probes} probes, {CONCURRENCY} in flight")
 
 if __name__ == "__main__":
     main()

@@ -52,18 +52,24 @@ async def test_scopes_in_flight_end_in_the_order_of_their_deadlines_whatever_the
     assert log == ["first", "second", "third"]
 
 
-async def test_a_short_deadline_entered_after_a_long_one_ends_while_the_long_one_runs_on() -> None:
-    deadlines, log = Deadlines(), []
-    loop = asyncio.get_running_loop()
+async def waiting_in_a_scope(deadlines: Deadlines, deadline: float) -> asyncio.Task[None]:
+    """A task that has entered a scope and waits in it (until cancelled)."""
     entered = asyncio.Event()
 
-    async def long_call() -> None:
-        with DeadlineScope(deadlines, loop.time() + 60):
+    async def call() -> None:
+        with DeadlineScope(deadlines, deadline):
             entered.set()
             await asyncio.sleep(30)
 
-    long_task = asyncio.create_task(long_call())
+    task = asyncio.create_task(call())
     await entered.wait()
+    return task
+
+
+async def test_a_short_deadline_entered_after_a_long_one_ends_while_the_long_one_runs_on() -> None:
+    deadlines, log = Deadlines(), []
+    loop = asyncio.get_running_loop()
+    long_task = await waiting_in_a_scope(deadlines, loop.time() + 60)
     await outlive(deadlines, loop.time() + 0.05, log, "short")
     assert log == ["short"] and not long_task.done()
     long_task.cancel()
@@ -73,16 +79,7 @@ async def test_a_short_deadline_entered_after_a_long_one_ends_while_the_long_one
 
 async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
     deadlines = Deadlines()
-    loop = asyncio.get_running_loop()
-    entered = asyncio.Event()
-
-    async def call() -> None:
-        with DeadlineScope(deadlines, loop.time() + 60):
-            entered.set()
-            await asyncio.sleep(30)
-
-    task = asyncio.create_task(call())
-    await entered.wait()
+    task = await waiting_in_a_scope(deadlines, asyncio.get_running_loop().time() + 60)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
