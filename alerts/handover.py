@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+KEEP = 86400  # seconds a handover nobody took stays (its integration left the config meanwhile)
+
 
 class Notifiers(Protocol):
     """The engine's sink, as far as a handover needs it (alerts.delivery.Dispatcher)."""
@@ -70,7 +72,10 @@ class Handovers:
             })
             for shard, handed in by_shard.items()
         }
-        await self._redis.hset(self._key, mapping=mapping)  # type: ignore[arg-type]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.expire(self._key, KEEP)  # an integration nobody owns any more (removed from the config)
+            await pipe.execute()
 
     async def take(self, shards: Iterable[str]) -> list[Handed]:
         """What others handed over for ``shards`` (those this replica holds the fencing token of), removed

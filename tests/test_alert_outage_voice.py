@@ -45,21 +45,24 @@ def ok(engine: AlertEngine, integration: str, at: float) -> None:
 
 
 def engine_for(owners: Owners, client: redis.asyncio.Redis, prefix: str, sink: Sink, clock: Clock,
-               **probe_down: str) -> AlertEngine:
-    return AlertEngine(config(prefix, **probe_down), metrics=Metrics(), redactor=Redactor(), redis=client, sink=sink,
-                       clock=clock, autorun=False, ownership=owners)
+               group_by: tuple[str, ...] = ("integration",), **probe_down: str) -> AlertEngine:
+    return AlertEngine(config(prefix, group_by, **probe_down), metrics=Metrics(), redactor=Redactor(), redis=client,
+                       sink=sink, clock=clock, autorun=False, ownership=owners)
 
 
+# Grouped by integration, each integration's alerts have their own owner (fencing shard); grouped by alert
+# name only, one replica owns them all (shard "*"): the handover goes to it either way.
+@pytest.mark.parametrize("group_by", [("integration",), ("alert",)])
 async def test_an_incident_starting_in_an_outage_is_told_by_its_prober_and_then_continued_by_its_owner(
-    shared_redis: redis.asyncio.Redis, prefix: str
+    shared_redis: redis.asyncio.Redis, prefix: str, group_by: tuple[str, ...]
 ) -> None:
     clock = Clock()
     table = {"acme": "r1", "globex": "r1"}
     # r0 probes both checks; the owner got globex failing from it before the outage, acme healthy.
     prober = Owners("r0", table, probed={"acme/api", "globex/api"}, owner_saw={"acme/api": True, "globex/api": False})
     sinks = {"r0": Sink(), "r1": Sink()}
-    r0 = engine_for(prober, shared_redis, prefix, sinks["r0"], clock, keep_firing_for="0s")
-    r1 = engine_for(Owners("r1", table), shared_redis, prefix, sinks["r1"], clock, keep_firing_for="0s")
+    r0 = engine_for(prober, shared_redis, prefix, sinks["r0"], clock, group_by, keep_firing_for="0s")
+    r1 = engine_for(Owners("r1", table), shared_redis, prefix, sinks["r1"], clock, group_by, keep_firing_for="0s")
     for engine in (r0, r1):
         await engine.start()
         await engine.evaluate()

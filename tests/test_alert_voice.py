@@ -45,13 +45,14 @@ class Owners:
         self.held = integrations
 
 
-def config(key_prefix: str, **probe_down: str) -> Config:
+def config(key_prefix: str, group_by: tuple[str, ...] = ("integration",), **probe_down: str) -> Config:
     integrations = {
         name: {"checks": [{"name": "api", "kind": "http", "url": f"https://{name}.test/x", "interval": "15s"}],
                "alerts": {"probe_down": {"consecutive_failures": 2, **probe_down}}}
         for name in ("acme", "globex")
     }
-    raw = {"integrations": integrations, "alerting": {"key_prefix": key_prefix, "group_wait": "0s"}}
+    raw = {"integrations": integrations,
+           "alerting": {"key_prefix": key_prefix, "group_wait": "0s", "group_by": list(group_by)}}
     return parse_config(yaml.safe_dump(raw), env={})
 
 
