@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import signal
 import socket
@@ -32,7 +31,7 @@ from checks.call import make_session
 from integration_kit.redact import Redactor, is_sensitive_name
 from integration_kit.tasks import stop_all
 from integration_kit.token_cache import TokenCache
-from monitor import __version__
+from monitor import __version__, long_lived
 from monitor.cluster_runtime import ClusterRuntime
 from monitor.component import Component, Services
 from monitor.metrics import Metrics
@@ -316,7 +315,11 @@ class App:
         try:
             await self.start()
             self._freezes = True
-            _freeze_long_lived()
+            long_lived.tune_young_collections()
+            long_lived.freeze()
+            keeper = asyncio.get_running_loop().create_task(long_lived.keep_frozen(lambda: self.scheduler.settled_at))
+            self._background.add(keeper)
+            keeper.add_done_callback(self._background.discard)
             await self._stop.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -362,11 +365,7 @@ class App:
                               "restored and stays in effect")
                 return self._reload_failed()
             if self._freezes:
-                # The old config may be garbage now: one full collection with everything in sight, then
-                # the new one out of sight again.
-                gc.unfreeze()
-                gc.collect()
-                _freeze_long_lived()
+                long_lived.refreeze()
             return True
 
     def _reload_failed(self) -> bool:
@@ -481,11 +480,3 @@ async def probe_once(
         if client is not None:
             await client.aclose()
 
-
-def _freeze_long_lived() -> None:
-    """Everything alive once the daemon runs (the config, the jobs, the metric series, the modules:
-    hundreds of thousands of containers at 50,000 checks) out of the cycle collector's sight
-    (``gc.freeze``). Each full collection walked all of them on the event loop — 0.2 s at 10,000 checks,
-    ~1 s at 50,000, every minute or two as probe results age into the oldest generation — though none of
-    it becomes garbage before a reload replaces it. Only ``run`` (the daemon's own process) does this."""
-    gc.freeze()

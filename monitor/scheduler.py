@@ -140,6 +140,9 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(self._semaphore_limit)
         self._stopping = False
         self._lag = metrics.scheduler_lag
+        # Epoch seconds by which every job added so far has started its first run and passed its deadline:
+        # the state those runs build is long-lived from then on (monitor/long_lived.py freezes it).
+        self.settled_at = float("-inf")
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -296,6 +299,7 @@ class Scheduler:
                 next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, round(job.timing[0])),
             )
+            self.settled_at = max(self.settled_at, first + check.timeout + DEADLINE_OVERRUN)
 
         for jid, (integration, check) in wanted.items():
             job = self._jobs[jid]
