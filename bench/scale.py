@@ -4,7 +4,9 @@ The daemon runs as it ships: every component, the alert engine evaluating every 
 configured (the tests' fake Slack on loopback, tests/fake_slack.py, in a thread of this process). One
 check in a hundred is refused by nginx (401): those alert at once, and their messages go to Slack.
 Side by side in the same run (``--peer``, on by default): the same daemon without its alert engine
-(the components minus ``alerts``): what evaluation costs, and the ceiling for the lag.
+(the components minus ``alerts``): what evaluation costs, and the ceiling for the lag; and the ceiling
+of any Python prober: bench/bare_aiohttp.py on uvloop, a fresh connection per request, paced at the
+same probes/s (size / 60 s) against the same nginx, for the same window (CPU only).
 
 Reports, per size and variant, over a steady-state window (after the first runs have been spread out,
 so the window holds every check running on its interval) during which /metrics is scraped every 15 s as
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import re
 import statistics
 import subprocess
@@ -62,6 +65,7 @@ WITHOUT_ENGINE = (
     "from monitor.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 VARIANTS = ("engine + Slack", "no engine")
+CEILING = "bare aiohttp (ceiling)"
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -178,6 +182,17 @@ def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> 
             proc.wait(60)
 
 
+def ceiling(url: str, size: int, seconds: float) -> dict[str, float]:
+    """CPU of bare aiohttp doing what the daemon's probes do at this size, nothing else."""
+    rate = size / 60.0
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parent / "bare_aiohttp.py"), url, "--rate", str(rate),
+         "--seconds", str(seconds), "--uvloop"], capture_output=True, text=True, check=True,
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return {"cpu_share": got["cpu"] / got["wall"], "probes_per_s": got["probes"] / got["wall"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -190,8 +205,10 @@ def main() -> None:
     with nginx_target() as url, fake_slack() as slack:
         for size in args.sizes:
             for _ in range(args.runs):
-                for variant in variants:
-                    got = run(url, slack, size, args.seconds, variant)
+                measured = [(variant, run(url, slack, size, args.seconds, variant)) for variant in variants]
+                if args.peer:
+                    measured.append((CEILING, ceiling(url, size, args.seconds)))
+                for variant, got in measured:
                     results.setdefault((size, variant), []).append(got)
                     print(f"  measured {size} checks, {variant}: " + ", ".join(f"{k}={v:.1f}" for k, v in got.items()),
                           flush=True)
@@ -208,7 +225,10 @@ def main() -> None:
     for (size, variant), runs in results.items():
         cells = []
         for _, key, fmt in columns:
-            values = [r[key] for r in runs]
+            values = [r[key] for r in runs if key in r]
+            if not values:
+                cells.append("")
+                continue
             cell = fmt.format(statistics.median(values))
             if len(values) > 1:
                 cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
