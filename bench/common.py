@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -12,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -138,3 +139,31 @@ def daemon_command(config: str | os.PathLike[str], *, uvloop: bool = True) -> li
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def sizes_parser(doc: str, *, sizes: list[int], seconds: float, seconds_help: str) -> argparse.ArgumentParser:
+    """The options of a bench that runs the daemon at several sizes, variants side by side."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=sizes)
+    parser.add_argument("--seconds", type=float, default=seconds, help=seconds_help)
+    parser.add_argument("--runs", type=int, default=1, help="runs of each variant, alternating")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="only the daemon as it ships")
+    return parser
+
+
+Column = tuple[str, Callable[[dict[str, float]], float | None], str]  # header, value of a run (None: n/a), format
+
+
+def print_medians(results: Mapping[tuple[int, str], list[dict[str, float]]], columns: Sequence[Column]) -> None:
+    """A Markdown table, a row per (size, variant): each cell the median of the runs (min–max if several)."""
+    print("| checks | variant | " + " | ".join(name for name, _, _ in columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
+    for (size, variant), runs in results.items():
+        cells = []
+        for _, value, fmt in columns:
+            values = [v for r in runs if (v := value(r)) is not None]
+            cell = fmt.format(statistics.median(values)) if values else ""
+            if len(values) > 1:
+                cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
+            cells.append(cell)
+        print(f"| {size:,} | {variant} | " + " | ".join(cells) + " |")

@@ -14,10 +14,8 @@ Usage: python bench/gc_pauses.py [--sizes 10000 50000] [--seconds 120] [--runs 1
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds, free_port, nginx_target, rss_bytes, wait_http
+from common import Column, cpu_seconds, free_port, nginx_target, print_medians, rss_bytes, sizes_parser, wait_http
 from scale import FIRST_RUN_RATE, config_text, fake_slack, histogram_quantile, lag_buckets, scrape
 
 # In the daemon's process: a tally of the collector's passes by generation, written to $GC_TALLY every
@@ -122,11 +120,7 @@ def run(url: str, slack_api: str, size: int, seconds: float, variant: str) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 50000])
-    parser.add_argument("--seconds", type=float, default=120.0, help="window after the first runs")
-    parser.add_argument("--runs", type=int, default=1, help="runs of each variant, alternating")
-    parser.add_argument("--no-peer", dest="peer", action="store_false", help="only the daemon as it ships")
+    parser = sizes_parser(__doc__, sizes=[10000, 50000], seconds=120.0, seconds_help="window after the first runs")
     args = parser.parse_args()
     variants = VARIANTS if args.peer else VARIANTS[:1]
     results: dict[tuple[int, str], list[dict[str, float]]] = {}
@@ -139,7 +133,7 @@ def main() -> None:
                     print(f"  measured {size} checks, {variant}: " + ", ".join(f"{k}={v:.2f}" for k, v in got.items()),
                           flush=True)
     print()
-    columns = [
+    columns: list[Column] = [
         ("full passes/min", lambda r: 60 * r["full_passes"] / r["window_s"], "{:.1f}"),
         ("full pass s/min", lambda r: 60 * r["full_s"] / r["window_s"], "{:.2f}"),
         ("longest full pass ms", lambda r: r["full_longest_ms"], "{:.0f}"),
@@ -151,17 +145,7 @@ def main() -> None:
         ("RSS MB", lambda r: r["rss_mb"], "{:.0f}"),
         ("lag p99 ms", lambda r: r["lag_p99_ms"], "{:.0f}"),
     ]
-    print("| checks | variant | " + " | ".join(name for name, _, _ in columns) + " |")
-    print("|---" * (len(columns) + 2) + "|")
-    for (size, variant), runs in results.items():
-        cells = []
-        for _, value, fmt in columns:
-            values = [value(r) for r in runs]
-            cell = fmt.format(statistics.median(values))
-            if len(values) > 1:
-                cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
-            cells.append(cell)
-        print(f"| {size:,} | {variant} | " + " | ".join(cells) + " |")
+    print_medians(results, columns)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ Usage: python bench/scale.py [--sizes 1000 10000] [--seconds 60] [--runs 1] [--n
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import statistics
@@ -48,7 +48,9 @@ from common import (  # noqa: E402
     daemon_command,
     free_port,
     nginx_target,
+    print_medians,
     rss_bytes,
+    sizes_parser,
     wait_http,
 )
 from fake_slack import TOKEN, FakeSlack  # noqa: E402
@@ -193,12 +195,13 @@ def ceiling(url: str, size: int, seconds: float) -> dict[str, float]:
     return {"cpu_share": got["cpu"] / got["wall"], "probes_per_s": got["probes"] / got["wall"]}
 
 
+def _get(key: str, run: dict[str, float]) -> float | None:
+    return run.get(key)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--seconds", type=float, default=60.0, help="steady-state window (≥ one 60 s interval)")
-    parser.add_argument("--runs", type=int, default=1, help="runs of each variant, alternating")
-    parser.add_argument("--no-peer", dest="peer", action="store_false", help="only the daemon as it ships")
+    parser = sizes_parser(__doc__, sizes=[1000, 10000], seconds=60.0,
+                          seconds_help="steady-state window (≥ one 60 s interval)")
     args = parser.parse_args()
     variants = VARIANTS if args.peer else VARIANTS[:1]
     results: dict[tuple[int, str], list[dict[str, float]]] = {}
@@ -220,20 +223,7 @@ def main() -> None:
         ("(worst)", "metrics_max_ms", "{:.0f}"), ("text ms", "metrics_text_ms", "{:.0f}"),
         ("/metrics KB", "metrics_kb", "{:.0f}"), ("Slack msgs", "slack_messages", "{:.0f}"),
     ]
-    print("| checks | variant | " + " | ".join(name for name, _, _ in columns) + " |")
-    print("|---" * (len(columns) + 2) + "|")
-    for (size, variant), runs in results.items():
-        cells = []
-        for _, key, fmt in columns:
-            values = [r[key] for r in runs if key in r]
-            if not values:
-                cells.append("")
-                continue
-            cell = fmt.format(statistics.median(values))
-            if len(values) > 1:
-                cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
-            cells.append(cell)
-        print(f"| {size:,} | {variant} | " + " | ".join(cells) + " |")
+    print_medians(results, [(name, functools.partial(_get, key), fmt) for name, key, fmt in columns])
     print("targets at 10,000: CPU < 50% of one core, lag p99 < 100 ms, RSS < 200 MB, /metrics < 250 ms")
 
 
