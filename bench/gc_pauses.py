@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Column, cpu_seconds, free_port, nginx_target, print_medians, rss_bytes, sizes_parser, wait_http
-from scale import FIRST_RUN_RATE, config_text, fake_slack, histogram_quantile, lag_buckets, scrape
+from common import Column, cpu_seconds, free_port, print_medians, rss_bytes, sizes_parser, wait_http
+from scale import FIRST_RUN_RATE, config_text, histogram_quantile, lag_buckets, measure_sizes, scrape
 
 # In the daemon's process: a tally of the collector's passes by generation, written to $GC_TALLY every
 # second (the bench reads it at both ends of the window). "before": monitor/long_lived.py's later
@@ -122,17 +122,8 @@ def run(url: str, slack_api: str, size: int, seconds: float, variant: str) -> di
 def main() -> None:
     parser = sizes_parser(__doc__, sizes=[10000, 50000], seconds=120.0, seconds_help="window after the first runs")
     args = parser.parse_args()
-    variants = VARIANTS if args.peer else VARIANTS[:1]
-    results: dict[tuple[int, str], list[dict[str, float]]] = {}
-    with nginx_target() as url, fake_slack() as slack:
-        for size in args.sizes:
-            for _ in range(args.runs):
-                for variant in variants:
-                    got = run(url, slack.api_url, size, args.seconds, variant)
-                    results.setdefault((size, variant), []).append(got)
-                    print(f"  measured {size} checks, {variant}: " + ", ".join(f"{k}={v:.2f}" for k, v in got.items()),
-                          flush=True)
-    print()
+    results = measure_sizes(args, VARIANTS if args.peer else VARIANTS[:1],
+                            lambda url, slack, size, variant: run(url, slack.api_url, size, args.seconds, variant))
     columns: list[Column] = [
         ("full passes/min", lambda r: 60 * r["full_passes"] / r["window_s"], "{:.1f}"),
         ("full pass s/min", lambda r: 60 * r["full_s"] / r["window_s"], "{:.2f}"),

@@ -24,6 +24,7 @@ Usage: python bench/scale.py [--sizes 1000 10000] [--seconds 60] [--runs 1] [--n
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
@@ -36,7 +37,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,23 +200,39 @@ def _get(key: str, run: dict[str, float]) -> float | None:
     return run.get(key)
 
 
-def main() -> None:
-    parser = sizes_parser(__doc__, sizes=[1000, 10000], seconds=60.0,
-                          seconds_help="steady-state window (≥ one 60 s interval)")
-    args = parser.parse_args()
-    variants = VARIANTS if args.peer else VARIANTS[:1]
+Measure = Callable[[str, FakeSlack, int, str], dict[str, float]]  # (nginx URL, Slack, size, variant) → figures
+
+
+def measure_sizes(
+    args: argparse.Namespace, variants: Sequence[str], measure: Measure,
+    also: Callable[[str, int], tuple[str, dict[str, float]]] | None = None,
+) -> dict[tuple[int, str], list[dict[str, float]]]:
+    """Every variant at every size, ``args.runs`` times alternating (and ``also``, a peer that is not a
+    daemon, after them), against one nginx and one fake Slack; each result printed as it comes."""
     results: dict[tuple[int, str], list[dict[str, float]]] = {}
     with nginx_target() as url, fake_slack() as slack:
         for size in args.sizes:
             for _ in range(args.runs):
-                measured = [(variant, run(url, slack, size, args.seconds, variant)) for variant in variants]
-                if args.peer:
-                    measured.append((CEILING, ceiling(url, size, args.seconds)))
+                measured = [(variant, measure(url, slack, size, variant)) for variant in variants]
+                if also is not None:
+                    measured.append(also(url, size))
                 for variant, got in measured:
                     results.setdefault((size, variant), []).append(got)
-                    print(f"  measured {size} checks, {variant}: " + ", ".join(f"{k}={v:.1f}" for k, v in got.items()),
+                    print(f"  measured {size} checks, {variant}: " + ", ".join(f"{k}={v:.2f}" for k, v in got.items()),
                           flush=True)
     print()
+    return results
+
+
+def main() -> None:
+    parser = sizes_parser(__doc__, sizes=[1000, 10000], seconds=60.0,
+                          seconds_help="steady-state window (≥ one 60 s interval)")
+    args = parser.parse_args()
+    results = measure_sizes(
+        args, VARIANTS if args.peer else VARIANTS[:1],
+        lambda url, slack, size, variant: run(url, slack, size, args.seconds, variant),
+        also=(lambda url, size: (CEILING, ceiling(url, size, args.seconds))) if args.peer else None,
+    )
     columns = [
         ("probes/s", "probes_per_s", "{:.0f}"), ("CPU % core", "cpu_share", "{:.1%}"),
         ("RSS MB peak", "rss_peak_mb", "{:.0f}"), ("lag p50 ms", "lag_p50_ms", "{:.1f}"),
