@@ -112,9 +112,9 @@ def _stdlib(text: str) -> tuple[str, object]:
 @given(
     st.one_of(
         st.text(max_size=40),  # mostly not JSON
-        st.tuples(st.sampled_from(["", " ", "\n\t", "\ufeff", "\ufeff\ufeff"]), _JSON_VALUES,
-                  st.sampled_from(["", " ", "\n", "x", " 1", "]"]))
-        .map(lambda t: t[0] + json.dumps(t[1]) + t[2]),  # JSON, with BOMs, whitespace or junk around it
+        st.tuples(st.sampled_from(["", " ", "\n\t\r", "\x0b", "\u00a0", "\ufeff", "\ufeff\ufeff"]), _JSON_VALUES,
+                  st.sampled_from(["", " ", "\n", "\r\n\t ", "\x0b", " \u00a0", "x", " 1", "]"]))
+        .map(lambda t: t[0] + json.dumps(t[1]) + t[2]),  # JSON, with BOMs, whitespace (JSON's or not), junk
     )
 )
 def test_parse_json_answers_what_json_loads_answers(text: str) -> None:
