@@ -24,9 +24,9 @@ from types import TracebackType
 
 
 class DeadlineScope:
-    """``with DeadlineScope(deadlines, when):`` — raises ``TimeoutError`` out of the block if the running task is
-    still inside at ``when`` (a ``loop.time()`` value). A plain (not async) context manager: entering
-    and leaving it never waits."""
+    """``with DeadlineScope(deadlines, when):`` — raises ``TimeoutError`` out of the block if the running
+    task is still inside at ``when`` (a ``loop.time()`` value). A plain (not async) context manager:
+    entering and leaving it never waits."""
 
     __slots__ = ("_cancelling", "_owner", "_task", "deadline", "expired")
 
@@ -44,7 +44,7 @@ class DeadlineScope:
             raise RuntimeError("a deadline scope is entered in a task")
         self._task = task
         self._cancelling = task.cancelling()
-        owner = self._owner  # (Deadlines.add's work, spelled out here: a frame less per call)
+        owner = self._owner  # (the owner's bookkeeping done here, not in a method of its: a frame less per call)
         owner.scopes.add(self)
         if self.deadline < owner.timer_at or loop is not owner.loop:  # (another loop: its timer is not ours)
             owner.arm(self.deadline, loop)
