@@ -56,3 +56,64 @@ class OwnRedis:
             self.process.terminate()
             await self.process.wait()
             self.process = None
+
+
+class ReplyHoldingProxy:
+    """A TCP proxy in front of a redis-server that passes every command on at once but, after ``hold(name)``,
+    keeps back the replies on a connection that sent the command ``name``: to the client such a command
+    times out, yet Redis has run it (the ambiguous failure of a command whose reply was lost). Other
+    connections (and their handshakes) are not held. ``release()`` lets the replies through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._holding: bytes | None = None
+        self._gates: list[asyncio.Event] = []
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def hold(self, command: str) -> None:
+        self._holding = command.upper().encode()
+
+    def release(self) -> None:
+        self._holding = None
+        for gate in self._gates:
+            gate.set()
+        self._gates.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers |= {writer, up_writer}
+        gate = asyncio.Event()
+        gate.set()
+        await asyncio.gather(self._pump(reader, up_writer, gate, commands=True),
+                             self._pump(up_reader, writer, gate, commands=False))
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: asyncio.Event, *,
+                    commands: bool) -> None:
+        try:
+            while data := await source.read(65536):
+                if commands and self._holding is not None and self._holding in data.upper():
+                    gate.clear()  # before Redis can answer: the reply is held back
+                    self._gates.append(gate)
+                if not commands:
+                    await gate.wait()
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+            self._writers.discard(sink)
+
+    async def close(self) -> None:
+        self.release()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio
 from processes import wait_until
+from redis_servers import OwnRedis, ReplyHoldingProxy
 
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
@@ -57,13 +58,19 @@ async def replicas(shared_redis: redis.asyncio.Redis, prefix: str) -> AsyncItera
     """``await start(name, flush_every=…, streams=True)``: a member of a cluster on the shared Redis (its
     heartbeats running) and its result streams, started unless ``streams=False`` (the test then reads)."""
     async with AsyncExitStack() as stack:
-        async def start(name: str, *, flush_every: float = NEVER, streams: bool = True) -> Replica:
+        async def start(name: str, *, flush_every: float = NEVER, streams: bool = True,
+                        client: redis.asyncio.Redis | None = None,
+                        streams_client: redis.asyncio.Redis | None = None) -> Replica:
+            """``client``: the Redis of its membership (the shared one by default); ``streams_client``:
+            the one its result streams use (``client`` by default)."""
             config = parse_config(config_text(prefix, name), env={})
             metrics = Metrics()
-            cluster = Cluster(config, redis=shared_redis, metrics=metrics)
+            client = client or shared_redis
+            cluster = Cluster(config, redis=client, metrics=metrics)
             recorded: list[CheckResult] = []
-            replica = Replica(cluster, ResultStreams(shared_redis, cluster, record=recorded.append, redactor=Redactor(),
-                                                     metrics=metrics, flush_every=flush_every), metrics, recorded)
+            replica = Replica(cluster, ResultStreams(streams_client or client, cluster, record=recorded.append,
+                                                     redactor=Redactor(), metrics=metrics, flush_every=flush_every),
+                              metrics, recorded)
             if streams:
                 replica.streams.start()
             await cluster.start()
@@ -73,9 +80,10 @@ async def replicas(shared_redis: redis.asyncio.Redis, prefix: str) -> AsyncItera
         yield start
 
 
-async def two(start: Callable[..., Awaitable[Replica]], **b_options: object) -> tuple[Replica, Replica]:
+async def two(start: Callable[..., Awaitable[Replica]], a_options: dict[str, object] | None = None,
+              **b_options: object) -> tuple[Replica, Replica]:
     """Replicas ``a`` and ``b``, once both see both."""
-    a, b = await start("a"), await start("b", **b_options)
+    a, b = await start("a", **(a_options or {})), await start("b", **b_options)
     await wait_until(lambda: all(m.cluster.members == ("a", "b") and m.cluster.may_run() for m in (a, b)),
                      within=10, what="a and b to agree on the members")
     return a, b
@@ -175,3 +183,58 @@ async def test_a_result_whose_integration_moved_on_while_it_travelled_is_passed_
     await wait_until(lambda: len(a.recorded) == 2 and len(b.recorded) == 2, within=10, what="results to settle")
     assert a.runs(at_a) == [0, 3] and b.runs(at_b) == [1] and b.runs(at_a) == [2]
     assert (b.count("received"), b.count("sent"), a.count("received")) == (4, 2, 2)
+
+
+@pytest.fixture
+async def held_replies(own_redis: OwnRedis) -> AsyncIterator[tuple[redis.asyncio.Redis, ReplyHoldingProxy,
+                                                                     redis.asyncio.Redis]]:
+    """(a client of our own redis-server, a proxy in front of it that can hold replies back, a client
+    through that proxy)."""
+    await own_redis.start()
+    proxy = ReplyHoldingProxy(own_redis.port)
+    await proxy.start()
+    direct = redis.asyncio.Redis(host="127.0.0.1", port=own_redis.port)
+    proxied = redis.asyncio.Redis(host="127.0.0.1", port=proxy.port)
+    try:
+        yield direct, proxy, proxied
+    finally:
+        await proxied.aclose()
+        await proxy.close()
+        await direct.aclose()
+
+
+async def test_a_flush_that_timed_out_after_redis_took_it_is_sent_again_and_the_owner_counts_each_result_once(
+    held_replies: tuple[redis.asyncio.Redis, ReplyHoldingProxy, redis.asyncio.Redis],
+    replicas: Callable[..., Awaitable[Replica]],
+) -> None:
+    direct, proxy, proxied = held_replies
+    # a's results go through the proxy; both memberships (and b's reading) talk to Redis directly.
+    a, b = await two(replicas, {"client": direct, "streams_client": proxied}, client=direct)
+    theirs = owned(a, "b")[0]
+    proxy.hold("XADD")
+    await send(a, theirs, range(50))  # Redis runs the XADD; its reply comes too late: the flush times out
+    assert await entries(direct, b) == 1
+    assert a.recorded == [] and (a.count("sent"), a.count("kept")) == (0, 0)  # not recorded here as well
+    proxy.release()
+    await a.streams.flush()  # the same entry again: same sender, same numbers
+    assert await entries(direct, b) == 2 and a.count("sent") == 50
+    await wait_until(lambda: b.count("duplicate") == 50, within=10, what="b to read both entries")
+    assert b.runs(theirs) == list(range(50)) and a.recorded == []
+    assert (b.count("received"), b.count("lost"), a.count("kept")) == (50, 0, 0)
+
+
+async def test_results_of_a_failed_flush_whose_owner_left_go_to_the_new_owner_and_nothing_counts_as_lost(
+    held_replies: tuple[redis.asyncio.Redis, ReplyHoldingProxy, redis.asyncio.Redis],
+    replicas: Callable[..., Awaitable[Replica]],
+) -> None:
+    direct, proxy, proxied = held_replies
+    a, b = await two(replicas, {"client": direct, "streams_client": proxied}, client=direct, streams=False)
+    theirs = owned(a, "b")[0]
+    proxy.hold("XADD")
+    await send(a, theirs, range(5))  # maybe with b, maybe not: b never reads it and leaves
+    proxy.release()
+    await b.cluster.leave(5.0)
+    await wait_until(lambda: a.cluster.members == ("a",), within=10, what="a to see b gone")
+    await a.streams.flush()
+    assert a.runs(theirs) == list(range(5))  # a owns everything now: recorded here, once
+    assert await entries(direct, b) == 1 and (a.count("sent"), a.count("lost")) == (0, 0)

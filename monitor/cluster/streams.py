@@ -20,10 +20,19 @@ sequence number of its first result to this stream, ``n``: how many). The reader
 next number: results that never arrived — trimmed away while the reader was far behind — are counted as
 ``lost``, an entry or result that cannot be read is skipped and counted as ``unreadable``.
 
-Fail open: when Redis cannot take a flush (or the view is frozen because Redis is unreachable), the
-results are recorded here instead — the series and alerts of those checks then come from this replica
-until Redis answers again, which is better than losing them (alerts/voice.py, the outage voice; its
-integrations' results stay here after Redis answers until the alert engine handed them over).
+Exactly once: a flush that fails may still have reached Redis (a timeout or a lost connection after the
+command was sent), so its entries are kept as they are and sent again, with the same sender and numbers,
+at the next flush, until one goes through; the reader drops an entry whose numbers it has applied
+already (counted as ``duplicate``). Their numbers are never given to other results, so an owner never
+mistakes new results for old ones. Only when the owner is gone from the view are its unsent results
+routed afresh (to the new owner: the one they went to no longer counts them), and only when more than
+``MAX_UNCONFIRMED`` results wait are the oldest recorded here.
+
+Fail open: while the view is frozen because Redis is unreachable, new results are recorded here
+instead — the series and alerts of those checks then come from this replica until Redis answers again,
+which is better than losing them (alerts/voice.py, the outage voice; its integrations' results stay here
+after Redis answers until the alert engine handed them over). Results sent before the outage whose
+flush failed wait for Redis instead: their owner may have them already.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -57,7 +67,17 @@ READ_BLOCK_MS = 1000
 READ_COUNT = 100  # entries per read
 MAX_HOPS = 1  # a result is passed on at most once after it arrived at a replica that no longer owns it
 FAILURE_BACKOFF_MAX = 5.0
-SENDERS_KEPT = 256  # sequence numbers remembered per stream: senders of the last few hundred incarnations
+PEERS_KEPT = 256  # sequence numbers remembered: senders of the last few hundred incarnations, owners as many
+MAX_UNCONFIRMED = 20 * MAX_ENTRY  # results kept for a flush that may not have reached Redis; older: recorded here
+
+
+@dataclass
+class _Entry:
+    """A stream entry as sent, kept until Redis confirmed it (then sent again exactly as it was)."""
+
+    owner: str
+    fields: dict[Any, Any]
+    items: list[tuple[CheckResult, int]]
 
 
 class ResultStreams:
@@ -79,12 +99,15 @@ class ResultStreams:
         counter = metrics.cluster_results
         self._sent, self._received, self._kept = (counter.labels(path=p) for p in ("sent", "received", "kept"))
         self._unreadable, self._lost = counter.labels(path="unreadable"), counter.labels(path="lost")
+        self._duplicate = counter.labels(path="duplicate")
         self._prefix = f"{cluster.cfg.key_prefix}results:"
         self._pending: list[tuple[CheckResult, int]] = []  # (result, hops), in the order they were routed
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._expired_at: dict[str, float] = {}
         self._next_seq: dict[str, int] = {}  # owner → sequence number of the next result sent to it
+        self._unconfirmed: list[_Entry] = []  # sent by a flush that failed: maybe in Redis, maybe not
+        self._send_failures = 0
         self._expected: dict[str, int] = {}  # sender → sequence number of its next result to this stream
         self._key = ""  # this replica's stream, as last read
         self._last: Any = None  # id of the last entry read from it (None: not started)
@@ -131,31 +154,46 @@ class ResultStreams:
             self._wake.clear()
             async with self._flushing:  # close() waits for a flush under way rather than cut it off
                 await self.flush()
+            if self._unconfirmed:  # try again, backing off while Redis keeps failing
+                self._wake.set()
+                await asyncio.sleep(min(FAILURE_BACKOFF_MAX, 0.1 * 2 ** min(self._send_failures, 10)))
 
     async def flush(self) -> None:
-        """Send every waiting result to its integration's owner as the view stands now. Never raises."""
+        """Send every waiting result to its integration's owner as the view stands now, after the entries of
+        a failed flush (sent again as they were). Never raises."""
         batch, self._pending = self._pending, []
+        entries, self._unconfirmed = self._unconfirmed, []
+        if entries:
+            gone = [e for e in entries if e.owner not in self.cluster.members]
+            entries = [e for e in entries if e.owner in self.cluster.members]
+            batch = [item for e in gone for item in e.items] + batch  # their owner no longer counts them
         by_owner: dict[str, list[tuple[CheckResult, int]]] = {}
         for result, hops in batch:
             if not self._here(result):
                 by_owner.setdefault(self.cluster.owner_of(result.integration) or "", []).append((result, hops))
-        if by_owner:
-            await self._send(by_owner)
+        for owner, items in by_owner.items():
+            for start in range(0, len(items), MAX_ENTRY):
+                entries.append(self._entry(owner, items[start:start + MAX_ENTRY]))
+        if entries:
+            await self._send(entries)
 
-    async def _send(self, by_owner: dict[str, list[tuple[CheckResult, int]]]) -> None:
+    def _entry(self, owner: str, items: list[tuple[CheckResult, int]]) -> _Entry:
+        """The next entry to ``owner``: its numbers are taken for good (they may reach the owner)."""
+        seq = self._next_seq.pop(owner, 0)
+        self._next_seq[owner] = seq + len(items)  # popped and set again: the most recent owners are kept
+        if len(self._next_seq) > PEERS_KEPT:
+            del self._next_seq[next(iter(self._next_seq))]
+        fields = {"s": self.sender, "q": seq, "n": len(items), "b": encode_batch(items, self.redactor)}
+        return _Entry(owner, fields, items)
+
+    async def _send(self, entries: list[_Entry]) -> None:
         now = time.monotonic()
         ttl = self.cluster.cfg.ttl
-        seq_before = dict(self._next_seq)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for owner, items in by_owner.items():
-                    for start in range(0, len(items), MAX_ENTRY):
-                        chunk = items[start:start + MAX_ENTRY]
-                        seq = self._next_seq.get(owner, 0)
-                        self._next_seq[owner] = seq + len(chunk)
-                        fields: dict[Any, Any] = {"s": self.sender, "q": seq, "n": len(chunk),
-                                                  "b": encode_batch(chunk, self.redactor)}
-                        pipe.xadd(self.stream(owner), fields, maxlen=STREAM_MAXLEN, approximate=True)
+                for entry in entries:
+                    pipe.xadd(self.stream(entry.owner), entry.fields, maxlen=STREAM_MAXLEN, approximate=True)
+                for owner in {entry.owner for entry in entries}:
                     if now - self._expired_at.get(owner, float("-inf")) > ttl:
                         # A stream nobody reads any more (its replica is gone) disappears on its own.
                         pipe.expire(self.stream(owner), max(60, round(ttl * 10)))
@@ -163,24 +201,36 @@ class ResultStreams:
                 async with asyncio.timeout(max(2.0, self.cluster.cfg.heartbeat)):
                     await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
-            self._next_seq = seq_before  # the owners expect the next numbers, not these: nothing counts as lost
-            count = sum(len(items) for items in by_owner.values())
-            log.warning("cluster: %d result(s) could not be sent to their owners (%s); recorded here instead",
-                        count, type(exc).__name__)
-            self._kept.inc(count)
-            for items in by_owner.values():
-                for result, _ in items:
-                    self._record(result)
+            self._send_failures += 1
+            self._expired_at.clear()
+            self._unconfirmed = entries + self._unconfirmed
+            self._give_up_oldest()
+            if self._send_failures == 1:
+                log.warning("cluster: %d result(s) could not be sent to their owners (%s); sending them again",
+                            sum(len(e.items) for e in self._unconfirmed), type(exc).__name__)
             return
-        self._sent.inc(sum(len(items) for items in by_owner.values()))
-        for items in by_owner.values():
-            for result, _ in items:
+        if self._send_failures:
+            log.info("cluster: results reach their owners again after %d failed flush(es)", self._send_failures)
+        self._send_failures = 0
+        self._sent.inc(sum(len(entry.items) for entry in entries))
+        for entry in entries:
+            for result, _ in entry.items:
                 self.cluster.delivered(f"{result.integration}/{result.check}", result.ok)
-        for gone in (set(self._next_seq) | set(self._expired_at)) - set(self.cluster.members):
-            # A replica gone for good (pod names change with every rollout); one that comes back reads
-            # from its newest entry on and takes the next number it gets as the start.
-            self._next_seq.pop(gone, None)
+        for gone in set(self._expired_at) - set(self.cluster.members):
             self._expired_at.pop(gone, None)
+
+    def _give_up_oldest(self) -> None:
+        """Bound what waits for Redis: beyond ``MAX_UNCONFIRMED`` results the oldest entries are recorded
+        here (their owner may count them too, or as ``lost`` if they never arrived)."""
+        waiting = sum(len(entry.items) for entry in self._unconfirmed)
+        while waiting > MAX_UNCONFIRMED:
+            entry = self._unconfirmed.pop(0)
+            waiting -= len(entry.items)
+            log.warning("cluster: %d result(s) for %s recorded here: Redis has not taken them for too long",
+                        len(entry.items), entry.owner)
+            self._kept.inc(len(entry.items))
+            for result, _ in entry.items:
+                self._record(result)
 
     # ---- receiving ----------------------------------------------------------------------------------
 
@@ -230,7 +280,9 @@ class ResultStreams:
             log.warning("cluster: skipping an unreadable entry in this replica's result stream (%s)",
                         type(exc).__name__)
             return
-        self._follow(sender, seq, count)
+        if not self._follow(sender, seq, count):
+            self._duplicate.inc(len(items))
+            return
         if unreadable:
             self._unreadable.inc(unreadable)
             log.warning("cluster: skipping %d unreadable result(s) of an entry from %s", unreadable, sender)
@@ -241,16 +293,21 @@ class ResultStreams:
             else:
                 self.route(result, hops + 1)  # its integration moved on while it travelled
 
-    def _follow(self, sender: str, seq: int, count: int) -> None:
-        """Count the results of ``sender`` that never arrived (numbers skipped since its last entry)."""
+    def _follow(self, sender: str, seq: int, count: int) -> bool:
+        """Whether the entry is new: False for one sent again whose numbers were applied already. Counts
+        the results of ``sender`` that never arrived (numbers skipped since its last entry)."""
         expected = self._expected.pop(sender, None)
+        if expected is not None and seq < expected:
+            self._expected[sender] = expected  # an entry sent again after a flush that seemed to fail
+            return False
         if expected is not None and seq > expected:
             self._lost.inc(seq - expected)
             log.warning("cluster: %d result(s) from %s never arrived (trimmed from this replica's stream before "
                         "it read them)", seq - expected, sender)
         self._expected[sender] = seq + count  # popped and set again: the most recent senders are kept
-        if len(self._expected) > SENDERS_KEPT:
+        if len(self._expected) > PEERS_KEPT:
             del self._expected[next(iter(self._expected))]
+        return True
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -266,6 +323,9 @@ class ResultStreams:
         async with self._flushing:
             await stop_all(tasks)
         await self.flush()
+        if self._unconfirmed:
+            log.warning("cluster: %d result(s) may not have reached their owners: Redis did not confirm them "
+                        "before shutdown", sum(len(entry.items) for entry in self._unconfirmed))
 
 
 def _text(value: Any) -> str:
