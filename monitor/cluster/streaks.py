@@ -10,6 +10,11 @@ rule and fire it again three runs later). So the owner keeps the counts in Redis
 written only when a count changes from or to a failure streak — nothing for a healthy check — in one
 pipelined round trip per second at most; and the replica that takes an integration over reads the hash
 once and adds what it stored to the failures it has counted itself since (if it saw no success).
+
+Redis may come back from an outage empty (no persistence). While some of its checks fail, the owner reads
+the alert state's epoch (``AlertStore.epoch``, the key the alert engine reads for the same reason) every
+``EPOCH_EVERY``; when it changed, the counts it holds are written back, so a takeover after the loss
+still continues them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from alerts.store import AlertStore
 from integration_kit.tasks import stop
 
 if TYPE_CHECKING:
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 1.0
+EPOCH_EVERY = 5.0  # seconds between reads of the epoch while a count is in Redis
 KEEP = 7 * 86400  # a hash nobody updated for a week belongs to an integration that is gone
 
 
@@ -48,6 +55,7 @@ class Streaks:
         self._unseeded: set[str] = set()  # integrations taken over whose stored counts are not read yet
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._epoch: str | None = None  # of the Redis contents the counts were written to
 
     def noted(self, result: CheckResult) -> None:
         """After the recorder counted ``result`` (its series' streak is up to date). Never raises."""
@@ -79,15 +87,31 @@ class Streaks:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EPOCH_EVERY if self._failing else None):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._seed()
+                await self._check_epoch()
                 await self._flush()
             except (RedisError, OSError, TimeoutError) as exc:
                 log.debug("cluster: failure streaks not synced (%s); trying again", type(exc).__name__)
                 self._wake.set()
             await asyncio.sleep(FLUSH_EVERY)
+
+    async def _check_epoch(self) -> None:
+        """Write the counts held here back if Redis lost its data since they were written."""
+        if not self._failing:
+            return
+        async with asyncio.timeout(5.0):
+            epoch = await AlertStore(self.redis, self.cluster.config.alerting.key_prefix).epoch()
+        if self._epoch is not None and epoch != self._epoch:
+            log.warning("cluster: Redis lost the failure streaks (restarted empty?); writing back %d count(s)",
+                        len(self._failing))
+            for key in self._failing:
+                self._pending.setdefault(key, int(self.probes.series(*key).streak or 0))
+        self._epoch = epoch
 
     async def _seed(self) -> None:
         for integration in sorted(self._unseeded):

@@ -1,0 +1,88 @@
+"""Failed runs in a row kept in Redis for the next owner (monitor/cluster/streaks.py), on a redis-server
+of the test's own: written while a check fails, and written back when Redis comes back empty."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+from processes import wait_until
+from redis_servers import OwnRedis
+
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
+from monitor.cluster.placement import Change
+from monitor.cluster.replica import Cluster
+from monitor.cluster.streaks import Streaks
+from monitor.metrics import Metrics
+from monitor.recorder import Recorder
+from monitor.settings import parse_config
+
+CONFIG = """
+monitor: {redis_url: 'redis://127.0.0.1:9/0', cluster: {replica_id: a, heartbeat: 100ms, ttl: 1s}}
+integrations: {vendor: {checks: [{name: c, kind: http, url: 'http://127.0.0.1:9/'}]}}
+"""
+STREAK_KEY = "im:cluster:streak:vendor"
+EPOCH_KEY = "im:alerts:epoch"
+
+
+def failure(n: int) -> CheckResult:
+    return CheckResult(integration="vendor", check="c", kind="http", ok=False, error_class=None,
+                       detail=f"run {n}", started_at=float(n), duration=0.01, total_duration=0.01)
+
+
+async def stored(client: redis.asyncio.Redis, within: float = 30.0) -> dict[bytes, bytes]:
+    """The streak hash, once it has an entry (AssertionError if it has none within ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while not (found := await client.hgetall(STREAK_KEY)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{STREAK_KEY} still empty after {within}s")
+        await asyncio.sleep(0.05)
+    return found
+
+
+@pytest.fixture
+async def owner(own_redis: OwnRedis) -> AsyncIterator[tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]]:
+    """The only member of a cluster on our own redis-server, owning ``vendor``: (client, its membership,
+    recorder, streaks)."""
+    await own_redis.start()
+    client = redis.asyncio.Redis(host="127.0.0.1", port=own_redis.port)
+    metrics = Metrics()
+    cluster = Cluster(parse_config(CONFIG, env={}), redis=client, metrics=metrics)
+    streaks = Streaks(client, cluster, metrics.probes)
+
+    def changed(change: Change) -> None:  # as the daemon wires it (monitor/cluster_runtime.py)
+        streaks.lost(change.integrations_lost)
+        streaks.gained(change.integrations_gained)
+
+    cluster.on_change(changed)
+    streaks.start()
+    await cluster.start()
+    try:
+        await wait_until(lambda: cluster.owns("vendor"), within=10, what="a to own vendor")
+        yield client, cluster, Recorder(metrics, Redactor()), streaks
+    finally:
+        await streaks.close()
+        await cluster.close()
+        await client.aclose()
+
+
+async def test_failure_streaks_are_written_back_when_redis_comes_back_empty(
+    own_redis: OwnRedis, owner: tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]
+) -> None:
+    client, cluster, recorder, streaks = owner
+    for n in range(3):
+        result = failure(n)
+        recorder.record(result)
+        streaks.noted(result)
+    assert await stored(client) == {b"c": b"3"}
+    epoch = await client.get(EPOCH_KEY)
+    assert epoch is not None  # read by the owner while it had a count in Redis
+    await own_redis.stop()
+    await wait_until(lambda: cluster.degraded, within=10, what="a heartbeat to fail")  # a keeps its share
+    await own_redis.start()  # on the same port, with nothing in it (no persistence)
+    assert await stored(client) == {b"c": b"3"}  # the owner noticed (the epoch changed) and wrote it back
+    assert await client.get(EPOCH_KEY) not in (None, epoch) and cluster.owns("vendor")
