@@ -398,8 +398,16 @@ class AlertEngine:
         return voice.in_outage and any(voice.may_take_in_outage(integration, c.name) for c in icfg.checks)
 
     async def _conditions(self, cfg: ConfigView, now: float) -> list[Condition]:
-        active = frozenset(k for k, s in self._mine().items() if s.active)
-        snapshot = self._quota_readings(now)
+        # Each integration's rules see its own active alerts and quotas: handing every integration all
+        # of them made each rule's scan of them integrations × alerts (at 50,000 checks in 500
+        # integrations with 1 % failing, 14 % of an evaluation in the silence rules' scans alone).
+        active: dict[str, set[str]] = {}
+        for key, state in self._mine().items():
+            if state.active:
+                active.setdefault(integration_of(key), set()).add(key)
+        quotas: dict[str, dict[str, QuotaReading]] = {}
+        for (integration, quota), reading in self._quota_readings(now).items():
+            quotas.setdefault(integration, {})[quota] = reading
         out: list[Condition] = []
         slice_started = time.perf_counter()
         for integration, icfg in cfg.integrations.items():
@@ -410,9 +418,9 @@ class AlertEngine:
                 await asyncio.sleep(0)
                 slice_started = time.perf_counter()
             inp = RuleInput(
-                integration=integration, config=icfg, stats=self.stats,
-                quotas={q: r for (i, q), r in snapshot.items() if i == integration}, now=now, active=active,
-                facts=self._facts.get(integration, {}), traffic=self.traffic.get(integration),
+                integration=integration, config=icfg, stats=self.stats, quotas=quotas.get(integration, {}), now=now,
+                active=frozenset(active.get(integration, ())), facts=self._facts.get(integration, {}),
+                traffic=self.traffic.get(integration),
             )
             for name, rule in RULES.items():
                 rule_cfg = getattr(icfg.alerts, name, None)

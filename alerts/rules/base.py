@@ -63,7 +63,7 @@ class RuleInput:
     stats: Stats
     quotas: Mapping[str, QuotaReading]  # this integration's quotas by name
     now: float
-    active: frozenset[str]  # keys of alerts now pending or firing (for hysteresis)
+    active: frozenset[str]  # keys of this integration's alerts now pending or firing (for hysteresis)
     facts: Mapping[str, float] = field(default_factory=dict)  # fed by other components (set_fact)
     traffic: TrafficStats | None = None  # the integration's real-traffic calls, if its services record them
 
