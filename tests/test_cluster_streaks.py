@@ -1,5 +1,6 @@
-"""Failed runs in a row kept in Redis for the next owner (monitor/cluster/streaks.py), on a redis-server
-of the test's own: written while a check fails, and written back when Redis comes back empty."""
+"""A member of a cluster whose Redis comes back empty, on a redis-server of the test's own: the failed runs in
+a row kept for the next owner (monitor/cluster/streaks.py) are written back, and a membership Redis lost
+between two heartbeats is no reason to give the share away (monitor/cluster/replica.py)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,16 @@ async def stored(client: redis.asyncio.Redis, within: float = 30.0) -> dict[byte
 
 
 @pytest.fixture
-async def owner(own_redis: OwnRedis) -> AsyncIterator[tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]]:
+def changes() -> list[Change]:
+    return []
+
+
+@pytest.fixture
+async def owner(
+    own_redis: OwnRedis, changes: list[Change]
+) -> AsyncIterator[tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]]:
     """The only member of a cluster on our own redis-server, owning ``vendor``: (client, its membership,
-    recorder, streaks)."""
+    recorder, streaks); every change of its share goes to ``changes``."""
     await own_redis.start()
     client = redis.asyncio.Redis(host="127.0.0.1", port=own_redis.port)
     metrics = Metrics()
@@ -55,6 +63,7 @@ async def owner(own_redis: OwnRedis) -> AsyncIterator[tuple[redis.asyncio.Redis,
     streaks = Streaks(client, cluster, metrics.probes)
 
     def changed(change: Change) -> None:  # as the daemon wires it (monitor/cluster_runtime.py)
+        changes.append(change)
         streaks.lost(change.integrations_lost)
         streaks.gained(change.integrations_gained)
 
@@ -86,3 +95,19 @@ async def test_failure_streaks_are_written_back_when_redis_comes_back_empty(
     await own_redis.start()  # on the same port, with nothing in it (no persistence)
     assert await stored(client) == {b"c": b"3"}  # the owner noticed (the epoch changed) and wrote it back
     assert await client.get(EPOCH_KEY) not in (None, epoch) and cluster.owns("vendor")
+
+
+async def test_a_membership_redis_lost_between_two_heartbeats_takes_no_share_away(
+    owner: tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks], changes: list[Change],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, cluster, _, _ = owner
+    before = len(changes)
+    await client.flushall()  # our own server: Redis as it comes back from a restart without persistence
+    deadline = time.monotonic() + 10
+    while await client.zscore("im:cluster:members", "a") is None:  # the next heartbeat joins again
+        assert time.monotonic() < deadline, "a did not join again"
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: cluster.status()["state"] == "member", within=10, what="a to be a member again")
+    assert "Redis lost this replica's membership" in caplog.text
+    assert changes[before:] == [] and cluster.owns("vendor")  # never paused: nothing lost, nothing to take over

@@ -12,7 +12,8 @@ Failure rules (README, "Running several replicas"):
   owning what it owned — a duplicate alert is better than silence — and takes nothing over: a lease that
   runs out meanwhile may only mean that the others cannot renew theirs either. A replica that starts while
   Redis is unreachable has no view yet and does everything alone until it can join.
-* **Back after an outage**: members of the last view that hold no share in Redis now (Redis restarted
+* **Back after an outage** (or Redis restarted empty so quickly that no heartbeat failed: the lease is gone
+  although it cannot have run out): members of the last view that hold no share in Redis now (Redis restarted
   empty and they have not re-registered, or their re-join is still announced, or they died meanwhile)
   keep it for one more TTL — long enough for the live ones to be back. A replica that must join again
   keeps its last share until its announced activation.
@@ -275,13 +276,18 @@ class Cluster:
             self._conflicted(beat)
             return
         was_degraded = self.degraded
+        # Joined again although the lease cannot have run out (the beat that last renewed it began less than a
+        # TTL ago): Redis lost the membership — restarted empty, its connection retried without a failed
+        # heartbeat — and nobody took this replica's share; treated as the end of an outage, not a pause.
+        forgotten = self._joined and beat.outcome == "joined" and started - self._last_ok < 0.9 * self.cfg.ttl
+        back = was_degraded or forgotten
         if self._failures:
             log.info("cluster: Redis reachable again after %d failed heartbeat(s)", self._failures)
         self._failures, self._last_error, self._conflict = 0, "", ""
         self._degraded = self._solo = False
         self._last_ok = started
         lapsed = self._joined and beat.outcome == "joined"
-        if was_degraded and self._joined:
+        if back and self._joined:
             # Back after an outage: the others of the last view may not have re-registered yet, or only just
             # (a re-join is announced a heartbeat and a half ahead): they keep their share for one more TTL.
             until = self._clock() + self.cfg.ttl
@@ -289,8 +295,11 @@ class Cluster:
         if beat.outcome == "joined":
             # Joining again after an outage keeps the last share until the activation; after a pause
             # (no failed heartbeat), the others have taken it over already: hold nothing until then.
-            self._keep_last = was_degraded and bool(self._assignment.members)
-            if lapsed and not was_degraded:
+            self._keep_last = back and bool(self._assignment.members)
+            if forgotten:
+                log.warning("cluster: Redis lost this replica's membership (restarted empty?); joining again, "
+                            "keeping the current share until then")
+            elif lapsed and not was_degraded:
                 log.warning("cluster: this replica's lease ran out without a failed heartbeat (was the process "
                             "paused?); joining again, holding nothing until then")
         self._joined = True
