@@ -59,14 +59,14 @@ class LimitsReader:
         parts: list[BatchPlan] = []
         if plain and scripts:  # grouped by window: the script takes one cutoff per group, not per key
             plain.sort(key=lambda k: _limits_item(k)[1])
-            parts.append(LIMITS_KEYS.plan(plain, lambda k, v: _limits_typed(k, now, *v),
+            parts.append(LIMITS_KEYS.plan(plain, lambda k, *v: _limits_typed(k, now, *v),
                                           args=lambda chunk: _cutoff_groups(chunk, now)))
         elif plain:  # a string is a fixed window; a key MGET cannot read may be a moving window (list)
             second_look = lambda k: _limits_list(k, now)  # noqa: E731
             parts.append(BatchPlan(values_and_exists(plain),
                                    lambda r: by_value(plain, r[0], r[1], _limits_fixed, second_look)))
         if sliding and scripts:
-            parts.append(SLIDING_PAIRS.plan(sliding, lambda k, v: _limits_sliding(k, *v), names=_with_previous))
+            parts.append(SLIDING_PAIRS.plan(sliding, _limits_sliding))
         elif sliding:
             n = len(sliding)
 
@@ -77,12 +77,8 @@ class LimitsReader:
                     for i, k in enumerate(sliding)
                 ]
 
-            parts.append(BatchPlan(values_with_ttls(sliding + [_with_previous(k)[1] for k in sliding]), decode_sliding))
+            parts.append(BatchPlan(values_with_ttls(sliding + [k + "/-1" for k in sliding]), decode_sliding))
         return joined(parts)
-
-
-def _with_previous(key: str) -> tuple[str, str]:
-    return key, key + "/-1"
 
 
 @functools.lru_cache(maxsize=65_536)  # every read of a quota decodes the same names again
@@ -226,12 +222,17 @@ for group = 1, #ARGV, 2 do
   for _ = 1, tonumber(ARGV[group]) do
     i = i + 1
     local key, value, kind, oldest = KEYS[i], values[i], false, false
-    if not value then
-      kind = redis.call('TYPE', key)['ok']
+    local last = false
+    if not value then  -- a list answers LINDEX (no TYPE for it); another type, TYPE
+      last = redis.pcall('LINDEX', key, -1)
+      if type(last) == 'table' then
+        kind = redis.call('TYPE', key)['ok']
+      else
+        kind = last and 'list' or 'none'
+      end
     end
     if kind == 'list' then
-      local length, last = redis.call('LLEN', key), redis.call('LINDEX', key, -1)
-      local stamp = tonumber(last)
+      local length, stamp = redis.call('LLEN', key), tonumber(last)
       if stamp and stamp >= cutoff then
         value, oldest = length, last
       else
@@ -259,12 +260,23 @@ end
     stride=3,
 )
 
-# MGET and the PTTL of each key (a sliding window counter's current and previous window, in pairs).
+# The value and PTTL of each sliding window counter's current window (KEYS) and of its previous window (the
+# key + "/-1"); no PTTL for a previous window that is not there (``_limits_sliding`` weighs it only with a
+# value).
 SLIDING_PAIRS = Gatherer(
     """
-local values = redis.call('MGET', unpack(KEYS))
+local names = {}
 for i, key in ipairs(KEYS) do
-  out[2 * i - 1], out[2 * i] = values[i], redis.call('PTTL', key)
+  names[2 * i - 1], names[2 * i] = key, key .. '/-1'
+end
+local values = redis.call('MGET', unpack(names))
+for i, key in ipairs(KEYS) do
+  local previous, previous_ttl = values[2 * i], false
+  if previous then
+    previous_ttl = redis.call('PTTL', names[2 * i])
+  end
+  out[4 * i - 3], out[4 * i - 2] = values[2 * i - 1], redis.call('PTTL', key)
+  out[4 * i - 1], out[4 * i] = previous, previous_ttl
 end
 """,
     stride=4,

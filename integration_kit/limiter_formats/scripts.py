@@ -29,12 +29,13 @@ from typing import Any
 from redis.exceptions import NoPermissionError, ResponseError
 
 from integration_kit.limiter_formats.plans import (
+    BadValue,
     BatchPlan,
     Command,
     Outcome,
+    Skip,
     by_value,
     check_reply,
-    guarded,
     of_type,
     text,
     values_and_exists,
@@ -54,47 +55,64 @@ class Gatherer:
     source: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "source", f"local out = {{}}\n{self.body.strip()}\nreturn cjson.encode(out)\n")
+        # nil (false in Lua) goes out as JSON null: Python's parser makes it None, as redis-py gives nil
+        object.__setattr__(self, "source", f"local out = {{}}\n{self.body.strip()}\n{_NILS_AS_NULL}\n"
+                                           "return cjson.encode(out)\n")
 
     def plan(
         self,
         keys: Sequence[str],
-        read: Callable[[str, tuple[Any, ...]], Outcome],
+        read: Callable[..., Outcome],
         *,
         args: Callable[[Sequence[str]], Sequence[Any]] = lambda chunk: (),
-        names: Callable[[str], Sequence[str]] = lambda key: (key,),
     ) -> BatchPlan:
-        """One ``EVAL`` per ``SCRIPT_KEYS`` keys; ``read(key, values)`` decodes each key's ``stride`` values.
+        """One ``EVAL`` per ``SCRIPT_KEYS`` keys; ``read(key, *values)`` decodes each key's ``stride`` values
+        (a value the format does not store: a ``Skip`` of that key). ``args(chunk)``: the ``ARGV`` of one
+        call.
 
-        ``names(key)``: the Redis keys a key stands for (a sliding window counter is two), passed in
-        ``KEYS`` so that ACL key patterns apply; ``args(chunk)``: the ``ARGV`` of one call."""
+        Only the keys read are in ``KEYS``: a partner key (a sliding window's previous window, a token
+        bucket's timestamp) is named inside the script from its key, which halves what a read sends and
+        what Redis parses. Redis checks the user's ACL key patterns on every command a script runs, so an
+        undeclared partner is no way around them (the cluster's rule of declared keys does not apply: the
+        reader reads one node, and partners share their key's hash tag)."""
         chunks = [keys[start : start + SCRIPT_KEYS] for start in range(0, len(keys), SCRIPT_KEYS)]
-        commands: list[Command] = []
-        for chunk in chunks:
-            wired = [wire(name) for key in chunk for name in names(key)]
-            commands.append(("EVAL", self.source, len(wired), *wired, *args(chunk)))
+        commands: list[Command] = [
+            ("EVAL", self.source, len(chunk), *map(wire, chunk), *args(chunk)) for chunk in chunks
+        ]
+        stride = self.stride
 
         def decode(replies: list[Any]) -> list[tuple[str, Outcome]]:
             out: list[tuple[str, Outcome]] = []
+            append = out.append
             for chunk, reply in zip(chunks, replies, strict=True):
                 values = _values(check_reply(reply))  # the call failed (NOPERM, BUSY…): raised for the caller
-                if len(values) != self.stride * len(chunk):
+                if len(values) != stride * len(chunk):
                     raise ResponseError(f"unexpected script reply: {len(values)} values for {len(chunk)} keys")
-                rows = zip(*[iter(values)] * self.stride, strict=True)  # stride values at a time
-                out += [(key, guarded(read, key, row)) for key, row in zip(chunk, rows, strict=True)]
+                rows = zip(*[iter(values)] * stride, strict=True)  # stride values at a time
+                for key, row in zip(chunk, rows, strict=True):
+                    try:  # what guarded() does, inline: this loop runs once per key per read
+                        append((key, read(key, *row)))
+                    except BadValue as exc:
+                        append((key, Skip(str(exc))))
             return out
 
         return BatchPlan(commands, decode)
 
 
+_NILS_AS_NULL = "for i = 1, #out do if out[i] == false then out[i] = cjson.null end end"
+
+
 def _values(reply: Any) -> list[Any]:
-    """The JSON array of a call, with nil and errors as redis-py gives them (None, ResponseError)."""
-    values = json.loads(text(reply))
+    """The JSON array of a call, with nil and errors as redis-py gives them (None, ResponseError): nil
+    comes as null, an error as the only kind of object."""
+    values = json.loads(text(reply), object_hook=_error)
     if not isinstance(values, list):
         raise ResponseError(f"unexpected script reply of {type(values).__name__}")
-    return [
-        None if v is False else ResponseError(str(v.get("err"))) if isinstance(v, dict) else v for v in values
-    ]
+    return values
+
+
+def _error(reply: dict[str, Any]) -> ResponseError:
+    return ResponseError(str(reply.get("err")))
 
 
 # One SCAN call, its reply as JSON: ["<cursor>", [names…]] (an empty page encodes as {}). Key names are
@@ -132,7 +150,7 @@ def values_plan(keys: Sequence[str], read: Callable[[str, Any], Outcome], *, scr
     reads as None, a key of another type as a ``Skip``. Plain: MGET and EXISTS of the batch (and a TYPE
     for the nil keys when EXISTS counted more keys than MGET read); gathered: ``STRING_VALUES``."""
     if scripts:
-        return STRING_VALUES.plan(keys, lambda k, v: of_type(v[1]) if v[0] is None else read(k, v[0]))
+        return STRING_VALUES.plan(keys, lambda k, value, kind: of_type(kind) if value is None else read(k, value))
     return BatchPlan(values_and_exists(keys), lambda r: by_value(keys, r[0], r[1], read))
 
 

@@ -45,7 +45,7 @@ class SlidingLogReader:
             return KeyReading(key=key, used=count, limit=self.limit, reset_seconds=reset, window_seconds=self.window)
 
         if scripts:
-            return WINDOW_OF_SORTED_SETS.plan(keys, lambda k, v: one(k, *v), args=lambda chunk: (low,))
+            return WINDOW_OF_SORTED_SETS.plan(keys, one, args=lambda chunk: (low,))
         commands: list[Command] = []
         for key in keys:
             k = wire(key)

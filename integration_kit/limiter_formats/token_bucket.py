@@ -48,16 +48,16 @@ class TokenBucketReader:
         if self.spec.layout == "hash":
             fields = (self.spec.tokens_field, self.spec.timestamp_field)
             if scripts:
-                return FIELDS_OF_HASHES.plan(keys, lambda k, v: self._reading(k, now, *v), args=lambda chunk: fields)
+                return FIELDS_OF_HASHES.plan(keys, lambda k, *v: self._reading(k, now, *v), args=lambda chunk: fields)
 
             def decode_hashes(replies: list[Any]) -> list[tuple[str, Outcome]]:
                 return [(k, guarded(self._hash_reading, k, now, r)) for k, r in zip(keys, replies, strict=True)]
 
             return BatchPlan([("HMGET", wire(k), *fields) for k in keys], decode_hashes)
-        stamp_of = {k: k[: -len(self.spec.tokens_suffix)] + self.spec.timestamp_suffix for k in keys}
         if scripts:
-            return VALUES_OF_PAIRS.plan(keys, lambda k, v: self._pair_reading(k, now, *v),
-                                        names=lambda k: (k, stamp_of[k]))
+            partner = (len(wire(self.spec.tokens_suffix)), self.spec.timestamp_suffix)
+            return VALUES_OF_PAIRS.plan(keys, lambda k, *v: self._pair_reading(k, now, *v), args=lambda chunk: partner)
+        stamp_of = {k: k[: -len(self.spec.tokens_suffix)] + self.spec.timestamp_suffix for k in keys}
         stamps = list(stamp_of.values())
 
         def decode(replies: list[Any]) -> list[tuple[str, Outcome]]:
@@ -101,18 +101,22 @@ end
     stride=2,
 )
 
-# MGET of each bucket's tokens and timestamp keys (KEYS in pairs), and the tokens key's type where it held
-# no string (what EXISTS + TYPE tell the plain read).
+# MGET of each bucket's tokens key (KEYS) and timestamp key (the tokens key with its suffix, ARGV[1] bytes,
+# replaced by ARGV[2]), and the tokens key's type where it held no string (what EXISTS + TYPE tell the
+# plain read).
 VALUES_OF_PAIRS = Gatherer(
     """
-local values = redis.call('MGET', unpack(KEYS))
-for i = 1, #KEYS, 2 do
+local cut, suffix, names = tonumber(ARGV[1]), ARGV[2], {}
+for i, key in ipairs(KEYS) do
+  names[2 * i - 1], names[2 * i] = key, string.sub(key, 1, #key - cut) .. suffix
+end
+local values = redis.call('MGET', unpack(names))
+for i, key in ipairs(KEYS) do
   local kind = false
-  if not values[i] then
-    kind = redis.call('TYPE', KEYS[i])['ok']
+  if not values[2 * i - 1] then
+    kind = redis.call('TYPE', key)['ok']
   end
-  local n = #out
-  out[n + 1], out[n + 2], out[n + 3] = values[i], values[i + 1], kind
+  out[3 * i - 2], out[3 * i - 1], out[3 * i] = values[2 * i - 1], values[2 * i], kind
 end
 """,
     stride=3,

@@ -44,8 +44,6 @@ from monitor.settings.quota import RedisQuotaConfig
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from integration_kit.limiter_formats import Outcome
-
 log = logging.getLogger(__name__)
 
 EXAMPLES = 3  # unrecognised key names kept per SCAN pass, to show in the log
@@ -106,8 +104,7 @@ class QuotaReader:
         now, round_trips = await self._discover(client)
         readings, skipped, ttl_reply, trips = await self.read_keys(client, list(self._known), now)
         round_trips += trips
-        # Ties go to the same key at every read, whatever order the keys were read in.
-        busiest = max(readings, key=lambda r: (r.ratio if r.ratio is not None else -1.0, r.used, r.key), default=None)
+        busiest, near = _busiest(readings, self.cfg.near_limit)
         if busiest is not None and busiest.reset_from_ttl is not None:
             if busiest.key != self._ttl_key or ttl_reply is None:
                 ttl_reply = await client.execute_command("PTTL", wire(busiest.key))
@@ -119,7 +116,7 @@ class QuotaReader:
         if busiest is not None and busiest.limit:
             self._last_limit = busiest.limit
         idle_limit = self.format.limit if self.format.limit is not None else self._last_limit
-        reading = _summarise(self.cfg, idle_limit, readings, busiest, skipped, now, round_trips)
+        reading = _summarise(self.cfg, idle_limit, len(readings), near, busiest, skipped, now, round_trips)
         unrecognised, over, examples = self._counts
         return replace(reading, unrecognised=unrecognised, unrecognised_examples=examples, over_max_keys=over)
 
@@ -169,7 +166,11 @@ class QuotaReader:
         return pages
 
     def _found(self, names: list[str]) -> None:
+        known, seen = self._known, self._seen
         for key in names:
+            if key in known:  # most names of a pass: a known key is its own primary
+                seen.add(key)
+                continue
             main = self.format.primary(key)
             if main is None:
                 self._pass_counts[0] += 1
@@ -211,10 +212,19 @@ class QuotaReader:
         readings: list[KeyReading] = []
         skipped: list[tuple[str, str]] = []
         round_trips = 1
+        present = self._present
         while outcomes:  # follow-ups (a second look at some keys) travel together in one more pipeline
             follow_ups: list[tuple[str, KeyPlan]] = []
-            for key, outcome in outcomes:
-                self._tally(key, outcome, readings, skipped, follow_ups)
+            for key, outcome in outcomes:  # once per key per read: by exact type, inline
+                kind = type(outcome)
+                if kind is KeyReading:
+                    readings.append(outcome)  # type: ignore[arg-type]
+                    present.add(key)
+                elif kind is KeyPlan:
+                    follow_ups.append((key, outcome))  # type: ignore[arg-type]
+                elif kind is Skip:
+                    skipped.append((key, outcome.reason))  # type: ignore[union-attr]
+                    present.add(key)
             outcomes = []
             if follow_ups:
                 answers = await _run(client, [cmd for _, plan_ in follow_ups for cmd in plan_.commands])
@@ -232,23 +242,6 @@ class QuotaReader:
             "(grant +eval to the monitor's Redis user for fewer)", self.label, exc,
         )
 
-    def _tally(
-        self,
-        key: str,
-        outcome: Outcome,
-        readings: list[KeyReading],
-        skipped: list[tuple[str, str]],
-        follow_ups: list[tuple[str, KeyPlan]],
-    ) -> None:
-        if isinstance(outcome, KeyReading):
-            readings.append(outcome)
-            self._present.add(key)
-        elif isinstance(outcome, KeyPlan):
-            follow_ups.append((key, outcome))
-        elif isinstance(outcome, Skip):
-            skipped.append((key, outcome.reason))
-            self._present.add(key)
-
 
 async def _run(client: redis.asyncio.Redis, commands: Sequence[Command]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
@@ -259,16 +252,35 @@ async def _run(client: redis.asyncio.Redis, commands: Sequence[Command]) -> list
     return list(await pipe.execute(raise_on_error=False))
 
 
+def _busiest(readings: list[KeyReading], near_limit: float) -> tuple[KeyReading | None, int]:
+    """The busiest key (highest used / limit, or used where there is no limit; ties to the same key at
+    every read, whatever order the keys were read in) and how many keys are above ``near_limit``: one pass,
+    each ratio computed once (this runs once per key per read)."""
+    best: KeyReading | None = None
+    best_rank = (-2.0, 0.0, "")
+    near = 0
+    for r in readings:
+        limit = r.limit
+        ratio = r.used / limit if limit else -1.0
+        if ratio > near_limit:
+            near += 1
+        if ratio >= best_rank[0]:
+            rank = (ratio, r.used, r.key)
+            if rank > best_rank:
+                best, best_rank = r, rank
+    return best, near
+
+
 def _summarise(
     cfg: RedisQuotaConfig,
     idle_limit: float | None,
-    readings: list[KeyReading],
+    keys: int,
+    near: int,
     busiest: KeyReading | None,
     skipped: list[tuple[str, str]],
     now: float,
     round_trips: int,
 ) -> QuotaReading:
-    near = sum(1 for r in readings if r.ratio is not None and r.ratio > cfg.near_limit)
     if busiest is None:
         observation = QuotaObservation(
             policy=cfg.name, used=0.0, limit=idle_limit, reset_seconds=None,
@@ -282,7 +294,7 @@ def _summarise(
     return QuotaReading(
         observation=observation,
         busiest_key=busiest.key if busiest else None,
-        keys=len(readings),
+        keys=keys,
         keys_near_limit=near,
         fixed_window=busiest.fixed_window if busiest else False,
         skipped=tuple(skipped),
