@@ -95,6 +95,14 @@ def token_bucket_keys(now: float) -> st.SearchStrategy[dict[str, Any]]:
                                 for k, v in ((f"tb.{{{n}}}.tokens", t), (f"tb.{{{n}}}.timestamp", s))})
 
 
+def token_bucket_suffixed_keys(now: float) -> st.SearchStrategy[dict[str, Any]]:
+    """Suffixes of our own, one of them not ASCII: the script names the timestamp key by cutting the tokens
+    suffix's bytes (not characters) off the tokens key."""
+    suffixes = {".tokens": ":jetons-\u00e9", ".timestamp": ":t"}
+    return token_bucket_keys(now).map(
+        lambda keys: {k.rsplit(".", 1)[0] + suffixes["." + k.rsplit(".", 1)[1]]: v for k, v in keys.items()})
+
+
 def token_hash_keys(now: float) -> st.SearchStrategy[dict[str, Any]]:
     field = st.one_of(st.none(), number_or_garbage(OFFSETS.map(lambda o: int(now + o))))
     named = ("tokens", "timestamp")
@@ -109,6 +117,8 @@ FORMATS = {
     "limits": (dict(format="limits", match="LIMITS:*"), limits_keys),
     "sliding_log": (dict(format="sliding_log", match="log:*", limit=5, window=60), sliding_log_keys),
     "token_bucket": (dict(format="token_bucket", match="tb.*", capacity=10, rate=1), token_bucket_keys),
+    "token_bucket suffixes": (dict(format="token_bucket", match="tb.*", capacity=10, rate=1,
+                                   tokens_suffix=":jetons-\u00e9", timestamp_suffix=":t"), token_bucket_suffixed_keys),
     "token_bucket hash": (dict(format="token_bucket", match="hb:*", capacity=10, rate=1, layout="hash"),
                           token_hash_keys),
 }
