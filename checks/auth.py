@@ -18,7 +18,6 @@ one extra request and no failure.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from checks.auth_config import AuthConfig, BasicAuth, HmacAuth, OAuth2ClientCred
 from checks.http_attempt import EXCERPT_BYTES, REDACT_OVERLAP, Attempt, HttpRun
 from checks.timing import AttemptTiming, ssl_context
 from integration_kit.classify import format_seconds
+from integration_kit.deadlines import DeadlineScope
 from integration_kit.errors import ErrorClass
 from integration_kit.oauth2 import PREFIX, Token, TokenError
 from integration_kit.redact import MASK, is_sensitive_name
@@ -95,7 +95,7 @@ class RequestAuth:
         assert key is not None and self.tokens is not None
         started = time.monotonic()
         try:
-            async with asyncio.timeout_at(deadline):
+            with DeadlineScope(self.ctx.deadlines, deadline):
                 lease = await self.tokens.get(key, oauth2.grant, self.session, label=self.ctx.integration,
                                               ssl=ssl_context(oauth2.verify_tls))
         except TimeoutError:

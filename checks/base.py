@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from integration_kit.deadlines import Deadlines
 from integration_kit.durations import Duration
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
 from integration_kit.retry import RetryPolicy
@@ -26,14 +27,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeContext:
-    """What the daemon hands every probe: shared client session, the redactor for secrets and the token
-    cache that OAuth2 auth shares across checks and replicas."""
+    """What the daemon hands every probe: shared client session, the redactor for secrets, the token
+    cache that OAuth2 auth shares across checks and replicas, and the deadlines of the attempts in flight."""
 
     integration: str
     redactor: Redactor
     session: aiohttp.ClientSession | None = None  # None: the probe makes its own
     tokens: TokenCache | None = None  # the daemon's OAuth2 token cache; None: each run fetches its own
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Every attempt's deadline is a scope of these: the daemon's probes share one (one timer for all the
+    # attempts in flight, where an ``asyncio.timeout`` each cost ~35 k instructions); by default the
+    # context's own.
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
 
 class RetryConfig(BaseModel):

@@ -49,6 +49,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from checks import run_probe as default_run_probe
 from checks.base import CheckConfigBase, ProbeContext
+from integration_kit.deadlines import Deadlines
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
 from integration_kit.tasks import stop_all
@@ -127,6 +128,7 @@ class Scheduler:
         self.on_removed = on_removed
         self.session: aiohttp.ClientSession | None = None  # handed to probes; set by the app before start
         self.tokens: TokenCache | None = None  # OAuth2 tokens shared by the probes; set by the app before start
+        self.deadlines = Deadlines()  # of every probe's attempts in flight: one timer for them all
         self._aps = BatchingScheduler(timezone=UTC)
         self._aps.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._aps.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
@@ -289,7 +291,7 @@ class Scheduler:
                 integration=integration,
                 check=check,
                 ctx=ProbeContext(integration=integration, redactor=self.redactor, session=self.session,
-                                 tokens=self.tokens),
+                                 tokens=self.tokens, deadlines=self.deadlines),
                 timing=self._timing(integration, check),
             )
             self._jobs[jid] = job

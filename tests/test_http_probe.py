@@ -3,6 +3,7 @@ retries, deadlines, redirects, TLS, timing phases and redaction."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import email.utils
@@ -177,6 +178,26 @@ async def test_timeout_waiting_for_headers(target: Target) -> None:
     result = await run(make_check(url, timeout="500ms"))
     assert_timed_out(result, "no response headers", 500)
     assert 0.45 <= result.total_duration < 1.5
+
+
+async def test_probes_sharing_one_deadlines_each_end_at_their_own(target: Target) -> None:
+    """The daemon's probes share one ``Deadlines`` (one timer for every attempt in flight): an attempt
+    entered later with an earlier deadline still ends at its own, one entered first with a later deadline
+    is not ended early by the other's expiry, and one that answers in time is left alone."""
+    ctx = ProbeContext(integration="acme", redactor=Redactor())
+    stall = target.route("/stall", Reply(delay=5))
+    late = target.route("/late", Reply(delay=1, json={"ok": True}))
+    slow_run = asyncio.create_task(probe(make_check(stall, timeout="900ms"), ctx))
+    answered = asyncio.create_task(probe(make_check(late, timeout="5s"), ctx))
+    await asyncio.sleep(0.1)  # both attempts are in flight: the shared timer is set for 0.9 s
+    short = await probe(make_check(stall, timeout="500ms"), ctx)
+    slow, ok = await slow_run, await answered
+    assert_timed_out(short, "no response headers", 500)
+    assert 0.45 <= short.total_duration < 1.2, short
+    assert_timed_out(slow, "no response headers", 900)
+    assert slow.total_duration >= 0.85, slow
+    assert ok.ok and ok.status_code == 200, ok
+    assert not ctx.deadlines.scopes  # every scope left
 
 
 async def test_timeout_slow_drip_body(target: Target) -> None:
