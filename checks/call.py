@@ -160,7 +160,9 @@ async def perform_call(
     if deadline is None:
         assert budget is not None, "a call needs a deadline or a budget"
         deadline = t0 + budget
-    outcome, _ = await run_with_retries(attempt, policy, deadline=deadline, clock=loop.time)
+    outcome = await attempt(deadline)
+    if outcome.error_class is not None:  # the retry runner only after a failure: a success costs none of it
+        outcome, _ = await run_with_retries(attempt, policy, deadline=deadline, clock=loop.time, first=outcome)
     return CallOutcome(outcome=outcome, classes=tuple(request_auth.classes), total=loop.time() - t0, run=run,
                        auth=request_auth)
 
