@@ -161,8 +161,7 @@ class OutageHandover:
         log.info("alerts: handed %d alert(s) spoken for while Redis was unreachable to their owners (%s)",
                  len(voice.outage), ", ".join(sorted(by_shard)) or "nothing left to hand")
         memory.forget(voice.outage, fields)
-        voice.outage.clear()
-        voice.outage_groups.clear()
+        voice.outage_over()
         if voice.ownership is not None:
             voice.ownership.hold_results(frozenset())
 

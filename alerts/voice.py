@@ -67,7 +67,19 @@ class Voice:
         self.ownership = ownership if ownership is not None and ownership.clustered else None
         self.monitor = MONITOR if self.ownership is None else f"{MONITOR}@{self.ownership.me}"
         self.outage: set[str] = set()  # alert keys of others' integrations spoken for in an outage
+        self.outage_integrations: set[str] = set()  # the integrations of those alerts
         self.outage_groups: set[str] = set()  # the notification groups of those alerts
+
+    def speak_in_outage(self, key: str) -> None:
+        """Start speaking for an alert of an integration owned elsewhere (Redis is unreachable)."""
+        self.outage.add(key)
+        self.outage_integrations.add(integration_of(key))
+
+    def outage_over(self) -> None:
+        """What the outage voice said was handed to the owners: it speaks for nothing any more."""
+        self.outage.clear()
+        self.outage_integrations.clear()
+        self.outage_groups.clear()
 
     @property
     def in_outage(self) -> bool:

@@ -140,7 +140,7 @@ async def test_spike_sends_one_notification(shared_redis: redis.asyncio.Redis, p
         for _ in range(20):
             await tick(eng, clock, ok=True)
         first_failure = clock.now + 15
-        caplog.set_level(logging.INFO, logger="alerts.engine")
+        caplog.set_level(logging.INFO, logger="alerts.flush")
         for _ in range(240):  # an hour of failures
             await tick(eng, clock, ok=False)
         # probe_down fires at the 3rd failure (F+30 s), error_rate (burn rate, 4 of 24 runs in the hour) at

@@ -21,7 +21,7 @@ from needs import free_port
 from test_alert_engine import Clock
 from test_alert_voice import fail
 
-import alerts.engine
+import alerts.flush
 from alerts.delivery import DeliveryPolicy, Dispatcher
 from alerts.engine import AlertEngine
 from alerts.model import Notification
@@ -191,7 +191,7 @@ async def test_a_submit_cut_short_does_not_queue_twice_for_the_notifiers_that_ha
     slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(alerts.engine, "SUBMIT_TIMEOUT", 0.3)
+    monkeypatch.setattr(alerts.flush, "SUBMIT_TIMEOUT", 0.3)
     caplog.set_level(logging.INFO, logger="alerts.console")
     cfg, clock = config(prefix, slack, console={"stream": "log"}), Clock()
     slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # still on its way at the retry

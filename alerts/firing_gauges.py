@@ -1,0 +1,50 @@
+"""``integration_alert_firing`` and ``integration_alert_inhibited``: the alert states this replica speaks
+for, as gauges, exported after every evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from alerts.model import AlertStatus
+from alerts.routing import inhibited_by
+
+if TYPE_CHECKING:
+    from alerts.inputs import AlertMetrics
+    from alerts.state import AlertState
+    from alerts.voice import Voice
+
+
+class FiringGauges:
+    def __init__(self, metrics: AlertMetrics, voice: Voice) -> None:
+        self._metrics = metrics
+        self._voice = voice
+        self._labels: set[tuple[str, str, str]] = set()  # (integration, alert, severity) exported so far
+
+    def export(self, states: Mapping[str, AlertState]) -> None:
+        """The gauges' labels have no target, so the inhibited one is 1 only while every firing alert under
+        its labels is inhibited — then nothing under them was told."""
+        firing_gauge, inhibited_gauge = self._metrics.alert_firing, self._metrics.alert_inhibited
+        inhibitions = inhibited_by(states)
+        firing: set[tuple[str, str, str]] = set()
+        told: set[tuple[str, str, str]] = set()
+        for key, s in states.items():
+            if s.status is AlertStatus.FIRING and s.alert is not None:
+                labels = (s.alert.integration, s.alert.alert, str(s.alert.severity))
+                firing.add(labels)
+                if key not in inhibitions:
+                    told.add(labels)
+        for labels in firing:
+            firing_gauge.labels(*labels).set(1)
+            inhibited_gauge.labels(*labels).set(0 if labels in told else 1)
+        for labels in self._labels - firing:
+            if self._voice.integration(labels[0]):
+                firing_gauge.labels(*labels).set(0)
+                inhibited_gauge.labels(*labels).set(0)
+            else:  # moved to another replica, which exports it now
+                for gauge in (firing_gauge, inhibited_gauge):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(*labels)
+                self._labels.discard(labels)
+        self._labels |= firing
