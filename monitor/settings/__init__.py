@@ -48,6 +48,7 @@ from alerts.webhook_config import WebhookConfig
 from integration_kit.durations import Duration
 from monitor.settings.cluster import ClusterConfig
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
+from monitor.settings.sharing import share_equal_parts
 from monitor.settings.source import (
     MAX_FILE_BYTES,
     Expansion,
@@ -392,6 +393,7 @@ def _parse(text: str, source: str, env: Mapping[str, str], base_dir: Path | None
     problems = [*reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data)]
     if problems or config is None:
         raise ConfigError(source, expansion.hide(problems, env) or [("", "the config is not valid")])
+    share_equal_parts(check for _, check in config.iter_checks())  # checks by the thousand hold alike
     return config
 
 
