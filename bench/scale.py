@@ -15,7 +15,8 @@ Prometheus would (the scrapes are part of the load):
   - scheduler lag p50/p99 from the daemon's own integration_monitor_scheduler_lag_seconds histogram,
     over the window only (bucket increase between the first and last scrape, like rate() would),
   - /metrics response time (median and worst of the scrapes, with Prometheus' Accept header, which
-    asks for OpenMetrics first; and once in the classic text format) and size,
+    asks for OpenMetrics first; once in the classic text format; once with Accept-Encoding: gzip, as
+    Prometheus sends it by default) and size,
   - the Slack messages received (chat.postMessage) by the end.
 With ``--runs N`` the variants alternate N times and the table shows medians (min–max).
 Targets (issues 7, 16): 10,000 checks < 50% of one core, lag p99 < 100 ms, RSS < 200 MB, /metrics < 250 ms.
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gzip
 import json
 import re
 import statistics
@@ -87,11 +89,14 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return prev_le
 
 
-def scrape(url: str, accept: str = PROMETHEUS_ACCEPT) -> tuple[str, float]:
-    """One scrape as Prometheus makes it (its Accept header: the daemon answers OpenMetrics)."""
+def scrape(url: str, accept: str = PROMETHEUS_ACCEPT, *, gzipped: bool = False) -> tuple[str, float]:
+    """One scrape with Prometheus' Accept header (the daemon answers OpenMetrics); ``gzipped``: with its
+    ``Accept-Encoding: gzip`` too (what Prometheus sends unless told not to), decompressed in the time."""
     t0 = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=60) as resp:
-        text = resp.read().decode()
+    headers = {"Accept": accept, **({"Accept-Encoding": "gzip"} if gzipped else {})}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as resp:
+        data = resp.read()
+        text = (gzip.decompress(data) if resp.headers.get("Content-Encoding") == "gzip" else data).decode()
     return text, time.perf_counter() - t0
 
 
@@ -162,6 +167,7 @@ def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> 
             renders.append(took)
             elapsed = time.monotonic() - t0
             _, plain_took = scrape(metrics_url, accept="text/plain")  # the classic text format, for comparison
+            _, gzip_took = scrape(metrics_url, gzipped=True)  # as Prometheus scrapes by default
             cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
             rss_end = rss_bytes(proc.pid)
             rss_peak = max(rss_peak, rss_end)
@@ -177,6 +183,7 @@ def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> 
                 "metrics_ms": 1000 * statistics.median(renders),
                 "metrics_max_ms": 1000 * max(renders),
                 "metrics_text_ms": 1000 * plain_took,
+                "metrics_gzip_ms": 1000 * gzip_took,
                 "metrics_kb": len(text.encode()) / 1024,
                 "slack_messages": len(slack.calls("chat.postMessage")) - posted,
             }
@@ -238,6 +245,7 @@ def main() -> None:
         ("RSS MB peak", "rss_peak_mb", "{:.0f}"), ("lag p50 ms", "lag_p50_ms", "{:.1f}"),
         ("lag p99 ms", "lag_p99_ms", "{:.1f}"), ("/metrics ms", "metrics_ms", "{:.0f}"),
         ("(worst)", "metrics_max_ms", "{:.0f}"), ("text ms", "metrics_text_ms", "{:.0f}"),
+        ("gzip ms", "metrics_gzip_ms", "{:.0f}"),
         ("/metrics KB", "metrics_kb", "{:.0f}"), ("Slack msgs", "slack_messages", "{:.0f}"),
     ]
     print_medians(results, [(name, functools.partial(_get, key), fmt) for name, key, fmt in columns])

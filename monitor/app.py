@@ -101,7 +101,8 @@ class App:
 
             components = DEFAULT_COMPONENTS
         self.factories = list(components)
-        self.metrics = metrics if metrics is not None else Metrics()
+        buckets = config.monitor.probe_duration_buckets
+        self.metrics = metrics if metrics is not None else Metrics(duration_buckets=buckets)
         self._redactor = Redactor(secrets_of(config))
         self.status_store = StatusStore()
         self.components: list[Component] = []
@@ -384,6 +385,8 @@ class App:
             log.warning("monitor.listen changed: takes effect after a restart")
         if config.monitor.redis_url != old.monitor.redis_url:
             log.warning("monitor.redis_url changed: takes effect after a restart")
+        if config.monitor.probe_duration_buckets != old.monitor.probe_duration_buckets:
+            log.warning("monitor.probe_duration_buckets changed: takes effect after a restart")
         switched: list[Component] = []
         try:
             self._switch(config)

@@ -8,6 +8,7 @@ classes and phases from fixed sets; never a label per Redis key, URL or event.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -24,6 +25,12 @@ from monitor.probe_series import ProbeSeries
 disable_created_metrics()
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# How much one piece of /metrics holds (Metrics.exposition): about 5 ms of rendering, or 1 MB of text when
+# the parts are cheap (each check's histogram text is kept between runs: joining, encoding and sending a
+# piece then cost more than rendering it). At 50,000 checks a fixed 500 checks a piece made ~900 pieces,
+# each waiting for a turn of a busy loop: seconds per scrape (bench/scrape.py --turn-ms).
+PIECE_SECONDS = 0.005
+PIECE_BYTES = 1 << 20
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _IC = ("integration", "check")
@@ -31,14 +38,17 @@ _Q = ("integration", "quota", "source")
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, duration_buckets: Sequence[float] = DURATION_BUCKETS
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
 
         # Probes: integration_probe_success, _duration_seconds, _phase_seconds, _runs_total, _errors_total,
         # _retries_total, _http_status_code, _tls_cert_expiry_timestamp_seconds (names and help text in
         # monitor/probe_series.py: one collector, rendered fast; see there why).
-        self.probes = ProbeSeries(DURATION_BUCKETS, registry=r)
+        # ``duration_buckets``: monitor.probe_duration_buckets (each bound is one series per check).
+        self.probes = ProbeSeries(tuple(duration_buckets), registry=r)
         self.probe_backoff = Gauge(
             "integration_probe_quota_backoff",
             "1 while this integration's probes run slower because a quota is nearly used up", ("integration",),
@@ -229,21 +239,32 @@ class Metrics:
             rest = generate_latest(self.registry)
         return self.probes.render_text().encode() + rest
 
-    def exposition(self, accept: str = "") -> tuple[str, Iterator[bytes]]:
+    def exposition(
+        self, accept: str = "", *, piece_seconds: float = PIECE_SECONDS, piece_bytes: int = PIECE_BYTES
+    ) -> tuple[str, Iterator[bytes]]:
         """The /metrics content type for an ``Accept`` header and the body in pieces, in the format
         prometheus-client's ``choose_encoder`` picks (OpenMetrics, which Prometheus asks for first, or
         the text format 0.0.4). The probe families come from the fast path in both, the rest from
-        prometheus-client's encoder. Each piece is a few ms of work: the server writes them out on the
-        event loop one by one, so a scrape of 10,000 checks never stalls the probes for long."""
+        prometheus-client's encoder. Each piece is about ``piece_seconds`` of rendering or ``piece_bytes``
+        of text, whichever comes first: the server writes them out on the event loop one by one, each after
+        a turn of the loop, so a scrape never stalls the probes for long, and needs few turns (a busy
+        loop's turns are what a scrape waits for)."""
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
 
         def pieces() -> Iterator[bytes]:
+            parts: list[str] = []
+            size, started = 0, time.perf_counter()  # (again after each yield: the time between is the server's)
             for text in self.probes.iter_text(openmetrics=openmetrics):
-                yield text.encode()
+                parts.append(text)
+                size += len(text)
+                if size >= piece_bytes or time.perf_counter() - started >= piece_seconds:
+                    yield "".join(parts).encode()
+                    parts.clear()
+                    size, started = 0, time.perf_counter()
             with self.probes.excluded():
                 rest = encoder(self.registry)
-            yield rest  # ends with "# EOF" in OpenMetrics, as it must
+            yield "".join(parts).encode() + rest  # ends with "# EOF" in OpenMetrics, as it must
 
         return content_type, pieces()
 

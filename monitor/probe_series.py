@@ -152,10 +152,11 @@ class ProbeSeries(Collector):
         ``openmetrics``, as OpenMetrics writes them (counter families named without ``_total``)."""
         return "".join(self.iter_text(openmetrics=openmetrics))
 
-    def iter_text(self, *, openmetrics: bool = False, chunk: int = 500) -> Iterator[str]:
-        """``render_text`` in pieces of at most ``chunk`` checks of one family, so that a caller on the
-        event loop can stream them out between probes (each piece is a few ms of work) instead of
-        holding a second thread that fights the loop for the GIL through a whole scrape."""
+    def iter_text(self, *, openmetrics: bool = False, chunk: int = 100) -> Iterator[str]:
+        """``render_text`` in parts of at most ``chunk`` checks of one family (well under a ms of work
+        each), so that a caller on the event loop can gather them into pieces of a few ms and stream
+        those out between probes, instead of holding a second thread that fights the loop for the GIL
+        through a whole scrape."""
         series = list(self._series.values())
         for name, kind, help_text in FAMILIES:
             exposed = f"{name}_total" if kind == "counter" else name

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import zlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client.exposition import gzip_accepted
 
 from monitor.write_guard import describe, write_guard
 
@@ -24,6 +26,11 @@ if TYPE_CHECKING:
     from monitor.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# /metrics compressed when the scraper accepts gzip (Prometheus does unless its scrape config says
+# ``enable_compression: false``): ~20 x fewer bytes. Level 1, not aiohttp's level 6 (``enable_compression``):
+# bench/scrape.py measured level 6 at ~3 x the CPU of level 1 for ~20 % fewer bytes.
+GZIP_LEVEL = 1
 
 
 class Monitored(Protocol):
@@ -63,11 +70,20 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     # series never hold the loop for long (a render thread would, through the GIL), and the whole page is
     # never in memory at once.
     content_type, pieces = request.app[MONITOR].metrics.exposition(request.headers.get("Accept", ""))
-    response = web.StreamResponse(headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    gzip = gzip_accepted(request.headers.get("Accept-Encoding", ""))  # Prometheus asks for it by default
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
+    compressor = zlib.compressobj(GZIP_LEVEL, wbits=16 + zlib.MAX_WBITS) if gzip else None
     for piece in pieces:
-        await response.write(piece)
+        # Compressed here, on the loop (level 1: ~2 ms for a piece of 1 MB): in a thread, each piece would
+        # wait for 3-4 turns of a busy loop instead of one (bench/scrape.py --turn-ms).
+        await response.write(piece if compressor is None else compressor.compress(piece))
         await asyncio.sleep(0)  # write() only suspends when the socket buffer is full: let probes run
+    if compressor is not None:
+        await response.write(compressor.flush())
     await response.write_eof()
     return response
 

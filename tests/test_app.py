@@ -369,3 +369,27 @@ async def test_reload_adding_a_longer_window_keeps_the_alert_statistics(
     finally:
         await app.close()
     assert "a longer window is configured; history kept in buckets" in log_stream.getvalue()
+
+
+async def test_probe_duration_buckets_from_config_and_a_change_waits_for_a_restart(
+    target: Target, tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    """monitor.probe_duration_buckets sets each check's histogram bounds; a reload that changes them says it
+    takes a restart (the series already counted per bucket cannot be re-bucketed) and keeps the old ones."""
+    route_target(target)
+    coarse = daemon_config(target).replace("  jitter: 0\n", "  jitter: 0\n  probe_duration_buckets: [1s]\n", 1)
+    path = write(tmp_path / "monitor.yaml", coarse)
+    app = App(load_config(path), config_path=path, components=[])
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        await until(lambda: (s := app.status_store.get("shop", "ok")) is not None and s.runs >= 1)
+        write(path, coarse.replace("[1s]", "[100ms, 1s]"))
+        assert await app.reload() is True
+        _, _, body = await get(f"{app.server.url}/metrics")
+        le = {dict(labels)["le"] for name, labels in samples(body)
+              if name == "integration_probe_duration_seconds_bucket" and dict(labels)["check"] == "ok"}
+        assert le == {"1.0", "+Inf"}
+    finally:
+        await app.close()
+    assert "monitor.probe_duration_buckets changed: takes effect after a restart" in log_stream.getvalue()

@@ -64,6 +64,29 @@ def test_same_samples_as_prometheus_client(accept: str, encoder: Any, parse: Any
         assert text.endswith("# EOF\n") and text.count("# EOF") == 1
 
 
+@pytest.mark.parametrize("bounds", [(0.1, 1.0), ()], ids=["coarse", "none"])
+def test_fewer_duration_buckets(bounds: tuple[float, ...]) -> None:
+    """monitor.probe_duration_buckets: the histogram keeps its name, count and sum; only its ``le`` set
+    changes (none at all: +Inf alone), in both formats, sample for sample with prometheus-client."""
+    metrics = Metrics(duration_buckets=bounds)
+    for i, duration in enumerate((0.05, 0.5, 5.0)):
+        s = metrics.probes.series("vendor", f"c{i}")
+        s.buckets[metrics.probes.bucket_index(duration)] += 1
+        s.duration_sum += duration
+        s.runs_ok += 1
+    for accept, encoder, parse in (("", generate_latest, parse_text), (OPENMETRICS, generate_openmetrics,
+                                                                         parse_openmetrics)):
+        _, text = body(metrics, accept)
+        got = sample_set(text, parse)
+        assert got == sample_set(encoder(metrics.registry).decode(), parse)
+        le = {dict(labels)["le"] for _, _, name, labels, _ in got if name.endswith("_bucket")
+              and name.startswith("integration_probe_duration")}
+        assert le == {*(str(b) for b in bounds), "+Inf"}
+        counts = {dict(labels)["check"]: value for _, _, name, labels, value in got
+                  if name == "integration_probe_duration_seconds_count"}
+        assert counts == {"c0": 1, "c1": 1, "c2": 1}
+
+
 def test_a_new_run_is_rendered_not_the_previous_text() -> None:
     metrics = populated()
     _, before = body(metrics, "")
@@ -78,11 +101,23 @@ def test_a_new_run_is_rendered_not_the_previous_text() -> None:
     assert sample_set(after, parse_text) == sample_set(generate_latest(metrics.registry).decode(), parse_text)
 
 
-def test_pieces_are_small() -> None:
-    """The server writes piece by piece between probes: no piece holds more than a chunk of checks."""
-    metrics = Metrics()
+def test_pieces_follow_the_budgets_and_add_up_to_the_same_page() -> None:
+    """The server writes piece by piece between probes: a piece ends once its rendering took
+    ``piece_seconds`` or its text reached ``piece_bytes`` (0: after every part of 100 checks of one family;
+    budgets never reached: one piece for the probe families and the rest), and however the page is cut,
+    it is the same page."""
+    metrics = populated()
     for i in range(2000):
         metrics.probes.series("vendor", f"c{i}").runs_ok += 1
-    _, pieces = metrics.exposition("")
-    sizes = [len(p) for p in pieces]
-    assert len(sizes) > 8 and max(sizes) < 1_000_000
+    never = {"piece_seconds": float("inf"), "piece_bytes": 1 << 40}
+    for accept in ("", OPENMETRICS):
+        one = list(metrics.exposition(accept, **never)[1])
+        assert len(one) == 1
+        for budget in ({"piece_seconds": 0.0}, {"piece_bytes": 0}):
+            many = list(metrics.exposition(accept, **{**never, **budget})[1])
+            assert len(many) > 9 * 20  # 9 probe families of 2,025 checks, 100 a part
+            assert max(len(p) for p in many[:-1]) < 100 * 1_500  # a part: 100 checks' histograms at most
+            assert b"".join(many) == one[0]
+        by_size = list(metrics.exposition(accept, **{**never, "piece_bytes": 50_000})[1])
+        assert 1 < len(by_size) < len(many) and max(len(p) for p in by_size[:-1]) < 50_000 + 100 * 1_500
+        assert b"".join(by_size) == one[0]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, route_target, samples, until
@@ -77,6 +79,26 @@ async def test_metrics_honours_openmetrics_accept(daemon: App) -> None:
     )
     assert status == 200 and content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith("# EOF")
+
+
+async def test_metrics_gzip_only_when_the_scraper_accepts_it(daemon: App) -> None:
+    """Prometheus sends ``Accept-Encoding: gzip``: the page comes compressed, and decompresses to the page
+    a scraper without gzip gets (same series: values move between two scrapes, and a run in between may
+    only add series, e.g. a new phase)."""
+    url = f"{daemon.server.url}/metrics"
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        bodies = {}
+        for encoding in ("gzip", "identity"):
+            async with session.get(url, headers={"Accept-Encoding": encoding}) as resp:
+                assert resp.status == 200
+                assert resp.headers.get("Content-Encoding") == (encoding if encoding == "gzip" else None)
+                assert "Accept-Encoding" in resp.headers["Vary"]
+                bodies[encoding] = await resp.read()
+    page = gzip.decompress(bodies["gzip"]).decode()
+    assert len(bodies["gzip"]) < len(page) / 3
+    series = samples(page).keys()
+    assert ("integration_probe_success", IC_OK) in series
+    assert series <= samples(bodies["identity"].decode()).keys()
 
 
 async def test_api_status_shows_last_result_and_redacted_failure(daemon: App) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import re
 import socket
@@ -46,6 +47,7 @@ else:
     from checks import CheckConfig
 from alerts.webhook_config import WebhookConfig
 from integration_kit.durations import Duration
+from monitor.metrics import DURATION_BUCKETS
 from monitor.settings.cluster import ClusterConfig
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
 from monitor.settings.sharing import share_equal_parts
@@ -95,6 +97,19 @@ class MonitorSection(BaseModel):
         default=None, description="the URL people reach this monitor at (links in alerts); default from listen"
     )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    probe_duration_buckets: tuple[Duration, ...] = Field(
+        default=DURATION_BUCKETS, max_length=30,
+        description="each check's integration_probe_duration_seconds bucket bounds; [] keeps count, sum, +Inf",
+    )
+
+    @field_validator("probe_duration_buckets")
+    @classmethod
+    def _increasing_bounds(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # Each bound is one series per check: 13 of a check's ~25 with the defaults.
+        if any(bound <= 0 for bound in value) or any(a >= b for a, b in itertools.pairwise(value)):
+            raise ValueError(f"expected bounds above 0s in increasing order, such as [100ms, 1s, 5s], "
+                             f"got {list(value)}")
+        return value
 
     @field_validator("listen")
     @classmethod
