@@ -317,7 +317,7 @@ class Scheduler:
         """When each new job first runs. Alone: soon, spread (see the module docstring). In a cluster: on the
         check's timetable; a check nobody ran yet (a first start, a check just added) soon, spread the same
         way; a check whose due run its previous prober may have missed (it crashed) at once, the catch-ups
-        only CATCH_UP_SPACING apart (a takeover must not pause a check for more than TTL + interval)."""
+        only CATCH_UP_SPACING apart (a takeover picks a check up within TTL + interval of the crash)."""
         if self.placement is None:
             return self._spread(new, wanted, now)
         fresh, catch_up, out = [], [], {}
@@ -333,6 +333,9 @@ class Scheduler:
                 out[jid] = grid.next_after(now)
         out.update(self._spread(fresh, wanted, now))
         out.update({jid: now + n * CATCH_UP_SPACING for n, jid in enumerate(catch_up)})
+        if catch_up:
+            log.info("cluster: %d check(s) taken over with a run due since their previous prober last ran them: "
+                     "run at once", len(catch_up))
         return out
 
     @staticmethod

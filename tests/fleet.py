@@ -4,7 +4,8 @@ and judge a check's runs against its timetable.
 ``Fleet`` starts ``integration-monitor run`` processes with one config and their own replica ids, on free
 ports, each logging to a file in the test's tmp_path (shown when a test fails); every process is killed
 when the test ends, whatever happened. ``runs_on_timetable`` maps the hits a target recorded for a check
-onto the check's timetable (monitor/cluster/grid.py) to count, per due run, how often it ran.
+onto the check's timetable (monitor/cluster/grid.py) to count, per due run, how often it ran; ``arrived``
+waits for the runs due before a window's end to reach the target.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +166,10 @@ class Timetable:
     due: int  # runs due in the window
     hits: int  # requests that reached the target in the window
     longest_gap: float  # seconds between two consecutive hits (the window's edges included)
+    skipped: int = 0  # due runs no request served
+    doubled: int = 0  # requests beyond the first for one due run
+    longest_skip: int = 0  # the most due runs in a row that no request served
+    latest: float = 0.0  # the longest a request arrived after the run it served was due (seconds)
 
 
 def runs_on_timetable(check_id: str, interval: float, jitter: float, hits: list[float], start: float,
@@ -171,12 +177,32 @@ def runs_on_timetable(check_id: str, interval: float, jitter: float, hits: list[
     """``hits``: arrival times (wall clock) of the check's requests. Each hit counts for the due instant
     it follows (a request arrives a little after its run was due; a catch-up run after a crash counts
     for the run it makes up for); the window counts runs due in [start, end) and the hits that belong
-    to them."""
+    to them, and which due runs got none or more than one."""
     grid = GridTrigger(check_id, interval, jitter)
-    due, t = 0, grid.next_after(start - 1e-9)
+    due, t = [], grid.next_after(start - 1e-9)
     while t < end:
-        due += 1
+        due.append(t)
         t = grid.next_after(t)
+    served = Counter(grid.previous(h) for h in hits if start <= grid.previous(h) < end)
     inside = sorted(h for h in hits if start <= grid.previous(h) < end)
     edges = [start, *inside, end]
-    return Timetable(due=due, hits=len(inside), longest_gap=max(b - a for a, b in itertools.pairwise(edges)))
+    return Timetable(
+        due=len(due), hits=len(inside), longest_gap=max(b - a for a, b in itertools.pairwise(edges)),
+        skipped=sum(1 for t in due if not served[t]), doubled=sum(n - 1 for n in served.values()),
+        longest_skip=max((len(list(run)) for unserved, run in itertools.groupby(due, lambda t: not served[t])
+                          if unserved), default=0),
+        latest=max((h - grid.previous(h) for h in inside), default=0.0),
+    )
+
+
+async def arrived(check_ids: list[str], interval: float, jitter: float, hits: Callable[[str], list[float]],
+                  end: float, within: float) -> None:
+    """Wait until each check's last run due before ``end`` has reached the target — a run starts at most
+    its misfire grace (its interval) late, else the scheduler skips it, and then takes up to its timeout —
+    or ``within`` seconds have passed (a skipped run is for the caller's assertions to report)."""
+    last = {check: GridTrigger(check, interval, jitter).previous(end - 1e-9) for check in check_ids}
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(any(h >= last[check] for h in hits(check)) for check in check_ids):
+            return
+        await asyncio.sleep(0.1)
