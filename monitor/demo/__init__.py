@@ -209,14 +209,16 @@ class Demo:
         # (without this the signal would kill the process and leave the demo's Redis keys behind).
         loop, stopping = asyncio.get_running_loop(), asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _stop_signal, sig.name, stopping)
+            loop.add_signal_handler(sig, self._stop_signal, sig.name, stopping)
         try:
             await self._start_integrations()
             if stopping.is_set():
                 return 0
             if self.replicas > 1:
                 return await self._run_replicas(stopping, log_format=log_format, log_level=log_level)
-            # From here to app.run() nothing awaits: its own handlers replace these before a signal is seen.
+            # A signal from here on may still reach the handler above: the loop queues a handler's call when it
+            # reads the signal, so one read just before app.run() took the signals over runs after it (the
+            # daemon then ran on, the demo's stop unheard). _stop_signal stops the app too.
             self.app = self._make_app(self.load(), reloadable=reloadable)
             if log_format is not None:
                 setup_logging(self.app.redactor, fmt=log_format, level=log_level)
@@ -229,6 +231,11 @@ class Demo:
                 loop.remove_signal_handler(sig)  # (already done if the app ran)
             await self._stop_integrations()
 
+    def _stop_signal(self, name: str, stopping: asyncio.Event) -> None:
+        log.info("%s received: stopping", name)
+        stopping.set()
+        if self.app is not None:
+            self.app.request_stop()  # it runs, or is about to: it stops once started
 
     async def _run_replicas(self, stopping: asyncio.Event, *, log_format: str | None, log_level: str) -> int:
         """N daemons until SIGTERM/SIGINT (no SIGHUP reload: each replica's id and port are the demo's)."""
@@ -248,11 +255,6 @@ class Demo:
         finally:
             await self._close_apps()
         return 0
-
-
-def _stop_signal(name: str, stopping: asyncio.Event) -> None:
-    log.info("%s received: stopping", name)
-    stopping.set()
 
 
 def run_demo(args: argparse.Namespace) -> int:
