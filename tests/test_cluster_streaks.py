@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -111,3 +112,31 @@ async def test_a_membership_redis_lost_between_two_heartbeats_takes_no_share_awa
     await wait_until(lambda: cluster.status()["state"] == "member", within=10, what="a to be a member again")
     assert "Redis lost this replica's membership" in caplog.text
     assert changes[before:] == [] and cluster.owns("vendor")  # never paused: nothing lost, nothing to take over
+
+
+async def test_a_heartbeat_that_fails_because_the_process_stood_still_is_a_pause_not_an_outage(
+    owner: tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGSTOP while a heartbeat waits for Redis: on SIGCONT its timeout goes off before the answer is read
+    (uvloop runs due timers first). The lease ran out meanwhile, so the others may own the share now: that is
+    a pause (own nothing until a heartbeat says where it stands), not an outage (keep everything). Taken for
+    an outage, a resumed owner kept speaking for an integration from its stale alert state: the resolve of
+    test_cluster_fencing's paused owner went out as a new post, not into the new owner's thread."""
+    _, cluster, _, _ = owner
+    ttl = cluster.cfg.ttl
+    loop = asyncio.get_running_loop()
+    beat, frozen = cluster.membership.beat, asyncio.Event()
+
+    async def beat_through_a_standstill(*args: Any, **kwargs: Any) -> Any:
+        if not frozen.is_set():
+            frozen.set()
+            loop.call_soon(time.sleep, ttl + 0.5)  # the whole process stands still while this beat is under way
+            await asyncio.sleep(0.05)  # due long before the standstill ends, as the beat's timeout is
+        return await beat(*args, **kwargs)
+
+    cluster.membership.beat = beat_through_a_standstill  # type: ignore[method-assign]
+    await wait_until(frozen.is_set, within=10, what="a heartbeat")
+    await wait_until(lambda: "stood still" in caplog.text, within=10, what="the standstill noticed")
+    assert not cluster.degraded and not cluster.owns("vendor")  # no outage: nothing held on to
+    await wait_until(lambda: cluster.owns("vendor"), within=10, what="a to own vendor again")
+    assert "keeping the current share" not in caplog.text

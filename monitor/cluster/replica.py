@@ -266,10 +266,13 @@ class Cluster:
         if self._leaving:
             return
         started = time.monotonic()
+        timeout = max(self.cfg.heartbeat, 1.0)
         try:
-            async with asyncio.timeout(max(self.cfg.heartbeat, 1.0)):
+            async with asyncio.timeout(timeout):
                 beat = await self.membership.beat(backoff={i: b for i, b in self._backoff_out.items() if self.owns(i)})
         except (RedisError, OSError, TimeoutError) as exc:
+            if self._stood_still(started, timeout):
+                return
             self._beat_failed(exc)
             return
         if beat.outcome == "conflict":
@@ -314,6 +317,20 @@ class Cluster:
             self._backoff_in = dict(beat.backoff)
             self._publish_backoff()
         self._metrics.cluster_members.set(len(active_ids(self._records, self._clock(), self.fleet)))
+
+    def _stood_still(self, started: float, timeout: float) -> bool:
+        """A heartbeat that failed only because this process stood still while it was under way (paused, a
+        frozen VM): its timeout went off a heartbeat or more late, and the lease may have run out meanwhile.
+        That is a pause, not a Redis outage: the others may have taken the share over, so ``may_run`` stays
+        False until a heartbeat succeeds (an outage would keep the share, and the integrations, running)."""
+        now = time.monotonic()
+        if not self._joined or self.degraded or now - started < timeout + self.cfg.heartbeat:
+            return False
+        if now - self._last_ok < self.cfg.ttl:
+            return False
+        log.warning("cluster: a heartbeat failed after this process stood still for %.1fs (was it paused?); "
+                    "holding nothing until a heartbeat says where it stands", now - started)
+        return True
 
     def _beat_failed(self, exc: BaseException) -> None:
         self._failures += 1
