@@ -50,7 +50,7 @@ from integration_kit.durations import Duration
 from monitor.metrics import DURATION_BUCKETS
 from monitor.settings.cluster import ClusterConfig
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
-from monitor.settings.sharing import share_equal_parts
+from monitor.settings.sharing import share_equal_parts, sharing_parts
 from monitor.settings.source import (
     MAX_FILE_BYTES,
     Expansion,
@@ -207,6 +207,7 @@ class IntegrationConfig(BaseModel):
                 for c in self.checks
             ]
             object.__setattr__(self, "checks", inherited)  # frozen model: set once, while validating
+        share_equal_parts(self.checks)  # checks by the thousand hold alike (monitor/settings/sharing.py)
         return self
 
 
@@ -404,11 +405,11 @@ def _parse(text: str, source: str, env: Mapping[str, str], base_dir: Path | None
     if base_dir is not None:
         data = _resolve_notes(data, base_dir)
     reported = [*expansion.problems, *tree]
-    config, validation = _validate(data, reported)
+    with sharing_parts():
+        config, validation = _validate(data, reported)
     problems = [*reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data)]
     if problems or config is None:
         raise ConfigError(source, expansion.hide(problems, env) or [("", "the config is not valid")])
-    share_equal_parts(check for _, check in config.iter_checks())  # checks by the thousand hold alike
     return config
 
 

@@ -4,8 +4,8 @@ Why: pydantic builds every nested model anew for each check (a ``retry:`` or ``e
 default is a fresh ``RetryConfig`` / ``Expectation`` per check) and gives every model its own set of the
 field names it was given (``__pydantic_fields_set__``: 216 bytes for an empty set, 728 for five names).
 Those were 1.7 kB of the 2.4 kB a plain HTTP check's config took (tracemalloc; bench/memory.py), 85 MB
-at 50,000 checks. After validation, equal frozen sub-models of the checks become one instance and equal
-field-name sets of frozen models one set.
+at 50,000 checks. As each integration is validated, equal frozen sub-models of its checks become the
+instance met first in the config, and equal field-name sets of frozen models one set.
 
 Safe because the models are frozen (nothing assigns their fields, so nothing adds to a shared names
 set; ``model_copy`` copies the set before it updates it), a sub-model is shared only with one of the
@@ -17,7 +17,9 @@ a non-empty list or mapping, or private attributes, is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+import contextlib
+from collections.abc import Hashable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel
@@ -52,11 +54,27 @@ class PartSharer:
                 object.__setattr__(model, "__pydantic_fields_set__", shared)
 
 
+_LOADING: ContextVar[PartSharer | None] = ContextVar("config_part_sharer", default=None)
+
+
+@contextlib.contextmanager
+def sharing_parts() -> Iterator[None]:
+    """While a config is validated: ``share_equal_parts`` shares across the whole config."""
+    token = _LOADING.set(PartSharer())
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
 def share_equal_parts(models: Iterable[BaseModel]) -> None:
-    """``PartSharer.share`` over ``models`` (a config's checks), one memory of parts for them all."""
-    sharer = PartSharer()
-    for model in models:
-        sharer.share(model)
+    """``PartSharer.share`` over ``models`` (an integration's checks, as soon as they are validated: the
+    duplicates are freed before the next integration is built, so a big config's load peaks lower),
+    with the parts of the config being loaded (``sharing_parts``); outside a load, nothing."""
+    sharer = _LOADING.get()
+    if sharer is not None:
+        for model in models:
+            sharer.share(model)
 
 
 def _frozen(model: BaseModel) -> bool:
