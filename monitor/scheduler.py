@@ -285,15 +285,16 @@ class Scheduler:
         new = [jid for jid in wanted if jid not in self._jobs]
         now = time.time()
         firsts = self._first_runs(new, wanted, now)
+        contexts: dict[str, ProbeContext] = {}  # one per integration: it is all a context says (144 B a check)
         for jid in new:
             integration, check = wanted[jid]
-            job = _Job(
-                integration=integration,
-                check=check,
-                ctx=ProbeContext(integration=integration, redactor=self.redactor, session=self.session,
-                                 tokens=self.tokens, deadlines=self.deadlines),
-                timing=self._timing(integration, check),
-            )
+            ctx = contexts.get(integration)
+            if ctx is None:
+                ctx = contexts[integration] = ProbeContext(
+                    integration=integration, redactor=self.redactor, session=self.session, tokens=self.tokens,
+                    deadlines=self.deadlines,
+                )
+            job = _Job(integration=integration, check=check, ctx=ctx, timing=self._timing(integration, check))
             self._jobs[jid] = job
             first = firsts[jid]
             self._aps.add_job(

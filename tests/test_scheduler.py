@@ -99,6 +99,25 @@ async def test_every_check_runs_repeatedly_and_lag_is_observed() -> None:
     assert lag_sum is not None and lag_sum >= 0
 
 
+async def test_the_checks_of_an_integration_share_one_probe_context() -> None:
+    contexts: dict[str, ProbeContext] = {}
+
+    async def runner(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
+        contexts[f"{ctx.integration}/{check.name}"] = ctx
+        return result_for(check, ctx)
+
+    sched, _, _ = make(config({"a": [("one", "1h"), ("two", "1h")], "b": [("x", "1h")]}), runner)
+    sched.start()
+    try:
+        await until(lambda: len(contexts) == 3)
+    finally:
+        await sched.stop(1.0)
+    assert contexts["a/one"] is contexts["a/two"]  # one object per integration: it is all a context says
+    assert contexts["b/x"] is not contexts["a/one"]
+    assert {c.integration for c in contexts.values()} == {"a", "b"}
+    assert contexts["b/x"].deadlines is contexts["a/one"].deadlines
+
+
 async def test_a_check_never_overlaps_itself() -> None:
     runner = Runner(delay=0.35)  # much longer than the interval
     sched, _, _ = make(config({"a": [("slow", "100ms")]}), runner)
