@@ -6,6 +6,9 @@ Contenders, all with a fresh connection per probe:
   blackbox      prometheus-blackbox-exporter driven by GET /probe, CPU of the exporter process only
   bare asyncio  a bare aiohttp loop (the ceiling of any Python prober)
   bare uvloop   the same on uvloop
+  APScheduler   the same request on uvloop, run by APScheduler jobs set up as the daemon sets up its checks'
+                (bench/bare_aiohttp.py --scheduled): the floor of a prober that keeps APScheduler; what the
+                daemon costs beyond it is ours
 
 Modes: paced (--rate probes/s, default 200) and saturation (every contender keeps 32 probes in flight;
 the daemon gets 2,000 checks due each second, more than it can run); plain GET and a JSON-assertion
@@ -48,10 +51,13 @@ SATURATION_CONCURRENCY = 32  # probes in flight at saturation, for every contend
 Sample = tuple[float, float]  # (CPU ms per probe, probes per second)
 
 
-def bare(url: str, *, rate: float, seconds: float, json_check: bool, uvloop: bool) -> Sample:
+def bare(url: str, *, rate: float, seconds: float, json_check: bool, uvloop: bool, scheduled: bool = False) -> Sample:
     cmd = [sys.executable, str(HERE / "bare_aiohttp.py"), url, "--seconds", str(seconds), "--rate", str(rate)]
     cmd += ["--json"] if json_check else []
     cmd += ["--uvloop"] if uvloop else []
+    if scheduled:  # the daemon's checks and concurrency (see ``daemon``)
+        checks, concurrency = (int(rate), 64) if rate else (SATURATION_CHECKS, SATURATION_CONCURRENCY)
+        cmd += ["--scheduled", str(checks), "--concurrency", str(concurrency)]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     return 1000 * out["cpu"] / max(1, out["probes"]), out["probes"] / out["wall"]
 
@@ -143,7 +149,7 @@ def daemon(url: str, *, rate: float, seconds: float, json_check: bool, uvloop: b
             proc.wait(15)
 
 
-CONTENDERS = ("daemon", "daemon_asyncio", "blackbox", "bare_asyncio", "bare_uvloop")
+CONTENDERS = ("daemon", "daemon_asyncio", "blackbox", "bare_asyncio", "bare_uvloop", "apscheduler")
 
 
 def measure(url: str, contender: str, **kw: Any) -> Sample:
@@ -153,6 +159,8 @@ def measure(url: str, contender: str, **kw: Any) -> Sample:
         return daemon(url, uvloop=False, **kw)
     if contender == "blackbox":
         return blackbox(url, **kw)
+    if contender == "apscheduler":
+        return bare(url, uvloop=True, scheduled=True, **kw)
     return bare(url, uvloop=contender == "bare_uvloop", **kw)
 
 
@@ -161,15 +169,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--modes", nargs="+", choices=("paced", "saturation"), default=["paced", "saturation"])
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
+                        help="a subset (the ratios of those left out print as nan)")
     args = parser.parse_args()
     rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
     with nginx_target() as url:
         print(f"target: nginx on loopback, {wrk_capacity(url)}")
         for json_check in (False, True):
-            for label, rate in ((f"paced {args.rate:g}/s", args.rate), ("saturation", 0.0)):
+            modes = {"paced": (f"paced {args.rate:g}/s", args.rate), "saturation": ("saturation", 0.0)}
+            for label, rate in (modes[m] for m in args.modes):
                 cells: dict[str, list[Sample]] = {k: [] for k in CONTENDERS}
                 for _ in range(args.runs):  # interleaved, so a noisy moment hits every contender alike
-                    for contender in CONTENDERS:
+                    for contender in args.contenders:
                         cells[contender].append(
                             measure(url, contender, rate=rate, seconds=args.seconds, json_check=json_check)
                         )
@@ -181,7 +193,7 @@ def main() -> None:
     print(f"CPU ms per probe (median of {args.runs} runs, fresh connection per probe; probes/s in brackets)")
     head = (
         f"{'scenario':<22}{'daemon':>14}{'daemon asyncio':>16}{'blackbox':>14}{'bare asyncio':>14}"
-        f"{'bare uvloop':>14}{'d/blackbox':>12}{'d/uvloop':>10}"
+        f"{'bare uvloop':>14}{'APScheduler':>14}{'d/blackbox':>12}{'d/uvloop':>10}{'aps/uvloop':>12}{'d/aps':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -189,10 +201,12 @@ def main() -> None:
         cells_text = "".join(
             f"{f'{m[k]:.3f} ({r[k]:.0f})':>{w}}"
             for k, w in (("daemon", 14), ("daemon_asyncio", 16), ("blackbox", 14), ("bare_asyncio", 14),
-                         ("bare_uvloop", 14))
+                         ("bare_uvloop", 14), ("apscheduler", 14))
         )
-        print(f"{name:<22}{cells_text}{m['daemon'] / m['blackbox']:>12.2f}{m['daemon'] / m['bare_uvloop']:>10.2f}")
-    print("targets: d/blackbox <= 0.6 (paced and saturation), d/uvloop <= 1.5")
+        print(f"{name:<22}{cells_text}{m['daemon'] / m['blackbox']:>12.2f}{m['daemon'] / m['bare_uvloop']:>10.2f}"
+              f"{m['apscheduler'] / m['bare_uvloop']:>12.2f}{m['daemon'] / m['apscheduler']:>8.2f}")
+    print("targets: d/blackbox <= 0.6 (paced and saturation), d/uvloop <= 1.5; aps/uvloop: APScheduler's floor,"
+          " d/aps: ours on top of it")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Probe kinds. Each kind is one module with a config model and ``async def probe(check, ctx)``.
+"""Probe kinds. Each kind is one module with a config model and ``probe(check, ctx)``, a coroutine function
+or a function that returns the coroutine of the run.
 
 ``PROBES`` is the one registry: the config's discriminated union of check kinds is built from it, so a
 new kind is added here and nowhere else.
@@ -38,8 +39,10 @@ else:
     ]
 
 
-async def run_probe(check: CheckConfigBase, ctx: ProbeContext) -> CheckResult:
-    return await PROBES[check.kind].probe(check, ctx)  # type: ignore[attr-defined]
+def run_probe(check: CheckConfigBase, ctx: ProbeContext) -> Awaitable[CheckResult]:
+    # The kind's coroutine itself, not one around it: every wait of a probe resumes each coroutine of the
+    # chain that awaits it (a level costs ~2.4 k instructions a probe of ~5 waits, counted with callgrind).
+    return PROBES[check.kind].probe(check, ctx)  # type: ignore[attr-defined]
 
 
 __all__ = ["PROBES", "CheckConfig", "ProbeContext", "ProbeKind", "run_probe"]

@@ -9,6 +9,9 @@ the retries (``integration_kit.retry``).
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from checks.base import ProbeContext
 from checks.call import USER_AGENT, make_session, single_call_probe
 from checks.http_attempt import EXCERPT_BYTES
@@ -22,9 +25,10 @@ __all__ = [
 ]
 
 
-async def probe(check: HttpCheckConfig, ctx: ProbeContext) -> CheckResult:
-    """One scheduled run of an HTTP check: attempts with retries inside ``check.timeout``."""
-    return await single_call_probe(
+def probe(check: HttpCheckConfig, ctx: ProbeContext) -> Coroutine[Any, Any, CheckResult]:
+    """One scheduled run of an HTTP check: attempts with retries inside ``check.timeout``. (The call's
+    coroutine itself, not an ``async def`` around it: see ``checks.run_probe``.)"""
+    return single_call_probe(
         check, ctx, kind=check.kind, name=check.name, plan=check.request_plan, policy=check.retry.policy,
         budget=check.timeout, auth=check.auth,
     )

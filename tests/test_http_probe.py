@@ -173,6 +173,15 @@ async def test_timeout_connect() -> None:
     assert result.total_duration < 4
 
 
+async def test_the_connect_timeout_ends_with_the_connect(target: Target) -> None:
+    # Response headers after 3 x connect_timeout, well inside the run's timeout: the connect's limit must not
+    # hold the rest of the attempt.
+    url = target.route("/slow-headers", Reply(delay=0.9))
+    result = await run(make_check(url, connect_timeout="300ms", timeout="5s", expect={"body_required": False}))
+    assert result.ok, result
+    assert result.phases["ttfb"] >= 0.85
+
+
 async def test_timeout_waiting_for_headers(target: Target) -> None:
     url = target.route("/stall", Reply(delay=5))
     result = await run(make_check(url, timeout="500ms"))
