@@ -8,7 +8,8 @@ rate the traced daemon can keep up with leaves nothing in flight to blur the cou
 Two measures per size, each in a fresh process:
   - ``rss``: the daemon as it ships (``integration-monitor run``), no tracing: RSS and its peak
     (VmHWM) once every check has had its first run (the first runs are spread at 200/s, plus 15 s);
-  - ``traced`` (``--traced-sizes``; tracemalloc slows the daemon ~5 ×, ~7 minutes at 10,000): the daemon
+  - ``traced`` (``--traced-sizes``; tracemalloc slows the daemon several times: 5 minutes for 2,000 checks
+    on a loaded machine, where 10,000 took over an hour): the daemon
     in-process with tracemalloc on from before the config is parsed, until every check has a result and
     no probe is in flight; then the live bytes, grouped by the innermost frame of the project's own code
     that allocated them (``HOLDERS``), divided by the number of checks. Fixed costs (imports, the
@@ -202,7 +203,7 @@ def side_by_side(title: str, rows: dict[str, dict[str, float]], unit: str) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 50000], help="checks, RSS measure")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10000, 50000], help="checks, RSS measure")
     parser.add_argument("--traced-sizes", type=int, nargs="*", default=[10000], help="checks, tracemalloc measure")
     parser.add_argument("--interval", default="600s", help="every check's interval")
     parser.add_argument("--frames", type=int, default=16, help="tracemalloc frames per allocation")
