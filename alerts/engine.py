@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from alerts import api, self_health
-from alerts.content import alert_from_condition
+from alerts.concerns import Concerns, Scope
 from alerts.fencing import Fences
 from alerts.firing_gauges import FiringGauges
 from alerts.flush import AlertFeed, Flusher, NotificationSink
-from alerts.grouping import GroupLog, group_key, split_field
+from alerts.grouping import GroupLog, split_field
 from alerts.handover import Handovers, OutageHandover
 from alerts.health_sample import HealthSampler
 from alerts.model import AlertStatus, Notification
@@ -36,8 +36,9 @@ from alerts.routing import inhibited_by
 from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence
-from alerts.state import AlertState, Event, due_at, step
+from alerts.state import AlertState
 from alerts.stats import QuotaReading, Stats
+from alerts.stepping import SLICE_SECONDS, Stepper
 from alerts.store import AlertStore
 from alerts.store_sync import STORE_TIMEOUT, StoreSync
 from alerts.traffic_stats import TrafficStats
@@ -57,19 +58,11 @@ log = logging.getLogger(__name__)
 
 CLOSE_GRACE = 5.0  # seconds an evaluation under way may take to finish when the engine closes
 WAKE_GAP = 1.0  # minimum seconds between evaluations woken early (a newly failing check, a deadline)
-# ... and an early wake waits at least this many times the last evaluation's duration: every evaluation
-# judges every check, so with many open alerts (a deadline falling due nearly every second) the early
-# wakes alone kept a 10,000-check engine evaluating every 1-2 s. This keeps evaluation to at most about a
-# tenth of the loop's time; a small fleet (evaluations of milliseconds) keeps the 1 s precision.
+# ... and at least this many times the last early evaluation's duration. An early evaluation judges only
+# what changed (alerts/concerns.py), but with many checks failing at once that can be most of them; this
+# keeps early evaluations to at most about a tenth of the loop's time.
 WAKE_COST_FACTOR = 10.0
 DUE_MARGIN = 0.01  # seconds past a deadline the engine evaluates at (wall clock vs the loop's clock)
-# An evaluation runs on the event loop that also starts the probes: it hands the loop back whenever it
-# has held it this long (checked between integrations, and every few hundred alert instances), so a
-# probe due meanwhile starts late by about one slice, not by the whole evaluation (~0.6 s of CPU for
-# 10,000 checks; more on a busy machine, hence a time, not a count). Results arriving between slices only
-# feed the statistics; the evaluation's ``now`` and the alert states are its own (one at a time).
-SLICE_SECONDS = 0.005
-SLICE_CHECK_EVERY = 256  # alert instances between two looks at the clock
 
 
 class QuotaSource(Protocol):
@@ -134,7 +127,9 @@ class AlertEngine:
         # The earliest deadline the last evaluation found (group_wait, group_interval, for, keep_firing_for):
         # the loop evaluates then rather than at the next interval, so these timings end on time.
         self.next_due: float | None = None
-        self._due: list[float] = []
+        self._flush_due: list[float] = []  # when groups flush (the alerts' own deadlines are in _concerns)
+        self._concerns = Concerns()  # what an early evaluation judges
+        self._full_next = True  # the next evaluation of the loop is a full pass (a new config came)
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
         # Several replicas: a fencing token per shard owned, taken before its state is (re)loaded, and the
@@ -149,6 +144,7 @@ class AlertEngine:
         self._flusher = Flusher(self._memory, self.replicas, self.silence_book, metrics=metrics, redactor=redactor,
                                 sink=sink, feed=feed, clock=clock, config=lambda: self.config)
         self._gauges = FiringGauges(metrics, self.voice)
+        self._stepper = Stepper(self._memory, self.replicas, self.stats, self._concerns, redactor=redactor)
 
     @property
     def states(self) -> dict[str, AlertState]:
@@ -197,6 +193,7 @@ class AlertEngine:
             previous = self.stats.check(result.integration, result.check)
             flipped = previous is None or previous.last_result is None or previous.last_result.ok != result.ok
             self.stats.add(result)
+            self._concerns.result(result.integration, result.check)
             if flipped and not result.ok:
                 self._wake.set()  # a check started failing: evaluate soon rather than at the next interval
         except Exception:  # must not raise into the scheduler
@@ -204,6 +201,7 @@ class AlertEngine:
 
     def on_config(self, config: ConfigView) -> None:
         self.config = config
+        self._full_next = True
         self.stats.retain(_check_keys(config))
         longest, old_width = _max_window(config), self.stats.bucket_seconds
         if self.stats.resize(longest):
@@ -253,6 +251,8 @@ class AlertEngine:
         for integration in gained:
             self.traffic.pop(integration, None)  # the owner's traffic reader backfills it
         self._gained.update(gained)
+        for integration in gained:
+            self._concerns.integration(integration)
         self.replicas.moved(gained | lost)
         if self._gained or lost:
             self._wake.set()
@@ -281,26 +281,34 @@ class AlertEngine:
 
     # -- the evaluation -----------------------------------------------------------------------------------
     async def _loop(self) -> None:
+        last_full = -float("inf")
+        wake_cost = 0.0  # how long the last early evaluation took
         while True:
             started = time.monotonic()
             self._wake.clear()
-            await self.evaluate()
-            took = time.monotonic() - started
             interval = self.config.monitor.evaluation_interval
-            # Every interval, or earlier when a check starts failing or a deadline falls due — but not more
-            # often than WAKE_GAP (or WAKE_COST_FACTOR × the evaluation's cost), so a burst of failures
-            # costs one evaluation, not one per result.
-            gap = min(max(WAKE_GAP, WAKE_COST_FACTOR * took), interval)
+            full = self._full_next or started - last_full >= interval - DUE_MARGIN
+            self._full_next = False
+            await self.evaluate(full=full)
+            if full:
+                last_full = started
+            else:
+                wake_cost = time.monotonic() - started
+            # A full pass every interval; in between, early when a check starts failing or a deadline falls
+            # due — but not more often than WAKE_GAP (or WAKE_COST_FACTOR × an early evaluation's cost), so a
+            # burst of failures costs one evaluation, not one per result.
+            gap = min(max(WAKE_GAP, WAKE_COST_FACTOR * wake_cost), interval)
             if not await self._supervisor.sleep(gap - (time.monotonic() - started)):
                 return
-            wait = interval - (time.monotonic() - started)
+            wait = last_full + interval - time.monotonic()
             if self.next_due is not None:
                 wait = min(wait, self.next_due - self._clock() + DUE_MARGIN)
             if not await self._supervisor.sleep(wait, wake=self._wake):
                 return
 
-    async def evaluate(self, now: float | None = None) -> list[Notification]:
-        """One evaluation. Returns the notifications handed to the sink (for tests and `status`)."""
+    async def evaluate(self, now: float | None = None, *, full: bool = True) -> list[Notification]:
+        """One evaluation: of every check (``full``), or of what changed since it was last judged
+        (``alerts/concerns.py``). Returns the notifications handed to the sink (for tests and `status`)."""
         async with self._lock:
             now = self._clock() if now is None else now
             cfg = self.config
@@ -313,19 +321,23 @@ class AlertEngine:
 
             await self.replicas.exchange_outage_voice(cfg)
 
-            self._due.clear()
-            conditions = await self._conditions(cfg, now)
-            events = await self._advance(conditions, cfg, now)
+            scope = self._concerns.take(now, full=full)
+            if scope is not None:
+                scope[self.voice.monitor] = None  # the monitor's own health: judged every time
+            self._flush_due.clear()
+            conditions = await self._conditions(cfg, now, scope)
+            events = await self._stepper.advance(conditions, cfg, now, scope)
             self._flusher.publish(cfg, now)
-            handed = await self._flusher.notify(cfg, now, events, self._due)
+            handed = await self._flusher.notify(cfg, now, events, self._flush_due)
             self._gauges.export(self._mine())
-            self.next_due = min((t for t in self._due if t > now), default=None)
+            self.next_due = min((t for t in (*self._flush_due, self._concerns.next_due(now)) if t is not None
+                                 and t > now), default=None)
             await self._memory.persist()
             self._supervisor.report(self._memory.redis_up is not False,
                                     f"alert state not in sync with Redis: {self._memory.redis_error}")
             return handed
 
-    async def _conditions(self, cfg: ConfigView, now: float) -> list[Condition]:
+    async def _conditions(self, cfg: ConfigView, now: float, scope: Scope | None) -> list[Condition]:
         # Each integration's rules see its own active alerts and quotas: handing every integration all
         # of them made each rule's scan of them integrations × alerts (at 50,000 checks in 500
         # integrations with 1 % failing, 14 % of an evaluation in the silence rules' scans alone).
@@ -338,17 +350,21 @@ class AlertEngine:
             quotas.setdefault(integration, {})[quota] = reading
         out: list[Condition] = []
         slice_started = time.perf_counter()
-        for integration, icfg in cfg.integrations.items():
+        integrations = cfg.integrations.items() if scope is None else (
+            (i, cfg.integrations[i]) for i in scope if i in cfg.integrations)
+        for integration, icfg in integrations:
             owned = self.voice.integration(integration)
             if not owned and not (self.voice.shared and self.replicas.speaks_in_outage(integration, icfg)):
                 continue
             if time.perf_counter() - slice_started >= SLICE_SECONDS:
                 await asyncio.sleep(0)
                 slice_started = time.perf_counter()
+            checks = None if scope is None else scope[integration]
             inp = RuleInput(
                 integration=integration, config=icfg, stats=self.stats, quotas=quotas.get(integration, {}), now=now,
                 active=frozenset(active.get(integration, ())), facts=self._facts.get(integration, {}),
                 traffic=self.traffic.get(integration),
+                judged=None if checks is None else [c for c in icfg.checks if c.name in checks],
             )
             for name, rule in RULES.items():
                 rule_cfg = getattr(icfg.alerts, name, None)
@@ -378,69 +394,9 @@ class AlertEngine:
                 log.exception("quota snapshot failed")
         return readings
 
-    async def _advance(self, conditions: list[Condition], cfg: ConfigView,
-                       now: float) -> dict[str, tuple[Event, ...]]:
-        by_key: dict[str, Condition] = {}
-        slice_started = time.perf_counter()
-        for counted, condition in enumerate(conditions, 1):
-            if counted % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
-                await asyncio.sleep(0)
-                slice_started = time.perf_counter()
-            by_key[condition.key] = condition
-        configured: set[tuple[str, str]] | None = None  # built when first needed (an alert no rule judged)
-        events: dict[str, tuple[Event, ...]] = {}
-        for stepped, key in enumerate(set(self.states) | set(by_key), 1):
-            if stepped % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
-                await asyncio.sleep(0)
-                slice_started = time.perf_counter()
-            if not self.voice.alert(key):
-                continue  # another replica's: it evaluates and persists it
-            cond = by_key.get(key)
-            known = self.states.get(key)
-            if known is None and cond is not None and not cond.active:
-                continue  # never active and not now: stepping a fresh state changes nothing, nothing is due
-            state = known or AlertState(key=key)
-            if cond is not None:
-                content = None
-                if cond.active:
-                    stats = self.stats.check(cond.integration, cond.check) if cond.check else None
-                    icfg = cfg.integrations.get(cond.integration)
-                    content = alert_from_condition(
-                        cond, stats, self.redactor, icfg.runbook_url if icfg else None
-                    )
-                    if key in self.voice.outage:
-                        self.replicas.outage_group(group_key(content, cfg.alerting.group_by))
-                new, evs = step(state, cond.active, now, for_seconds=cond.for_seconds,
-                                keep_firing_for=cond.keep_firing_for, flapping=cfg.alerting.flapping, alert=content)
-                due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
-                if due is not None:
-                    self._due.append(due)
-            else:
-                # Not judged this time: hold, unless what it is about is gone from the config.
-                if configured is None:
-                    configured = _check_keys(cfg)
-                gone = _orphaned(state, cfg, configured)
-                new, evs = step(state, False if gone else None, now, for_seconds=0.0, keep_firing_for=0.0,
-                                flapping=cfg.alerting.flapping)
-            if new != state:
-                self._memory.put_state(key, new)
-            if evs:
-                events[key] = evs
-                log.info("alert %s: %s", key, ", ".join(evs))
-        return events
-
     def _mine(self) -> dict[str, AlertState]:
         """The alert states this engine speaks for (all of them when it runs alone)."""
         return self.replicas.mine(self.states)
-
-
-def _orphaned(state: AlertState, cfg: ConfigView, configured: set[tuple[str, str]]) -> bool:
-    alert = state.alert
-    if alert is None or self_health.is_monitor(alert.integration):
-        return False
-    if alert.integration not in cfg.integrations:
-        return True
-    return alert.check is not None and (alert.integration, alert.check) not in configured
 
 
 def _check_keys(cfg: ConfigView) -> set[tuple[str, str]]:

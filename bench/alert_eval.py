@@ -6,13 +6,19 @@
    by side, interleaved: windows by running sums (as the engine counts them) and by walking every run
    (as before issue 16). Also the process's RSS with that history in memory. The config is frozen out
    of the cycle collector's sight as the daemon does (``--no-freeze``: not).
-2. Latency from a failing probe result to the hand-off to the notifier queue, with the real evaluation
+2. CPU time of one early evaluation (a wake between full passes: a check started failing, a deadline
+   fell due), side by side and interleaved: as it is (incremental: only the checks with new results since
+   they were last judged, ``alerts/concerns.py``) and as a full pass (what every wake was before). Before
+   each wake, the checks that ran during the ``--wake-after`` seconds since the previous evaluation
+   (1 s, the loop's shortest gap: 1/30 of the checks at 30 s intervals) get a result, one of them failing.
+3. Latency from a failing probe result to the hand-off to the notifier queue, with the real evaluation
    loop running (``evaluation_interval`` and ``group_wait`` as given): what a user waits beyond the
    probe itself. A newly failing check wakes the loop early, but evaluations are at least 1 s apart;
    each sample fails right after the previous resolve's evaluation, so it shows that worst case
    (the first sample, with no evaluation just before, shows the best).
 
 Prints one JSON line.  Usage: python -m bench.alert_eval [--checks 200] [--rounds 10] [--interval 1s] [--group-wait 0s]
+[--history 720] [--wake-after 1]
 """
 
 from __future__ import annotations
@@ -149,6 +155,37 @@ async def evaluations(engine: AlertEngine, rounds: int, checks: int) -> dict[str
     return out
 
 
+async def wakes(engine: AlertEngine, cfg: Config, rounds: int, wake_after: float) -> dict[str, Any]:
+    """``rounds`` early evaluations each way, interleaved: incremental (as the loop runs them) and full."""
+    checks = list(cfg.iter_checks())
+    per_wake = max(1, round(len(checks) * wake_after / 30))  # the bench's checks run every 30 s
+    ran = 0
+    cpu: dict[str, list[float]] = {"incremental": [], "full": []}
+    if not hasattr(engine, "_concerns"):  # (run on older code: every evaluation a full pass)
+        del cpu["incremental"]
+    for _ in range(rounds):
+        for way in cpu:
+            at = time.time()
+            for k in range(per_wake):
+                integration, check = checks[(ran + k) % len(checks)]
+                engine.on_result(result(integration, check.name, at, k != 0))  # one starts failing
+            ran += per_wake
+            await asyncio.sleep(0.01)
+            started = time.process_time()
+            if way == "full":
+                await engine.evaluate()
+            else:
+                await engine.evaluate(full=False)
+            cpu[way].append(time.process_time() - started)
+    out: dict[str, Any] = {"wake_checks_with_new_results": per_wake}
+    for way, got in cpu.items():
+        out[f"wake_cpu_ms_{way}"] = spread(got)
+    if "incremental" in cpu:
+        full, incremental = statistics.median(cpu["full"]), statistics.median(cpu["incremental"])
+        out["wake_full_over_incremental"] = round(full / incremental, 1)
+    return out
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = make_config(args.checks, args.interval, args.group_wait)
     metrics, redactor = Metrics(), Redactor()
@@ -158,14 +195,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         gc.freeze()  # as the daemon does once running (monitor/app.py): the config out of the collector's sight
     now = time.time()
     for i, (integration, check) in enumerate(cfg.iter_checks()):
-        for k in range(720):
-            # Six hours of history; one check in twenty had one failed run in it (its windows are walked
-            # for their error classes), none enough to alert.
-            engine.on_result(result(integration, check.name, now - 21600 + k * 30,
-                                    bool(i % 20) or k != (i * 7) % 720))
+        for k in range(args.history):
+            # Six hours of history (by default); one check in twenty had one failed run in it (its windows are
+            # walked for their error classes), none enough to alert.
+            engine.on_result(result(integration, check.name, now - args.history * 30 + k * 30,
+                                    bool(i % 20) or k != (i * 7) % args.history))
     await engine.start()
     await engine.evaluate()
     measured = await evaluations(engine, args.rounds, args.checks)
+    measured.update(await wakes(engine, cfg, args.rounds, args.wake_after))
     rss_mb = rss_bytes(os.getpid()) / 2**20
     await engine.close()
 
@@ -201,6 +239,9 @@ if __name__ == "__main__":
     parser.add_argument("--interval", default="1s")
     parser.add_argument("--group-wait", default="0s")
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--history", type=int, default=720, help="30 s runs of history per check")
+    parser.add_argument("--wake-after", type=float, default=1.0,
+                        help="seconds of results (1/30 of the checks a second) before each early evaluation")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
                         help="leave the config in the cycle collector's sight (as before issue 16)")
     print(json.dumps(asyncio.run(main(parser.parse_args())), ensure_ascii=False))

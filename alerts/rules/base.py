@@ -8,14 +8,14 @@ it is instead of resolving it for lack of data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from alerts.model import Severity
 
 if TYPE_CHECKING:
-    from alerts.inputs import IntegrationView
+    from alerts.inputs import CheckView, IntegrationView
     from alerts.stats import QuotaReading, Stats
     from alerts.traffic_stats import TrafficStats
 
@@ -66,6 +66,14 @@ class RuleInput:
     active: frozenset[str]  # keys of this integration's alerts now pending or firing (for hysteresis)
     facts: Mapping[str, float] = field(default_factory=dict)  # fed by other components (set_fact)
     traffic: TrafficStats | None = None  # the integration's real-traffic calls, if its services record them
+    # The checks to judge, when not all of them: an early evaluation judges only those with new results
+    # or a deadline due (alerts/concerns.py); rules of the integration as a whole run either way.
+    judged: Sequence[CheckView] | None = None
+
+    @property
+    def checks(self) -> Sequence[CheckView]:
+        """The checks whose alerts this evaluation judges."""
+        return self.config.checks if self.judged is None else self.judged
 
     def rule_config(self, name: str) -> Any:
         return getattr(self.config.alerts, name)

@@ -53,7 +53,7 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
     subjects = [
         _Subject(name=f"{inp.integration}/{check.name}", target=check.name, check=check.name, unit="runs",
                  stats=stats, min_samples=rule.min_samples, min_short_samples=rule.min_short_samples)
-        for check in inp.config.checks
+        for check in inp.checks
         if (stats := inp.stats.check(inp.integration, check.name)) is not None
     ]
     if inp.traffic is not None and rule.traffic.enabled:

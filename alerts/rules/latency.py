@@ -13,7 +13,7 @@ from alerts.rules.text import fmt_seconds
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: LatencyRule = inp.rule_config("latency")
-    for check in inp.config.checks:
+    for check in inp.checks:
         expect = getattr(check, "expect", None)
         threshold = rule.threshold if rule.threshold is not None else getattr(expect, "max_latency", None)
         stats = inp.stats.check(inp.integration, check.name)

@@ -14,7 +14,7 @@ from integration_kit.errors import ErrorClass
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: ProbeDownRule = inp.rule_config("probe_down")
-    for check in inp.config.checks:
+    for check in inp.checks:
         stats = inp.stats.check(inp.integration, check.name)
         if stats is None or stats.last_result is None:
             continue

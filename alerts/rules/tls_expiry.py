@@ -13,7 +13,7 @@ from alerts.rules.base import Condition, RuleInput
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: TlsExpiryRule = inp.rule_config("tls_expiry")
-    for check in inp.config.checks:
+    for check in inp.checks:
         stats = inp.stats.check(inp.integration, check.name)
         if stats is None or stats.tls_expiry is None:
             continue

@@ -1,0 +1,104 @@
+"""One evaluation's alert states: the rules' conditions and the known alerts in the evaluation's scope
+(alerts/concerns.py), stepped through the state machine (alerts/state.py) — the events, and when each
+alert moves next if nothing changes (its deadline, for the evaluation loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from alerts import self_health
+from alerts.concerns import Concerns, Scope, in_scope
+from alerts.content import alert_from_condition
+from alerts.grouping import group_key
+from alerts.state import AlertState, Event, due_at, step
+from alerts.voice import integration_of
+
+if TYPE_CHECKING:
+    from alerts.inputs import ConfigView
+    from alerts.replica_voice import ReplicaVoice
+    from alerts.rules import Condition
+    from alerts.stats import Stats
+    from alerts.store_sync import StoreSync
+    from integration_kit.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+# An evaluation runs on the event loop that also starts the probes: it hands the loop back whenever it
+# has held it this long (checked between integrations, and every few hundred alert instances), so a
+# probe due meanwhile starts late by about one slice, not by the whole evaluation (~0.6 s of CPU for
+# 10,000 checks; more on a busy machine, hence a time, not a count). Results arriving between slices only
+# feed the statistics; the evaluation's ``now`` and the alert states are its own (one at a time).
+SLICE_SECONDS = 0.005
+SLICE_CHECK_EVERY = 256  # alert instances between two looks at the clock
+
+
+class Stepper:
+    def __init__(self, memory: StoreSync, replicas: ReplicaVoice, stats: Stats, concerns: Concerns, *,
+                 redactor: Redactor) -> None:
+        self._memory = memory
+        self._replicas = replicas
+        self._voice = replicas.voice
+        self._stats = stats
+        self._concerns = concerns
+        self._redactor = redactor
+
+    async def advance(self, conditions: list[Condition], cfg: ConfigView, now: float,
+                      scope: Scope | None) -> dict[str, tuple[Event, ...]]:
+        """Step every alert ``conditions`` judge and every known one in ``scope`` (None: all of them)."""
+        states, voice = self._memory.states, self._voice
+        by_key: dict[str, Condition] = {}
+        slice_started = time.perf_counter()
+        for counted, condition in enumerate(conditions, 1):
+            if counted % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
+            key = condition.key
+            if condition.active or key in states:  # never active and not now: stepping changes nothing
+                by_key[key] = condition
+        judged = states.keys() if scope is None else [k for k, s in states.items() if in_scope(scope, s)]
+        events: dict[str, tuple[Event, ...]] = {}
+        for stepped, key in enumerate(by_key.keys() | judged, 1):
+            if stepped % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
+            if not voice.alert(key):
+                continue  # another replica's: it evaluates and persists it
+            cond = by_key.get(key)
+            state = states.get(key) or AlertState(key=key)
+            due = None
+            if cond is not None:
+                content = None
+                if cond.active:
+                    stats = self._stats.check(cond.integration, cond.check) if cond.check else None
+                    icfg = cfg.integrations.get(cond.integration)
+                    content = alert_from_condition(cond, stats, self._redactor, icfg.runbook_url if icfg else None)
+                    if key in voice.outage:
+                        self._replicas.outage_group(group_key(content, cfg.alerting.group_by))
+                new, evs = step(state, cond.active, now, for_seconds=cond.for_seconds,
+                                keep_firing_for=cond.keep_firing_for, flapping=cfg.alerting.flapping, alert=content)
+                due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
+            else:
+                # Not judged this time: hold, unless what it is about is gone from the config.
+                gone = _orphaned(state, cfg)
+                new, evs = step(state, False if gone else None, now, for_seconds=0.0, keep_firing_for=0.0,
+                                flapping=cfg.alerting.flapping)
+            self._concerns.due(key, due, integration_of(key), new.alert.check if new.alert is not None else None)
+            if new != state:
+                self._memory.put_state(key, new)
+            if evs:
+                events[key] = evs
+                log.info("alert %s: %s", key, ", ".join(evs))
+        return events
+
+
+def _orphaned(state: AlertState, cfg: ConfigView) -> bool:
+    alert = state.alert
+    if alert is None or self_health.is_monitor(alert.integration):
+        return False
+    icfg = cfg.integrations.get(alert.integration)
+    if icfg is None:
+        return True
+    return alert.check is not None and all(check.name != alert.check for check in icfg.checks)
