@@ -50,14 +50,15 @@ class Stepper:
         """Step every alert ``conditions`` judge and every known one in ``scope`` (None: all of them)."""
         states, voice = self._memory.states, self._voice
         by_key: dict[str, Condition] = {}
+        known = {integration_of(key) for key in states}  # (few: an alert is known while active or recent)
         slice_started = time.perf_counter()
         for counted, condition in enumerate(conditions, 1):
             if counted % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
                 await asyncio.sleep(0)
                 slice_started = time.perf_counter()
-            key = condition.key
-            if condition.active or key in states:  # never active and not now: stepping changes nothing
-                by_key[key] = condition
+            # Never active and not now: stepping changes nothing (most of them; not even their keys are made).
+            if condition.active or (condition.integration in known and condition.key in states):
+                by_key[condition.key] = condition
         judged = states.keys() if scope is None else [k for k, s in states.items() if in_scope(scope, s)]
         events: dict[str, tuple[Event, ...]] = {}
         for stepped, key in enumerate(by_key.keys() | judged, 1):

@@ -61,11 +61,12 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
             name=f"{inp.integration} {TRAFFIC_TARGET}", target=TRAFFIC_TARGET, check=None, unit="calls",
             stats=inp.traffic, min_samples=rule.traffic.min_samples, min_short_samples=rule.traffic.min_short_samples,
         ))
+    severities = tuple(Severity(tier.severity) for tier in rule.windows)  # once, not per check and tier
     for subject in subjects:
         if rule.mode == "threshold":
             yield from _threshold(inp, rule, subject)
         else:
-            yield from _burn_rate(inp, rule, subject)
+            yield from _burn_rate(inp, rule, subject, severities)
 
 
 def _condition(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severity: Severity, active: bool,
@@ -96,13 +97,13 @@ def _threshold(inp: RuleInput, rule: ErrorRateRule, subject: _Subject) -> Iterat
     yield _condition(inp, rule, subject, Severity(rule.severity), active, summary, details, counts)
 
 
-def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject) -> Iterator[Condition]:
+def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject,
+               severities: tuple[Severity, ...]) -> Iterator[Condition]:
     budget = 1.0 - rule.slo
     # Per severity: fires if any tier fires; known-clear only if every tier could be judged.
     verdicts: dict[Severity, list[bool | None]] = {}
     best: dict[Severity, tuple[str, dict[str, str], WindowCounts]] = {}
-    for tier in rule.windows:
-        severity = Severity(tier.severity)
+    for tier, severity in zip(rule.windows, severities, strict=True):
         long = subject.stats.window(inp.now, tier.long)
         short = subject.stats.window(inp.now, tier.short)
         judged = subject.stats.covers(inp.now, tier.short)

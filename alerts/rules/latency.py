@@ -13,6 +13,7 @@ from alerts.rules.text import fmt_seconds
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: LatencyRule = inp.rule_config("latency")
+    severity = Severity(rule.severity)
     for check in inp.checks:
         expect = getattr(check, "expect", None)
         threshold = rule.threshold if rule.threshold is not None else getattr(expect, "max_latency", None)
@@ -25,7 +26,7 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
         active = value > threshold
         label = f"p{rule.quantile * 100:g}"
         yield Condition(
-            integration=inp.integration, alert="latency", severity=Severity(rule.severity), active=active,
+            integration=inp.integration, alert="latency", severity=severity, active=active,
             target=check.name, check=check.name,
             summary=(
                 f"{inp.integration}/{check.name}: {label} latency {fmt_seconds(value)} over the last "
