@@ -1,7 +1,8 @@
 """The alert timing the defaults promise: the real alert engine (rules, state machine, grouping) on a simulated
 clock, driven as the daemon drives it — one check run every ``interval``, an evaluation every
 ``evaluation_interval``, and one early when a check starts failing or a deadline the engine named falls due
-(``next_due``; no sooner than ``WAKE_GAP`` after the previous one) — with no I/O and no delivery. What it
+(``next_due``; no sooner than ``WAKE_GAP`` after the previous one; such an early one judges what changed,
+the full pass stays on its own beat) — with no I/O and no delivery. What it
 prints is the figure the README's "Alert timing" table quotes and the ceiling ``alert_latency.py`` puts
 beside what the real daemon does.
 
@@ -156,6 +157,7 @@ async def simulate(scenario: Scenario, *, scale: float = 1.0, phase: float = 0.0
     first_ok = first_fail + int(scenario.outage / scale / interval) * interval
     end = first_ok + 4 * 3600 / scale
     next_run, next_eval, last_eval, wake = start, T0, T0 - evaluation, False
+    last_full = -float("inf")  # a full pass every interval; between them, early evaluations of what changed
     fired = resolved = None
     while (fired is None or resolved is None) and min(next_run, next_eval) < end:
         if next_run < next_eval:
@@ -169,8 +171,11 @@ async def simulate(scenario: Scenario, *, scale: float = 1.0, phase: float = 0.0
             continue
         clock.now = last_eval = next_eval
         wake = False
-        await engine.evaluate()
-        next_eval += evaluation
+        full = clock.now - last_full >= evaluation - DUE_MARGIN
+        await engine.evaluate(full=full)
+        if full:
+            last_full = clock.now
+        next_eval = last_full + evaluation
         if engine.next_due is not None:  # a deadline before the next interval: the loop evaluates then
             next_eval = min(next_eval, max(engine.next_due + DUE_MARGIN, last_eval + min(WAKE_GAP, evaluation)))
         for at, notification in sink.got:
