@@ -111,6 +111,13 @@ def merge_state(mine: AlertState | None, theirs: AlertState) -> AlertState | Non
     return theirs
 
 
+def judged_until(state: AlertState) -> float | None:
+    """The last evaluation ``state`` is known to come from: a run that started before it is no news to it.
+    (The outage voice speaks only for checks it probes: its clock is the one their runs are timed by.)"""
+    return max((t for t in (state.pending_since, state.firing_since, state.last_true, state.resolved_at)
+                if t is not None), default=None)
+
+
 def merge_log(mine: GroupLog | None, theirs: GroupLog) -> GroupLog:
     """A group's notification log after a handover: theirs when this replica has none; otherwise its own,
     also knowing what theirs told (so those alerts' resolves are told too, and nothing is told twice)."""
@@ -174,8 +181,10 @@ class OutageHandover:
             memory.put_state(key, merged)
             if merged.alert is not None and merged.alert.check is not None:
                 # Its results stayed with the prober during the outage: what is here is stale (as for an
-                # integration taken over, ``AlertEngine.ownership_changed``).
-                self.stats.forget_check(merged.alert.integration, merged.alert.check)
+                # integration taken over, ``AlertEngine.ownership_changed``), and so is any run older than
+                # the prober's verdict that still arrives (sent before the outage, delivered after it).
+                self.stats.forget_check(merged.alert.integration, merged.alert.check,
+                                        judged_until=judged_until(merged))
         for name, theirs_log in handed.groups.items():
             memory.put_group(name, merge_log(memory.groups.get(name), theirs_log))
         log.info("alerts: took over %d alert(s) and %d group log(s) another replica spoke for while Redis was "

@@ -328,6 +328,8 @@ class Stats:
         self.bucket_seconds = _bucket_seconds(max_window)
         self.raw_capacity = raw_capacity
         self.checks: dict[tuple[str, str], CheckStats] = {}
+        # (integration, check) → runs that started before this are ignored (forget_check's ``judged_until``)
+        self._not_before: dict[tuple[str, str], float] = {}
 
     def resize(self, max_window: float) -> bool:
         """Make the buckets reach back ``max_window`` (a reload configured a longer window): widen them,
@@ -347,6 +349,8 @@ class Stats:
     def add(self, result: CheckResult) -> None:
         """Record one run. (Quotas announced in its headers are the quota service's business.)"""
         key = (result.integration, result.check)
+        if self._not_before and result.started_at < self._not_before.get(key, -math.inf):
+            return  # older than a verdict handed here (forget_check): it would judge the incident anew
         stats = self.checks.get(key)
         if stats is None:
             stats = self.checks[key] = CheckStats(raw_capacity=self.raw_capacity,
@@ -357,9 +361,23 @@ class Stats:
         """Drop statistics of checks no longer configured (config reload)."""
         for key in [k for k in self.checks if k not in checks]:
             del self.checks[key]
+        for key in [k for k in self._not_before if k not in checks]:
+            del self._not_before[key]
 
-    def forget_check(self, integration: str, check: str) -> None:
-        self.checks.pop((integration, check), None)
+    def forget_check(self, integration: str, check: str, *, judged_until: float | None = None) -> None:
+        """Drop a check's statistics: what is here is stale (another replica judged it meanwhile).
+
+        ``judged_until``: that replica's verdict took every run that started before this into account,
+        so such runs are ignored from now on. One that arrives late (sent before a Redis outage, its
+        flush confirmed only after the handover) would otherwise be the first and only run here: a
+        success from before the incident began would resolve it while the check is still failing, and
+        the next failures would post it again as a new incident."""
+        key = (integration, check)
+        self.checks.pop(key, None)
+        if judged_until is None:
+            self._not_before.pop(key, None)
+        else:
+            self._not_before[key] = judged_until
 
     def forget(self, integrations: Iterable[str]) -> None:
         """Drop statistics of these integrations' checks (they became another replica's and back: what is
@@ -367,6 +385,8 @@ class Stats:
         gone = set(integrations)
         for key in [k for k in self.checks if k[0] in gone]:
             del self.checks[key]
+        for key in [k for k in self._not_before if k[0] in gone]:
+            del self._not_before[key]
 
 
 def _bucket_seconds(max_window: float) -> float:

@@ -103,6 +103,52 @@ async def test_an_incident_starting_in_an_outage_is_told_by_its_prober_and_then_
         await engine.close()
 
 
+async def test_a_run_from_before_the_outage_that_reaches_the_owner_after_the_handover_does_not_resolve_it(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """The prober's flush that failed as Redis went away is sent again once it answers, after the handover:
+    its last healthy run, older than the incident, arrives at the owner as the first run it has of the
+    check. Judged as news, it resolved the incident while the check still failed, and the next failures
+    posted it again as a new one."""
+    clock = Clock()
+    table = {"acme": "r1", "globex": "r1"}
+    prober = Owners("r0", table, probed={"acme/api"}, owner_saw={"acme/api": True})
+    sinks = {"r0": Sink(), "r1": Sink()}
+    r0 = engine_for(prober, shared_redis, prefix, sinks["r0"], clock, keep_firing_for="0s")
+    r1 = engine_for(Owners("r1", table), shared_redis, prefix, sinks["r1"], clock, keep_firing_for="0s")
+    for engine in (r0, r1):
+        await engine.start()
+        await engine.evaluate()
+    prober.degraded = True
+    for n in range(3):
+        fail(r0, "acme", T0 + 1 + n)
+    clock.now = T0 + 5
+    await r0.evaluate()
+    assert [a.key for n in sinks["r0"].got for a in n.alerts] == [ACME]
+    prober.degraded = False
+    clock.now = T0 + 6
+    await r0.evaluate()  # hands acme over
+    await r1.evaluate()  # takes it
+    assert r1.states[ACME].status is AlertStatus.FIRING
+
+    ok(r1, "acme", T0 + 0.5)  # the run before the outage, its flush confirmed only now
+    fail(r1, "acme", T0 + 6.5)  # and the first run sent to the owner after the handover
+    clock.now = T0 + 7
+    await r1.evaluate()
+    assert r1.states[ACME].status is AlertStatus.FIRING
+    for n in range(2):
+        fail(r1, "acme", T0 + 7 + n)
+    clock.now = T0 + 9
+    await r1.evaluate()
+    assert sinks["r1"].got == []  # neither resolved nor posted again
+    ok(r1, "acme", T0 + 10)
+    clock.now = T0 + 11
+    await r1.evaluate()
+    assert [(a.key, a.status) for n in sinks["r1"].got for a in n.alerts] == [(ACME, AlertStatus.RESOLVED)]
+    for engine in (r0, r1):
+        await engine.close()
+
+
 async def test_the_alert_state_of_an_owner_that_lost_its_integration_without_knowing_is_refused(
     shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
