@@ -149,9 +149,13 @@ class CheckStats:
         self._add_raw(at, error, result.duration if result.status_code is not None else None)
         self._add_to_bucket(at, error)
 
-        self.last_result = result
         if self.first_at is None or at < self.first_at:
             self.first_at = at
+        if self.last_result is not None and at < self.last_result.started_at:
+            # A run that arrives after a later one (a replica's flush sent again after a Redis outage) counts
+            # in the windows, but is no news about the check's state: it must not reset or extend the streak.
+            return
+        self.last_result = result
         if result.ok:
             self.succeeded_since_start = True
             self.consecutive_failures = 0

@@ -81,3 +81,21 @@ def test_window_counts_the_runs_in_it(steps: list[tuple[float, ErrorClass | None
         counts = stats.window(now, seconds)
         assert (counts.total, counts.errors) == (len(inside), len(failed))
         assert counts.classes == {name: failed.count(name) for name in set(failed)}
+
+
+def test_a_run_that_arrives_after_a_later_one_counts_in_windows_but_not_in_the_streak() -> None:
+    # A replica's flush sent again after a Redis outage delivers a run after later ones: a success from
+    # before an outage must not end the streak of failures that followed it (nor a stale failure extend
+    # a streak a later success ended).
+    stats = CheckStats()
+    for at in (10.0, 20.0, 30.0):
+        stats.add(result(T0 + at, ErrorClass.HTTP_5XX))
+    stats.add(result(T0 + 5.0, None))  # arrives last, started first
+    assert stats.consecutive_failures == 3
+    assert stats.last_result is not None and stats.last_result.started_at == T0 + 30.0
+    assert stats.window(T0 + 40.0, 60.0).total == 4  # the windows count it
+
+    stats.add(result(T0 + 40.0, None))
+    stats.add(result(T0 + 35.0, ErrorClass.TIMEOUT))  # a stale failure after a newer success
+    assert stats.consecutive_failures == 0
+    assert stats.last_result is not None and stats.last_result.ok
