@@ -36,7 +36,7 @@ from alerts.routing import inhibited_by
 from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence
-from alerts.state import AlertState
+from alerts.state import AlertState, judged_until
 from alerts.stats import QuotaReading, Stats
 from alerts.stepping import SLICE_SECONDS, Stepper
 from alerts.store import AlertStore
@@ -245,7 +245,8 @@ class AlertEngine:
         What this engine counted of a gained integration is stale: results went to the previous owner
         meanwhile (a replica that owned it at start, then lost it, would judge the incident by its last,
         healthy result and resolve it). It starts again from the results that come now, as a restart
-        does: too few failures in a row to judge yet, so the reloaded incident is left as it is."""
+        does: too few failures in a row to judge yet, so the reloaded incident is left as it is. A run
+        older than the previous owner's verdict that still arrives is no news (``_judged_before``)."""
         gained, lost = set(gained), set(lost)
         self.stats.forget(gained)
         for integration in gained:
@@ -315,8 +316,10 @@ class AlertEngine:
             await self._memory.sync(now)
             if await self.replicas.take_fences(cfg) and self._gained:
                 gained, self._gained = self._gained, set()
-                if not await self._memory.reload(lambda key: integration_of(key) in gained,
-                                                 lambda field: group_in(split_field(field)[1], gained, cfg)):
+                if await self._memory.reload(lambda key: integration_of(key) in gained,
+                                             lambda field: group_in(split_field(field)[1], gained, cfg)):
+                    self._judged_before(gained)
+                else:
                     self._gained |= gained  # Redis is down: try again next time
 
             await self.replicas.exchange_outage_voice(cfg)
@@ -336,6 +339,24 @@ class AlertEngine:
             self._supervisor.report(self._memory.redis_up is not False,
                                     f"alert state not in sync with Redis: {self._memory.redis_error}")
             return handed
+
+    def _judged_before(self, gained: set[str]) -> None:
+        """The alerts of integrations taken over were just reloaded: a run older than the previous owner's
+        last verdict on its check is no news (a prober's flush to it that seemed to fail, sent again to
+        this replica once that owner left the view). Taken as the first run of the check here, a success
+        from before the incident resolved it while the check still failed, and the next failures posted it
+        again as a new incident."""
+        until: dict[tuple[str, str], float] = {}
+        for state in self.states.values():
+            alert = state.alert
+            if alert is None or alert.check is None or alert.integration not in gained:
+                continue
+            judged = judged_until(state)
+            if judged is not None:
+                key = (alert.integration, alert.check)
+                until[key] = max(judged, until.get(key, judged))
+        for (integration, check), at in until.items():
+            self.stats.judged_elsewhere(integration, check, at)
 
     async def _conditions(self, cfg: ConfigView, now: float, scope: Scope | None) -> list[Condition]:
         # Each integration's rules see its own active alerts and quotas: handing every integration all

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from alerts.codec import group_from_json, group_to_json, state_from_json, state_to_json
 from alerts.fencing import shard_of, shard_of_group
 from alerts.grouping import GroupLog, split_field
-from alerts.state import AlertState
+from alerts.state import AlertState, judged_until
 from alerts.voice import Voice, integration_of
 
 if TYPE_CHECKING:
@@ -109,13 +109,6 @@ def merge_state(mine: AlertState | None, theirs: AlertState) -> AlertState | Non
     if mine is not None and mine.active:
         return None
     return theirs
-
-
-def judged_until(state: AlertState) -> float | None:
-    """The last evaluation ``state`` is known to come from: a run that started before it is no news to it.
-    (The outage voice speaks only for checks it probes: its clock is the one their runs are timed by.)"""
-    return max((t for t in (state.pending_since, state.firing_since, state.last_true, state.resolved_at)
-                if t is not None), default=None)
 
 
 def merge_log(mine: GroupLog | None, theirs: GroupLog) -> GroupLog:

@@ -99,3 +99,11 @@ def due_at(state: AlertState, active: bool | None, *, for_seconds: float, keep_f
 def forgettable(state: AlertState) -> bool:
     """Nothing left to remember: not active, not flapping, no transition in the flapping window."""
     return not state.active and not state.flapping and not state.transitions
+
+
+def judged_until(state: AlertState) -> float | None:
+    """The last evaluation ``state`` is known to come from: a run that started before it is no news to it.
+    (Runs are timed by their prober's clock, evaluations by the judging replica's: replicas' clocks are
+    taken to agree, as they must for the alert timings anyway.)"""
+    return max((t for t in (state.pending_since, state.firing_since, state.last_true, state.resolved_at)
+                if t is not None), default=None)

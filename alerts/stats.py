@@ -332,7 +332,8 @@ class Stats:
         self.bucket_seconds = _bucket_seconds(max_window)
         self.raw_capacity = raw_capacity
         self.checks: dict[tuple[str, str], CheckStats] = {}
-        # (integration, check) → runs that started before this are ignored (forget_check's ``judged_until``)
+        # (integration, check) → runs that started before this are ignored (``judged_until`` of forget_check,
+        # judged_elsewhere)
         self._not_before: dict[tuple[str, str], float] = {}
 
     def resize(self, max_window: float) -> bool:
@@ -382,6 +383,17 @@ class Stats:
             self._not_before.pop(key, None)
         else:
             self._not_before[key] = judged_until
+
+    def judged_elsewhere(self, integration: str, check: str, until: float) -> None:
+        """Another replica's verdict on this check took every run that started before ``until`` into
+        account (the previous owner of an integration taken over): such runs are ignored from now on, as
+        for ``forget_check``. What was counted here since already stays, unless some of it is older: the
+        windows keep counts, not runs, so a stale run cannot be taken out on its own."""
+        key = (integration, check)
+        stats = self.checks.get(key)
+        if stats is not None and stats.first_at is not None and stats.first_at < until:
+            del self.checks[key]
+        self._not_before[key] = max(until, self._not_before.get(key, -math.inf))
 
     def forget(self, integrations: Iterable[str]) -> None:
         """Drop statistics of these integrations' checks (they became another replica's and back: what is

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 import redis.asyncio
 import yaml
 from test_alert_engine import T0, Clock, Sink
@@ -60,6 +61,41 @@ def fail(engine: AlertEngine, integration: str, at: float) -> None:
     engine.on_result(CheckResult(integration=integration, check="api", kind="http", ok=False,
                                  error_class=ErrorClass.HTTP_5XX, detail="http_5xx: 503", started_at=at,
                                  duration=0.1, total_duration=0.1, status_code=503))
+
+
+def ok(engine: AlertEngine, integration: str, at: float) -> None:
+    engine.on_result(CheckResult(integration=integration, check="api", kind="http", ok=True, error_class=None,
+                                 detail="", started_at=at, duration=0.1, total_duration=0.1, status_code=200))
+
+
+def replicas(cfg: Config, client: redis.asyncio.Redis, clock: Clock,
+             table: dict[str, str]) -> tuple[dict[str, AlertEngine], dict[str, Sink]]:
+    """Engines of replicas r0 and r1 sharing ``client``, owning what ``table`` says, and their sinks."""
+    sinks = {name: Sink() for name in ("r0", "r1")}
+    engines = {
+        name: AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=client, sink=sinks[name],
+                          clock=clock, autorun=False, ownership=Owners(name, table))
+        for name in ("r0", "r1")
+    }
+    return engines, sinks
+
+
+async def continues_the_incident(owner: AlertEngine, sink: Sink, clock: Clock, key: str, since: float) -> None:
+    """The owner that took ``key``'s incident over judges the check's runs from ``since`` on as the rest of
+    it: the check still fails, nothing is told; it recovers, the resolve is told once."""
+    fail(owner, "acme", since + 0.5)
+    clock.now = since + 1
+    await owner.evaluate()
+    assert owner.states[key].status is AlertStatus.FIRING
+    for n in range(2):
+        fail(owner, "acme", since + 1 + n)
+    clock.now = since + 3
+    await owner.evaluate()
+    assert sink.got == []  # neither resolved nor posted again
+    ok(owner, "acme", since + 4)
+    clock.now = since + 5
+    await owner.evaluate()
+    assert [(a.key, a.status) for n in sink.got for a in n.alerts] == [(key, AlertStatus.RESOLVED)]
 
 
 async def test_each_replica_speaks_for_what_it_owns_and_a_takeover_keeps_the_incident(
@@ -136,12 +172,7 @@ async def test_an_integration_gained_back_is_not_judged_by_what_this_replica_saw
     cfg = config(prefix, keep_firing_for="0s")
     clock = Clock()
     table = {"acme": "r1", "globex": "r1"}
-    sinks = {name: Sink() for name in ("r0", "r1")}
-    engines = {
-        name: AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), redis=shared_redis, sink=sinks[name],
-                          clock=clock, autorun=False, ownership=Owners(name, table))
-        for name in ("r0", "r1")
-    }
+    engines, sinks = replicas(cfg, shared_redis, clock, table)
     for engine in engines.values():
         await engine.start()
     engines["r1"].on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None,
@@ -164,5 +195,42 @@ async def test_an_integration_gained_back_is_not_judged_by_what_this_replica_saw
     await engines["r1"].evaluate()
     assert sinks["r1"].got == []
     assert engines["r1"].states["acme/probe_down/api/critical"].status is AlertStatus.FIRING
+    for engine in engines.values():
+        await engine.close()
+
+
+@pytest.mark.parametrize("late", ["before the reload", "after the reload"])
+async def test_a_run_the_previous_owner_judged_that_reaches_the_new_owner_late_does_not_resolve_its_incident(
+    shared_redis: redis.asyncio.Redis, prefix: str, late: str
+) -> None:
+    """A prober's flush to r0 that seemed to fail (a timeout, yet in Redis) is sent again; r0 has left the
+    view meanwhile, so it goes to the new owner r1: r0's last healthy run, from before the incident r0
+    told, arrives at r1 as the first run it has of the check. Judged as news, it resolved the incident while
+    the check still failed, and the next failures posted it again as a new one. It may come before r1 reloaded
+    the incident from the store (r1 does so at its first evaluation after the move) or after."""
+    cfg = config(prefix, keep_firing_for="0s")
+    clock = Clock()
+    table = {"acme": "r0", "globex": "r0"}
+    engines, sinks = replicas(cfg, shared_redis, clock, table)
+    r0, r1 = engines["r0"], engines["r1"]
+    for engine in engines.values():
+        await engine.start()
+    ok(r0, "acme", T0 + 0.5)
+    for n in range(3):
+        fail(r0, "acme", T0 + 1 + n)
+    clock.now = T0 + 5
+    await r0.evaluate()
+    assert [a.key for n in sinks["r0"].got for a in n.alerts] == ["acme/probe_down/api/critical"]
+
+    table["acme"] = "r1"  # r0 is gone
+    r1.ownership_changed(["acme"], [])
+    clock.now = T0 + 6
+    if late == "before the reload":
+        ok(r1, "acme", T0 + 0.5)
+        await r1.evaluate()
+    else:
+        await r1.evaluate()
+        ok(r1, "acme", T0 + 0.5)
+    await continues_the_incident(r1, sinks["r1"], clock, "acme/probe_down/api/critical", since=T0 + 6)
     for engine in engines.values():
         await engine.close()
