@@ -20,7 +20,7 @@ import aiohttp
 
 from checks.auth import RequestAuth, authorized_attempt, run_request
 from checks.http_attempt import EXCERPT_BYTES, Attempt, BodyInspector, CallConfig, HttpRun
-from checks.timing import ssl_context, trace_config
+from checks.timing import TimedConnector, TimedResolver, TimedResponse, ssl_context
 from integration_kit.ratelimit_headers import rate_limit_fields
 from integration_kit.results import CheckResult, RequestSummary
 from integration_kit.retry import RetryPolicy, run_with_retries
@@ -43,11 +43,12 @@ def make_session(*, limit: int) -> aiohttp.ClientSession:
     slot would spend its connect timeout on our own queue.
     """
     ssl_context(True), ssl_context(False)  # load the CA store now, not inside the first probe
-    connector = aiohttp.TCPConnector(limit=limit, force_close=True, use_dns_cache=False)
+    # The phases come from the connector, resolver and response class (checks.timing), not from tracing.
+    connector = TimedConnector(limit=limit, force_close=True, use_dns_cache=False, resolver=TimedResolver())
     session = aiohttp.ClientSession(
         connector=connector,
+        response_class=TimedResponse,
         timeout=aiohttp.ClientTimeout(total=None),  # each probe sets its own deadline
-        trace_configs=[trace_config()],
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": USER_AGENT},
     )

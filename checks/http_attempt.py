@@ -162,7 +162,6 @@ class HttpRun:
                         max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
                         ssl=plan.ssl,
                         timeout=plan.timeout,
-                        trace_request_ctx=timing,
                         middlewares=self._middlewares(headers),
                     )
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -1,47 +1,60 @@
 """Phase timing of one HTTP attempt (dns, connect, tls, ttfb, transfer) and the peer certificate's expiry.
 
-aiohttp's tracing gives DNS and connection-creation boundaries but has no TLS hook: the connection span
-covers TCP connect and the TLS handshake together. The split comes from the TLS object itself: our SSL
-contexts build their TLS objects from a subclass whose ``do_handshake`` notes when the handshake starts
-(asyncio calls it first right after the TCP connection is made) and when it completes, and takes the
-peer certificate there (works with verification off too). The TLS object finds the attempt's timing
-through a context variable the probe sets around the request: asyncio runs the transport callbacks in a
-copy of the requesting task's context. Request-scoped trace callbacks get the same object as
-``trace_request_ctx``.
+The probes' session marks the boundaries with aiohttp's extension points, not its tracing (a session with
+any ``TraceConfig`` sends every signal of every request through coroutines and a params object each:
+~60 k instructions a probe, a fifth of what the daemon adds to a bare request):
+
+* dns: the session's resolver (``TimedResolver``, the system resolver as aiohttp's default) times
+  ``resolve``;
+* connect: the connector (``TimedConnector``) times ``_create_connection``, the step aiohttp's reference
+  names for subclasses to override: a new connection's DNS, TCP connect and TLS handshake; the TCP part is
+  what is left once this hop's dns and tls are taken out (a connection from the pool is never created:
+  no connect phase);
+* tls: our SSL contexts build their TLS objects from a subclass whose ``do_handshake`` notes when the
+  handshake starts (asyncio calls it first right after the TCP connection is made) and when it completes,
+  and takes the peer certificate there (works with verification off too);
+* ttfb: the session's response class (``TimedResponse``) times ``start``, which aiohttp calls once the
+  request is written and which returns when the response headers are in.
+
+Each hook finds the attempt's timing through a context variable the probe sets around the request: the
+resolver, the connector and the response run in the requesting task, the TLS object in asyncio's transport
+callbacks, which run in a copy of that task's context. A request made outside an attempt (a token fetch)
+is not timed.
 
 Phases, in seconds, summed over redirect hops: dns (resolution), connect (TCP connect), tls (handshake),
-ttfb (request headers sent → response headers received), transfer (response body read, set by the probe),
+ttfb (request written → response headers received), transfer (response body read, set by the probe),
 token (obtaining the OAuth2 access token before the request, set by the probe's auth; absent when the
 token came from memory).
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from contextvars import ContextVar
 from functools import lru_cache
 from time import perf_counter
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 from cryptography import x509
 
 from integration_kit.results import PHASES
 
+if TYPE_CHECKING:
+    from aiohttp.abc import ResolveResult
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.connector import Connection
+    from aiohttp.tracing import Trace
+
 Stage = Literal["connect", "headers", "body"]
 
 
 class AttemptTiming:
-    """Mutable clock marks of one attempt; filled by trace callbacks, the TLS object and the probe."""
+    """Mutable clock marks of one attempt; filled by the session's hooks, the TLS object and the probe."""
 
     __slots__ = (
-        "_create_at",
-        "_dns_at",
-        "_dns_before_create",
-        "_sent_at",
         "_tls_at",
-        "_tls_before_create",
         "cert_expiry",
         "connect",
         "dns",
@@ -61,8 +74,7 @@ class AttemptTiming:
         self.transfer: float | None = None
         self.token: float | None = None  # obtaining the access token (cache, other replicas, token endpoint)
         self.cert_expiry: float | None = None  # epoch seconds, earliest seen
-        self._dns_at = self._create_at = self._tls_at = self._sent_at = 0.0
-        self._dns_before_create = self._tls_before_create = 0.0
+        self._tls_at = 0.0
 
     def phases(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -124,63 +136,63 @@ def certificate_expiry(der: bytes) -> float | None:
         return None
 
 
-# Trace callbacks: (session, trace_config_ctx, params); ``trace_request_ctx`` is the AttemptTiming.
 
 
-def _timing(trace_ctx: SimpleNamespace) -> AttemptTiming | None:
-    timing = trace_ctx.trace_request_ctx
-    return timing if isinstance(timing, AttemptTiming) else None
+# The session's hooks. Each costs a coroutine level around what it times (every wait inside resumes it):
+# ~1 k instructions a wait, against aiohttp's tracing at ~60 k a request.
 
 
-async def _on_dns_start(_session: Any, trace_ctx: SimpleNamespace, _params: Any) -> None:
-    if (timing := _timing(trace_ctx)) is not None:
-        timing._dns_at = perf_counter()
+class TimedResolver(aiohttp.ThreadedResolver):
+    """The system resolver (aiohttp's default without aiodns), its lookups counted as the attempt's dns."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        timing = current_attempt.get()
+        if timing is None:
+            return await super().resolve(host, port, family)
+        started = perf_counter()
+        hosts = await super().resolve(host, port, family)
+        timing.dns = (timing.dns or 0.0) + perf_counter() - started
+        return hosts
 
 
-async def _on_dns_end(_session: Any, trace_ctx: SimpleNamespace, _params: Any) -> None:
-    if (timing := _timing(trace_ctx)) is not None and timing._dns_at:
-        timing.dns = (timing.dns or 0.0) + perf_counter() - timing._dns_at
+class TimedConnector(aiohttp.TCPConnector):
+    """A new connection's span, less its dns and tls, is the attempt's connect; it names the stage a
+    deadline interrupts ("connect" while it lasts, "headers" once the connection is there)."""
 
-
-async def _on_create_start(_session: Any, trace_ctx: SimpleNamespace, _params: Any) -> None:
-    if (timing := _timing(trace_ctx)) is not None:
+    async def _create_connection(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> ResponseHandler:
+        timing = current_attempt.get()
+        if timing is None:
+            return await super()._create_connection(req, traces, timeout)
         timing.stage = "connect"
-        timing._create_at = perf_counter()
-        timing._dns_before_create = timing.dns or 0.0
-        timing._tls_before_create = timing.tls or 0.0
-
-
-async def _on_create_end(_session: Any, trace_ctx: SimpleNamespace, _params: Any) -> None:
-    if (timing := _timing(trace_ctx)) is not None and timing._create_at:
-        # The connection span holds this hop's DNS, TCP connect and TLS handshake: keep the TCP part.
-        span = perf_counter() - timing._create_at
-        hop_dns = (timing.dns or 0.0) - timing._dns_before_create
-        hop_tls = (timing.tls or 0.0) - timing._tls_before_create
+        started = perf_counter()
+        dns_before, tls_before = timing.dns or 0.0, timing.tls or 0.0
+        proto = await super()._create_connection(req, traces, timeout)
+        span = perf_counter() - started
+        hop_dns = (timing.dns or 0.0) - dns_before
+        hop_tls = (timing.tls or 0.0) - tls_before
         timing.connect = (timing.connect or 0.0) + max(0.0, span - hop_dns - hop_tls)
         timing.stage = "headers"
+        return proto
 
 
-async def _on_headers_sent(_session: Any, trace_ctx: SimpleNamespace, _params: Any) -> None:
-    if (timing := _timing(trace_ctx)) is not None:
+class TimedResponse(aiohttp.ClientResponse):
+    """``start`` reads the status line and headers of each response (a redirect hop's too): its span is
+    the hop's ttfb."""
+
+    async def start(self, connection: Connection) -> TimedResponse:
+        timing = current_attempt.get()
+        if timing is None:
+            await super().start(connection)
+            return self
         timing.stage = "headers"
-        timing._sent_at = perf_counter()
-
-
-async def _on_response_headers(_session: Any, trace_ctx: SimpleNamespace, _params: Any) -> None:
-    # request_end (final response) and request_redirect (each intermediate one) both fire once the
-    # response headers are in.
-    if (timing := _timing(trace_ctx)) is not None and timing._sent_at:
-        timing.ttfb = (timing.ttfb or 0.0) + perf_counter() - timing._sent_at
-        timing._sent_at = 0.0
-
-
-def trace_config() -> aiohttp.TraceConfig:
-    config = aiohttp.TraceConfig()
-    config.on_dns_resolvehost_start.append(_on_dns_start)
-    config.on_dns_resolvehost_end.append(_on_dns_end)
-    config.on_connection_create_start.append(_on_create_start)
-    config.on_connection_create_end.append(_on_create_end)
-    config.on_request_headers_sent.append(_on_headers_sent)
-    config.on_request_redirect.append(_on_response_headers)
-    config.on_request_end.append(_on_response_headers)
-    return config
+        sent = perf_counter()
+        await super().start(connection)
+        timing.ttfb = (timing.ttfb or 0.0) + perf_counter() - sent
+        return self
