@@ -250,7 +250,7 @@ def parse_token_response(
         raise TokenError((missing, f"{missing}: {PREFIX}access_token"), status=status)
     if not isinstance(access_token, str):
         raise TokenError(_failure(ErrorClass.ASSERTION_FAILED, "access_token is not a string"), status=status)
-    lifetime = _lifetime(data.get("expires_in"), default_lifetime)
+    lifetime = _lifetime(data.get("expires_in"), default_lifetime, since=obtained_at)
     token_type = data.get("token_type")
     refresh = data.get("refresh_token")
     scope = data.get("scope")
@@ -264,14 +264,16 @@ def parse_token_response(
     )
 
 
-def _lifetime(value: Any, default: float) -> float:
+def _lifetime(value: Any, default: float, *, since: float) -> float:
     if isinstance(value, bool):
         return default
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         return default
-    return seconds if math.isfinite(seconds) and seconds > 0 else default
+    # A lifetime too short to move the clock (``expires_in: 1e-20``) is no lifetime, like 0: the token
+    # would be expired the moment it came.
+    return seconds if math.isfinite(seconds) and since + seconds > since else default
 
 
 def _short(text: str) -> str:
