@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -150,11 +151,14 @@ async def perform_call(
     run = HttpRun(call, ctx, session, plan=plan, retry_on=policy.retry_on, inspect_body=inspect_body)
     request_auth = RequestAuth.for_run(auth, ctx, session)
 
-    async def attempt(until: float) -> Attempt:
+    async def amended(until: float) -> Attempt:
         outcome = await authorized_attempt(run, request_auth, until)
         if after_attempt is not None:
             after_attempt(outcome)
         return outcome
+
+    # Without an amendment, the attempts' own coroutines: a level around them is resumed at every wait.
+    attempt = amended if after_attempt is not None else partial(authorized_attempt, run, request_auth)
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()

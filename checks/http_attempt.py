@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -125,93 +125,93 @@ class HttpRun:
         self.extra_headers: Mapping[str, str] = {}  # of the latest attempt (auth): shown redacted
         self.tls_expiry: float | None = None
 
-    async def attempt(
+    def attempt(
         self, deadline: float, extra_headers: Mapping[str, str] | None = None, *, timing: AttemptTiming | None = None
-    ) -> Attempt:
-        timing = AttemptTiming() if timing is None else timing
-        token = current_attempt.set(timing)
+    ) -> Coroutine[Any, Any, Attempt]:
+        """One attempt within ``deadline`` (a loop-clock value). The attempt's coroutine itself, not an
+        ``async def`` around it: every wait of the request resumes each coroutine level above it."""
+        return self._attempt(AttemptTiming() if timing is None else timing, deadline, extra_headers or {})
+
+    async def _attempt(self, timing: AttemptTiming, deadline: float, extra_headers: Mapping[str, str]) -> Attempt:
+        token = current_attempt.set(timing)  # the session's hooks time this attempt (checks.timing)
         started = perf_counter()
-        self.extra_headers = extra_headers or {}
+        self.extra_headers = extra_headers
         self.body = None
         try:
-            outcome = await self._attempt(timing, deadline, started)
+            check, plan = self.check, self.plan
+            budget = deadline - self.loop.time()
+            headers = {**plan.headers, **self.extra_headers} if self.extra_headers else plan.headers
+            body = _Body()
+            resp: aiohttp.ClientResponse | None = None
+            try:
+                # One deadline for the request and its body, on the probes' shared timer (an asyncio.timeout
+                # costs ~35 k instructions, a scope ~8 k). What it interrupts is told by timing.stage and what
+                # was read.
+                with DeadlineScope(self.deadlines, deadline):
+                    try:
+                        resp = await self.session.request(
+                            plan.method,
+                            plan.url,
+                            headers=headers,
+                            data=plan.data,
+                            allow_redirects=check.follow_redirects,
+                            max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
+                            ssl=plan.ssl,
+                            timeout=plan.timeout,
+                            middlewares=self._middlewares(headers),
+                        )
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        return self._request_failure(exc, timing, started, budget)
+                    headers_at = perf_counter()
+                    timing.stage = "body"
+                    self.headers = resp.headers
+                    body.status = resp.status
+                    if not check.expect.status_ok(body.status):
+                        body.status_failed = True  # its excerpt is read below, with a shorter wait of its own
+                    else:
+                        failure = await self._read_body(resp, body, budget)
+                        if failure is not None:
+                            return self._failure(failure, timing, started, status=body.status, body=body.chunks,
+                                                 size=body.bytes_read)
+                        timing.transfer = perf_counter() - headers_at
+            except TimeoutError as exc:  # the run's deadline, at whatever stage the attempt was
+                if resp is None:
+                    return self._request_failure(exc, timing, started, budget)
+                failure = body_read_failure(exc, size=body.size, budget=budget)
+                return self._failure(failure, timing, started, status=body.status, body=body.chunks,
+                                     size=body.bytes_read)
+            finally:
+                if resp is not None and not body.status_failed:
+                    if body.complete:
+                        resp.release()
+                    else:
+                        resp.close()
+            if body.status_failed:
+                try:
+                    return await self._status_failure(resp, timing, started, deadline)
+                finally:
+                    resp.close()
+
+            duration = perf_counter() - started
+            content = body.chunks[0] if len(body.chunks) == 1 else b"".join(body.chunks)
+            self.body = content
+            failure = self.inspect_body(body.status, content)
+            if failure is None and check.expect.max_latency is not None:
+                failure = too_slow(duration, check.expect.max_latency)
+            if failure is not None:
+                return self._failure(failure, timing, started, status=body.status, body=[content], size=body.size,
+                                     duration=duration)
+            return Attempt(error_class=None, detail="", duration=duration, timing=timing, status=body.status,
+                           body_bytes=body.size)
         finally:
             current_attempt.reset(token)
-        if timing.cert_expiry is not None and (self.tls_expiry is None or timing.cert_expiry < self.tls_expiry):
-            self.tls_expiry = timing.cert_expiry
-        return outcome
-
-    async def _attempt(self, timing: AttemptTiming, deadline: float, started: float) -> Attempt:
-        check, plan = self.check, self.plan
-        budget = deadline - self.loop.time()
-        headers = {**plan.headers, **self.extra_headers} if self.extra_headers else plan.headers
-        body = _Body()
-        resp: aiohttp.ClientResponse | None = None
-        try:
-            # One deadline for the request and its body, on the probes' shared timer (an asyncio.timeout
-            # costs ~35 k instructions, a scope ~8 k). What it interrupts is told by timing.stage and what
-            # was read.
-            with DeadlineScope(self.deadlines, deadline):
-                try:
-                    resp = await self.session.request(
-                        plan.method,
-                        plan.url,
-                        headers=headers,
-                        data=plan.data,
-                        allow_redirects=check.follow_redirects,
-                        max_redirects=check.max_redirects + 1,  # aiohttp counts the final response too
-                        ssl=plan.ssl,
-                        timeout=plan.timeout,
-                        middlewares=self._middlewares(headers),
-                    )
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    return self._request_failure(exc, timing, started, budget)
-                headers_at = perf_counter()
-                timing.stage = "body"
-                self.headers = resp.headers
-                body.status = resp.status
-                if not check.expect.status_ok(body.status):
-                    body.status_failed = True  # its excerpt is read below, with a shorter wait of its own
-                else:
-                    failure = await self._read_body(resp, body, budget)
-                    if failure is not None:
-                        return self._failure(failure, timing, started, status=body.status, body=body.chunks,
-                                             size=body.bytes_read)
-                    timing.transfer = perf_counter() - headers_at
-        except TimeoutError as exc:  # the run's deadline, at whatever stage the attempt was
-            if resp is None:
-                return self._request_failure(exc, timing, started, budget)
-            failure = body_read_failure(exc, size=body.size, budget=budget)
-            return self._failure(failure, timing, started, status=body.status, body=body.chunks,
-                                 size=body.bytes_read)
-        finally:
-            if resp is not None and not body.status_failed:
-                if body.complete:
-                    resp.release()
-                else:
-                    resp.close()
-        if body.status_failed:
-            try:
-                return await self._status_failure(resp, timing, started, deadline)
-            finally:
-                resp.close()
-
-        duration = perf_counter() - started
-        content = body.chunks[0] if len(body.chunks) == 1 else b"".join(body.chunks)
-        self.body = content
-        failure = self.inspect_body(body.status, content)
-        if failure is None and check.expect.max_latency is not None:
-            failure = too_slow(duration, check.expect.max_latency)
-        if failure is not None:
-            return self._failure(failure, timing, started, status=body.status, body=[content], size=body.size,
-                                 duration=duration)
-        return Attempt(error_class=None, detail="", duration=duration, timing=timing, status=body.status,
-                       body_bytes=body.size)
+            if timing.cert_expiry is not None and (self.tls_expiry is None or timing.cert_expiry < self.tls_expiry):
+                self.tls_expiry = timing.cert_expiry
 
     def _middlewares(self, headers: Mapping[str, str]) -> tuple[aiohttp.ClientMiddlewareType, ...]:
         """``same_origin_only`` for the configured and auth headers that are secrets, when a redirect could
         take them elsewhere (nothing to guard otherwise: aiohttp's middleware chain has a cost)."""
-        if not self.check.follow_redirects:
+        if not headers or not self.check.follow_redirects:
             return ()
         secret = frozenset(k for k in headers if k.lower() not in HARMLESS_HEADERS)
         return (same_origin_only(self.plan.url, secret),) if secret else ()
