@@ -38,7 +38,7 @@ from alerts.silence_book import SilenceBook
 from alerts.silences import Silence
 from alerts.state import AlertState, judged_until
 from alerts.stats import QuotaReading, Stats
-from alerts.stepping import SLICE_SECONDS, Stepper
+from alerts.stepping import SLICE_SECONDS, HandBack, Stepper, next_turn
 from alerts.store import AlertStore
 from alerts.store_sync import STORE_TIMEOUT, StoreSync
 from alerts.traffic_stats import TrafficStats
@@ -96,11 +96,14 @@ class AlertEngine:
         autorun: bool = True,
         ownership: Ownership | None = None,
         redis_health: RedisHealthView | None = None,
+        hand_back: HandBack = next_turn,
     ) -> None:
         """``autorun=False``: no evaluation loop; the caller runs ``evaluate()`` (tests, one-shot tools).
         ``ownership``: several replicas share the work; this engine speaks only for what it owns
         (``alerts/voice.py``). ``redis_health``: the daemon's verdict on Redis (its self-health alert
-        follows it); without one, the engine's own store rounds decide."""
+        follows it); without one, the engine's own store rounds decide. ``hand_back``: how an evaluation
+        hands the event loop back between its slices (the daemon's waits while /metrics is written)."""
+        self._hand_back = hand_back
         self.config = config
         self.voice = Voice(ownership)
         self._gained: set[str] = set()  # integrations that became ours: reload their state before speaking
@@ -144,7 +147,8 @@ class AlertEngine:
         self._flusher = Flusher(self._memory, self.replicas, self.silence_book, metrics=metrics, redactor=redactor,
                                 sink=sink, feed=feed, clock=clock, config=lambda: self.config)
         self._gauges = FiringGauges(metrics, self.voice)
-        self._stepper = Stepper(self._memory, self.replicas, self.stats, self._concerns, redactor=redactor)
+        self._stepper = Stepper(self._memory, self.replicas, self.stats, self._concerns, redactor=redactor,
+                                hand_back=hand_back)
 
     @property
     def states(self) -> dict[str, AlertState]:
@@ -378,7 +382,7 @@ class AlertEngine:
             if not owned and not (self.voice.shared and self.replicas.speaks_in_outage(integration, icfg)):
                 continue
             if time.perf_counter() - slice_started >= SLICE_SECONDS:
-                await asyncio.sleep(0)
+                await self._hand_back()
                 slice_started = time.perf_counter()
             checks = None if scope is None else scope[integration]
             inp = RuleInput(

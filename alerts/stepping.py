@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from alerts import self_health
@@ -35,9 +36,19 @@ SLICE_SECONDS = 0.005
 SLICE_CHECK_EVERY = 256  # alert instances between two looks at the clock
 
 
+async def next_turn() -> None:
+    """How an evaluation hands the loop back between slices unless told otherwise (``HandBack``): one
+    turn. The daemon's also waits while a /metrics scrape is written (monitor/scrape_priority.py)."""
+    await asyncio.sleep(0)
+
+
+HandBack = Callable[[], Awaitable[None]]
+
+
 class Stepper:
     def __init__(self, memory: StoreSync, replicas: ReplicaVoice, stats: Stats, concerns: Concerns, *,
-                 redactor: Redactor) -> None:
+                 redactor: Redactor, hand_back: HandBack = next_turn) -> None:
+        self._hand_back = hand_back
         self._memory = memory
         self._replicas = replicas
         self._voice = replicas.voice
@@ -54,7 +65,7 @@ class Stepper:
         slice_started = time.perf_counter()
         for counted, condition in enumerate(conditions, 1):
             if counted % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
-                await asyncio.sleep(0)
+                await self._hand_back()
                 slice_started = time.perf_counter()
             # Never active and not now: stepping changes nothing (most of them; not even their keys are made).
             if condition.active or (condition.integration in known and condition.key in states):
@@ -63,7 +74,7 @@ class Stepper:
         events: dict[str, tuple[Event, ...]] = {}
         for stepped, key in enumerate(by_key.keys() | judged, 1):
             if stepped % SLICE_CHECK_EVERY == 0 and time.perf_counter() - slice_started >= SLICE_SECONDS:
-                await asyncio.sleep(0)
+                await self._hand_back()
                 slice_started = time.perf_counter()
             if not voice.alert(key):
                 continue  # another replica's: it evaluates and persists it

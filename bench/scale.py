@@ -8,17 +8,22 @@ Side by side in the same run (``--peer``, on by default): the same daemon withou
 of any Python prober: bench/bare_aiohttp.py on uvloop, a fresh connection per request, paced at the
 same probes/s (size / 60 s) against the same nginx, for the same window (CPU only).
 
-Reports, per size and variant, over a steady-state window (after the first runs have been spread out,
-so the window holds every check running on its interval) during which /metrics is scraped every 15 s as
-Prometheus would (the scrapes are part of the load):
+Reports, per size and variant, over a steady-state window (after the first runs have been spread out
+and the daemon has settled — each first run past its deadline, what it built frozen out of the cycle
+collector's sight, monitor/long_lived.py — so the window holds every check running on its interval)
+during which /metrics is scraped every 15 s as Prometheus would (the scrapes are part of the load):
   - average process CPU (share of one core) and RSS (peak sampled each second, and at the end),
   - scheduler lag p50/p99 from the daemon's own integration_monitor_scheduler_lag_seconds histogram,
     over the window only (bucket increase between the first and last scrape, like rate() would),
   - /metrics response time (median and worst of the scrapes, with Prometheus' Accept header, which
     asks for OpenMetrics first; once in the classic text format; once with Accept-Encoding: gzip, as
-    Prometheus sends it by default) and size,
+    Prometheus sends it by default) and size; apart, the first scrape after start (taken as the first
+    runs end, before the daemon has settled: every check's text rendered for the first time),
   - the Slack messages received (chat.postMessage) by the end.
 With ``--runs N`` the variants alternate N times and the table shows medians (min–max).
+``--before TREE``: the daemon of another checkout as it ships too, alternating (PYTHONPATH=TREE);
+``--scrape-every S``: scrape every S seconds instead (not a multiple of the evaluation interval, the
+scrapes fall at every phase of it: what a scrape costs during a full evaluation shows in the worst).
 Targets (issues 7, 16): 10,000 checks < 50% of one core, lag p99 < 100 ms, RSS < 200 MB, /metrics < 250 ms.
 Usage: python bench/scale.py [--sizes 1000 10000] [--seconds 60] [--runs 1] [--no-peer]
 """
@@ -31,6 +36,7 @@ import contextlib
 import functools
 import gzip
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -62,6 +68,10 @@ BUCKET_RE = re.compile(r'^integration_monitor_scheduler_lag_seconds_bucket\{le="
 RUNS_RE = re.compile(r"^integration_probe_runs_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 SCRAPE_EVERY = 15.0  # Prometheus' usual scrape interval (deploy/prometheus/prometheus.yml)
 FIRST_RUN_RATE = 200.0  # the scheduler spreads first runs at this rate (monitor/scheduler.py)
+CHECK_TIMEOUT = 5.0  # config_text's checks
+# The daemon has settled this long after the last first run: its deadline (the timeout and the
+# scheduler's overrun margin, monitor/scheduler.py DEADLINE_OVERRUN), then the freeze (a few seconds).
+SETTLE_SECONDS = CHECK_TIMEOUT + 5.0 + 5.0
 FAILING_EVERY = 100  # one check in this many gets a 401 (probe_down fires at once: Slack messages)
 # The daemon without its alert engine: the default components minus ``alerts`` (monitor/wiring.py).
 WITHOUT_ENGINE = (
@@ -115,7 +125,7 @@ def config_text(url: str, size: int, port: int, slack_api: str) -> str:
         if i % per_integration == 0:
             lines += [f"  vendor{i // per_integration}:", "    checks:"]
         target = denied if i % FAILING_EVERY == FAILING_EVERY - 1 else url
-        lines.append(f'      - {{name: c{i}, kind: http, url: "{target}", interval: 60s, timeout: 5s}}')
+        lines.append(f'      - {{name: c{i}, kind: http, url: "{target}", interval: 60s, timeout: {CHECK_TIMEOUT:g}s}}')
     lines += ["alerting:", f'  slack: {{token: "{TOKEN}", channel: "#alerts", base_url: "{slack_api}"}}']
     return "\n".join(lines) + "\n"
 
@@ -136,7 +146,11 @@ def fake_slack() -> Iterator[FakeSlack]:
         loop.close()
 
 
-def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> dict[str, float]:
+BEFORE = "before: engine + Slack"  # --before
+
+
+def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str, *, before: str | None = None,
+        scrape_every: float = SCRAPE_EVERY) -> dict[str, float]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
@@ -145,24 +159,27 @@ def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> 
         if variant == "no engine":
             command = [sys.executable, "-c", WITHOUT_ENGINE, "run", "-c", str(cfg)]
         posted = len(slack.calls("chat.postMessage"))
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {**os.environ, "PYTHONPATH": before} if variant == BEFORE and before else None
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             metrics_url = f"http://127.0.0.1:{port}/metrics"
             wait_http(f"http://127.0.0.1:{port}/healthz", timeout=600)
             time.sleep(size / FIRST_RUN_RATE + 5)  # first runs spread out: every check is on its interval now
+            _, first_took = scrape(metrics_url)  # the first scrape after start, before the daemon has settled
+            time.sleep(SETTLE_SECONDS - 5)
             text, took = scrape(metrics_url)
             first = lag_buckets(text)
             runs0 = sum(float(v) for v in RUNS_RE.findall(text))
             renders, rss_peak = [took], rss_bytes(proc.pid)
             cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-            next_scrape = t0 + SCRAPE_EVERY
+            next_scrape = t0 + scrape_every
             while (now := time.monotonic()) < t0 + seconds:
                 time.sleep(min(1.0, max(0.0, min(next_scrape, t0 + seconds) - now)))
                 rss_peak = max(rss_peak, rss_bytes(proc.pid))
                 if time.monotonic() >= next_scrape:
                     text, took = scrape(metrics_url)
                     renders.append(took)
-                    next_scrape += SCRAPE_EVERY
+                    next_scrape += scrape_every
             text, took = scrape(metrics_url)
             renders.append(took)
             elapsed = time.monotonic() - t0
@@ -182,6 +199,7 @@ def run(url: str, slack: FakeSlack, size: int, seconds: float, variant: str) -> 
                 "lag_p99_ms": 1000 * histogram_quantile(0.99, window),
                 "metrics_ms": 1000 * statistics.median(renders),
                 "metrics_max_ms": 1000 * max(renders),
+                "metrics_first_ms": 1000 * first_took,
                 "metrics_text_ms": 1000 * plain_took,
                 "metrics_gzip_ms": 1000 * gzip_took,
                 "metrics_kb": len(text.encode()) / 1024,
@@ -234,17 +252,22 @@ def measure_sizes(
 def main() -> None:
     parser = sizes_parser(__doc__, sizes=[1000, 10000], seconds=60.0,
                           seconds_help="steady-state window (≥ one 60 s interval)")
+    parser.add_argument("--before", help="another checkout: its daemon as it ships too, alternating")
+    parser.add_argument("--scrape-every", type=float, default=SCRAPE_EVERY, help="seconds between scrapes")
     args = parser.parse_args()
+    variants = (*(VARIANTS if args.peer else VARIANTS[:1]), *((BEFORE,) if args.before else ()))
     results = measure_sizes(
-        args, VARIANTS if args.peer else VARIANTS[:1],
-        lambda url, slack, size, variant: run(url, slack, size, args.seconds, variant),
+        args, variants,
+        lambda url, slack, size, variant: run(url, slack, size, args.seconds, variant, before=args.before,
+                                              scrape_every=args.scrape_every),
         also=(lambda url, size: (CEILING, ceiling(url, size, args.seconds))) if args.peer else None,
     )
     columns = [
         ("probes/s", "probes_per_s", "{:.0f}"), ("CPU % core", "cpu_share", "{:.1%}"),
         ("RSS MB peak", "rss_peak_mb", "{:.0f}"), ("lag p50 ms", "lag_p50_ms", "{:.1f}"),
         ("lag p99 ms", "lag_p99_ms", "{:.1f}"), ("/metrics ms", "metrics_ms", "{:.0f}"),
-        ("(worst)", "metrics_max_ms", "{:.0f}"), ("text ms", "metrics_text_ms", "{:.0f}"),
+        ("(worst)", "metrics_max_ms", "{:.0f}"), ("first after start ms", "metrics_first_ms", "{:.0f}"),
+        ("text ms", "metrics_text_ms", "{:.0f}"),
         ("gzip ms", "metrics_gzip_ms", "{:.0f}"),
         ("/metrics KB", "metrics_kb", "{:.0f}"), ("Slack msgs", "slack_messages", "{:.0f}"),
     ]

@@ -16,15 +16,21 @@ checks change between two scrapes 15 s apart, as in the daemon. curl scrapes it 
 ``--turn-ms X``: instead of the probe load, every turn of the loop takes X ms (asleep: no CPU), the model
 of a loop starved or busy; the scrape then takes about (turns it waits for) x X, and the table counts
 those turns: what the number of pieces and of socket drains costs, on any machine.
+``--evaluating US``: each scrape of the daemon's handler is taken twice, once alone and once with a
+simulated full alert evaluation of US µs of CPU per check started as the handler starts, in slices of
+5 ms that hand the loop back as the engine does (through the tree's ``scrape_priority`` when it has
+one): the scrape's time with an evaluation running, the evaluation's (wall), and how many of its slices
+ran while the scrape was being written (a count: does not move with the machine's load).
 ``--no-load``: no probe load (the scrape's own CPU, quiet); ``--buckets``: the per-check histogram's
 bounds (``monitor.probe_duration_buckets``; an empty list: only count, sum and +Inf).
-Usage: python bench/scrape.py [--checks 10000 50000] [--scrapes 5] [--probe-ms 0.6] [--no-load]
+Usage: python bench/scrape.py [--checks 10000 50000] [--scrapes 5] [--probe-ms 0.6] [--no-load] [--evaluating 30]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
 
 # gzip: the daemon's own (level 1, in a thread); the ceiling's is aiohttp's enable_compression (level 6).
 VARIANTS = ("as it ships", "as it ships, gzip", "ceiling: pre-rendered, one write", "ceiling, aiohttp gzip")
+DURING = "as it ships, during a full evaluation"  # --evaluating
 
 
 def burn(seconds: float) -> None:
@@ -75,10 +82,12 @@ def populated(checks: int, buckets: tuple[float, ...] | None) -> tuple[Metrics, 
     return metrics, record
 
 
-async def worker(checks: int, port: int, probe_ms: float, turn_ms: float, buckets: tuple[float, ...] | None) -> None:
+async def worker(checks: int, port: int, probe_ms: float, turn_ms: float, buckets: tuple[float, ...] | None,
+                 evaluation_us: float) -> None:
     from aiohttp import web
 
     from integration_kit.redact import Redactor
+    from monitor import server as daemon_server
     from monitor.server import HttpServer
 
     metrics, record = populated(checks, buckets)
@@ -93,7 +102,19 @@ async def worker(checks: int, port: int, probe_ms: float, turn_ms: float, bucket
         def api_token(self) -> None:
             return None
 
-    state = {"worst_gap": 0.0, "load": probe_ms > 0, "next": 0, "turns": 0}
+    state = {"worst_gap": 0.0, "load": probe_ms > 0, "next": 0, "turns": 0, "evaluated_ms": 0.0, "armed": False,
+             "scraping": False, "slices_during": 0}
+    priority = getattr(metrics, "scrape_priority", None)  # (a tree from before it hands back with sleep(0))
+    hand_back = priority.hand_back if priority is not None else functools.partial(asyncio.sleep, 0)
+
+    async def evaluation() -> None:  # --evaluating: a full pass's CPU in slices of 5 ms, as the engine hands back
+        started, left = time.perf_counter(), checks * evaluation_us / 1e6
+        while left > 0:
+            burn(min(0.005, left))
+            left -= 0.005
+            state["slices_during"] += state["scraping"]
+            await hand_back()
+        state["evaluated_ms"] = 1000 * (time.perf_counter() - started)
     loop = asyncio.get_running_loop()
 
     def other_work() -> None:  # --turn-ms: every turn of the loop takes that long (asleep: no CPU)
@@ -125,8 +146,29 @@ async def worker(checks: int, port: int, probe_ms: float, turn_ms: float, bucket
     async def stats(request: web.Request) -> web.Response:  # ?load=0|1 pauses or resumes the probe load
         if "load" in request.query:
             state["load"] = request.query["load"] == "1" and probe_ms > 0
+        if "evaluate" in request.query:  # with the next scrape
+            state["armed"] = True
+            return web.json_response({})
         worst, turns, state["worst_gap"], state["turns"] = state["worst_gap"], state["turns"], 0.0, 0
-        return web.json_response({"worst_gap": worst, "turns": turns})
+        slices, state["slices_during"] = state["slices_during"], 0
+        return web.json_response({"worst_gap": worst, "turns": turns, "evaluated_ms": state["evaluated_ms"],
+                                  "evaluating": bool(evaluations), "slices_during": slices})
+
+    evaluations: set[asyncio.Task[None]] = set()
+    handler = daemon_server.metrics
+
+    async def scraped(request: web.Request) -> web.StreamResponse:  # the daemon's handler, and what ran meanwhile
+        if state["armed"]:
+            state["armed"] = False
+            evaluations.add(task := asyncio.create_task(evaluation()))
+            task.add_done_callback(evaluations.discard)
+        state["scraping"] = True
+        try:
+            return await handler(request)
+        finally:
+            state["scraping"] = False
+
+    daemon_server.metrics = scraped  # (core_routes() reads it when the server starts)
 
     content = metrics.exposition(PROMETHEUS_ACCEPT)[1]
     body = b"".join(content)
@@ -153,11 +195,20 @@ def scrape(base: str, pid: int, variant: str) -> dict[str, float]:
         command[1:1] = ["--compressed"]
     get(base + "/stats")
     cpu0 = cpu_seconds(pid)
+    if variant == DURING:
+        get(base + "/stats?evaluate=1")
     took, size = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
     cpu = cpu_seconds(pid) - cpu0
     after = get(base + "/stats")
-    return {"wall_ms": 1000 * float(took), "cpu_ms": 1000 * cpu, "bytes": float(size),
-            "held_ms": 1000 * after["worst_gap"], "turns": after["turns"]}
+    got = {"wall_ms": 1000 * float(took), "cpu_ms": 1000 * cpu, "bytes": float(size),
+           "held_ms": 1000 * after["worst_gap"], "turns": after["turns"]}
+    if variant == DURING:
+        got["slices_during"] = after["slices_during"]
+        while after["evaluating"]:
+            time.sleep(0.05)
+            after = get(base + "/stats")
+        got["evaluated_ms"] = after["evaluated_ms"]
+    return got
 
 
 def load_cpu(pid: int, seconds: float = 2.0) -> float:
@@ -171,7 +222,8 @@ def start_worker(checks: int, args: argparse.Namespace, source: str | None) -> t
     """A worker on this tree's code, or on another checkout's (``source``: the ``--before`` tree)."""
     port = free_port()
     command = [sys.executable, __file__, "--worker", str(checks), "--port", str(port),
-               "--probe-ms", str(0 if args.no_load or args.turn_ms else args.probe_ms), "--turn-ms", str(args.turn_ms)]
+               "--probe-ms", str(0 if args.no_load or args.turn_ms else args.probe_ms), "--turn-ms", str(args.turn_ms),
+               "--evaluating", str(args.evaluating)]
     if args.buckets is not None:
         command += ["--buckets", *map(str, args.buckets)]
     env = {**os.environ, "PYTHONPATH": source} if source else None
@@ -197,9 +249,12 @@ def measure(checks: int, args: argparse.Namespace) -> dict[str, list[dict[str, f
                 get(base + "/stats?load=1")
                 time.sleep(2)
                 share = load_cpu(proc.pid)
-                for variant in VARIANTS if not label else VARIANTS[:2]:
+                variants = VARIANTS if not label else VARIANTS[:2]
+                for variant in (*variants, DURING) if args.evaluating else variants:
                     got = scrape(base, proc.pid, variant)
                     got["cpu_ms"] -= share * got["wall_ms"]  # the probe load's CPU over the same time
+                    if variant == DURING:
+                        got["cpu_ms"] = float("nan")  # the evaluation's CPU is in it, until it ends
                     got["load"] = share
                     results.setdefault(label + variant, []).append(got)
                     time.sleep(args.every)
@@ -214,15 +269,17 @@ def measure(checks: int, args: argparse.Namespace) -> dict[str, list[dict[str, f
 def offline(checks: int, buckets: tuple[float, ...] | None) -> str:
     """What does not depend on the loop: pieces of a page, its rendering CPU, gzip at levels 1 and 6."""
     metrics, record = populated(checks, buckets)
-    b"".join(metrics.exposition(PROMETHEUS_ACCEPT)[1])  # the scrape before: each histogram's text kept
+    t0 = time.process_time()
+    b"".join(metrics.exposition(PROMETHEUS_ACCEPT)[1])  # the first scrape: every histogram's text rendered, kept
+    first = time.process_time() - t0
     for i in range(checks // 4):  # a quarter of the checks ran since the last scrape
         record(i)
     t0 = time.process_time()
     pieces = list(metrics.exposition(PROMETHEUS_ACCEPT)[1])
     render = time.process_time() - t0
     body = b"".join(pieces)
-    out = (f"{checks:,} checks offline: {len(pieces)} pieces, rendering {1000 * render:.0f} ms CPU, "
-           f"{len(body) / 1e6:.1f} MB")
+    out = (f"{checks:,} checks offline: {len(pieces)} pieces, rendering {1000 * render:.0f} ms CPU (the first "
+           f"scrape after start: {1000 * first:.0f} ms), {len(body) / 1e6:.1f} MB")
     for level in (1, 6):
         t0 = time.process_time()
         size = len(zlib.compress(body, level))
@@ -234,6 +291,13 @@ def cell(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
+def evaluated(runs: list[dict[str, float]]) -> str:
+    if "evaluated_ms" not in runs[0]:
+        return ""
+    return (f"{cell([r['evaluated_ms'] for r in runs], '{:.0f}')}, "
+            f"{cell([r['slices_during'] for r in runs], '{:.0f}')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checks", type=int, nargs="+", default=[10000, 50000])
@@ -243,6 +307,8 @@ def main() -> None:
     parser.add_argument("--no-load", action="store_true", help="no probe load: the scrape alone")
     parser.add_argument("--turn-ms", type=float, default=0.0,
                         help="instead of the probe load, every turn of the loop takes this long (asleep)")
+    parser.add_argument("--evaluating", type=float, default=0.0,
+                        help="µs of CPU per check of a simulated full evaluation started with a scrape")
     parser.add_argument("--buckets", type=float, nargs="*", help="the per-check histogram's bounds")
     parser.add_argument("--before", help="another checkout (e.g. main's worktree): its handler, interleaved")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
@@ -252,20 +318,22 @@ def main() -> None:
         import uvloop
 
         buckets = tuple(args.buckets) if args.buckets is not None else None
-        uvloop.run(worker(args.worker, args.port, args.probe_ms, args.turn_ms, buckets))
+        uvloop.run(worker(args.worker, args.port, args.probe_ms, args.turn_ms, buckets, args.evaluating))
         return
     require("curl")
     print(f"pid {os.getpid()}; {args.scrapes} scrapes per variant, interleaved, medians (min–max)")
     print("| checks | variant | scrape ms (wall) | scrape CPU ms | loop held ms (worst) | MB sent | probe load % "
-          "| loop turns |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| loop turns | evaluation: wall ms, slices during the scrape |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for checks in args.checks:
         for variant, runs in measure(checks, args).items():
             print(f"| {checks:,} | {variant} | {cell([r['wall_ms'] for r in runs], '{:.0f}')} | "
                   f"{cell([r['cpu_ms'] for r in runs], '{:.0f}')} | {cell([r['held_ms'] for r in runs], '{:.1f}')} | "
                   f"{statistics.median(r['bytes'] for r in runs) / 1e6:.1f} | "
                   f"{cell([100 * r['load'] for r in runs], '{:.0f}')} | "
-                  f"{cell([r['turns'] for r in runs], '{:.0f}') if args.turn_ms else ''} |", flush=True)
+                  f"{cell([r['turns'] for r in runs], '{:.0f}') if args.turn_ms else ''} | "
+                  f"{evaluated(runs)} |",
+                  flush=True)
     for checks in args.checks:
         print(offline(checks, tuple(args.buckets) if args.buckets is not None else None))
 

@@ -19,6 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from integration_kit.traffic import LATENCY_BOUNDS
 from monitor import __version__
 from monitor.probe_series import ProbeSeries
+from monitor.scrape_priority import ScrapePriority
 
 # No ``*_created`` series: they would add one series per counter/histogram child (10,000 checks → tens
 # of thousands of lines per scrape) that no dashboard or rule here reads. Process-wide by design.
@@ -49,6 +50,8 @@ class Metrics:
         # monitor/probe_series.py: one collector, rendered fast; see there why).
         # ``duration_buckets``: monitor.probe_duration_buckets (each bound is one series per check).
         self.probes = ProbeSeries(tuple(duration_buckets), registry=r)
+        # A scrape being written goes before the alert evaluation's slices (monitor/scrape_priority.py).
+        self.scrape_priority = ScrapePriority()
         self.probe_backoff = Gauge(
             "integration_probe_quota_backoff",
             "1 while this integration's probes run slower because a quota is nearly used up", ("integration",),

@@ -69,7 +69,14 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     # Rendered piece by piece on the event loop, each written out as soon as it is ready: thousands of
     # series never hold the loop for long (a render thread would, through the GIL), and the whole page is
     # never in memory at once.
-    content_type, pieces = request.app[MONITOR].metrics.exposition(request.headers.get("Accept", ""))
+    # While it is written, the alert evaluation's slices wait (monitor/scrape_priority.py).
+    exported = request.app[MONITOR].metrics
+    with exported.scrape_priority.writing():
+        return await _write_metrics(request, exported)
+
+
+async def _write_metrics(request: web.Request, exported: Metrics) -> web.StreamResponse:
+    content_type, pieces = exported.exposition(request.headers.get("Accept", ""))
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     gzip = gzip_accepted(request.headers.get("Accept-Encoding", ""))  # Prometheus asks for it by default
     if gzip:

@@ -86,6 +86,7 @@ def alerts(services: Services) -> Component:
         quota_source=QuotaReadings(quota_service) if isinstance(quota_service, QuotaService) else None,
         ownership=services.placement,
         redis_health=services.redis_health,
+        hand_back=services.metrics.scrape_priority.hand_back,  # a scrape being written goes first
     )
     services.placement.on_change(lambda change: engine.ownership_changed(change.integrations_gained,
                                                                        change.integrations_lost))
