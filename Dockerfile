@@ -16,7 +16,7 @@ COPY integration_kit ./integration_kit
 COPY monitor ./monitor
 COPY checks ./checks
 COPY alerts ./alerts
-# Wheels of the project and every dependency (all ship manylinux wheels, uvloop included: no compiler
+# Wheels of the project and every dependency (all ship manylinux wheels, uvloop and isal included: no compiler
 # needed), then a venv installed from those wheels only (--no-index: no name can come from elsewhere).
 RUN python -m pip wheel --wheel-dir /wheels ".[speed]" \
  && python -m venv /opt/venv \

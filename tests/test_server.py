@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ from targets import Target
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
+from monitor import server
 from monitor.app import App
 from monitor.component import Services
 from monitor.metrics import Metrics
@@ -81,10 +83,17 @@ async def test_metrics_honours_openmetrics_accept(daemon: App) -> None:
     assert body.rstrip().endswith("# EOF")
 
 
-async def test_metrics_gzip_only_when_the_scraper_accepts_it(daemon: App) -> None:
+@pytest.mark.parametrize("codec", ["speed extra", "zlib"])
+async def test_metrics_gzip_only_when_the_scraper_accepts_it(
+    daemon: App, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Prometheus sends ``Accept-Encoding: gzip``: the page comes compressed, and decompresses to the page
     a scraper without gzip gets (same series: values move between two scrapes, and a run in between may
-    only add series, e.g. a new phase)."""
+    only add series, e.g. a new phase). By ISA-L with the speed extra installed (as here), by zlib without."""
+    if codec == "zlib":
+        monkeypatch.setattr(server, "gzip_codec", zlib)
+    else:
+        assert server.gzip_codec.__name__ == "isal.isal_zlib", "the speed extra compresses with ISA-L"
     url = f"{daemon.server.url}/metrics"
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         bodies = {}
