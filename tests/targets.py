@@ -7,7 +7,11 @@ Reply(json={...}))`` and the first request gets a 503, every later one the JSON.
 its headers, drip its body, stream a large body, declare a length and close the connection early, close
 without answering at all, or echo the request back (``echo``). Every request is recorded
 (``target.hits(path)``) with its arrival time on the monotonic clock, headers, query and body; streamed
-bytes are counted (``target.bytes_sent``).
+bytes are counted (``target.bytes_sent``). ``target.answered(path)`` counts the requests whose reply (or
+scripted close) was given: a client that gave up on a delayed reply leaves it uncounted, which is how a
+test shows that a deadline, not the vendor's answer, ended a wait. The server runs on the test's event
+loop, whose timers fire in the order they are due: a client's deadline due seconds before the reply is met
+first, however late a loaded machine wakes the loop.
 
 ``SilentServer`` accepts TCP connections and never says a byte (a TLS handshake or a response that
 never comes); ``closed_port()`` gives a port nothing listens on; ``tls_server_context()`` makes a
@@ -110,6 +114,7 @@ class Target(LoopbackApp):
         self._ssl = ssl_context
         self._routes: dict[str, list[Reply]] = {"/ok": [Reply(json=DOC)]}
         self._served: dict[str, int] = defaultdict(int)
+        self._answered: dict[str, int] = defaultdict(int)
         self._hits: list[Hit] = []
         self.bytes_sent: dict[str, int] = defaultdict(int)
 
@@ -127,6 +132,10 @@ class Target(LoopbackApp):
     def hits(self, path: str | None = None) -> list[Hit]:
         return [h for h in self._hits if path is None or h.path == path]
 
+    def answered(self, path: str) -> int:
+        """Requests to ``path`` whose scripted reply was given (after its ``delay``)."""
+        return self._answered[path]
+
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
 
@@ -142,6 +151,7 @@ class Target(LoopbackApp):
         self._served[path] += 1
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        self._answered[path] += 1
         if reply.close_before_response:
             assert request.transport is not None
             request.transport.close()

@@ -208,7 +208,10 @@ async def test_slow_token_endpoint_times_out_within_the_check_deadline(vendor: O
     result = await Daemonish(check).run(check)
     assert result.error_class is E.TIMEOUT
     assert result.detail.startswith("timeout: token endpoint: no token within"), result.detail
-    assert 0.35 < result.phases["token"] < 1.5
+    assert result.phases["token"] > 0.35
+    # The deadline ended the token request, not the vendor's answer (no token was issued: it would come 1.6 s
+    # after the deadline, on this loop); a bound on seconds would measure the machine.
+    assert vendor.token_requests and vendor.issued == []
     assert vendor.api_hits == []
 
 

@@ -186,7 +186,10 @@ async def test_timeout_waiting_for_headers(target: Target) -> None:
     url = target.route("/stall", Reply(delay=5))
     result = await run(make_check(url, timeout="500ms"))
     assert_timed_out(result, "no response headers", 500)
-    assert 0.45 <= result.total_duration < 1.5
+    assert result.total_duration >= 0.45
+    # The deadline ended the wait, not the vendor's answer (the target runs on this loop: the deadline, due
+    # first, is met first however late the loop wakes; a bound on seconds would measure the machine).
+    assert target.answered("/stall") == 0
 
 
 async def test_probes_sharing_one_deadlines_each_end_at_their_own(target: Target) -> None:
@@ -215,8 +218,7 @@ async def test_timeout_slow_drip_body(target: Target) -> None:
     assert_timed_out(result, "body not complete", 700)
     assert result.detail.endswith(f" ({result.body_bytes} bytes read)"), result.detail
     assert result.status_code == 200
-    assert result.body_bytes is not None and 0 < result.body_bytes < 100
-    assert result.total_duration < 1.5
+    assert result.body_bytes is not None and 0 < result.body_bytes < 100  # the deadline, not the body's end
 
 
 async def test_disconnected_mid_body(target: Target) -> None:

@@ -54,21 +54,24 @@ async def test_retry_after_is_honoured(target: Target) -> None:
 async def test_retries_stop_at_the_deadline(target: Target) -> None:
     url = target.route("/down", Reply(status=503, headers={"Retry-After": "0.3"}))
     kit = vendor(retry=RetryPolicy(attempts=50, backoff=0.01, max_backoff=0.05), timeout=1.15)
-    started = time.monotonic()
+    called = time.monotonic()  # the loop's clock, the deadline's
     async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
         with pytest.raises(CallError) as caught:
             await http.get(url)
-    elapsed = time.monotonic() - started
+    ended = time.monotonic()
     err = caught.value
     assert err.error_class is ErrorClass.HTTP_5XX and err.retryable and err.status == 503
-    # 0.3 s apart: attempts at 0, 0.3, 0.6, 0.9; the next wait would end at 1.2, past the 1.15 s deadline.
-    # Both sides of that decision have 0.25 s to spare for a loaded machine's late wake-ups (with 0.1 s,
-    # the fourth attempt once woke 62 ms past a 1 s deadline).
+    # Judged by the attempts the vendor saw, not by the machine's speed (a loaded machine wakes late: the
+    # fourth attempt once woke 62 ms past a 1 s deadline; a bound on the call's seconds measures the machine).
+    # Retry-After honoured: 0.3 s apart at least, so the 1.15 s deadline leaves room for four attempts at most
+    # (0, 0.3, 0.6, 0.9; the next wait would end at 1.2) where 50 were allowed; fewer if the loop woke late.
     hits = target.hits("/down")
-    assert err.attempts == len(hits) == 4
+    assert err.attempts == len(hits) <= 4
     assert all(later.at - earlier.at >= 0.3 for earlier, later in itertools.pairwise(hits))
-    assert elapsed < 1.15
-    assert "(4 attempts)" in str(err)
+    # And it gave up for the deadline, not before: one more wait would have ended at or past it. (That no wait
+    # runs past the deadline is the retry runner's decision, tested on a fake clock in test_retry.py.)
+    assert ended + 0.3 >= called + 1.15
+    assert f"({len(hits)} attempts)" in str(err)
 
 
 async def test_a_non_retryable_failure_raises_once_with_the_request_redacted(target: Target, caplog) -> None:
@@ -123,13 +126,12 @@ async def test_the_body_is_checked_like_a_probe_checks_it(
 async def test_a_hanging_vendor_is_a_timeout_within_the_deadline(target: Target) -> None:
     url = target.route("/slow", Reply(json={}, delay=3.0))
     kit = vendor(timeout=0.5)
-    started = time.monotonic()
     async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
         with pytest.raises(CallError) as caught:
             await http.get(url)
     assert caught.value.error_class is ErrorClass.TIMEOUT
     assert caught.value.detail.startswith("timeout: no response headers within")
-    assert time.monotonic() - started < 1.5
+    assert target.hits("/slow") and target.answered("/slow") == 0  # the deadline ended the wait, not the vendor
 
 
 async def test_a_refused_connection_is_retried_then_raised_as_connect() -> None:

@@ -70,10 +70,10 @@ async def test_network_failures_get_the_probes_classes(target: Target) -> None:
     target.route("/slow", Reply(json={}, delay=2.0))
     kit = SyncIntegration("payments", retry=RetryPolicy(attempts=2, backoff=0.01), timeout=0.5)
     http = session_for(kit, "http://127.0.0.1")
-    started = time.monotonic()
     with pytest.raises(CallError) as slow:
         await asyncio.to_thread(http.get, target.url("/slow"))
-    assert slow.value.error_class is ErrorClass.TIMEOUT and time.monotonic() - started < 1.5
+    assert slow.value.error_class is ErrorClass.TIMEOUT
+    assert target.hits("/slow") and target.answered("/slow") == 0  # the deadline ended the wait, not the vendor
     with pytest.raises(CallError) as refused:
         await asyncio.to_thread(http.get, f"http://127.0.0.1:{closed_port()}/")
     assert (refused.value.error_class, refused.value.attempts) == (ErrorClass.CONNECT, 2)
