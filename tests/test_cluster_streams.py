@@ -180,7 +180,10 @@ async def test_a_result_whose_integration_moved_on_while_it_travelled_is_passed_
     # the other on to a, and keeps one that was passed on once already rather than send it round again.
     batch = [(result(at_a, 0), 0), (result(at_b, 1), 0), (result(at_a, 2), 1), (result(at_a, 3), 0)]
     await shared_redis.xadd(b.streams.stream("b"), {"s": "stale", "q": 0, "n": 4, "b": encode_batch(batch, Redactor())})
-    await wait_until(lambda: len(a.recorded) == 2 and len(b.recorded) == 2, within=10, what="results to settle")
+    # b counts what it passed on once Redis confirmed its flush, and a may read the entry before b has that
+    # answer (Redis hands a its blocked read as it runs b's XADD): wait for both ends, not for a alone.
+    await wait_until(lambda: len(a.recorded) == 2 and len(b.recorded) == 2 and b.count("sent") > 0, within=10,
+                     what="results to settle and b's flush to be confirmed")
     assert a.runs(at_a) == [0, 3] and b.runs(at_b) == [1] and b.runs(at_a) == [2]
     assert (b.count("received"), b.count("sent"), a.count("received")) == (4, 2, 2)
 

@@ -205,12 +205,15 @@ async def test_ledger_from_any_settings_object(shared_redis: redis.asyncio.Redis
 async def test_a_handler_that_died_holding_a_claim_frees_the_event_after_the_lease(
     shared_redis: redis.asyncio.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dying = WebhookLedger(shared_redis, integration="acme", prefix=prefix, lease=0.2)
+    dying = WebhookLedger(shared_redis, integration="acme", prefix=prefix, lease=1.0)
     other = WebhookLedger(shared_redis, integration="acme", prefix=prefix)
     stuck = dying.claim("evt_1")
     assert await stuck.__aenter__() is True  # the process "dies" here: no exit, no release
     assert await other.mark_processed("evt_1") is False
-    await asyncio.sleep(0.3)
+    # Wait what Redis says is left of the lease, not a guess of seconds (a 0.2 s lease and a 0.3 s sleep: on a
+    # loaded machine the lease could run out before the check above).
+    left_ms = await shared_redis.pttl(event_key("acme", "evt_1", prefix))
+    await asyncio.sleep((left_ms + 1) / 1000)
     assert await other.mark_processed("evt_1") is True
     with caplog.at_level(logging.WARNING, logger="integration_kit.webhooks"):
         await stuck.__aexit__(None, None, None)  # it finishes late: the other claim stays
