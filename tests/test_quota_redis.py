@@ -104,6 +104,7 @@ async def test_limits_moving_window_matches_the_library(shared_redis, storage, t
     item = limits.RateLimitItemPerSecond(5, 1)
     for _ in range(3):
         assert limiter.hit(item, tag)
+    first_three_stamped_by = time.time()  # the library stamps its entries with this clock
     cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
 
     reading = await read(shared_redis, cfg)  # every entry inside the window: one round trip for the keys
@@ -112,11 +113,13 @@ async def test_limits_moving_window_matches_the_library(shared_redis, storage, t
     assert abs(reset_at(reading) - stats.reset_time) <= 1.0
     assert not reading.fixed_window
 
-    # One more entry 0.6 s later (the key's TTL starts again), then the first three leave the window
-    # while the key lives on: the oldest entry is stale, so a follow-up LRANGE counts the live ones.
-    await asyncio.sleep(0.6)
+    # One more entry 0.8 s later (the key's TTL starts again), then the first three leave the window
+    # while the key lives on: the oldest entry is stale, so a follow-up LRANGE counts the live ones. The read
+    # comes as soon as the first three are out by their stamps, which leaves the fourth 0.8 s in the window
+    # for a loaded machine's late wake-ups (two fixed sleeps, 0.6 s then 0.55 s, left it 0.45 s).
+    await asyncio.sleep(0.8)
     assert limiter.hit(item, tag)
-    await asyncio.sleep(0.55)
+    await asyncio.sleep(max(0.0, first_three_stamped_by + 1.01 - time.time()))
     reading = await read(shared_redis, cfg)
     stats = limiter.get_window_stats(item, tag)
     assert reading.observation.used == 1 and remaining(reading) == stats.remaining == 4
