@@ -215,13 +215,18 @@ async def test_membership_one_id_one_process(client: redis.asyncio.Redis) -> Non
 
 
 async def test_membership_leases_run_out_and_backoff_announcements_fade(client: redis.asyncio.Redis) -> None:
-    short = ClusterConfig(replica_id="a", key_prefix=client.prefix, heartbeat=0.1, ttl=0.3)  # type: ignore[attr-defined]
+    short = ClusterConfig(replica_id="a", key_prefix=client.prefix, heartbeat=0.1, ttl=1.0)  # type: ignore[attr-defined]
     a = Membership(client, short)
     b = Membership(client, short.model_copy(update={"replica_id": "b"}))
     await a.beat(backoff={"stripe": Backoff(factor=4, reason="quota api at 93%")})
     seen = await b.beat()
     assert seen.backoff == {"stripe": Backoff(factor=4, reason="quota api at 93%")}
-    await asyncio.sleep(0.4)
+    # a's lease waited out by Redis' clock, the one leases are kept by, not a guess of seconds (a 0.3 s lease
+    # and a 0.4 s sleep: on a loaded machine the lease could run out before b's beat above).
+    lease_end_ms = await client.zscore(f"{client.prefix}members", "a")  # type: ignore[attr-defined]
+    assert lease_end_ms is not None
+    seconds, micros = await client.time()
+    await asyncio.sleep(max(0.0, lease_end_ms / 1000 - seconds - micros / 1e6) + 0.01)
     later = await b.beat()
     assert [m.id for m in later.members] == ["b"] and later.backoff == {}
 
