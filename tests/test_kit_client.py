@@ -60,7 +60,10 @@ async def test_retries_stop_at_the_deadline(target: Target) -> None:
             await http.get(url)
     ended = time.monotonic()
     err = caught.value
-    assert err.error_class is ErrorClass.HTTP_5XX and err.retryable and err.status == 503
+    # The vendor's 503; or the deadline's timeout if a loaded machine still had the last attempt in flight then
+    # (the deadline ends an attempt too: it had 0.25 s for an answer that comes at once).
+    assert (err.error_class, err.status) in {(ErrorClass.HTTP_5XX, 503), (ErrorClass.TIMEOUT, None)}, err
+    assert err.retryable
     # Judged by the attempts the vendor saw, not by the machine's speed (a loaded machine wakes late: the
     # fourth attempt once woke 62 ms past a 1 s deadline; a bound on the call's seconds measures the machine).
     # Retry-After honoured: 0.3 s apart at least, so the 1.15 s deadline leaves room for four attempts at most
