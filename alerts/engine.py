@@ -37,7 +37,7 @@ from alerts.rules import RULES, Condition, RuleInput
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence
 from alerts.state import AlertState, judged_until
-from alerts.stats import QuotaReading, Stats
+from alerts.stats import EXACT_BELOW_BUCKETS, QuotaReading, Stats
 from alerts.stepping import SLICE_SECONDS, HandBack, Stepper, next_turn
 from alerts.store import AlertStore
 from alerts.store_sync import STORE_TIMEOUT, StoreSync
@@ -118,6 +118,7 @@ class AlertEngine:
         self._memory = StoreSync(self.store, self.silence_book, redactor=redactor)
         self._redis_health = redis_health
         self.stats = Stats(max_window=_max_window(config))
+        self.stats.keep_exact(_exact_window(config, self.stats.bucket_seconds))
         self._facts: dict[str, dict[str, float]] = {}
         self.traffic: dict[str, TrafficStats] = {}  # real-traffic calls by integration (add_traffic)
         self._health = HealthSampler(metrics)
@@ -211,6 +212,7 @@ class AlertEngine:
         if self.stats.resize(longest):
             log.info("alert statistics: a longer window is configured; history kept in buckets of %gs "
                      "instead of %gs", self.stats.bucket_seconds, old_width)
+        self.stats.keep_exact(_exact_window(config, self.stats.bucket_seconds))
         for traffic in self.traffic.values():
             traffic.max_window = longest
         for gone in set(self.traffic) - set(config.integrations):
@@ -435,4 +437,17 @@ def _max_window(cfg: ConfigView) -> float:
         rules = icfg.alerts
         longest = max(longest, rules.error_rate.window, rules.latency.window,
                       *(w.long for w in rules.error_rate.windows))
+    return longest
+
+
+def _exact_window(cfg: ConfigView, bucket_seconds: float) -> float:
+    """How far back runs are kept one by one: as far as the windows that must be exact reach — a latency
+    window (its quantile needs every run), and the error-rate windows shorter than ``EXACT_BELOW_BUCKETS``
+    buckets (one bucket more would be a large part of them). Longer ones are counted from buckets."""
+    counted_from = EXACT_BELOW_BUCKETS * bucket_seconds
+    longest = 0.0
+    for icfg in cfg.integrations.values():
+        rule = icfg.alerts.error_rate
+        windows = (rule.window, *(w.long for w in rule.windows), *(w.short for w in rule.windows))
+        longest = max(longest, icfg.alerts.latency.window, *(w for w in windows if w < counted_from))
     return longest

@@ -1,17 +1,22 @@
 """Window statistics fed from CheckResults: what the (pure) rules read.
 
-Memory is bounded per check: a ring of the last ``raw_capacity`` runs (exact windows, latency quantiles,
-the last failing request) plus a ring of fixed-width time buckets (run and error counts per class) for
-windows longer than the raw ring covers — the day-long burn-rate windows. ``on_result`` is O(1). The
-buckets are sized for the longest configured window; a reload that configures a longer one widens them,
-merging what they hold (``Stats.resize``), so that window is not silently judged on a truncated history.
+Memory is bounded per check: a raw ring of the runs one by one (exact windows, latency quantiles) and a
+ring of fixed-width time buckets (run and error counts per class, ``alerts/bucket_ring.py``) for the
+windows longer than the raw ring reaches. The raw ring keeps the runs as far back as the windows that
+must be exact reach (``Stats.exact_window``: the latency window, and the error-rate windows shorter than
+``EXACT_BELOW_BUCKETS`` buckets; 1 h with the default rules), at most ``raw_capacity`` of them. So with
+the defaults the 5 m, 30 m and 1 h windows are exact, and the 2 h, 6 h and 1 d windows are counted from
+buckets of 3 minutes, which may count up to one bucket more at their old end (≤ 2.5 % of the window).
+``on_result`` is O(1). The buckets are sized for the longest configured window; a reload that configures
+a longer one widens them, merging what they hold (``Stats.resize``), so that window is not silently judged
+on a truncated history.
 
-A window is counted without walking it (an evaluation asks every check for six windows, each up to 720
+A window is counted without walking it (an evaluation asks every check for six windows, each hundreds of
 runs or 480 buckets deep: that walk was 90 % of an evaluation): runs are found by bisecting their start
 times, errors by bisecting the start times of the failed runs, and buckets carry running sums. Only a
 window with errors in it is walked, for its error classes. A run reported out of order (a slow run
-finishing after a later one) makes the ring unsorted; while it is in the ring, windows are walked
-(``_scan``), which gives the same answer.
+finishing after a later one) makes the raw ring unsorted; while it is in the ring, windows of the raw
+ring are walked (``_scan``), which gives the same answer (the buckets' sums take such a run in as it comes).
 
 A window answers with what is known: after a restart the rings are empty, and rules see too few samples
 and leave their alerts as they are (rather than resolving them for lack of data).
@@ -21,15 +26,19 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from alerts.bucket_ring import CLASS_NAMES, BucketRing, class_code
 from integration_kit.results import CheckResult
 
 RAW_CAPACITY = 720  # 6 h of a 30 s probe, 2 h of a 10 s one
 MAX_BUCKETS = 480
+# A window at least this many buckets long is counted from buckets (at most 1/40 more than the window);
+# shorter ones from the runs themselves (alerts/engine.py keeps them as far back as those reach).
+EXACT_BELOW_BUCKETS = 40
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,44 +70,29 @@ class QuotaReading:
         return self.used / self.limit if self.limit else 0.0
 
 
-# Error classes as small numbers in the rings (0: the run succeeded). Error classes are a closed set
-# (integration_kit.errors.ErrorClass, plus "unknown"), so the table stays small.
-_CLASS_NAMES: list[str] = [""]
-_CLASS_CODES: dict[str, int] = {}
-_NO_LATENCY = math.nan  # a run that got no response
-
-
-def _class_code(error: str) -> int:
-    code = _CLASS_CODES.get(error)
-    if code is None:
-        code = _CLASS_CODES[error] = len(_CLASS_NAMES)
-        _CLASS_NAMES.append(error)
-    return code
+# Latencies in whole microseconds (4 bytes instead of 8; longer than 71 minutes reads as 71 minutes): a
+# latency rule's verdict differs from the exact one only for a quantile within half a microsecond of its
+# threshold, and the text shows milliseconds. This value: the run got no response.
+_NO_LATENCY = 0xFFFFFFFF
+_MAX_LATENCY_US = _NO_LATENCY - 1
 
 
 class CheckStats:
     """Statistics of one check. Timestamps are the runs' ``started_at`` (epoch seconds).
 
-    Both rings are kept in flat arrays (18 bytes a run, 32 a bucket, instead of a tuple and three
-    Python objects each): 10,000 checks with a full day of history in a few hundred MB rather than
-    gigabytes. The oldest entry leaves by ``del a[0]`` (a memmove of a few kB).
+    The raw ring is kept in flat arrays (13 bytes a run: start 8, class code 1, latency in microseconds
+    4; plus 8 bytes a failed run), the buckets in a ``BucketRing``. The oldest runs leave by ``del a[:n]``
+    (a memmove of a few hundred bytes).
     """
 
     __slots__ = (
         "_added",
         "_at",
-        "_bucket_classes",
-        "_bucket_end",
-        "_bucket_errors_through",
-        "_bucket_seconds",
-        "_bucket_start",
-        "_bucket_total_through",
-        "_dropped",
+        "_buckets",
         "_error",
         "_error_at",
         "_evicted_until",
         "_latency",
-        "_max_buckets",
         "_raw_capacity",
         "_unsorted_at",
         "consecutive_failures",
@@ -106,32 +100,25 @@ class CheckStats:
         "first_failure_at",
         "last_failure",
         "last_result",
+        "raw_seconds",
         "succeeded_since_start",
         "tls_expiry",
     )
 
-    def __init__(self, *, raw_capacity: int = RAW_CAPACITY, bucket_seconds: float = 60.0,
-                 max_buckets: int = MAX_BUCKETS) -> None:
-        # The raw ring, one entry per run: started_at, error class code (0: ok), latency (NaN: no response).
+    def __init__(self, *, raw_capacity: int = RAW_CAPACITY, raw_seconds: float = math.inf,
+                 bucket_seconds: float = 60.0, max_buckets: int = MAX_BUCKETS) -> None:
+        # The raw ring, one entry per run: started_at, error class code (0: ok), latency (µs; _NO_LATENCY: no response).
+        # It keeps the runs of the last ``raw_seconds`` before the newest run, at most ``raw_capacity``.
         self._raw_capacity = raw_capacity
+        self.raw_seconds = raw_seconds
         self._at = array("d")
-        self._error = array("H")
-        self._latency = array("d")
+        self._error = array("B")
+        self._latency = array("I")
         self._error_at = array("d")  # started_at of the failed runs in the raw ring, in ring order
         self._added = 0  # runs ever added (the ring holds the last len(_at) of them)
         self._unsorted_at = -1  # number of the latest run that started before the run added just before it
         self._evicted_until = -math.inf  # newest timestamp pushed out of the raw ring
-        # The bucket ring, one entry per bucket: its start and end (start + width, as a window's cut-off
-        # compares it) and running sums of runs and failed runs over every bucket up to and including it
-        # (since the check was first seen); the error classes of the buckets that have failures, by start.
-        self._bucket_seconds = bucket_seconds
-        self._max_buckets = max_buckets
-        self._bucket_start = array("d")
-        self._bucket_end = array("d")
-        self._bucket_total_through = array("q")
-        self._bucket_errors_through = array("q")
-        self._bucket_classes: dict[float, Counter[str]] = {}
-        self._dropped = (0, 0)  # the running sums through the newest bucket the ring dropped
+        self._buckets = BucketRing(bucket_seconds, max_buckets)
         self.first_at: float | None = None  # the oldest run seen: how far back the statistics reach
         self.consecutive_failures = 0
         # False while every run since the monitor started failed: the streak may be longer than we saw.
@@ -146,8 +133,9 @@ class CheckStats:
         error = None if result.ok or result.error_class is None else str(result.error_class)
         if not result.ok and error is None:
             error = "unknown"
-        self._add_raw(at, error, result.duration if result.status_code is not None else None)
-        self._add_to_bucket(at, error)
+        code = 0 if error is None else class_code(error)
+        self._add_raw(at, code, result.duration if result.status_code is not None else None)
+        self._buckets.add(at, code)
 
         if self.first_at is None or at < self.first_at:
             self.first_at = at
@@ -168,71 +156,36 @@ class CheckStats:
         if result.tls_expiry is not None:
             self.tls_expiry = result.tls_expiry
 
-    def _add_raw(self, at: float, error: str | None, latency: float | None) -> None:
+    def _add_raw(self, at: float, code: int, latency: float | None) -> None:
         ats = self._at
-        if len(ats) == self._raw_capacity:
+        leaving = max(0, len(ats) + 1 - self._raw_capacity)
+        too_old = at - self.raw_seconds
+        while leaving < len(ats) and ats[leaving] <= too_old:
+            leaving += 1
+        if leaving == 1:  # the usual case: one run in, one out
             self._evicted_until = max(self._evicted_until, ats[0])
             if self._error[0]:
                 del self._error_at[0]
             del ats[0], self._error[0], self._latency[0]
+        elif leaving:
+            self._evicted_until = max(self._evicted_until, *ats[:leaving])
+            if failed := leaving - self._error[:leaving].count(0):
+                del self._error_at[:failed]
+            del ats[:leaving], self._error[:leaving], self._latency[:leaving]
         if ats and at < ats[-1]:
             self._unsorted_at = self._added
         ats.append(at)
-        self._error.append(0 if error is None else _class_code(error))
-        self._latency.append(_NO_LATENCY if latency is None else latency)
-        if error is not None:
+        self._error.append(code)
+        self._latency.append(_NO_LATENCY if latency is None else min(_MAX_LATENCY_US, max(0, round(latency * 1e6))))
+        if code:
             self._error_at.append(at)
         self._added += 1
-
-    def _add_to_bucket(self, at: float, error: str | None) -> None:
-        starts = self._bucket_start
-        start = at - at % self._bucket_seconds
-        if not starts or starts[-1] < start:
-            through, errors_through = self._bucket_total_through, self._bucket_errors_through
-            if len(starts) == self._max_buckets:
-                self._dropped = through[0], errors_through[0]
-                self._bucket_classes.pop(starts[0], None)
-                del starts[0], self._bucket_end[0], through[0], errors_through[0]
-            through.append(through[-1] if through else self._dropped[0])
-            errors_through.append(errors_through[-1] if errors_through else self._dropped[1])
-            starts.append(start)
-            self._bucket_end.append(start + self._bucket_seconds)
-            index = len(starts) - 1
-        else:
-            # A run reported out of order (a slow run finishing after a later one): its bucket, if kept.
-            index = bisect_left(starts, start)
-            if index == len(starts) or starts[index] != start:
-                return
-        for later in range(index, len(starts)):  # normally only the last
-            self._bucket_total_through[later] += 1
-            if error is not None:
-                self._bucket_errors_through[later] += 1
-        if error is not None:
-            self._bucket_classes.setdefault(start, Counter())[error] += 1
 
     def rebucket(self, bucket_seconds: float) -> None:
         """Wider buckets (a longer window was configured): the counts so far are merged into buckets of the
         new width, each old bucket into the new one holding its start, so history is kept, now reaching
         ``MAX_BUCKETS`` wider buckets back. (The running sums before the oldest bucket stay as they are.)"""
-        starts = self._bucket_start
-        merged_start, merged_end, total_through, errors_through = array("d"), array("d"), array("q"), array("q")
-        classes: dict[float, Counter[str]] = {}
-        for i in range(len(starts)):  # in order of start
-            start = starts[i] - starts[i] % bucket_seconds
-            if not merged_start or merged_start[-1] < start:
-                merged_start.append(start)
-                merged_end.append(start + bucket_seconds)
-                total_through.append(0)
-                errors_through.append(0)
-            # Running sums through the last old bucket merged in are the new bucket's.
-            total_through[-1] = self._bucket_total_through[i]
-            errors_through[-1] = self._bucket_errors_through[i]
-            if (counted := self._bucket_classes.get(starts[i])) is not None:
-                classes.setdefault(start, Counter()).update(counted)
-        self._bucket_start, self._bucket_end = merged_start, merged_end
-        self._bucket_total_through, self._bucket_errors_through = total_through, errors_through
-        self._bucket_classes = classes
-        self._bucket_seconds = bucket_seconds
+        self._buckets = self._buckets.widened(bucket_seconds)
 
     def covers(self, now: float, seconds: float) -> bool:
         """Whether runs were seen for at least ``seconds`` before ``now`` (a window can be judged)."""
@@ -242,9 +195,9 @@ class CheckStats:
         """Runs that started in (now - seconds, now]. Exact while the raw ring reaches back that far,
         otherwise from buckets (which may include up to one bucket width more)."""
         cutoff = now - seconds
-        if self._unsorted_at >= self._added - len(self._at):
-            return self._scan(now, seconds)
         if self._evicted_until <= cutoff:
+            if self._unsorted_at >= self._added - len(self._at):
+                return self._scan(now, seconds)
             ats, error_at = self._at, self._error_at
             lo = bisect_right(ats, cutoff)
             hi = len(ats) if not ats or ats[-1] <= now else bisect_right(ats, now)
@@ -254,27 +207,14 @@ class CheckStats:
             codes, classes = self._error, Counter[str]()
             for i in range(hi - 1, lo - 1, -1):
                 if codes[i]:
-                    classes[_CLASS_NAMES[codes[i]]] += 1
+                    classes[CLASS_NAMES[codes[i]]] += 1
             return WindowCounts(total=hi - lo, errors=errors, classes=dict(classes))
-        lo = bisect_right(self._bucket_end, cutoff)
-        hi = bisect_right(self._bucket_start, now)
-        if hi <= lo:
-            return WindowCounts(total=0, errors=0, classes={})
-        total, errors = self._bucket_sums(lo, hi)
+        lo, hi, total, errors = self._buckets.window(now, seconds)
         if not errors:
             return WindowCounts(total=total, errors=0, classes={})
         classes = Counter[str]()
-        for i in range(hi - 1, lo - 1, -1):
-            if (counted := self._bucket_classes.get(self._bucket_start[i])) is not None:
-                classes.update(counted)
+        self._buckets.classes(lo, hi, classes)
         return WindowCounts(total=total, errors=errors, classes=dict(classes))
-
-    def _bucket_sums(self, lo: int, hi: int) -> tuple[int, int]:
-        """Runs and failed runs in buckets lo … hi-1."""
-        total_before, errors_before = (
-            (self._bucket_total_through[lo - 1], self._bucket_errors_through[lo - 1]) if lo > 0 else self._dropped
-        )
-        return self._bucket_total_through[hi - 1] - total_before, self._bucket_errors_through[hi - 1] - errors_before
 
     def _scan(self, now: float, seconds: float) -> WindowCounts:
         """``window`` by walking the runs or buckets one by one (the ring is out of order)."""
@@ -288,19 +228,18 @@ class CheckStats:
                 total += 1
                 if code := self._error[i]:
                     errors += 1
-                    classes[_CLASS_NAMES[code]] += 1
+                    classes[CLASS_NAMES[code]] += 1
         else:
-            starts = self._bucket_start
-            for i in range(len(starts) - 1, -1, -1):
-                if starts[i] + self._bucket_seconds <= cutoff:
+            buckets = self._buckets
+            for bucket in buckets.newest_first():
+                if (bucket + 1) * buckets.width <= cutoff:
                     break
-                if starts[i] > now:
+                if bucket * buckets.width > now:
                     continue
-                runs, failed = self._bucket_sums(i, i + 1)
+                runs, failed = buckets.counts(bucket)
                 total += runs
                 errors += failed
-                if (counted := self._bucket_classes.get(starts[i])) is not None:
-                    classes.update(counted)
+                buckets.classes(bucket, bucket, classes)
         return WindowCounts(total=total, errors=errors, classes=dict(classes))
 
     def _raw_since(self, cutoff: float) -> Iterator[int]:
@@ -317,19 +256,21 @@ class CheckStats:
         ats, latencies = self._at, self._latency
         values = sorted(
             latency for i in self._raw_since(now - seconds)
-            if (latency := latencies[i]) == latency and ats[i] <= now  # NaN: no response
+            if (latency := latencies[i]) != _NO_LATENCY and ats[i] <= now
         )
         if not values:
             return None, 0
         rank = max(1, math.ceil(q * len(values)))
-        return values[rank - 1], len(values)
+        return values[rank - 1] / 1e6, len(values)
 
 
 class Stats:
     """All window statistics of the monitor, keyed by (integration, check)."""
 
-    def __init__(self, *, max_window: float = 86400.0, raw_capacity: int = RAW_CAPACITY) -> None:
+    def __init__(self, *, max_window: float = 86400.0, exact_window: float = math.inf,
+                 raw_capacity: int = RAW_CAPACITY) -> None:
         self.bucket_seconds = _bucket_seconds(max_window)
+        self.exact_window = exact_window  # how far back the raw ring keeps runs (at most raw_capacity of them)
         self.raw_capacity = raw_capacity
         self.checks: dict[tuple[str, str], CheckStats] = {}
         # (integration, check) → runs that started before this are ignored (``judged_until`` of forget_check,
@@ -348,6 +289,13 @@ class Stats:
             stats.rebucket(width)
         return True
 
+    def keep_exact(self, seconds: float) -> None:
+        """Keep runs one by one for ``seconds`` (a reload changed the windows that need exact runs). A longer
+        span fills as runs arrive: meanwhile the windows beyond the runs kept are counted from buckets."""
+        self.exact_window = seconds
+        for stats in self.checks.values():
+            stats.raw_seconds = seconds
+
     def check(self, integration: str, check: str) -> CheckStats | None:
         return self.checks.get((integration, check))
 
@@ -358,7 +306,7 @@ class Stats:
             return  # older than a verdict handed here (forget_check): it would judge the incident anew
         stats = self.checks.get(key)
         if stats is None:
-            stats = self.checks[key] = CheckStats(raw_capacity=self.raw_capacity,
+            stats = self.checks[key] = CheckStats(raw_capacity=self.raw_capacity, raw_seconds=self.exact_window,
                                                  bucket_seconds=self.bucket_seconds)
         stats.add(result)
 

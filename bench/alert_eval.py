@@ -1,11 +1,12 @@
 """Alert evaluation cost and latency.
 
-1. CPU time of one ``AlertEngine.evaluate()`` with N checks that each have six hours of 30 s history
-   (all default rules, memory store; one check in twenty with a failed run), per evaluation and per
-   check, and the longest time it held the event loop (probes due meanwhile start that much late); side
-   by side, interleaved: windows by running sums (as the engine counts them) and by walking every run
-   (as before issue 16). Also the process's RSS with that history in memory. The config is frozen out
-   of the cycle collector's sight as the daemon does (``--no-freeze``: not).
+1. CPU time of one ``AlertEngine.evaluate()`` with N checks that each have history (``--history`` runs
+   ``--every`` seconds: by default six hours of 30 s runs; all default rules, memory store; one check in
+   twenty with a failed run), per evaluation and per check, and the longest time it held the event loop
+   (probes due meanwhile start that much late); side by side, interleaved: windows by running sums (as
+   the engine counts them) and by walking every run (as before issue 16). Also the process's RSS with
+   that history in memory. The config is frozen out of the cycle collector's sight as the daemon does
+   (``--no-freeze``: not).
 2. CPU time of one early evaluation (a wake between full passes: a check started failing, a deadline
    fell due), side by side and interleaved: as it is (incremental: only the checks with new results since
    they were last judged, ``alerts/concerns.py``) and as a full pass (what every wake was before). Before
@@ -18,7 +19,7 @@
    (the first sample, with no evaluation just before, shows the best).
 
 Prints one JSON line.  Usage: python -m bench.alert_eval [--checks 200] [--rounds 10] [--interval 1s] [--group-wait 0s]
-[--history 720] [--wake-after 1]
+[--history 720] [--every 30] [--wake-after 1]
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for k in range(args.history):
             # Six hours of history (by default); one check in twenty had one failed run in it (its windows are
             # walked for their error classes), none enough to alert.
-            engine.on_result(result(integration, check.name, now - args.history * 30 + k * 30,
+            engine.on_result(result(integration, check.name, now - (args.history - k) * args.every,
                                     bool(i % 20) or k != (i * 7) % args.history))
     await engine.start()
     await engine.evaluate()
@@ -225,6 +226,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "checks": args.checks,
         **measured,
         "rss_mb_with_history": round(rss_mb),
+        "history": f"{args.history} runs every {args.every:g} s",
         "evaluation_interval": args.interval,
         "group_wait": args.group_wait,
         "latency_s_median": round(statistics.median(latencies), 3),
@@ -239,7 +241,8 @@ if __name__ == "__main__":
     parser.add_argument("--interval", default="1s")
     parser.add_argument("--group-wait", default="0s")
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--history", type=int, default=720, help="30 s runs of history per check")
+    parser.add_argument("--history", type=int, default=720, help="runs of history per check")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between two runs of the history")
     parser.add_argument("--wake-after", type=float, default=1.0,
                         help="seconds of results (1/30 of the checks a second) before each early evaluation")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",

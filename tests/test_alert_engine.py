@@ -601,3 +601,17 @@ def test_a_reload_with_a_longer_window_widens_probe_and_traffic_history(prefix: 
     width, kept = eng.stats.bucket_seconds, eng.traffic["acme"].max_window
     eng.on_config(config(prefix, alerts={"error_rate": {"windows": [{"long": "7d", "short": "6h", "factor": 1}]}}))
     assert eng.stats.bucket_seconds > width and eng.traffic["acme"].max_window == 7 * 86400 > kept
+
+
+def test_runs_are_kept_one_by_one_as_far_back_as_the_windows_that_must_be_exact(prefix: str) -> None:
+    """The raw ring reaches back the latency window and the error-rate windows shorter than 40 buckets
+    (longer ones are counted from buckets), and follows a reload."""
+    eng = engine(config(prefix), None, Clock(), Sink())
+    assert eng.stats.bucket_seconds == 180  # the default tiers' 1 d window in 480 buckets
+    assert eng.stats.exact_window == 3600  # 5 m, 30 m, 1 h: exact; 2 h (40 buckets), 6 h, 1 d: from buckets
+    eng.on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None, detail="",
+                              started_at=T0, duration=0.01, total_duration=0.01, status_code=200))
+    eng.on_config(config(prefix, alerts={"latency": {"window": "3h"},
+                                         "error_rate": {"windows": [{"long": "1d", "short": "10m", "factor": 3}]}}))
+    check = eng.stats.check("acme", "api")
+    assert eng.stats.exact_window == 3 * 3600 and check is not None and check.raw_seconds == 3 * 3600

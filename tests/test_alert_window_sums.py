@@ -1,14 +1,18 @@
 """Window counts by bisection and running sums (alerts/stats.py ``CheckStats.window``) on random
 histories: equal to a walk over the runs and buckets one by one (``CheckStats._scan``, the way taken
 while runs are out of order), and, for runs in order, to counting the runs themselves — failures of
-several classes, a raw ring that overflows into buckets, a bucket ring that drops its oldest, buckets
-widened by a reload."""
+several classes, a raw ring that overflows into buckets (by its number of runs or by their age), a bucket
+ring that drops its oldest, buckets widened by a reload."""
 
 from __future__ import annotations
+
+import math
+from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alerts.bucket_ring import BucketRing, class_code
 from alerts.stats import CheckStats
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
@@ -30,13 +34,17 @@ def result(at: float, error: ErrorClass | None) -> CheckResult:
                        detail="", started_at=at, duration=0.1, total_duration=0.1, status_code=200)
 
 
+raw_ages = st.sampled_from([math.inf, 60.0, 300.0, 1800.0])
+
+
 @settings(max_examples=300, deadline=None)
-@given(runs=runs, queries=queries, capacity=st.integers(min_value=1, max_value=40),
+@given(runs=runs, queries=queries, capacity=st.integers(min_value=1, max_value=40), raw_seconds=raw_ages,
        bucket_seconds=st.sampled_from([60.0, 180.0]), widen_at=st.integers(min_value=0, max_value=150))
 def test_window_by_sums_equals_the_walk(runs: list[tuple[float, ErrorClass | None]],
-                                        queries: list[tuple[float, float]], capacity: int,
+                                        queries: list[tuple[float, float]], capacity: int, raw_seconds: float,
                                         bucket_seconds: float, widen_at: int) -> None:
-    stats = CheckStats(raw_capacity=capacity, bucket_seconds=bucket_seconds, max_buckets=20)
+    stats = CheckStats(raw_capacity=capacity, raw_seconds=raw_seconds, bucket_seconds=bucket_seconds,
+                       max_buckets=20)
     at = T0
     for n, (step, error) in enumerate(runs):
         if n == widen_at:
@@ -54,21 +62,27 @@ def test_window_by_sums_equals_the_walk(runs: list[tuple[float, ErrorClass | Non
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(st.tuples(st.floats(min_value=0, max_value=200, allow_nan=False), st.sampled_from(CLASSES)),
                       max_size=80),
-       queries=queries, capacity=st.integers(min_value=1, max_value=30), max_buckets=st.integers(1, 12))
+       queries=queries, capacity=st.integers(min_value=1, max_value=30), raw_seconds=raw_ages,
+       max_buckets=st.integers(1, 12))
 def test_window_counts_the_runs_in_it(steps: list[tuple[float, ErrorClass | None]],
-                                      queries: list[tuple[float, float]], capacity: int, max_buckets: int) -> None:
-    """Runs in order: a window inside the raw ring holds exactly the runs that started in
-    (now - seconds, now]; beyond it, the runs of the kept buckets that end after now - seconds and start
-    by now."""
+                                      queries: list[tuple[float, float]], capacity: int, raw_seconds: float,
+                                      max_buckets: int) -> None:
+    """Runs in order: a window inside the raw ring (the last ``capacity`` runs, of those that started
+    less than ``raw_seconds`` before the newest) holds exactly the runs that started in (now - seconds,
+    now]; beyond it, the runs of the kept buckets (the newest ``max_buckets`` bucket numbers, empty ones
+    included) that end after now - seconds and start by now."""
     width = 60.0
-    stats = CheckStats(raw_capacity=capacity, bucket_seconds=width, max_buckets=max_buckets)
+    stats = CheckStats(raw_capacity=capacity, raw_seconds=raw_seconds, bucket_seconds=width, max_buckets=max_buckets)
     runs, at = [], T0
     for step, error in steps:
         at += step
         stats.add(result(at, error))
         runs.append((at, error))
-    starts = sorted({started - started % width for started, _ in runs})[-max_buckets:]
-    evicted_until = runs[-capacity - 1][0] if len(runs) > capacity else float("-inf")
+    newest = runs[-1][0] - runs[-1][0] % width if runs else 0.0
+    starts = [newest - k * width for k in range(max_buckets)]
+    evicted = [started for n, (started, _) in enumerate(runs)
+               if n < len(runs) - capacity or started <= at - raw_seconds]
+    evicted_until = max(evicted, default=float("-inf"))
     for offset, seconds in queries:
         now = at + offset
         cutoff = now - seconds
@@ -99,3 +113,32 @@ def test_a_run_that_arrives_after_a_later_one_counts_in_windows_but_not_in_the_s
     stats.add(result(T0 + 35.0, ErrorClass.TIMEOUT))  # a stale failure after a newer success
     assert stats.consecutive_failures == 0
     assert stats.last_result is not None and stats.last_result.ok
+
+
+def test_bucket_sums_wrap_around_without_a_wrong_count() -> None:
+    # The running sums are 16 bits while the ring holds fewer than 2**16 runs: a check that has seen more
+    # wraps, and a window, a difference of two sums, still counts right.
+    ring = BucketRing(60.0, 10)
+    ring._dropped = (2**16 - 3, 2**16 - 2)  # as if 65,533 runs had left the ring
+    code = class_code(str(ErrorClass.TIMEOUT))
+    for k in range(12):
+        ring.add(T0 + k * 30.0, code if k % 3 == 0 else 0)
+    assert ring.window(T0 + 12 * 30.0, 6 * 60.0)[2:] == (12, 4)
+    lo, hi, runs, failed = ring.window(T0 + 11 * 30.0 + 1, 60.0)  # the last two buckets (the start falls in one)
+    assert hi - lo == 1 and (runs, failed) == (4, 1)
+
+
+def test_a_ring_of_more_than_65535_runs_counts_them_all() -> None:
+    # More runs than 16-bit sums can tell apart in one ring (a day of runs every second): the sums widen.
+    ring = BucketRing(180.0, 480)
+    code = class_code(str(ErrorClass.HTTP_5XX))
+    at = T0
+    for k in range(70_000):
+        at = T0 + k * 1.0
+        ring.add(at, code if k % 1000 == 0 else 0)
+    assert ring.window(at, 86400.0)[2:] == (70_000, 70)
+    lo, hi, runs, failed = ring.window(at, 3600.0)  # the last 20 buckets and the one the window's start falls in
+    assert (runs, failed) == (int(at) % 180 + 1 + 20 * 180, 3)  # from run 66,240: 67,000 to 69,000 failed
+    classes: Counter[str] = Counter()
+    ring.classes(lo, hi, classes)
+    assert classes == {"http_5xx": 3}
