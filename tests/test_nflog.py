@@ -194,7 +194,9 @@ async def test_a_submit_cut_short_does_not_queue_twice_for_the_notifiers_that_ha
     monkeypatch.setattr(alerts.flush, "SUBMIT_TIMEOUT", 0.3)
     caplog.set_level(logging.INFO, logger="alerts.console")
     cfg, clock = config(prefix, slack, console={"stream": "log"}), Clock()
-    slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # still on its way at the retry
+    # Still on its way when the evaluation is done: Slack's retry comes 1.5 s after the first post, the console's
+    # submit is cut at 0.3 s (a retry after 0.5 s left the evaluation 0.2 s on a loaded machine).
+    slack.then(Reply(status=429, retry_after="1.5", only="chat.postMessage"))
     async with running(dispatcher_for(cfg, shared_redis, FAST, StuckOnce)) as dispatcher:
         assert [name for name, _ in dispatcher.notifier_floors()] == ["slack", "console"]
         eng = engine(cfg, shared_redis, clock, dispatcher)
