@@ -209,9 +209,10 @@ class CheckStats:
         """Whether runs were seen for at least ``seconds`` before ``now`` (a window can be judged)."""
         return self.first_at is not None and now - self.first_at >= seconds
 
-    def window(self, now: float, seconds: float) -> WindowCounts:
+    def window(self, now: float, seconds: float, *, counts_only: bool = False) -> WindowCounts:
         """Runs that started in (now - seconds, now]. Exact while the raw ring reaches back that far,
-        otherwise from buckets (which may include up to one bucket width more)."""
+        otherwise from buckets (which may include up to one bucket width more). ``counts_only``: the
+        error classes may be left empty (finding them walks the window; counting does not)."""
         cutoff = now - seconds
         if self._evicted_until <= cutoff:
             if self._unsorted_at >= self._added - len(self._at):
@@ -222,6 +223,8 @@ class CheckStats:
             errors = max(0, bisect_right(error_at, now) - bisect_right(error_at, cutoff)) if error_at else 0
             if not errors or hi <= lo:
                 return _without_failures(max(0, hi - lo))
+            if counts_only:
+                return WindowCounts(total=hi - lo, errors=errors, classes=_NO_CLASSES)
             codes, classes = self._error, Counter[str]()
             for i in range(hi - 1, lo - 1, -1):
                 if codes[i]:
@@ -230,6 +233,8 @@ class CheckStats:
         lo, hi, total, errors = self._buckets.window(now, seconds)
         if not errors:
             return _without_failures(total)
+        if counts_only:
+            return WindowCounts(total=total, errors=errors, classes=_NO_CLASSES)
         classes = Counter[str]()
         self._buckets.classes(lo, hi, classes)
         return WindowCounts(total=total, errors=errors, classes=dict(classes))

@@ -46,8 +46,9 @@ class TrafficStats:
         """Whether buckets reach back at least ``seconds`` before ``now`` (a window can be judged)."""
         return bool(self._starts) and now - self._starts[0] >= seconds
 
-    def window(self, now: float, seconds: float) -> WindowCounts:
-        """Calls in the buckets that start in (now - seconds, now]."""
+    def window(self, now: float, seconds: float, *, counts_only: bool = False) -> WindowCounts:
+        """Calls in the buckets that start in (now - seconds, now] (with their classes even when
+        ``counts_only``: the errors are counted from them)."""
         lo = bisect.bisect_right(self._starts, now - seconds)
         hi = bisect.bisect_right(self._starts, now)
         total = 0

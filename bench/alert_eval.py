@@ -18,14 +18,23 @@
    each sample fails right after the previous resolve's evaluation, so it shows that worst case
    (the first sample, with no evaluation just before, shows the best).
 
-Prints one JSON line.  Usage: python -m bench.alert_eval [--checks 200] [--rounds 10] [--interval 1s] [--group-wait 0s]
-[--history 720] [--every 30] [--wake-after 1]
+``--instructions``: instead, instructions per full pass (callgrind, deterministic: the load does not
+move them), the error-rate rule's burn-rate tiers as they are asked now (the cheap questions first,
+``alerts/rules/error_rate.py``) side by side with every tier's two windows asked as before (the reference
+of tests/test_burn_rate_tiers.py), interleaved rounds in one process on the same history; also the
+error-rate rule alone over every integration, both ways. ``--before TREE``: the same counts of another
+checkout first (``git archive main alerts integration_kit monitor checks | tar -x -C TREE``). The history
+is built with the counting off (valgrind runs it several times faster so). Needs Debian's ``valgrind``.
+
+Prints one JSON line (``--instructions``: a table).  Usage: python -m bench.alert_eval [--checks 200]
+[--rounds 10] [--interval 1s] [--group-wait 0s] [--history 720] [--every 30] [--wake-after 1] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import gc
 import json
 import os
@@ -39,7 +48,7 @@ import yaml
 
 from alerts.engine import AlertEngine
 from alerts.model import Notification
-from alerts.stats import CheckStats
+from alerts.stats import CheckStats, Stats, WindowCounts
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
@@ -133,10 +142,14 @@ async def evaluations(engine: AlertEngine, rounds: int, checks: int) -> dict[str
     ways = ("sums", "walk") if hasattr(CheckStats, "_scan") else ("sums",)  # (run on older code: no walk)
     by: dict[str, dict[str, list[float]]] = {way: {"cpu": [], "hold": []} for way in ways}
     sums = CheckStats.window
+
+    def walk(stats: CheckStats, now: float, seconds: float, **_: object) -> WindowCounts:
+        return stats._scan(now, seconds)  # (its classes whether asked or not, as before)
+
     try:
         for _ in range(rounds):
             for way in by:
-                CheckStats.window = sums if way == "sums" else CheckStats._scan  # type: ignore[method-assign]
+                CheckStats.window = sums if way == "sums" else walk  # type: ignore[method-assign]
                 await asyncio.sleep(0.01)
                 async with LoopWatch() as watch:
                     started = time.process_time()
@@ -185,6 +198,78 @@ async def wakes(engine: AlertEngine, cfg: Config, rounds: int, wake_after: float
         full, incremental = statistics.median(cpu["full"]), statistics.median(cpu["incremental"])
         out["wake_full_over_incremental"] = round(full / incremental, 1)
     return out
+
+
+def history_of(stats: Stats, cfg: Config, history: int, every: float, now: float) -> None:
+    """The history ``main`` feeds, straight into the statistics (runs ``every`` seconds before ``now``, one
+    check in twenty with one failed run): the same counts, built faster from a copy of one healthy check's."""
+    blank = copy.copy(stats)  # the same widths and capacities, checks of its own
+    blank.checks = {}
+    for k in range(history):
+        blank.add(result("-", "-", now - (history - k) * every, True))
+    healthy = blank.checks[("-", "-")]
+    for i, (integration, check) in enumerate(cfg.iter_checks()):
+        if i % 20:
+            stats.checks[(integration, check.name)] = copy.deepcopy(healthy)
+            continue
+        for k in range(history):
+            stats.add(result(integration, check.name, now - (history - k) * every, k != (i * 7) % history))
+
+
+async def instructions_worker(args: argparse.Namespace) -> None:
+    """Under callgrind (``instructions``): full passes and the error-rate rule alone over every integration,
+    interleaved; with ``--reference``, each also with every tier's windows asked as before."""
+    from callgrind import step, step_done, steps_over
+
+    from alerts.rules import RuleInput, error_rate
+
+    cfg = make_config(args.checks, args.interval, args.group_wait)
+    engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), sink=Sink(), autorun=False)
+    now = 1_800_000_000.0
+    history_of(engine.stats, cfg, args.history, args.every, now)
+    await engine.start()
+    gc.collect()
+    gc.freeze()  # the collector out of the counts, as the daemon keeps its config out of its sight
+    gc.disable()
+    ways = {args.label: error_rate._burn_rate}
+    if args.reference:
+        from test_burn_rate_tiers import every_window
+        ways = {f"{args.label}, every window (before)": every_window, **ways}
+    for burn_rate in ways.values():  # warm-up: each way's first pass takes its alert states' first steps
+        error_rate._burn_rate = burn_rate  # type: ignore[assignment]
+        await engine.evaluate(now)
+    for _ in range(args.rounds):
+        for way, burn_rate in ways.items():
+            error_rate._burn_rate = burn_rate  # type: ignore[assignment]
+            step(f"{way}: full pass")
+            await engine.evaluate(now)
+            step_done(args.checks)
+            step(f"{way}: error_rate rule alone")
+            for integration, icfg in cfg.integrations.items():
+                list(error_rate.evaluate(RuleInput(integration=integration, config=icfg, stats=engine.stats,
+                                                   quotas={}, now=now, active=frozenset())))
+            step_done(args.checks)
+    steps_over()
+    await engine.close()
+
+
+def instructions(args: argparse.Namespace) -> None:
+    """``--instructions``: the worker under callgrind, on ``--before TREE`` first if given, then this tree."""
+    from callgrind import drive, print_layers
+
+    started = time.monotonic()
+    argv = [sys.executable, __file__, "--instructions-worker", "--checks", str(args.checks), "--history",
+            str(args.history), "--every", str(args.every), "--rounds", str(args.rounds)]
+    counts: dict[str, list[tuple[list[int], str]]] = {}
+    if args.before:
+        os.environ["PYTHONPATH"] = args.before
+        counts.update(drive([*argv, "--label", "before"], instrument_from_start=False))
+        del os.environ["PYTHONPATH"]
+    counts.update(drive([*argv, "--label", "this tree", "--reference"], instrument_from_start=False))
+    print_layers(counts, per="check", base=next(iter(counts)),
+                 note=f"{args.checks} checks with {args.history} runs of history each ({args.every:g} s apart), "
+                      f"median of {args.rounds} "
+                      f"interleaved rounds ({time.monotonic() - started:.0f} s)")
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,4 +332,17 @@ if __name__ == "__main__":
                         help="seconds of results (1/30 of the checks a second) before each early evaluation")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
                         help="leave the config in the cycle collector's sight (as before issue 16)")
-    print(json.dumps(asyncio.run(main(parser.parse_args())), ensure_ascii=False))
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per full pass (callgrind), the burn-rate tiers both ways")
+    parser.add_argument("--before", metavar="TREE",
+                        help="--instructions: also count another checkout (PYTHONPATH=TREE), first")
+    parser.add_argument("--instructions-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--label", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.instructions_worker:
+        asyncio.run(instructions_worker(args))
+    elif args.instructions:
+        instructions(args)
+    else:
+        print(json.dumps(asyncio.run(main(args)), ensure_ascii=False))

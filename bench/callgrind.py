@@ -25,11 +25,14 @@ from collections.abc import Sequence
 _THREAD_TOTAL = re.compile(r"^\s*Th\s+\d+\s+([\d,]+)\s*$", re.MULTILINE)
 
 
-def callgrind(argv: Sequence[str]) -> list[str]:
-    """``argv`` under callgrind, writing no profile (only the live counters are read)."""
+def callgrind(argv: Sequence[str], *, instrument_from_start: bool = True) -> list[str]:
+    """``argv`` under callgrind, writing no profile (only the live counters are read).
+    ``instrument_from_start=False``: nothing is counted until ``Counted.zero`` first turns the counting
+    on (a worker that builds a big state first builds it some ten times faster)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind not found: apt-get install -y valgrind")
-    return ["valgrind", "-q", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+    later = [] if instrument_from_start else ["--instr-atstart=no"]
+    return ["valgrind", "-q", "--tool=callgrind", "--callgrind-out-file=/dev/null", *later, *argv]
 
 
 class Counted:
@@ -39,6 +42,7 @@ class Counted:
         self.pid = pid
 
     def zero(self) -> None:
+        self._control("--instr=on")  # (a no-op unless started with instrument_from_start=False)
         self._control("--zero")
 
     def instructions(self) -> int:
@@ -68,11 +72,12 @@ def steps_over() -> None:
     print("end", flush=True)
 
 
-def drive(argv: Sequence[str], others: Sequence[Counted] = ()) -> dict[str, list[tuple[list[int], str]]]:
+def drive(argv: Sequence[str], others: Sequence[Counted] = (), *,
+          instrument_from_start: bool = True) -> dict[str, list[tuple[list[int], str]]]:
     """Run the worker ``argv`` under callgrind; per step name, for each time it ran: the instructions of
     the worker and of each of ``others`` during the step, and the worker's note."""
-    child = subprocess.Popen(callgrind(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONHASHSEED": "0"})
+    child = subprocess.Popen(callgrind(argv, instrument_from_start=instrument_from_start), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     counted = [Counted(child.pid), *others]
     results: dict[str, list[tuple[list[int], str]]] = {}
     assert child.stdin is not None and child.stdout is not None

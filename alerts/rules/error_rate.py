@@ -20,26 +20,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from alerts.config import ErrorRateRule
+from alerts.config import BurnRateWindow, ErrorRateRule
 from alerts.model import Severity
 from alerts.rules.base import Condition, RuleInput
 from alerts.rules.text import classes_text, fmt_ratio, fmt_seconds, last_failure_detail
 from alerts.stats import CheckStats, WindowCounts
 
 TRAFFIC_TARGET = "real traffic"  # not a valid check name: never the target of a probe's alert
+_NO_COUNTS = WindowCounts(total=0, errors=0)
 
 
 class Windows(Protocol):
-    def window(self, now: float, seconds: float) -> WindowCounts: ...
+    def window(self, now: float, seconds: float, *, counts_only: bool = False) -> WindowCounts: ...
 
     def covers(self, now: float, seconds: float) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Subject:
-    """What is judged: one check's runs, or the integration's real-traffic calls."""
+    """What is judged: one check's runs, or the integration's real-traffic calls. (One for every check at
+    every full pass: not frozen, and its name made only for a message — both cost more than the rest.)"""
 
-    name: str  # "payments/balance", "payments real traffic"
+    integration: str
     target: str
     check: str | None
     unit: str  # "runs" / "calls"
@@ -47,26 +49,32 @@ class _Subject:
     min_samples: int
     min_short_samples: int
 
+    @property
+    def name(self) -> str:
+        """E.g. ``payments/balance``, ``payments real traffic``."""
+        return f"{self.integration}/{self.target}" if self.check is not None else f"{self.integration} {self.target}"
+
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: ErrorRateRule = inp.rule_config("error_rate")
     subjects = [
-        _Subject(name=f"{inp.integration}/{check.name}", target=check.name, check=check.name, unit="runs",
+        _Subject(integration=inp.integration, target=check.name, check=check.name, unit="runs",
                  stats=stats, min_samples=rule.min_samples, min_short_samples=rule.min_short_samples)
         for check in inp.checks
         if (stats := inp.stats.check(inp.integration, check.name)) is not None
     ]
     if inp.traffic is not None and rule.traffic.enabled:
         subjects.append(_Subject(
-            name=f"{inp.integration} {TRAFFIC_TARGET}", target=TRAFFIC_TARGET, check=None, unit="calls",
+            integration=inp.integration, target=TRAFFIC_TARGET, check=None, unit="calls",
             stats=inp.traffic, min_samples=rule.traffic.min_samples, min_short_samples=rule.traffic.min_short_samples,
         ))
     severities = tuple(Severity(tier.severity) for tier in rule.windows)  # once, not per check and tier
+    told = tuple(dict.fromkeys(severities))  # each once, in the order of their first tier
     for subject in subjects:
         if rule.mode == "threshold":
             yield from _threshold(inp, rule, subject)
         else:
-            yield from _burn_rate(inp, rule, subject, severities)
+            yield from _burn_rate(inp, rule, subject, severities, told)
 
 
 def _condition(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severity: Severity, active: bool,
@@ -97,39 +105,62 @@ def _threshold(inp: RuleInput, rule: ErrorRateRule, subject: _Subject) -> Iterat
     yield _condition(inp, rule, subject, Severity(rule.severity), active, summary, details, counts)
 
 
-def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject,
-               severities: tuple[Severity, ...]) -> Iterator[Condition]:
+def _burning(rule: ErrorRateRule, tier: BurnRateWindow, subject: _Subject, long: WindowCounts,
+             short: WindowCounts) -> tuple[str, dict[str, str]]:
+    """The summary and details of a tier that fires (``long`` with its error classes)."""
     budget = 1.0 - rule.slo
-    # Per severity: fires if any tier fires; known-clear only if every tier could be judged.
-    verdicts: dict[Severity, list[bool | None]] = {}
+    long_burn, short_burn = long.ratio / budget, short.ratio / budget
+    summary = (
+        f"{subject.name}: error budget burning {long_burn:.1f}× "
+        f"({fmt_ratio(long.ratio)} failed over {fmt_seconds(tier.long)}, {fmt_ratio(short.ratio)} over "
+        f"{fmt_seconds(tier.short)}; {classes_text(long.classes)})"
+    )
+    details = {
+        "error rate": (
+            f"{fmt_ratio(long.ratio)} ({long.errors}/{long.total}) over {fmt_seconds(tier.long)}, "
+            f"{fmt_ratio(short.ratio)} ({short.errors}/{short.total}) over {fmt_seconds(tier.short)}"
+        ),
+        "burn rate": f"{long_burn:.1f}× / {short_burn:.1f}× (limit {tier.factor:g}×, SLO {rule.slo * 100:g}%)",
+    }
+    return summary, details
+
+
+def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severities: tuple[Severity, ...],
+               told: tuple[Severity, ...]) -> Iterator[Condition]:
+    """Per severity: fires if any of its tiers fires; known-clear only if every one of them could be judged.
+
+    The cheap questions first (a full pass asks them of every check; six windows each, walked for their
+    error classes, were two thirds of its instructions): whether the history reaches back the short window, then the
+    short window's counts — a tier cannot fire without a failure in it (its factor is above 0) — and the
+    long window's last; the error classes are found only for the tier a message tells of. A tier whose
+    verdict cannot change the outcome is not asked at all: one of its severity fired already, or it cannot
+    fire and its severity cannot be known-clear anyway."""
+    budget = 1.0 - rule.slo
+    stats, now = subject.stats, inp.now
+    unknown: set[Severity] = set()  # severities with a tier that could not be judged
     best: dict[Severity, tuple[str, dict[str, str], WindowCounts]] = {}
     for tier, severity in zip(rule.windows, severities, strict=True):
-        long = subject.stats.window(inp.now, tier.long)
-        short = subject.stats.window(inp.now, tier.short)
-        judged = subject.stats.covers(inp.now, tier.short)
-        if not judged or long.total < subject.min_samples or short.total < subject.min_short_samples:
-            verdicts.setdefault(severity, []).append(None)
+        if severity in best:
             continue
-        long_burn, short_burn = long.ratio / budget, short.ratio / budget
-        firing = long_burn >= tier.factor and short_burn >= tier.factor
-        verdicts.setdefault(severity, []).append(firing)
-        if firing and severity not in best:
-            summary = (
-                f"{subject.name}: error budget burning {long_burn:.1f}× "
-                f"({fmt_ratio(long.ratio)} failed over {fmt_seconds(tier.long)}, {fmt_ratio(short.ratio)} over "
-                f"{fmt_seconds(tier.short)}; {classes_text(long.classes)})"
-            )
-            details = {
-                "error rate": (
-                    f"{fmt_ratio(long.ratio)} ({long.errors}/{long.total}) over {fmt_seconds(tier.long)}, "
-                    f"{fmt_ratio(short.ratio)} ({short.errors}/{short.total}) over {fmt_seconds(tier.short)}"
-                ),
-                "burn rate": f"{long_burn:.1f}× / {short_burn:.1f}× (limit {tier.factor:g}×, SLO {rule.slo * 100:g}%)",
-            }
-            best[severity] = (summary, details, long)
-    for severity, results in verdicts.items():
+        if not stats.covers(now, tier.short):
+            unknown.add(severity)
+            continue
+        short = stats.window(now, tier.short, counts_only=True)
+        if short.total < subject.min_short_samples:
+            unknown.add(severity)
+            continue
+        if not short.errors and severity in unknown:
+            continue
+        long = stats.window(now, tier.long, counts_only=True)
+        if long.total < subject.min_samples:
+            unknown.add(severity)
+            continue
+        if long.ratio / budget >= tier.factor and short.ratio / budget >= tier.factor:
+            long = stats.window(now, tier.long)  # the same counts, with their classes for the message
+            best[severity] = (*_burning(rule, tier, subject, long, short), long)
+    for severity in told:
         if severity in best:
             summary, details, counts = best[severity]
             yield _condition(inp, rule, subject, severity, True, summary, details, counts)
-        elif all(r is not None for r in results):
-            yield _condition(inp, rule, subject, severity, False, "", {}, WindowCounts(total=0, errors=0))
+        elif severity not in unknown:
+            yield _condition(inp, rule, subject, severity, False, "", {}, _NO_COUNTS)
