@@ -4,7 +4,7 @@ shared machine is not, so that a change to the probe path shows as what it saves
 Layers, each a closed loop of 32 requests in flight against one nginx, a fresh connection per request,
 on uvloop as the daemon runs (bench/callgrind.py counts this process only; nginx and the kernel are not):
   bare aiohttp      a session like bench/bare_aiohttp.py's: the ceiling of any Python prober
-  daemon session    the same request on the daemon's session (phase tracing, no cookie jar)
+  daemon session    the same request on the daemon's session (its phase hooks, no cookie jar)
   probe             checks.http.probe with that session: auth, retries, deadline, classification, result
   probe + record    and Recorder.record: the metrics series, the status entry (no components)
 for a plain GET and for a check with two JSON-path assertions. Not the scheduler (APScheduler) nor the

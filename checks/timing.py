@@ -2,7 +2,7 @@
 
 The probes' session marks the boundaries with aiohttp's extension points, not its tracing (a session with
 any ``TraceConfig`` sends every signal of every request through coroutines and a params object each:
-~60 k instructions a probe, a fifth of what the daemon adds to a bare request):
+~70 k instructions a probe, a quarter of what the daemon added to a bare request: bench/README.md):
 
 * dns: the session's resolver (``TimedResolver``, the system resolver as aiohttp's default) times
   ``resolve``;
@@ -139,7 +139,7 @@ def certificate_expiry(der: bytes) -> float | None:
 
 
 # The session's hooks. Each costs a coroutine level around what it times (every wait inside resumes it):
-# ~1 k instructions a wait, against aiohttp's tracing at ~60 k a request.
+# ~1 k instructions a wait, against aiohttp's tracing at ~70 k a request.
 
 
 class TimedResolver(aiohttp.ThreadedResolver):
