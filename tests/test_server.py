@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import time
 import zlib
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, route_target, samples, until
+from needs import missing
 from prometheus_client import generate_latest
 from targets import Target
 
@@ -93,6 +95,8 @@ async def test_metrics_gzip_only_when_the_scraper_accepts_it(
     if codec == "zlib":
         monkeypatch.setattr(server, "gzip_codec", zlib)
     else:
+        if importlib.util.find_spec("isal") is None:
+            missing("isal not installed (the speed extra: pip install -e '.[speed]')")
         assert server.gzip_codec.__name__ == "isal.isal_zlib", "the speed extra compresses with ISA-L"
     url = f"{daemon.server.url}/metrics"
     async with aiohttp.ClientSession(auto_decompress=False) as session:
