@@ -85,7 +85,11 @@ async def test_the_daemons_alert_evaluation_waits_while_metrics_are_written(
 ) -> None:
     monkeypatch.setattr(alert_engine, "SLICE_SECONDS", 0.0)  # hand the loop back before each integration
     config = parse_config(json.dumps({
-        "monitor": {"listen": "127.0.0.1:0", "redis_url": SHARED_REDIS, "evaluation_interval": "1h"},
+        # A cluster of its own (its keys under the test's prefix): with the default prefix, a daemon of another
+        # test or suite on the shared Redis is a peer that can own all four integrations, and this engine,
+        # judging none, never hands the loop back.
+        "monitor": {"listen": "127.0.0.1:0", "redis_url": SHARED_REDIS, "evaluation_interval": "1h",
+                    "cluster": {"key_prefix": f"{prefix}cluster:"}},
         "integrations": {f"vendor{i}": {"checks": [
             {"name": "api", "kind": "http", "url": target.url("/api"), "interval": "1h", "timeout": "2s"}]}
             for i in range(4)},
@@ -100,10 +104,12 @@ async def test_the_daemons_alert_evaluation_waits_while_metrics_are_written(
             evaluation = asyncio.create_task(engine.evaluate())
             await asyncio.wait({evaluation}, timeout=3.0)  # an evaluation of 4 checks takes milliseconds
             held = not evaluation.done()
+            owned = [i for i in engine.config.integrations if engine.voice.integration(i)]
         async with asyncio.timeout(30):
             await evaluation
     finally:
         await app.close()
+    assert owned, "this replica owned none of the integrations: nothing to evaluate"
     assert held, "the evaluation ran while /metrics was being written"
 
 
