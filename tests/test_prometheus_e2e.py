@@ -304,7 +304,7 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
             return {s["metric"]["check"] for s in await result(firing)} == {"c0", "c1"}
 
         await until(both_down_firing, 60, "IntegrationProbeDown firing for down/c0 and down/c1")
-        fired_at = time.time()
+        fired_ms = round(time.time() * 1000)  # Prometheus takes query times to the millisecond
 
         # Aggregated by check, every figure comes once — from the integration's owner — not three times.
         # (Waited for: on a loaded machine a scrape may time out, and its target's series lapse for a moment.)
@@ -336,13 +336,16 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
 
         await until(exported_by_new_owner, 30, "down's series from its new owner")
         await asyncio.sleep(5)
-        end = time.time()
+        end_ms = round(time.time() * 1000)
         query = "/api/v1/query_range?" + urllib.parse.urlencode(
-            {"query": 'ALERTS{alertstate="firing"}', "start": fired_at, "end": end, "step": "1"})
+            {"query": 'ALERTS{alertstate="firing"}', "start": f"{fired_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}",
+             "step": "1"})
         status, body = await asyncio.to_thread(get, prom.url + query)
         assert status == 200, body
         series = json.loads(body)["data"]["result"]
-        steps = int(end - fired_at) + 1  # query_range steps: start, start + 1 s, … up to end
+        # query_range steps: start, start + 1 s, … up to end. (Counted from the float seconds sent, a span
+        # like 8.9996 s that Prometheus rounds to 9.000 s gave one step less than it answered.)
+        steps = (end_ms - fired_ms) // 1000 + 1
         seen = {(s["metric"]["alertname"], s["metric"].get("integration"), s["metric"].get("check")): len(s["values"])
                 for s in series}
         # Firing at every step of the window, the handover included, and nothing else fired.
