@@ -107,6 +107,7 @@ class AlertEngine:
         self.config = config
         self.voice = Voice(ownership)
         self._gained: set[str] = set()  # integrations that became ours: reload their state before speaking
+        self._strays = False  # runs of others' checks may be recorded here (an outage): _forget_strays
         self.metrics = metrics
         self.redactor = redactor
         self.sink = sink
@@ -254,7 +255,9 @@ class AlertEngine:
         does: too few failures in a row to judge yet, so the reloaded incident is left as it is. A run
         older than the previous owner's verdict that still arrives is no news (``_judged_before``)."""
         gained, lost = set(gained), set(lost)
-        self.stats.forget(gained)
+        # What was lost goes too: its runs go to the new owner from now on, and what is left here would be
+        # the start of a streak the outage voice continues one day (``_forget_strays``).
+        self.stats.forget(gained | lost)
         for integration in gained:
             self.traffic.pop(integration, None)  # the owner's traffic reader backfills it
         self._gained.update(gained)
@@ -329,6 +332,7 @@ class AlertEngine:
                     self._gained |= gained  # Redis is down: try again next time
 
             await self.replicas.exchange_outage_voice(cfg)
+            self._forget_strays()
 
             scope = self._concerns.take(now, full=full)
             if scope is not None:
@@ -345,6 +349,20 @@ class AlertEngine:
             self._supervisor.report(self._memory.redis_up is not False,
                                     f"alert state not in sync with Redis: {self._memory.redis_error}")
             return handed
+
+    def _forget_strays(self) -> None:
+        """Once an outage is over (and what its voice said handed over), the runs recorded here of checks
+        owned elsewhere are dropped: from now on their runs go to the owner, and these would be the first
+        of the next outage's windows and streaks, with the healthy runs in between missing (one failure in
+        each outage read as two in a row: a page for a check that had failed once)."""
+        voice = self.voice
+        if not voice.shared:
+            return
+        if voice.in_outage:
+            self._strays = True
+        elif self._strays and not voice.outage_integrations:
+            self._strays = False
+            self.stats.forget({i for i, _ in self.stats.checks if not voice.integration(i)})
 
     def _judged_before(self, gained: set[str]) -> None:
         """The alerts of integrations taken over were just reloaded: a run older than the previous owner's

@@ -195,3 +195,58 @@ async def test_redis_back_empty_gets_the_state_back_and_a_token_from_before_neve
     assert await outbox.may_send(Record("console|acme", None, Fence("acme", after)))
     assert sink.got and len(sink.got) == 1  # and nothing was told twice
     await owner.close()
+
+
+@pytest.mark.parametrize("before", ["an earlier outage", "its own time as owner"])
+async def test_the_outage_voice_judges_only_the_runs_of_this_outage(
+    shared_redis: redis.asyncio.Redis, prefix: str, before: str
+) -> None:
+    """The prober's engine keeps what it recorded of a check owned elsewhere: the runs of an earlier outage,
+    or those of its own time as the owner. Between them and this outage the runs went to the owner, and
+    were healthy; counted as one streak, one failure now added to one then read as "down, 2 failed runs
+    in a row" and the outage voice paged for a check that had failed once."""
+    clock = Clock()
+    table = {"acme": "r1", "globex": "r1"}
+    if before == "its own time as owner":
+        table["acme"] = "r0"
+    prober = Owners("r0", table, probed={"acme/api"}, owner_saw={"acme/api": True})
+    sinks = {"r0": Sink(), "r1": Sink()}
+    r0 = engine_for(prober, shared_redis, prefix, sinks["r0"], clock)
+    r1 = engine_for(Owners("r1", table), shared_redis, prefix, sinks["r1"], clock)
+    for engine in (r0, r1):
+        await engine.start()
+        await engine.evaluate()
+    if before == "an earlier outage":
+        prober.degraded = True
+        fail(r0, "acme", T0 + 1)  # one failure: not down
+        clock.now = T0 + 2
+        await r0.evaluate()
+        prober.degraded = False
+        clock.now = T0 + 3
+        await r0.evaluate()
+    else:
+        fail(r0, "acme", T0 + 1)
+        clock.now = T0 + 2
+        await r0.evaluate()
+        table["acme"] = "r1"  # a replica joined: acme moved to r1
+        r0.ownership_changed([], ["acme"])
+        r1.ownership_changed(["acme"], [])
+        clock.now = T0 + 3
+        await r0.evaluate()
+    for n in range(5):  # healthy runs, sent to the owner
+        ok(r1, "acme", T0 + 4 + n)
+    clock.now = T0 + 10
+    await r1.evaluate()
+
+    prober.degraded = True  # Redis goes away again: acme fails once
+    fail(r0, "acme", T0 + 11)
+    clock.now = T0 + 12
+    await r0.evaluate()
+    assert sinks["r0"].got == [] and sinks["r1"].got == []
+    assert not r0.voice.outage
+    fail(r0, "acme", T0 + 13)  # and twice: down, told by the prober
+    clock.now = T0 + 14
+    await r0.evaluate()
+    assert [a.key for n in sinks["r0"].got for a in n.alerts] == [ACME]
+    for engine in (r0, r1):
+        await engine.close()
