@@ -59,9 +59,10 @@ class _OAuth2(_Auth):
         default=60.0, description="renew this long before expiry (at most half the lifetime)"
     )
     default_lifetime: Duration = Field(
-        default=3600.0, description="lifetime of a token whose response has no expires_in"
+        default=3600.0, gt=0, description="lifetime of a token whose response has no expires_in"
     )
-    timeout: Duration = Field(default=10.0, description="of one token request (the check's deadline still applies)")
+    timeout: Duration = Field(default=10.0, gt=0,
+                              description="of one token request (the check's deadline still applies)")
     verify_tls: bool = True
 
     @field_validator("token_url")
@@ -73,12 +74,6 @@ class _OAuth2(_Auth):
     @classmethod
     def _scopes(cls, value: Any) -> Any:
         return value.split() if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _durations(self) -> _OAuth2:
-        if self.timeout <= 0 or self.default_lifetime <= 0:
-            raise ValueError("timeout and default_lifetime must be greater than 0")
-        return self
 
     def _grant(self, **fields: Any) -> TokenGrant:
         return TokenGrant(

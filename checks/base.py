@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from integration_kit.deadlines import Deadlines
 from integration_kit.durations import Duration
@@ -67,15 +67,9 @@ class CheckConfigBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    interval: Duration = 30.0
-    timeout: Duration = Field(default=10.0, description="total deadline of one run, retries included")
+    # Constraints on the fields themselves: a check-level validator runs only once every field is valid,
+    # so its problem hid behind any other of the check's, and it named the check rather than the key.
+    interval: Duration = Field(default=30.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0, description="total deadline of one run, retries included")
     retry: RetryConfig = Field(default_factory=RetryConfig)  # not a shared default: pydantic deep-copies those
     enabled: bool = True
-
-    @model_validator(mode="after")
-    def _timeout_positive(self) -> CheckConfigBase:
-        if self.timeout <= 0:
-            raise ValueError("timeout must be greater than 0")
-        if self.interval <= 0:
-            raise ValueError("interval must be greater than 0")
-        return self
