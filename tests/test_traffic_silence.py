@@ -129,6 +129,22 @@ def test_silence_counts_from_the_last_write_or_from_when_the_monitor_started_rea
     assert cond.keep_firing_for == 60
 
 
+def test_a_firing_silence_of_a_service_never_seen_writing_holds_after_a_restart() -> None:
+    """Never written since this monitor started reading: the silence before a restart is unknown. Judged
+    "not silent", the incident resolved at every restart and fired again as a new one max_silence later."""
+    cfg = {"max_silence": "10m"}
+    firing = frozenset({"acme/traffic_silence/-/warning"})
+    restarted = TrafficWrites(watching_since=NOW - 60, last_write=None, fresh=True)
+    assert list(evaluate(rule_input(cfg, restarted, active=firing))) == []  # held
+    (cond,) = evaluate(rule_input(cfg, restarted, now=NOW + 540, active=firing))
+    assert cond.active  # the watch alone is max_silence long: judged again, still silent
+    (cond,) = evaluate(rule_input(cfg, restarted))
+    assert cond.active is False  # not firing: "not silent yet", as before
+    written = TrafficWrites(watching_since=NOW - 60, last_write=NOW - 30, fresh=True)
+    (cond,) = evaluate(rule_input(cfg, written, active=firing))
+    assert cond.active is False  # a write seen: recovered
+
+
 def test_off_unless_configured_and_no_verdict_on_data_it_could_not_read() -> None:
     long_ago = TrafficWrites(watching_since=NOW - 86400, last_write=NOW - 86400, fresh=True)
     assert list(evaluate(rule_input({}, long_ago))) == []  # a traffic section without max_silence

@@ -247,3 +247,25 @@ def test_duplicate_window_slides_and_survives_resets() -> None:
     assert window.ratio(1) == (None, 0)
     window.add(1200, 15, 6)
     assert window.ratio(1) == (0.5, 10)
+
+
+def test_a_firing_silence_of_a_stream_never_seen_holds_after_a_restart() -> None:
+    """A stream that never delivered is counted from when this monitor started watching it: after a restart,
+    its silence before is unknown. Judged "not silent" then, the incident was resolved at every restart (a
+    resolve posted while the stream was still silent) and posted again as a new one max_silence later."""
+    restarted = berlin(2026, 11, 24, 10, 0)
+    webhooks = {"max_silence": "30m", "event_types": {"invoice.paid": {"max_silence": "2h"}}}
+    never = WebhookObservation(integration="acme", snapshot=None, watching_since=restarted, fresh=True)
+    firing = frozenset({"acme/webhook_silence/-/warning", "acme/webhook_silence/type:invoice.paid/warning"})
+    for minutes, held in ((1, {None, "type:invoice.paid"}), (30, {"type:invoice.paid"}), (120, set())):
+        found = {c.target: c.active for c in evaluate(rule_input(webhooks, never, restarted + minutes * 60,
+                                                                  active=firing)) if c.alert == "webhook_silence"}
+        assert set(found) == {None, "type:invoice.paid"} - held, minutes
+        assert all(found.values()), found  # judged again once the watch alone is max_silence long: still silent
+    # Not firing: the watch so far says "not silent yet", as before.
+    assert silence(webhooks, never, restarted + 60) is False
+    # Once a delivery was seen, its time decides (kept in Redis, it survives the restart): recovered.
+    delivered = observe(restarted + 30, watching_since=restarted, types={"invoice.paid": restarted + 30})
+    found = {c.target: c.active for c in evaluate(rule_input(webhooks, delivered, restarted + 60, active=firing))
+             if c.alert == "webhook_silence"}
+    assert found == {None: False, "type:invoice.paid": False}

@@ -21,7 +21,7 @@ from alerts.config import TrafficSilenceRule
 from alerts.model import Severity
 from alerts.rules.base import Condition, RuleInput, alert_key
 from alerts.rules.text import fmt_seconds, fmt_utc
-from alerts.rules.webhook_silence import silent_for
+from alerts.rules.webhook_silence import silence_unknown, silent_for
 
 ALERT = "traffic_silence"
 _FACT = "traffic."
@@ -67,6 +67,8 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
     if cfg is None or max_silence is None or writes is None or not writes.fresh:
         return
     quiet = silent_for(inp.now, writes.last_write, writes.watching_since, cfg.schedule)
+    if silence_unknown(writes.last_write, quiet, max_silence, wanted in inp.active):
+        return  # never written since this monitor started reading: a firing alert holds (a restart)
     active = quiet is not None and quiet >= max_silence
     summary, details = "", {}
     if active and quiet is not None:

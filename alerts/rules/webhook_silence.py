@@ -6,9 +6,11 @@ failing it). Thresholds come from the integration's ``webhooks`` section; ``enab
 
 Silence only counts inside the active schedule: a window that opens at 09:00 after a quiet night starts
 counting at 09:00, and outside the window the alert is inactive. A stream that never delivered counts from
-when the monitor started watching it. While Redis can't be read the rule judges nothing (the state
-holds): stale data must not page as silence. Input comes through ``RuleInput.facts``, written by the
-webhook reader (``integration_kit.webhook_observations.to_facts``).
+when the monitor started watching it; a firing alert about such a stream is held, not judged, until that
+count reaches ``max_silence`` again (``silence_unknown``: after a restart the silence before it is
+unknown). While Redis can't be read the rule judges nothing (the state holds): stale data must not page
+as silence. Input comes through ``RuleInput.facts``, written by the webhook reader
+(``integration_kit.webhook_observations.to_facts``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
         return
     now = inp.now + obs.clock_offset  # in the clock the services stamped events with (Redis time)
     last = obs.snapshot.last_event_ts if obs.snapshot is not None else None
+    silences: list[Condition | None] = []
     if cfg.max_silence is not None:
-        yield _silence(inp, rule, cfg, obs, now, None, last, cfg.max_silence)
+        silences.append(_silence(inp, rule, cfg, obs, now, None, last, cfg.max_silence))
     for event_type, type_cfg in sorted(cfg.event_types.items()):
         if type_cfg.max_silence is not None:
             seen = obs.snapshot.event_types.get(event_type) if obs.snapshot is not None else None
-            yield _silence(inp, rule, cfg, obs, now, event_type, seen, type_cfg.max_silence)
+            silences.append(_silence(inp, rule, cfg, obs, now, event_type, seen, type_cfg.max_silence))
+    yield from (c for c in silences if c is not None)
     duplicates = _duplicates(inp, rule, cfg, obs, now)
     if duplicates is not None:
         yield duplicates
@@ -88,11 +92,23 @@ def silent_for(
     return max(0.0, now - counting_from)
 
 
+def silence_unknown(last: float | None, quiet: float | None, max_silence: float, firing: bool) -> bool:
+    """Whether a firing silence alert cannot be judged: nothing was ever seen, so the silence is counted
+    from when this monitor started watching, and that is shorter than ``max_silence`` — after a restart,
+    the stream's silence before it is unknown. Judged "not silent", the incident resolved at every restart
+    and fired again as a new one ``max_silence`` later."""
+    return firing and last is None and quiet is not None and quiet < max_silence
+
+
 def _silence(
     inp: RuleInput, rule: WebhookSilenceRule, cfg: WebhookConfig, obs: WebhookObservation, now: float,
     event_type: str | None, last: float | None, max_silence: float,
-) -> Condition:
+) -> Condition | None:
     quiet = silent_for(now, last, obs.watching_since, cfg.schedule)
+    target = f"{TYPE_TARGET}{event_type}" if event_type else None
+    if silence_unknown(last, quiet, max_silence,
+                       alert_key(inp.integration, "webhook_silence", target, Severity(rule.severity)) in inp.active):
+        return None
     active = quiet is not None and quiet >= max_silence
     what = f"{inp.integration} webhooks" + (f" of type {event_type}" if event_type else "")
     summary, details = "", {}
@@ -113,7 +129,7 @@ def _silence(
         details["possible causes"] = "endpoint disabled by the vendor after failures, expired secret or URL"
     return Condition(
         integration=inp.integration, alert="webhook_silence", severity=Severity(rule.severity), active=active,
-        target=f"{TYPE_TARGET}{event_type}" if event_type else None,
+        target=target,
         summary=summary, details=details, for_seconds=rule.for_, keep_firing_for=rule.keep_firing_for,
     )
 
