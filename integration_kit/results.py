@@ -77,6 +77,45 @@ class CheckResult:
         return max(0, self.attempts - 1)
 
 
+class CheckResultDraft:
+    """A ``CheckResult`` filled in field by field, then frozen in place: the probe's hot path, one per run.
+
+    ``CheckResult(...)`` costs ~40 k instructions: twenty keyword arguments matched to parameters, then
+    every field set through ``object.__setattr__`` to get past the frozen class's own ``__setattr__``. A
+    draft's fields are plain slot stores (~5 k in all), and ``freeze`` turns the draft into a
+    ``CheckResult`` by giving it that class: the two have the same slots, so the object *is* a
+    ``CheckResult`` from then on (frozen, equal to and printed as one built by the constructor, replaceable
+    and picklable like one). There are no defaults: set every field before ``freeze``
+    (tests/test_result_draft.py compares drafts with the constructor)."""
+
+    __slots__ = CheckResult.__slots__
+
+    integration: str
+    check: str
+    kind: str
+    ok: bool
+    error_class: ErrorClass | None
+    detail: str
+    started_at: float
+    duration: float
+    total_duration: float
+    attempts: int
+    attempt_classes: tuple[ErrorClass | None, ...]
+    status_code: int | None
+    phases: Mapping[str, float]
+    tls_expiry: float | None
+    request: RequestSummary | None
+    response_excerpt: str | None
+    rate_limit_headers: tuple[tuple[str, str], ...]
+    rate_limit_body: tuple[tuple[str, str], ...]
+    body_bytes: int | None
+    steps: tuple[StepResult, ...]
+
+    def freeze(self) -> CheckResult:
+        self.__class__ = CheckResult  # type: ignore[assignment]
+        return self  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuotaObservation:
     policy: str  # name of the limit as the source names it ("default", "burst", "core", "api-usage"…)
