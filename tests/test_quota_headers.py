@@ -225,6 +225,20 @@ def test_kept_fields_of_any_headers_parse_the_same(pairs):
     assert parse_rate_limit_headers(rate_limit_fields(headers), now=NOW) == parse_rate_limit_headers(headers, now=NOW)
 
 
+def any_case(name: str) -> st.SearchStrategy[str]:
+    return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda upper: "".join(c.upper() if u else c for c, u in zip(name, upper, strict=True)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(header_names.flatmap(any_case), header_values), max_size=8))
+def test_aiohttps_headers_keep_the_fields_their_pairs_keep(pairs):
+    # A response's headers (aiohttp's CIMultiDictProxy: its names looked up at once, case-insensitively) keep what
+    # the same fields given as pairs (read one by one) keep, whatever the spelling.
+    kept = rate_limit_fields(CIMultiDictProxy(CIMultiDict(pairs)))
+    assert sorted(kept) == sorted(rate_limit_fields(pairs))
+
+
 def test_without_http_sfv_the_structured_fields_are_skipped(monkeypatch):
     # Integration services may not have http-sfv: the other forms are still read.
     monkeypatch.setattr(integration_kit.ratelimit_headers, "_sfv", lambda: None)
