@@ -1,7 +1,10 @@
 """What /api/status shows about each check: the last run and the history that matters when paged.
 
-The store holds plain, already-redacted values (the recorder redacts before storing), so rendering it
-never needs the config. One ``CheckStatus`` per check, updated in place on every run.
+One ``CheckStatus`` per check, updated in place on every run. It keeps the last result itself and renders
+its plain fields (kind, times, attempts, classes, status, phases) when /api/status is read: recording a run
+copies nothing it does not have to. What could carry a secret (details, a flow's steps, the failed request
+and response) is redacted when it is recorded, as before (the recorder's redactor), so rendering never
+needs the config.
 """
 
 from __future__ import annotations
@@ -11,26 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from integration_kit.redact import Redactor
-    from integration_kit.results import CheckResult, RequestSummary
+    from integration_kit.results import CheckResult, RequestSummary, StepResult
 
 
 @dataclass(slots=True)
 class CheckStatus:
     integration: str
     check: str
-    kind: str = ""
     runs: int = 0
-    ok: bool | None = None  # None: never ran
-    error_class: str | None = None
-    detail: str = ""
-    started_at: float | None = None
-    duration: float | None = None
-    total_duration: float | None = None
-    attempts: int = 0
-    attempt_classes: tuple[str | None, ...] = ()
-    status_code: int | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)  # a flow's steps of the last run
+    last: CheckResult | None = None  # None: never ran
+    detail: str = ""  # the last result's, redacted
+    steps: list[dict[str, Any]] = field(default_factory=list)  # a flow's steps of the last run, redacted
     tls_expiry: float | None = None
     last_success_at: float | None = None
     last_failure_at: float | None = None
@@ -41,26 +35,16 @@ class CheckStatus:
     last_failure_request: dict[str, Any] | None = None
     last_failure_response: str | None = None
 
+    @property
+    def ok(self) -> bool | None:
+        return None if self.last is None else self.last.ok
+
     def update(self, result: CheckResult, redactor: Redactor) -> None:
-        self.kind = result.kind
         self.runs += 1
-        self.ok = result.ok
-        self.error_class = result.error_class.value if result.error_class is not None else None
+        self.last = result
         self.detail = redactor.text(result.detail) if result.detail else ""
-        self.started_at = result.started_at
-        self.duration = result.duration
-        self.total_duration = result.total_duration
-        self.attempts = result.attempts
-        self.attempt_classes = tuple(c.value if c is not None else None for c in result.attempt_classes)
-        self.status_code = result.status_code
-        self.phases = dict(result.phases)
-        self.steps = [
-            {"name": s.name, "cleanup": s.cleanup, "ok": s.ok, "skipped": s.skipped,
-             "error_class": s.error_class.value if s.error_class is not None else None,
-             "detail": redactor.text(s.detail), "status_code": s.status_code, "duration_seconds": s.duration,
-             "attempts": s.attempts, "phases": dict(s.phases)}
-            for s in result.steps
-        ]
+        if result.steps or self.steps:
+            self.steps = _steps(result.steps, redactor)
         if result.tls_expiry is not None:
             self.tls_expiry = result.tls_expiry
         if result.ok:
@@ -69,7 +53,7 @@ class CheckStatus:
             return
         self.last_failure_at = result.started_at
         self.consecutive_failures += 1
-        self.last_failure_class = self.error_class
+        self.last_failure_class = result.error_class.value if result.error_class is not None else None
         self.last_failure_detail = self.detail
         self.last_failure_request = _request(result.request, redactor)
         self.last_failure_response = (
@@ -77,19 +61,21 @@ class CheckStatus:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        last = self.last
         return {
-            "kind": self.kind,
+            "kind": "" if last is None else last.kind,
             "runs": self.runs,
             "ok": self.ok,
-            "error_class": self.error_class,
+            "error_class": None if last is None or last.error_class is None else last.error_class.value,
             "detail": self.detail,
-            "started_at": self.started_at,
-            "duration_seconds": self.duration,
-            "total_duration_seconds": self.total_duration,
-            "attempts": self.attempts,
-            "attempt_classes": list(self.attempt_classes),
-            "status_code": self.status_code,
-            "phases": self.phases,
+            "started_at": None if last is None else last.started_at,
+            "duration_seconds": None if last is None else last.duration,
+            "total_duration_seconds": None if last is None else last.total_duration,
+            "attempts": 0 if last is None else last.attempts,
+            "attempt_classes": [] if last is None else [c.value if c is not None else None
+                                                        for c in last.attempt_classes],
+            "status_code": None if last is None else last.status_code,
+            "phases": {} if last is None else dict(last.phases),
             "steps": self.steps,
             "tls_cert_expiry": self.tls_expiry,
             "last_success_at": self.last_success_at,
@@ -104,6 +90,16 @@ class CheckStatus:
                 "response_excerpt": self.last_failure_response,
             },
         }
+
+
+def _steps(steps: tuple[StepResult, ...], redactor: Redactor) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "cleanup": s.cleanup, "ok": s.ok, "skipped": s.skipped,
+         "error_class": s.error_class.value if s.error_class is not None else None,
+         "detail": redactor.text(s.detail), "status_code": s.status_code, "duration_seconds": s.duration,
+         "attempts": s.attempts, "phases": dict(s.phases)}
+        for s in steps
+    ]
 
 
 def _request(request: RequestSummary | None, redactor: Redactor) -> dict[str, Any] | None:
