@@ -392,7 +392,7 @@ def _collector_paused() -> Iterator[None]:
 
 def _parse(text: str, source: str, env: Mapping[str, str], base_dir: Path | None) -> Config:
     try:
-        raw = load_yaml(text)
+        raw, duplicates = load_yaml(text)
     except Unreadable as exc:
         raise ConfigError(source, [("", str(exc))]) from None
     if raw is None:
@@ -407,7 +407,7 @@ def _parse(text: str, source: str, env: Mapping[str, str], base_dir: Path | None
     reported = [*expansion.problems, *tree]
     with sharing_parts():
         config, validation = _validate(data, reported)
-    problems = [*reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data)]
+    problems = [*duplicates, *reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data)]
     if problems or config is None:
         raise ConfigError(source, expansion.hide(problems, env) or [("", "the config is not valid")])
     return config

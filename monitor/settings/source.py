@@ -75,12 +75,13 @@ def decode(data: bytes) -> str:
         ) from None
 
 
-def load_yaml(text: str) -> Any:
-    """The YAML document as plain Python values, or Unreadable. Depth and alias expansion are checked
-    on the event stream first, so neither a deep nor an explosive document is ever built."""
+def load_yaml(text: str) -> tuple[Any, list[Problem]]:
+    """The YAML document as plain Python values and the keys written twice in one mapping (problems), or
+    Unreadable. Depth and alias expansion are checked on the event stream first, so neither a deep nor an
+    explosive document is ever built."""
     try:
-        _check_events(yaml.parse(text, Loader=_Loader))
-        return yaml.load(text, Loader=_Loader)  # a safe loader; libyaml builds a big file 10 times faster
+        duplicates = _check_events(yaml.parse(text, Loader=_Loader))
+        return yaml.load(text, Loader=_Loader), duplicates  # a safe loader; libyaml builds a big file 10× faster
     except yaml.MarkedYAMLError as exc:
         raise Unreadable(f"not valid YAML: {_yaml_error(exc)}") from None
     except yaml.YAMLError as exc:  # reader errors (a control character, say): no mark, a short text
@@ -96,23 +97,46 @@ def _yaml_error(exc: yaml.MarkedYAMLError) -> str:
     return ", ".join(parts) + where
 
 
-def _check_events(events: Iterator[yaml.Event]) -> None:
-    """Refuse nesting deeper than MAX_DEPTH and aliases adding more than MAX_ALIAS_VALUES values.
+@dataclass(slots=True)
+class _Collection:
+    """An open mapping or sequence while the events are scanned: where it is, and the keys it has."""
+
+    path: str
+    mapping: bool
+    children: int = 0  # nodes ended in it so far (in a mapping: key, value, key, value…)
+    key: Any = None  # the key of the value being read (in a mapping), None for a key that is no scalar
+    lines: dict[str, int] = field(default_factory=dict)  # key → line it was first written at
+
+    def child_path(self) -> str:
+        if not self.mapping:
+            return join_path(self.path, self.children)
+        return self.path if self.key is None else join_path(self.path, self.key)
+
+
+def _check_events(events: Iterator[yaml.Event]) -> list[Problem]:
+    """Refuse nesting deeper than MAX_DEPTH and aliases adding more than MAX_ALIAS_VALUES values; name
+    the keys written twice in one mapping (YAML keeps only the last one, silently: an integration written
+    twice lost its first definition without a word).
 
     Counts what the document would be if every alias were written out: each anchored node's value
     count and height are remembered; an alias adds its node's count, at its node's height.
     """
     size: dict[str, tuple[int, int]] = {}  # anchor → (values, height) of its node
     stack: list[tuple[str | None, int, int]] = []  # open collections: (anchor, values before, max child height)
+    where: list[_Collection] = []  # the same open collections: their paths and keys
+    duplicates: list[Problem] = []
     total = added = 0
     for event in events:
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise Unreadable(f"nested deeper than {MAX_DEPTH} levels ({_line(event)})")
             stack.append((event.anchor, total, 0))
+            path = where[-1].child_path() if where else ""
+            where.append(_Collection(path, isinstance(event, yaml.MappingStartEvent)))
             continue
         if isinstance(event, yaml.CollectionEndEvent):
             anchor, before, child_height = stack.pop()
+            where.pop()
             total += 1
             node = (total - before, child_height + 1)
         elif isinstance(event, yaml.ScalarEvent):
@@ -133,11 +157,33 @@ def _check_events(events: Iterator[yaml.Event]) -> None:
                                  f"({_line(event)})")
         else:
             continue
+        if where:
+            _ended(where[-1], event, duplicates)
         if anchor:
             size[anchor] = node
         if stack:
             top_anchor, before, child_height = stack[-1]
             stack[-1] = (top_anchor, before, max(child_height, node[1]))
+    return duplicates
+
+
+def _ended(parent: _Collection, event: yaml.Event, duplicates: list[Problem]) -> None:
+    """A node of ``parent`` ended: in a mapping, every other one is a key."""
+    is_key = parent.mapping and parent.children % 2 == 0
+    parent.children += 1
+    if not is_key:
+        return
+    parent.key = event.value if isinstance(event, yaml.ScalarEvent) else None
+    if parent.key is None or parent.key == "<<":  # a merge key may repeat; what it merges is no key written here
+        return
+    line = event.start_mark.line + 1 if event.start_mark is not None else 0
+    first = parent.lines.get(parent.key)
+    if first is None:
+        parent.lines[parent.key] = line
+    else:
+        duplicates.append((join_path(parent.path, parent.key),
+                           f"written twice in one mapping (at line {first} and again at line {line}); expected "
+                           "each key once (YAML would silently keep only the last one)"))
 
 
 def _line(event: yaml.Event) -> str:
