@@ -437,6 +437,11 @@ class Scheduler:
             # A check removed by a reload while its probe ran: recording would bring its series back.
             if self._jobs.get(jid) is job:
                 self.record(result)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Cut short by ``stop`` once the grace was over (it says so): the run just ends. Raised on, it
+            # reached APScheduler, which logged an ERROR with a traceback at every shutdown with a slow probe.
         finally:
             if task is not None:
                 self._in_flight.discard(task)

@@ -207,6 +207,21 @@ async def test_stop_cancels_probes_that_outlive_the_grace() -> None:
     assert runner.total_active == 0 and recorded == []
 
 
+async def test_a_probe_cut_short_at_shutdown_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The probe that outlives the grace is cancelled and the run ends there: stop says so once (a
+    warning); APScheduler, to which the cancellation used to reach, logged an ERROR with a traceback."""
+    runner = Runner(delay=30)
+    sched, recorded, _ = make(config({"a": [("c", "100ms")]}), runner)
+    sched.start()
+    await until(lambda: runner.total_active == 1)
+    with caplog.at_level(logging.INFO):
+        await sched.stop(0.1)
+        await asyncio.sleep(0.05)  # APScheduler logs a job's outcome in a done-callback of its task
+    assert runner.total_active == 0 and recorded == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("cancelling 1 probe(s)" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
 async def test_probe_overrunning_its_deadline_is_recorded_as_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scheduler_module, "DEADLINE_OVERRUN", 0.05)
 
