@@ -7,12 +7,13 @@ engine and the notifier dispatcher. Read-only properties, so any object with suc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Gauge
+    from prometheus_client.metrics_core import Metric
 
     from alerts.config import AlertingConfig, AlertRulesConfig
     from alerts.webhook_config import ActiveSchedule, WebhookConfig
@@ -83,6 +84,15 @@ class ConfigView(Protocol):
     def integrations(self) -> Mapping[str, IntegrationView]: ...
 
 
+class HistogramView(Protocol):
+    """A histogram without labels (prometheus-client's ``Histogram`` or the daemon's own): observed, and
+    read back as metric families (its ``_count`` and ``_sum`` samples)."""
+
+    def observe(self, amount: float) -> None: ...
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
 class NotificationMetrics(Protocol):
     @property
     def notifications(self) -> Counter: ...  # labels: notifier, result (sent / failed / suppressed)
@@ -104,7 +114,7 @@ class AlertMetrics(NotificationMetrics, Protocol):
     def alert_inhibited(self) -> Gauge: ...  # labels: integration, alert, severity (1: firing, none of it told)
 
     @property
-    def scheduler_lag(self) -> Histogram: ...
+    def scheduler_lag(self) -> HistogramView: ...
 
 
 class RedisHealthView(Protocol):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.utils import floatToGoString
 
 from integration_kit.traffic import LATENCY_BOUNDS
 from monitor import __version__
@@ -189,9 +192,9 @@ class Metrics:
             "1 while the component's own work succeeds (0: e.g. its Redis reads or writes are failing)",
             ("component",), registry=r,
         )
-        self.scheduler_lag = Histogram(
+        self.scheduler_lag = RunHistogram(
             "integration_monitor_scheduler_lag_seconds", "Delay between a run's scheduled and actual start",
-            buckets=LAG_BUCKETS, registry=r,
+            LAG_BUCKETS, registry=r,
         )
         self.config_reload_ok = Gauge(
             "integration_monitor_config_last_reload_successful", "1 if the last config (re)load succeeded", registry=r
@@ -302,6 +305,36 @@ class CountedHistogram:
                 cumulative += n
                 buckets.append((bound, cumulative))
             family.add_metric([integration], buckets, sums[0])
+        yield family
+
+
+class RunHistogram:
+    """A histogram without labels observed once per probe run (the scheduler's lag), exported sample for sample
+    as prometheus-client's ``Histogram`` with the same buckets (``le`` spelt alike, ``_count`` and ``_sum``).
+
+    Why not that ``Histogram``: its ``observe`` takes two locks and walks the bounds in Python, ~7.9 k
+    instructions a run at saturation; a bisect into plain counts costs a fraction of that (bench/README.md).
+    Written on the event loop only; a scrape reads a copy of the counts, so ``_count`` always matches the
+    buckets."""
+
+    def __init__(self, name: str, documentation: str, bounds: Sequence[float], *, registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = tuple(float(b) for b in bounds if b != float("inf"))
+        self._les = (*(floatToGoString(b) for b in self.bounds), "+Inf")
+        self._counts = [0] * len(self._les)  # per bound (not cumulative), the last one above every bound
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount: Histogram's ``le``
+        self._sum += amount
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], list(zip(self._les, accumulate(list(self._counts)), strict=True)), self._sum)
         yield family
 
 

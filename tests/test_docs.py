@@ -23,7 +23,7 @@ from integration_kit.durations import parse_duration
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
 from monitor.app import App
 from monitor.cli import build_parser
-from monitor.metrics import CountedHistogram, Metrics
+from monitor.metrics import CountedHistogram, Metrics, RunHistogram
 from monitor.server import core_routes
 from monitor.settings import Config, parse_config
 from monitor.status import CheckStatus
@@ -134,7 +134,9 @@ def exported_metrics() -> dict[str, tuple[str, frozenset[str]]]:
     counted = [m for m in vars(metrics).values() if isinstance(m, CountedHistogram)]
     for histogram in counted:
         histogram.add("i", [1] * (len(histogram.bounds) + 1), 1.0)
-    for family in [*metrics.probes.collect(), *(f for h in counted for f in h.collect())]:
+    # The histograms of the daemon's own without labels (the scheduler's lag).
+    own = [m for m in vars(metrics).values() if isinstance(m, RunHistogram)]
+    for family in [*metrics.probes.collect(), *(f for h in [*counted, *own] for f in h.collect())]:
         name = family.name + ("_total" if family.type == "counter" else "")
         labels = frozenset(label for s in family.samples for label in s.labels if label != "le")
         out[name] = (family.type, labels)

@@ -7,12 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from monitor.metrics import Metrics
+from monitor.metrics import LAG_BUCKETS, Metrics, RunHistogram
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -121,3 +124,22 @@ def test_pieces_follow_the_budgets_and_add_up_to_the_same_page() -> None:
         by_size = list(metrics.exposition(accept, **{**never, "piece_bytes": 50_000})[1])
         assert 1 < len(by_size) < len(many) and max(len(p) for p in by_size[:-1]) < 50_000 + 100 * 1_500
         assert b"".join(by_size) == one[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(LAG_BUCKETS), st.floats(min_value=-1.0, max_value=1e6, allow_nan=False)),
+                max_size=30))
+def test_the_lag_histogram_is_exported_as_prometheus_clients_histogram(lags: list[float]) -> None:
+    """The scheduler's lag histogram (monitor.metrics.RunHistogram) against prometheus-client's ``Histogram``
+    with the same name, help and buckets, observed alike (values on a bound, between, past the last, negative):
+    the same page, byte for byte, in both formats."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    name, help_text = "integration_monitor_scheduler_lag_seconds", "Delay between a run's scheduled and actual start"
+    lag = RunHistogram(name, help_text, LAG_BUCKETS, registry=ours)
+    reference = Histogram(name, help_text, buckets=LAG_BUCKETS, registry=theirs)
+    for value in lags:
+        lag.observe(value)
+        reference.observe(value)
+    for encoder in (generate_latest, generate_openmetrics):
+        assert encoder(ours) == encoder(theirs)
+    assert Metrics().registry.get_sample_value(f"{name}_count") == 0
