@@ -262,7 +262,7 @@ class App:
                 routes = getattr(component, "routes", None)
                 if routes is not None:
                     self.server.add_routes(routes())
-            self.session = make_session(limit=0)  # the semaphore bounds concurrency, not the pool
+            self.session = make_session(limit=0)  # the scheduler's slots bound concurrency, not the pool
             self.scheduler.session = self.session
             # OAuth2 tokens: one per credential for all checks, shared with the other replicas through
             # Redis; every token it learns is masked from then on (rotating: the list stays short).

@@ -12,7 +12,8 @@ Timing rules, and why:
 * ``max_instances=1`` and ``coalesce=True``: a check never overlaps itself; runs missed while the
   previous one was still going collapse into one. ``misfire_grace_time`` is the check's interval: a run
   late by less than an interval still happens, later than that it is skipped (the next one is due).
-* **Concurrency.** One ``asyncio.Semaphore(monitor.max_concurrency)`` for all probes.
+* **Concurrency.** ``monitor.max_concurrency`` slots for all probes, first come first served
+  (monitor/slots.py: ``asyncio.Semaphore``'s behaviour, cheaper to take).
 * **Lag.** ``integration_monitor_scheduler_lag_seconds`` observes, per run, the time from the scheduled
   (jittered) fire time, taken from APScheduler's job-submitted event, to the moment the probe actually
   starts — after the concurrency slot is acquired, so a saturated limit shows up as lag.
@@ -56,6 +57,7 @@ from integration_kit.tasks import stop_all
 from monitor.batching_scheduler import BatchingScheduler
 from monitor.cluster.grid import GridTrigger
 from monitor.metrics import remove_series
+from monitor.slots import Slots
 
 if TYPE_CHECKING:
     import aiohttp
@@ -138,8 +140,8 @@ class Scheduler:
         self._backoff: dict[str, Backoff] = {}
         self._raised: set[tuple[str, str, str]] = set()  # (integration, check, exception type) logged in full
         self._in_flight: set[asyncio.Task[Any]] = set()
-        self._semaphore_limit = config.monitor.max_concurrency
-        self._semaphore = asyncio.Semaphore(self._semaphore_limit)
+        self._slots_limit = config.monitor.max_concurrency
+        self._slots = Slots(self._slots_limit)
         self._stopping = False
         self._lag = metrics.scheduler_lag
         # Epoch seconds by which every job added so far has started its first run and passed its deadline:
@@ -184,10 +186,10 @@ class Scheduler:
     def apply(self, config: Config) -> None:
         """Make the jobs match a new config: add new checks, drop removed ones, retime changed ones."""
         self.config = config
-        if config.monitor.max_concurrency != self._semaphore_limit:
-            # Probes in flight keep (and release) the old semaphore; new ones use the new limit.
-            self._semaphore_limit = config.monitor.max_concurrency
-            self._semaphore = asyncio.Semaphore(self._semaphore_limit)
+        if config.monitor.max_concurrency != self._slots_limit:
+            # Probes in flight keep (and release) the old slots; new ones use the new limit.
+            self._slots_limit = config.monitor.max_concurrency
+            self._slots = Slots(self._slots_limit)
         running = self._aps.running
         if running:
             self._aps.pause()  # no wake-up per added job; one pass on resume
@@ -409,7 +411,7 @@ class Scheduler:
             "%d run(s) skipped in the last %.0fs: %d because the check's previous run was still waiting for one "
             "of the %d probe slots or running (monitor.max_concurrency), %d because they started later than their "
             "grace time (the daemon is short of CPU)", busy + late, now - self._skipped_since, busy,
-            self._semaphore_limit, late,
+            self._slots_limit, late,
         )
         self._skipped = dict.fromkeys(self._skipped, 0)
         self._skipped_since = now
@@ -426,7 +428,10 @@ class Scheduler:
         if task is not None:
             self._in_flight.add(task)
         try:
-            async with self._semaphore:
+            slots = self._slots
+            if not slots.take():
+                await slots.wait()
+            try:
                 if self._stopping:
                     return
                 now = time.time()
@@ -434,6 +439,8 @@ class Scheduler:
                     self._lag.observe(max(0.0, now - scheduled))
                 job.last_started = now
                 result = await self._probe(job)
+            finally:
+                slots.release()
             # A check removed by a reload while its probe ran: recording would bring its series back.
             if self._jobs.get(jid) is job:
                 self.record(result)
