@@ -9,6 +9,8 @@ import asyncio
 from typing import Any
 
 import aiohttp
+from hypothesis import given
+from hypothesis import strategies as st
 from targets import Reply, SilentServer, Target
 
 from checks.base import ProbeContext
@@ -16,7 +18,7 @@ from checks.http import HttpCheckConfig, make_session, probe
 from checks.timing import AttemptTiming, TimedConnector, TimedResolver, TimedResponse, current_attempt
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
-from integration_kit.results import CheckResult
+from integration_kit.results import PHASES, CheckResult
 
 
 def make_check(url: str, **fields: Any) -> HttpCheckConfig:
@@ -109,3 +111,12 @@ async def test_attempts_at_once_on_one_session_each_get_their_own_phases(target:
     assert "dns" in named.phases and "dns" not in literal.phases, (named.phases, literal.phases)
     assert named.phases["ttfb"] >= 0.55, named.phases
     assert {"connect", "ttfb", "transfer"} <= set(literal.phases)
+
+
+@given(st.fixed_dictionaries({}, optional={name: st.floats(min_value=0, max_value=60) for name in PHASES}))
+def test_an_attempts_phases_are_those_measured_in_phase_order(measured: dict[str, float]) -> None:
+    timing = AttemptTiming()
+    for name, value in measured.items():
+        setattr(timing, name, value)
+    phases = timing.phases()
+    assert phases == measured and list(phases) == [name for name in PHASES if name in measured]
