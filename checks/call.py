@@ -60,25 +60,14 @@ def make_session(*, limit: int) -> aiohttp.ClientSession:
     return session
 
 
-class ProbeSession:
-    """The daemon's shared session, or one of the probe's own for a direct call (closed after it).
-    A class, not ``@asynccontextmanager``: it is entered once per probe, and a generator costs more."""
-
-    __slots__ = ("ctx", "own")
-
-    def __init__(self, ctx: ProbeContext) -> None:
-        self.ctx = ctx
-        self.own: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> aiohttp.ClientSession:
-        if self.ctx.session is not None:
-            return self.ctx.session
-        self.own = make_session(limit=0)
-        return self.own
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.own is not None:
-            await self.own.close()
+def probe_session(ctx: ProbeContext) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession | None]:
+    """The session a probe's requests go out on: the daemon's shared one, or for a direct call one of the
+    probe's own, which is then also the second item (close it once the run is over). Not an async context
+    manager: it is entered once per probe, and its two coroutines cost ~5 k instructions."""
+    if ctx.session is not None:
+        return ctx.session, None
+    own = make_session(limit=0)
+    return own, own
 
 
 @dataclass(slots=True)
@@ -159,16 +148,15 @@ async def perform_call(
             after_attempt(outcome)
         return outcome
 
-    # Without an amendment, the attempts' own coroutines: a level around them is resumed at every wait.
-    attempt = amended if after_attempt is not None else partial(authorized_attempt, run, request_auth)
-
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     if deadline is None:
         assert budget is not None, "a call needs a deadline or a budget"
         deadline = t0 + budget
-    outcome = await attempt(deadline)
+    # Without an amendment, the attempts' own coroutines: a level around them is resumed at every wait.
+    outcome = await (authorized_attempt(run, request_auth, deadline) if after_attempt is None else amended(deadline))
     if outcome.error_class is not None:  # the retry runner only after a failure: a success costs none of it
+        attempt = amended if after_attempt is not None else partial(authorized_attempt, run, request_auth)
         outcome, _ = await run_with_retries(attempt, policy, deadline=deadline, clock=loop.time, first=outcome)
     return CallOutcome(outcome, tuple(request_auth.classes), loop.time() - t0, run, request_auth)
 
@@ -181,11 +169,15 @@ async def single_call_probe(
 ) -> CheckResult:
     """A probe kind that is one call: the call inside ``budget`` seconds, then its result."""
     started_at = time.time()
-    async with ProbeSession(ctx) as session:
+    session, own = probe_session(ctx)
+    try:
         call = await perform_call(check, ctx, session, plan=plan, policy=policy, budget=budget, auth=auth,
                                   inspect_body=inspect_body, after_attempt=after_attempt)
+    finally:
+        if own is not None:
+            await own.close()
     return call.result(kind=kind, check=name, ctx=ctx, started_at=started_at,
                        rate_limit_body=body_quota(call.run) if body_quota is not None else ())
 
 
-__all__ = ["USER_AGENT", "CallOutcome", "ProbeSession", "make_session", "perform_call", "single_call_probe"]
+__all__ = ["USER_AGENT", "CallOutcome", "make_session", "perform_call", "probe_session", "single_call_probe"]

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from checks.base import ProbeContext
-from checks.call import CallOutcome, ProbeSession, perform_call
+from checks.call import CallOutcome, perform_call, probe_session
 from checks.flow_config import FlowCheckConfig, FlowStep, GraphqlStep, HttpStep
 from checks.flow_templates import REFERENCE, StepValues, Unresolved, render
 from checks.graphql import GraphqlInspector
@@ -63,7 +63,8 @@ async def probe(check: FlowCheckConfig, ctx: ProbeContext) -> CheckResult:
     steps_deadline = deadline - check.cleanup_budget
     seen: dict[str, StepValues] = {}
     ran: list[_Ran] = []
-    async with ProbeSession(ctx) as session:
+    session, own = probe_session(ctx)
+    try:
         for step in check.steps:
             outcome = await _run_step(check, step, ctx, session, seen, steps_deadline, cleanup=False)
             ran.append(outcome)
@@ -71,6 +72,9 @@ async def probe(check: FlowCheckConfig, ctx: ProbeContext) -> CheckResult:
                 break
         for step in check.cleanup:
             ran.append(await _run_step(check, step, ctx, session, seen, deadline, cleanup=True))
+    finally:
+        if own is not None:
+            await own.close()
     return _result(check, ctx, ran, started_at, loop.time() - t0)
 
 
