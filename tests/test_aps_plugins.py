@@ -1,0 +1,83 @@
+"""monitor/aps_plugins.py, held to APScheduler's own defaults side by side: the executor to AsyncIOExecutor
+by the events a scheduler's listeners get from the same jobs (returning, raising, missed, cancelled)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_ALL, JobEvent
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.aps_plugins import RunExecutor
+
+
+async def events_of(executor: AsyncIOExecutor) -> list[tuple[Any, ...]]:
+    """What a scheduler's listeners hear of four jobs run by ``executor``: one returns, one raises, one is
+    past its grace time, one is still running at shutdown (cancelled)."""
+    heard: list[JobEvent] = []
+    scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": executor})
+    scheduler.add_listener(heard.append, EVENT_ALL)
+    ran = asyncio.Event()
+    hangs = asyncio.Event()
+
+    async def returns() -> int:
+        ran.set()
+        return 7
+
+    async def raises() -> None:
+        raise ValueError("no")
+
+    async def hanging() -> None:
+        hangs.set()
+        await asyncio.Event().wait()
+
+    now = datetime.now(UTC)
+    for name, func, late in (("returns", returns, 0), ("raises", raises, 0), ("missed", returns, 10),
+                             ("hanging", hanging, 0)):
+        scheduler.add_job(func, "date", run_date=now - timedelta(seconds=late), id=name, misfire_grace_time=5)
+    scheduler.start()
+    await asyncio.wait_for(asyncio.gather(ran.wait(), hangs.wait()), 10)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    scheduler.shutdown(wait=False)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return sorted(
+        (e.code, e.job_id, round(getattr(e, "scheduled_run_time", now).timestamp() - now.timestamp()),
+         getattr(e, "retval", None),
+         type(getattr(e, "exception", None)).__name__, bool(getattr(e, "traceback", None)))
+        for e in heard if isinstance(e, JobEvent)
+    )
+
+
+async def test_the_executor_tells_the_listeners_what_asyncio_executor_tells() -> None:
+    theirs = await events_of(AsyncIOExecutor())
+    assert len(theirs) >= 4 * 2  # each job added and submitted (or missed), ended; a cancel heard
+    assert await events_of(RunExecutor()) == theirs
+
+
+async def test_a_run_is_the_jobs_own_task() -> None:
+    """What the executor is for: no coroutine between the run's task and the job (each wait of a probe
+    resumes every level)."""
+    seen: list[str] = []
+
+    async def job() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(task.get_coro().__qualname__)  # type: ignore[union-attr]
+
+    scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": RunExecutor()})
+    scheduler.add_job(job, "date", run_date=datetime.now(UTC))
+    scheduler.start()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if seen:
+                break
+        assert seen == [job.__qualname__]
+    finally:
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)
