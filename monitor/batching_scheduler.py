@@ -1,6 +1,6 @@
 """APScheduler's AsyncIOScheduler as the daemon runs it: waking up ``WAKEUP_SLACK`` after the next due run
-instead of exactly at it, with the executor of monitor/aps_plugins.py (the same behaviour as APScheduler's
-default, a fraction of its cost per run).
+instead of exactly at it, with the job store and executor of monitor/aps_plugins.py (the same behaviour as
+APScheduler's defaults, a fraction of their cost per run).
 
 Stock behaviour costs one wake-up (a scan of the job store and a timer reset) per run, plus wake-ups that
 come a hair early (timer granularity) and find nothing due. With the slack one pass submits every run due
@@ -22,13 +22,14 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.aps_plugins import RunExecutor
+from monitor.aps_plugins import RunExecutor, SortedJobStore
 
 WAKEUP_SLACK = 0.02  # seconds
 
 
 class BatchingScheduler(AsyncIOScheduler):
     def __init__(self, **options: Any) -> None:
+        options.setdefault("jobstores", {"default": SortedJobStore()})
         options.setdefault("executors", {"default": RunExecutor()})
         super().__init__(**options)
 

@@ -1,17 +1,62 @@
-"""monitor/aps_plugins.py, held to APScheduler's own defaults side by side: the executor to AsyncIOExecutor
-by the events a scheduler's listeners get from the same jobs (returning, raising, missed, cancelled)."""
+"""monitor/aps_plugins.py, held to APScheduler's own defaults side by side: the job store to MemoryJobStore
+under the same random operations, the executor to AsyncIOExecutor by the events a scheduler's listeners get
+from the same jobs (returning, raising, missed, cancelled)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from apscheduler.events import EVENT_ALL, JobEvent
 from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from monitor.aps_plugins import RunExecutor
+from monitor.aps_plugins import RunExecutor, SortedJobStore
+
+BASE = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+IDS = st.sampled_from([f"job{i}" for i in range(6)])
+# Next run times that tie, differ by a microsecond, or are absent (a paused job).
+WHEN = st.one_of(st.none(), st.integers(min_value=0, max_value=4).map(lambda n: BASE + timedelta(microseconds=n)),
+                 st.integers(min_value=-3, max_value=3).map(lambda n: BASE + timedelta(hours=n)))
+OPS = st.lists(st.tuples(st.sampled_from(["add", "update", "remove", "remove_all"]), IDS, WHEN), max_size=40)
+
+
+def outcome(store: Any, op: str, job_id: str, when: datetime | None) -> str:
+    job = SimpleNamespace(id=job_id, next_run_time=when)  # (all a job store reads of a job)
+    try:
+        if op == "add":
+            store.add_job(job)
+        elif op == "update":
+            store.update_job(job)
+        elif op == "remove":
+            store.remove_job(job_id)
+        else:
+            store.remove_all_jobs()
+    except (ConflictingIdError, JobLookupError) as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def view(store: Any) -> tuple[Any, ...]:
+    ids = [job.id for job in store.get_all_jobs()]
+    due = {n: [job.id for job in store.get_due_jobs(BASE + timedelta(microseconds=n))] for n in (-1, 0, 2, 4)}
+    looked_up = {i: getattr(store.lookup_job(i), "next_run_time", "absent") for i in [*ids, "nobody"]}
+    return ids, due, store.get_next_run_time(), looked_up
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS)
+def test_the_job_store_is_memory_job_store(ops: list[tuple[str, str, datetime | None]]) -> None:
+    ours, theirs = SortedJobStore(), MemoryJobStore()
+    for op, job_id, when in ops:
+        assert outcome(ours, op, job_id, when) == outcome(theirs, op, job_id, when), (op, job_id, when)
+        assert view(ours) == view(theirs)
 
 
 async def events_of(executor: AsyncIOExecutor) -> list[tuple[Any, ...]]:
