@@ -70,9 +70,9 @@ async def main(args: argparse.Namespace) -> None:
 async def scheduled(args: argparse.Namespace, one: Callable[[], Awaitable[None]], done: Callable[[], int]) -> None:
     """``args.scheduled`` jobs every ``args.interval`` seconds, ``args.concurrency`` in flight; CPU and probes
     counted over ``args.seconds`` after ``args.warmup`` (as bench/probe_cpu.py counts the daemon's)."""
-    from apscheduler.triggers.interval import IntervalTrigger
 
     from monitor import long_lived
+    from monitor.aps_plugins import JitteredInterval
     from monitor.batching_scheduler import BatchingScheduler
 
     for name in ("apscheduler.scheduler", "apscheduler.executors.default"):  # as the daemon quietens them
@@ -87,8 +87,8 @@ async def scheduled(args: argparse.Namespace, one: Callable[[], Awaitable[None]]
     now, interval, jitter = time.time(), args.interval, 0.1
     for i in range(args.scheduled):
         first = datetime.fromtimestamp(now + interval * (i + random.random()) / args.scheduled, UTC)
-        aps.add_job(run, trigger=IntervalTrigger(seconds=interval * (1 - jitter / 2), jitter=interval * jitter,
-                                                 start_date=first, timezone=UTC),
+        aps.add_job(run, trigger=JitteredInterval(seconds=interval * (1 - jitter / 2), jitter=interval * jitter,
+                                                  start_date=first, timezone=UTC),
                     id=str(i), next_run_time=first, max_instances=1, coalesce=True,
                     misfire_grace_time=max(1, round(interval)))
     long_lived.tune_young_collections()  # as App.run does

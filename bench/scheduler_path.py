@@ -38,7 +38,6 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from apscheduler.triggers.interval import IntervalTrigger
 from callgrind import drive, print_layers, step, step_done, steps_over
 from common import nginx_target
 
@@ -48,6 +47,7 @@ from checks.call import make_session
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
 from monitor import long_lived
+from monitor.aps_plugins import JitteredInterval
 from monitor.batching_scheduler import BatchingScheduler
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
@@ -104,7 +104,7 @@ def first_checks(full: Config, n: int) -> Config:
 
 def add_aps_job(aps: BatchingScheduler, job: Callable[[], Awaitable[None]], jid: str, first: datetime) -> None:
     """A job as monitor/scheduler.py adds one (its ``_trigger`` and ``add_job`` arguments)."""
-    aps.add_job(job, trigger=IntervalTrigger(seconds=INTERVAL * (1 - JITTER / 2), jitter=INTERVAL * JITTER,
+    aps.add_job(job, trigger=JitteredInterval(seconds=INTERVAL * (1 - JITTER / 2), jitter=INTERVAL * JITTER,
                                              start_date=first, timezone=UTC),
                 id=jid, next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=round(INTERVAL))
 

@@ -5,7 +5,8 @@ Timing rules, and why:
 * **Jitter.** ``monitor.jitter`` is a share of the interval. APScheduler adds ``uniform(0, jitter)`` to
   each fire time *measured from the previous (jittered) one*, so the trigger's base interval is
   ``interval × (1 − jitter/2)``: every gap is uniform in ``interval × [1 − j/2, 1 + j/2]`` and the mean
-  period is exactly the configured interval. The random walk also de-phases checks over time.
+  period is exactly the configured interval. The random walk also de-phases checks over time. (The trigger
+  is APScheduler's IntervalTrigger drawing once per run: monitor/aps_plugins.py.)
 * **First runs.** Every check runs soon after start, but the first runs are spread, not fired at once:
   check *i* of *n* starts at ``window × (i + U(0,1)) / n`` with ``window = max(2 s, n / 200 per s)``,
   capped by its own interval. Small configs all run within 2 s; 10,000 checks start at ~200/s.
@@ -46,7 +47,6 @@ from apscheduler.events import (
     JobEvent,
     JobSubmissionEvent,
 )
-from apscheduler.triggers.interval import IntervalTrigger
 
 from checks import run_probe as default_run_probe
 from checks.base import CheckConfigBase, ProbeContext
@@ -54,6 +54,7 @@ from integration_kit.deadlines import Deadlines, DeadlineScope
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
 from integration_kit.tasks import stop_all
+from monitor.aps_plugins import JitteredInterval
 from monitor.batching_scheduler import BatchingScheduler
 from monitor.cluster.grid import GridTrigger
 from monitor.metrics import remove_series
@@ -368,7 +369,7 @@ class Scheduler:
         interval, jitter = timing
         if self.placement is not None:
             return GridTrigger(jid, interval, jitter)
-        return IntervalTrigger(
+        return JitteredInterval(
             seconds=interval * (1 - jitter / 2),
             jitter=interval * jitter or None,
             start_date=datetime.fromtimestamp(start, UTC),

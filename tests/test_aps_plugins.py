@@ -1,23 +1,26 @@
 """monitor/aps_plugins.py, held to APScheduler's own defaults side by side: the job store to MemoryJobStore
 under the same random operations, the executor to AsyncIOExecutor by the events a scheduler's listeners get
-from the same jobs (returning, raising, missed, cancelled)."""
+from the same jobs (returning, raising, missed, cancelled), the trigger to IntervalTrigger draw for draw."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from apscheduler.events import EVENT_ALL, JobEvent
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.aps_plugins import RunExecutor, SortedJobStore
+from monitor.aps_plugins import JitteredInterval, RunExecutor, SortedJobStore
 
 BASE = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 IDS = st.sampled_from([f"job{i}" for i in range(6)])
@@ -126,3 +129,25 @@ async def test_a_run_is_the_jobs_own_task() -> None:
     finally:
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("jitter", [None, 30.0])
+def test_the_trigger_draws_once_per_run(jitter: float | None) -> None:
+    """APScheduler asks twice for the fire time after a run's (to see whether more are due, then for the
+    next run): the same answer both times, the one IntervalTrigger gives to its first question."""
+    kwargs: dict[str, Any] = {"seconds": 60, "jitter": jitter, "start_date": BASE, "timezone": UTC}
+    ours, theirs = JitteredInterval(**kwargs), IntervalTrigger(**kwargs)
+    previous = BASE
+    for _ in range(5):
+        random.seed(previous.timestamp())
+        expected = theirs.get_next_fire_time(previous, previous)
+        random.seed(previous.timestamp())
+        first = ours.get_next_fire_time(previous, previous)
+        assert first == expected
+        assert ours.get_next_fire_time(previous, previous) == first  # asked again: not drawn again
+        random.seed(1)
+        expected = theirs.get_next_fire_time(None, BASE)
+        random.seed(1)
+        assert ours.get_next_fire_time(None, BASE) == expected  # (another question: answered afresh)
+        assert first is not None
+        previous = first

@@ -8,7 +8,7 @@ and *k*, not from a random generator, so every replica knows every check's timet
 exactly the interval. A replica that takes a check over continues its timetable; it only runs one at
 once when the previous prober may have missed a due run (it crashed; see ``monitor.cluster.view``).
 
-Alone (no cluster) the scheduler keeps APScheduler's own jittered IntervalTrigger.
+Alone (no cluster) the scheduler keeps APScheduler's jittered IntervalTrigger (monitor/aps_plugins.py).
 """
 
 from __future__ import annotations
