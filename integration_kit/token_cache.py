@@ -234,13 +234,15 @@ class TokenCache:
                 break
             await asyncio.sleep(self._poll)
         try:
-            if owner:  # the holder before us may have written its token between our read and our lock
-                stored = await client.get(token_key)
+            if owner:  # the holder before us may have written its token or its failure between our read and our lock
+                stored, failed = await client.mget(token_key, error_key)
                 token = Token.from_json(stored) if stored is not None else None
                 if token is not None and self._clock() < token.renew_at(grant.refresh_margin):
                     self._stats.setdefault(key, _Stats(label=key)).from_redis += 1
                     self._remember(key, token)
                     return Lease(token=token, waited=0.0, source="redis")
+                if failed is not None:
+                    raise _stored_error(failed)
             refresh = self._refresh.get(key)
             if grant.grant_type == "refresh_token":
                 rotated = await self._redis_call(client.get(self._name(key, "refresh")))

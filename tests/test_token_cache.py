@@ -99,6 +99,33 @@ async def test_a_failed_fetch_is_reported_to_the_waiting_replicas_not_repeated(
     }
 
 
+async def test_a_failure_written_between_a_waiters_read_and_its_lock_is_reported_not_repeated(
+    vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A waiter reads (no token, no failure yet), the holder's fetch fails meanwhile (its failure written,
+    its lock released), then the waiter takes the free lock: it must find the failure, not ask again."""
+    vendor.delay = 0.3
+    bad = TokenGrant(token_url=vendor.token_url, client_id=CLIENT_ID, client_secret="cs_wrong_CANARY_78", timeout=2)
+    holder, waiter = TokenCache(redis=shared_redis, prefix=prefix), TokenCache(redis=shared_redis, prefix=prefix)
+    holding = asyncio.create_task(holder.get("k", bad, session))
+    await until(lambda: bool(vendor.token_requests), what="the holder's token request")  # it holds the lock
+    real_mget = shared_redis.mget
+
+    async def read_then_stall(*keys: str) -> object:  # the waiter's read, answered before the holder is done
+        seen = await real_mget(*keys)
+        monkeypatch.setattr(shared_redis, "mget", real_mget)
+        await asyncio.wait([holding])
+        return seen
+
+    monkeypatch.setattr(shared_redis, "mget", read_then_stall)
+    outcomes = await asyncio.gather(holding, waiter.get("k", bad, session), return_exceptions=True)
+    assert len(vendor.token_requests) == 1
+    assert [o.failure for o in outcomes if isinstance(o, TokenError)] == [
+        (ErrorClass.AUTH, "auth: token endpoint: invalid_client (Client authentication failed)")
+    ] * 2, outcomes
+
+
 async def test_rotated_refresh_tokens_are_one_chain_across_replicas(
     vendor: OAuth2Server, shared_redis: redis.asyncio.Redis, prefix: str, session: aiohttp.ClientSession
 ) -> None:
@@ -154,7 +181,7 @@ async def test_redis_is_left_alone_for_a_while_after_an_error(
     cache._redis_pause_until = 0.0
     await cache.invalidate("k", (await cache.get("k", grant(vendor), session)).token)
     lease = await cache.get("k", grant(vendor), session)
-    assert calls == 2 and lease.source == "fetched"  # Redis asked again, and written: shared again
+    assert calls == 3 and lease.source == "fetched"  # Redis asked again (read, lock, read), and written: shared again
     assert await shared_redis.exists(f"{prefix}{{k}}:token") == 1
 
 
