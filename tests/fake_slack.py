@@ -4,7 +4,8 @@ Point slack-sdk at it with ``base_url=fake.api_url`` (``http://127.0.0.1:PORT/ap
 ``fake.webhook_url``. It keeps the messages it was sent (so chat.update of an unknown ts fails like
 Slack's ``message_not_found``), checks the Block Kit limits Slack enforces (``invalid_blocks``), checks
 the bot token (``invalid_auth``), records every request, and can be scripted to answer the next
-requests with 429 + Retry-After, 5xx or ``ok: false`` errors, or to answer one late (``delay``).
+requests with 429 + Retry-After, 5xx or ``ok: false`` errors, or to answer one late (``delay``, or
+``hold``: once the test says so).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Reply:
     body: str | None = None  # raw body for 5xx (Slack sends HTML) or webhook error text
     only: str | None = None
     delay: float = 0.0  # seconds before answering (a send still under way while its sender is paused)
+    hold: asyncio.Event | None = None  # answered once the test sets it (a send under way until then)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -173,6 +175,8 @@ class FakeSlack:
         reply = self._scripted(method)
         if reply is not None and reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply is not None and reply.hold is not None:
+            await reply.hold.wait()
         if reply is not None and (reply.status != 200 or reply.error is not None):
             record.answered, record.error = reply.status, reply.error or f"scripted {reply.status}"
             return self._failure(reply, webhook=False)

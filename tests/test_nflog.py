@@ -130,11 +130,18 @@ async def test_a_notification_dropped_by_a_full_queue_is_not_logged(
     slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     cfg, clock = config(prefix, slack, integrations=("acme", "globex")), Clock()
-    slack.then(Reply(status=429, retry_after="0.5", only="chat.postMessage"))  # acme's waits at the head
+    # Acme's post is answered only once globex's submit is over: acme stays at the head of the queue however
+    # slowly the evaluation goes (a 429 retried after 0.5 s let a loaded machine deliver it first).
+    sent = asyncio.Event()
+    slack.then(Reply(hold=sent, only="chat.postMessage"))
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, max_queue=1)
     async with running(dispatcher_for(cfg, shared_redis, policy)) as dispatcher:
         eng = engine(cfg, shared_redis, clock, dispatcher)
-        await fire(eng, clock)  # acme queued, globex dropped: the queue holds one
+        try:
+            await fire(eng, clock)  # acme queued, globex dropped: the queue holds one
+            assert dispatcher.status()["notifiers"]["slack"]["failed"] == 1
+        finally:
+            sent.set()
         assert await dispatcher.drain(10)
         assert [r.body["text"].split(":")[0] for r in slack.delivered("chat.postMessage")] == ["🔴 acme"]
         assert await logged(shared_redis, prefix, "slack|acme") is not None
