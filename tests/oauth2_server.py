@@ -4,7 +4,9 @@
 by HTTP Basic or form fields, ``expires_in`` of ``lifetime`` seconds, rotated refresh tokens (the old
 one then answers ``invalid_grant``, as OAuth 2.1 servers do), an optional delay, and scripted failures
 (``fail_with``). ``GET /api/me`` answers 200 to a valid, unexpired bearer token and 401 otherwise;
-``revoke_all()`` invalidates every token (a vendor revoking early). Everything is counted.
+``revoke_all()`` invalidates every token (a vendor revoking early). Everything is counted, and what was
+left of a token's lifetime when the API saw it (``api_left``). ``clock`` (default: monotonic seconds) is
+the vendor's; a test can give it the token cache's fake clock, so expiry is judged on one clock.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import base64
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -43,7 +46,9 @@ class OAuth2Server(LoopbackApp):
     api_hits: list[str | None] = field(default_factory=list)  # the Authorization header of each API call
     issued: list[str] = field(default_factory=list)
     refresh_tokens: list[str] = field(default_factory=list)  # every refresh token handed out, in order
-    _valid: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
+    api_left: list[float] = field(default_factory=list)  # seconds of its lifetime a valid token had left, per call
+    clock: Callable[[], float] = field(default=time.monotonic)
+    _valid: dict[str, float] = field(default_factory=dict)  # access token -> expiry (on clock)
     _refresh_valid: set[str] = field(default_factory=lambda: {REFRESH_TOKEN})
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -60,7 +65,7 @@ class OAuth2Server(LoopbackApp):
 
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        self.token_requests.append(TokenRequest(form, request.headers.get("Authorization"), time.monotonic()))
+        self.token_requests.append(TokenRequest(form, request.headers.get("Authorization"), self.clock()))
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail_with:
@@ -88,7 +93,7 @@ class OAuth2Server(LoopbackApp):
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         token = f"at_CANARY_access_{next(self._serial)}_{id(self) % 997}"
         self.issued.append(token)
-        self._valid[token] = time.monotonic() + self.lifetime
+        self._valid[token] = self.clock() + self.lifetime
         expires: Any = str(int(self.lifetime)) if self.expires_in_as_string else self.lifetime
         body.update({"access_token": token, "token_type": "bearer", "expires_in": expires, "scope": form.get("scope")})
         return web.json_response(body, headers={"Cache-Control": "no-store"})
@@ -106,7 +111,8 @@ class OAuth2Server(LoopbackApp):
         self.api_hits.append(authorization)
         token = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
         expiry = self._valid.get(token)
-        if expiry is None or expiry <= time.monotonic():
+        if expiry is None or expiry <= self.clock():
             return web.json_response({"error": "invalid_token"}, status=401,
                                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        self.api_left.append(expiry - self.clock())
         return web.json_response({"id": "me", "name": "Probe"})

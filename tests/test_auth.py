@@ -97,19 +97,22 @@ async def test_client_auth_in_the_body_and_extra_params(vendor: OAuth2Server) ->
 
 
 async def test_expiring_tokens_are_renewed_before_expiry_never_used_expired(vendor: OAuth2Server) -> None:
-    vendor.lifetime = 1.2
-    check = make_check(vendor.url("/api/me"), client_credentials(vendor, refresh_margin="600ms"))
-    daemon = Daemonish(check)
+    # The vendor and the token cache on one fake clock, 25 s a run: what a token had left when the vendor saw
+    # it is then the product's choice alone, not what a loaded machine took between the token and the call.
+    clock = Clock()
+    vendor.lifetime, vendor.clock = 100, clock
+    check = make_check(vendor.url("/api/me"), client_credentials(vendor, refresh_margin="30s"))
+    daemon = Daemonish(check, clock=clock)
     results = []
-    for _ in range(4):
+    for _ in range(7):
         results.append(await daemon.run(check))
-        await asyncio.sleep(0.3)
-    # Every run used a live token (no 401, no refresh-and-retry): tokens were renewed 0.6 s before the end
-    # of their 1.2 s lifetime, so 4 runs over ≥ 0.9 s needed at least 2 of them. The margin is what a token's
-    # way back and the API call's way there may take: 0.2 s of 0.6 s was thin for a loaded machine.
+        clock.now += 25
+    # Every run used a live token (no 401, no refresh-and-retry), one with at least the 30 s margin left:
+    # fetched at 0, 75 and 150 s (at 75 s the first had 25 s left, less than the margin).
     assert all(r.ok and r.attempts == 1 for r in results), results
-    assert len(vendor.token_requests) >= 2
-    assert vendor.api_hits == [h for h in vendor.api_hits if h in {f"Bearer {t}" for t in vendor.issued}]
+    assert len(vendor.token_requests) == 3
+    assert min(vendor.api_left) >= 30, vendor.api_left
+    assert vendor.api_hits == [f"Bearer {vendor.issued[n]}" for n in (0, 0, 0, 1, 1, 1, 2)]
 
 
 async def test_expires_in_as_a_string_is_understood(vendor: OAuth2Server) -> None:
