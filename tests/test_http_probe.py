@@ -425,13 +425,16 @@ async def test_deadline_honoured_under_retries(target: Target) -> None:
     check = make_check(url, timeout="1s", retry={"attempts": 20, "backoff": "100ms", "max_backoff": "200ms"})
     result = await run(check)
     assert len(result.attempt_classes) == result.attempts
-    if result.attempts == 2:  # a loop that woke late: the next wait would have ended past the deadline
-        assert result.attempt_classes == (E.HTTP_5XX, E.HTTP_5XX), result
-    else:
-        assert result.attempt_classes == (E.HTTP_5XX, E.HTTP_5XX, E.TIMEOUT), result
+    # A loop that woke late may have no third attempt (the next wait would have ended past the deadline), or
+    # may see the deadline end the second (its answer not read in time): the last attempt is then the cut one.
+    failed = result.attempt_classes.count(E.HTTP_5XX)
+    assert 1 <= failed <= 2 and result.attempt_classes[:failed] == (E.HTTP_5XX,) * failed, result
+    assert result.attempt_classes[failed:] in {(), (E.TIMEOUT,)}, result
+    if result.attempt_classes[-1] is E.TIMEOUT:  # it had what the answers before it left of the 1 s
         had = re.fullmatch(r"timeout: no response headers (?:within (\d+)ms|\(deadline passed\))", result.detail)
-        assert had is not None and int(had[1] or 0) <= 600, result.detail
-    assert target.answered("/slow-fail") == 2  # the hanging attempt was cut, seconds before its answer was due
+        assert had is not None and int(had[1] or 0) <= 1000 - 200 * failed, result.detail
+    # The hanging attempt was cut, seconds before its answer was due (a cut second attempt may have been answered).
+    assert failed <= target.answered("/slow-fail") <= 2
     # The last attempt may be cut by the deadline before its request reaches the server.
     assert result.attempts - 1 <= len(target.hits("/slow-fail")) <= result.attempts
 
