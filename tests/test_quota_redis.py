@@ -8,6 +8,7 @@ scripts and commands are replayed below. Every test uses its own key tag on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -99,31 +100,49 @@ async def test_limits_fixed_window_matches_the_library(shared_redis, storage, ta
     assert limiter.get_window_stats(item, tag, "index").remaining == remaining(reading) == 0
 
 
+@contextlib.contextmanager
+def library_clock(at: float) -> Iterator[None]:
+    """``time.time()`` frozen at ``at`` while the library (synchronous: nothing else runs meanwhile) stamps
+    an entry or says what its window holds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(limits.strategies.time, "time", lambda: at)  # the time module itself: the storage's too
+        yield
+
+
 async def test_limits_moving_window_matches_the_library(shared_redis, storage, tag, read):
+    # Which entries are in the window is set by their stamps, not by sleeps: the entries the window must have
+    # left are stamped a window ago, and the library is asked at the instant the reader read (Redis' TIME).
+    # Sleeps of 0.8 s in a 1 s window (the reader's TIME and the library's stats a second apart on a loaded
+    # machine) failed 2 of 3 runs at nice 19 under load 12.
     limiter = limits.strategies.MovingWindowRateLimiter(storage)
-    item = limits.RateLimitItemPerSecond(5, 1)
-    for _ in range(3):
-        assert limiter.hit(item, tag)
-    first_three_stamped_by = time.time()  # the library stamps its entries with this clock
+    item = limits.RateLimitItemPerMinute(5)  # the key lives a minute from its last entry
+    key = f"LIMITS:LIMITER/{tag}/5/1/minute"
     cfg = quota(format="limits", match=f"LIMITS:*LIMITER/{tag}/*")
 
+    def library_at(instant: float) -> limits.WindowStats:
+        with library_clock(instant):
+            return limiter.get_window_stats(item, tag)
+
+    for _ in range(3):
+        assert limiter.hit(item, tag)
     reading = await read(shared_redis, cfg)  # every entry inside the window: one round trip for the keys
-    stats = limiter.get_window_stats(item, tag)
+    stats = library_at(reading.observation.observed_at)
     assert reading.observation.used == 3 and remaining(reading) == stats.remaining == 2
-    assert abs(reset_at(reading) - stats.reset_time) <= 1.0
+    assert reset_at(reading) == pytest.approx(stats.reset_time, abs=1e-3)
     assert not reading.fixed_window
 
-    # One more entry 0.8 s later (the key's TTL starts again), then the first three leave the window
-    # while the key lives on: the oldest entry is stale, so a follow-up LRANGE counts the live ones. The read
-    # comes as soon as the first three are out by their stamps, which leaves the fourth 0.8 s in the window
-    # for a loaded machine's late wake-ups (two fixed sleeps, 0.6 s then 0.55 s, left it 0.45 s).
-    await asyncio.sleep(0.8)
+    # Three entries that left the window while the key lives on (a fourth entry renewed its TTL): the oldest
+    # entry is stale, so a follow-up LRANGE counts the live ones.
+    await shared_redis.delete(key)
+    with library_clock(time.time() - 61):
+        for _ in range(3):
+            assert limiter.hit(item, tag)
     assert limiter.hit(item, tag)
-    await asyncio.sleep(max(0.0, first_three_stamped_by + 1.01 - time.time()))
+    assert await shared_redis.llen(key) == 4
     reading = await read(shared_redis, cfg)
-    stats = limiter.get_window_stats(item, tag)
+    stats = library_at(reading.observation.observed_at)
     assert reading.observation.used == 1 and remaining(reading) == stats.remaining == 4
-    assert abs(reset_at(reading) - stats.reset_time) <= 1.0
+    assert reset_at(reading) == pytest.approx(stats.reset_time, abs=1e-3)
 
 
 def limits_sliding_stats_at_one_instant(
