@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 from needs import free_port, missing
 from prometheus_client.parser import text_string_to_metric_families
+from redis_servers import SHARED_REDIS
 from targets import Reply, Target
 
 # Secrets that must never leave the process: one in a header, one in a query parameter, one inline in
@@ -63,6 +64,16 @@ integrations:
 alerting:
   slack: {{token: "{CANARY_SLACK}", channel: "#alerts"}}
 """
+
+
+def on_shared_redis(config: str, prefix: str, monitor: str = "") -> str:
+    """A ``daemon_config`` on the shared Redis with alert state and cluster membership under the test's own
+    ``prefix`` (the shared_redis fixture deletes them): with the defaults, any daemon there is a peer, and
+    its failing check's incident outlives the test for the next daemon to adopt (and post to Slack).
+    ``monitor``: more lines of the monitor section."""
+    redis = f"  redis_url: {SHARED_REDIS}\n  cluster: {{key_prefix: '{prefix}cluster:'}}\n"
+    config = config.replace("monitor:\n", f"monitor:\n{redis}{monitor}", 1)
+    return config.replace("alerting:\n", f"alerting:\n  key_prefix: '{prefix}alerts:'\n", 1)
 
 
 def assert_no_canary(text: str, where: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 from daemon_support import (
     CANARY_HEADER,
     CANARY_QUERY,
@@ -18,6 +19,7 @@ from daemon_support import (
     assert_no_canary,
     daemon_config,
     get,
+    on_shared_redis,
     route_target,
     samples,
     until,
@@ -107,9 +109,10 @@ async def test_failed_start_closes_what_was_started(target: Target) -> None:
     assert not app.scheduler.running
 
 
-async def test_redis_client_is_built_and_connected_when_configured(target: Target) -> None:
-    extra_monitor = "  redis_url: redis://127.0.0.1:6379/0\n"
-    text = daemon_config(target).replace("monitor:\n", "monitor:\n" + extra_monitor, 1)
+async def test_redis_client_is_built_and_connected_when_configured(
+    target: Target, prefix: str, shared_redis: redis.asyncio.Redis
+) -> None:
+    text = on_shared_redis(daemon_config(target), prefix)
     seen = Recording("redis-user", [])
     app = App(parse_config(text, env={}), components=[seen.factory])
     await app.start()

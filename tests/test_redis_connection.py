@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from daemon_support import daemon_config, get, samples, until
-from redis_servers import SHARED_REDIS, OwnRedis
+from daemon_support import daemon_config, get, on_shared_redis, samples, until
+from redis_servers import OwnRedis
 from targets import Target
 
 from integration_kit import supervisor as supervisor_module
@@ -132,9 +132,10 @@ async def test_a_crashing_component_loop_is_restarted_counted_and_shown(
         return real_snapshot(self, *args)
 
     monkeypatch.setattr(WebhookReader, "_snapshot", buggy)
-    text = daemon_config(target, extra=f'    webhooks: {{max_silence: 30m, key_prefix: "{prefix}"}}').replace(
-        "monitor:\n", f"monitor:\n  redis_url: {SHARED_REDIS}\n  evaluation_interval: 100ms\n", 1
-    )
+    # Under the test's own prefixes: with the defaults its failing check's incident (evaluated every 100 ms) was
+    # adopted by the next run of it, any suite's, past its group_wait, and posted to the real Slack.
+    text = on_shared_redis(daemon_config(target, extra=f'    webhooks: {{max_silence: 30m, key_prefix: "{prefix}"}}'),
+                           prefix, monitor="  evaluation_interval: 100ms\n")
     app = App(parse_config(text, env={}))
     await app.start()
     try:
