@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from apscheduler.events import EVENT_ALL, JobEvent
+from apscheduler.events import EVENT_ALL, EVENT_JOB_EXECUTED, JobEvent
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -151,3 +151,33 @@ def test_the_trigger_draws_once_per_run(jitter: float | None) -> None:
         assert ours.get_next_fire_time(None, BASE) == expected  # (another question: answered afresh)
         assert first is not None
         previous = first
+
+
+async def test_runs_end_alike_whether_or_not_a_listener_asks_for_executed_events() -> None:
+    """The executor builds no EVENT_JOB_EXECUTED event while no listener asks for one, and still counts each
+    run's end (a job with max_instances=1 runs again); a listener added later hears the next runs'."""
+    runs: list[int] = []
+    second, heard_one = asyncio.Event(), asyncio.Event()
+    heard: list[JobEvent] = []
+
+    async def job() -> None:
+        runs.append(len(runs))
+        if len(runs) == 2:
+            second.set()
+
+    def listener(event: JobEvent) -> None:
+        heard.append(event)
+        heard_one.set()
+
+    scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": RunExecutor()})
+    scheduler.add_job(job, "interval", seconds=0.05, max_instances=1, misfire_grace_time=None,
+                      next_run_time=datetime.now(UTC))
+    scheduler.start()
+    try:
+        await asyncio.wait_for(second.wait(), 30)  # (the first run's end was counted: the second not skipped)
+        scheduler.add_listener(listener, EVENT_JOB_EXECUTED)
+        await asyncio.wait_for(heard_one.wait(), 30)
+        assert {e.code for e in heard} == {EVENT_JOB_EXECUTED}
+    finally:
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)
