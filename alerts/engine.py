@@ -107,7 +107,8 @@ class AlertEngine:
         self.config = config
         self.voice = Voice(ownership)
         self._gained: set[str] = set()  # integrations that became ours: reload their state before speaking
-        self._strays = False  # runs of others' checks may be recorded here (an outage): _forget_strays
+        # Others' integrations whose runs were recorded here while Redis was unreachable: _forget_strays
+        self._strays: set[str] = set()
         self.metrics = metrics
         self.redactor = redactor
         self.sink = sink
@@ -199,6 +200,9 @@ class AlertEngine:
             previous = self.stats.check(result.integration, result.check)
             flipped = previous is None or previous.last_result is None or previous.last_result.ok != result.ok
             self.stats.add(result)
+            voice = self.voice
+            if voice.ownership is not None and voice.in_outage and not voice.integration(result.integration):
+                self._strays.add(result.integration)  # another's check, recorded here while Redis is unreachable
             self._concerns.result(result.integration, result.check)
             if flipped and not result.ok:
                 self._wake.set()  # a check started failing: evaluate soon rather than at the next interval
@@ -356,13 +360,9 @@ class AlertEngine:
         of the next outage's windows and streaks, with the healthy runs in between missing (one failure in
         each outage read as two in a row: a page for a check that had failed once)."""
         voice = self.voice
-        if not voice.shared:
-            return
-        if voice.in_outage:
-            self._strays = True
-        elif self._strays and not voice.outage_integrations:
-            self._strays = False
-            self.stats.forget({i for i, _ in self.stats.checks if not voice.integration(i)})
+        if self._strays and not voice.in_outage and not voice.outage_integrations:
+            strays, self._strays = self._strays, set()
+            self.stats.forget(i for i in strays if not voice.integration(i))
 
     def _judged_before(self, gained: set[str]) -> None:
         """The alerts of integrations taken over were just reloaded: a run older than the previous owner's
