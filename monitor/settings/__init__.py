@@ -340,6 +340,11 @@ def _message(error: Mapping[str, Any]) -> str:
         return "unknown key (not allowed here; check the spelling)"
     if error["type"] == "missing":
         return "required key is missing"
+    if error["type"] == "model_type":  # pydantic names the class that reads the section: say what it is
+        shown = error.get("input")
+        got = repr(shown) if isinstance(shown, str | int | float | bool) or shown is None else (
+            "a list" if isinstance(shown, list) else type(shown).__name__)
+        return f"expected a mapping (key: value lines), got {got}"
     if error["type"] == "union_tag_invalid":
         ctx = error.get("ctx", {})
         return f"unknown value {ctx.get('tag')!r}, expected one of: {ctx.get('expected_tags')}"
