@@ -74,7 +74,7 @@ class Dispatcher:
 
     def _new_lane(self, notifier: Notifier) -> Lane:
         return Lane(notifier=notifier, outbox=self._outbox, policy=self._policy, closing=self._closing,
-                    clock=self._clock, metrics=self._metrics, on_finished=self._finished)
+                    clock=self._clock, metrics=self._metrics, on_finished=self._finished, on_attempt=self._report)
 
     def _finished(self, record: Record, result: str) -> None:
         for listener in self._finished_listeners:
@@ -169,6 +169,7 @@ class Dispatcher:
     async def start(self) -> None:
         """Load undelivered notifications of a previous process, then start one worker per notifier."""
         self._started = True
+        self._report()
         for lane in self._lanes.values():
             await self._start_lane(lane)
 
@@ -212,6 +213,7 @@ class Dispatcher:
                 old, lane.notifier = lane.notifier, notifier
                 lane.permanent_error = None  # the fix may have been this config change
                 await close_quietly(old)
+        self._report()
 
     # ---- the engine's side ------------------------------------------------------------------------
 
@@ -270,10 +272,16 @@ class Dispatcher:
                 out[name] = reason
         return out
 
-    def status(self) -> dict[str, Any]:
-        lanes = {name: lane.status() for name, lane in self._lanes.items()}
+    def _report(self) -> None:
+        """The component's verdict (``integration_monitor_component_ok{component="notifiers"}``, the status'
+        ``ok``/``problem``), after every delivery attempt: a scrape sees a notifier fail without anyone
+        reading /api/status."""
         failing = self.failing()
         self._supervisor.report(not failing, "; ".join(f"{n}: {r}" for n, r in sorted(failing.items())))
+
+    def status(self) -> dict[str, Any]:
+        lanes = {name: lane.status() for name, lane in self._lanes.items()}
+        self._report()
         return {"outbox": "redis" if self._outbox.durable else "memory", "notifiers": lanes,
                 **self._supervisor.status()}
 

@@ -74,6 +74,7 @@ class Lane:
     groups: Counter[str] = field(default_factory=Counter)  # group key → notifications of it in the queue
     # (record, "sent" | "failed" | "fenced") once an entry with a record is delivered, given up or refused
     on_finished: Callable[[Record, str], None] | None = None
+    on_attempt: Callable[[], None] | None = None  # after every delivery attempt (the dispatcher's verdict)
 
     def restore(self, restored: Iterable[Entry]) -> None:
         """Put what a previous process left in the outbox first in line (before the worker starts)."""
@@ -160,6 +161,8 @@ class Lane:
             _log_delivered(notifier.name, entry.notification, receipt)
         finally:
             delivering_under.reset(under)
+            if self.on_attempt is not None:
+                self.on_attempt()
 
     async def _failed_attempt(self, entry: Entry, exc: DeliveryError) -> None:
         name, group = self.notifier.name, entry.notification.group_key

@@ -179,6 +179,30 @@ async def test_invalid_auth_is_not_retried_and_is_surfaced(fake: FakeSlack, capl
     assert dispatcher.failing() == {"slack": "chat.postMessage: invalid_auth"}
 
 
+async def test_a_failing_notifier_shows_in_its_component_gauge_without_anyone_reading_the_status(
+    fake: FakeSlack
+) -> None:
+    """integration_monitor_component_ok{component="notifiers"} is what a Prometheus rule reads: it is 1 from
+    the start, 0 once Slack refuses the token, 1 again after the next delivery. It was set only when
+    /api/status was read (Dispatcher.status()): a scrape never saw the notifier fail."""
+    metrics = Metrics(CollectorRegistry())
+    wrong = "xoxb-9999-wrong-" + "t" * 20
+    lane_ok = lambda: metrics.registry.get_sample_value(  # noqa: E731
+        "integration_monitor_component_ok", {"component": "notifiers"})
+    dispatcher = Dispatcher([bot(fake, token=wrong)], metrics=metrics, policy=FAST)
+    await dispatcher.start()
+    try:
+        assert lane_ok() == 1
+        await dispatcher.submit(notification("a", alert("a/x")))
+        assert await dispatcher.drain(20)
+        assert lane_ok() == 0
+    finally:
+        await dispatcher.close()
+    fixed = Dispatcher([bot(fake)], metrics=metrics, policy=FAST)
+    await run(fixed, notification("b", alert("b/y")))
+    assert lane_ok() == 1
+
+
 async def test_channel_not_found_and_invalid_blocks_are_not_retried(fake: FakeSlack) -> None:
     fake.then(Reply(error="invalid_blocks"))
     metrics = Metrics(CollectorRegistry())
