@@ -30,6 +30,13 @@ class CheckView(Protocol):
     def interval(self) -> float: ...
 
 
+class QuotaView(Protocol):
+    """A configured quota: its name is all alerting reads (is an alert's quota still configured)."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class TrafficView(Protocol):
     """An integration's ``traffic`` section, as the ``traffic_silence`` rule reads it."""
 
@@ -41,14 +48,17 @@ class TrafficView(Protocol):
 
 
 class IntegrationView(Protocol):
-    """One integration's config: its ``alerts`` rules, its checks, notes file, runbook, webhooks and
-    real-traffic section."""
+    """One integration's config: its ``alerts`` rules, its checks and quotas, notes file, runbook, webhooks
+    and real-traffic section."""
 
     @property
     def alerts(self) -> AlertRulesConfig: ...
 
     @property
     def checks(self) -> Sequence[CheckView]: ...
+
+    @property
+    def quotas(self) -> Sequence[QuotaView]: ...
 
     @property
     def notes(self) -> Path | None: ...

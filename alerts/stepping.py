@@ -14,6 +14,7 @@ from alerts import self_health
 from alerts.concerns import Concerns, Scope, in_scope
 from alerts.content import alert_from_condition
 from alerts.grouping import group_key
+from alerts.rules.webhook_silence import DUPLICATES
 from alerts.state import AlertState, Event, due_at, step
 from alerts.voice import integration_of
 
@@ -107,10 +108,18 @@ class Stepper:
 
 
 def _orphaned(state: AlertState, cfg: ConfigView) -> bool:
+    """What the alert is about is gone from the config: its integration, check or quota, or its rule was
+    turned off (``enabled: false``). No rule will judge it again: held, it would fire for ever."""
     alert = state.alert
     if alert is None or self_health.is_monitor(alert.integration):
         return False
     icfg = cfg.integrations.get(alert.integration)
     if icfg is None:
         return True
+    rule = getattr(icfg.alerts, "webhook_silence" if alert.alert == DUPLICATES else alert.alert, None)
+    if rule is not None and not rule.enabled:
+        return True
+    if alert.quota is not None:  # "name", or "name/policy" for an API announcing several policies
+        name = alert.quota.split("/", 1)[0]
+        return all(quota.name != name for quota in icfg.quotas)
     return alert.check is not None and all(check.name != alert.check for check in icfg.checks)

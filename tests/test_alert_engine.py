@@ -263,6 +263,60 @@ async def test_resolve_is_sent_after_a_restart(shared_redis: redis.asyncio.Redis
     assert await shared_redis.hlen(prefix + "groups") == 0  # nothing left to tell
 
 
+async def test_a_firing_quota_alert_resolves_when_its_quota_leaves_the_config(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """A quota removed (or renamed) by a reload has no readings any more, so its rule judges nothing, and a
+    firing alert was held as "not judged" for ever: firing in the gauge, never resolved in Slack. It goes
+    as a removed check's does. A quota still configured whose reading is missing (a failed read) holds."""
+    clock, sink, quotas = Clock(), Sink(), Quotas()
+    raw = config(prefix).model_dump(mode="json", exclude_unset=True)
+    raw["integrations"]["acme"]["quotas"] = [
+        {"name": "api", "source": "redis", "format": "counter", "match": "rl:*", "limit": 10}]
+    eng = engine(parse_config(yaml.safe_dump(raw), env={}), shared_redis, clock, sink, quota_source=quotas)
+    await eng.start()
+    try:
+        quotas.ratio = 0.9
+        for _ in range(4):
+            await tick(eng, clock, ok=True)
+        assert [(a.key, a.status) for n in sink.got for a in n.alerts] == [
+            ("acme/quota/api/warning", AlertStatus.FIRING)]
+        quotas.ratio = None  # a failed read: the quota is still configured, the alert holds
+        for _ in range(4):
+            await tick(eng, clock, ok=True)
+        assert firing_gauge(eng, "quota", "warning") == 1.0 and len(sink.got) == 1
+        eng.on_config(config(prefix))  # the quota is gone from the config
+        for _ in range(4):
+            await tick(eng, clock, ok=True)
+        assert [(a.key, a.status) for a in sink.got[-1].alerts] == [("acme/quota/api/warning", AlertStatus.RESOLVED)]
+        assert firing_gauge(eng, "quota", "warning") == 0.0
+    finally:
+        await eng.close()
+
+
+async def test_a_firing_alert_resolves_when_a_reload_turns_its_rule_off(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """``enabled: false`` on a rule that has an alert firing: the rule is no longer asked, and the alert was
+    held as "not judged" for ever (firing in the gauge, never resolved in Slack)."""
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix), shared_redis, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(6):
+            await tick(eng, clock, ok=False)
+        assert [(a.key, a.status) for n in sink.got for a in n.alerts] == [
+            ("acme/probe_down/api/critical", AlertStatus.FIRING)]
+        eng.on_config(config(prefix, alerts={"probe_down": {"enabled": False}, "error_rate": {"enabled": False}}))
+        for _ in range(4):
+            await tick(eng, clock, ok=False)
+        assert [(a.key, a.status) for a in sink.got[-1].alerts] == [
+            ("acme/probe_down/api/critical", AlertStatus.RESOLVED)]
+        assert firing_gauge(eng, "probe_down", "critical") == 0.0
+    finally:
+        await eng.close()
+
+
 async def test_quota_warning_then_critical_then_resolved(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
     clock, sink, quotas = Clock(), Sink(), Quotas()
     eng = engine(config(prefix), shared_redis, clock, sink, quota_source=quotas)
