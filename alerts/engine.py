@@ -210,7 +210,7 @@ class AlertEngine:
             log.exception("alert statistics: cannot record result of %s/%s", result.integration, result.check)
 
     def on_config(self, config: ConfigView) -> None:
-        self.config = config
+        before, self.config = self.config, config
         self._full_next = True
         self.stats.retain(_check_keys(config))
         longest, old_width = _max_window(config), self.stats.bucket_seconds
@@ -220,8 +220,10 @@ class AlertEngine:
         self.stats.keep_exact(_exact_window(config, self.stats.bucket_seconds))
         for traffic in self.traffic.values():
             traffic.max_window = longest
-        for gone in set(self.traffic) - set(config.integrations):
-            del self.traffic[gone]
+        for gone in [i for i in self.traffic if i not in config.integrations or (
+                config.integrations[i].traffic is None and i in before.integrations
+                and before.integrations[i].traffic is not None)]:
+            del self.traffic[gone]  # gone, or its traffic section is: nothing to judge (a firing alert resolves)
 
     def status(self) -> dict[str, Any]:
         now = self._clock()

@@ -19,7 +19,8 @@ from alerts.state import AlertState, Event, due_at, step
 from alerts.voice import integration_of
 
 if TYPE_CHECKING:
-    from alerts.inputs import ConfigView
+    from alerts.inputs import ConfigView, IntegrationView
+    from alerts.model import Alert
     from alerts.replica_voice import ReplicaVoice
     from alerts.rules import Condition
     from alerts.stats import Stats
@@ -122,4 +123,26 @@ def _orphaned(state: AlertState, cfg: ConfigView) -> bool:
     if alert.quota is not None:  # "name", or "name/policy" for an API announcing several policies
         name = alert.quota.split("/", 1)[0]
         return all(quota.name != name for quota in icfg.quotas)
-    return alert.check is not None and all(check.name != alert.check for check in icfg.checks)
+    if alert.alert == "error_rate" and alert.check is None:  # the real-traffic instance
+        return icfg.traffic is None or not icfg.alerts.error_rate.traffic.enabled or not _severity_asked(alert, icfg)
+    check = next((c for c in icfg.checks if c.name == alert.check), None) if alert.check is not None else None
+    if alert.check is not None and check is None:
+        return True
+    if alert.alert == "latency" and check is not None:
+        rule_threshold = icfg.alerts.latency.threshold
+        if rule_threshold is None and getattr(getattr(check, "expect", None), "max_latency", None) is None:
+            return True  # no threshold left: the rule judges this check no more
+    return not _severity_asked(alert, icfg)
+
+
+def _severity_asked(alert: Alert, icfg: IntegrationView) -> bool:
+    """Whether the rule still gives this alert's severity (it is part of the key: a reload that changes the
+    severity starts another alert, and the old one is never judged again)."""
+    if alert.alert == "latency":
+        return alert.severity == icfg.alerts.latency.severity
+    if alert.alert == "error_rate":
+        rule = icfg.alerts.error_rate
+        if rule.mode == "threshold":
+            return alert.severity == rule.severity
+        return any(alert.severity == window.severity for window in rule.windows)
+    return True

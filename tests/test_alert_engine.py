@@ -317,6 +317,56 @@ async def test_a_firing_alert_resolves_when_a_reload_turns_its_rule_off(
         await eng.close()
 
 
+@pytest.mark.parametrize("change", [{"severity": "critical"}, {"threshold": None}])
+async def test_a_firing_latency_alert_resolves_when_a_reload_no_longer_asks_for_it(
+    shared_redis: redis.asyncio.Redis, prefix: str, change: dict[str, Any]
+) -> None:
+    """A reload that changes the rule's severity (the alert's key names it) or leaves the check without a
+    threshold: the rule never judges that alert again, and it was held firing for ever."""
+    clock, sink = Clock(), Sink()
+    latency = {"threshold": "100ms", "for": "0s", "keep_firing_for": "0s"}
+    eng = engine(config(prefix, alerts={"latency": latency}), shared_redis, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(8):
+            await tick(eng, clock, ok=True)  # 200 ms a run
+        assert [(a.key, a.status) for n in sink.got for a in n.alerts] == [
+            ("acme/latency/api/warning", AlertStatus.FIRING)]
+        eng.on_config(config(prefix, alerts={"latency": {**latency, **change}}))
+        for _ in range(4):
+            await tick(eng, clock, ok=True)
+        told = [(a.key, a.status) for n in sink.got[1:] for a in n.alerts]
+        assert ("acme/latency/api/warning", AlertStatus.RESOLVED) in told, told
+        assert eng.states.get("acme/latency/api/warning") is None or not eng.states["acme/latency/api/warning"].active
+    finally:
+        await eng.close()
+
+
+async def test_a_firing_real_traffic_alert_resolves_when_the_traffic_section_leaves_the_config(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """The real-traffic error-rate alert of an integration whose ``traffic`` section a reload removed: the rule
+    has no traffic to judge any more, and the alert was held firing for ever."""
+    clock, sink = Clock(), Sink()
+    rule = {"error_rate": {"threshold": 0.1, "window": "5m", "traffic": {"min_samples": 5, "min_short_samples": 1}}}
+    raw = config(prefix, alerts=rule).model_dump(mode="json", exclude_unset=True)
+    raw["integrations"]["acme"]["traffic"] = {}
+    eng = engine(parse_config(yaml.safe_dump(raw), env={}), shared_redis, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(4):
+            eng.add_traffic("acme", clock.now, 20, {"http_5xx": 10})
+            await tick(eng, clock)
+        key = "acme/error_rate/real traffic/critical"
+        assert [(a.key, a.status) for n in sink.got for a in n.alerts] == [(key, AlertStatus.FIRING)]
+        eng.on_config(config(prefix, alerts=rule))
+        for _ in range(4):
+            await tick(eng, clock)
+        assert [(a.key, a.status) for a in sink.got[-1].alerts] == [(key, AlertStatus.RESOLVED)]
+    finally:
+        await eng.close()
+
+
 async def test_quota_warning_then_critical_then_resolved(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
     clock, sink, quotas = Clock(), Sink(), Quotas()
     eng = engine(config(prefix), shared_redis, clock, sink, quota_source=quotas)
