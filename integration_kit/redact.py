@@ -7,8 +7,20 @@ Used for every text that leaves the process (logs, /api/status, Slack, `probe` o
 A registered secret is masked in every encoding the product (or a library it logs through) can give
 it: raw, percent-encoded (any hex case, ``+`` or ``%20`` for a space, even double-encoded), JSON string
 escapes (``\\u00e9``, ``\\"``), Python ``repr`` escapes (``\\x01``, ``\\'``) and HTML / Slack entities
-(``&amp;``), in any mix. Structure is masked without registration: ``Redactor.url`` masks the user
-info and *every* query value of a URL it is given (a request the product sent or was redirected to);
+(``&amp;``), in any mix.
+
+It is also masked where a vendor echoes its bytes encoded (``base64(api_key)`` in an error body, a
+JWT-like blob that holds it): in base64, standard and URL-safe alphabets, padded or not, at any of the
+three byte alignments inside a longer base64 text, as secret scanners search it — by the *stable
+middle*, the characters whose six bits all come from the secret, whatever bytes surround it — and in
+hex, lower or upper case. Those forms must be at least ``MIN_ENCODED_LEN`` characters long: the middle leaves
+out up to four bits at either end of the secret, so a short secret's middle is also found in the
+encoding of other text that merely shares most of its bits ("test" behind one byte gives ``Rlc3``, which
+the base64 of "the destination" holds too); eight characters are 48 bits of the secret, which no other
+text matches by chance (every secret of seven bytes or more has them at every alignment).
+
+Structure is masked without registration: ``Redactor.url`` masks the user info and *every* query value
+of a URL it is given (a request the product sent or was redirected to);
 ``Redactor.text`` masks the user info of any URL in the text and query values whose parameter name
 says they carry credentials (``?token=…``); ``Redactor.headers`` masks every header value but the
 harmless ones (``Accept``, ``Content-Type``…).
@@ -16,6 +28,7 @@ harmless ones (``Accept``, ``Content-Type``…).
 
 from __future__ import annotations
 
+import base64
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -34,6 +47,8 @@ _SENSITIVE_NAME = re.compile(
 # Values shorter than this are not registered as secrets: masking "1" everywhere would destroy text.
 # (Short values are still masked where structure says they are secret: header values, query values.)
 MIN_SECRET_LEN = 4
+# Base64 and hex forms shorter than this are not searched for (why: the module doc).
+MIN_ENCODED_LEN = 8
 ROTATED_GENERATIONS = 2  # values of a rotating secret that stay masked: the current one and the one before
 # Request headers that never carry credentials; every other header value is treated as a secret:
 # vendors put API keys in headers of every name (X-Api-Key, Stripe-Account, X-Shopify-Access-Token…),
@@ -127,6 +142,34 @@ def secret_pattern(secret: str) -> str:
     return "".join(_char_forms(c) for c in secret)
 
 
+def base64_middles(secret: str) -> set[str]:
+    """The stable middles of the secret's UTF-8 bytes base64-encoded behind 0, 1 or 2 other bytes (mod
+    3), in both alphabets: what any base64 text that holds the secret contains, whatever surrounds it."""
+    data = secret.encode("utf-8", "surrogatepass")
+    out = set()
+    for lead in range(3):
+        encoded = base64.b64encode(bytes(lead) + data).decode("ascii")
+        # Characters whose 6-bit cell lies wholly within the secret's bits [8 * lead, 8 * (lead + n)).
+        middle = encoded[-(-8 * lead // 6) : 8 * (lead + len(data)) // 6]
+        if len(middle) >= MIN_ENCODED_LEN:
+            out.update({middle, middle.translate(_URLSAFE)})
+    return out
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _encoded_alternatives(secret: str) -> dict[str, int]:
+    """Regex source → the shortest text it matches, for the secret's base64 and hex forms."""
+    out = {secret_pattern(m): len(m) for m in base64_middles(secret)}  # "+" and "/" may be escaped too
+    hex_form = secret.encode("utf-8", "surrogatepass").hex()
+    if len(hex_form) >= MIN_ENCODED_LEN:
+        # Two literals, not one (?i:…) group: a branch that starts with a literal is skipped at the
+        # first character that differs; the case-insensitive group made redaction ten times slower.
+        out.update({hex_form: len(hex_form), hex_form.upper(): len(hex_form)})
+    return out
+
+
 class Redactor:
     """Masks known secret values and credential-bearing fields. Cheap to call; safe on any text."""
 
@@ -157,9 +200,12 @@ class Redactor:
     def _compile(self) -> None:
         every = self._secrets.union(*(g for slots in self._rotating.values() for g in slots))
         if every:
-            # Longest first so a secret containing another is masked whole.
-            ordered = sorted(every, key=len, reverse=True)
-            self._pattern = re.compile("|".join(secret_pattern(s) for s in ordered))
+            alternatives = {secret_pattern(s): len(s) for s in every}
+            for secret in every:
+                alternatives.update(_encoded_alternatives(secret))
+            # Longest first so a secret containing another (or its encoding) is masked whole.
+            ordered = sorted(alternatives, key=lambda source: (-alternatives[source], source))
+            self._pattern = re.compile("|".join(ordered))
 
     def text(self, value: str) -> str:
         if not value:

@@ -1,11 +1,13 @@
 """Every form a secret can take in what the product writes, to search for it (tests/test_redact.py,
 tests/test_secret_canary.py): URL percent-encoding with either quoting function and either hex case,
 ``+`` for a space, double-encoding, yarl's query and path encodings, JSON with or without
-``ensure_ascii`` (and JSON inside JSON), ``repr``, HTML and Slack escaping, and a metric label's tamed
-form."""
+``ensure_ascii`` (and JSON inside JSON), ``repr``, HTML and Slack escaping, a metric label's tamed
+form, and the secret's bytes base64-encoded (either alphabet, any byte alignment) or hex-encoded (either
+case) inside a longer text."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -15,7 +17,7 @@ from urllib.parse import quote, quote_plus
 from yarl import URL
 
 from alerts.message import escape as slack_escape
-from integration_kit.redact import MASK, MIN_SECRET_LEN
+from integration_kit.redact import MASK, MIN_ENCODED_LEN, MIN_SECRET_LEN
 
 
 def _lower_hex(text: str) -> str:
@@ -30,6 +32,29 @@ def _yarl_path(secret: str) -> str:
     url = URL.build(scheme="http", host="h", path="/" + secret)
     # yarl normalises dot segments ("a/." → "a/"): that is another string, not an encoding of this one.
     return url.raw_path.removeprefix("/") if url.path == "/" + secret else secret
+
+
+def stable_middle(encode: Callable[[bytes], bytes], secret: bytes, lead: int) -> str:
+    """What every encoding of ``secret`` behind ``lead`` other bytes holds whatever the bytes around it:
+    the characters on which two encodings with opposite surroundings (all bits 0, all bits 1) agree."""
+    trail = 3 - (lead + len(secret)) % 3  # and no padding, which would agree
+    zeros = encode(bytes(lead) + secret + bytes(trail)).decode()
+    ones = encode(b"\xff" * lead + secret + b"\xff" * trail).decode()
+    return "".join(a for a, b in zip(zeros, ones, strict=True) if a == b)
+
+
+BYTE_ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
+    "base64": base64.b64encode,
+    "base64url": base64.urlsafe_b64encode,
+    "hex": lambda b: b.hex().encode(),
+    "HEX": lambda b: b.hex().upper().encode(),
+}
+
+
+def _encoded_forms(secret: str) -> dict[str, str]:
+    data = secret.encode("utf-8", "surrogatepass")
+    return {f"{name}-{lead}": stable_middle(encode, data, lead) for name, encode in BYTE_ENCODINGS.items()
+            for lead in (range(3) if name.startswith("base64") else (0,))}
 
 
 ENCODINGS: dict[str, Callable[[str], str]] = {
@@ -56,7 +81,10 @@ def forms(secret: str) -> dict[str, str]:
     """Encoding name → the secret as that encoding writes it (but forms shorter than the redactor's
     minimum: the label form of ``"ab;;"`` is ``"ab_"``, which no one could tell from text)."""
     written = {name: encode(secret) for name, encode in ENCODINGS.items()}
-    return {name: form for name, form in written.items() if len(form) >= MIN_SECRET_LEN}
+    shown = {name: form for name, form in written.items() if len(form) >= MIN_SECRET_LEN}
+    # Base64 and hex forms are searched for from the redactor's minimum for them (why: its module doc).
+    shown.update({name: form for name, form in _encoded_forms(secret).items() if len(form) >= MIN_ENCODED_LEN})
+    return shown
 
 
 def visible(text: str) -> str:

@@ -3,11 +3,13 @@
 Hypothesis picks any secret (of the registered length), any place (URL query, user info, header, body,
 exception message, log line) and any encoding the product or a library it logs through produces (URL
 percent-encoding with either quoting function and either hex case, ``+`` for a space, double-encoding,
-yarl's encodings, JSON with or without ``ensure_ascii``, ``repr``, HTML and Slack escaping).
+yarl's encodings, JSON with or without ``ensure_ascii``, ``repr``, HTML and Slack escaping), and the
+secret's bytes base64- or hex-encoded inside a longer encoded text, behind any other bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -16,10 +18,10 @@ from urllib.parse import quote, quote_plus
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from leaks import ENCODINGS, leaks
+from leaks import BYTE_ENCODINGS, ENCODINGS, leaks, stable_middle
 from yarl import URL
 
-from integration_kit.redact import MASK, MIN_SECRET_LEN, Redactor
+from integration_kit.redact import MASK, MIN_ENCODED_LEN, MIN_SECRET_LEN, Redactor
 from monitor.logs import setup_logging
 
 secrets = st.text(min_size=MIN_SECRET_LEN, max_size=40).filter(lambda s: s.strip() == s and "\x00" not in s)
@@ -149,3 +151,41 @@ def test_short_values_are_not_registered_but_structure_still_masks_them() -> Non
     assert redactor.text("abc") == "abc"  # too short to mask in free text without destroying it
     assert redactor.url("https://x.test/?k=abc") == f"https://x.test/?k={MASK}"
     assert redactor.headers({"X-Tenant": "abc"}) == {"X-Tenant": MASK}
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=secrets, encoding=st.sampled_from(sorted(BYTE_ENCODINGS)), before=st.binary(max_size=20),
+       after=st.binary(max_size=20))
+@example(secret="CNRY-hdr/+=1a", encoding="base64", before=b"x", after=b"")  # "+" and "/" in the middle
+@example(secret="CNRY-hdr/+=1a", encoding="base64url", before=b"xy", after=b"}")
+@example(secret="cl\u00e9-\U0001f511-secret", encoding="HEX", before=b"\x00", after=b"\xff")
+def test_a_secret_echoed_base64_or_hex_encoded_inside_a_longer_text_is_masked(
+    secret: str, encoding: str, before: bytes, after: bytes
+) -> None:
+    """A vendor echoing ``base64(api_key)`` (or a JWT-like blob holding it) in an error body."""
+    data = secret.encode("utf-8", "surrogatepass")
+    text = BYTE_ENCODINGS[encoding](before + data + after).decode()
+    middle = stable_middle(BYTE_ENCODINGS[encoding], data, len(before) % 3)
+    assert middle in text
+    redacted = Redactor([secret]).text(f"vendor said: {text} (500)")
+    if len(middle) >= MIN_ENCODED_LEN:
+        assert middle not in redacted.replace(MASK, "\x00"), redacted
+    assert_masked(secret, redacted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=secrets, encoding=st.sampled_from(sorted(BYTE_ENCODINGS)), other=st.binary(max_size=60))
+def test_an_encoded_text_without_the_secret_is_left_as_it_is(secret: str, encoding: str, other: bytes) -> None:
+    text = f"vendor said: {BYTE_ENCODINGS[encoding](other).decode()} (500)"
+    assume(not leaks(text, [secret]))
+    assert Redactor([secret]).text(text) == text
+
+
+def test_a_short_secret_is_not_searched_for_by_the_encoding_of_a_part_of_it() -> None:
+    """Behind one byte the base64 middle of "test" is ``Rlc3`` (its bits but the first and last four):
+    searched for, it would mask the base64 of "the destination". Hence a minimum length for base64 and
+    hex forms."""
+    text = "payload " + base64.b64encode(b"the destination").decode()
+    assert Redactor(["test"]).text(text) == text
+    longer = "payload " + base64.b64encode(b"a test-key-1 here").decode()
+    assert MASK in Redactor(["test-key-1"]).text(longer)  # ten bytes: long enough at every alignment

@@ -1,8 +1,9 @@
 """Secret canaries through the real daemon: a canary in every place a secret can be configured, a vendor
-that echoes back what it received (body, headers, rate-limit policy names, redirect targets), a Slack that
-fails, and a search of everything the product writes — logs (text and JSON, at DEBUG), /metrics, /api/*,
-what Slack was sent, CLI output (`probe`, `check-config`, `silence list`), a cross-origin redirect's
-target — for every canary in every encoding (tests/leaks.py). Zero leaks.
+that echoes back what it received (body, headers, rate-limit policy names, redirect targets, the API key
+base64- and hex-encoded in an error body), a Slack that fails, and a search of everything the product
+writes — logs (text and JSON, at DEBUG), /metrics, /api/*, what Slack was sent, CLI output (`probe`,
+`check-config`, `silence list`), a cross-origin redirect's target — for every canary in every encoding
+(tests/leaks.py). Zero leaks.
 
 To add a place (a new notifier's credentials, say): give it a canary in ``CANARIES`` (and what the run
 derives from it in ``DERIVED``), put it in ``canary_config`` where that secret is configured, make sure
@@ -168,6 +169,11 @@ integrations:
         steps:
           - {{name: login, method: POST, url: "{vendor.url('/login')}", json: {{user: {USER}}}}}
           - {{name: use, url: "{echo}", headers: {{X-Session: "${{steps.login.json.session}}"}}}}
+      - name: encoded
+        kind: http
+        url: "{vendor.url('/encoded')}"
+        headers: {{X-Api-Key: "${{CANARY_HEADER}}"}}
+        interval: 300ms
       - name: redirected
         kind: http
         url: "{vendor.url('/hop')}"
@@ -199,6 +205,15 @@ def route_vendor(stack: Stack) -> None:
     stack.vendor.route("/login", Reply(json={"session": HANDED_SESSION}))
     stack.vendor.route("/echo", Reply(status=500, echo=True, headers={
         "RateLimit-Policy": policy, "RateLimit": f'"{c["header"]}";r=5;t=30',
+    }))
+    # A chatty vendor echoes the key it was sent encoded, at each of the three byte alignments of base64:
+    # plain, behind a 4-byte prefix, inside a JWT-like URL-safe blob behind 20 bytes; and in hex.
+    key = c["header"].encode()
+    jwt = ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=")
+                   for part in (b'{"alg":"none"}', b'{"sub":"probe","k":"' + key + b'"}'))
+    stack.vendor.route("/encoded", Reply(status=401, json={
+        "error": "invalid key", "key": base64.b64encode(key).decode(),
+        "seen": base64.b64encode(b"key:" + key).decode(), "token": jwt, "hex": key.hex(),
     }))
     location = f"/echo?token={quote(c['bearer'], safe='')}&cursor={quote(c['query'], safe='')}"
     stack.vendor.route("/hop", Reply(status=302, headers={"Location": location}))
@@ -332,6 +347,7 @@ async def test_no_secret_leaves_the_daemon_in_any_form(stack: Stack, tmp_path: P
     outputs["probe oauth2"] = await run_cli(env, "probe", "-c", str(config), "vendor/oauth2")
     outputs["probe redirected"] = await run_cli(env, "probe", "-c", str(config), "vendor/redirected")
     outputs["probe refreshed"] = await run_cli(env, "probe", "-c", str(config), "vendor/refreshed")
+    outputs["probe encoded"] = await run_cli(env, "probe", "-c", str(config), "vendor/encoded")
     outputs["probe flow"] = await run_cli(env, "probe", "-c", str(config), "vendor/flow")
     outputs["check-config (the reload that failed)"] = await run_cli(env, "check-config", str(failing))
     outputs["silence list"] = await run_cli(env, "silence", "list", "-c", str(config), "--all", "--json")
@@ -358,6 +374,7 @@ async def test_no_secret_leaves_the_daemon_in_any_form(stack: Stack, tmp_path: P
     assert DERIVED["alertmanager_basic"] in posted
     assert "CNRY" in outputs["daemon log"] or "[REDACTED]" in outputs["daemon log"]
     assert "[REDACTED]" in outputs["/api/status"] and "[REDACTED]" in outputs["probe credentials"]
+    assert stack.vendor.hits("/encoded") and "invalid key" in outputs["/api/status"]  # the excerpt is shown
     assert "exit 2" in outputs["check-config (broken)"] and "exit 2" in outputs["check-config (the reload that failed)"]
     assert len(stack.slack.requests) >= 4  # three failures and a delivery at least
 
