@@ -109,7 +109,8 @@ def test_rotating_secrets_stay_masked_for_two_generations_and_the_list_stays_sho
         redactor.rotate("oauth2:crm:access", [f"access-token-{n:04d}"])
     text = "static-secret access-token-0999 access-token-0998 access-token-0997"
     assert redactor.text(text) == f"{MASK} {MASK} {MASK} access-token-0997"
-    assert redactor._pattern is not None and redactor._pattern.pattern.count("|") == 2  # 3 secrets, not 1001
+    three = Redactor(["static-secret", "access-token-0998", "access-token-0999"])._pattern  # not 1001 secrets
+    assert redactor._pattern is not None and three is not None and redactor._pattern.pattern == three.pattern
 
 
 def test_signing_template_and_key_validation() -> None:
