@@ -4,6 +4,7 @@ target, small helpers to read the daemon's endpoints, and the real daemon as a s
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-from needs import free_port, missing
+from needs import missing
 from prometheus_client.parser import text_string_to_metric_families
 from redis_servers import SHARED_REDIS
 from targets import Reply, Target
@@ -142,15 +143,22 @@ class Daemon:
         return self.stderr.decode(errors="replace")
 
 
+# The daemon's own line once it listens (monitor/server.py): the port it was given, or the one the system
+# picked for ":0".
+_SERVING = re.compile(r"serving /metrics /healthz /readyz /api/status on 127\.0\.0\.1:(\d+)")
+
+
 @asynccontextmanager
 async def daemon(config: Path, *args: str) -> AsyncIterator[Daemon]:
-    port = free_port()
+    """The daemon listens on a port the system picks (``--listen 127.0.0.1:0``) and says which: a port
+    found free beforehand and handed over could be taken by another process before the daemon bound it
+    (seen: EADDRINUSE in a loaded full suite)."""
     with tempfile.NamedTemporaryFile(prefix="im-daemon-", suffix=".log") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            str(EXE), "run", "-c", str(config), "--listen", f"127.0.0.1:{port}", *args,
+            str(EXE), "run", "-c", str(config), "--listen", "127.0.0.1:0", *args,
             stdout=asyncio.subprocess.DEVNULL, stderr=log_file,
         )
-        d = Daemon(proc, f"http://127.0.0.1:{port}", log_file)
+        d = Daemon(proc, "", log_file)
         try:
             await until_up(d)
             yield d
@@ -163,6 +171,11 @@ async def daemon(config: Path, *args: str) -> AsyncIterator[Daemon]:
 
 async def until_up(d: Daemon) -> None:
     async def healthy() -> bool:
+        if not d.url:
+            serving = _SERVING.search(d.log)
+            if serving is None:
+                return False
+            d.url = f"http://127.0.0.1:{serving[1]}"
         try:
             return (await get(f"{d.url}/healthz"))[0] == 200
         except OSError:
