@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from needs import free_port, need_binary
+from prometheus_client.parser import text_string_to_metric_families
 from targets import Hit, Reply, Target
 
 HOOK = "/hook"
@@ -146,6 +147,22 @@ class Alertmanager:
         assert status == 200, (status, doc)
         assert isinstance(doc, list)
         return doc
+
+    async def webhook_notifies_ended(self) -> float:
+        """How many webhook notifications Alertmanager has seen through (its notification latency histogram's
+        count). It observes one as the webhook call returns, in the step just before the one that writes the
+        notification to its log (nflog): once the sink has a notification and this has counted it, taking
+        Alertmanager away keeps the notification in the log it saves on shutdown. The sink alone is not
+        enough: Alertmanager could be stopped between the sink's answer and the log, and notify again once
+        back."""
+        status, text = await self.get("/metrics")
+        assert status == 200, status
+        for family in text_string_to_metric_families(text):
+            if family.name == "alertmanager_notification_latency_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_count") and sample.labels.get("integration") == "webhook":
+                        return sample.value
+        return 0.0
 
     def notifications(self) -> list[Notified]:
         return [Notified.of(hit) for hit in self.sink.hits(HOOK)]

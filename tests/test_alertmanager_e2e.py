@@ -104,6 +104,10 @@ async def until(condition: Any, within: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+async def _notify_ended(am: Alertmanager, count: int) -> bool:
+    return await am.webhook_notifies_ended() >= count
+
+
 async def firing_in(am: Alertmanager, check: str, **kwargs: Any) -> dict[str, Any] | None:
     for alert in await am.alerts(**kwargs):
         if alert["labels"].get("check") == check and alert["status"]["state"] == "active":
@@ -208,6 +212,7 @@ async def test_alertmanager_away_for_30s_mid_incident(target: Target, tmp_path: 
         config = monitor_config(tmp_path, target, [am.url], checks=("orders", "refunds"))
         async with daemon(config) as d:
             await until(lambda: notified(am, "orders", "firing"), 20, "the first incident's notification")
+            await until(lambda: _notify_ended(am, 1), 10, "Alertmanager past the notification (into its log)")
             await am.stop()
             failed_before = await metric(d, "integration_notifications_total", notifier="alertmanager",
                                          result="failed")
