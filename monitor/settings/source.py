@@ -103,6 +103,9 @@ class _Collection:
 
     path: str
     mapping: bool
+    anchor: str | None  # its anchor, if any: its size is remembered for the aliases to it
+    before: int  # values in the document before it opened
+    height: int = 0  # the height of its tallest child so far
     children: int = 0  # nodes ended in it so far (in a mapping: key, value, key, value…)
     key: Any = None  # the key of the value being read (in a mapping), None for a key that is no scalar
     lines: dict[str, int] = field(default_factory=dict)  # key → line it was first written at
@@ -122,23 +125,21 @@ def _check_events(events: Iterator[yaml.Event]) -> list[Problem]:
     count and height are remembered; an alias adds its node's count, at its node's height.
     """
     size: dict[str, tuple[int, int]] = {}  # anchor → (values, height) of its node
-    stack: list[tuple[str | None, int, int]] = []  # open collections: (anchor, values before, max child height)
-    where: list[_Collection] = []  # the same open collections: their paths and keys
+    stack: list[_Collection] = []  # the open collections, outermost first
     duplicates: list[Problem] = []
     total = added = 0
     for event in events:
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise Unreadable(f"nested deeper than {MAX_DEPTH} levels ({_line(event)})")
-            stack.append((event.anchor, total, 0))
-            path = where[-1].child_path() if where else ""
-            where.append(_Collection(path, isinstance(event, yaml.MappingStartEvent)))
+            path = stack[-1].child_path() if stack else ""
+            stack.append(_Collection(path, isinstance(event, yaml.MappingStartEvent), event.anchor, total))
             continue
         if isinstance(event, yaml.CollectionEndEvent):
-            anchor, before, child_height = stack.pop()
-            where.pop()
+            ended = stack.pop()
+            anchor = ended.anchor
             total += 1
-            node = (total - before, child_height + 1)
+            node = (total - ended.before, ended.height + 1)
         elif isinstance(event, yaml.ScalarEvent):
             total += 1
             anchor, node = event.anchor, (1, 1)
@@ -157,13 +158,11 @@ def _check_events(events: Iterator[yaml.Event]) -> list[Problem]:
                                  f"({_line(event)})")
         else:
             continue
-        if where:
-            _ended(where[-1], event, duplicates)
         if anchor:
             size[anchor] = node
         if stack:
-            top_anchor, before, child_height = stack[-1]
-            stack[-1] = (top_anchor, before, max(child_height, node[1]))
+            stack[-1].height = max(stack[-1].height, node[1])
+            _ended(stack[-1], event, duplicates)
     return duplicates
 
 
