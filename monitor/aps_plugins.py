@@ -140,10 +140,17 @@ class RunExecutor(AsyncIOExecutor):
         super().__init__()
         self._coroutine_funcs: dict[Any, bool] = {}  # asked once per job function (inspect: ~3 k a run)
 
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        coroutine = self._coroutine_funcs.get(job.func)
+    def _is_coroutine(self, func: Any) -> bool:
+        try:
+            coroutine = self._coroutine_funcs.get(func)
+        except TypeError:  # unhashable (defines __eq__ without __hash__, e.g. a dataclass's bound method)
+            return iscoroutinefunction_partial(func)
         if coroutine is None:
-            coroutine = self._coroutine_funcs[job.func] = iscoroutinefunction_partial(job.func)
+            coroutine = self._coroutine_funcs[func] = iscoroutinefunction_partial(func)
+        return coroutine
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        coroutine = self._is_coroutine(job.func)
         if len(run_times) != 1 or not coroutine:
             super()._do_submit_job(job, run_times)
             return

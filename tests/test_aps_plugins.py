@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from apscheduler.events import EVENT_ALL, EVENT_JOB_EXECUTED, JobEvent
+from apscheduler.events import EVENT_ALL, EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobEvent
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -62,14 +64,38 @@ def test_the_job_store_is_memory_job_store(ops: list[tuple[str, str, datetime | 
         assert view(ours) == view(theirs)
 
 
+@dataclass
+class Unhashable:
+    """A job function's owner that defines ``__eq__`` without ``__hash__`` (any dataclass): its bound
+    methods, and it as a callable, cannot be dict keys."""
+
+    value: int
+
+    async def method(self) -> int:
+        return self.value
+
+    def __call__(self) -> int:
+        return self.value
+
+
 async def events_of(executor: AsyncIOExecutor) -> list[tuple[Any, ...]]:
-    """What a scheduler's listeners hear of four jobs run by ``executor``: one returns, one raises, one is
-    past its grace time, one is still running at shutdown (cancelled)."""
+    """What a scheduler's listeners hear of the jobs run by ``executor``: one returns, one raises, one is
+    past its grace time, one is still running at shutdown (cancelled); and jobs whose function cannot be
+    hashed (a coroutine method of an unhashable object, that object as a plain callable, a partial of it),
+    which return."""
     heard: list[JobEvent] = []
     scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": executor})
     scheduler.add_listener(heard.append, EVENT_ALL)
     ran = asyncio.Event()
     hangs = asyncio.Event()
+    unhashable = ("unhashable_method", "unhashable_callable", "unhashable_partial")
+    ended = asyncio.Event()
+
+    def end_heard(event: JobEvent) -> None:
+        if {e.job_id for e in heard if e.code in (EVENT_JOB_EXECUTED, EVENT_JOB_ERROR)} >= set(unhashable):
+            ended.set()
+
+    scheduler.add_listener(end_heard, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
 
     async def returns() -> int:
         ran.set()
@@ -84,10 +110,12 @@ async def events_of(executor: AsyncIOExecutor) -> list[tuple[Any, ...]]:
 
     now = datetime.now(UTC)
     for name, func, late in (("returns", returns, 0), ("raises", raises, 0), ("missed", returns, 10),
-                             ("hanging", hanging, 0)):
+                             ("hanging", hanging, 0), ("unhashable_method", Unhashable(8).method, 0),
+                             ("unhashable_callable", Unhashable(9), 0),
+                             ("unhashable_partial", partial(Unhashable(10).method), 0)):
         scheduler.add_job(func, "date", run_date=now - timedelta(seconds=late), id=name, misfire_grace_time=5)
     scheduler.start()
-    await asyncio.wait_for(asyncio.gather(ran.wait(), hangs.wait()), 10)
+    await asyncio.wait_for(asyncio.gather(ran.wait(), hangs.wait(), ended.wait()), 10)
     for _ in range(5):
         await asyncio.sleep(0)
     scheduler.shutdown(wait=False)
@@ -103,7 +131,7 @@ async def events_of(executor: AsyncIOExecutor) -> list[tuple[Any, ...]]:
 
 async def test_the_executor_tells_the_listeners_what_asyncio_executor_tells() -> None:
     theirs = await events_of(AsyncIOExecutor())
-    assert len(theirs) >= 4 * 2  # each job added and submitted (or missed), ended; a cancel heard
+    assert len(theirs) >= 7 * 2  # each job added and submitted (or missed), ended; a cancel heard
     assert await events_of(RunExecutor()) == theirs
 
 
