@@ -2,8 +2,8 @@
 tests/test_secret_canary.py): URL percent-encoding with either quoting function and either hex case,
 ``+`` for a space, double-encoding, yarl's query and path encodings, JSON with or without
 ``ensure_ascii`` (and JSON inside JSON), ``repr``, HTML and Slack escaping, a metric label's tamed
-form, and the secret's bytes base64-encoded (either alphabet, any byte alignment) or hex-encoded (either
-case) inside a longer text."""
+form, and the secret's bytes base64-encoded (either alphabet, any byte alignment) or hex-encoded (any
+case) inside a longer text, raw or after its JSON or URL escaping."""
 
 from __future__ import annotations
 
@@ -48,13 +48,8 @@ BYTE_ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
     "base64url": base64.urlsafe_b64encode,
     "hex": lambda b: b.hex().encode(),
     "HEX": lambda b: b.hex().upper().encode(),
+    "HeX": lambda b: "".join(c if i % 3 else c.upper() for i, c in enumerate(b.hex())).encode(),  # mixed case
 }
-
-
-def _encoded_forms(secret: str) -> dict[str, str]:
-    data = secret.encode("utf-8", "surrogatepass")
-    return {f"{name}-{lead}": stable_middle(encode, data, lead) for name, encode in BYTE_ENCODINGS.items()
-            for lead in (range(3) if name.startswith("base64") else (0,))}
 
 
 ENCODINGS: dict[str, Callable[[str], str]] = {
@@ -77,6 +72,23 @@ ENCODINGS: dict[str, Callable[[str], str]] = {
 }
 
 
+# The escapes a secret may have been through before a vendor echoed it base64- or hex-encoded (the body
+# or URL of a request it was sent).
+ESCAPED_THEN_ENCODED = ("raw", "json", "json-utf8", "quote", "quote-default", "quote_plus", "yarl-query")
+
+
+def _encoded_forms(secret: str) -> dict[str, str]:
+    """Each stable middle, hex ones in lower case (searched for in any case: ``leaks``)."""
+    out = {}
+    for escape in ESCAPED_THEN_ENCODED:
+        data = ENCODINGS[escape](secret).encode("utf-8", "surrogatepass")
+        for lead in range(3):
+            for name in ("base64", "base64url"):
+                out[f"{escape}+{name}-{lead}"] = stable_middle(BYTE_ENCODINGS[name], data, lead)
+        out[f"{escape}+hex"] = data.hex()
+    return out
+
+
 def forms(secret: str) -> dict[str, str]:
     """Encoding name → the secret as that encoding writes it (but forms shorter than the redactor's
     minimum: the label form of ``"ab;;"`` is ``"ab_"``, which no one could tell from text)."""
@@ -95,5 +107,6 @@ def visible(text: str) -> str:
 def leaks(text: str, secrets: Iterable[str]) -> list[str]:
     """Each ``secret (encoding)`` found in ``text``."""
     shown = visible(text)
+    folded = shown.lower()  # (hex forms, in any case)
     return [f"{secret!r} ({name}: {form!r})" for secret in secrets for name, form in forms(secret).items()
-            if form in shown]
+            if form in (folded if name.endswith("+hex") else shown)]

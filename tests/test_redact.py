@@ -18,7 +18,7 @@ from urllib.parse import quote, quote_plus
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from leaks import BYTE_ENCODINGS, ENCODINGS, leaks, stable_middle
+from leaks import BYTE_ENCODINGS, ENCODINGS, ESCAPED_THEN_ENCODED, leaks, stable_middle
 from yarl import URL
 
 from integration_kit.redact import MASK, MIN_ENCODED_LEN, MIN_SECRET_LEN, Redactor
@@ -153,21 +153,26 @@ def test_short_values_are_not_registered_but_structure_still_masks_them() -> Non
     assert redactor.headers({"X-Tenant": "abc"}) == {"X-Tenant": MASK}
 
 
-@settings(max_examples=300, deadline=None)
-@given(secret=secrets, encoding=st.sampled_from(sorted(BYTE_ENCODINGS)), before=st.binary(max_size=20),
-       after=st.binary(max_size=20))
-@example(secret="CNRY-hdr/+=1a", encoding="base64", before=b"x", after=b"")  # "+" and "/" in the middle
-@example(secret="CNRY-hdr/+=1a", encoding="base64url", before=b"xy", after=b"}")
-@example(secret="cl\u00e9-\U0001f511-secret", encoding="HEX", before=b"\x00", after=b"\xff")
+@settings(max_examples=500, deadline=None)
+@given(secret=secrets, escape=st.sampled_from(ESCAPED_THEN_ENCODED), encoding=st.sampled_from(sorted(BYTE_ENCODINGS)),
+       before=st.binary(max_size=20), after=st.binary(max_size=20), around=st.tuples(surroundings, surroundings))
+@example(secret="CNRY-hdr/+=1a", escape="raw", encoding="base64", before=b"x", after=b"", around=("", ""))
+@example(secret="CNRY-hdr/+=1a", escape="raw", encoding="base64url", before=b"xy", after=b"}", around=("", ""))
+@example(secret="cl\u00e9-\U0001f511-secret", escape="raw", encoding="HEX", before=b"\x00", after=b"\xff",
+         around=("", ""))
+@example(secret="CNRY-mixed-case", escape="raw", encoding="HeX", before=b"", after=b"", around=("", ""))
+@example(secret='CNRY+/"\\key', escape="json", encoding="base64", before=b'{"k":"', after=b'"}', around=("", ""))
+@example(secret="CNRY+/key=1", escape="quote_plus", encoding="base64url", before=b"key=", after=b"", around=("", ""))
 def test_a_secret_echoed_base64_or_hex_encoded_inside_a_longer_text_is_masked(
-    secret: str, encoding: str, before: bytes, after: bytes
+    secret: str, escape: str, encoding: str, before: bytes, after: bytes, around: tuple[str, str]
 ) -> None:
-    """A vendor echoing ``base64(api_key)`` (or a JWT-like blob holding it) in an error body."""
-    data = secret.encode("utf-8", "surrogatepass")
+    """A vendor echoing ``base64(api_key)`` (or a JWT-like blob holding it, or the base64 of the JSON or
+    form body it was sent) in an error body: the secret in none of its forms survives."""
+    data = ENCODINGS[escape](secret).encode("utf-8", "surrogatepass")
     text = BYTE_ENCODINGS[encoding](before + data + after).decode()
     middle = stable_middle(BYTE_ENCODINGS[encoding], data, len(before) % 3)
     assert middle in text
-    redacted = Redactor([secret]).text(f"vendor said: {text} (500)")
+    redacted = Redactor([secret]).text(f"{around[0]}{text}{around[1]}")
     if len(middle) >= MIN_ENCODED_LEN:
         assert middle not in redacted.replace(MASK, "\x00"), redacted
     assert_masked(secret, redacted)

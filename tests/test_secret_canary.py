@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
@@ -207,13 +207,16 @@ def route_vendor(stack: Stack) -> None:
         "RateLimit-Policy": policy, "RateLimit": f'"{c["header"]}";r=5;t=30',
     }))
     # A chatty vendor echoes the key it was sent encoded, at each of the three byte alignments of base64:
-    # plain, behind a 4-byte prefix, inside a JWT-like URL-safe blob behind 20 bytes; and in hex.
+    # plain, behind a 4-byte prefix, inside a JWT-like URL-safe blob behind 20 bytes; the form body it
+    # was sent (the key URL-escaped), base64-encoded; and in hex, lower and mixed case.
     key = c["header"].encode()
     jwt = ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=")
                    for part in (b'{"alg":"none"}', b'{"sub":"probe","k":"' + key + b'"}'))
+    mixed_hex = "".join(d.upper() if i % 2 else d for i, d in enumerate(key.hex()))
     stack.vendor.route("/encoded", Reply(status=401, json={
         "error": "invalid key", "key": base64.b64encode(key).decode(),
-        "seen": base64.b64encode(b"key:" + key).decode(), "token": jwt, "hex": key.hex(),
+        "seen": base64.b64encode(b"key:" + key).decode(), "token": jwt, "hex": key.hex(), "Hex": mixed_hex,
+        "body": base64.b64encode(f"user=probe&key={quote_plus(c['header'])}".encode()).decode(),
     }))
     location = f"/echo?token={quote(c['bearer'], safe='')}&cursor={quote(c['query'], safe='')}"
     stack.vendor.route("/hop", Reply(status=302, headers={"Location": location}))
