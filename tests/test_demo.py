@@ -708,6 +708,28 @@ def test_demo_replicas_need_a_redis() -> None:
     assert "--redis-url URL or $REDIS_URL" in done.stderr
 
 
+def test_the_vendor_port_cannot_be_one_the_replicas_listen_on() -> None:
+    """The replicas listen on consecutive ports from --listen's: a --vendor-port among them is refused
+    before anything starts, naming both options (it used to fail at the replica's bind, naming --listen
+    only, after the vendor and the first replicas had started)."""
+    with pytest.raises(ValueError, match=r"--vendor-port 9101 is one of the ports of --listen 127\.0\.0\.1:9100 "
+                                         r"with --replicas 3 \(9100-9102\)"):
+        Demo(listen="127.0.0.1:9100", vendor_port=9101, replicas=3, redis_url=SHARED_REDIS)
+    with pytest.raises(ValueError, match=r"--vendor-port 9100 is the port of --listen 127\.0\.0\.1:9100"):
+        Demo(listen="127.0.0.1:9100", vendor_port=9100)
+    with pytest.raises(ValueError, match=r"--listen 127\.0\.0\.1:65534 with --replicas 3: ports 65534-65536, "
+                                         r"past 65535"):
+        Demo(listen="127.0.0.1:65534", replicas=3, redis_url=SHARED_REDIS)
+    Demo(listen="127.0.0.1:9100", vendor_port=9103, replicas=3, redis_url=SHARED_REDIS)  # next to them: fine
+    Demo(listen="127.0.0.1:0", vendor_port=9100, replicas=3, redis_url=SHARED_REDIS)  # ports the system picks
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "demo", "--replicas", "2", "--listen", "127.0.0.1:9100", "--vendor-port",
+         "9101", "--redis-url", SHARED_REDIS], capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--vendor-port 9101 is one of the ports of --listen 127.0.0.1:9100 with --replicas 2" in done.stderr
+
+
 def test_demo_command_reports_a_taken_port_and_exits_1() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

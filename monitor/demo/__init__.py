@@ -74,6 +74,7 @@ class Demo:
         if replicas > 1 and not redis_url:
             raise ValueError(f"replicas: {replicas} replicas share the work through Redis: give a Redis "
                              "(--redis-url URL or $REDIS_URL)")
+        _check_ports(listen, vendor_port, replicas)
         self.replicas = replicas
         self.listen = listen
         self.vendor_port = vendor_port
@@ -257,11 +258,27 @@ class Demo:
         return 0
 
 
+def _check_ports(listen: str, vendor_port: int, replicas: int) -> None:
+    """The replicas listen on consecutive ports from ``listen``'s (``replica_configs``): refuse a vendor
+    port among them, or ports past 65535, before anything starts (else the replica's bind fails, after
+    the vendor and the replicas before it have started, with an error that names --listen only)."""
+    _, port = split_listen(listen)
+    if not port:
+        return  # the system picks every replica's port: none can be the vendor's
+    last = port + replicas - 1
+    if last > 65535:
+        raise ValueError(f"--listen {listen} with --replicas {replicas}: ports {port}-{last}, past 65535")
+    if port <= vendor_port <= last:
+        ports = f"one of the ports of --listen {listen} with --replicas {replicas} ({port}-{last})"
+        raise ValueError(f"--vendor-port {vendor_port} is {ports if replicas > 1 else f'the port of --listen {listen}'}"
+                         ": choose another")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The ``demo`` command. Uses ``args.listen``, ``args.log_format``, ``args.log_level`` and, when the
     parser defines them, ``args.vendor_port``, ``args.redis_url``, ``args.seed``, ``args.replicas``;
     ``REDIS_URL`` from the environment when no ``--redis-url`` is given. Exit code 2 for arguments that
-    cannot work together (replicas without a Redis)."""
+    cannot work together (replicas without a Redis, a vendor port among the replicas' ports)."""
     try:
         demo = _demo_of(args)
     except ValueError as exc:
