@@ -29,6 +29,10 @@ class CheckView(Protocol):
     @property
     def interval(self) -> float: ...
 
+    def targets(self) -> tuple[str, ...]:
+        """The URLs its requests go to (a reload that changes them, or the check's kind, retargets it)."""
+        ...
+
 
 class QuotaView(Protocol):
     """A configured quota: its name is all alerting reads (is an alert's quota still configured)."""

@@ -296,6 +296,9 @@ class Stats:
         self.exact_window = exact_window  # how far back the raw ring keeps runs (at most raw_capacity of them)
         self.raw_capacity = raw_capacity
         self.checks: dict[tuple[str, str], CheckStats] = {}
+        # Checks a reload pointed at another endpoint (``retarget``) whose new certificate no run has shown
+        # yet: the certificate their tls_expiry alert was about is no longer theirs.
+        self.tls_unknown: set[tuple[str, str]] = set()
         # (integration, check) → runs that started before this are ignored (``judged_until`` of forget_check,
         # judged_elsewhere)
         self._not_before: dict[tuple[str, str], float] = {}
@@ -332,13 +335,26 @@ class Stats:
             stats = self.checks[key] = CheckStats(raw_capacity=self.raw_capacity, raw_seconds=self.exact_window,
                                                  bucket_seconds=self.bucket_seconds)
         stats.add(result)
+        if self.tls_unknown and result.tls_expiry is not None:
+            self.tls_unknown.discard(key)
 
     def retain(self, checks: set[tuple[str, str]]) -> None:
         """Drop statistics of checks no longer configured (config reload)."""
         for key in [k for k in self.checks if k not in checks]:
             del self.checks[key]
+        self.tls_unknown &= checks
         for key in [k for k in self._not_before if k not in checks]:
             del self._not_before[key]
+
+    def retarget(self, checks: Iterable[tuple[str, str]]) -> None:
+        """These checks' requests go elsewhere now (a reload changed their URLs or kind): the certificate
+        expiry seen so far is another endpoint's. Forgotten, and the checks are ``tls_unknown`` until a run
+        shows the new one."""
+        for key in checks:
+            stats = self.checks.get(key)
+            if stats is not None and stats.tls_expiry is not None:
+                stats.tls_expiry = None
+                self.tls_unknown.add(key)
 
     def forget_check(self, integration: str, check: str, *, judged_until: float | None = None) -> None:
         """Drop a check's statistics: what is here is stale (another replica judged it meanwhile).
@@ -350,6 +366,7 @@ class Stats:
         the next failures would post it again as a new incident."""
         key = (integration, check)
         self.checks.pop(key, None)
+        self.tls_unknown.discard(key)  # (what was seen here is stale: the owner's verdict stands)
         if judged_until is None:
             self._not_before.pop(key, None)
         else:
@@ -372,6 +389,7 @@ class Stats:
         gone = set(integrations)
         for key in [k for k in self.checks if k[0] in gone]:
             del self.checks[key]
+        self.tls_unknown = {k for k in self.tls_unknown if k[0] not in gone}
         for key in [k for k in self._not_before if k[0] in gone]:
             del self._not_before[key]
 

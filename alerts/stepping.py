@@ -96,7 +96,7 @@ class Stepper:
                 due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
             else:
                 # Not judged this time: hold, unless what it is about is gone from the config.
-                gone = _orphaned(state, cfg)
+                gone = _orphaned(state, cfg) or self._retargeted(state)
                 new, evs = step(state, False if gone else None, now, for_seconds=0.0, keep_firing_for=0.0,
                                 flapping=cfg.alerting.flapping)
             self._concerns.due(key, due, integration_of(key), new.alert.check if new.alert is not None else None)
@@ -106,6 +106,14 @@ class Stepper:
                 events[key] = evs
                 log.info("alert %s: %s", key, ", ".join(evs))
         return events
+
+
+    def _retargeted(self, state: AlertState) -> bool:
+        """A tls_expiry alert of a check a reload pointed elsewhere (``Stats.retarget``): the certificate
+        it was about is another endpoint's; until a run shows the new one it is judged by nothing."""
+        alert = state.alert
+        return (alert is not None and alert.alert == "tls_expiry" and alert.check is not None
+                and (alert.integration, alert.check) in self._stats.tls_unknown)
 
 
 def _orphaned(state: AlertState, cfg: ConfigView) -> bool:

@@ -73,3 +73,8 @@ class CheckConfigBase(BaseModel):
     timeout: Duration = Field(default=10.0, gt=0, description="total deadline of one run, retries included")
     retry: RetryConfig = Field(default_factory=RetryConfig)  # not a shared default: pydantic deep-copies those
     enabled: bool = True
+
+    def targets(self) -> tuple[str, ...]:
+        """The URLs the check's requests go to, as configured (a flow's templates as written): a reload that
+        changes them, or the kind, points the check at another endpoint (alerts/stats.py ``retarget``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say where its requests go")

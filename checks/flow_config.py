@@ -126,6 +126,9 @@ class FlowCheckConfig(CheckConfigBase):
             return 0.0
         return self.cleanup_timeout if self.cleanup_timeout is not None else min(5.0, self.timeout / 3)
 
+    def targets(self) -> tuple[str, ...]:
+        return tuple(step.url for step in (*self.steps, *self.cleanup))
+
     def secret_values(self) -> list[str]:
         own = self.auth.secret_values() if self.auth is not None else []
         return own + [s for step in (*self.steps, *self.cleanup) for s in step.secret_values()]

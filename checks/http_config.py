@@ -128,6 +128,10 @@ class HttpRequestFields(BaseModel):
         """Query parameters added to the URL (a kind whose config has them says so)."""
         return {}
 
+    def targets(self) -> tuple[str, ...]:
+        """The URLs the check's requests go to, as configured (``CheckConfigBase.targets``)."""
+        return (self.url,)
+
     def plan(
         self, method: str, data: bytes | None, content_type: str | None = None, *, url: URL | None = None,
         headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,

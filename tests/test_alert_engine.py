@@ -342,6 +342,50 @@ async def test_a_firing_latency_alert_resolves_when_a_reload_no_longer_asks_for_
         await eng.close()
 
 
+@pytest.mark.parametrize("check", [
+    {"kind": "http", "url": "http://api.acme.test/v1/x"},  # away from TLS
+    {"kind": "flow", "steps": [{"name": "get", "url": "https://other.acme.test/v1/x"}]},  # another kind
+])
+async def test_a_firing_tls_expiry_alert_resolves_when_a_reload_points_its_check_elsewhere(
+    shared_redis: redis.asyncio.Redis, prefix: str, check: dict[str, Any]
+) -> None:
+    """The certificate a tls_expiry alert is about is the one the check's requests met: a reload that
+    sends them elsewhere (another kind of check, other URLs) leaves it to nothing, and the old expiry was
+    held firing for ever (runs that show no certificate keep the last one seen). It resolves; a run that
+    meets a certificate again judges that one."""
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix), shared_redis, clock, sink)
+    expiry = T0 + 10 * 86400
+
+    def run(tls_expiry: float | None) -> None:
+        eng.on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None, detail="",
+                                  started_at=clock.now,
+                                  duration=0.2, total_duration=0.2, status_code=200, tls_expiry=tls_expiry))
+
+    await eng.start()
+    try:
+        for _ in range(4):
+            run(expiry)
+            await tick(eng, clock)
+        assert [(a.key, a.status) for n in sink.got for a in n.alerts] == [
+            ("acme/tls_expiry/api/warning", AlertStatus.FIRING)]
+        raw = config(prefix).model_dump(mode="json", exclude_unset=True)
+        raw["integrations"]["acme"]["checks"] = [{"name": "api", "interval": "15s", **check}]
+        eng.on_config(parse_config(yaml.safe_dump(raw), env={}))
+        for _ in range(4):
+            run(None)  # (plain HTTP, or a run that failed before any certificate)
+            await tick(eng, clock)
+        assert [(a.key, a.status) for a in sink.got[-1].alerts] == [
+            ("acme/tls_expiry/api/warning", AlertStatus.RESOLVED)]
+        assert firing_gauge(eng, "tls_expiry", "warning") == 0.0
+        for _ in range(4):
+            run(T0 + 2 * 86400)  # the new endpoint's certificate, which expires sooner
+            await tick(eng, clock)
+        assert ("acme/tls_expiry/api/critical", AlertStatus.FIRING) in [(a.key, a.status) for a in sink.got[-1].alerts]
+    finally:
+        await eng.close()
+
+
 async def test_a_firing_real_traffic_alert_resolves_when_the_traffic_section_leaves_the_config(
     shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
