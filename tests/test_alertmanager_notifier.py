@@ -386,6 +386,38 @@ async def test_every_alertmanager_gets_the_alerts_and_one_down_does_not_hold_up_
         await feed.close()
 
 
+async def test_a_failing_alertmanager_shows_as_its_component_failing(target: Target) -> None:
+    """As a failing Slack shows as ``integration_monitor_component_ok{component="notifiers"}`` 0: the feed's
+    own component, ``alertmanager``, is 0 while an Alertmanager does not take the alerts (the reason in its
+    status), 1 again once it does, and once a reload takes the failing one away."""
+    target.route(API, Reply(status=503))
+    metrics = Metrics()
+    feed = AlertmanagerFeed(engine_config(alertmanager={"urls": [target.url("")]}), redactor=Redactor(),
+                            metrics=metrics, policy=FAST)
+
+    def component_ok() -> float | None:
+        return metrics.registry.get_sample_value("integration_monitor_component_ok", {"component": "alertmanager"})
+
+    await feed.start()
+    try:
+        down = Alert(key="acme/probe_down/api/critical", integration="acme", alert="probe_down", check="api",
+                     severity=Severity.CRITICAL, status=AlertStatus.FIRING, summary="down", started_at=T0)
+        feed.publish([down], now=T0, interval=0.2)
+        await _until(lambda: component_ok() == 0.0)
+        assert not feed.status()["ok"] and "503 Service Unavailable" in feed.status()["problem"], feed.status()
+        target.route(API, Reply(status=200))
+        await _until(lambda: component_ok() == 1.0)
+        assert feed.status()["ok"] and feed.status()["problem"] is None
+        target.route(API, Reply(status=503))
+        feed.publish([down], now=T0, interval=0.2)
+        await _until(lambda: component_ok() == 0.0)
+        feed.on_config(engine_config())  # the Alertmanager route removed: nothing fails any more
+        await _until(lambda: component_ok() == 1.0)
+        assert feed.status() == {"enabled": False}
+    finally:
+        await feed.close()
+
+
 def test_a_ca_file_that_is_not_one_is_rejected_at_load(tmp_path: Path) -> None:
     bogus = tmp_path / "ca.pem"
     bogus.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")

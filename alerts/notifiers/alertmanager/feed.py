@@ -23,6 +23,7 @@ from alerts.notifiers.alertmanager.payload import postable_alert
 from alerts.notifiers.alertmanager.pusher import Batch, Pusher, PushPolicy
 from alerts.notifiers.base import NotifierContext, severity_rank
 from alerts.reloads import OrderedReloads
+from integration_kit.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from alerts.inputs import ConfigView, NotificationMetrics
@@ -67,6 +68,12 @@ class AlertmanagerFeed:
         self._dropped = 0
         self._initial = config
         self._built_from: tuple[AlertmanagerConfig | None, str] | None = None  # what the notifier was built from
+        # The component's verdict, as the notifiers' (alerts/delivery.py): integration_monitor_component_ok
+        # {component="alertmanager"} 0 while an Alertmanager does not take the alerts, set after every attempt.
+        self._supervisor = Supervisor(
+            self.name, redact=redactor.text,
+            on_state=(lambda ok: metrics.component_ok.labels(self.name).set(1 if ok else 0)) if metrics else None,
+        )
 
     # -- Component ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -93,13 +100,18 @@ class AlertmanagerFeed:
     def status(self) -> dict[str, Any]:
         if self._notifier is None:
             return {"enabled": False}
-        return {"enabled": True, "alertmanagers": {p.url: p.status() for p in self._pushers}}
+        return {"enabled": True, "alertmanagers": {p.url: p.status() for p in self._pushers},
+                "ok": self._supervisor.ok, "problem": self._supervisor.problem or None}
 
     def ready(self) -> tuple[bool, str]:
         broken = [f"{p.url}: {p.permanent_error}" for p in self._pushers if p.permanent_error]
         if broken:
             return False, "alertmanager refuses our alerts, not retried (fix the config): " + "; ".join(broken)
         return True, "alertmanager ok" if self._pushers else "alertmanager not configured"
+
+    def _report(self) -> None:
+        failing = [f"{p.url}: {p.error}" for p in self._pushers if p.error]
+        self._supervisor.report(not failing, "; ".join(failing))
 
     # -- the engine's side ---------------------------------------------------------------------------
     def publish(self, alerts: Sequence[Alert], *, now: float, interval: float) -> None:
@@ -159,7 +171,8 @@ class AlertmanagerFeed:
         if built.section is None or built.notifier is None:
             return
         post = built.notifier.post
-        self._pushers = [Pusher(url, post, policy=self._policy, count=self._count) for url in built.section.urls]
+        self._pushers = [Pusher(url, post, policy=self._policy, count=self._count, on_attempt=self._report)
+                         for url in built.section.urls]
         for pusher in self._pushers:
             pusher.start()
         log.info("alerts go to Alertmanager at %s", ", ".join(built.section.urls))
@@ -168,6 +181,7 @@ class AlertmanagerFeed:
         pushers, self._pushers = self._pushers, []
         for pusher in pushers:
             await pusher.close()
+        self._report()  # (what failed is gone)
         notifier, self._notifier = self._notifier, None
         self._section = None
         if notifier is not None:

@@ -45,12 +45,15 @@ class Batch:
 class Pusher:
     def __init__(
         self, url: str, post: Post, *, policy: PushPolicy, count: Callable[[str], None],
-        clock: Callable[[], float] = time.monotonic,
+        on_attempt: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``count``: each attempt's result ("sent", "failed"); ``on_attempt``: after each attempt, once
+        ``error`` says how it went."""
         self.url = url
         self._post = post
         self._policy = policy
         self._count = count
+        self._on_attempt = on_attempt
         self._clock = clock
         self._pending: Batch | None = None
         self._sending: Batch | None = None
@@ -120,6 +123,7 @@ class Pusher:
             self._delivered(batch)
         finally:
             self._sending = None
+        self._on_attempt()
 
     def _failed(self, batch: Batch, exc: DeliveryError) -> None:
         self._count("failed")
