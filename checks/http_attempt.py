@@ -37,7 +37,7 @@ from integration_kit.deadlines import DeadlineScope
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import HARMLESS_HEADERS
 from integration_kit.results import RequestSummary
-from integration_kit.retry import parse_retry_after
+from integration_kit.retry import rate_limit_wait
 
 BodyInspector = Callable[[int, bytes], "Failure | None"]  # (status, body) → what is wrong with it, if anything
 
@@ -259,12 +259,12 @@ class HttpRun:
         self, resp: aiohttp.ClientResponse, timing: AttemptTiming, started: float, deadline: float
     ) -> Attempt:
         status = resp.status
-        error_class, detail = classify_status(status, resp.reason)
+        error_class, detail = classify_status(status, resp.reason, resp.headers)
         if status in _REDIRECTS and (location := resp.headers.get("Location")):
             detail += f" -> {self.redactor.url(location)}"
         retry_after = None
         if error_class in self.retry_on:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
+            retry_after = rate_limit_wait(resp.headers, now=time.time())
         excerpt = bytearray()
         try:
             with DeadlineScope(self.deadlines, min(deadline, self.loop.time() + _EXCERPT_WAIT)):

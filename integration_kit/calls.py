@@ -106,8 +106,10 @@ def is_json_type(content_type: str) -> bool:
     return main == "application/json" or main.endswith("+json")
 
 
-def status_failure(expect: Expect, status: int, reason: str | None) -> Failure | None:
-    return None if expect.accepts(status) else classify_status(status, reason)
+def status_failure(
+    expect: Expect, status: int, reason: str | None, headers: Mapping[str, str] | None = None
+) -> Failure | None:
+    return None if expect.accepts(status) else classify_status(status, reason, headers)
 
 
 def body_failure(

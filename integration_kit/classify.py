@@ -28,12 +28,13 @@ import json
 import os
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
 
 from integration_kit.errors import ErrorClass
+from integration_kit.header_values import used_up_limit
 
 Failure = tuple[ErrorClass, str]
 Stage = Literal["connect", "headers", "body"]  # what a call was waiting for
@@ -93,10 +94,26 @@ def status_class(status: int) -> ErrorClass:
     return ErrorClass.UNEXPECTED_STATUS
 
 
-def classify_status(status: int, reason: str | None = None) -> Failure:
-    """``http_5xx: 503 Service Unavailable`` for a status the caller does not accept."""
+def classify_status(status: int, reason: str | None = None, headers: Mapping[str, str] | None = None) -> Failure:
+    """``http_5xx: 503 Service Unavailable`` for a status the caller does not accept.
+
+    With the response's ``headers`` (case-insensitive), a 403 that is a rate limit is ``rate_limited``,
+    not ``auth``: GitHub refuses a used-up primary limit with 403 and ``x-ratelimit-remaining: 0``, and
+    its secondary limits with 403 and ``Retry-After``. Called ``auth``, it would page at once as refused
+    credentials, and it would not be retried once the limit has reset.
+    """
     error_class = status_class(status)
+    if status == 403 and headers is not None and (sign := _rate_limit_sign(headers)) is not None:
+        return ErrorClass.RATE_LIMITED, f"rate_limited: {status} {reason or 'Forbidden'} ({sign})"
     return error_class, f"{error_class}: {status} {reason or ''}".rstrip()
+
+
+def _rate_limit_sign(headers: Mapping[str, str]) -> str | None:
+    """What in ``headers`` says a refusal is a rate limit, as the detail shows it; None when nothing."""
+    if (retry_after := headers.get("Retry-After")) is not None:
+        return f"retry-after: {retry_after.strip()[:40]}"
+    used_up = used_up_limit(headers)
+    return None if used_up is None else f"{used_up[0]}: 0"
 
 
 def body_too_large(cap: int, *, declared: int | None = None) -> Failure:

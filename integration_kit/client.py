@@ -39,7 +39,7 @@ from integration_kit.integration_base import (
 )
 from integration_kit.limiter import LimiterTimeout, RateLimit, RateLimiter
 from integration_kit.recorder import TrafficRecorder
-from integration_kit.retry import RetryPolicy, parse_retry_after, run_with_retries
+from integration_kit.retry import RetryPolicy, rate_limit_wait, run_with_retries
 from integration_kit.traffic import DEFAULT_PREFIX, DEFAULT_TTL
 
 if TYPE_CHECKING:
@@ -189,10 +189,10 @@ class Integration(IntegrationBase):
 
         status = resp.status
         if checks is None:  # a status the call does not accept
-            error_class, detail = classify_status(status, resp.reason)
+            error_class, detail = classify_status(status, resp.reason, resp.headers)
             retry_after = None
             if error_class in self.retry.retry_on:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
+                retry_after = rate_limit_wait(resp.headers, now=time.time())
             excerpt = await _excerpt(resp, min(deadline, loop.time() + _EXCERPT_WAIT))
             return Attempt(error_class=error_class, detail=detail, status=status, retry_after=retry_after,
                            duration=perf_counter() - started, body=excerpt)

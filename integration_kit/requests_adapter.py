@@ -28,7 +28,7 @@ from integration_kit.calls import Expect, body_failure, status_failure
 from integration_kit.classify import Failure, describe, within_budget
 from integration_kit.errors import ErrorClass
 from integration_kit.integration_base import EXCERPT_READ, Attempt
-from integration_kit.retry import parse_retry_after
+from integration_kit.retry import rate_limit_wait
 from integration_kit.sync_client import SyncIntegration
 
 __all__ = ["KitAdapter", "classify_requests_exception"]
@@ -117,11 +117,11 @@ class KitAdapter(HTTPAdapter):
 
     def _answer(self, method: str, resp: requests.Response, started: float) -> Attempt:
         status = resp.status_code
-        failure = status_failure(self.expect, status, resp.reason)
+        failure = status_failure(self.expect, status, resp.reason, resp.headers)
         if failure is not None:
             retry_after = None
             if failure[0] in self.integration.retry.retry_on:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
+                retry_after = rate_limit_wait(resp.headers, now=time.time())
             body = _head(resp)
             return Attempt(error_class=failure[0], detail=failure[1], status=status, retry_after=retry_after,
                            duration=perf_counter() - started, body=body)

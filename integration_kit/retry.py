@@ -11,7 +11,9 @@ long the target asked us to wait.
 a notifier lane): consecutive failures → the next wait, exponential with equal jitter, reset on success.
 
 ``parse_retry_after`` is the one reader of ``Retry-After`` values: the probes' retries, the rate-limit
-header parser (``integration_kit.ratelimit_headers``) and the Slack notifier all use it.
+header parser (``integration_kit.ratelimit_headers``) and the Slack notifier all use it;
+``rate_limit_wait`` is what a refused response asks of a retry (its Retry-After, or the reset of a
+rate limit it announces as used up).
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
-from integration_kit.header_values import first_number, seconds_until
+from integration_kit.header_values import first_number, seconds_until, used_up_limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +87,17 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if when.tzinfo is None:  # "-0000" parses zone-less; RFC 9110 dates are GMT anyway
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
+
+
+def rate_limit_wait(headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds a refused response asks us to wait (``headers`` case-insensitive, as aiohttp's and
+    requests' are): its ``Retry-After``, or without one the reset of a rate limit its headers announce as
+    used up (GitHub's primary limit: ``x-ratelimit-remaining: 0`` and the epoch it resets at), so a retry
+    does not ask again before the vendor would answer; None when it says neither."""
+    wait = parse_retry_after(headers.get("Retry-After"), now=now)
+    if wait is None and (used_up := used_up_limit(headers)) is not None and used_up[1] is not None:
+        wait = seconds_until(used_up[1], now=now)
+    return wait
 
 
 def backoff_delay(policy: RetryPolicy, retry_index: int, rand: Callable[[], float] = random.random) -> float:

@@ -254,6 +254,36 @@ async def test_auth(target: Target, status: int) -> None:
     assert_failed(await run(make_check(url)), E.AUTH, f"auth: {status} ")
 
 
+async def test_a_403_refusing_for_a_used_up_rate_limit_is_rate_limited_not_auth(target: Target) -> None:
+    # GitHub refuses a used-up primary limit with 403, x-ratelimit-remaining: 0 and the epoch it resets at: a
+    # rate limit (no auth page), and no retry before that reset (it ends past the deadline: one request).
+    reset = str(int(time.time()) + 600)
+    used_up = {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}
+    url = target.route("/primary", Reply(status=403, headers=used_up, json={"message": "API rate limit exceeded"}))
+    result = await run(make_check(url, retry=RETRY, timeout="2s"))
+    assert_failed(result, E.RATE_LIMITED, "rate_limited: 403 Forbidden (x-ratelimit-remaining: 0)")
+    assert result.attempts == 1 and len(target.hits("/primary")) == 1
+
+    # Its secondary limits: 403 with Retry-After, honoured like a 429's; the retry after it succeeds.
+    url = target.route("/secondary", Reply(status=403, headers={"Retry-After": "0.5"}), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY, timeout="5s"))
+    assert result.ok and result.attempt_classes == (E.RATE_LIMITED, None), result
+    first, second = target.hits("/secondary")
+    assert second.at - first.at >= 0.5
+
+    # A used-up limit whose reset is a delay (Discord's reset-after) is waited for too.
+    used_up = {"x-ratelimit-remaining": "0", "x-ratelimit-reset-after": "0.5"}
+    url = target.route("/reset-after", Reply(status=403, headers=used_up), Reply(json=DOC))
+    result = await run(make_check(url, retry=RETRY, timeout="5s"))
+    assert result.ok and result.attempt_classes == (E.RATE_LIMITED, None), result
+    first, second = target.hits("/reset-after")
+    assert second.at - first.at >= 0.5
+
+    # A 403 whose limit is not used up is refused credentials, as any other 403.
+    url = target.route("/forbidden", Reply(status=403, headers={"x-ratelimit-remaining": "59"}))
+    assert_failed(await run(make_check(url, retry=RETRY)), E.AUTH, "auth: 403 Forbidden")
+
+
 async def test_http_4xx_unless_expected(target: Target) -> None:
     url = target.route("/gone", Reply(status=404, json={"error": "no such thing"}))
     assert_failed(await run(make_check(url)), E.HTTP_4XX, "http_4xx: 404 Not Found")

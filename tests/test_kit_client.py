@@ -51,6 +51,24 @@ async def test_retry_after_is_honoured(target: Target) -> None:
     assert second.at - first.at >= 0.4
 
 
+async def test_a_403_for_a_used_up_rate_limit_is_rate_limited_and_its_retry_after_honoured(target: Target) -> None:
+    url = target.route("/secondary", Reply(status=403, headers={"Retry-After": "0.4"}), Reply(json={}))
+    kit = vendor()
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http, http.get(url) as resp:
+        assert resp.status == 200
+    first, second = target.hits("/secondary")
+    assert second.at - first.at >= 0.4
+
+    used_up = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 600)}
+    url = target.route("/primary", Reply(status=403, headers=used_up))
+    async with aiohttp.ClientSession(middlewares=(kit.middleware,)) as http:
+        with pytest.raises(CallError) as caught:
+            await http.get(url)
+    assert caught.value.error_class is ErrorClass.RATE_LIMITED
+    assert "rate_limited: 403 Forbidden (x-ratelimit-remaining: 0)" in str(caught.value)
+    assert len(target.hits("/primary")) == 1  # the reset ends past the deadline: no retry before it
+
+
 async def test_retries_stop_at_the_deadline(target: Target) -> None:
     url = target.route("/down", Reply(status=503, headers={"Retry-After": "0.3"}))
     kit = vendor(retry=RetryPolicy(attempts=50, backoff=0.01, max_backoff=0.05), timeout=1.15)
