@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 from targets import Reply, Target, closed_port
 
 from integration_kit.classify import (
@@ -22,6 +23,8 @@ from integration_kit.classify import (
     too_slow,
 )
 from integration_kit.errors import ErrorClass
+from integration_kit.header_values import first_number
+from integration_kit.retry import rate_limit_wait
 
 E = ErrorClass
 
@@ -129,3 +132,23 @@ def test_parse_json_answers_what_json_loads_answers(text: str) -> None:
         message, _, where = str(expected[1]).partition(": line ")
         line, column = where.split(" column ")[0], where.split(" column ")[1].split(" ")[0]
         assert failure[1] == f"malformed_json: {message} at line {line} column {column}"
+
+
+_RATE_FIELDS = st.sampled_from(
+    ["Retry-After", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-reset-after", "x-rate-limit-remaining",
+     "x-rate-limit-reset", "ratelimit-remaining", "ratelimit-reset", "x-other"]
+)
+
+
+@given(st.dictionaries(_RATE_FIELDS, st.text(max_size=12), max_size=5))
+def test_a_403_is_auth_or_a_rate_limit_whatever_its_headers_say(fields: dict[str, str]) -> None:
+    headers = CIMultiDict(fields)
+    error_class, detail = classify_status(403, "Forbidden", headers)
+    used_up = any(
+        (v := first_number(headers.get(f))) is not None and v <= 0
+        for f in ("x-ratelimit-remaining", "x-rate-limit-remaining", "ratelimit-remaining")
+    )
+    expected = E.RATE_LIMITED if "Retry-After" in headers or used_up else E.AUTH
+    assert error_class is expected and detail.startswith(f"{expected}: 403 Forbidden"), (fields, detail)
+    wait = rate_limit_wait(headers, now=1_800_000_000.0)
+    assert wait is None or wait >= 0
