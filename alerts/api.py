@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerts.rules import unknown_alert
 from alerts.silences import ANY, Silence, new_silence
 from integration_kit.durations import Duration
 
@@ -87,6 +88,8 @@ def routes(control: SilenceControl) -> list[web.RouteDef]:
         config = control.config
         if req.integration != ANY and req.integration not in config.integrations:
             return web.json_response({"error": f"unknown integration {req.integration!r}"}, status=400)
+        if (problem := unknown_alert(req.alert)) is not None:  # a typo would mute nothing, silently
+            return web.json_response({"error": problem}, status=400)
         now = control.now()
         duration = req.duration if req.duration is not None else req.ends_at.timestamp() - now  # type: ignore[union-attr]
         try:

@@ -26,7 +26,7 @@ from alerts.store import AlertStore
 from integration_kit.redact import Redactor
 from monitor.cli import main
 from monitor.metrics import Metrics
-from monitor.settings import parse_config
+from monitor.settings import ConfigError, parse_config
 from monitor.write_guard import write_guard
 
 T0 = 1_800_000_000.0
@@ -56,11 +56,26 @@ def test_matching_and_expiry() -> None:
 
 
 def test_config_silences() -> None:
-    cfg = parse_config(yaml.safe_dump({"alerting": {"silences": [
+    cfg = parse_config(yaml.safe_dump({"integrations": {"acme": {}}, "alerting": {"silences": [
         {"integration": "acme", "alert": "quota", "ends_at": "2027-02-01T00:00:00Z", "comment": "known"}]}}))
     (s,) = from_config(cfg.alerting.silences)
     assert s.id == "config-0" and s.alert == "quota" and s.active(T0)  # T0 is 2027-01-15 08:00 UTC
     assert not s.active(s.ends_at)
+
+
+def test_config_silences_naming_nothing_are_config_errors() -> None:
+    # A typo in a config-file silence would mute nothing, silently: said with its path, as the silence command
+    # and /api/silences say it.
+    with pytest.raises(ConfigError) as raised:
+        parse_config(yaml.safe_dump({"integrations": {"acme": {}}, "alerting": {"silences": [
+            {"integration": "acme", "alert": "webhook_duplicates", "ends_at": "2027-02-01T00:00:00Z"},
+            {"integration": "acmee", "alert": "qouta", "ends_at": "2027-02-01T00:00:00Z"},
+            {"alert": "monitor_redis_down", "ends_at": "2027-02-01T00:00:00Z"},
+        ]}}))
+    assert [(path, message.split(" (")[0]) for path, message in raised.value.problems] == [
+        ("alerting.silences[1].integration", "unknown integration 'acmee'"),
+        ("alerting.silences[1].alert", "unknown alert 'qouta'"),
+    ]
 
 
 async def test_store_roundtrip_in_redis(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
@@ -122,6 +137,9 @@ def test_silence_command_rejects_bad_input(
     assert "unknown integration 'nosuch' (configured: acme)" in capsys.readouterr().err
     assert main(["silence", "add", "-c", path, "--alert", "typo", "--duration", "1h"]) == 2
     assert "unknown alert 'typo'" in capsys.readouterr().err
+    # Every alert the rules raise can be silenced: webhook_silence raises webhook_duplicates too.
+    assert main(["silence", "add", "-c", path, "--alert", "webhook_duplicates", "--duration", "1h"]) == 0
+    assert "alert=webhook_duplicates" in capsys.readouterr().out
     assert main(["silence", "add", "-c", path, "--duration", "soon"]) == 2
     assert "--duration" in capsys.readouterr().err
     no_redis = str(write_config(tmp_path, prefix, redis_url=None))
@@ -187,6 +205,13 @@ async def test_http_api_validates_and_needs_the_token(api: tuple[TestClient[Any,
     assert resp.status == 400 and "either duration" in (await resp.json())["error"]
     resp = await http.post("/api/silences", json={"integration": "nosuch", "duration": "1h"}, headers=AUTH)
     assert resp.status == 400 and "unknown integration" in (await resp.json())["error"]
+    # An alert no rule raises would mute nothing, silently: refused as the silence command refuses it.
+    resp = await http.post("/api/silences", json={"alert": "probe-down", "duration": "1h"}, headers=AUTH)
+    assert resp.status == 400 and "unknown alert 'probe-down'" in (await resp.json())["error"]
+    resp = await http.post("/api/silences", json={"alert": "webhook_duplicates", "duration": "1h"}, headers=AUTH)
+    assert resp.status == 201
+    resp = await http.post("/api/silences", json={"alert": "monitor_redis_down", "duration": "1h"}, headers=AUTH)
+    assert resp.status == 201
     resp = await http.post("/api/silences", json={"integration": "acme", "duration": "1h", "extra": 1}, headers=AUTH)
     assert resp.status == 400 and "extra" in (await resp.json())["error"]
     resp = await http.post("/api/silences", data=b"not json", headers=AUTH)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from alerts.rules import error_rate, latency, probe_down, quota, tls_expiry, traffic_silence, webhook_silence
 from alerts.rules.base import Condition, RuleFn, RuleInput, alert_key
+from alerts.rules.webhook_silence import DUPLICATES
 
 RULES: dict[str, RuleFn] = {
     "error_rate": error_rate.evaluate,
@@ -22,4 +23,16 @@ RULES: dict[str, RuleFn] = {
     "traffic_silence": traffic_silence.evaluate,
 }
 
-__all__ = ["RULES", "Condition", "RuleFn", "RuleInput", "alert_key"]
+# Every alert name the rules raise (webhook_silence raises webhook_duplicates too): what a silence may name,
+# besides "*" and the monitor's own alerts (monitor_*).
+ALERT_NAMES: tuple[str, ...] = tuple(sorted((*RULES, DUPLICATES)))
+
+
+def unknown_alert(name: str) -> str | None:
+    """Why a silence naming alert ``name`` would mute nothing ever, or None when it names an alert."""
+    if name == "*" or name in ALERT_NAMES or name.startswith("monitor_"):
+        return None
+    return f"unknown alert {name!r} (alerts: {', '.join(ALERT_NAMES)}, monitor_*)"
+
+
+__all__ = ["ALERT_NAMES", "RULES", "Condition", "RuleFn", "RuleInput", "alert_key", "unknown_alert"]

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from alerts.rules import RULES
+from alerts.rules import unknown_alert
 from alerts.silence_book import UNREADABLE_REMOVED, SilenceBook
 from alerts.silences import ANY, from_config, new_silence
 from alerts.store import AlertStore
@@ -98,9 +98,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(config.integrations)) or "none"
         print(f"--integration: unknown integration {args.integration!r} (configured: {known})", file=sys.stderr)
         return EXIT_USAGE
-    if args.alert != ANY and args.alert not in RULES and not args.alert.startswith("monitor_"):
-        print(f"--alert: unknown alert {args.alert!r} (rules: {', '.join(sorted(RULES))}, monitor_*)",
-              file=sys.stderr)
+    if (problem := unknown_alert(args.alert)) is not None:
+        print(f"--alert: {problem}", file=sys.stderr)
         return EXIT_USAGE
     now = dt.datetime.now(dt.UTC).timestamp()
     try:

@@ -36,6 +36,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from alerts.config import AlertingConfig, AlertRulesConfig
 from alerts.notifier_config import empty_is_none
+from alerts.rules import unknown_alert
 from checks import PROBES
 from checks.auth_config import AUTH_KIND_NAMES, AuthConfig
 
@@ -261,6 +262,28 @@ def _raw_reference_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _raw_silence_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Config-file silences naming an integration the config lacks or an alert no rule raises: they would
+    mute nothing, silently (the silence command and /api/silences refuse the same)."""
+    alerting, integrations = data.get("alerting"), data.get("integrations")
+    silences = alerting.get("silences") if isinstance(alerting, Mapping) else None
+    if not isinstance(silences, list):
+        return []
+    known = integrations if isinstance(integrations, Mapping) else {}
+    problems: list[tuple[str, str]] = []
+    for i, silence in enumerate(silences):
+        if not isinstance(silence, Mapping):
+            continue  # validation says what is wrong with it
+        integration, alert = silence.get("integration", "*"), silence.get("alert", "*")
+        if isinstance(integration, str) and integration not in ("*", "") and integration not in known:
+            names = ", ".join(str(n) for n in known) or "none"
+            problems.append((f"alerting.silences[{i}].integration",
+                             f"unknown integration {integration!r} (configured: {names})"))
+        if isinstance(alert, str) and alert and (problem := unknown_alert(alert)) is not None:
+            problems.append((f"alerting.silences[{i}].alert", problem))
+    return problems
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid", frozen=True, env_prefix="IM_", env_nested_delimiter="__", case_sensitive=False
@@ -412,7 +435,8 @@ def _parse(text: str, source: str, env: Mapping[str, str], base_dir: Path | None
     reported = [*expansion.problems, *tree]
     with sharing_parts():
         config, validation = _validate(data, reported)
-    problems = [*duplicates, *reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data)]
+    problems = [*duplicates, *reported, *validation, *_raw_reference_problems(data), *_raw_notes_problems(data),
+                *_raw_silence_problems(data)]
     if problems or config is None:
         raise ConfigError(source, expansion.hide(problems, env) or [("", "the config is not valid")])
     return config
