@@ -149,6 +149,15 @@ def test_quota_alert_says_used_limit_reset_and_exhaustion() -> None:
     assert cond.quota == "api"
     assert "900/1000 used" in cond.summary and "resets in 2m" in cond.summary and "~10m" in cond.summary
     assert cond.details["quota used"] == "900 / 1000 (90.0%, redis)"
+    assert cond.details["exhausted in"] == "~10m at the current rate"
+
+
+def test_a_used_up_quota_says_so_not_that_it_runs_out_in_no_time() -> None:
+    cfg, stats = integration(), Stats()
+    out = run("quota", cfg, stats, T0, quotas=quota(1.0, exhaustion_seconds=0.0))
+    cond = out[alert_key("acme", "quota", "api", Severity.CRITICAL)]
+    assert cond.summary.endswith("1000/1000 used, used up"), cond.summary
+    assert cond.details["exhausted in"] == "now (used up)"
 
 
 # ---- probe_down -------------------------------------------------------------------------------------

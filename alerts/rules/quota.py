@@ -39,8 +39,14 @@ def _summary(integration: str, name: str, reading: QuotaReading, level: float) -
     if reading.reset_seconds is not None:
         text += f", resets in {fmt_seconds(reading.reset_seconds)}"
     if reading.exhaustion_seconds is not None:
-        text += f", exhausted in ~{fmt_seconds(reading.exhaustion_seconds)} at this rate"
+        text += f", {_exhaustion(reading.exhaustion_seconds)}"
     return text
+
+
+def _exhaustion(seconds: float) -> str:
+    """The projection as a reader takes it: a quota at or over its limit is used up now, not "exhausted in
+    ~0ms at this rate" (the projection reads 0 there)."""
+    return "used up" if seconds <= 0 else f"exhausted in ~{fmt_seconds(seconds)} at this rate"
 
 
 def _details(reading: QuotaReading) -> dict[str, str]:
@@ -50,5 +56,6 @@ def _details(reading: QuotaReading) -> dict[str, str]:
     if reading.reset_seconds is not None:
         out["resets in"] = fmt_seconds(reading.reset_seconds)
     if reading.exhaustion_seconds is not None:
-        out["exhausted in"] = f"~{fmt_seconds(reading.exhaustion_seconds)} at the current rate"
+        seconds = reading.exhaustion_seconds
+        out["exhausted in"] = "now (used up)" if seconds <= 0 else f"~{fmt_seconds(seconds)} at the current rate"
     return out
