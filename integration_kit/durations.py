@@ -39,6 +39,13 @@ def _parse_text(value: str) -> float:
 
 
 def _shown(value: Any) -> str:
+    """The value as the user wrote it (YAML or JSON: ``null``, ``true``, a list), not as Python shows it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple | dict):
+        return "a list" if not isinstance(value, dict) else "a mapping"
     if isinstance(value, int) and not -(10**30) < value < 10**30:
         return "a number of more than 30 digits"  # (repr of a huge int can even fail)
     return repr(value)

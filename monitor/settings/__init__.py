@@ -365,7 +365,7 @@ def _message(error: Mapping[str, Any]) -> str:
         return "required key is missing"
     if error["type"] == "model_type":  # pydantic names the class that reads the section: say what it is
         shown = error.get("input")
-        got = repr(shown) if isinstance(shown, str | int | float | bool) or shown is None else (
+        got = _as_written(shown) if isinstance(shown, str | int | float | bool) or shown is None else (
             "a list" if isinstance(shown, list) else type(shown).__name__)
         return f"expected a mapping (key: value lines), got {got}"
     if error["type"] == "union_tag_invalid":
@@ -376,8 +376,17 @@ def _message(error: Mapping[str, Any]) -> str:
     if "input" in error and error["type"] not in ("value_error", "assertion_error"):
         shown = error["input"]
         if isinstance(shown, str | int | float | bool) or shown is None:
-            return f"{msg}, got {shown!r}"
+            return f"{msg}, got {_as_written(shown)}"
     return msg
+
+
+def _as_written(value: str | float | bool | None) -> str:
+    """A scalar as the YAML that gave it reads (``null``, ``true``), not as Python shows it (``None``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def _tags(error: Mapping[str, Any]) -> str:
