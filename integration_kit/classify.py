@@ -77,7 +77,7 @@ def classify_exception(
     if isinstance(exc, aiohttp.RedirectClientError | aiohttp.NonHttpUrlClientError):
         return ErrorClass.UNEXPECTED_STATUS, "unexpected_status: redirect to an invalid or non-HTTP URL"
     if isinstance(exc, aiohttp.ClientResponseError):  # the response could not be parsed as HTTP
-        return ErrorClass.UNEXPECTED_STATUS, f"unexpected_status: invalid HTTP response ({exc.message})"
+        return ErrorClass.UNEXPECTED_STATUS, f"unexpected_status: invalid HTTP response ({_short(exc.message)})"
     return ErrorClass.CONNECT, f"connect: {describe(exc)} before the response"
 
 
@@ -203,7 +203,13 @@ def describe(exc: BaseException) -> str:
         return exc.strerror
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno).lower()
-    text = str(exc) or type(exc).__name__
+    return _short(str(exc)) or type(exc).__name__
+
+
+def _short(text: str) -> str:
+    """An exception's text as a detail's one short line: aiohttp's parser errors span several (the reply's
+    first bytes, a caret under the bad one), and a detail is one line wherever it is shown."""
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip() and set(line.strip()) != {"^"})
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
 
 

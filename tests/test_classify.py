@@ -17,6 +17,7 @@ from integration_kit.classify import (
     body_read_failure,
     classify_exception,
     classify_status,
+    describe,
     empty_body,
     field_failure,
     parse_json,
@@ -152,3 +153,9 @@ def test_a_403_is_auth_or_a_rate_limit_whatever_its_headers_say(fields: dict[str
     assert error_class is expected and detail.startswith(f"{expected}: 403 Forbidden"), (fields, detail)
     wait = rate_limit_wait(headers, now=1_800_000_000.0)
     assert wait is None or wait >= 0
+
+
+@given(st.text(max_size=300))
+def test_an_exception_is_described_in_one_short_line(text: str) -> None:
+    described = describe(ValueError(text))
+    assert "\n" not in described and "\r" not in described and 0 < len(described) <= 120
