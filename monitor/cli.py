@@ -94,6 +94,7 @@ def register_core(subparsers: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.app import App
     from monitor.logs import setup_logging
+    from monitor.server import ListenError
     from monitor.settings import split_listen
 
     config = load_or_report(args.config)
@@ -110,6 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   level=args.log_level or config.monitor.log_level)
     try:
         return run_async(app.run())
+    except ListenError as exc:  # the operator's to fix, not a bug: one line says what and where
+        logging.getLogger("monitor").error("integration-monitor cannot start: %s", exc)
+        return EXIT_FAILED
     except Exception:
         # Through the redacting log handler, not Python's default hook which prints raw tracebacks.
         logging.getLogger("monitor").exception("integration-monitor failed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import types
 import zlib
 from collections.abc import Iterable
@@ -40,6 +41,11 @@ try:
 except ImportError:  # installed without the speed extra
     gzip_codec = zlib
 
+
+
+class ListenError(OSError):
+    """The HTTP server could not take its address (in use, not this host's, no permission): a problem
+    of the listen setting, said in one line rather than as a traceback."""
 
 class Monitored(Protocol):
     """What the endpoints ask of the app (monitor.app.App implements it)."""
@@ -191,7 +197,14 @@ class HttpServer:
         self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.close()
+            raise ListenError(
+                f"cannot listen on {self.host}:{self.port} (monitor.listen or --listen): "
+                f"{os.strerror(exc.errno).lower() if exc.errno else exc}"
+            ) from None
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])

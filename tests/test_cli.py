@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import signal
+import socket
 import sys
 import types
 from pathlib import Path
@@ -155,6 +156,22 @@ async def test_probe_prints_a_readable_redacted_result(target: Target, tmp_path:
     assert code == 2 and "unknown check 'shop/nope'; the config has: shop/ok, shop/broken" in err
 
 
+async def test_run_on_an_address_in_use_says_so_in_one_line_and_exits_1(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = write(tmp_path / "monitor.yaml", "integrations: {}\n")
+    try:
+        code, _, err = await run_cli("run", "-c", str(config), "--listen", f"127.0.0.1:{port}")
+    finally:
+        taken.close()
+    assert code == 1, err
+    assert f"integration-monitor cannot start: cannot listen on 127.0.0.1:{port} (monitor.listen or --listen): " \
+           "address already in use" in err, err
+    assert "Traceback" not in err, err
+
+
 async def test_python_dash_m_and_version() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", "--version", stdout=asyncio.subprocess.PIPE
@@ -221,3 +238,4 @@ def test_probe_of_a_probe_that_raises_shows_an_internal_failure_redacted(
     assert "Traceback (most recent call last)" in err and "raised instead of returning a result" in err
     for text, where in ((out, "probe stdout"), (err, "probe stderr")):
         assert_no_canary(text, where)
+
