@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from alerts.rules.text import fmt_seconds
 from integration_kit.ratelimit_headers import observed_quota
 from monitor import __version__
 from monitor.commands import send_test_alert, silence
@@ -204,12 +205,12 @@ def format_result(result: CheckResult, redactor: Redactor) -> str:
     if result.tls_expiry is not None:
         days = (result.tls_expiry - time.time()) / 86400
         when = datetime.fromtimestamp(result.tls_expiry, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        row("tls expiry", f"{when} (in {days:.0f} days)")
+        row("tls expiry", f"{when} (in {days:.0f} days)" if days >= 0 else f"{when} (expired {-days:.0f} days ago)")
     for obs in observed_quota(result):
         used = "?" if obs.used is None else f"{obs.used:g}"
         limit = "?" if obs.limit is None else f"{obs.limit:g}"
         ratio = f" ({obs.ratio:.0%})" if obs.ratio is not None else ""
-        reset = f", resets in {obs.reset_seconds:g}s" if obs.reset_seconds is not None else ""
+        reset = f", resets in {fmt_seconds(obs.reset_seconds)}" if obs.reset_seconds is not None else ""
         row("quota", f"{obs.policy}: {used}/{limit}{ratio}{reset}")
     if result.request is not None:
         req = result.request

@@ -9,6 +9,7 @@ import json
 import signal
 import socket
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from daemon_support import (
 from targets import Reply, Target
 
 from checks import PROBES
+from integration_kit.redact import Redactor
+from integration_kit.results import CheckResult
 from monitor import cli
 
 
@@ -239,3 +242,15 @@ def test_probe_of_a_probe_that_raises_shows_an_internal_failure_redacted(
     for text, where in ((out, "probe stdout"), (err, "probe stderr")):
         assert_no_canary(text, where)
 
+
+def test_probe_output_says_when_a_certificate_expired_and_resets_in_readable_units() -> None:
+    now = time.time()
+    result = CheckResult(
+        integration="shop", check="ok", kind="http", ok=True, error_class=None, detail="", started_at=now,
+        duration=0.01, total_duration=0.01, status_code=200, tls_expiry=now - 2160.4 * 86400,
+        rate_limit_headers=(("x-ratelimit-limit", "5000"), ("x-ratelimit-remaining", "4000"),
+                            ("x-ratelimit-reset-after", "597.415")),
+    )
+    out = cli.format_result(result, Redactor())
+    assert "(expired 2160 days ago)" in out, out  # not "(in -2160 days)"
+    assert "default: 1000/5000 (20%), resets in 10m" in out, out  # not "resets in 597.415s"
