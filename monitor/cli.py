@@ -169,15 +169,33 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     integration, sep, check = args.target.partition("/")
-    known = [f"{i}/{c.name}" for i, c in config.iter_checks()]
-    if not sep or args.target not in known:
-        print(f"unknown check {args.target!r}; the config has: {', '.join(known) or 'no checks'}", file=sys.stderr)
+    if not sep or not any(c.name == check for c in getattr(config.integrations.get(integration), "checks", ())):
+        print(unknown_check(config, args.target), file=sys.stderr)
         return EXIT_CONFIG
     redactor = Redactor(secrets_of(config))
     setup_logging(redactor, fmt=config.monitor.log_format, level="WARNING")
     result = run_async(probe_once(config, integration, check, redactor=redactor))
     print(format_result(result, redactor))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+_NAMES_SHOWN = 20  # a config of thousands of checks would print them all
+
+
+def unknown_check(config: Config, target: str) -> str:
+    """What ``probe`` says of a target that names no check: the form it expects, and the checks it might
+    have meant (the named integration's, when there is one), at most ``_NAMES_SHOWN`` of them."""
+    integration, sep, _ = target.partition("/")
+    if integration in config.integrations:
+        known = [f"{integration}/{c.name}" for c in config.integrations[integration].checks]
+        where = f"{integration} has"
+    else:
+        known = [f"{i}/{c.name}" for i, c in config.iter_checks()]
+        where = "the config has"
+    shown = ", ".join(known[:_NAMES_SHOWN]) or "no checks"
+    more = f" (+{len(known) - _NAMES_SHOWN} more)" if len(known) > _NAMES_SHOWN else ""
+    form = "" if sep else " (expected INTEGRATION/CHECK)"
+    return f"unknown check {target!r}{form}; {where}: {shown}{more}"
 
 
 def format_result(result: CheckResult, redactor: Redactor) -> str:

@@ -156,7 +156,7 @@ async def test_probe_prints_a_readable_redacted_result(target: Target, tmp_path:
         assert_no_canary(text, where)
 
     code, _, err = await run_cli("probe", "-c", str(config), "shop/nope")
-    assert code == 2 and "unknown check 'shop/nope'; the config has: shop/ok, shop/broken" in err
+    assert code == 2 and "unknown check 'shop/nope'; shop has: shop/ok, shop/broken" in err
 
 
 async def test_run_on_an_address_in_use_says_so_in_one_line_and_exits_1(tmp_path: Path) -> None:
@@ -254,3 +254,20 @@ def test_probe_output_says_when_a_certificate_expired_and_resets_in_readable_uni
     out = cli.format_result(result, Redactor())
     assert "(expired 2160 days ago)" in out, out  # not "(in -2160 days)"
     assert "default: 1000/5000 (20%), resets in 10m" in out, out  # not "resets in 597.415s"
+
+
+def test_probe_of_an_unknown_check_names_the_form_and_at_most_20_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checks = ", ".join(f"{{name: c{i}, kind: http, url: 'http://127.0.0.1:1/'}}" for i in range(30))
+    config = str(write(tmp_path / "big.yaml", f"integrations:\n  big:\n    checks: [{checks}]\n  small:\n"
+                                               "    checks: [{name: only, kind: http, url: 'http://127.0.0.1:1/'}]\n"))
+    assert cli.main(["probe", "-c", config, "big/nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "unknown check 'big/nope'; big has: " + ", ".join(f"big/c{i}" for i in range(20)) + " (+10 more)"
+    assert cli.main(["probe", "-c", config, "small"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "unknown check 'small' (expected INTEGRATION/CHECK); small has: small/only"
+    )
+    assert cli.main(["probe", "-c", config, "nope/only"]) == 2
+    assert "unknown check 'nope/only'; the config has: big/c0, " in capsys.readouterr().err
