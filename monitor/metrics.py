@@ -275,67 +275,76 @@ class Metrics:
         return content_type, pieces()
 
 
-class CountedHistogram:
+class BucketCounts:
+    """A histogram kept as counts per bucket (not cumulative, the last one above every bound) and a sum per
+    label set, exported sample for sample as prometheus-client's ``Histogram`` with the same buckets: ``le``
+    spelt by its ``floatToGoString`` ("1.0"), cumulative buckets up to "+Inf", ``_count`` and ``_sum``
+    (tests/test_metrics_exposition.py holds each kind to it, byte for byte). The one exposition of the
+    hand-built histograms below; each says how its counts arrive (``_series``)."""
+
+    def __init__(self, name: str, documentation: str, bounds: Sequence[float], labels: Sequence[str], *,
+                 registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.labels = name, documentation, tuple(labels)
+        self.bounds = tuple(float(b) for b in bounds if b != float("inf"))
+        self._les = (*(floatToGoString(b) for b in self.bounds), "+Inf")
+        registry.register(self)
+
+    def _series(self) -> Iterator[tuple[Sequence[str], Sequence[int], float]]:
+        """(label values, counts per bucket, sum) of each label set, in the order exported."""
+        raise NotImplementedError
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, counts, total in self._series():
+            family.add_metric(list(values), list(zip(self._les, accumulate(counts), strict=True)), total)
+        yield family
+
+
+class CountedHistogram(BucketCounts):
     """A histogram per integration whose bucket counts arrive counted already (the traffic buckets in
-    Redis hold calls per latency bound): ``add`` adds them; exported as a regular Prometheus histogram."""
+    Redis hold calls per latency bound): ``add`` adds them."""
 
     def __init__(self, name: str, documentation: str, bounds: Sequence[float], *, registry: CollectorRegistry) -> None:
-        self.name, self.documentation, self.bounds = name, documentation, tuple(bounds)
-        self._series: dict[str, tuple[list[int], list[float]]] = {}  # integration → (per-bound counts + inf, [sum])
-        registry.register(self)
+        self._counts: dict[str, tuple[list[int], list[float]]] = {}  # integration → (per bucket, [sum])
+        super().__init__(name, documentation, bounds, ("integration",), registry=registry)
 
     def add(self, integration: str, counts: Sequence[int], total: float) -> None:
         """``counts``: calls per bound (non-cumulative), the last one above every bound; ``total``: their sum."""
-        per_bound, sums = self._series.setdefault(integration, ([0] * (len(self.bounds) + 1), [0.0]))
+        per_bound, sums = self._counts.setdefault(integration, ([0] * len(self._les), [0.0]))
         for i, n in enumerate(counts):
             per_bound[i] += n
         sums[0] += total
 
     def remove(self, integration: str) -> None:
-        self._series.pop(integration, None)
+        self._counts.pop(integration, None)
 
-    def describe(self) -> list[HistogramMetricFamily]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=("integration",))]
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=("integration",))
-        for integration, (per_bound, sums) in sorted(self._series.items()):
-            cumulative, buckets = 0, []
-            for bound, n in zip((*(f"{b:g}" for b in self.bounds), "+Inf"), per_bound, strict=True):
-                cumulative += n
-                buckets.append((bound, cumulative))
-            family.add_metric([integration], buckets, sums[0])
-        yield family
+    def _series(self) -> Iterator[tuple[Sequence[str], Sequence[int], float]]:
+        for integration, (per_bound, sums) in sorted(self._counts.items()):
+            yield (integration,), per_bound, sums[0]
 
 
-class RunHistogram:
-    """A histogram without labels observed once per probe run (the scheduler's lag), exported sample for sample
-    as prometheus-client's ``Histogram`` with the same buckets (``le`` spelt alike, ``_count`` and ``_sum``).
+class RunHistogram(BucketCounts):
+    """A histogram without labels observed once per probe run (the scheduler's lag).
 
-    Why not that ``Histogram``: its ``observe`` takes two locks and walks the bounds in Python, ~7.9 k
-    instructions a run at saturation; a bisect into plain counts costs a fraction of that (bench/README.md).
-    Written on the event loop only; a scrape reads a copy of the counts, so ``_count`` always matches the
-    buckets."""
+    Why not prometheus-client's ``Histogram``: its ``observe`` takes two locks and walks the bounds in
+    Python, ~7.9 k instructions a run at saturation; a bisect into plain counts costs a fraction of that
+    (bench/README.md). Written on the event loop only; a scrape reads a copy of the counts, so ``_count``
+    always matches the buckets."""
 
     def __init__(self, name: str, documentation: str, bounds: Sequence[float], *, registry: CollectorRegistry) -> None:
-        self.name, self.documentation = name, documentation
-        self.bounds = tuple(float(b) for b in bounds if b != float("inf"))
-        self._les = (*(floatToGoString(b) for b in self.bounds), "+Inf")
+        super().__init__(name, documentation, bounds, (), registry=registry)
         self._counts = [0] * len(self._les)  # per bound (not cumulative), the last one above every bound
         self._sum = 0.0
-        registry.register(self)
 
     def observe(self, amount: float) -> None:
         self._counts[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount: Histogram's ``le``
         self._sum += amount
 
-    def describe(self) -> list[HistogramMetricFamily]:
-        return [HistogramMetricFamily(self.name, self.documentation)]
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], list(zip(self._les, accumulate(list(self._counts)), strict=True)), self._sum)
-        yield family
+    def _series(self) -> Iterator[tuple[Sequence[str], Sequence[int], float]]:
+        yield (), list(self._counts), self._sum
 
 
 def remove_series(metric: MetricWrapperBase, *labels: str) -> None:

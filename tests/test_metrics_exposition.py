@@ -4,6 +4,8 @@ OpenMetrics one is strict), and a changed check is re-rendered."""
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from typing import Any
 
 import pytest
@@ -15,7 +17,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from monitor.metrics import LAG_BUCKETS, Metrics, RunHistogram
+from integration_kit.traffic import LATENCY_BOUNDS
+from monitor.metrics import LAG_BUCKETS, CountedHistogram, Metrics, RunHistogram
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -143,3 +146,49 @@ def test_the_lag_histogram_is_exported_as_prometheus_clients_histogram(lags: lis
     for encoder in (generate_latest, generate_openmetrics):
         assert encoder(ours) == encoder(theirs)
     assert Metrics().registry.get_sample_value(f"{name}_count") == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["acme", "globex", "initech"]), st.one_of(
+    st.sampled_from(LATENCY_BOUNDS), st.floats(min_value=0.0, max_value=1e4, allow_nan=False))), max_size=40),
+    st.integers(min_value=1, max_value=4))
+def test_the_traffic_histogram_is_exported_as_prometheus_clients_histogram(
+    calls: list[tuple[str, float]], deltas: int
+) -> None:
+    """The real-traffic latency histogram (monitor.metrics.CountedHistogram), its counts added in a few
+    deltas as the traffic reader adds what Redis counted, against prometheus-client's ``Histogram`` with the
+    same name, help, label and buckets observing the same calls: the same page, byte for byte, in both
+    formats (``le="1.0"``, as prometheus-client writes it)."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    name, help_text = "integration_traffic_request_duration_seconds", "Duration of the last attempt of each call"
+    counted = CountedHistogram(name, help_text, LATENCY_BOUNDS, registry=ours)
+    reference = Histogram(name, help_text, ("integration",), buckets=LATENCY_BOUNDS, registry=theirs)
+    for integration in sorted({i for i, _ in calls}):
+        reference.labels(integration)  # (its label sets in that order, as ours are exported)
+    for part in range(deltas):
+        per: dict[str, tuple[list[int], list[float]]] = {}
+        for integration, latency in calls[part::deltas]:
+            counts, total = per.setdefault(integration, ([0] * (len(LATENCY_BOUNDS) + 1), [0.0]))
+            counts[bisect_left(LATENCY_BOUNDS, latency)] += 1  # the first bound >= it: Histogram's ``le``
+            total[0] += latency
+            reference.labels(integration).observe(latency)
+        for integration, (counts, total) in per.items():
+            counted.add(integration, counts, total[0])
+    for encoder in (generate_latest, generate_openmetrics):
+        (lines, sums), (their_lines, their_sums) = _sums_apart(encoder(ours)), _sums_apart(encoder(theirs))
+        assert lines == their_lines
+        assert [n for n, _ in sums] == [n for n, _ in their_sums]
+        assert all(math.isclose(a, b, rel_tol=1e-12) for (_, a), (_, b) in zip(sums, their_sums, strict=True))
+
+
+def _sums_apart(page: bytes) -> tuple[list[bytes], list[tuple[bytes, float]]]:
+    """The page's lines but its ``_sum`` samples, and those (name, value): added delta by delta, a sum's
+    last bits may differ from one added call by call."""
+    lines, sums = [], []
+    for line in page.splitlines():
+        name, _, value = line.rpartition(b" ")
+        if name.split(b"{")[0].endswith(b"_sum"):
+            sums.append((name, float(value)))
+        else:
+            lines.append(line)
+    return lines, sums
