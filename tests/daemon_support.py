@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from needs import missing
@@ -95,6 +96,24 @@ def samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
+
+
+def evaluations(daemon: Any) -> list[float]:
+    """The clock time at the end of each alert evaluation completed from now on by ``daemon``: an alert
+    engine, or an in-process App (started) and its engine. A test waits for the engine to have judged what
+    happened, not for a guessed time."""
+    engine = next(c for c in daemon.components if c.name == "alerts") if hasattr(daemon, "components") else daemon
+    done: list[float] = []
+    evaluate = engine.evaluate
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await evaluate(*args, **kwargs)
+        finally:
+            done.append(engine.now())
+
+    engine.evaluate = counted  # (the engine's loop calls self.evaluate: this instance's)
+    return done
 
 
 async def until(condition: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:

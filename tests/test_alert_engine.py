@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 import yaml
+from daemon_support import evaluations, until
 from needs import free_port
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -658,9 +659,10 @@ async def test_the_evaluation_loop_runs_at_a_deadline_not_an_interval_later(pref
     cfg = config(prefix, alerts={"error_rate": {"enabled": False}}, alerting={"group_wait": "1s"})
     cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"evaluation_interval": 3600.0})})
     eng = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), sink=sink)
+    evaluated = evaluations(eng)
     await eng.start()
     try:
-        await asyncio.sleep(1.5)  # the first evaluation has run; the next is an hour away
+        await until(lambda: bool(evaluated), 30, "the first evaluation (the next is an hour away)")
         now = Clock()
         now.now = time.time()
         probe(eng, now, False, ErrorClass.AUTH)  # a check starts failing: the engine wakes

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from daemon_support import get, samples
+from daemon_support import evaluations, get, samples
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS
 from targets import Reply, Target
@@ -75,8 +75,11 @@ async def test_down_restart_recover_posts_once_updates_and_threads(
     # Restart mid-incident: the firing alert is in Redis, inside repeat_interval: nothing is re-sent.
     app = App(config)
     await app.start()
+    evaluated = evaluations(app)
     try:
-        await asyncio.sleep(5)  # several evaluation cycles and probe runs, all still failing
+        await _until(lambda: len(evaluated) >= 5 and (s := app.status_store.get("acme", "api")) is not None
+                     and s.runs >= 5 and s.consecutive_failures == s.runs,
+                     "several evaluation cycles and probe runs, all still failing")
         assert len(posts()) == 1, [p.body.get("text") for p in posts()]
 
         target.route("/api", Reply(json={"ok": True}))

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio
+from daemon_support import evaluations
 from fake_slack import FakeSlack, Message
 from redis_servers import OwnRedis
 from targets import Reply, Target
@@ -55,6 +57,30 @@ def _replies(slack: FakeSlack) -> list[Message]:
     return sorted((m for m in slack.messages.values() if m.thread_ts is not None), key=lambda m: m.ts)
 
 
+def _runs(app: App) -> int:
+    status = app.status_store.get("acme", "api")
+    return 0 if status is None else status.runs
+
+
+def _in_step_with_redis(app: App) -> bool | None:
+    """The alert engine's verdict on its state store after its last evaluation (None before any): False
+    while Redis is down, True once an evaluation synced with it."""
+    ok = app.metrics.registry.get_sample_value("integration_monitor_component_ok", {"component": "alerts"})
+    return None if ok is None else ok == 1.0
+
+
+async def _message_in_redis(redis_server: OwnRedis, ts: str) -> bool:
+    """Whether the private Redis holds a Slack thread record (a hash with the message's ``ts``)."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        for key in await client.keys("*"):
+            if await client.type(key) == b"hash" and await client.hget(key, "ts") == ts.encode():
+                return True
+        return False
+    finally:
+        await client.aclose()
+
+
 def _updated(slack: FakeSlack) -> list[str]:
     """The ts of every message edited (chat.update), in order."""
     return [str(r.body["ts"]) for r in slack.delivered("chat.update")]
@@ -66,13 +92,17 @@ async def test_an_incident_that_fires_during_a_redis_outage_resolves_in_its_thre
     target.route("/api", Reply(json={"ok": True}))
     app = App(parse_config(_config(target, slack, prefix, redis_server.url)))
     await app.start()
+    evaluated = evaluations(app)
     try:
-        await asyncio.sleep(2)  # a few good runs and evaluations with Redis up
+        await _until(lambda: _runs(app) >= 2, "a few good runs")
+        judged = len(evaluated)
+        await _until(lambda: len(evaluated) >= judged + 1 and _in_step_with_redis(app), "an evaluation with Redis up")
         await redis_server.stop()
         target.route("/api", Reply(status=503, body="upstream unavailable"))
         await _until(lambda: _top_level(slack), "the down alert, posted while Redis is down")
+        await _until(lambda: _in_step_with_redis(app) is False, "the engine out of step with Redis")
         await redis_server.start()  # back with what it had before the outage: no record of this message
-        await asyncio.sleep(2)
+        await _until(lambda: _in_step_with_redis(app), "the engine in step with Redis again")
         target.route("/api", Reply(json={"ok": True}))
         await _until(lambda: _replies(slack), "the resolve")
     finally:
@@ -89,17 +119,25 @@ async def test_an_incident_that_resolves_during_a_redis_outage_does_not_lend_its
     target.route("/api", Reply(status=503, body="upstream unavailable"))
     app = App(parse_config(_config(target, slack, prefix, redis_server.url)))
     await app.start()
+    evaluated = evaluations(app)
     try:
         await _until(lambda: _top_level(slack), "the first incident's post")
-        await asyncio.sleep(1.5)  # its message reference is in Redis
+        for _ in range(400):  # (40 s at most, as _until)
+            if await _message_in_redis(redis_server, _top_level(slack)[0].ts):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("timed out waiting for the first message's reference in Redis")
         await redis_server.stop()
         target.route("/api", Reply(json={"ok": True}))
         await _until(lambda: _replies(slack), "the first incident's resolve, while Redis is down")
+        await _until(lambda: _in_step_with_redis(app) is False, "the engine out of step with Redis")
         await redis_server.start()  # back with the first incident's reference still in it
-        await asyncio.sleep(2)
+        await _until(lambda: _in_step_with_redis(app), "the engine in step with Redis again")
         target.route("/api", Reply(status=503, body="upstream unavailable again"))
         await _until(lambda: len(_top_level(slack)) >= 2, "the second incident's own post")
-        await asyncio.sleep(2)
+        judged = len(evaluated)  # what else the daemon does about it (nothing to the first message): two more
+        await _until(lambda: len(evaluated) >= judged + 2, "two more evaluations")
     finally:
         await app.close()
     first, second = _top_level(slack)

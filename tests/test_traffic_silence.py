@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio
 import yaml
+from daemon_support import evaluations
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS
 from targets import Target
@@ -76,10 +77,13 @@ async def test_a_service_that_stops_writing_fires_and_resolves_when_it_resumes(
     service = Service(target, f"{prefix}traffic:")
     posts = lambda: slack.delivered("chat.postMessage")  # noqa: E731
     await app.start()
+    evaluated = evaluations(app)
     try:
+        writing_since = time.time()
         running = asyncio.create_task(service.run())
         await _until(lambda: service.calls >= 20, "the service's calls")
-        await asyncio.sleep(4)  # writing all along: longer than max_silence, and no alert
+        # Writing all along: an evaluation a second past max_silence after the first write, and no alert.
+        await _until(lambda: any(t > writing_since + 4 for t in evaluated), "an evaluation past max_silence")
         assert posts() == []
         running.cancel()  # the service stops: its counters are no longer written
         with contextlib.suppress(asyncio.CancelledError):
