@@ -60,6 +60,11 @@ class BucketRing:
         return (bucket - self._first) % self.size
 
     @property
+    def holds_failures(self) -> bool:
+        """Whether a failed run is counted in a kept bucket (the failed runs' sums exist only then)."""
+        return self._errors is not None
+
+    @property
     def oldest(self) -> int:
         return self._newest - len(self._totals) + 1
 

@@ -34,6 +34,7 @@ from alerts.model import AlertStatus, Notification
 from alerts.replica_voice import ReplicaVoice, group_in
 from alerts.routing import inhibited_by
 from alerts.rules import RULES, Condition, RuleInput
+from alerts.rules.base import known_targets
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence
 from alerts.state import AlertState, judged_until
@@ -393,6 +394,9 @@ class AlertEngine:
         for key, state in self._mine().items():
             if state.active:
                 active.setdefault(integration_of(key), set()).add(key)
+        # The targets of the alerts known: only their verdicts of "not active" are stepped (the stepper's own
+        # test, by key; no state is added between here and there), so only they are asked for.
+        known = known_targets(self._memory.states)
         quotas: dict[str, dict[str, QuotaReading]] = {}
         for (integration, quota), reading in self._quota_readings(now).items():
             quotas.setdefault(integration, {})[quota] = reading
@@ -413,6 +417,8 @@ class AlertEngine:
                 active=frozenset(active.get(integration, ())), facts=self._facts.get(integration, {}),
                 traffic=self.traffic.get(integration),
                 judged=None if checks is None else [c for c in icfg.checks if c.name in checks],
+                # (the outage voice's filter reads every verdict of another's integration)
+                known_targets=known.get(integration, frozenset()) if owned else None,
             )
             for name, rule in RULES.items():
                 rule_cfg = getattr(icfg.alerts, name, None)

@@ -205,6 +205,10 @@ class CheckStats:
         ``MAX_BUCKETS`` wider buckets back. (The running sums before the oldest bucket stay as they are.)"""
         self._buckets = self._buckets.widened(bucket_seconds)
 
+    def holds_failures(self) -> bool:
+        """Whether a failed run is in the raw ring or the buckets: no window counts an error otherwise."""
+        return bool(self._error_at) or self._buckets.holds_failures
+
     def covers(self, now: float, seconds: float) -> bool:
         """Whether runs were seen for at least ``seconds`` before ``now`` (a window can be judged)."""
         return self.first_at is not None and now - self.first_at >= seconds

@@ -1,9 +1,10 @@
 """What every rule shares: its input (``RuleInput``), its verdict (``Condition``) and alert identity.
 
 A rule is a pure function ``evaluate(RuleInput) -> Iterable[Condition]`` (``RuleFn``). It reports every
-alert instance it can judge: ``active=True`` or ``active=False``. An instance it cannot judge (too few
-samples, no data yet — e.g. just after a restart) is left out, and the state machine keeps that alert as
-it is instead of resolving it for lack of data.
+alert instance it can judge: ``active=True`` or ``active=False`` (``active=False`` only where the input
+``wants_clear``). An instance it cannot judge (too few samples, no data yet — e.g. just after
+a restart) is left out, and the state machine keeps that alert as it is instead of resolving it for lack
+of data.
 """
 
 from __future__ import annotations
@@ -44,7 +45,26 @@ class Condition:
 
 def alert_key(integration: str, alert: str, target: str | None, severity: Severity | str) -> str:
     """Stable identity of an alert instance across restarts (also the Redis field name)."""
-    return "/".join((integration, alert, target or "-", str(severity)))
+    return "/".join((integration, alert, key_part(target), str(severity)))
+
+
+def key_part(target: str | None) -> str:
+    """How an alert key spells its target."""
+    return target or "-"
+
+
+def known_targets(keys: Iterable[str]) -> dict[str, frozenset[str] | None]:
+    """Per integration, the targets of these alert keys as they spell them (None: a key of another shape,
+    whose target cannot be told)."""
+    known: dict[str, set[str] | None] = {}
+    for key in keys:
+        parts = key.split("/")
+        targets = known.setdefault(parts[0], set())
+        if len(parts) < 4:
+            known[parts[0]] = None
+        elif targets is not None:
+            targets.add("/".join(parts[2:-1]))
+    return {integration: None if targets is None else frozenset(targets) for integration, targets in known.items()}
 
 
 def key_target(key: str) -> str | None:
@@ -69,11 +89,20 @@ class RuleInput:
     # The checks to judge, when not all of them: an early evaluation judges only those with new results
     # or a deadline due (alerts/concerns.py); rules of the integration as a whole run either way.
     judged: Sequence[CheckView] | None = None
+    # The targets of this integration's alerts the engine knows (pending, firing or remembered as resolved),
+    # as their keys spell them (``key_part``); None: unknown. A verdict of "not active" on any other target
+    # changes nothing (alerts/stepping.py drops it), and making one cost more than judging a healthy check:
+    # rules yield those only where ``wants_clear``.
+    known_targets: frozenset[str] | None = None
 
     @property
     def checks(self) -> Sequence[CheckView]:
         """The checks whose alerts this evaluation judges."""
         return self.config.checks if self.judged is None else self.judged
+
+    def wants_clear(self, target: str | None) -> bool:
+        """Whether a verdict of "not active" on ``target`` is wanted (see ``known_targets``)."""
+        return self.known_targets is None or key_part(target) in self.known_targets
 
     def rule_config(self, name: str) -> Any:
         return getattr(self.config.alerts, name)

@@ -57,11 +57,16 @@ class _Subject:
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: ErrorRateRule = inp.rule_config("error_rate")
+    known = inp.known_targets  # (``inp.wants_clear`` written out: a check's name is its key's target)
     subjects = [
         _Subject(integration=inp.integration, target=check.name, check=check.name, unit="runs",
                  stats=stats, min_samples=rule.min_samples, min_short_samples=rule.min_short_samples)
         for check in inp.checks
+        # Without a failed run in its history no window of a check counts an error, so neither mode can
+        # fire: when only what fires is wanted (no alert of the check known: most checks, at every full
+        # pass), nothing is asked of it.
         if (stats := inp.stats.check(inp.integration, check.name)) is not None
+        and (known is None or check.name in known or stats.holds_failures())
     ]
     if inp.traffic is not None and rule.traffic.enabled:
         subjects.append(_Subject(
@@ -93,6 +98,8 @@ def _threshold(inp: RuleInput, rule: ErrorRateRule, subject: _Subject) -> Iterat
     if counts.total < subject.min_samples:
         return
     active = counts.ratio >= rule.threshold
+    if not active and not inp.wants_clear(subject.target):
+        return
     unit = subject.unit
     summary = (
         f"{subject.name}: {fmt_ratio(counts.ratio)} of {unit} failed in the last "
@@ -137,6 +144,7 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
     fire and its severity cannot be known-clear anyway."""
     budget = 1.0 - rule.slo
     stats, now = subject.stats, inp.now
+    wants_clear = inp.wants_clear(subject.target)
     unknown: set[Severity] = set()  # severities with a tier that could not be judged
     best: dict[Severity, tuple[str, dict[str, str], WindowCounts]] = {}
     for tier, severity in zip(rule.windows, severities, strict=True):
@@ -149,8 +157,8 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
         if short.total < subject.min_short_samples:
             unknown.add(severity)
             continue
-        if not short.errors and severity in unknown:
-            continue
+        if not short.errors and (severity in unknown or not wants_clear):
+            continue  # it cannot fire, and whether its severity is known-clear is not asked
         long = stats.window(now, tier.long, counts_only=True)
         if long.total < subject.min_samples:
             unknown.add(severity)
@@ -162,5 +170,5 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
         if severity in best:
             summary, details, counts = best[severity]
             yield _condition(inp, rule, subject, severity, True, summary, details, counts)
-        elif severity not in unknown:
+        elif severity not in unknown and wants_clear:
             yield _condition(inp, rule, subject, severity, False, "", {}, _NO_COUNTS)

@@ -24,6 +24,8 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
         if value is None or samples < rule.min_samples:
             continue
         active = value > threshold
+        if not active and not inp.wants_clear(check.name):
+            continue
         label = f"p{rule.quantile * 100:g}"
         yield Condition(
             integration=inp.integration, alert="latency", severity=severity, active=active,

@@ -22,6 +22,8 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
         auth = rule.auth_immediately and not last.ok and last.error_class is ErrorClass.AUTH
         down = stats.consecutive_failures >= rule.consecutive_failures
         active = auth or down
+        if not active and not inp.wants_clear(check.name):
+            continue
         if not active and not last.ok and not stats.succeeded_since_start:
             # Fewer failures than N since a (re)start, none of them after a success: the streak may have
             # begun before we started watching, so this can't tell "down" from "not down" yet.

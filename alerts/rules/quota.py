@@ -23,6 +23,8 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
         ):
             firing_already = alert_key(inp.integration, "quota", name, severity) in inp.active
             active = ratio >= level or (firing_already and ratio >= hold)
+            if not active and not inp.wants_clear(name):
+                continue
             yield Condition(
                 integration=inp.integration, alert="quota", severity=severity, active=active, target=name,
                 quota=name, summary=_summary(inp.integration, name, reading, level) if active else "",

@@ -21,6 +21,8 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
         when = dt.datetime.fromtimestamp(stats.tls_expiry, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         for severity, days in ((Severity.CRITICAL, rule.critical_days), (Severity.WARNING, rule.days)):
             active = days_left < days
+            if not active and not inp.wants_clear(check.name):
+                continue
             yield Condition(
                 integration=inp.integration, alert="tls_expiry", severity=severity, active=active,
                 target=check.name, check=check.name,
