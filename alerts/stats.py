@@ -213,6 +213,15 @@ class CheckStats:
         """Whether runs were seen for at least ``seconds`` before ``now`` (a window can be judged)."""
         return self.first_at is not None and now - self.first_at >= seconds
 
+    def nests(self, now: float, inner: float, outer: float) -> bool:
+        """Whether ``window(now, outer)`` counts every run ``window(now, inner)`` counts: a longer window
+        counted the same way (both from the raw ring, or both from buckets). A raw window and a bucket
+        window are two different counts, not one inside the other: a run reported out of order older than
+        the buckets reach, or one from before a pause longer than they reach (they start over), may be in
+        the raw ring only."""
+        evicted = self._evicted_until
+        return inner <= outer and (evicted <= now - outer or evicted > now - inner)
+
     def window(self, now: float, seconds: float, *, counts_only: bool = False) -> WindowCounts:
         """Runs that started in (now - seconds, now]. Exact while the raw ring reaches back that far,
         otherwise from buckets (which may include up to one bucket width more). ``counts_only``: the

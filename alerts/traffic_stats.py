@@ -46,6 +46,10 @@ class TrafficStats:
         """Whether buckets reach back at least ``seconds`` before ``now`` (a window can be judged)."""
         return bool(self._starts) and now - self._starts[0] >= seconds
 
+    def nests(self, now: float, inner: float, outer: float) -> bool:
+        """Whether ``window(now, outer)`` counts every call ``window(now, inner)`` counts."""
+        return inner <= outer
+
     def window(self, now: float, seconds: float, *, counts_only: bool = False) -> WindowCounts:
         """Calls in the buckets that start in (now - seconds, now] (with their classes even when
         ``counts_only``: the errors are counted from them)."""

@@ -26,6 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_alert_engine import Clock, Sink
+from test_burn_rate_tiers import reload_or_restart
 from test_burn_rate_tiers import rules as burn_rate_rules
 
 from alerts.config import ErrorRateRule, LatencyRule, ProbeDownRule, QuotaRule, TlsExpiryRule
@@ -126,10 +127,7 @@ def test_rules_yield_what_fires_and_what_clears_of_known_targets(
     per_rule = {name: RULES[name] for name in ("error_rate", "latency", "probe_down", "quota", "tls_expiry")}
     at = T0
     for n, (step, error) in enumerate(runs):
-        if n == resize_at:
-            stats.resize(max_window * 2)  # a reload configured a longer window: wider buckets
-        if n == forget_at:
-            stats.forget_check("acme", "api")  # judged elsewhere meanwhile: started again
+        reload_or_restart(stats, n, resize_at=resize_at, forget_at=forget_at, longer=max_window * 2)
         at += step
         stats.add(result(at, error, latency=latencies[n % len(latencies)],
                          tls_expiry=None if tls_days is None else T0 + tls_days * 86400))

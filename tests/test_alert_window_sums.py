@@ -2,7 +2,8 @@
 histories: equal to a walk over the runs and buckets one by one (``CheckStats._scan``, the way taken
 while runs are out of order), and, for runs in order, to counting the runs themselves — failures of
 several classes, a raw ring that overflows into buckets (by its number of runs or by their age), a bucket
-ring that drops its oldest, buckets widened by a reload."""
+ring that drops its oldest, buckets widened by a reload; and a window that ``nests`` another counts every
+run of it."""
 
 from __future__ import annotations
 
@@ -142,3 +143,50 @@ def test_a_ring_of_more_than_65535_runs_counts_them_all() -> None:
     classes: Counter[str] = Counter()
     ring.classes(lo, hi, classes)
     assert classes == {"http_5xx": 3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=runs, far=st.dictionaries(st.integers(min_value=0, max_value=119),
+                                      st.sampled_from([600.0, 2_000.0, 5_000.0]), max_size=3),
+       capacity=st.integers(min_value=1, max_value=40), raw_seconds=raw_ages, widen_at=st.integers(0, 150),
+       gap_at=st.integers(0, 150),
+       pairs=st.lists(st.tuples(st.floats(min_value=-6_000, max_value=30_000, allow_nan=False),
+                                st.sampled_from([1.0, 60.0, 300.0, 1800.0, 3600.0, 7200.0]),
+                                st.sampled_from([60.0, 300.0, 1800.0, 3600.0, 7200.0, 86400.0])),
+                      min_size=1, max_size=6))
+def test_a_window_that_nests_another_counts_every_run_of_it(
+    runs: list[tuple[float, ErrorClass | None]], far: dict[int, float], capacity: int, raw_seconds: float,
+    widen_at: int, gap_at: int, pairs: list[tuple[float, float, float]],
+) -> None:
+    """``nests(now, inner, outer)``: the outer window counts every run the inner one counts (so at least as
+    many runs, and failures of each class), for runs out of order, some reported older than the buckets
+    reach (in the raw ring only), a pause longer than the buckets reach (they start over; the raw ring
+    keeps its last runs if young enough), a raw ring overflowing into buckets, buckets widened."""
+    stats = CheckStats(raw_capacity=capacity, raw_seconds=raw_seconds, bucket_seconds=60.0, max_buckets=20)
+    at = T0
+    for n, (step, error) in enumerate(runs):
+        if n == widen_at:
+            stats.rebucket(180.0)
+        at += step + (3_000.0 if n == gap_at else 0.0)
+        stats.add(result(at - far.get(n, 0.0), error))
+        for offset, inner, outer in pairs:
+            now = at + offset
+            if stats.nests(now, inner, outer):
+                small, big = stats.window(now, inner), stats.window(now, outer)
+                assert small.total <= big.total
+                assert small.errors <= big.errors
+                assert all(count <= big.classes.get(name, 0) for name, count in small.classes.items())
+
+
+def test_a_raw_window_does_not_nest_in_a_longer_bucket_window() -> None:
+    """Why ``nests`` asks that both windows be counted the same way: after a pause longer than the buckets
+    reach, they start over, while the raw ring keeps its last runs (here its three): a window of the raw
+    ring holds them, and a slightly longer one, counted from buckets, only the run after the pause."""
+    start = T0 - T0 % 60
+    stats = CheckStats(raw_capacity=3, bucket_seconds=60.0, max_buckets=3)
+    for at in (start, start + 10, start + 20, start + 1000):
+        stats.add(result(at, None))
+    now = start + 1000
+    small, big = stats.window(now, 995.0), stats.window(now, 1005.0)
+    assert (small.total, big.total) == (3, 1)
+    assert not stats.nests(now, 995.0, 1005.0)

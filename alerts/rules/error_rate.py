@@ -35,6 +35,8 @@ class Windows(Protocol):
 
     def covers(self, now: float, seconds: float) -> bool: ...
 
+    def nests(self, now: float, inner: float, outer: float) -> bool: ...
+
 
 @dataclass(slots=True, kw_only=True)
 class _Subject:
@@ -141,12 +143,16 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
     short window's counts — a tier cannot fire without a failure in it (its factor is above 0) — and the
     long window's last; the error classes are found only for the tier a message tells of. A tier whose
     verdict cannot change the outcome is not asked at all: one of its severity fired already, or it cannot
-    fire and its severity cannot be known-clear anyway."""
+    fire and its severity cannot be known-clear anyway (or that is not asked: ``wants_clear``). The long
+    window of a tier that cannot fire is asked last, and only whether it holds ``min_samples`` runs: a
+    window inside it that holds as many, counted the same way (``nests``), says so without counting it."""
     budget = 1.0 - rule.slo
     stats, now = subject.stats, inp.now
     wants_clear = inp.wants_clear(subject.target)
     unknown: set[Severity] = set()  # severities with a tier that could not be judged
     best: dict[Severity, tuple[str, dict[str, str], WindowCounts]] = {}
+    enough: list[float] = []  # windows counted that hold min_samples runs
+    guards: list[tuple[float, Severity]] = []  # long windows of tiers that cannot fire, asked last
     for tier, severity in zip(rule.windows, severities, strict=True):
         if severity in best:
             continue
@@ -154,18 +160,39 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
             unknown.add(severity)
             continue
         short = stats.window(now, tier.short, counts_only=True)
+        if short.total >= subject.min_samples:
+            enough.append(tier.short)
         if short.total < subject.min_short_samples:
             unknown.add(severity)
             continue
-        if not short.errors and (severity in unknown or not wants_clear):
-            continue  # it cannot fire, and whether its severity is known-clear is not asked
+        if not short.errors:
+            # It cannot fire: its long window decides only between known-clear and unknown, asked once
+            # the windows of every tier are counted (one of them may hold enough runs inside it).
+            if wants_clear and severity not in unknown:
+                guards.append((tier.long, severity))
+            continue
         long = stats.window(now, tier.long, counts_only=True)
         if long.total < subject.min_samples:
             unknown.add(severity)
             continue
+        enough.append(tier.long)
         if long.ratio / budget >= tier.factor and short.ratio / budget >= tier.factor:
             long = stats.window(now, tier.long)  # the same counts, with their classes for the message
             best[severity] = (*_burning(rule, tier, subject, long, short), long)
+    for seconds, severity in guards:
+        # Enough runs in the long window: known without counting it when a window inside it, counted the
+        # same way, holds that many (the default tiers: the 1 h window from the 30 m one, the 6 h and 1 d
+        # windows from the 2 h one).
+        if severity in best or severity in unknown:
+            continue
+        for inner in enough:
+            if stats.nests(now, inner, seconds):
+                break
+        else:
+            if stats.window(now, seconds, counts_only=True).total < subject.min_samples:
+                unknown.add(severity)
+            else:
+                enough.append(seconds)
     for severity in told:
         if severity in best:
             summary, details, counts = best[severity]
