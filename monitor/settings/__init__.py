@@ -50,6 +50,7 @@ from alerts.webhook_config import WebhookConfig
 from integration_kit.durations import Duration
 from monitor.metrics import DURATION_BUCKETS
 from monitor.settings.cluster import ClusterConfig
+from monitor.settings.compact import compacted
 from monitor.settings.quota import HeadersQuotaConfig, QuotaConfig
 from monitor.settings.sharing import share_equal_parts, sharing_parts
 from monitor.settings.source import (
@@ -410,7 +411,8 @@ def parse_config(
     """
     env = os.environ if env is None else env
     with _collector_paused():
-        return _parse(text, source, env, base_dir)
+        # Copied once parsed, away from the parse's garbage: at 10,000 checks 35 MB less RSS (compact.py).
+        return compacted(lambda: _parse(text, source, env, base_dir))
 
 
 @contextlib.contextmanager
