@@ -41,6 +41,9 @@ STREAK = ("integration_probe_consecutive_failures", "gauge", "Failed runs in a r
 FAMILIES = (SUCCESS, DURATION, PHASE, RUNS, ERRORS, RETRIES, STATUS, TLS, STREAK)
 # Gauges holding one last value per check (None: never observed, no sample), by CheckSeries attribute.
 _LAST_VALUE = {SUCCESS[0]: "success", STATUS[0]: "status_code", TLS[0]: "tls_expiry", STREAK[0]: "streak"}
+# Stands for ``integration_probe_duration_seconds_bucket{<the check's labels>`` in a kept histogram text; no
+# label value holds it (names are ``[A-Za-z0-9_.-]``, phases and error classes fixed sets).
+_BUCKET_HEAD = "\x00"
 
 
 class CheckSeries:
@@ -76,7 +79,9 @@ class CheckSeries:
         self.status_code: float | None = None
         self.tls_expiry: float | None = None
         # The histogram's exposition lines (16 of a check's ~25), kept until the next run changes them: at
-        # a 60 s interval and a 15 s scrape, three scrapes in four reuse them.
+        # a 60 s interval and a 15 s scrape, three scrapes in four reuse them. Kept with _BUCKET_HEAD where
+        # each bucket line starts (the family's name and this check's labels, the same 14 times), put back
+        # when read: 1,477 -> 456 bytes a check (10 MB at 10,000 checks) for one str.replace per scrape.
         self.histogram_text = ""
         self.histogram_runs = -1  # runs_ok + runs_failed when histogram_text was written
         self.streak: float | None = None
@@ -86,6 +91,7 @@ class ProbeSeries(Collector):
     def __init__(self, buckets: tuple[float, ...], registry: CollectorRegistry | None = None) -> None:
         self.bounds = tuple(float(b) for b in buckets)
         self._le = [repr(b) for b in self.bounds] + ["+Inf"]
+        self._bucket_tails = [f'{_BUCKET_HEAD},le="{le}"}} ' for le in self._le]  # a bucket line, less its count
         self._series: dict[tuple[str, str], CheckSeries] = {}
         self._excluded = threading.local()
         if registry is not None:
@@ -187,14 +193,15 @@ class ProbeSeries(Collector):
 
     def _histogram_text(self, s: CheckSeries) -> str:
         runs = s.runs_ok + s.runs_failed  # the recorder adds a run and its duration in one step
+        name, labels = DURATION[0], s.labels
         if s.histogram_runs != runs:
-            name, labels, acc, lines = DURATION[0], s.labels, 0, []
-            for le, count in zip(self._le, s.buckets, strict=True):
+            acc, lines = 0, []
+            for tail, count in zip(self._bucket_tails, s.buckets, strict=True):
                 acc += count
-                lines.append(f'{name}_bucket{{{labels},le="{le}"}} {acc}.0\n')
+                lines.append(f"{tail}{acc}.0\n")
             lines.append(f"{name}_count{{{labels}}} {acc}.0\n{name}_sum{{{labels}}} {s.duration_sum!r}\n")
             s.histogram_text, s.histogram_runs = "".join(lines), runs
-        return s.histogram_text
+        return s.histogram_text.replace(_BUCKET_HEAD, f"{name}_bucket{{{labels}")
 
 
 class _Excluded:

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from integration_kit.traffic import LATENCY_BOUNDS
 from monitor.metrics import LAG_BUCKETS, CountedHistogram, Metrics, RunHistogram
+from monitor.probe_series import CheckSeries, ProbeSeries
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -105,6 +106,41 @@ def test_a_new_run_is_rendered_not_the_previous_text() -> None:
     count = {text: next(x for x in text.splitlines() if x.startswith(line)) for text in (before, after)}
     assert count[before].endswith(" 3.0") and count[after].endswith(" 4.0")
     assert sample_set(after, parse_text) == sample_set(generate_latest(metrics.registry).decode(), parse_text)
+
+
+def written_line_by_line(series: ProbeSeries, s: CheckSeries) -> str:
+    """One check's duration histogram as the page has always written it, each line in full."""
+    name, acc, lines = "integration_probe_duration_seconds", 0, []
+    for le, count in zip([*(repr(b) for b in series.bounds), "+Inf"], s.buckets, strict=True):
+        acc += count
+        lines.append(f'{name}_bucket{{{s.labels},le="{le}"}} {acc}.0\n')
+    lines.append(f"{name}_count{{{s.labels}}} {acc}.0\n{name}_sum{{{s.labels}}} {s.duration_sum!r}\n")
+    return "".join(lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(min_value=0.0, max_value=1e7), st.booleans()), max_size=40))
+def test_the_duration_histogram_is_written_byte_for_byte_kept_or_not(runs: list[tuple[int, float, bool]]) -> None:
+    """The histogram text kept between scrapes (monitor/probe_series.py) reads back as the lines written in
+    full, for checks that ran since the last scrape and checks that did not, in both formats."""
+    metrics = Metrics()
+    checks = [metrics.probes.series(f"vendor-{i % 2}", f"check_{i}.v2") for i in range(4)]
+
+    def page(openmetrics: bool) -> str:
+        text = metrics.probes.render_text(openmetrics=openmetrics)
+        return "".join(line + "\n" for line in text.splitlines() if line.startswith("integration_probe_duration"))
+
+    def written() -> str:
+        return "".join(written_line_by_line(metrics.probes, s) for s in checks)
+
+    for check, duration, scrape in runs:
+        s = checks[check]
+        s.buckets[metrics.probes.bucket_index(duration)] += 1
+        s.duration_sum += duration
+        s.runs_ok += 1
+        if scrape:
+            assert page(False) == written()
+    assert page(False) == written() == page(True)  # kept texts read again (nothing ran since)
 
 
 def test_pieces_follow_the_budgets_and_add_up_to_the_same_page() -> None:
