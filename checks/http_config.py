@@ -13,7 +13,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import aiohttp
@@ -162,8 +162,14 @@ class HttpRequestFields(BaseModel):
             headers=headers,
             data=data,
             ssl=ssl_context(self.verify_tls),
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout),
+            timeout=_connect_timeout(self.connect_timeout),
         )
+
+
+@lru_cache(maxsize=64)
+def _connect_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """One (frozen) timeout object per connect timeout, not one per check's plan (80 B each)."""
+    return aiohttp.ClientTimeout(total=None, connect=seconds)
 
 
 def _url_basic(url: URL) -> str:

@@ -32,7 +32,9 @@ class JitteredInterval(IntervalTrigger):
     For each run APScheduler asks the trigger twice for the fire time after the run's: once to see whether
     later runs are due too, then for the job's next run; with jitter each answer is a new random draw, and
     the first is thrown away (9.4 k instructions a call). Here the second call gets the first's answer: the
-    same distribution of fire times, one draw a run. Any other question is answered afresh.
+    same distribution of fire times, one draw a run. Any other question is answered afresh, a third one
+    too: once it has been asked twice, the trigger forgets the question (the run's time, a datetime a check
+    kept alive for nothing until the next run).
     """
 
     __slots__ = ("_answer", "_asked")
@@ -44,7 +46,8 @@ class JitteredInterval(IntervalTrigger):
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
         if previous_fire_time is not None and previous_fire_time is self._asked:
-            return self._answer
+            answer, self._asked, self._answer = self._answer, None, None
+            return answer
         answer = super().get_next_fire_time(previous_fire_time, now)
         self._asked, self._answer = previous_fire_time, answer
         return answer

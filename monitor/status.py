@@ -9,7 +9,7 @@ needs the config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ class CheckStatus:
     runs: int = 0
     last: CheckResult | None = None  # None: never ran
     detail: str = ""  # the last result's, redacted
-    steps: list[dict[str, Any]] = field(default_factory=list)  # a flow's steps of the last run, redacted
+    # A flow's steps of the last run, redacted; every other check shares the empty tuple (a list each: 56 B).
+    steps: tuple[dict[str, Any], ...] = ()
     tls_expiry: float | None = None
     last_success_at: float | None = None
     last_failure_at: float | None = None
@@ -76,7 +77,7 @@ class CheckStatus:
                                                         for c in last.attempt_classes],
             "status_code": None if last is None else last.status_code,
             "phases": {} if last is None else dict(last.phases),
-            "steps": self.steps,
+            "steps": list(self.steps),
             "tls_cert_expiry": self.tls_expiry,
             "last_success_at": self.last_success_at,
             "last_failure_at": self.last_failure_at,
@@ -92,14 +93,14 @@ class CheckStatus:
         }
 
 
-def _steps(steps: tuple[StepResult, ...], redactor: Redactor) -> list[dict[str, Any]]:
-    return [
+def _steps(steps: tuple[StepResult, ...], redactor: Redactor) -> tuple[dict[str, Any], ...]:
+    return tuple(
         {"name": s.name, "cleanup": s.cleanup, "ok": s.ok, "skipped": s.skipped,
          "error_class": s.error_class.value if s.error_class is not None else None,
          "detail": redactor.text(s.detail), "status_code": s.status_code, "duration_seconds": s.duration,
          "attempts": s.attempts, "phases": dict(s.phases)}
         for s in steps
-    ]
+    )
 
 
 def _request(request: RequestSummary | None, redactor: Redactor) -> dict[str, Any] | None:

@@ -173,6 +173,13 @@ def test_the_trigger_draws_once_per_run(jitter: float | None) -> None:
         first = ours.get_next_fire_time(previous, previous)
         assert first == expected
         assert ours.get_next_fire_time(previous, previous) == first  # asked again: not drawn again
+        # A third time (APScheduler never asks one): a question of its own, drawn as IntervalTrigger draws it;
+        # the trigger remembers nothing of the run once asked twice.
+        random.seed(previous.timestamp() + 1)
+        expected = theirs.get_next_fire_time(previous, previous)
+        random.seed(previous.timestamp() + 1)
+        assert ours.get_next_fire_time(previous, previous) == expected
+        assert ours.get_next_fire_time(previous, previous) == expected  # (and that one asked twice)
         random.seed(1)
         expected = theirs.get_next_fire_time(None, BASE)
         random.seed(1)
