@@ -2,8 +2,8 @@
 histories: equal to a walk over the runs and buckets one by one (``CheckStats._scan``, the way taken
 while runs are out of order), and, for runs in order, to counting the runs themselves — failures of
 several classes, a raw ring that overflows into buckets (by its number of runs or by their age), a bucket
-ring that drops its oldest, buckets widened by a reload; and a window that ``nests`` another counts every
-run of it."""
+ring that drops its oldest, buckets widened by a reload; a window that ``nests`` another counts every
+run of it; and a bucket ring's failures by class are its packed entries summed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.bucket_ring import BucketRing, class_code
+from alerts.bucket_ring import CLASS_NAMES, BucketRing, class_code
 from alerts.stats import CheckStats
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
@@ -190,3 +190,37 @@ def test_a_raw_window_does_not_nest_in_a_longer_bucket_window() -> None:
     small, big = stats.window(now, 995.0), stats.window(now, 1005.0)
     assert (small.total, big.total) == (3, 1)
     assert not stats.nests(now, 995.0, 1005.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=st.lists(st.tuples(st.floats(min_value=-400, max_value=200, allow_nan=False),
+                               st.sampled_from(CLASSES[2:]), st.sampled_from([1, 1, 1, 3, 300])),
+                     min_size=1, max_size=60),
+       widen_at=st.integers(0, 80),
+       windows=st.lists(st.tuples(st.floats(min_value=-600, max_value=2_000, allow_nan=False),
+                                  st.sampled_from([0.0, 60.0, 300.0, 1800.0, 86400.0])), min_size=1, max_size=5))
+def test_failures_by_class_of_buckets_are_their_entries_summed(
+    runs: list[tuple[float, ErrorClass | None, int]], widen_at: int, windows: list[tuple[float, float]],
+) -> None:
+    """``BucketRing.classes`` (one class and counts below 256 summed from the entries' bytes, others one by
+    one) equals the sum of the packed entries of the buckets asked, entry by entry: runs out of order,
+    older than the ring reaches, bursts of hundreds of failures in one bucket, one class or several, the
+    ring widened."""
+    ring, at = BucketRing(60.0, 20), T0
+    for n, (step, error, times) in enumerate(runs):
+        if n == widen_at:
+            ring = ring.widened(180.0)
+        at += step
+        for _ in range(times):
+            ring.add(at, 0 if error is None else class_code(str(error)))
+        for offset, seconds in windows:
+            lo, hi, _, failed = ring.window(at + offset, seconds)
+            got: Counter[str] = Counter()
+            ring.classes(lo, hi, got)
+            expected: Counter[str] = Counter()
+            for entry in ring._failures or ():
+                if lo <= entry >> 32 <= hi:
+                    expected[CLASS_NAMES[entry >> 24 & 0xFF]] += entry & 0xFFFFFF
+            assert got == expected
+            assert list(got) == list(expected)  # (in the same order)
+            assert sum(got.values()) == failed
