@@ -25,14 +25,15 @@ from collections.abc import Sequence
 _THREAD_TOTAL = re.compile(r"^\s*Th\s+\d+\s+([\d,]+)\s*$", re.MULTILINE)
 
 
-def callgrind(argv: Sequence[str], *, instrument_from_start: bool = True) -> list[str]:
-    """``argv`` under callgrind, writing no profile (only the live counters are read).
+def callgrind(argv: Sequence[str], *, instrument_from_start: bool = True, profile: str = "/dev/null") -> list[str]:
+    """``argv`` under callgrind, writing no profile (only the live counters are read) unless ``profile``
+    names the file (callgrind's ``--callgrind-out-file``, dumps numbered after it).
     ``instrument_from_start=False``: nothing is counted until ``Counted.zero`` first turns the counting
     on (a worker that builds a big state first builds it some ten times faster)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind not found: apt-get install -y valgrind")
     later = [] if instrument_from_start else ["--instr-atstart=no"]
-    return ["valgrind", "-q", "--tool=callgrind", "--callgrind-out-file=/dev/null", *later, *argv]
+    return ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={profile}", *later, *argv]
 
 
 class Counted:

@@ -65,7 +65,8 @@ def require(binary: str) -> str:
 
 @contextlib.contextmanager
 def nginx_target() -> Iterator[str]:
-    """nginx on 127.0.0.1 serving BODY as JSON at /ok.json (and 401 at /denied.json); yields the URL."""
+    """nginx on 127.0.0.1 serving BODY as JSON at /ok.json (401 at /denied.json, its request counters at
+    /nginx_status); yields the URL."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
         raise SystemExit("nginx not found: apt-get install -y nginx")
@@ -97,6 +98,7 @@ http {{
     root {root}/www;
     location / {{ types {{ }} default_type application/json; }}
     location = /denied.json {{ return 401; }}
+    location = /nginx_status {{ stub_status; }}
   }}
 }}
 """
