@@ -10,7 +10,6 @@ refresh-and-retry. ``CallOutcome.result`` makes the check result of a single-cal
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,7 +147,7 @@ async def perform_call(
             after_attempt(outcome)
         return outcome
 
-    loop = asyncio.get_running_loop()
+    loop = run.loop  # (asked once a run: asking the running loop is a getpid system call on CPython 3.11)
     t0 = loop.time()
     if deadline is None:
         assert budget is not None, "a call needs a deadline or a budget"

@@ -38,13 +38,18 @@ class DeadlineScope:
         self._cancelling = 0
 
     def __enter__(self) -> DeadlineScope:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
+        owner = self._owner  # (the owner's bookkeeping done here, not in a method of its: a frame less per call)
+        # The task running now, found by the loop of the owner's timer when that loop runs one: asking for
+        # the running loop checks the process id (a getpid system call each time on CPython 3.11), and a
+        # loop that runs a task in this thread is the running loop (an owner is not shared between threads).
+        task = None if owner.loop is None else asyncio.current_task(owner.loop)
         if task is None:
-            raise RuntimeError("a deadline scope is entered in a task")
+            task = asyncio.current_task(asyncio.get_running_loop())
+            if task is None:
+                raise RuntimeError("a deadline scope is entered in a task")
+        loop = task.get_loop()
         self._task = task
         self._cancelling = task.cancelling()
-        owner = self._owner  # (the owner's bookkeeping done here, not in a method of its: a frame less per call)
         owner.scopes.add(self)
         if self.deadline < owner.timer_at or loop is not owner.loop:  # (another loop: its timer is not ours)
             owner.arm(self.deadline, loop)

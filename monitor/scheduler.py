@@ -427,6 +427,8 @@ class Scheduler:
             return
         scheduled, job.scheduled = job.scheduled, None
         task = asyncio.current_task()
+        # The loop from the task: asking for the running loop again is a getpid system call on CPython 3.11.
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
         if task is not None:
             self._in_flight.add(task)
         try:
@@ -440,7 +442,7 @@ class Scheduler:
                 if scheduled is not None:
                     self._lag.observe(max(0.0, now - scheduled))
                 job.last_started = now
-                result = await self._probe(job)
+                result = await self._probe(job, loop)
             finally:
                 slots.release()
             # A check removed by a reload while its probe ran: recording would bring its series back.
@@ -455,13 +457,13 @@ class Scheduler:
             if task is not None:
                 self._in_flight.discard(task)
 
-    async def _probe(self, job: _Job) -> CheckResult:
+    async def _probe(self, job: _Job, loop: asyncio.AbstractEventLoop) -> CheckResult:
         check = job.check
         started = time.time()
         try:
             # On the probes' shared timer, like their attempts (an asyncio.timeout costs ~35 k instructions a
             # run, a scope ~8 k: bench/scheduler_path.py); raises TimeoutError just the same.
-            with DeadlineScope(self.deadlines, asyncio.get_running_loop().time() + check.timeout + DEADLINE_OVERRUN):
+            with DeadlineScope(self.deadlines, loop.time() + check.timeout + DEADLINE_OVERRUN):
                 return await self.run_probe(check, job.ctx)
         except TimeoutError:
             elapsed = time.time() - started
