@@ -20,11 +20,13 @@ Contenders (``--contenders``):
   daemon          integration-monitor run, probe_cpu.py's config (2,000 checks, 32 in flight), as it ships
   daemon_no_engine  the same without the alert engine
   daemon_gc_off   the same with the cycle collector disabled once started (no young collections)
+  daemon_before   the daemon of another checkout (``--before TREE``), to judge a change
 The daemons count ``--windows`` windows in turn from their start-up on: the first ones while their
 first runs build each check's state (probe_cpu.py's 8 s window starts 3 s after the daemon answers, before
 its keeper freezes that state), the last ones once settled (frozen); each window's figure is printed.
 ``--profile DIR``: each window's profile too (callgrind_annotate, inclusive, by C function).
-Usage: python bench/whole_process.py [--probes 3000] [--dilation 50] [--windows 3] [--json] [--profile DIR]
+Usage: python bench/whole_process.py [--probes 1500] [--dilation 100] [--windows 2] [--json] [--profile DIR]
+       [--before TREE] [--contenders ...]
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from common import free_port, nginx_target, wait_http
 from probe_cpu import SATURATION_CHECKS, SATURATION_CONCURRENCY, daemon_config
 
 HERE = Path(__file__).resolve().parent
-CONTENDERS = ("bare_uvloop", "apscheduler", "daemon", "daemon_no_engine", "daemon_gc_off")
+CONTENDERS = ("bare_uvloop", "apscheduler", "daemon", "daemon_no_engine", "daemon_gc_off", "daemon_before")
 DAEMONS = CONTENDERS[2:]
 EVALUATION_INTERVAL = 15.0  # the daemon's default (monitor.evaluation_interval)
 TIMEOUT = 60.0  # of the checks: no probe may time out under callgrind; a probe's deadline costs the same
@@ -107,7 +109,7 @@ class Window:
 
 @contextmanager
 def contender(name: str, url: str, dilation: float, json_check: bool, tmp: Path,
-              profile: str | None) -> Iterator[subprocess.Popen[bytes]]:
+              profile: str | None, before: str | None) -> Iterator[subprocess.Popen[bytes]]:
     """The contender's process under callgrind, instrumentation off until the first window."""
     if name in DAEMONS:
         port = free_port()
@@ -125,8 +127,13 @@ def contender(name: str, url: str, dilation: float, json_check: bool, tmp: Path,
         if name == "apscheduler":
             argv += ["--scheduled", str(SATURATION_CHECKS), "--interval", str(dilation), "--warmup", "0"]
     out_file = str(Path(profile).resolve() / f"{name}.callgrind") if profile else "/dev/null"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if name == "daemon_before":
+        if before is None:
+            raise SystemExit("daemon_before needs --before TREE")
+        env["PYTHONPATH"] = str(Path(before).resolve())  # its packages before this checkout's
     proc = subprocess.Popen(callgrind(argv, instrument_from_start=False, profile=out_file), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONHASHSEED": "0"})
+                            stderr=subprocess.PIPE, env=env)
     try:
         yield proc
     finally:
@@ -177,7 +184,7 @@ def measure(name: str, url: str, status_url: str, args: argparse.Namespace, tmp:
     out = []
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    with contender(name, url, args.dilation, args.json, tmp, args.profile) as proc:
+    with contender(name, url, args.dilation, args.json, tmp, args.profile, args.before) as proc:
         watch = StderrWatch(proc)
         start = served(status_url)
         wait_for("probes", lambda: served(status_url) > start + 2 * SATURATION_CONCURRENCY, proc, watch, 900)
@@ -272,11 +279,12 @@ def as_bare(dilation: float, argv: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS[:3]))
-    parser.add_argument("--probes", type=int, default=3000, help="probes a window counts at least")
-    parser.add_argument("--windows", type=int, default=3, help="of each daemon, the last one once settled")
-    parser.add_argument("--dilation", type=float, default=50.0, help="the daemon's clock slowed this many times")
+    parser.add_argument("--probes", type=int, default=1500, help="probes a window counts at least")
+    parser.add_argument("--windows", type=int, default=2, help="of each daemon, the last one once settled")
+    parser.add_argument("--dilation", type=float, default=100.0, help="the daemon's clock slowed this many times")
     parser.add_argument("--json", action="store_true", help="the JSON-assertion variant of the checks")
     parser.add_argument("--profile", metavar="DIR", help="write each window's callgrind profile there")
+    parser.add_argument("--before", metavar="TREE", help="another checkout, the daemon_before contender")
     parser.add_argument("--as-daemon", help=argparse.SUPPRESS)
     parser.add_argument("--as-bare", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
