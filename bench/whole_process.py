@@ -59,6 +59,7 @@ EVALUATION_INTERVAL = 15.0  # the daemon's default (monitor.evaluation_interval)
 TIMEOUT = 60.0  # of the checks: no probe may time out under callgrind; a probe's deadline costs the same
 FROZEN = "whole_process: frozen"  # the daemon's stderr, each time its keeper freezes (the child patches it)
 SKIPPED = "whole_process: skipped "  # and the number of runs skipped so far, at SIGUSR1
+SKIPPED_AT_MOST = 0.01  # runs skipped a probe in a window that is judged as keeping up
 REQUESTS_RE = re.compile(rb"\s(\d+) (\d+) (\d+)\s")
 
 
@@ -307,12 +308,18 @@ def main() -> None:
           f"{SATURATION_CONCURRENCY} in flight, windows of {args.probes} probes, clock dilation "
           f"{args.dilation:g} ({time.monotonic() - started:.0f} s)\n")
     base = results.get("bare_uvloop", [{"per_probe": float("nan")}])[-1]["per_probe"]
-    print("| contender | window | k instructions a probe | × bare uvloop |")
-    print("|---|---|---|---|")
+    print("| contender | window | k instructions a probe | × bare uvloop | runs skipped a probe |")
+    print("|---|---|---|---|---|")
+    behind = False
     for name, windows in results.items():
         for n, w in enumerate(windows):
             label = ("settled" if n == len(windows) - 1 else f"start-up {n + 1}") if name in DAEMONS else "steady"
-            print(f"| {name} | {label} | {w['per_probe'] / 1e3:.1f} | {w['per_probe'] / base:.2f} |")
+            print(f"| {name} | {label} | {w['per_probe'] / 1e3:.1f} | {w['per_probe'] / base:.2f} "
+                  f"| {w['skipped']:.2f} |")
+            behind = behind or w["skipped"] > SKIPPED_AT_MOST
+    if behind:  # a skipped run costs ~1/8 of a probe (bench/README.md): such windows do not compare
+        print(f"\nruns were skipped (more than {SKIPPED_AT_MOST} a probe): that contender did not keep up with "
+              "its schedule under callgrind on this machine now; raise --dilation to compare like with like")
 
 
 if __name__ == "__main__":
