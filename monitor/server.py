@@ -42,10 +42,10 @@ except ImportError:  # installed without the speed extra
     gzip_codec = zlib
 
 
-
 class ListenError(OSError):
     """The HTTP server could not take its address (in use, not this host's, no permission): a problem
     of the listen setting, said in one line rather than as a traceback."""
+
 
 class Monitored(Protocol):
     """What the endpoints ask of the app (monitor.app.App implements it)."""
