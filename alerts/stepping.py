@@ -107,7 +107,6 @@ class Stepper:
                 log.info("alert %s: %s", key, ", ".join(evs))
         return events
 
-
     def _retargeted(self, state: AlertState) -> bool:
         """A tls_expiry alert of a check a reload pointed elsewhere (``Stats.retarget``): the certificate
         it was about is another endpoint's; until a run shows the new one it is judged by nothing."""
