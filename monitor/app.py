@@ -399,6 +399,7 @@ class App:
         except Exception:
             self._restore(old, switched)
             raise
+        self.recorder.retain({(i, c.name) for i, c in config.iter_checks() if c.enabled})
         self.last_reload_ok = True
         self.config_loaded_at = time.time()
         self.metrics.config_reload_ok.set(1)

@@ -107,6 +107,9 @@ class ProbeSeries(Collector):
     def remove(self, integration: str, check: str) -> None:
         self._series.pop((integration, check), None)
 
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self._series)
+
     def bucket_index(self, value: float) -> int:
         """Index of the first bucket whose upper bound is ≥ value (the last one is +Inf)."""
         return bisect_left(self.bounds, value)

@@ -108,3 +108,10 @@ class Recorder:
             remove_series(self.metrics.step_duration, integration, check, step)
             remove_series(self.metrics.step_success, integration, check, step)
         self.status.forget(integration, check)
+
+    def retain(self, checks: set[tuple[str, str]]) -> None:
+        """After a reload: forget every check not in ``checks`` (the configured, enabled ones). The scheduler
+        tells only what it stops probing here; in a cluster the owner also exports checks another replica
+        probes, and a reshard may drop a removed check's job before the scheduler sees the new config."""
+        for key in {*self._probes.keys(), *self.status.keys(), *self._steps} - checks:
+            self.forget(*key)
