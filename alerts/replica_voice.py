@@ -73,7 +73,10 @@ class ReplicaVoice:
         if self.fences is None:
             return True
         group_by = cfg.alerting.group_by
-        shards = {shard_of(i, group_by) for i in cfg.integrations if self.voice.integration(i)}
+        # With the integrations of the alerts known: one a reload removed still has its resolve to write.
+        known = {integration_of(key) for key in self._memory.states}
+        shards = {shard_of(i, group_by) for i in {*cfg.integrations, *known}
+                  if not self_health.is_monitor(i) and self.voice.integration(i)}
         self.fences.drop(set(self.fences.held) - shards)
         return await self.fences.acquire(shards)  # and checks those held: Redis may have come back empty
 

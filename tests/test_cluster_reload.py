@@ -4,13 +4,18 @@ integration's series leave /metrics and its status leaves /api/status."""
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import redis.asyncio
 from daemon_support import daemon_config, get, on_shared_redis, route_target, samples, until, write
 from targets import Target
 
+from alerts.model import AlertStatus
+from alerts.store import AlertStore
 from monitor.app import App
+from monitor.logs import setup_logging
 from monitor.settings import load_config
 
 
@@ -44,5 +49,42 @@ async def test_a_check_a_reload_removes_leaves_metrics_and_status(
                     what="runs after the reload")
         assert ("shop", "broken") not in checks_in((await get(f"{app.server.url}/metrics"))[2])
         assert app.status_store.get("shop", "broken") is None
+    finally:
+        await app.close()
+
+
+GONE = """  gone:
+    checks:
+      - {{name: down, kind: http, url: '{url}', interval: 200ms, timeout: 2s}}
+    alerts: {{probe_down: {{consecutive_failures: 2, keep_firing_for: 0s}}}}
+"""
+
+
+async def test_a_firing_alert_of_an_integration_a_reload_removes_resolves(
+    target: Target, tmp_path: Path, prefix: str, shared_redis: redis.asyncio.Redis, log_stream: io.StringIO
+) -> None:
+    """Its owner resolves it (and tells the resolve), as a daemon alone does: no replica owned an integration
+    the config no longer had, so nobody judged its alert again and it stayed firing, in Redis too."""
+    route_target(target)
+    base = re.sub(r"  slack: .*\n", "  console: {stream: log}\n  group_wait: 0s\n", daemon_config(target))
+    with_gone = base.replace("alerting:", GONE.format(url=target.url("/broken")) + "alerting:", 1)
+    fast = "  evaluation_interval: 1s\n"
+    path = write(tmp_path / "monitor.yaml", on_shared_redis(with_gone, prefix, fast))
+    app = App(load_config(path), config_path=path)
+    setup_logging(app.redactor, stream=log_stream)
+    await app.start()
+    try:
+        engine = next(c for c in app.components if c.name == "alerts")
+        key = "gone/probe_down/down/critical"
+        await until(lambda: (s := engine.states.get(key)) is not None and s.status is AlertStatus.FIRING,
+                    within=30, what="the alert of gone/down firing")
+        write(path, on_shared_redis(base, prefix, fast))
+        assert await app.reload() is True
+        await until(lambda: engine.states[key].status is AlertStatus.RESOLVED, within=30,
+                    what="the alert of the removed integration resolved")
+        await until(lambda: "Resolved — gone: gone/down" in log_stream.getvalue(), what="the resolve told")
+        await app.close()  # persists what it holds: the resolve must be in Redis, fenced by the owner's token
+        stored = await AlertStore(shared_redis, f"{prefix}alerts:").load_states()
+        assert stored[key].status is AlertStatus.RESOLVED
     finally:
         await app.close()

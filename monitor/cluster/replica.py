@@ -36,7 +36,8 @@ from redis.exceptions import RedisError
 
 from integration_kit.tasks import stop
 from monitor.cluster.membership import Backoff, Beat, Membership
-from monitor.cluster.placement import Assignment, Change, Listener, fleet_fingerprint
+from monitor.cluster.placement import Assignment, Change, Listener, fleet_fingerprint, shard_key
+from monitor.cluster.rendezvous import owner
 from monitor.cluster.view import Member, active_ids, next_change, ran_until
 
 if TYPE_CHECKING:
@@ -119,10 +120,15 @@ class Cluster:
         return self._ran_until.get(check_id, float("-inf"))
 
     def owns(self, integration: str) -> bool:
-        return self._assignment.integration_owner.get(integration) == self.me and self.may_run()
+        return self.owner_of(integration) == self.me and self.may_run()
 
     def owner_of(self, integration: str) -> str | None:
-        return self._assignment.integration_owner.get(integration)
+        found = self._assignment.integration_owner.get(integration)
+        if found is None and integration not in self.config.integrations and self._assignment.members:
+            # Removed by a reload: its alerts still need their resolve told, by one replica — the one the
+            # same hashing names (the owner it had, while the members stay the same).
+            found = owner(shard_key(integration, self.config.alerting.group_by), self._assignment.members)
+        return found
 
     def prober_of(self, check_id: str) -> str | None:
         return self._assignment.check_owner.get(check_id)
