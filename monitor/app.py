@@ -177,7 +177,8 @@ class App:
         for check in integ.checks:
             entry = statuses.get(check.name)
             doc: dict[str, Any] = (
-                entry.as_dict() if entry is not None else {"kind": kind_of(check), "runs": 0, "ok": None}
+                # (an entry without runs: a count a takeover continues, told once a run is here)
+                entry.as_dict() if entry is not None and entry.runs else {"kind": kind_of(check), "runs": 0, "ok": None}
             )
             doc["enabled"] = check.enabled
             doc["schedule"] = self.scheduler.check_status(name, check.name)

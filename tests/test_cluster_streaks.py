@@ -52,16 +52,25 @@ def changes() -> list[Change]:
 
 
 @pytest.fixture
+def previous_count() -> int | None:
+    """Failed runs in a row of vendor/c a previous owner left in Redis (None: nothing)."""
+    return None
+
+
+@pytest.fixture
 async def owner(
-    own_redis: OwnRedis, changes: list[Change]
+    own_redis: OwnRedis, changes: list[Change], previous_count: int | None
 ) -> AsyncIterator[tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]]:
     """The only member of a cluster on our own redis-server, owning ``vendor``: (client, its membership,
     recorder, streaks); every change of its share goes to ``changes``."""
     await own_redis.start()
     client = redis.asyncio.Redis(host="127.0.0.1", port=own_redis.port)
+    if previous_count is not None:
+        await client.hset(STREAK_KEY, "c", previous_count)
     metrics = Metrics()
+    recorder = Recorder(metrics, Redactor())
     cluster = Cluster(parse_config(CONFIG, env={}), redis=client, metrics=metrics)
-    streaks = Streaks(client, cluster, metrics.probes)
+    streaks = Streaks(client, cluster, metrics.probes, recorder.status)
 
     def changed(change: Change) -> None:  # as the daemon wires it (monitor/cluster_runtime.py)
         changes.append(change)
@@ -73,7 +82,7 @@ async def owner(
     await cluster.start()
     try:
         await wait_until(lambda: cluster.owns("vendor"), within=10, what="a to own vendor")
-        yield client, cluster, Recorder(metrics, Redactor()), streaks
+        yield client, cluster, recorder, streaks
     finally:
         await streaks.close()
         await cluster.close()
@@ -143,3 +152,23 @@ async def test_a_heartbeat_that_fails_because_the_process_stood_still_is_a_pause
     assert not cluster.degraded and not cluster.owns("vendor")  # no outage: nothing held on to
     await wait_until(lambda: cluster.owns("vendor"), within=10, what="a to own vendor again")
     assert "keeping the current share" not in caplog.text
+
+
+
+@pytest.mark.parametrize("previous_count", [5])
+async def test_a_count_taken_over_continues_in_the_status_as_in_the_metric(
+    owner: tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]
+) -> None:
+    """The new owner of an integration continues each check's failed runs in a row from what the previous
+    owner stored: /api/status's ``consecutive_failures`` too, not only ``integration_probe_consecutive_failures``
+    (they disagreed after every handover: the status entry counted from the takeover)."""
+    _, _, recorder, streaks = owner
+    series = recorder.metrics.probes.series("vendor", "c")
+    await wait_until(lambda: series.streak == 5, within=10, what="the count seeded")
+    for n in range(2):
+        result = failure(n)
+        recorder.record(result)
+        streaks.noted(result)
+    status = recorder.status.get("vendor", "c")
+    assert series.streak == 7
+    assert status is not None and status.as_dict()["consecutive_failures"] == 7

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from integration_kit.results import CheckResult
     from monitor.cluster.replica import Cluster
     from monitor.probe_series import ProbeSeries
+    from monitor.status import StatusStore
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,12 @@ KEEP = 7 * 86400  # a hash nobody updated for a week belongs to an integration t
 
 
 class Streaks:
-    def __init__(self, redis: redis.asyncio.Redis, cluster: Cluster, probes: ProbeSeries) -> None:
+    def __init__(self, redis: redis.asyncio.Redis, cluster: Cluster, probes: ProbeSeries,
+                 status: StatusStore | None = None) -> None:
         self.redis = redis
         self.cluster = cluster
         self.probes = probes
+        self.status = status  # /api/status's count of each check, continued as the series' is
         self._prefix = f"{cluster.cfg.key_prefix}streak:"
         self._pending: dict[tuple[str, str], int] = {}
         self._failing: set[tuple[str, str]] = set()  # checks with a count in Redis (as last written here)
@@ -128,6 +131,8 @@ class Streaks:
                 with contextlib.suppress(ValueError):
                     series.streak = float(int(_text(raw_count)) + (since or 0))
                     self._failing.add(key)
+                    if self.status is not None:  # its next runs add to this count, as to the series'
+                        self.status.entry(*key).consecutive_failures = int(series.streak)
             for key in [k for k in self._since_gain if k[0] == integration]:
                 del self._since_gain[key]
 
