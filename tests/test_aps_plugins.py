@@ -29,7 +29,9 @@ IDS = st.sampled_from([f"job{i}" for i in range(6)])
 # Next run times that tie, differ by a microsecond, or are absent (a paused job).
 WHEN = st.one_of(st.none(), st.integers(min_value=0, max_value=4).map(lambda n: BASE + timedelta(microseconds=n)),
                  st.integers(min_value=-3, max_value=3).map(lambda n: BASE + timedelta(hours=n)))
-OPS = st.lists(st.tuples(st.sampled_from(["add", "update", "remove", "remove_all"]), IDS, WHEN), max_size=40)
+# ("due" and "next" change nothing a caller sees, but the store drops its stale entries then.)
+OPS = st.lists(st.tuples(st.sampled_from(["add", "update", "remove", "remove_all", "due", "next"]), IDS, WHEN),
+               max_size=40)
 
 
 def outcome(store: Any, op: str, job_id: str, when: datetime | None) -> str:
@@ -41,6 +43,10 @@ def outcome(store: Any, op: str, job_id: str, when: datetime | None) -> str:
             store.update_job(job)
         elif op == "remove":
             store.remove_job(job_id)
+        elif op == "due":
+            return repr([job.id for job in store.get_due_jobs(when or BASE)])
+        elif op == "next":
+            return repr(store.get_next_run_time())
         else:
             store.remove_all_jobs()
     except (ConflictingIdError, JobLookupError) as exc:
@@ -55,6 +61,23 @@ def view(store: Any) -> tuple[Any, ...]:
     return ids, due, store.get_next_run_time(), looked_up
 
 
+def within_twice(store: SortedJobStore) -> bool:
+    """The store keeps at most as many stale entries as jobs (its memory within twice the jobs')."""
+    return len(store._entries) <= 2 * len(store.get_all_jobs())
+
+
+def test_stale_entries_never_outnumber_the_jobs() -> None:
+    """Entries left behind where no read of the front drops them (a job retimed earlier and earlier, its old
+    entries later than any due) are dropped once they outnumber the jobs."""
+    store = SortedJobStore()
+    for i in range(3):
+        store.add_job(SimpleNamespace(id=f"c{i}", next_run_time=BASE + timedelta(hours=1)))
+    for minutes in range(59, 0, -1):
+        store.update_job(SimpleNamespace(id="c0", next_run_time=BASE + timedelta(minutes=minutes)))
+        assert within_twice(store)
+        assert store.get_next_run_time() == BASE + timedelta(minutes=minutes)
+
+
 @settings(max_examples=300, deadline=None)
 @given(OPS)
 def test_the_job_store_is_memory_job_store(ops: list[tuple[str, str, datetime | None]]) -> None:
@@ -62,6 +85,41 @@ def test_the_job_store_is_memory_job_store(ops: list[tuple[str, str, datetime | 
     for op, job_id, when in ops:
         assert outcome(ours, op, job_id, when) == outcome(theirs, op, job_id, when), (op, job_id, when)
         assert view(ours) == view(theirs)
+        assert within_twice(ours)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=60), st.lists(st.tuples(
+    st.integers(min_value=0, max_value=40),  # ms to the next wake-up
+    st.lists(st.integers(min_value=0, max_value=1500), max_size=60),  # each due job's next run, ms after now
+    st.lists(st.tuples(st.sampled_from(["add", "update", "remove"]), st.integers(min_value=0, max_value=80),
+                       st.integers(min_value=-200, max_value=1500)), max_size=4),  # others: config reloads
+), max_size=30))
+def test_the_job_store_is_memory_job_store_as_the_scheduler_uses_it(
+    jobs: int, wakeups: list[tuple[int, list[int], list[tuple[str, int, int]]]]
+) -> None:
+    """APScheduler's use at saturation: at each wake-up the due jobs, in order, each moved to its next run
+    (a run or a skipped one: the move is the same), then the next wake-up's time; between wake-ups jobs
+    added, retimed (to any time, the past too) and removed. Many moves between the reads of the front, so
+    stale entries pile up and are dropped as they would be in a daemon."""
+    ours, theirs = SortedJobStore(), MemoryJobStore()
+    for i in range(jobs):
+        when = BASE + timedelta(milliseconds=i * 1000 // jobs)
+        assert outcome(ours, "add", f"c{i}", when) == outcome(theirs, "add", f"c{i}", when) == "ok"
+    now = BASE
+    for wait, moves, others in wakeups:
+        now += timedelta(milliseconds=wait)
+        due = [job.id for job in theirs.get_due_jobs(now)]
+        assert [job.id for job in ours.get_due_jobs(now)] == due
+        for job_id, later in zip(due, [*moves, *[1000] * len(due)], strict=False):
+            when = now + timedelta(milliseconds=later)
+            assert outcome(ours, "update", job_id, when) == outcome(theirs, "update", job_id, when) == "ok"
+        assert ours.get_next_run_time() == theirs.get_next_run_time()
+        for op, i, ms in others:
+            when = now + timedelta(milliseconds=ms)
+            assert outcome(ours, op, f"c{i}", when) == outcome(theirs, op, f"c{i}", when)
+        assert view(ours) == view(theirs)
+        assert within_twice(ours)
 
 
 @dataclass
