@@ -10,7 +10,6 @@ requests through it: ``http`` as is, ``graphql`` with its own reading of the bod
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -123,7 +122,7 @@ class HttpRun:
         self.redactor = ctx.redactor
         self.deadlines = ctx.deadlines
         self.session = session
-        self.loop = asyncio.get_running_loop()
+        self.loop = ctx.deadlines.running_loop()
         self.headers: Mapping[str, str] | None = None  # of the latest response, for quota parsing
         self.body: bytes | None = None  # of the latest response read in full
         self.extra_headers: Mapping[str, str] = {}  # of the latest attempt (auth): shown redacted

@@ -39,14 +39,9 @@ class DeadlineScope:
 
     def __enter__(self) -> DeadlineScope:
         owner = self._owner  # (the owner's bookkeeping done here, not in a method of its: a frame less per call)
-        # The task running now, found by the loop of the owner's timer when that loop runs one: asking for
-        # the running loop checks the process id (a getpid system call each time on CPython 3.11), and a
-        # loop that runs a task in this thread is the running loop (an owner is not shared between threads).
-        task = None if owner.loop is None else asyncio.current_task(owner.loop)
+        task = owner.current_task()
         if task is None:
-            task = asyncio.current_task(asyncio.get_running_loop())
-            if task is None:
-                raise RuntimeError("a deadline scope is entered in a task")
+            raise RuntimeError("a deadline scope is entered in a task")
         loop = task.get_loop()
         self._task = task
         self._cancelling = task.cancelling()
@@ -79,6 +74,21 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def current_task(self) -> asyncio.Task[object] | None:
+        """``asyncio.current_task()``, without a system call when it can: the task running now, found by the
+        loop of this timer when that loop runs one. Asking for the running loop checks the process id (a
+        ``getpid`` system call each time on CPython 3.11), and a loop that runs a task in this thread is the
+        running loop (a ``Deadlines`` is not shared between threads). Raises as asyncio does outside a loop."""
+        task = None if self.loop is None else asyncio.current_task(self.loop)
+        return task if task is not None else asyncio.current_task(asyncio.get_running_loop())
+
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """``asyncio.get_running_loop()``, without a system call when it can (as ``current_task``)."""
+        loop = self.loop
+        if loop is not None and asyncio.current_task(loop) is not None:
+            return loop
+        return asyncio.get_running_loop()
 
     def arm(self, when: float, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is not None:

@@ -426,15 +426,16 @@ class Scheduler:
             log.debug("run of %s skipped: this replica's membership is being checked", jid)
             return
         scheduled, job.scheduled = job.scheduled, None
-        task = asyncio.current_task()
-        # The loop from the task: asking for the running loop again is a getpid system call on CPython 3.11.
+        # Through the probes' timer, and the loop from the task: asking asyncio for either is a getpid system
+        # call on CPython 3.11 (integration_kit/deadlines.py).
+        task = self.deadlines.current_task()
         loop = task.get_loop() if task is not None else asyncio.get_running_loop()
         if task is not None:
             self._in_flight.add(task)
         try:
             slots = self._slots
             if not slots.take():
-                await slots.wait()
+                await slots.wait(loop)
             try:
                 if self._stopping:
                     return

@@ -35,12 +35,14 @@ class Slots:
             return True
         return False
 
-    async def wait(self) -> None:
-        """A slot, in line if need be (then ``release`` it); cancelled, it holds none."""
+    async def wait(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """A slot, in line if need be (then ``release`` it); cancelled, it holds none. ``loop``: the running
+        loop, when the caller has it (asking for it is a getpid system call on CPython 3.11; at saturation
+        every run waits in line)."""
         if self.free > 0 and all(w.cancelled() for w in self._waiters):  # (in line: only the cancelled)
             self.free -= 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = (loop or asyncio.get_running_loop()).create_future()
         self._waiters.append(waiter)
         try:
             try:

@@ -145,3 +145,29 @@ async def test_a_scope_outside_a_task_is_refused() -> None:
     loop.call_soon(in_a_callback)
     await asyncio.sleep(0.01)
     assert [str(e) for e in result] == ["a deadline scope is entered in a task"]
+
+
+def test_the_task_and_loop_it_finds_are_asyncios_on_every_loop() -> None:
+    """``current_task`` and ``running_loop`` answer as asyncio does (they only skip its system call): before
+    any timer, on the timer's loop, on a later loop while the timer's is closed, in a callback (no task)."""
+    deadlines = Deadlines()
+    seen: list[bool] = []
+
+    def same() -> None:
+        seen.append(deadlines.current_task() is asyncio.current_task()
+                    and deadlines.running_loop() is asyncio.get_running_loop())
+
+    async def on_a_loop() -> None:
+        same()  # (the first loop: no timer yet; later ones: the timer of a closed loop)
+        with DeadlineScope(deadlines, asyncio.get_running_loop().time() + 5):
+            same()  # (the timer's loop)
+            asyncio.get_running_loop().call_soon(same)  # (no task: current_task is None)
+            await asyncio.sleep(0.01)
+
+    asyncio.run(on_a_loop())
+    asyncio.run(on_a_loop())
+    assert seen == [True] * 6
+    with pytest.raises(RuntimeError):  # no loop running: as asyncio
+        deadlines.current_task()
+    with pytest.raises(RuntimeError):
+        deadlines.running_loop()
