@@ -23,17 +23,34 @@ import sys
 from collections.abc import Sequence
 
 _THREAD_TOTAL = re.compile(r"^\s*Th\s+\d+\s+([\d,]+)\s*$", re.MULTILINE)
+_TOTALS_HEADER = re.compile(r"^\s*Totals:\s+(.+?)\s*$", re.MULTILINE)
+_THREAD_ROW = re.compile(r"^\s*Th\s+\d+\s+([\d,\s]+?)\s*$", re.MULTILINE)
+# Callgrind's cache simulation (``callgrind(..., cache_sim=True)``): first level 32 KiB each for instructions
+# and data, and as the last level this machine's per-core second level (1 MiB; valgrind reads the shared
+# L3 as the last level by default, which holds any working set here). The events, and callgrind's
+# estimate of cycles from them (its documentation's weights: 10 a first-level miss, 100 a last-level one).
+CACHE_SIM = ("--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
+CACHE_EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
 
 
-def callgrind(argv: Sequence[str], *, instrument_from_start: bool = True, profile: str = "/dev/null") -> list[str]:
+def estimated_cycles(events: dict[str, int]) -> int:
+    first = events["I1mr"] + events["D1mr"] + events["D1mw"]
+    last = events["ILmr"] + events["DLmr"] + events["DLmw"]
+    return events["Ir"] + 10 * first + 100 * last
+
+
+def callgrind(argv: Sequence[str], *, instrument_from_start: bool = True, profile: str = "/dev/null",
+              cache_sim: bool = False) -> list[str]:
     """``argv`` under callgrind, writing no profile (only the live counters are read) unless ``profile``
     names the file (callgrind's ``--callgrind-out-file``, dumps numbered after it).
     ``instrument_from_start=False``: nothing is counted until ``Counted.zero`` first turns the counting
-    on (a worker that builds a big state first builds it some ten times faster)."""
+    on (a worker that builds a big state first builds it some ten times faster). ``cache_sim``: the cache
+    misses too (``CACHE_SIM``, read by ``Counted.events``), the process some twice slower again."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind not found: apt-get install -y valgrind")
     later = [] if instrument_from_start else ["--instr-atstart=no"]
-    return ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={profile}", *later, *argv]
+    cache = list(CACHE_SIM) if cache_sim else []
+    return ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={profile}", *later, *cache, *argv]
 
 
 class Counted:
@@ -51,6 +68,16 @@ class Counted:
         if not totals:
             raise RuntimeError(f"callgrind_control gave no totals for pid {self.pid}")
         return sum(int(t.replace(",", "")) for t in totals)
+
+    def events(self, names: Sequence[str] = CACHE_EVENTS) -> dict[str, int]:
+        """The counters of ``names`` (all its threads summed); a cache event needs ``cache_sim``."""
+        text = self._control("-e", ",".join(names))
+        header, rows = _TOTALS_HEADER.search(text), _THREAD_ROW.findall(text)
+        if header is None or not rows:
+            raise RuntimeError(f"callgrind_control gave no totals for pid {self.pid}")
+        columns = header.group(1).split()
+        values = [[int(v.replace(",", "")) for v in row.split()] for row in rows]
+        return {name: sum(row[columns.index(name)] for row in values) for name in names}
 
     def _control(self, *args: str) -> str:
         return subprocess.run(

@@ -25,8 +25,11 @@ The daemons count ``--windows`` windows in turn from their start-up on: the firs
 first runs build each check's state (probe_cpu.py's 8 s window starts 3 s after the daemon answers, before
 its keeper freezes that state), the last ones once settled (frozen); each window's figure is printed.
 ``--profile DIR``: each window's profile too (callgrind_annotate, inclusive, by C function).
+``--cache-sim``: callgrind's cache simulation too (bench/callgrind.py's CACHE_SIM: this machine's first and
+second levels): first- and last-level misses a probe and callgrind's estimate of cycles a probe, what the
+working set costs beside the instructions (the process runs some twice slower again: raise --dilation).
 Usage: python bench/whole_process.py [--probes 1500] [--dilation 100] [--windows 2] [--json] [--profile DIR]
-       [--before TREE] [--contenders ...]
+       [--before TREE] [--cache-sim] [--contenders ...]
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from callgrind import Counted, callgrind
+from callgrind import Counted, callgrind, estimated_cycles
 from common import free_port, nginx_target, wait_http
 from probe_cpu import SATURATION_CHECKS, SATURATION_CONCURRENCY, daemon_config
 
@@ -85,11 +88,12 @@ def skipped_so_far(proc: subprocess.Popen[bytes], watch: StderrWatch) -> int:
 class Window:
     """One counted window: instructions of the process and the probes nginx saw meanwhile."""
 
-    def __init__(self, counted: Counted, status_url: str) -> None:
-        self.counted, self.status_url = counted, status_url
+    def __init__(self, counted: Counted, status_url: str, cache_sim: bool) -> None:
+        self.counted, self.status_url, self.cache_sim = counted, status_url, cache_sim
 
-    def run(self, probes: int) -> tuple[int, float, float, float]:
-        """(instructions, probes, ± uncertainty, seconds) over a window of at least ``probes`` probes."""
+    def run(self, probes: int) -> tuple[dict[str, int], float, float, float]:
+        """(counters: instructions ``Ir``, and the cache events with ``cache_sim``; probes, ± uncertainty,
+        seconds) over a window of at least ``probes`` probes."""
         t0 = time.monotonic()
         before = served(self.status_url)
         self.counted.zero()
@@ -100,17 +104,17 @@ class Window:
             time.sleep(0.5)
             last = served(self.status_url)
             reads += 1
-        instructions = self.counted.instructions()
+        events = self.counted.events() if self.cache_sim else {"Ir": self.counted.instructions()}
         after = served(self.status_url)
         reads_after = reads + 1
         # The probes of the window lie between (last - zeroed) and (after - before), less the status reads.
         low, high = last - zeroed - (reads - 1), after - before - reads_after
-        return instructions, (low + high) / 2, (high - low) / 2, time.monotonic() - t0
+        return events, (low + high) / 2, (high - low) / 2, time.monotonic() - t0
 
 
 @contextmanager
 def contender(name: str, url: str, dilation: float, json_check: bool, tmp: Path,
-              profile: str | None, before: str | None) -> Iterator[subprocess.Popen[bytes]]:
+              profile: str | None, before: str | None, cache_sim: bool) -> Iterator[subprocess.Popen[bytes]]:
     """The contender's process under callgrind, instrumentation off until the first window."""
     if name in DAEMONS:
         port = free_port()
@@ -133,8 +137,8 @@ def contender(name: str, url: str, dilation: float, json_check: bool, tmp: Path,
         if before is None:
             raise SystemExit("daemon_before needs --before TREE")
         env["PYTHONPATH"] = str(Path(before).resolve())  # its packages before this checkout's
-    proc = subprocess.Popen(callgrind(argv, instrument_from_start=False, profile=out_file), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(callgrind(argv, instrument_from_start=False, profile=out_file, cache_sim=cache_sim),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         yield proc
     finally:
@@ -185,7 +189,7 @@ def measure(name: str, url: str, status_url: str, args: argparse.Namespace, tmp:
     out = []
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    with contender(name, url, args.dilation, args.json, tmp, args.profile, args.before) as proc:
+    with contender(name, url, args.dilation, args.json, tmp, args.profile, args.before, args.cache_sim) as proc:
         watch = StderrWatch(proc)
         start = served(status_url)
         wait_for("probes", lambda: served(status_url) > start + 2 * SATURATION_CONCURRENCY, proc, watch, 900)
@@ -195,13 +199,20 @@ def measure(name: str, url: str, status_url: str, args: argparse.Namespace, tmp:
             if name in DAEMONS and n == windows - 1:
                 wait_for("freeze of the settled state", lambda: watch.freezes >= 2, proc, watch, 1800)
             skipped0 = skipped_so_far(proc, watch)
-            instructions, probes, spread, seconds = Window(counted, status_url).run(args.probes)
+            events, probes, spread, seconds = Window(counted, status_url, args.cache_sim).run(args.probes)
+            instructions = events["Ir"]
             skipped = skipped_so_far(proc, watch) - skipped0
             if args.profile:  # the window's profile, numbered after the file (.1, .2, …)
                 subprocess.run(["callgrind_control", f"--dump={name} window {n}", str(proc.pid)],
                                capture_output=True, check=True, timeout=300)
             out.append({"per_probe": instructions / probes, "probes": probes, "spread": spread,
                         "rate": probes / seconds, "skipped": skipped / probes, "frozen": float(watch.freezes)})
+            if args.cache_sim:
+                out[-1].update({
+                    "cycles": estimated_cycles(events) / probes,
+                    "first_misses": (events["I1mr"] + events["D1mr"] + events["D1mw"]) / probes,
+                    "last_misses": (events["ILmr"] + events["DLmr"] + events["DLmw"]) / probes,
+                })
             print(f"  {name} window {n}: {instructions / probes / 1e3:.1f} k instructions a probe "
                   f"({probes:.0f} ± {spread:.0f} probes, {probes / seconds:.0f}/s, {skipped / probes:.2f} runs skipped "
                   f"a probe; freezes so far {watch.freezes})", flush=True)
@@ -286,6 +297,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="the JSON-assertion variant of the checks")
     parser.add_argument("--profile", metavar="DIR", help="write each window's callgrind profile there")
     parser.add_argument("--before", metavar="TREE", help="another checkout, the daemon_before contender")
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="callgrind's cache simulation too: misses and estimated cycles a probe")
     parser.add_argument("--as-daemon", help=argparse.SUPPRESS)
     parser.add_argument("--as-bare", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -307,15 +320,20 @@ def main() -> None:
     print(f"instructions per probe, the whole process (callgrind), {'JSON' if args.json else 'GET'}, "
           f"{SATURATION_CONCURRENCY} in flight, windows of {args.probes} probes, clock dilation "
           f"{args.dilation:g} ({time.monotonic() - started:.0f} s)\n")
-    base = results.get("bare_uvloop", [{"per_probe": float("nan")}])[-1]["per_probe"]
-    print("| contender | window | k instructions a probe | × bare uvloop | runs skipped a probe |")
-    print("|---|---|---|---|---|")
+    bare = results.get("bare_uvloop", [{"per_probe": float("nan"), "cycles": float("nan")}])[-1]
+    base = bare["per_probe"]
+    cache = (" first-level misses a probe | last-level misses a probe | k cycles a probe (callgrind's estimate) "
+             "| × bare uvloop |" if args.cache_sim else "")
+    print("| contender | window | k instructions a probe | × bare uvloop | runs skipped a probe |" + cache)
+    print("|---|---|---|---|---|" + "---|---|---|---|" * args.cache_sim)
     behind = False
     for name, windows in results.items():
         for n, w in enumerate(windows):
             label = ("settled" if n == len(windows) - 1 else f"start-up {n + 1}") if name in DAEMONS else "steady"
+            cache = (f" {w['first_misses']:,.0f} | {w['last_misses']:,.0f} | {w['cycles'] / 1e3:.1f} "
+                     f"| {w['cycles'] / bare['cycles']:.2f} |" if args.cache_sim else "")
             print(f"| {name} | {label} | {w['per_probe'] / 1e3:.1f} | {w['per_probe'] / base:.2f} "
-                  f"| {w['skipped']:.2f} |")
+                  f"| {w['skipped']:.2f} |" + cache)
             behind = behind or w["skipped"] > SKIPPED_AT_MOST
     if behind:  # a skipped run costs ~1/8 of a probe (bench/README.md): such windows do not compare
         print(f"\nruns were skipped (more than {SKIPPED_AT_MOST} a probe): that contender did not keep up with "
