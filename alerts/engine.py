@@ -350,7 +350,7 @@ class AlertEngine:
             events = await self._stepper.advance(conditions, cfg, now, scope)
             self._flusher.publish(cfg, now)
             handed = await self._flusher.notify(cfg, now, events, self._flush_due)
-            self._gauges.export(self._mine())
+            self._gauges.export(self._mine(), cfg.integrations)
             self.next_due = min((t for t in (*self._flush_due, self._concerns.next_due(now)) if t is not None
                                  and t > now), default=None)
             await self._memory.persist()

@@ -4,11 +4,12 @@ for, as gauges, exported after every evaluation."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from alerts.model import AlertStatus
 from alerts.routing import inhibited_by
+from alerts.self_health import is_monitor
 
 if TYPE_CHECKING:
     from alerts.inputs import AlertMetrics
@@ -22,9 +23,10 @@ class FiringGauges:
         self._voice = voice
         self._labels: set[tuple[str, str, str]] = set()  # (integration, alert, severity) exported so far
 
-    def export(self, states: Mapping[str, AlertState]) -> None:
+    def export(self, states: Mapping[str, AlertState], configured: Collection[str]) -> None:
         """The gauges' labels have no target, so the inhibited one is 1 only while every firing alert under
-        its labels is inhibited — then nothing under them was told."""
+        its labels is inhibited — then nothing under them was told. ``configured``: the integrations of the
+        config; the gauges of another one (a reload removed it) go once nothing of it fires."""
         firing_gauge, inhibited_gauge = self._metrics.alert_firing, self._metrics.alert_inhibited
         inhibitions = inhibited_by(states)
         firing: set[tuple[str, str, str]] = set()
@@ -39,10 +41,11 @@ class FiringGauges:
             firing_gauge.labels(*labels).set(1)
             inhibited_gauge.labels(*labels).set(0 if labels in told else 1)
         for labels in self._labels - firing:
-            if self._voice.integration(labels[0]):
+            kept = labels[0] in configured or is_monitor(labels[0])
+            if kept and self._voice.integration(labels[0]):
                 firing_gauge.labels(*labels).set(0)
                 inhibited_gauge.labels(*labels).set(0)
-            else:  # moved to another replica, which exports it now
+            else:  # moved to another replica, which exports it now, or removed from the config
                 for gauge in (firing_gauge, inhibited_gauge):
                     with contextlib.suppress(KeyError):
                         gauge.remove(*labels)

@@ -765,3 +765,27 @@ def test_runs_are_kept_one_by_one_as_far_back_as_the_windows_that_must_be_exact(
                                          "error_rate": {"windows": [{"long": "1d", "short": "10m", "factor": 3}]}}))
     check = eng.stats.check("acme", "api")
     assert eng.stats.exact_window == 3 * 3600 and check is not None and check.raw_seconds == 3 * 3600
+
+
+async def test_the_alert_gauges_of_an_integration_a_reload_removes_go(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """Its alert resolves and is told, then its gauges leave /metrics (they stayed at 0 for ever, under the name
+    of an integration the config no longer has; a resolved alert of a configured one keeps its 0)."""
+    clock, sink = Clock(), Sink()
+    eng = engine(config(prefix), shared_redis, clock, sink)
+    await eng.start()
+    try:
+        for _ in range(6):
+            await tick(eng, clock, ok=False)
+        assert firing_gauge(eng, "probe_down", "critical") == 1.0
+        kept = config(prefix)
+        eng.on_config(kept.model_copy(update={"integrations": {"globex": kept.integrations["acme"]}}))
+        for _ in range(4):
+            await tick(eng, clock)
+        assert [(a.key, a.status) for a in sink.got[-1].alerts] == [
+            ("acme/probe_down/api/critical", AlertStatus.RESOLVED)]
+        assert firing_gauge(eng, "probe_down", "critical") is None
+        assert inhibited_gauge(eng, "probe_down", "critical") is None
+    finally:
+        await eng.close()
