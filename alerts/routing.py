@@ -3,8 +3,9 @@
 An alert with content is a candidate for its group while it fires or flaps, and once more when it
 resolved after it was sent (``send_resolved``; otherwise the group's log forgets it). It is held back
 while muted (a silence or a maintenance window: ``muted`` says why) or inhibited (a warning while the
-critical of the same alert fires); a held-back alert that resolved after it was sent is forgotten too, so
-no resolve of an alert nobody heard of is sent once the silence ends.
+critical of the same alert fires). One that was told and resolves while muted keeps its place in the log,
+so its resolve goes out once the silence ends (its message does not stay red for ever); one that fired
+and resolved while muted was never told, and no resolve of it is sent.
 """
 
 from __future__ import annotations
@@ -79,9 +80,7 @@ def select(
         if why_muted is not None or inhibited:
             if any(e in TOLD for e in events.get(key, ())):
                 out.suppressed.append((key, why_muted or "inhibited by critical"))
-            if why_muted is not None and was_sent and not state.active:
-                out.forget.setdefault(gkey, set()).add(key)
-            continue
+            continue  # held back: the resolve of one told before goes out once nothing mutes it
         if state.flapping or state.status is AlertStatus.FIRING:
             out.candidates.setdefault(gkey, []).append(alert)
         elif was_sent:
