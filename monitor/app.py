@@ -270,6 +270,7 @@ class App:
             self.tokens = TokenCache(redis=self.services.redis, on_secret=self._redactor.rotate,
                                      on_fetch=self._token_fetched)
             self.scheduler.tokens = self.tokens
+            await self.scheduler.prepare()  # the jobs added while the loop keeps turning (heartbeats)
             self.scheduler.start()
             await self.server.start()
         except BaseException:

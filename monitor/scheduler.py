@@ -32,10 +32,11 @@ Timing rules, and why:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ from apscheduler.events import (
     JobEvent,
     JobSubmissionEvent,
 )
+from apscheduler.schedulers.base import STATE_RUNNING
 
 from checks import run_probe as default_run_probe
 from checks.base import CheckConfigBase, ProbeContext
@@ -76,6 +78,7 @@ ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
 
 FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
 FIRST_RUN_RATE = 200.0  # first runs per second for large configs
+JOBS_A_TURN = 500  # jobs ``prepare`` adds between two turns of the loop (~25 ms of adding)
 CATCH_UP_SPACING = 0.001  # seconds between the catch-up runs of checks taken over from a crashed replica
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
@@ -145,7 +148,7 @@ class Scheduler:
         self._slots = Slots(self._slots_limit)
         self._stopping = False
         self._lag = metrics.scheduler_lag
-        self._run_job = self._run  # every job's function: one bound method, not one a job (64 B a check)
+        self._syncs = 0  # syncs of the jobs begun (_sync_steps)
         # Epoch seconds by which every job added so far has started its first run and passed its deadline:
         # the state those runs build is long-lived from then on (monitor/long_lived.py freezes it).
         self.settled_at = float("-inf")
@@ -157,14 +160,31 @@ class Scheduler:
         return self._aps.running and not self._stopping
 
     def start(self) -> None:
-        """Add the jobs, then start APScheduler once (one pass over all jobs, not one per job)."""
+        """Add the jobs (those ``prepare`` has not), then start APScheduler once (one pass over all jobs, not one
+        per job)."""
         self._sync_jobs(self.config)
-        if not log.isEnabledFor(logging.DEBUG):
-            for name in _PER_RUN_LOGGERS:
-                logging.getLogger(name).setLevel(logging.ERROR)
-        self._aps.start()
+        _quiet_per_run_loggers()
+        if self._aps.running:
+            self._aps.resume()  # started paused by prepare
+        else:
+            self._aps.start()
         log.info("scheduler started: %d check(s), max %d probe(s) in flight",
                  len(self._jobs), self.config.monitor.max_concurrency)
+
+    async def prepare(self) -> None:
+        """Add the jobs before ``start``, handing the loop back every JOBS_A_TURN of them. At 50,000 checks
+        adding them takes seconds (bench/start_path.py), and the loop's other tasks wait meanwhile: a
+        replica's heartbeats too, whose lease (``monitor.cluster.ttl``) ran out while it started on a busy
+        machine, and the others took its checks over. ``start`` adds what a change of share since asks for.
+
+        APScheduler is started paused first: its jobs then go to the job store, which finds one by its id.
+        Added to a scheduler not started, they wait in a list that it searches one by one for each job looked
+        up or removed: a change of share meanwhile (50,000 checks down to a third) took minutes to apply."""
+        if not self._aps.running:
+            _quiet_per_run_loggers()  # (a line a job added, once started)
+            self._aps.start(paused=True)  # (no run starts before ``start`` resumes it)
+        for _ in self._sync_steps(self.config):
+            await asyncio.sleep(0)
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling, let in-flight probes finish for up to ``grace`` seconds, cancel the rest."""
@@ -192,7 +212,7 @@ class Scheduler:
             # Probes in flight keep (and release) the old slots; new ones use the new limit.
             self._slots_limit = config.monitor.max_concurrency
             self._slots = Slots(self._slots_limit)
-        running = self._aps.running
+        running = self._aps.state == STATE_RUNNING  # (prepare's paused scheduler stays paused until start)
         if running:
             self._aps.pause()  # no wake-up per added job; one pass on resume
         try:
@@ -271,6 +291,14 @@ class Scheduler:
     # ---- internals -------------------------------------------------------------------------------
 
     def _sync_jobs(self, config: Config) -> None:
+        for _ in self._sync_steps(config):
+            pass
+
+    def _sync_steps(self, config: Config) -> Iterator[None]:
+        """Make the jobs match ``config`` (and this replica's share), pausing (a yield) every JOBS_A_TURN jobs
+        added. Paused, it stops there if another sync ran meanwhile: that one made the jobs match."""
+        self._syncs += 1
+        this_sync = self._syncs
         configured = {job_id(i, c.name): (i, c) for i, c in config.iter_checks() if c.enabled}
         placement = self.placement
         wanted = configured if placement is None else {j: v for j, v in configured.items() if placement.probes(j)}
@@ -290,7 +318,7 @@ class Scheduler:
         now = time.time()
         firsts = self._first_runs(new, wanted, now)
         contexts: dict[str, ProbeContext] = {}  # one per integration: it is all a context says (144 B a check)
-        for jid in new:
+        for added, jid in enumerate(new, 1):
             integration, check = wanted[jid]
             ctx = contexts.get(integration)
             if ctx is None:
@@ -302,11 +330,15 @@ class Scheduler:
             self._jobs[jid] = job
             first = firsts[jid]
             self._aps.add_job(
-                self._run_job, trigger=self._trigger(job.timing, first, jid), args=(jid,), id=jid, name=jid,
+                Scheduler._run, trigger=self._trigger(job.timing, first, jid), args=(self, jid), id=jid, name=jid,
                 next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, round(job.timing[0])),
             )
             self.settled_at = max(self.settled_at, first + check.timeout + DEADLINE_OVERRUN)
+            if added % JOBS_A_TURN == 0:
+                yield
+                if self._syncs != this_sync:
+                    return
 
         for jid, (integration, check) in wanted.items():
             job = self._jobs[jid]
@@ -327,12 +359,13 @@ class Scheduler:
             return self._spread(new, wanted, now)
         fresh, catch_up, out = [], [], {}
         for jid in new:
-            integration, check = wanted[jid]
-            grid = GridTrigger(jid, *self._timing(integration, check))
             since = self.placement.ran_until(jid)
             if since == float("-inf"):
-                fresh.append(jid)
-            elif grid.previous(now) >= since:
+                fresh.append(jid)  # spread below: no timetable needed (at a first start, every check)
+                continue
+            integration, check = wanted[jid]
+            grid = GridTrigger(jid, *self._timing(integration, check))
+            if grid.previous(now) >= since:
                 catch_up.append(jid)
             else:
                 out[jid] = grid.next_after(now)
@@ -358,8 +391,9 @@ class Scheduler:
         self.placement = placement if placement.clustered else None
 
     def reshard(self) -> None:
-        """The share of checks changed (monitor/cluster/): add and drop jobs to match it. Before ``start``
-        nothing to do: ``start`` builds the jobs of the share as it is then (with the session and tokens)."""
+        """The share of checks changed (monitor/cluster/): add and drop jobs to match it. Before ``prepare``
+        nothing to do: ``prepare`` and ``start`` build the jobs of the share as it is then (with the session
+        and tokens); while ``prepare`` adds them, the jobs match the new share at once."""
         if self._aps.running:
             self.apply(self.config)
 
@@ -495,6 +529,20 @@ class Scheduler:
         else:
             log.debug("probe %s/%s raised %s again", job.integration, job.check.name, what)
         return internal_failure(job.integration, job.check, exc, started, job.ctx.redactor)
+
+
+# Every job runs Scheduler._run with (the scheduler, its check's id): one function for them all. APScheduler
+# checks a job's function against its arguments as the job is added, through inspect.signature, which works
+# a function's signature out again at each call (a bound method's twice over): 40 % of an add_job, a second
+# and more of a 50,000-check start (bench/README.md). Worked out once here and carried by the function
+# (inspect.signature returns a ``__signature__`` as is): the same check, on the same signature.
+Scheduler._run.__signature__ = inspect.signature(Scheduler._run)  # type: ignore[attr-defined]
+
+
+def _quiet_per_run_loggers() -> None:
+    if not log.isEnabledFor(logging.DEBUG):
+        for name in _PER_RUN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def internal_failure(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
 import logging
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from targets import Target, closed_port
 from alerts.notifiers import PLUGINS
 from integration_kit.results import CheckResult
 from monitor import app as app_module
+from monitor import scheduler as scheduler_module
 from monitor.app import App, secrets_of
 from monitor.component import Services
 from monitor.logs import setup_logging
@@ -396,3 +399,40 @@ async def test_probe_duration_buckets_from_config_and_a_change_waits_for_a_resta
     finally:
         await app.close()
     assert "monitor.probe_duration_buckets changed: takes effect after a restart" in log_stream.getvalue()
+
+
+async def test_a_start_adds_the_jobs_while_the_loop_keeps_turning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a job per check takes seconds at 50,000 checks: in one go, it held the event loop all that
+    time, and a replica's heartbeats with it (its lease ran out while it started: bench/README.md). The
+    start adds them JOBS_A_TURN at a time, the loop turning in between; every check then runs."""
+    monkeypatch.setattr(scheduler_module, "JOBS_A_TURN", 5)
+    checks = "\n".join(f"      - {{name: c{n}, kind: http, url: 'http://127.0.0.1:9/', interval: 1h, timeout: 1s}}"
+                       for n in range(30))
+    app = App(parse_config(f"integrations:\n  shop:\n    checks:\n{checks}\n", env={}), components=[])
+    turns = 0
+
+    async def turning() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    added_at: list[int] = []  # the loop's turn at each job added
+    add_job = app.scheduler._aps.add_job
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        added_at.append(turns)
+        return add_job(*args, **kwargs)
+
+    monkeypatch.setattr(app.scheduler._aps, "add_job", counted)
+    ticker = asyncio.get_running_loop().create_task(turning())
+    try:
+        await app.start()
+        try:
+            await until(lambda: len(app.status_store.by_integration().get("shop", {})) == 30, what="every check ran")
+        finally:
+            await app.close()
+    finally:
+        ticker.cancel()
+    assert len(added_at) == 30
+    assert max(Counter(added_at).values()) <= 5
