@@ -67,6 +67,7 @@ class Dispatcher:
         self._context: NotifierContext | None = None
         self._reloads = OrderedReloads("notifiers")
         self._alerting: AlertingConfig | None = None
+        self._checks: set[asyncio.Task[None]] = set()  # notifiers asked whether their setup works (_verify)
         for notifier in notifiers:
             if notifier.name in self._lanes:
                 raise ValueError(f"two notifiers named {notifier.name!r}")
@@ -181,6 +182,26 @@ class Dispatcher:
             log.info("outbox: %d undelivered notification(s) for %s resumed", len(restored), lane.notifier.name)
         lane.restore(restored)
         self._supervisor.start(_worker(lane.notifier.name), lane.work)
+        self._verify(lane)
+
+    def _verify(self, lane: Lane) -> None:
+        """The daemon's notifiers (built from the config) are asked once whether their setup works (those
+        that can tell: Slack's bot token): what a retry cannot fix shows in /readyz at once."""
+        notifier = lane.notifier
+        verify = getattr(notifier, "verify", None)
+        if self._alerting is None or verify is None:
+            return
+
+        async def check() -> None:
+            problem = await verify()
+            if problem is not None and lane.notifier is notifier and lane.permanent_error is None:
+                log.error("notifier %s will fail until its config is fixed: %s", notifier.name, problem)
+                lane.permanent_error = problem
+                self._report()
+
+        task = asyncio.get_running_loop().create_task(check(), name=f"verify-{notifier.name}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop the workers (a send in flight gets ``grace`` seconds) and close the notifiers.
@@ -188,6 +209,9 @@ class Dispatcher:
         Undelivered notifications stay in the Redis outbox for the next process.
         """
         await self._reloads.wait()
+        for task in list(self._checks):
+            task.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         self._closing.set()
         for lane in self._lanes.values():
             lane.wake.set()
@@ -213,6 +237,8 @@ class Dispatcher:
                 old, lane.notifier = lane.notifier, notifier
                 lane.permanent_error = None  # the fix may have been this config change
                 await close_quietly(old)
+                if self._started:
+                    self._verify(lane)
         self._report()
 
     # ---- the engine's side ------------------------------------------------------------------------
@@ -255,6 +281,10 @@ class Dispatcher:
         except TimeoutError:
             return False
         return True
+
+    def verifying(self) -> bool:
+        """Some notifier's setup is being checked (its answer not read yet)."""
+        return bool(self._checks)
 
     def ready(self) -> tuple[bool, str]:
         broken = [f"{name}: {lane.permanent_error}" for name, lane in self._lanes.items() if lane.permanent_error]

@@ -139,6 +139,11 @@ class FakeSlack:
     def calls(self, kind: str) -> list[Recorded]:
         return [r for r in self.requests if r.kind == kind]
 
+    async def wait_calls(self, kind: str, count: int = 1) -> None:
+        """Until at least ``count`` requests of ``kind`` (an API method) have arrived (wrap in a timeout)."""
+        while len(self.calls(kind)) < count:
+            await self.wait_requests(len(self.requests) + 1)
+
     def delivered(self, kind: str) -> list[Recorded]:
         return [r for r in self.requests if r.kind == kind and r.answered == 200 and r.error is None]
 

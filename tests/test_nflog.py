@@ -164,7 +164,7 @@ async def test_a_notification_whose_outbox_write_failed_is_sent_after_a_crash(
         async with running(dispatcher_for(cfg, dead, policy)) as first:
             eng = engine(cfg, shared_redis, clock, first)
             assert len(await fire(eng, clock)) == 1
-            await asyncio.wait_for(slack.wait_requests(1), 10)
+            await asyncio.wait_for(slack.wait_calls("chat.postMessage"), 10)
             # The process dies here: its queue is gone, the outbox never had the entry.
     finally:
         await dead.aclose()
@@ -255,7 +255,7 @@ async def test_a_restarted_replica_resumes_only_its_own_outbox(
     slack.then(Reply(status=429, retry_after="30", only="chat.postMessage"))  # r0's notification waits
     async with running(dispatcher_for(cfg, shared_redis, replica="r0")) as r0:
         assert len(await fire(engine(cfg, shared_redis, clock, r0), clock)) == 1
-        await asyncio.wait_for(slack.wait_requests(1), 10)
+        await asyncio.wait_for(slack.wait_calls("chat.postMessage"), 10)
         assert await shared_redis.llen(f"{prefix}outbox:r0:slack") == 1
         assert 0 < await shared_redis.ttl(f"{prefix}outbox:r0:slack") <= OUTBOX_TTL
         # Replica r1 restarts meanwhile: r0, alive, is sending its own; r1 must not send it too.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
+from daemon_support import until
 from fake_slack import TOKEN, FakeSlack, Reply, block_kit_problems
 from prometheus_client import CollectorRegistry
 
@@ -448,3 +449,24 @@ async def test_connection_errors_are_retried_until_slack_is_back() -> None:
         await dispatcher.close()
         await back.close()
     assert len(back.delivered("chat.postMessage")) == 1 and counter(metrics, "sent") == 1
+
+
+@pytest.mark.parametrize("token", [TOKEN, "xoxb-0000-rejected"])
+async def test_the_daemon_asks_slack_whether_it_accepts_the_token_at_start(fake: FakeSlack, token: str) -> None:
+    """A token Slack rejects makes /readyz answer 503 from the start (auth.test, once), not only once the first
+    alert fails to go out (maybe weeks later, when it is needed); one Slack accepts changes nothing."""
+    raw = f"alerting: {{slack: {{token: '{token}', channel: '#alerts', base_url: '{fake.api_url}'}}}}\n"
+    dispatcher = Dispatcher.for_alerting(parse_config(raw, env={}).alerting, redactor=Redactor(), redis=None,
+                                         policy=FAST)
+    await dispatcher.start()
+    try:
+        await asyncio.wait_for(fake.wait_calls("auth.test"), 10)
+        await until(lambda: not dispatcher.verifying(), what="Slack's answer read")
+        assert [r.kind for r in fake.requests] == ["auth.test"]
+        if token == TOKEN:
+            assert dispatcher.ready() == (True, "notifiers ok")
+        else:
+            assert dispatcher.ready() == (False, "notifier failing, not retried (fix the config): "
+                                                 "slack: auth.test: invalid_auth")
+    finally:
+        await dispatcher.close()

@@ -281,6 +281,16 @@ class SlackBotNotifier(_SlackBase):
             self._client = AsyncWebClient(**kwargs)
         return self._client
 
+    async def verify(self) -> str | None:
+        """What is wrong with the setup for good, as Slack says when asked once whether it accepts the token
+        (``auth.test``): a rejected token makes the monitor unready from the start, not only when the first
+        alert fails to go out. None when it is accepted, or when Slack cannot be asked now (the sends retry)."""
+        try:
+            await self._call("auth.test", self._web().auth_test)
+        except DeliveryError as exc:
+            return None if exc.retryable else exc.reason
+        return None
+
     async def _call(self, method: str, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
         try:
             return await call(**kwargs)
