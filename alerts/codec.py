@@ -71,12 +71,32 @@ def notification_from_dict(data: Mapping[str, Any]) -> Notification:
 
 
 def state_to_json(state: AlertState) -> str:
-    return json.dumps({
+    """``json.dumps`` of the state's fields, its alert last: that one's text is kept by the alert object
+    (``_stored_alert``), the same from pass to pass while an alert fires (only ``last_true`` moves)."""
+    head = json.dumps({
         "key": state.key, "status": str(state.status), "pending_since": state.pending_since,
         "firing_since": state.firing_since, "last_true": state.last_true, "resolved_at": state.resolved_at,
         "transitions": list(state.transitions), "flapping": state.flapping,
-        "alert": alert_to_dict(state.alert, notes=False) if state.alert is not None else None,
     })
+    return f"{head[:-1]}, \"alert\": {'null' if state.alert is None else _stored_alert(state.alert)}}}"
+
+
+# The last alert object stored of each alert key, and its text. Alerts are frozen; a firing alert's content
+# is the same object pass after pass (alerts/stepping.py), and encoding it was most of what writing its
+# state cost. Bounded: cleared when full.
+_STORED: dict[str, tuple[Alert, str]] = {}
+_STORED_MAX = 4096
+
+
+def _stored_alert(alert: Alert) -> str:
+    kept = _STORED.get(alert.key)
+    if kept is not None and kept[0] is alert:
+        return kept[1]
+    if len(_STORED) >= _STORED_MAX:
+        _STORED.clear()
+    text = json.dumps(alert_to_dict(alert, notes=False))
+    _STORED[alert.key] = (alert, text)
+    return text
 
 
 def state_from_json(text: str | bytes) -> AlertState:

@@ -21,7 +21,10 @@ class FiringGauges:
     def __init__(self, metrics: AlertMetrics, voice: Voice) -> None:
         self._metrics = metrics
         self._voice = voice
-        self._labels: set[tuple[str, str, str]] = set()  # (integration, alert, severity) exported so far
+        # (integration, alert, severity) exported so far → the (firing, inhibited) values it was given: a
+        # value is set only when it changes (finding a labelled child is most of what setting one costs, and
+        # a firing alert's values stay the same pass after pass).
+        self._exported: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     def export(self, states: Mapping[str, AlertState], configured: Collection[str]) -> None:
         """The gauges' labels have no target, so the inhibited one is 1 only while every firing alert under
@@ -37,17 +40,22 @@ class FiringGauges:
                 firing.add(labels)
                 if key not in inhibitions:
                     told.add(labels)
+        exported = self._exported
         for labels in firing:
-            firing_gauge.labels(*labels).set(1)
-            inhibited_gauge.labels(*labels).set(0 if labels in told else 1)
-        for labels in self._labels - firing:
+            values = (1, 0 if labels in told else 1)
+            if exported.get(labels) != values:
+                firing_gauge.labels(*labels).set(1)
+                inhibited_gauge.labels(*labels).set(values[1])
+                exported[labels] = values
+        for labels in [labels for labels in exported if labels not in firing]:
             kept = labels[0] in configured or is_monitor(labels[0])
             if kept and self._voice.integration(labels[0]):
-                firing_gauge.labels(*labels).set(0)
-                inhibited_gauge.labels(*labels).set(0)
+                if exported[labels] != (0, 0):
+                    firing_gauge.labels(*labels).set(0)
+                    inhibited_gauge.labels(*labels).set(0)
+                    exported[labels] = (0, 0)
             else:  # moved to another replica, which exports it now, or removed from the config
                 for gauge in (firing_gauge, inhibited_gauge):
                     with contextlib.suppress(KeyError):
                         gauge.remove(*labels)
-                self._labels.discard(labels)
-        self._labels |= firing
+                del exported[labels]

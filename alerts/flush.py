@@ -19,8 +19,8 @@ from alerts.grouping import next_flush, nflog_field, plan, split_field
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifiers.base import severity_rank
 from alerts.outbox import Record
-from alerts.routing import outgoing, select
-from alerts.silences import silenced_by
+from alerts.routing import Outgoing, outgoing, select
+from alerts.silences import Silence, silenced_by
 from alerts.state import Event, forgettable
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Flusher:
         self._clock = clock
         self._config = config
         self._notes = NotesReader()
+        self._outgoing = Outgoing()  # what select tells of each alert, remembered while its state is the same
         self.submit_failing: bool | None = None  # the last hand-off to the sink failed (self-health reads it)
         self._retry_at: dict[str, float] = {}  # nflog field → when a dropped notification is planned again
         if sink is not None:
@@ -88,8 +89,10 @@ class Flusher:
         told: dict[str, set[str]] = {}  # group key → alerts some notifier delivered
         for field, entry in logs.items():
             told.setdefault(split_field(field)[1], set()).update(entry.sent)
-        chosen = select(states, told, events, group_by=timing.group_by,
-                        send_resolved=timing.send_resolved, muted=lambda alert: self._muted(alert, cfg, now))
+        silences = self._silence_book.in_force()  # (once, not per alert)
+        chosen = select(states, told, events, group_by=timing.group_by, send_resolved=timing.send_resolved,
+                        muted=lambda alert: self._muted(alert, cfg, now, silences), tell=self._outgoing)
+        self._outgoing.keep_only(states)
         for key, why in chosen.suppressed:
             log.info("alert %s: notification suppressed (%s)", key, why)
         if chosen.suppressed:
@@ -153,12 +156,12 @@ class Flusher:
         elif result == "failed":
             self._retry_at[record.field] = self._clock() + self._config().alerting.group_interval
 
-    def _muted(self, alert: Alert, cfg: ConfigView, now: float) -> str | None:
+    def _muted(self, alert: Alert, cfg: ConfigView, now: float, silences: Sequence[Silence]) -> str | None:
         """Why notifications of this alert are held back now (silence or maintenance), or None."""
         icfg = cfg.integrations.get(alert.integration)
         if icfg is not None and icfg.alerts.in_maintenance(now):
             return "maintenance"
-        silence = silenced_by(alert, self._silence_book.in_force(), now)
+        silence = silenced_by(alert, silences, now)
         return f"silence {silence.id}" if silence is not None else None
 
     def _with_notes(self, notification: Notification, cfg: ConfigView) -> Notification:

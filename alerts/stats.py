@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +107,7 @@ class CheckStats:
         "_added",
         "_at",
         "_buckets",
+        "_classes",
         "_error",
         "_error_at",
         "_evicted_until",
@@ -137,6 +138,7 @@ class CheckStats:
         self._unsorted_at = -1  # number of the latest run that started before the run added just before it
         self._evicted_until = -math.inf  # newest timestamp pushed out of the raw ring
         self._buckets = BucketRing(bucket_seconds, max_buckets)
+        self._classes: tuple[int, BucketRing, dict[tuple[object, ...], WindowCounts]] | None = None  # _classified
         self.first_at: float | None = None  # the oldest run seen: how far back the statistics reach
         self.consecutive_failures = 0
         # False while every run since the monitor started failed: the streak may be longer than we saw.
@@ -238,24 +240,46 @@ class CheckStats:
                 return _without_failures(max(0, hi - lo))
             if counts_only:
                 return WindowCounts(total=hi - lo, errors=errors, classes=_NO_CLASSES)
+            known = self._classified()
+            counts = known.get((True, lo, hi, errors))
+            if counts is not None:
+                return counts
             # (Asked at every full pass of a firing alert's window.) Failures of one class, the usual case,
             # are counted from the codes' bytes, in C; several are walked run by run, newest first.
             failed = self._error[lo:hi].tobytes().replace(b"\0", b"")
             if failed and failed.count(failed[0]) == len(failed):
-                return WindowCounts(total=hi - lo, errors=errors, classes={CLASS_NAMES[failed[0]]: len(failed)})
-            codes, classes = self._error, Counter[str]()
-            for i in range(hi - 1, lo - 1, -1):
-                if codes[i]:
-                    classes[CLASS_NAMES[codes[i]]] += 1
-            return WindowCounts(total=hi - lo, errors=errors, classes=dict(classes))
+                counts = WindowCounts(total=hi - lo, errors=errors, classes={CLASS_NAMES[failed[0]]: len(failed)})
+            else:
+                codes, classes = self._error, Counter[str]()
+                for i in range(hi - 1, lo - 1, -1):
+                    if codes[i]:
+                        classes[CLASS_NAMES[codes[i]]] += 1
+                counts = WindowCounts(total=hi - lo, errors=errors, classes=dict(classes))
+            known[True, lo, hi, errors] = counts
+            return counts
         lo, hi, total, errors = self._buckets.window(now, seconds)
         if not errors:
             return _without_failures(total)
         if counts_only:
             return WindowCounts(total=total, errors=errors, classes=_NO_CLASSES)
-        classes = Counter[str]()
-        self._buckets.classes(lo, hi, classes)
-        return WindowCounts(total=total, errors=errors, classes=dict(classes))
+        known = self._classified()
+        counts = known.get((False, lo, hi, total, errors))
+        if counts is None:
+            classes = Counter[str]()
+            self._buckets.classes(lo, hi, classes)
+            counts = known[False, lo, hi, total, errors] = WindowCounts(total=total, errors=errors,
+                                                                         classes=dict(classes))
+        return counts
+
+    def _classified(self) -> dict[tuple[object, ...], WindowCounts]:
+        """The windows counted with their classes since the last run came (by their runs or buckets in the
+        ring: the same ones hold the same counts until a run is added or the buckets widened). A firing
+        alert's windows are asked at every full pass, three or four of them between two runs of its check,
+        and finding the classes of a day of failures is most of what such a window costs."""
+        known = self._classes
+        if known is None or known[0] != self._added or known[1] is not self._buckets or len(known[2]) >= 16:
+            known = self._classes = (self._added, self._buckets, {})  # (16: a check whose runs stopped coming)
+        return known[2]
 
     def _scan(self, now: float, seconds: float) -> WindowCounts:
         """``window`` by walking the runs or buckets one by one (the ring is out of order)."""
@@ -294,11 +318,18 @@ class CheckStats:
     def latency_quantile(self, now: float, seconds: float, q: float) -> tuple[float | None, int]:
         """(quantile of latencies of runs that got a response in the window, how many there were).
         Nearest-rank method; only the raw ring is used (it holds the individual latencies)."""
-        ats, latencies = self._at, self._latency
-        values = sorted(
-            latency for i in self._raw_since(now - seconds)
-            if (latency := latencies[i]) != _NO_LATENCY and ats[i] <= now
-        )
+        ats, latencies, cutoff = self._at, self._latency, now - seconds
+        if self._unsorted_at >= self._added - len(ats):  # (out of order: walked, as ``_scan`` does)
+            values = sorted(
+                latency for i in self._raw_since(cutoff) if (latency := latencies[i]) != _NO_LATENCY and ats[i] <= now
+            )
+        else:
+            # The window's runs found by bisecting, their latencies sorted in C; runs without a response
+            # (the largest value) cut off the end.
+            lo = bisect_right(ats, cutoff)
+            values = sorted(latencies[lo:len(ats) if not ats or ats[-1] <= now else bisect_right(ats, now)])
+            if values and values[-1] == _NO_LATENCY:
+                del values[bisect_left(values, _NO_LATENCY):]
         if not values:
             return None, 0
         rank = max(1, math.ceil(q * len(values)))

@@ -57,6 +57,8 @@ class Stepper:
         self._stats = stats
         self._concerns = concerns
         self._redactor = redactor
+        # Per alert key: the content its last verdict of "active" made, and what it was made of (``_content``).
+        self._made: dict[str, tuple[tuple[object, ...], Alert]] = {}
 
     async def advance(self, conditions: list[Condition], cfg: ConfigView, now: float,
                       scope: Scope | None) -> dict[str, tuple[Event, ...]]:
@@ -86,11 +88,11 @@ class Stepper:
             if cond is not None:
                 content = None
                 if cond.active:
-                    stats = self._stats.check(cond.integration, cond.check) if cond.check else None
-                    icfg = cfg.integrations.get(cond.integration)
-                    content = alert_from_condition(cond, stats, self._redactor, icfg.runbook_url if icfg else None)
+                    content = self._content(key, cond, cfg)
                     if key in voice.outage:
                         self._replicas.outage_group(group_key(content, cfg.alerting.group_by))
+                else:
+                    self._made.pop(key, None)
                 new, evs = step(state, cond.active, now, for_seconds=cond.for_seconds,
                                 keep_firing_for=cond.keep_firing_for, flapping=cfg.alerting.flapping, alert=content)
                 due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
@@ -105,7 +107,28 @@ class Stepper:
             if evs:
                 events[key] = evs
                 log.info("alert %s: %s", key, ", ".join(evs))
+        if len(self._made) > len(states):  # (alerts forgotten meanwhile)
+            self._made = {key: made for key, made in self._made.items() if key in states}
         return events
+
+    def _content(self, key: str, cond: Condition, cfg: ConfigView) -> Alert:
+        """``alert_from_condition``, or the same content again when what it reads is what it was last time:
+        an alert that keeps firing gets an equal verdict pass after pass, and redacting and copying its
+        texts anew was a fifth of what it cost a full pass (the same object also keeps its state's stored
+        form: alerts/codec.py)."""
+        stats = self._stats.check(cond.integration, cond.check) if cond.check else None
+        icfg = cfg.integrations.get(cond.integration)
+        runbook_url = icfg.runbook_url if icfg else None
+        failed: tuple[object, ...] = ()  # what alert_from_condition reads of the statistics
+        if stats is not None and stats.consecutive_failures > 0 and (failure := stats.last_failure) is not None:
+            failed = (failure.request, failure.response_excerpt, stats.first_failure_at)
+        inputs = (cond, failed, runbook_url, self._redactor.generation)
+        made = self._made.get(key)
+        if made is not None and made[0] == inputs:
+            return made[1]
+        content = alert_from_condition(cond, stats, self._redactor, runbook_url)
+        self._made[key] = (inputs, content)
+        return content
 
     def _retargeted(self, state: AlertState) -> bool:
         """A tls_expiry alert of a check a reload pointed elsewhere (``Stats.retarget``): the certificate

@@ -201,12 +201,14 @@ def _encoded_alternatives(secret: str) -> dict[str, int]:
 class Redactor:
     """Masks known secret values and credential-bearing fields. Cheap to call; safe on any text."""
 
-    __slots__ = ("_pattern", "_rotating", "_secrets")
+    __slots__ = ("_pattern", "_rotating", "_secrets", "generation")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         self._rotating: dict[str, deque[frozenset[str]]] = {}
         self._pattern: re.Pattern[str] | None = None
+        # Changes whenever the secrets masked do: a text redacted under another generation may need it again.
+        self.generation = 0
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -226,6 +228,7 @@ class Redactor:
             self._compile()
 
     def _compile(self) -> None:
+        self.generation += 1
         every = self._secrets.union(*(g for slots in self._rotating.values() for g in slots))
         if every:
             alternatives = {secret_pattern(s): len(s) for s in every}

@@ -150,7 +150,7 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
     stats, now = subject.stats, inp.now
     wants_clear = inp.wants_clear(subject.target)
     unknown: set[Severity] = set()  # severities with a tier that could not be judged
-    best: dict[Severity, tuple[str, dict[str, str], WindowCounts]] = {}
+    best: dict[Severity, tuple[BurnRateWindow, WindowCounts, WindowCounts]] = {}  # the tier that fires
     enough: list[float] = []  # windows counted that hold min_samples runs
     guards: list[tuple[float, Severity]] = []  # long windows of tiers that cannot fire, asked last
     for tier, severity in zip(rule.windows, severities, strict=True):
@@ -178,7 +178,7 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
         enough.append(tier.long)
         if long.ratio / budget >= tier.factor and short.ratio / budget >= tier.factor:
             long = stats.window(now, tier.long)  # the same counts, with their classes for the message
-            best[severity] = (*_burning(rule, tier, subject, long, short), long)
+            best[severity] = (tier, long, short)
     for seconds, severity in guards:
         # Enough runs in the long window: known without counting it when a window inside it, counted the
         # same way, holds that many (the default tiers: the 1 h window from the 30 m one, the 6 h and 1 d
@@ -195,7 +195,32 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
                 enough.append(seconds)
     for severity in told:
         if severity in best:
-            summary, details, counts = best[severity]
-            yield _condition(inp, rule, subject, severity, True, summary, details, counts)
+            yield _firing(inp, rule, subject, severity, *best[severity])
         elif severity not in unknown and wants_clear:
             yield _condition(inp, rule, subject, severity, False, "", {}, _NO_COUNTS)
+
+
+# Per (integration, target, severity): the condition of the tier that fired last, and what it was made of.
+# An alert that keeps firing is told the same counts pass after pass (its windows hold the same runs
+# between two runs of its check, often across them); its texts and condition made anew were a third of
+# what it cost a full pass. Bounded: cleared when full.
+_FIRED: dict[tuple[str, str, Severity], tuple[tuple[object, ...], Condition]] = {}
+_FIRED_MAX = 4096
+
+
+def _firing(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severity: Severity, tier: BurnRateWindow,
+            long: WindowCounts, short: WindowCounts) -> Condition:
+    """The condition of ``tier`` firing (``long`` with its error classes): ``_burning``'s texts, the same
+    condition object again when everything it tells is what it was."""
+    failure = subject.stats.last_failure if isinstance(subject.stats, CheckStats) else None
+    told = None if failure is None else (failure.error_class, failure.detail, failure.status_code)
+    inputs = (rule, tier, subject.check, subject.unit, subject.min_samples, long, short, told)
+    key = (inp.integration, subject.target, severity)
+    fired = _FIRED.get(key)
+    if fired is not None and fired[0] == inputs:
+        return fired[1]
+    condition = _condition(inp, rule, subject, severity, True, *_burning(rule, tier, subject, long, short), long)
+    if len(_FIRED) >= _FIRED_MAX:
+        _FIRED.clear()
+    _FIRED[key] = (inputs, condition)
+    return condition

@@ -17,8 +17,7 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
     for check in inp.checks:
         expect = getattr(check, "expect", None)
         threshold = rule.threshold if rule.threshold is not None else getattr(expect, "max_latency", None)
-        stats = inp.stats.check(inp.integration, check.name)
-        if threshold is None or stats is None:
+        if threshold is None or (stats := inp.stats.check(inp.integration, check.name)) is None:
             continue
         value, samples = stats.latency_quantile(inp.now, rule.window, rule.quantile)
         if value is None or samples < rule.min_samples:
