@@ -26,6 +26,14 @@ error-rate rule alone over every integration, both ways. ``--before TREE``: the 
 checkout first (``git archive main alerts integration_kit monitor checks | tar -x -C TREE``). The history
 is built with the counting off (valgrind runs it several times faster so). Needs Debian's ``valgrind``.
 
+``--instructions --shape daemon``: the daemon's shape instead (``scale.py``'s config: 100 checks an
+integration at 60 s, one in a hundred refused with 401 all day; ``--flapping SHARE``: that share of the
+checks fails three runs in every ten, with 503), each check's history filled as ``day_history.py`` fills
+it, in its first minutes (3 runs) and with a day of them (1,440), then run as the daemon runs it: every
+minute a new run of every check and four full passes 15 s apart (the default ``evaluation_interval``).
+Instructions per check of the pass that follows the new runs and of the three that follow none, median
+of ``--rounds`` minutes, each history and tree in a worker of its own (``--before TREE`` too).
+
 Prints one JSON line (``--instructions``: a table).  Usage: python -m bench.alert_eval [--checks 200]
 [--rounds 10] [--interval 1s] [--group-wait 0s] [--history 720] [--every 30] [--wake-after 1] [--instructions]
 """
@@ -35,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import gc
 import json
 import os
@@ -56,6 +65,8 @@ from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from alerts.outbox import Record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -253,6 +264,102 @@ async def instructions_worker(args: argparse.Namespace) -> None:
     await engine.close()
 
 
+EVALUATION_INTERVAL = 15.0  # the daemon's default: four full passes to a check's 60 s interval
+HISTORIES = {"first minutes": 3, "a day": 1440}  # runs of history a check (--shape daemon)
+FLAPPING_RUNS = (3, 10)  # a flapping check fails this many runs in every so many (--flapping)
+
+
+def daemon_outcome(flapping: float) -> Callable[[int, int], ErrorClass | None]:
+    """The error class of the check numbered i at run k in the daemon's shape (None: a success)."""
+    from scale import FAILING_EVERY
+
+    every = round(1 / flapping) if flapping else 0
+    failed, out_of = FLAPPING_RUNS
+
+    def outcome(i: int, k: int) -> ErrorClass | None:
+        if i % FAILING_EVERY == FAILING_EVERY - 1:
+            return ErrorClass.AUTH
+        if every and i % every == every // 2 and k % out_of < failed:
+            return ErrorClass.HTTP_5XX
+        return None
+    return outcome
+
+
+async def daemon_shape_worker(args: argparse.Namespace) -> None:
+    """Under callgrind (``--shape daemon``): ``--history`` runs a check filled, then minute after minute a
+    new run of every check and four full passes, the first and the other three counted apart."""
+    from callgrind import step, step_done, steps_over
+    from day_history import INTERVAL, fill, run_result
+    from scale import config_text
+
+    cfg = parse_config(config_text("http://127.0.0.1:1/ok.json", args.checks, 1, "http://127.0.0.1:1/api"), env={})
+    engine = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), sink=Sink(), autorun=False)
+    outcome = daemon_outcome(args.flapping)
+    now = 1_800_000_000.0
+    fill(engine, now, args.history, outcome=outcome)
+    await engine.start()
+    checks = list(cfg.iter_checks())
+    warm_up = 2  # minutes: the alerts take their first steps and are told (group_wait)
+    for minute in range(warm_up + args.rounds):
+        run = args.history + minute
+        for i, (integration, check) in enumerate(checks):
+            engine.on_result(dataclasses.replace(run_result(now, outcome(i, run)), integration=integration,
+                                                 check=check.name))
+        if minute == warm_up:
+            gc.collect()
+            gc.freeze()  # the collector out of the counts, as the daemon keeps its config out of its sight
+            gc.disable()
+        for k in range(round(INTERVAL / EVALUATION_INTERVAL)):
+            if minute >= warm_up:
+                step(f"{args.label}, {'pass with new runs' if k == 0 else 'pass without new runs'}")
+            await engine.evaluate(now + 0.5 + k * EVALUATION_INTERVAL)
+            if minute >= warm_up:
+                step_done(args.checks)
+        now += INTERVAL
+    steps_over()
+    await engine.close()
+
+
+def daemon_shape(args: argparse.Namespace) -> None:
+    """``--instructions --shape daemon``: the worker under callgrind for each tree and history."""
+    from callgrind import drive
+
+    started = time.monotonic()
+    trees = {"before": args.before, "this tree": None} if args.before else {"this tree": None}
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for tree, path in trees.items():
+        for history, runs in HISTORIES.items():
+            argv = [sys.executable, __file__, "--shape-worker", "--checks", str(args.checks), "--history", str(runs),
+                    "--rounds", str(args.rounds), "--flapping", str(args.flapping), "--label", history]
+            env_before = os.environ.pop("PYTHONPATH", None)
+            if path:
+                os.environ["PYTHONPATH"] = path
+            try:
+                counts = drive(argv, instrument_from_start=False)
+            finally:
+                os.environ.pop("PYTHONPATH", None)
+                if env_before is not None:
+                    os.environ["PYTHONPATH"] = env_before
+            passes = {name.split(", ", 1)[1]: statistics.median(c[0] / int(n) for c, n in samples)
+                      for name, samples in counts.items()}
+            passes["a minute's pass"] = (passes["pass with new runs"] + 3 * passes["pass without new runs"]) / 4
+            rows[tree, history] = passes
+    columns = ("pass with new runs", "pass without new runs", "a minute's pass")
+    print(f"k instructions a check (callgrind), the daemon's shape: {args.checks} checks, 100 an integration, "
+          f"one in a hundred refused all day, {args.flapping:.1%} flapping ({FLAPPING_RUNS[0]} runs in "
+          f"{FLAPPING_RUNS[1]} failing); four full passes a minute, median of {args.rounds} minutes "
+          f"({time.monotonic() - started:.0f} s)\n")
+    print(f"| tree | history | {' | '.join(columns)} |")
+    print("|---|---|" + "---|" * len(columns))
+    for (tree, history), passes in rows.items():
+        print(f"| {tree} | {history} | " + " | ".join(f"{passes[c] / 1e3:.1f}" for c in columns) + " |")
+    print()
+    for tree in trees:
+        day, first = rows[tree, "a day"], rows[tree, "first minutes"]
+        print(f"{tree}: a day over the first minutes " + ", ".join(
+            f"{c} {day[c] / first[c]:.2f} ×" for c in columns))
+
+
 def instructions(args: argparse.Namespace) -> None:
     """``--instructions``: the worker under callgrind, on ``--before TREE`` first if given, then this tree."""
     from callgrind import drive, print_layers
@@ -336,12 +443,22 @@ if __name__ == "__main__":
                         help="instructions per full pass (callgrind), the burn-rate tiers both ways")
     parser.add_argument("--before", metavar="TREE",
                         help="--instructions: also count another checkout (PYTHONPATH=TREE), first")
+    parser.add_argument("--shape", choices=("spread", "daemon"), default="spread",
+                        help="--instructions: one check in twenty with a failed run (spread), or the daemon's "
+                             "shape (one in a hundred failing all day, four passes a minute)")
+    parser.add_argument("--flapping", type=float, default=0.0, metavar="SHARE",
+                        help="--shape daemon: this share of the checks fails 3 runs in every 10")
     parser.add_argument("--instructions-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shape-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--label", default="", help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.instructions_worker:
         asyncio.run(instructions_worker(args))
+    elif args.shape_worker:
+        asyncio.run(daemon_shape_worker(args))
+    elif args.instructions and args.shape == "daemon":
+        daemon_shape(args)
     elif args.instructions:
         instructions(args)
     else:

@@ -38,12 +38,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_seconds, free_port, print_medians, rss_bytes, sizes_parser, wait_http
 from gc_pauses import read_tally
 from scale import FIRST_RUN_RATE, SETTLE_SECONDS, config_text, histogram_quantile, lag_buckets, measure_sizes, scrape
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from integration_kit.errors import ErrorClass
+    from integration_kit.results import CheckResult
 
 INTERVAL = 60.0  # scale.py's checks
 DAY_RUNS = 1440  # a day of them
@@ -51,33 +57,49 @@ VARIANTS = ("first minutes", "a day of history")
 BEFORE = ("first minutes, before", "a day of history, before")  # --before TREE
 
 
-def fill(engine: Any, now: float, runs: int = DAY_RUNS, *, shared: bool = True) -> None:
+def fill(engine: Any, now: float, runs: int = DAY_RUNS, *, shared: bool = True,
+         outcome: Callable[[int, int], ErrorClass | None] | None = None) -> None:
     """``runs`` runs a check ``INTERVAL`` apart, the last one ``INTERVAL`` before ``now``, round by round,
-    every check in turn. A check fails all day if its URL is scale.py's refused one. Each run a result of
-    its own through ``engine.on_result``; ``shared``: only the first and last rounds so, the rounds between
-    one result object per outcome, shared by the checks, straight into each check's ``CheckStats.add``."""
+    every check in turn. A check fails all day if its URL is scale.py's refused one (``outcome``: instead,
+    the error class of the check numbered i, in config order, at run k; None: the run succeeds). Each run
+    a result of its own through ``engine.on_result``; ``shared``: only the first and last rounds so, the
+    rounds between one result object per outcome, shared by the checks, straight into each check's
+    ``CheckStats.add``."""
     from integration_kit.errors import ErrorClass
-    from integration_kit.results import CheckResult
 
     checks = [(integration, check.name, "denied" in str(getattr(check, "url", "")))
               for integration, check in engine.config.iter_checks()]
+    if outcome is None:
+        refused = {i for i, (_, _, denied) in enumerate(checks) if denied}
+
+        def outcome(i: int, k: int) -> ErrorClass | None:
+            return ErrorClass.AUTH if i in refused else None
+
     on_result = engine.on_result
     for k in range(runs):
         at = now - (runs - k) * INTERVAL
-        by_outcome = {
-            failing: CheckResult(integration="", check="", kind="http", ok=not failing,
-                                 error_class=ErrorClass.AUTH if failing else None,
-                                 detail="http_status: 401" if failing else "", started_at=at,
-                                 duration=0.002, total_duration=0.002, status_code=401 if failing else 200)
-            for failing in (False, True)
-        }
-        if shared and 0 < k < runs - 1:
-            views = engine.stats.checks
-            for integration, check, failing in checks:
-                views[integration, check].add(by_outcome[failing])
-            continue
-        for integration, check, failing in checks:
-            on_result(dataclasses.replace(by_outcome[failing], integration=integration, check=check))
+        by_outcome: dict[ErrorClass | None, CheckResult] = {}
+        for i, (integration, check, _) in enumerate(checks):
+            error = outcome(i, k)
+            result = by_outcome.get(error)
+            if result is None:
+                result = by_outcome[error] = run_result(at, error)
+            if shared and 0 < k < runs - 1:
+                engine.stats.checks[integration, check].add(result)
+            else:
+                on_result(dataclasses.replace(result, integration=integration, check=check))
+
+
+def run_result(at: float, error: ErrorClass | None) -> CheckResult:
+    """A run of ``fill`` (no integration or check named): a success (200), or a failure of class ``error``
+    (401 for ``auth``, as scale.py's refused checks get; 503 otherwise)."""
+    from integration_kit.errors import ErrorClass
+    from integration_kit.results import CheckResult
+
+    status = 200 if error is None else 401 if error is ErrorClass.AUTH else 503
+    return CheckResult(integration="", check="", kind="http", ok=error is None, error_class=error,
+                       detail="" if error is None else f"http_status: {status}", started_at=at, duration=0.002,
+                       total_duration=0.002, status_code=status)
 
 
 def self_check(checks: int = 200, runs: int = DAY_RUNS) -> None:
