@@ -18,7 +18,7 @@ import aiohttp
 from needs import missing
 from prometheus_client.parser import text_string_to_metric_families
 from redis_servers import SHARED_REDIS
-from targets import Reply, Target
+from targets import Reply, Target, closed_port
 
 # Secrets that must never leave the process: one in a header, one in a query parameter, one inline in
 # the URL, one in the Slack token. Each is also echoed back by the failing endpoint's body.
@@ -64,7 +64,7 @@ integrations:
         retry: {{attempts: 2, backoff: 10ms, max_backoff: 10ms}}
 {extra}
 alerting:
-  slack: {{token: "{CANARY_SLACK}", channel: "#alerts"}}
+  slack: {{token: "{CANARY_SLACK}", channel: "#alerts", base_url: "http://127.0.0.1:{closed_port()}/api/"}}
 """
 
 
