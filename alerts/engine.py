@@ -30,6 +30,7 @@ from alerts.flush import AlertFeed, Flusher, NotificationSink
 from alerts.grouping import GroupLog, split_field
 from alerts.handover import Handovers, OutageHandover
 from alerts.health_sample import HealthSampler
+from alerts.inputs import retargeted
 from alerts.model import AlertStatus, Notification
 from alerts.replica_voice import ReplicaVoice, group_in
 from alerts.routing import inhibited_by
@@ -214,7 +215,7 @@ class AlertEngine:
         before, self.config = self.config, config
         self._full_next = True
         self.stats.retain(_check_keys(config))
-        self.stats.retarget(_retargeted(before, config))
+        self.stats.retarget(retargeted(before, config))
         longest, old_width = _max_window(config), self.stats.bucket_seconds
         if self.stats.resize(longest):
             log.info("alert statistics: a longer window is configured; history kept in buckets of %gs "
@@ -456,20 +457,6 @@ class AlertEngine:
 def _check_keys(cfg: ConfigView) -> set[tuple[str, str]]:
     """(integration, check) of every configured check."""
     return {(integration, check.name) for integration, icfg in cfg.integrations.items() for check in icfg.checks}
-
-
-def _retargeted(before: ConfigView, after: ConfigView) -> list[tuple[str, str]]:
-    """(integration, check) of every check still configured whose kind or request URLs changed."""
-    out = []
-    for integration, icfg in after.integrations.items():
-        old = before.integrations.get(integration)
-        was = {c.name: c for c in old.checks} if old is not None else {}
-        for check in icfg.checks:
-            prior = was.get(check.name)
-            if prior is not None and prior is not check and (
-                    type(prior) is not type(check) or prior.targets() != check.targets()):
-                out.append((integration, check.name))
-    return out
 
 
 def _max_window(cfg: ConfigView) -> float:

@@ -3,6 +3,7 @@
 alerts/ never imports the daemon (monitor/): the daemon's config model (``monitor.settings.Config``) and
 its metrics (``monitor.metrics.Metrics``) have these shapes, and monitor/wiring.py hands them to the alert
 engine and the notifier dispatcher. Read-only properties, so any object with such attributes fits.
+Also the one question both ask of a reload's two configs (``retargeted``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ class ConfigView(Protocol):
 
     @property
     def integrations(self) -> Mapping[str, IntegrationView]: ...
+
+
+def retargeted(before: ConfigView, after: ConfigView) -> list[tuple[str, str]]:
+    """(integration, check) of every check still configured whose kind or request URLs changed: what its
+    runs told about its endpoint (a certificate's expiry) is another endpoint's now. The alert engine
+    forgets it (alerts/stats.py ``retarget``), and so does the daemon's status and metrics."""
+    out = []
+    for integration, icfg in after.integrations.items():
+        old = before.integrations.get(integration)
+        was = {c.name: c for c in old.checks} if old is not None else {}
+        for check in icfg.checks:
+            prior = was.get(check.name)
+            if prior is not None and prior is not check and (
+                    type(prior) is not type(check) or prior.targets() != check.targets()):
+                out.append((integration, check.name))
+    return out
 
 
 class HistogramView(Protocol):

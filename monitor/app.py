@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
+from alerts.inputs import retargeted
 from checks import run_probe as default_run_probe
 from checks.base import ProbeContext
 from checks.call import make_session
@@ -392,6 +393,7 @@ class App:
         switched: list[Component] = []
         try:
             self._switch(config)
+            self.recorder.retarget(retargeted(old, config))
             if self.cluster is not None:
                 self.cluster.on_config(config)
             self.scheduler.apply(config)

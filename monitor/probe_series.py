@@ -110,6 +110,17 @@ class ProbeSeries(Collector):
     def keys(self) -> list[tuple[str, str]]:
         return list(self._series)
 
+    def retarget(self, integration: str, check: str) -> None:
+        """The check's requests go elsewhere now (a reload): drop the last values that describe its old
+        endpoint and that a run may leave in place — the certificate's expiry (a run that meets none keeps
+        it), the status code (a run without a response), the phases (those a run does not reach). The
+        counters and the histogram are the check's history, and the success and streak gauges the next run
+        replaces: kept."""
+        found = self._series.get((integration, check))
+        if found is not None:
+            found.tls_expiry = found.status_code = None
+            found.phases = {}
+
     def bucket_index(self, value: float) -> int:
         """Index of the first bucket whose upper bound is ≥ value (the last one is +Inf)."""
         return bisect_left(self.bounds, value)

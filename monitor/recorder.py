@@ -8,7 +8,7 @@ on plain numbers, no label lookups or locks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from integration_kit.results import PHASES
@@ -115,3 +115,11 @@ class Recorder:
         probes, and a reshard may drop a removed check's job before the scheduler sees the new config."""
         for key in {*self._probes.keys(), *self.status.keys(), *self._steps} - checks:
             self.forget(*key)
+
+    def retarget(self, checks: Iterable[tuple[str, str]]) -> None:
+        """These checks' requests go elsewhere now (a reload changed their URLs or kind): what their old
+        endpoint told and no run may replace is dropped from /metrics and /api/status, as the alert
+        engine drops it (alerts/stats.py ``retarget``)."""
+        for integration, check in checks:
+            self._probes.retarget(integration, check)
+            self.status.retarget(integration, check)

@@ -136,6 +136,15 @@ class StatusStore:
     def forget(self, integration: str, check: str) -> None:
         self._checks.pop((integration, check), None)
 
+    def retarget(self, integration: str, check: str) -> None:
+        """The check's requests go elsewhere now (a reload): the certificate expiry seen so far is the old
+        endpoint's, and a run that meets no certificate (plain HTTP, a failure before TLS) would keep it
+        for ever. The last run stays as it is (dated; the next run replaces all of it), and so does the
+        history (last success and failure, the streak), as the alert engine keeps the check's windows."""
+        status = self._checks.get((integration, check))
+        if status is not None:
+            status.tls_expiry = None
+
     def keys(self) -> list[tuple[str, str]]:
         return list(self._checks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import io
 import json
 import logging
@@ -27,7 +28,7 @@ from daemon_support import (
     until,
     write,
 )
-from targets import Target, closed_port
+from targets import Reply, Target, closed_port, tls_server_context
 
 from alerts.notifiers import PLUGINS
 from integration_kit.results import CheckResult
@@ -375,6 +376,57 @@ async def test_reload_adding_a_longer_window_keeps_the_alert_statistics(
     finally:
         await app.close()
     assert "a longer window is configured; history kept in buckets" in log_stream.getvalue()
+
+
+async def test_reload_that_points_a_check_elsewhere_drops_what_its_old_endpoint_told(
+    target: Target, tmp_path: Path
+) -> None:
+    """A reload that sends a check's requests to another endpoint: the old endpoint's certificate expiry
+    left /api/status and the TLS gauge only when a run met another certificate — never, once the check
+    speaks plain HTTP (a run that meets no certificate keeps the last one) — while the alert about it
+    resolved at the reload. Dropped at the reload, with the other last values of the old endpoint that a
+    run may leave in place (status code, phases); the check's history (runs, the histogram) stays."""
+    labels = {"integration": "shop", "check": "api"}
+
+    def config(url: str) -> str:
+        return f"""
+monitor: {{listen: "127.0.0.1:0", jitter: 0, shutdown_grace: 2s}}
+integrations:
+  shop:
+    checks:
+      - {{name: api, kind: http, url: "{url}", verify_tls: false, interval: 200ms, timeout: 2s}}
+"""
+
+    def gauge(name: str, **more: str) -> float | None:
+        return app.metrics.registry.get_sample_value(f"integration_probe_{name}", {**labels, **more})
+
+    expires = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    context, _ca = tls_server_context(not_after=expires)
+    async with Target(ssl_context=context) as tls:
+        tls.route("/ok", Reply(json={"ok": True}))
+        target.route("/plain", Reply(json={"ok": True}))
+        path = write(tmp_path / "monitor.yaml", config(tls.url("/ok")))
+        app = App(load_config(path), config_path=path)
+        await app.start()
+        try:
+            status = app.status_store.entry("shop", "api")
+            await until(lambda: status.runs >= 1, what="a run against the HTTPS endpoint")
+            assert status.tls_expiry == gauge("tls_cert_expiry_timestamp_seconds") == expires.timestamp()
+            assert gauge("http_status_code") == 200 and gauge("phase_seconds", phase="tls") is not None
+            moved = load_config(write(path, config(target.url("/plain"))))
+            # Between two runs (one still in flight when the reload lands is the old endpoint's, and says so).
+            await until(lambda: app.scheduler.status()["in_flight"] == 0, what="no run in flight")
+            app.apply_config(moved)
+            assert status.as_dict()["tls_cert_expiry"] is None
+            assert gauge("tls_cert_expiry_timestamp_seconds") is None and gauge("http_status_code") is None
+            assert gauge("phase_seconds", phase="tls") is None
+            assert gauge("runs_total", outcome="success") == status.runs  # (the check's history stays)
+            ran = status.runs
+            await until(lambda: status.runs >= ran + 2, what="runs against the plain HTTP endpoint")
+            assert status.as_dict()["tls_cert_expiry"] is None and gauge("tls_cert_expiry_timestamp_seconds") is None
+            assert gauge("http_status_code") == 200 and gauge("phase_seconds", phase="tls") is None
+        finally:
+            await app.close()
 
 
 async def test_probe_duration_buckets_from_config_and_a_change_waits_for_a_restart(
