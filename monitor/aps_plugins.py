@@ -11,6 +11,7 @@ unchanged. tests/test_aps_plugins.py holds each to its default.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from bisect import bisect_left
@@ -149,6 +150,9 @@ class SortedJobStore(BaseJobStore):
             self._stale = 0
 
 
+COROUTINE_FUNCS_KEPT = 64  # job functions whose kind RunExecutor remembers
+
+
 class RunExecutor(AsyncIOExecutor):
     """APScheduler's AsyncIOExecutor with each run's task the job's coroutine itself.
 
@@ -169,16 +173,17 @@ class RunExecutor(AsyncIOExecutor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._coroutine_funcs: dict[Any, bool] = {}  # asked once per job function (inspect: ~3 k a run)
+        # Asked once per job function (inspect: ~3 k instructions a run), of the last few functions only:
+        # a reload, or an application adding and removing jobs, brings new ones (a closure, a partial, a
+        # bound method of a new object), and a plain dict kept every one, and what it refers to, for ever.
+        # The daemon's jobs all run one bound method.
+        self._coroutine_funcs = functools.lru_cache(maxsize=COROUTINE_FUNCS_KEPT)(iscoroutinefunction_partial)
 
     def _is_coroutine(self, func: Any) -> bool:
         try:
-            coroutine = self._coroutine_funcs.get(func)
+            return self._coroutine_funcs(func)
         except TypeError:  # unhashable (defines __eq__ without __hash__, e.g. a dataclass's bound method)
             return iscoroutinefunction_partial(func)
-        if coroutine is None:
-            coroutine = self._coroutine_funcs[func] = iscoroutinefunction_partial(func)
-        return coroutine
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         coroutine = self._is_coroutine(job.func)

@@ -5,7 +5,10 @@ from the same jobs (returning, raising, missed, cancelled), the trigger to Inter
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -22,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.aps_plugins import JitteredInterval, RunExecutor, SortedJobStore
+from monitor.aps_plugins import COROUTINE_FUNCS_KEPT, JitteredInterval, RunExecutor, SortedJobStore
 
 BASE = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 IDS = st.sampled_from([f"job{i}" for i in range(6)])
@@ -274,3 +277,36 @@ async def test_runs_end_alike_whether_or_not_a_listener_asks_for_executed_events
     finally:
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
+
+
+async def test_the_executor_keeps_no_job_function_for_ever() -> None:
+    """RunExecutor remembers whether each job's function is a coroutine function. Jobs come and go (a reload
+    adds new ones: a closure, a partial, a bound method of a new object), and it kept every function it had
+    seen, and all it refers to, as long as the scheduler lived: only the last few are kept."""
+    done = asyncio.Event()
+    ran: list[int] = []
+    first: weakref.ref[Any] | None = None
+
+    def job_of(n: int) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            ran.append(n)
+            if len(ran) == COROUTINE_FUNCS_KEPT * 2:
+                done.set()
+        return job
+
+    scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": RunExecutor()})
+    scheduler.start()
+    try:
+        for n in range(COROUTINE_FUNCS_KEPT * 2):  # one job a reload, each with a function of its own
+            job = job_of(n)
+            if n == 0:
+                first = weakref.ref(job)
+            scheduler.add_job(job, "date", run_date=datetime.now(UTC), misfire_grace_time=None)
+            del job
+        await asyncio.wait_for(done.wait(), 30)
+    finally:
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)
+    gc.collect()
+    assert sorted(ran) == list(range(COROUTINE_FUNCS_KEPT * 2))
+    assert first is not None and first() is None, "the first job's function is still referred to"
