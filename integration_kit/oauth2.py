@@ -206,7 +206,13 @@ async def request_token(
             ) as resp:
                 status, reason = resp.status, resp.reason
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=obtained_at)
-                body = await resp.content.read(_MAX_RESPONSE_BYTES + 1)
+                # read(n) answers what has arrived, up to n bytes: a response sent in pieces (chunked, or
+                # larger than a segment) is read piece by piece, to its end or one byte past the cap.
+                got = bytearray()
+                while len(got) <= _MAX_RESPONSE_BYTES and (
+                        piece := await resp.content.read(_MAX_RESPONSE_BYTES + 1 - len(got))):
+                    got += piece
+                body = bytes(got)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         error_class, detail = classify_exception(exc, budget=grant.timeout)
         raise TokenError(_failure(error_class, detail)) from None

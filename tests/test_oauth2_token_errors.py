@@ -70,6 +70,16 @@ async def test_a_connection_closed_before_the_answer(session: aiohttp.ClientSess
     assert error.status is None
 
 
+async def test_a_token_answer_sent_in_pieces_is_read_whole(session: aiohttp.ClientSession, target: Target) -> None:
+    """A token response that arrives in several pieces (chunked here, 8 bytes at a time; any response
+    larger than a segment): its first piece was parsed as the whole answer, ``malformed_json``."""
+    target.route("/token", Reply(json={"access_token": "t0k3n-in-pieces", "token_type": "Bearer",
+                                       "expires_in": 3600}, drip=0.01, chunk=8))
+    grant = TokenGrant(token_url=target.url("/token"), client_id="monitor", client_secret="s3cr3t-client")
+    token = await request_token(session, grant)
+    assert token.access_token == "t0k3n-in-pieces"
+
+
 async def test_an_answer_slower_than_the_timeout(session: aiohttp.ClientSession, target: Target) -> None:
     error = await failure_of(session, target, Reply(delay=2.0, json={"access_token": "late"}), within=0.2)
     assert error.failure == (ErrorClass.TIMEOUT, "timeout: token endpoint: no response headers within 200ms")
