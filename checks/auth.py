@@ -27,10 +27,9 @@ from urllib.parse import quote_plus
 from checks.auth_config import AuthConfig, BasicAuth, HmacAuth, OAuth2ClientCredentials, OAuth2RefreshToken
 from checks.http_attempt import EXCERPT_BYTES, REDACT_OVERLAP, Attempt, HttpRun
 from checks.timing import AttemptTiming, ssl_context
-from integration_kit.classify import format_seconds
 from integration_kit.deadlines import DeadlineScope
 from integration_kit.errors import ErrorClass
-from integration_kit.oauth2 import PREFIX, Token, TokenError
+from integration_kit.oauth2 import Token, TokenError, no_token
 from integration_kit.redact import MASK, is_sensitive_name
 from integration_kit.results import RequestSummary
 from integration_kit.token_cache import TokenCache
@@ -103,8 +102,7 @@ class RequestAuth:
         except TimeoutError:
             waited = time.monotonic() - started
             timing.token = waited
-            failure = (ErrorClass.TIMEOUT, f"timeout: {PREFIX}no token within {format_seconds(waited)} (deadline)")
-            return self._token_failure(failure, timing, waited)
+            return self._token_failure(no_token(waited, " (deadline)"), timing, waited)
         except TokenError as exc:
             waited = time.monotonic() - started
             timing.token = waited

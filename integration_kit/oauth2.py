@@ -9,8 +9,10 @@ error class with a detail that says the token endpoint failed, not the API:
   config, which no retry fixes — ``auth: token endpoint: invalid_client (Client authentication failed)``;
 * ``server_error`` / ``temporarily_unavailable`` (some endpoints answer them with a 400) are ``http_5xx``;
 * otherwise the status, network, timeout and body classes of ``integration_kit.classify`` apply, with
-  ``token endpoint:`` in the detail (``timeout: token endpoint: no response headers within 2.0s``), so the
-  check's retry policy retries what is retryable there too.
+  ``token endpoint:`` in the detail (``connect: token endpoint: server closed the connection before
+  responding``), so the check's retry policy retries what is retryable there too;
+* no token within ``grant.timeout`` (the request, its answer and body) is ``timeout: token endpoint: no
+  token within 10s`` (``no_token``).
 
 A token response is a secret as a whole: it is never kept as an excerpt (only error responses are), and
 every credential a grant holds is listed by ``TokenGrant.secrets()`` for the redactor. Error details quote
@@ -34,7 +36,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from integration_kit.classify import Failure, classify_exception, classify_status, parse_json
+from integration_kit.classify import Failure, classify_exception, classify_status, parse_json, within_budget
 from integration_kit.errors import ErrorClass
 from integration_kit.retry import parse_retry_after
 
@@ -186,6 +188,13 @@ class TokenError(Exception):
         return self.failure[1]
 
 
+def no_token(seconds: float | None, suffix: str = "") -> Failure:
+    """No token in time: within the grant's ``timeout`` (``timeout: token endpoint: no token within 10s``),
+    which bounds the whole request, its answer's body too; or, with ``suffix=" (deadline)"``, within what
+    the check's deadline left (a wait for another caller's fetch included: checks/auth.py)."""
+    return ErrorClass.TIMEOUT, f"timeout: {PREFIX}no token{within_budget(seconds, suffix)}"
+
+
 def _failure(error_class: ErrorClass, detail: str) -> Failure:
     """``<class>: token endpoint: <what>`` from a kit detail ``<class>: <what>``."""
     return error_class, f"{error_class}: {PREFIX}{detail.removeprefix(f'{error_class}: ')}"
@@ -214,6 +223,8 @@ async def request_token(
                     got += piece
                 body = bytes(got)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):  # grant.timeout's
+            raise TokenError(no_token(grant.timeout)) from None
         error_class, detail = classify_exception(exc, budget=grant.timeout)
         raise TokenError(_failure(error_class, detail)) from None
     if not 200 <= status < 300:
