@@ -138,6 +138,9 @@ class AlertEngine:
         self._flush_due: list[float] = []  # when groups flush (the alerts' own deadlines are in _concerns)
         self._concerns = Concerns()  # what an early evaluation judges
         self._full_next = True  # the next evaluation of the loop is a full pass (a new config came)
+        # Full passes the loop completed: /api/status shows it, so whoever reads it (an operator, a test of
+        # several processes) can tell that the engine judged what happened, rather than guess a time.
+        self.evaluations = 0
         # One evaluation at a time: two interleaved ones would both flush the same group.
         self._lock = asyncio.Lock()
         # Several replicas: a fencing token per shard owned, taken before its state is (re)loaded, and the
@@ -239,6 +242,7 @@ class AlertEngine:
                 "flapping": sorted(k for k, s in states.items() if s.flapping),
                 "inhibited_by": dict(sorted(inhibited_by(states).items())),  # held back: not notified
                 "silences": sum(1 for s in self.silence_book.in_force() if s.active(now)),
+                "evaluations": self.evaluations,
             },
             **self._supervisor.status(),
         }
@@ -311,6 +315,7 @@ class AlertEngine:
             await self.evaluate(full=full)
             if full:
                 last_full = started
+                self.evaluations += 1
             else:
                 wake_cost = time.monotonic() - started
             # A full pass every interval; in between, early when a check starts failing or a deadline falls

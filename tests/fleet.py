@@ -116,6 +116,24 @@ class Fleet:
 
         await until(agreed, within, f"every replica to see {sorted(members)}")
 
+    async def evaluated(self, times: int, within: float = 30.0) -> None:
+        """Every running replica completes ``times`` more full alert evaluations (counted from now), then has
+        nothing left in its notifiers' queues: what those evaluations had to say has been said. A test that
+        asserts something was not posted asserts it after this, not after a guessed time."""
+        replicas = self.running()
+        start = {r.name: (await r.status())["components"]["alerts"]["alerts"]["evaluations"] for r in replicas}
+
+        async def done() -> bool:
+            for replica in replicas:
+                components = (await replica.status())["components"]
+                if components["alerts"]["alerts"]["evaluations"] < start[replica.name] + times:
+                    return False
+                if any(lane["queued"] for lane in components["notifiers"]["notifiers"].values()):
+                    return False
+            return True
+
+        await until(done, within, f"{times} more alert evaluations on {sorted(start)}, their notifications sent")
+
     def log_tail(self, lines: int = 40) -> str:
         out = []
         for replica in self.replicas.values():

@@ -200,20 +200,19 @@ async def test_a_run_is_the_jobs_own_task() -> None:
     """What the executor is for: no coroutine between the run's task and the job (each wait of a probe
     resumes every level)."""
     seen: list[str] = []
+    ran = asyncio.Event()
 
     async def job() -> None:
         task = asyncio.current_task()
         assert task is not None
         seen.append(task.get_coro().__qualname__)  # type: ignore[union-attr]
+        ran.set()
 
     scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": RunExecutor()})
     scheduler.add_job(job, "date", run_date=datetime.now(UTC))
     scheduler.start()
     try:
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-            if seen:
-                break
+        await asyncio.wait_for(ran.wait(), 30)  # (the job's run)
         assert seen == [job.__qualname__]
     finally:
         scheduler.shutdown(wait=False)

@@ -97,7 +97,7 @@ async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
 
     await until(refused, RETRY_AFTER + 15, f"{owner} to have its stale notification refused", replica=stale)
     await fleet.settled({"r0", "r1", "r2"}, within=TTL + 10)
-    await asyncio.sleep(2)  # evaluations on every replica after the rejoin
+    await fleet.evaluated(2)  # every replica judged and notified after the rejoin (group_interval: 1 s)
     top_level = [r for r in slack.delivered("chat.postMessage") if not r.body.get("thread_ts")]
     assert len(top_level) == 1, [r.body.get("text") for r in top_level]
     assert len(slack.calls("chat.postMessage")) == 2  # the 429 and the new owner's post: nothing from the stale one
@@ -127,7 +127,7 @@ async def test_an_owner_paused_mid_send_cannot_overwrite_the_new_owners_thread_r
     target.route("/api", TargetReply(json={"ok": True}))
     await until(lambda: [r for r in slack.delivered("chat.postMessage") if r.body.get("thread_ts")], 30,
                 "the resolve")
-    await asyncio.sleep(2)  # every replica has evaluated the recovery
+    await fleet.evaluated(2)  # every replica has evaluated the recovery, and said what it had to
     # Two posts (the paused owner's came too late to be stopped; the new owner's), and the resolve is a reply
     # in a thread: had the paused owner's record replaced the new owner's, the new owner would have found
     # another incident's message there and posted its resolve as a third message.

@@ -116,12 +116,13 @@ def one_post(slack: FakeSlack, integration: str) -> None:
     assert len(posts) == 1, (integration, [p.body.get("text") for p in posts])
 
 
-async def resolved_once(slack: FakeSlack, target: Target, integration: str, thread: str, check: str = "c0") -> None:
+async def resolved_once(fleet: Fleet, slack: FakeSlack, target: Target, integration: str, thread: str,
+                        check: str = "c0") -> None:
     """Still one post; the vendor recovers: exactly one resolve, in the incident's thread, nothing after it."""
     one_post(slack, integration)
     set_all(target, integration, UP, check)
     await waited(lambda: replies(slack, thread), f"the {integration} resolve in its thread")
-    await asyncio.sleep(3 * INTERVAL + 2)  # every replica has seen the recovery and evaluated it
+    await fleet.evaluated(4)  # every replica has seen the recovery and evaluated it (group_interval: 2 of them)
     assert len(replies(slack, thread)) == 1, [r.body.get("text") for r in replies(slack, thread)]
     one_post(slack, integration)
 
@@ -156,8 +157,8 @@ async def test_killing_the_owner_mid_incident_keeps_one_post_and_one_threaded_re
     await fleet.kill(victim)
     await fleet.settled(set(REPLICAS) - {victim}, within=TTL + 10)
     assert await owner_of(fleet, "payments") != victim
-    await asyncio.sleep(TTL + 4 * INTERVAL)  # the new owner evaluates the still failing checks
-    await resolved_once(slack, target, "payments", thread)
+    await fleet.evaluated(4)  # the new owner evaluates the still failing checks
+    await resolved_once(fleet, slack, target, "payments", thread)
 
 
 async def test_a_rolling_restart_mid_incident_still_posts_once(
@@ -169,8 +170,8 @@ async def test_a_rolling_restart_mid_incident_still_posts_once(
         await fleet.settled(set(REPLICAS) - {name})
         await fleet.start(name)
         await fleet.settled(set(REPLICAS))
-    await asyncio.sleep(4 * INTERVAL)
-    await resolved_once(slack, target, "payments", thread)
+    await fleet.evaluated(4)
+    await resolved_once(fleet, slack, target, "payments", thread)
 
 
 async def test_redis_down_mid_incident_no_incident_goes_unposted_and_none_is_posted_twice(
@@ -192,6 +193,6 @@ async def test_redis_down_mid_incident_no_incident_goes_unposted_and_none_is_pos
     await asyncio.sleep(max(0.0, 3 * TTL - (time.monotonic() - outage)))  # every lease has run out meanwhile
     await own_redis.start()  # empty: this Redis kept nothing (no persistence)
     await fleet.settled(set(REPLICAS), within=TTL * 5)
-    await asyncio.sleep(TTL + 4 * INTERVAL)  # ownership and alert state reconciled, evaluations went on
-    await resolved_once(slack, target, "payments", thread)
-    await resolved_once(slack, target, integration, second, check)
+    await fleet.evaluated(4)  # ownership and alert state reconciled, evaluations went on
+    await resolved_once(fleet, slack, target, "payments", thread)
+    await resolved_once(fleet, slack, target, integration, second, check)

@@ -163,7 +163,13 @@ async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(
     share = [check for check, who in (await probers(fleet)).items() if who == victim]
     assert share
     start = time.time()
-    await asyncio.sleep(2)
+    payments = {c.split("/", 1)[1] for c in CHECKS if c.startswith("payments/")}
+
+    async def failing_in_a_row() -> bool:  # (every check here fails: 404)
+        found = streaks(await fleet.replicas[victim].metrics(), "payments")
+        return set(found) == payments and min(found.values()) >= 2
+
+    await until(failing_in_a_row, 20, f"{victim} to count payments' checks failing twice in a row")
     before = streaks(await fleet.replicas[victim].metrics(), "payments")
     survivors = {"r0", "r1", "r2"} - {victim}
     logged = {name: fleet.replicas[name].log.stat().st_size for name in survivors}
