@@ -93,7 +93,7 @@ def gated_client(gate: SendGate) -> redis.asyncio.Redis:
     pool = redis.asyncio.ConnectionPool(
         connection_class=GatedConnection, host="127.0.0.1", port=6379, socket_timeout=5.0, socket_connect_timeout=2.0
     )
-    return redis.asyncio.Redis(connection_pool=pool)
+    return redis.asyncio.Redis.from_pool(pool)  # (its own pool: closed with it, connections and all)
 
 
 @pytest.fixture
