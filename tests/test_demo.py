@@ -24,6 +24,7 @@ import http_sfv
 import pytest
 import redis.asyncio
 import redis.exceptions
+from daemon_support import until
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -474,7 +475,7 @@ async def test_rate_limiter_traffic_survives_redis_errors(caplog: pytest.LogCapt
     client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     traffic = RateLimiterTraffic(client, "imdemo-test-unreachable", tick=0.05)
     traffic.start()
-    await asyncio.sleep(0.3)
+    await until(lambda: "could not write rate-limit counters" in caplog.text, what="the failed write logged")
     assert traffic.running
     await traffic.close()
     assert "could not write rate-limit counters" in caplog.text

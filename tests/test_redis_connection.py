@@ -59,7 +59,13 @@ async def test_redis_health_follows_an_outage_and_logs_each_change_once(
         await own_redis.stop()
         await until(lambda: up() == 0, what="redis_up 0")
         assert "Connect" in health.status()["error"] and health.ready() == (True, "")  # down ≠ not ready
-        await asyncio.sleep(0.3)  # several failed checks: still one line in the log
+        checked = {health.checked_at}
+
+        def several_checks_failed() -> bool:
+            checked.add(health.checked_at)
+            return len(checked) > 3
+
+        await until(several_checks_failed, what="three more failed checks")  # still one line in the log
         await own_redis.start()
         await until(lambda: up() == 1, what="redis_up 1 again")
         assert health.status()["error"] is None
