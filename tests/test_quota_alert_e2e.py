@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import limits
 import limits.aio.storage
@@ -60,8 +61,13 @@ class BusyLimiter:
 
     def __init__(self, identity: str) -> None:
         self.identity = identity
-        self.limiter = limits.aio.strategies.FixedWindowRateLimiter(
-            limits.aio.storage.RedisStorage(f"async+{SHARED_REDIS}"))
+        # The storage's connections in a pool of our own, closed by stop(): limits never closes its own, and
+        # the connection the cancelled hit() was using was left closing when the test's loop ended
+        # (ResourceWarning: unclosed transport, in whichever later test the collector found it).
+        self._pool = redis.asyncio.ConnectionPool.from_url(SHARED_REDIS)
+        pool: Any = self._pool  # (limits types its options loosely)
+        self.limiter = limits.aio.strategies.FixedWindowRateLimiter(limits.aio.storage.RedisStorage(
+            f"async+{SHARED_REDIS}", implementation="redispy", connection_pool=pool))
         self.item = limits.RateLimitItemPerSecond(10, WINDOW)
         self._task = asyncio.create_task(self._hit())
 
@@ -75,6 +81,7 @@ class BusyLimiter:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        await self._pool.aclose()
 
 
 @pytest.fixture
