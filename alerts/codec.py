@@ -26,7 +26,7 @@ def alert_to_dict(alert: Alert, *, notes: bool = True) -> dict[str, Any]:
         "severity": str(alert.severity), "status": str(alert.status), "summary": alert.summary,
         "check": alert.check, "quota": alert.quota, "started_at": alert.started_at,
         "resolved_at": alert.resolved_at, "details": dict(alert.details),
-        "error_classes": dict(alert.error_classes), "last_request": alert.last_request,
+        "error_classes": alert.error_classes_by_count, "last_request": alert.last_request,
         "response_excerpt": alert.response_excerpt,
     }
     if notes:

@@ -126,8 +126,7 @@ def _age(seconds: float) -> str:
 
 
 def _error_classes(alert: Alert) -> str:
-    items = sorted(alert.error_classes.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{cls} ×{count}" for cls, count in items)
+    return ", ".join(f"{cls} ×{count}" for cls, count in alert.error_classes_by_count.items())
 
 
 def _status_phrase(alert: Alert) -> str:

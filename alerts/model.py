@@ -47,6 +47,12 @@ class Alert:
     flapping: bool = False
     first_failure_at: float | None = None  # epoch of the first failing probe behind it (latency tracing)
 
+    @property
+    def error_classes_by_count(self) -> dict[str, int]:
+        """The error classes, the most frequent first, then by name: one order for one alert, whatever order
+        its window was counted in (newest run first, by buckets, or kept from an earlier pass)."""
+        return dict(sorted(self.error_classes.items(), key=lambda kv: (-kv[1], kv[0])))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Notification:

@@ -232,6 +232,11 @@ class Pair:
 # ... and then healthy: the critical tier resolves while the warning ones still fire, no longer inhibited
 # (fails with a gauge set only when first exported).
 @example(steps=[(15, [], (ErrorClass.HTTP_5XX, 0), True, None, 12), (15, [], (None, 0), True, None, 6)])
+# Timeouts, then one 5xx, then timeouts again: the warning tiers' windows hold the classes in another order
+# when counted anew than when kept from an earlier pass (fails with the classes stored in counting order).
+@example(steps=[(15, [], None, False, None, 1)] * 3 + [
+    (15, [], (ErrorClass.TIMEOUT, 0), False, None, 1), (60, [], (ErrorClass.HTTP_5XX, 0), False, None, 1),
+    (300, [], (ErrorClass.TIMEOUT, 0), False, None, 12)])
 def test_a_pass_with_its_memos_judges_and_tells_as_one_making_everything_anew(
     steps: list[Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
