@@ -10,7 +10,6 @@ limiter wrote a new key).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS, tag_of
 from targets import Target
 
+from integration_kit.tasks import stop
 from monitor.app import App
 from monitor.settings import parse_config
 
@@ -78,9 +78,8 @@ class BusyLimiter:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # (stop: cancelled once, a hit() in redis-py's wait_for may drop the cancellation and loop on)
+        await stop(self._task)
         await self._pool.aclose()
 
 
