@@ -66,6 +66,15 @@ return out
 """
 
 
+LOGGED_SHARDS = 10  # shards an info line names: at 500 integrations the whole list made ~15 kB lines
+
+
+def _sample(names: Sequence[str]) -> str:
+    """The first LOGGED_SHARDS names, then how many more: a line that stays short at any scale."""
+    shown = ", ".join(names[:LOGGED_SHARDS])
+    return f"{shown} … and {len(names) - LOGGED_SHARDS} more" if len(names) > LOGGED_SHARDS else shown
+
+
 def shard_of(integration: str, group_by: Iterable[str]) -> str:
     return integration if "integration" in group_by else ALL_INTEGRATIONS
 
@@ -93,7 +102,8 @@ class Fences:
             async with asyncio.timeout(TIMEOUT):
                 tokens = await self._take(keys=[self._key], args=args)
         except Exception as exc:
-            log.warning("fencing tokens for %s not taken (%s); retrying", ", ".join(wanted), type(exc).__name__)
+            log.warning("fencing tokens for %d shards (%s) not taken (%s); retrying", len(wanted), _sample(wanted),
+                        type(exc).__name__)
             return False
         taken: dict[str, int] = {}
         for shard, token in zip(wanted, (int(t) for t in tokens), strict=True):
@@ -103,7 +113,10 @@ class Fences:
             elif self.held.get(shard) != token:
                 taken[shard] = self.held[shard] = token
         if taken:
-            log.info("fencing tokens taken: %s", ", ".join(f"{s}={t}" for s, t in sorted(taken.items())))
+            named = [f"{s}={t}" for s, t in sorted(taken.items())]
+            log.info("fencing tokens taken for %d shards: %s", len(named), _sample(named))
+            if len(named) > LOGGED_SHARDS:
+                log.debug("fencing tokens taken: %s", ", ".join(named))
         return True
 
     def tokens(self) -> Mapping[str, int]:
