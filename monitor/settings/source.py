@@ -3,7 +3,7 @@ say where and what, never an exception, and in bounded time.
 
 * Text: UTF-8 (a byte-order mark is fine). Anything else names the first bad byte by line and column;
   UTF-16 and UTF-32 files are recognised by their byte-order mark and named as such.
-* YAML: the events are scanned before anything is built (iteratively, by libyaml when PyYAML has it):
+* YAML: parsed once (by libyaml when PyYAML has it); each event is checked before its node is composed:
   nesting deeper than ``MAX_DEPTH`` and aliases that would add more than ``MAX_ALIAS_VALUES`` values
   (an "alias bomb": a few lines that expand to billions of values) are refused. Errors give the line and
   column but never quote the file (a line may hold a secret).
@@ -20,11 +20,12 @@ from __future__ import annotations
 import codecs
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 
 from integration_kit.redact import MIN_SECRET_LEN, Redactor, secret_pattern
 
@@ -77,17 +78,20 @@ def decode(data: bytes) -> str:
 
 def load_yaml(text: str) -> tuple[Any, list[Problem]]:
     """The YAML document as plain Python values and the keys written twice in one mapping (problems), or
-    Unreadable. Depth and alias expansion are checked on the event stream first, so neither a deep nor an
-    explosive document is ever built."""
+    Unreadable. The text is parsed once: depth and alias expansion are checked on each event as the
+    document's nodes are composed from it, so neither a deep nor an explosive document is ever built."""
+    loader = _Loader(text)  # a safe loader; libyaml parses a big file 10× faster
     try:
-        duplicates = _check_events(yaml.parse(text, Loader=_Loader))
-        return yaml.load(text, Loader=_Loader), duplicates  # a safe loader; libyaml builds a big file 10× faster
+        root, duplicates = _compose(loader)
+        return (None if root is None else loader.construct_document(root)), duplicates
     except yaml.MarkedYAMLError as exc:
         raise Unreadable(f"not valid YAML: {_yaml_error(exc)}") from None
     except yaml.YAMLError as exc:  # reader errors (a control character, say): no mark, a short text
         raise Unreadable(f"not valid YAML: {exc}") from None
     except (ValueError, OverflowError) as exc:  # a scalar YAML accepts but Python cannot hold (2024-13-01)
         raise Unreadable(f"not valid YAML: a value cannot be read ({exc})") from None
+    finally:
+        loader.dispose()
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError) -> str:
@@ -102,12 +106,14 @@ class _Collection:
     """An open mapping or sequence while the events are scanned: where it is, and the keys it has."""
 
     path: str
+    node: yaml.SequenceNode | yaml.MappingNode  # its node, filled as its children end
     mapping: bool
     anchor: str | None  # its anchor, if any: its size is remembered for the aliases to it
     before: int  # values in the document before it opened
     height: int = 0  # the height of its tallest child so far
     children: int = 0  # nodes ended in it so far (in a mapping: key, value, key, value…)
     key: Any = None  # the key of the value being read (in a mapping), None for a key that is no scalar
+    key_node: yaml.Node | None = None  # the node of that key
     lines: dict[str, int] = field(default_factory=dict)  # key → line it was first written at
 
     def child_path(self) -> str:
@@ -116,62 +122,105 @@ class _Collection:
         return self.path if self.key is None else join_path(self.path, self.key)
 
 
-def _check_events(events: Iterator[yaml.Event]) -> list[Problem]:
-    """Refuse nesting deeper than MAX_DEPTH and aliases adding more than MAX_ALIAS_VALUES values; name
-    the keys written twice in one mapping (YAML keeps only the last one, silently: an integration written
-    twice lost its first definition without a word).
+def _compose(loader: Any) -> tuple[yaml.Node | None, list[Problem]]:
+    """The document's node (None for an empty stream), composed as PyYAML's composer does, from the
+    loader's events; on the way, refuse nesting deeper than MAX_DEPTH and aliases adding more than
+    MAX_ALIAS_VALUES values, and name the keys written twice in one mapping (YAML keeps only the last
+    one, silently: an integration written twice lost its first definition without a word).
 
     Counts what the document would be if every alias were written out: each anchored node's value
     count and height are remembered; an alias adds its node's count, at its node's height.
     """
     size: dict[str, tuple[int, int]] = {}  # anchor → (values, height) of its node
+    anchors: dict[str, yaml.Node] = {}
+    tags: dict[tuple[str, Any], str] = {}  # (value, implicit) → resolved tag: most values repeat
     stack: list[_Collection] = []  # the open collections, outermost first
     duplicates: list[Problem] = []
+    root: yaml.Node | None = None
     total = added = 0
-    for event in events:
+    while loader.check_event():
+        event = loader.get_event()
+        node: yaml.Node
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise Unreadable(f"nested deeper than {MAX_DEPTH} levels ({_line(event)})")
             path = stack[-1].child_path() if stack else ""
-            stack.append(_Collection(path, isinstance(event, yaml.MappingStartEvent), event.anchor, total))
+            mapping = isinstance(event, yaml.MappingStartEvent)
+            kind = yaml.MappingNode if mapping else yaml.SequenceNode
+            tag = event.tag if event.tag not in (None, "!") else loader.resolve(kind, None, event.implicit)
+            collection = kind(tag, [], _marks(event)[0], None, flow_style=event.flow_style)
+            _anchor(anchors, event, collection)
+            stack.append(_Collection(path, collection, mapping, event.anchor, total))
             continue
         if isinstance(event, yaml.CollectionEndEvent):
             ended = stack.pop()
-            anchor = ended.anchor
+            ended.node.end_mark = _marks(event)[1]
+            node = ended.node  # its anchor was registered when it opened (an alias inside it may use it)
             total += 1
-            node = (total - ended.before, ended.height + 1)
+            counted = (total - ended.before, ended.height + 1)
+            if ended.anchor:
+                size[ended.anchor] = counted
         elif isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag in (None, "!"):
+                key = (event.value, event.implicit)
+                tag = tags.get(key) or tags.setdefault(key, loader.resolve(yaml.ScalarNode, *key))
+            node = yaml.ScalarNode(tag, event.value, *_marks(event), style=event.style)
+            _anchor(anchors, event, node)
             total += 1
-            anchor, node = event.anchor, (1, 1)
+            counted = (1, 1)
+            if event.anchor:
+                size[event.anchor] = counted
         elif isinstance(event, yaml.AliasEvent):
-            anchor = None
-            node = size.get(event.anchor or "", (1, 1))
-            total += node[0]
-            added += node[0]
+            if event.anchor not in anchors:
+                raise ComposerError(None, None, "found undefined alias", _marks(event)[0])
+            node = anchors[event.anchor]
+            counted = size.get(event.anchor or "", (1, 1))  # (1, 1): an alias inside its own anchor's node
+            total += counted[0]
+            added += counted[0]
             if added > MAX_ALIAS_VALUES:
                 raise Unreadable(
                     f"YAML aliases expand this file by more than {MAX_ALIAS_VALUES} values ("
                     f"{_line(event)}): an alias bomb? Write the repeated parts out"
                 )
-            if len(stack) + node[1] - 1 > MAX_DEPTH:  # the node's collections, nested where the alias is
+            if len(stack) + counted[1] - 1 > MAX_DEPTH:  # the node's collections, nested where the alias is
                 raise Unreadable(f"nested deeper than {MAX_DEPTH} levels through an alias "
                                  f"({_line(event)})")
+        elif isinstance(event, yaml.DocumentStartEvent) and root is not None:
+            raise ComposerError("expected a single document in the stream", root.start_mark,
+                                "but found another document", _marks(event)[0])
         else:
             continue
-        if anchor:
-            size[anchor] = node
-        if stack:
-            stack[-1].height = max(stack[-1].height, node[1])
-            _ended(stack[-1], event, duplicates)
-    return duplicates
+        if not stack:
+            root = node
+            continue
+        stack[-1].height = max(stack[-1].height, counted[1])
+        _ended(stack[-1], event, node, duplicates)
+    return root, duplicates
 
 
-def _ended(parent: _Collection, event: yaml.Event, duplicates: list[Problem]) -> None:
+def _marks(event: yaml.Event) -> tuple[Any, Any]:
+    """The event's start and end: libyaml's marks or PyYAML's (nodes take either; the stubs name one)."""
+    return event.start_mark, event.end_mark
+
+
+def _anchor(anchors: dict[str, yaml.Node], event: yaml.NodeEvent, node: yaml.Node) -> None:
+    if event.anchor is None:
+        return
+    if event.anchor in anchors:
+        raise ComposerError("found duplicate anchor; first occurrence", anchors[event.anchor].start_mark,
+                            "second occurrence", _marks(event)[0])
+    anchors[event.anchor] = node
+
+
+def _ended(parent: _Collection, event: yaml.Event, node: yaml.Node, duplicates: list[Problem]) -> None:
     """A node of ``parent`` ended: in a mapping, every other one is a key."""
     is_key = parent.mapping and parent.children % 2 == 0
     parent.children += 1
     if not is_key:
+        parent.node.value.append(node if not parent.mapping else (parent.key_node, node))
         return
+    parent.key_node = node
     parent.key = event.value if isinstance(event, yaml.ScalarEvent) else None
     if parent.key is None or parent.key == "<<":  # a merge key may repeat; what it merges is no key written here
         return
