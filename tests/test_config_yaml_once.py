@@ -36,6 +36,8 @@ def reference(text: str) -> tuple[str, Any]:
         return "error", f"not valid YAML: {exc}"
     except (ValueError, OverflowError) as exc:
         return "error", f"not valid YAML: a value cannot be read ({exc})"
+    except (LookupError, AttributeError):  # PyYAML's constructors on a value their tag refuses ('!!int ')
+        return "error", f"not valid YAML: {source._TAG_REFUSED}"
 
 
 def loaded(text: str) -> tuple[str, Any]:
@@ -57,6 +59,14 @@ def test_aliases_merge_keys_and_recursion_build_as_pyyaml_builds_them() -> None:
     assert loaded(text) == reference(text)
     data = load_yaml(text)[0]
     assert data["shared"][0] is data["shared"][1] is data["base"]
+
+
+@pytest.mark.parametrize("text", ["a: !!int ", "a: !!float _", "a: !!bool maybe", "a: !!timestamp soon"])
+def test_a_value_its_explicit_tag_refuses_is_unreadable_not_an_exception(text: str) -> None:
+    """PyYAML's constructors raise IndexError, KeyError, AttributeError here: a config error all the same."""
+    with pytest.raises(Unreadable, match="explicit tag") as raised:
+        load_yaml(text)
+    assert "maybe" not in str(raised.value) and "soon" not in str(raised.value)  # a value may be a secret
 
 
 def test_the_text_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,8 @@ _WIDE_BOMS = (
 )
 
 Problem = tuple[str, str]
+# (``!!bool maybe``, ``!!int ''``: the value is not quoted, it may be a secret)
+_TAG_REFUSED = "a value cannot be read (one its explicit tag, !!int, !!float, !!bool or !!timestamp, refuses)"
 
 
 class Unreadable(Exception):
@@ -83,7 +85,10 @@ def load_yaml(text: str) -> tuple[Any, list[Problem]]:
     loader = _Loader(text)  # a safe loader; libyaml parses a big file 10× faster
     try:
         root, duplicates = _compose(loader)
-        return (None if root is None else loader.construct_document(root)), duplicates
+        try:
+            return (None if root is None else loader.construct_document(root)), duplicates
+        except (LookupError, AttributeError):  # PyYAML's own errors for a value its explicit tag refuses
+            raise Unreadable(f"not valid YAML: {_TAG_REFUSED}") from None
     except yaml.MarkedYAMLError as exc:
         raise Unreadable(f"not valid YAML: {_yaml_error(exc)}") from None
     except yaml.YAMLError as exc:  # reader errors (a control character, say): no mark, a short text
