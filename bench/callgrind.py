@@ -130,6 +130,24 @@ def drive(argv: Sequence[str], others: Sequence[Counted] = (), *,
     return results
 
 
+def drive_trees(argv: Sequence[str], before: str | None, *, floor: Sequence[str] = (),
+                instrument_from_start: bool = True) -> list[tuple[str, dict[str, list[tuple[list[int], str]]]]]:
+    """``drive`` of this tree's worker (``floor`` added to its argv: the peer's steps run once, there)
+    and, with ``before``, of another checkout's (``PYTHONPATH=before``): (label suffix, its counts) each."""
+    runs = []
+    for suffix, tree in [("", None)] + ([(" (before)", before)] if before else []):
+        saved = dict(os.environ)
+        if tree is not None:
+            os.environ["PYTHONPATH"] = tree
+        try:
+            runs.append((suffix, drive([*argv, *(floor if tree is None else ())],
+                                       instrument_from_start=instrument_from_start)))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return runs
+
+
 def print_layers(counts: dict[str, list[tuple[list[int], str]]], *, per: str, base: str, note: str) -> None:
     """The table of a benchmark counted layer by layer (``drive``'s answer, each step's note the number
     of ``per`` it did): the worker's instructions per ``per``, median (min–max) of the step's rounds, what

@@ -29,12 +29,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def config_text(checks: int) -> str:
+def config_text(checks: int, *, own_urls: bool = False) -> str:
+    """scale.py's shape; ``own_urls``: each check's URL its own (a query naming it), as real configs are."""
     lines = ["integrations:"]
     for i in range(checks):
         if i % 100 == 0:
             lines += [f"  vendor{i // 100}:", "    checks:"]
-        lines.append(f'      - {{name: c{i}, kind: http, url: "http://127.0.0.1:9/ok", interval: 60s, timeout: 5s}}')
+        url = f"http://127.0.0.1:9/ok?page={i}" if own_urls else "http://127.0.0.1:9/ok"
+        lines.append(f'      - {{name: c{i}, kind: http, url: "{url}", interval: 60s, timeout: 5s}}')
     return "\n".join(lines) + "\n"
 
 
@@ -104,24 +106,12 @@ def main() -> None:
         worker(args.checks, args.rounds, args.floor)
         return
     sys.path.insert(0, str(HERE))
-    from callgrind import drive
+    from callgrind import drive_trees
 
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", "--checks", str(args.checks),
             "--rounds", str(args.rounds)]
-    trees: list[tuple[str, str | None]] = [("", None)] + ([(" (before)", args.before)] if args.before else [])
     per_check: dict[str, list[float]] = {}
-    for suffix, tree in trees:
-        saved = os.environ.get("PYTHONPATH")
-        if tree is not None:
-            os.environ["PYTHONPATH"] = tree
-        try:
-            counts = drive([*argv, *(["--floor"] if tree is None else [])], instrument_from_start=False)
-        finally:
-            if tree is not None:
-                if saved is None:
-                    os.environ.pop("PYTHONPATH")
-                else:
-                    os.environ["PYTHONPATH"] = saved
+    for suffix, counts in drive_trees(argv, args.before, floor=["--floor"], instrument_from_start=False):
         for name, samples in counts.items():
             label = name if name.startswith("APScheduler") else name + suffix
             per_check[label] = sorted(c[0] / int(n) for c, n in samples)
