@@ -78,7 +78,8 @@ class ClusterRuntime:
             recorder.record(result)
             streaks.noted(result)
 
-        streams = ResultStreams(redis, cluster, record=record, redactor=redactor, metrics=metrics)
+        streams = ResultStreams(redis, cluster, record=record, redactor=redactor, metrics=metrics,
+                                consumed=streaks.consumed)
         runtime = cls(config, cluster, cluster=cluster, streams=streams, streaks=streaks)
         scheduler.record = streams.route
         scheduler.use_placement(cluster)
@@ -100,6 +101,8 @@ class ClusterRuntime:
             if self.streaks is not None:
                 self.streaks.lost(change.integrations_lost)
                 self.streaks.gained(change.integrations_gained)
+            if self.streams is not None:
+                self.streams.taken_over(change.orphaned)
             if change.integrations_gained or change.integrations_lost:
                 view = self.owned_view(self.config)
                 for component in self._scoped:

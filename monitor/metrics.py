@@ -227,8 +227,9 @@ class Metrics:
             "integration_monitor_cluster_results",
             "Check results by path: sent to their integration's owner, received from another replica, kept "
             "here because Redis could not take them (fail open), lost (trimmed from this replica's stream before "
-            "it read them), unreadable (skipped) or duplicate (sent again after a flush that seemed to fail, "
-            "dropped)", ("path",), registry=r,
+            "it read them), unreadable (skipped), duplicate (sent again after a flush that seemed to fail, "
+            "dropped) or recovered (read from a crashed owner's stream by the integration's new owner)", ("path",),
+            registry=r,
         )
 
     CLUSTER_FAMILIES = ("cluster_members", "owned_checks", "owned_integrations", "ownership_changes", "cluster_results")

@@ -22,7 +22,7 @@ import redis.asyncio
 from fleet import Fleet, arrived, runs_on_timetable, until
 from needs import missing
 from redis_servers import OwnRedis
-from targets import Target
+from targets import Reply, Target
 
 from monitor.metrics import Metrics
 
@@ -207,8 +207,9 @@ async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(
 
     # The new owner of payments continues each check's failure streak (every check here fails: 404): its
     # count is the victim's last stored count plus the runs it recorded itself since it took payments over
-    # (its run counters start then). Started afresh, the two would be equal. The runs whose results went to
-    # the victim's stream between the kill and the takeover are in neither: no one counted them.
+    # (its run counters start then). Started afresh, the two would be equal. (The results that went to the
+    # victim's stream after its last stored count are among those runs: the new owner drained them; the next
+    # test counts them exactly.)
     owner = (await fleet.running()[0].status())["integrations"]["payments"]["owner"]
     exposition = await fleet.replicas[owner].metrics()
     after, runs = streaks(exposition, "payments"), per_check(exposition, "integration_probe_runs_total", "payments")
@@ -332,3 +333,83 @@ async def rejoined(fleet: Fleet) -> bool:
         if cluster["state"] != "member" or {m["id"] for m in cluster["members"] if m["active"]} != set(fleet.replicas):
             return False
     return True
+
+
+async def test_results_sent_to_a_killed_owner_are_counted_by_the_new_owner_exactly_once(
+    fleet: Fleet, target: Target, own_redis: OwnRedis
+) -> None:
+    # Every check answers 200, then the victim's integrations' checks 404 from T0 until T1, then 200 again:
+    # the 404s are exactly the requests the target served in between, and every one of them is a failed run
+    # that some owner must count once, whoever probed it and whatever stream its result was in at the kill.
+    for check in CHECKS:
+        target.route(f"/{check}", Reply(body="ok"))
+    await start_three(fleet, target)
+    owners = {i: entry["owner"] for i, entry in (await fleet.running()[0].status())["integrations"].items()}
+    victim = owners["payments"]
+    theirs = sorted(c for c in CHECKS if owners[c.split("/")[0]] == victim)
+    share = {check for check, who in (await probers(fleet)).items() if who == victim}
+    assert set(theirs) - share, "every check of the victim's integrations is probed by the victim"
+    before = {check: len(target.hits(f"/{check}")) for check in theirs}
+    for check in theirs:
+        target.route(f"/{check}", Reply(status=404))
+
+    async def failing_in_a_row() -> bool:
+        found = {i: await stored_streaks(own_redis, i) for i in {c.split("/")[0] for c in theirs}}
+        return all(found[c.split("/")[0]].get(c.split("/")[1], 0) >= 2 for c in theirs)
+
+    await until(failing_in_a_row, 20, f"{victim} to store its checks failing twice in a row")
+    await fleet.kill(victim)
+    await lease_end_of(own_redis, victim)
+    # What the victim counted and wrote for the next owner: nobody writes these until its lease runs out.
+    stored = {i: await stored_streaks(own_redis, i) for i in {c.split("/")[0] for c in theirs}}
+    survivors = {"r0", "r1", "r2"} - {victim}
+    await fleet.settled(survivors, within=TTL + 5)
+    settled = time.time()
+    await until(lambda: all(sum(h >= settled for h in hits_of(target, c)) >= 2 for c in theirs), 20,
+                "two runs of every check after the takeover")
+    after = {check: len(target.hits(f"/{check}")) for check in theirs}
+    for check in theirs:
+        target.route(f"/{check}", Reply(body="ok"))
+    new_owners = {i: entry["owner"] for i, entry in (await fleet.running()[0].status())["integrations"].items()}
+
+    async def recovered() -> bool:  # each check's next (healthy) run reached its new owner: nothing older is on the way
+        for check in theirs:
+            integration, name = check.split("/")
+            exposition = await fleet.replicas[new_owners[integration]].metrics()
+            ok = outcome_runs(exposition, integration, "success")
+            if ok.get(name, 0) < 1 or streaks(exposition, integration).get(name) != 0:
+                return False
+        return True
+
+    await until(recovered, 20, "every check to succeed again at its new owner")
+    for check in theirs:
+        integration, name = check.split("/")
+        failed = outcome_runs(await fleet.replicas[new_owners[integration]].metrics(), integration, "failure")
+        counted = stored[integration].get(name, 0) + failed.get(name, 0)
+        served = after[check] - before[check]
+        if check in share:
+            # Probed by the victim until the kill: the runs it recorded itself after its last write of the
+            # counts died with it; nothing is counted twice.
+            assert counted <= served, (check, stored, failed, served)
+        else:
+            assert counted == served, (check, stored, failed, served)
+    # They came from the victim's stream, which then expires on its own (bounded memory).
+    series = 'integration_monitor_cluster_results_total{path="recovered"}'
+    heirs = {new_owners[check.split("/")[0]] for check in theirs}
+    recovered = [sample(await fleet.replicas[name].metrics(), series) for name in heirs]
+    assert sum(recovered) > 0, recovered
+    client = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        assert await client.pttl(f"im:cluster:results:{victim}") > 0
+    finally:
+        await client.aclose()
+
+
+def outcome_runs(exposition: str, integration: str, outcome: str) -> dict[str, float]:
+    """check → integration_probe_runs_total of ``integration`` with ``outcome`` in one replica's /metrics."""
+    out: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if (line.startswith("integration_probe_runs_total{") and f'integration="{integration}"' in line
+                and f'outcome="{outcome}"' in line):
+            out[line.split('check="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return out

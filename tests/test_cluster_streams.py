@@ -71,6 +71,7 @@ async def replicas(shared_redis: redis.asyncio.Redis, prefix: str) -> AsyncItera
             replica = Replica(cluster, ResultStreams(streams_client or client, cluster, record=recorded.append,
                                                      redactor=Redactor(), metrics=metrics, flush_every=flush_every),
                               metrics, recorded)
+            cluster.on_change(lambda change: replica.streams.taken_over(change.orphaned))  # as the daemon does
             if streams:
                 replica.streams.start()
             await cluster.start()
@@ -241,3 +242,41 @@ async def test_results_of_a_failed_flush_whose_owner_left_go_to_the_new_owner_an
     await a.streams.flush()
     assert a.runs(theirs) == list(range(5))  # a owns everything now: recorded here, once
     assert await entries(direct, b) == 1 and (a.count("sent"), a.count("lost")) == (0, 0)
+
+
+async def test_a_crashed_owners_unread_results_are_recorded_once_by_each_integrations_new_owner_before_newer_ones(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
+) -> None:
+    a, b, c = [await replicas(name, streams=False) for name in "abc"]  # each reads when the test says
+    await wait_until(lambda: all(m.cluster.members == ("a", "b", "c") for m in (a, b, c)), within=10,
+                     what="a, b and c to agree on the members")
+    orphans = owned(a, "c")
+    assert orphans
+    assert await a.streams.read() == await b.streams.read() == 0  # a and b start reading their streams
+    # Two probers sent c results of its integrations that c never read; one entry came twice (a flush that
+    # seemed to fail, sent again).
+    stream, numbers = c.streams.stream("c"), {"p": 0, "q": 0}
+    for integration in orphans:
+        for sender, runs in (("p", range(10)), ("q", range(10, 20))):
+            fields = {"s": sender, "q": numbers[sender], "n": 10,
+                      "b": encode_batch([(result(integration, n), 0) for n in runs], Redactor())}
+            numbers[sender] += 10
+            await shared_redis.xadd(stream, fields)
+    await shared_redis.xadd(stream, fields)
+    await c.cluster.close()  # gone without announcing a leave, as after a crash: nobody reads its stream now
+    await wait_until(lambda: a.cluster.members == b.cluster.members == ("a", "b"), within=10,
+                     what="a and b to see c gone")
+    heirs = {integration: a if integration in owned(a, "a") else b for integration in orphans}
+    for integration, heir in heirs.items():
+        heir.streams.route(result(integration, 20))  # the heir probed it: newer than what c's stream holds
+        assert heir.runs(integration) == []  # held back until c's stream is read
+    await a.streams.read()
+    await b.streams.read()
+    for integration, heir in heirs.items():
+        other = b if heir is a else a
+        assert heir.runs(integration) == list(range(21)), integration
+        assert other.runs(integration) == [], integration
+    assert a.count("recovered") + b.count("recovered") == 20 * len(orphans)
+    for replica in (a, b):  # each heir read the whole stream, the entry sent again too (and dropped it)
+        assert replica.count("duplicate") == (10 if replica in heirs.values() else 0)
+    assert a.count("received") == b.count("received") == 0

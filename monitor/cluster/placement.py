@@ -40,6 +40,9 @@ class Change:
     checks_lost: frozenset[str] = frozenset()
     integrations_gained: frozenset[str] = frozenset()
     integrations_lost: frozenset[str] = frozenset()
+    # Gained from a replica whose lease ran out (crashed, or paused): integration → that replica. Its result
+    # stream may still hold results of them that nobody counted (``ResultStreams.taken_over``).
+    orphaned: Mapping[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.checks_gained or self.checks_lost or self.integrations_gained or self.integrations_lost)

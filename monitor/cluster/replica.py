@@ -419,10 +419,16 @@ class Cluster:
                                     margin=max(CRASH_MARGIN, self.cfg.heartbeat)) if previous else float("-inf"))
         self._ran_until = since
         owned_before, owned_now = old.owned(self.me), new.owned(self.me)
+        leased = {m.id for m in self._records}
         change = Change(
             checks_gained=since, checks_lost=frozenset(old.share - new.share),
             integrations_gained=frozenset(owned_now - owned_before),
             integrations_lost=frozenset(owned_before - owned_now),
+            # A previous owner that left gracefully passes on what reaches it late; one without a lease any
+            # more (crashed, paused) cannot: its stream is drained by each integration's new owner.
+            orphaned={i: previous for i in owned_now - owned_before
+                      if (previous := old.integration_owner.get(i)) is not None and previous != self.me
+                      and previous not in members and previous not in leased},
         )
         self._assignment = new
         if members != old.members:

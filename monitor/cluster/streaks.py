@@ -11,6 +11,12 @@ written only when a count changes from or to a failure streak — nothing for a 
 pipelined round trip per second at most; and the replica that takes an integration over reads the hash
 once and adds what it stored to the failures it has counted itself since (if it saw no success).
 
+The same round trip deletes the entries of this replica's result stream whose results were recorded
+before it (``consumed``): what is left in the stream is what no count in Redis includes yet, which is
+what the next owner of an integration drains from it if this replica crashes (``monitor.cluster.streams``).
+A count and the entries it includes go together; the counts go first, so a write cut short can count a
+result twice in the next owner's streak, never lose one.
+
 Redis may come back from an outage empty (no persistence). While some of its checks fail, the owner reads
 the alert state's epoch (``AlertStore.epoch``, the key the alert engine reads for the same reason) every
 ``EPOCH_EVERY``; when it changed, the counts it holds are written back, so a takeover after the loss
@@ -53,6 +59,7 @@ class Streaks:
         self.status = status  # /api/status's count of each check, continued as the series' is
         self._prefix = f"{cluster.cfg.key_prefix}streak:"
         self._pending: dict[tuple[str, str], int] = {}
+        self._consumed: dict[str, list[Any]] = {}  # result stream → entries to delete with the next write
         self._failing: set[tuple[str, str]] = set()  # checks with a count in Redis (as last written here)
         self._since_gain: dict[tuple[str, str], int] = {}  # failures counted here since the integration came
         self._unseeded: set[str] = set()  # integrations taken over whose stored counts are not read yet
@@ -75,6 +82,11 @@ class Streaks:
         else:
             self._failing.add(key)
         self._pending[key] = streak
+        self._wake.set()
+
+    def consumed(self, stream: str, entry_ids: list[Any]) -> None:
+        """Entries of this replica's result stream whose results were recorded (their counts are pending)."""
+        self._consumed.setdefault(stream, []).extend(entry_ids)
         self._wake.set()
 
     def gained(self, integrations: frozenset[str]) -> None:
@@ -137,9 +149,10 @@ class Streaks:
                 del self._since_gain[key]
 
     async def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._consumed:
             return
         batch, self._pending = self._pending, {}
+        consumed, self._consumed = self._consumed, {}
         try:
             async with asyncio.timeout(5.0), self.redis.pipeline(transaction=False) as pipe:
                 for (integration, check), streak in batch.items():
@@ -149,9 +162,13 @@ class Streaks:
                         pipe.expire(key, KEEP)
                     else:
                         pipe.hdel(key, check)
+                for stream, entry_ids in consumed.items():
+                    pipe.xdel(stream, *entry_ids)
                 await pipe.execute()
         except BaseException:
             self._pending = {**batch, **self._pending}  # newer counts win
+            for stream, entry_ids in consumed.items():
+                self._consumed[stream] = entry_ids + self._consumed.get(stream, [])
             raise
 
     def start(self) -> None:

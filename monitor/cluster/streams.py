@@ -28,6 +28,16 @@ mistakes new results for old ones. Only when the owner is gone from the view are
 routed afresh (to the new owner: the one they went to no longer counts them), and only when more than
 ``MAX_UNCONFIRMED`` results wait are the oldest recorded here.
 
+A crash loses none of them: an owner deletes the entries it read only together with its next write of the
+failure counts they changed (``Streaks.consumed``, one pipelined round trip), so what is left in its
+stream is what no count in Redis includes yet. When its lease runs out, the new owner of each of its
+integrations drains that stream (``taken_over``): it holds back that integration's other results until
+it has read the stream to its end, records that integration's results from it in their order (each
+result is taken by the one replica that owns its integration now), then follows the stream a while
+longer for senders that had not yet noticed the crash. The stream is left to expire (a while after its
+last write: ``_send``). Lost at a crash: what the crashed replica probed itself and recorded after its
+last write of the counts (up to ``streaks.FLUSH_EVERY``), and what it passed on but had not sent yet.
+
 Fail open: while the view is frozen because Redis is unreachable, new results are recorded here
 instead — the series and alerts of those checks then come from this replica until Redis answers again,
 which is better than losing them (alerts/voice.py, the outage voice; its integrations' results stay here
@@ -40,8 +50,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -80,6 +90,17 @@ class _Entry:
     items: list[tuple[CheckResult, int]]
 
 
+@dataclass
+class _Drain:
+    """The stream of a crashed replica, read by the new owner of some of its integrations (``taken_over``)."""
+
+    integrations: set[str]
+    until: float  # monotonic: followed until then, for senders that have not noticed the crash yet
+    last: Any = "0-0"  # id of the last entry read from it
+    expected: dict[str, int] = field(default_factory=dict)  # as ``ResultStreams._expected``, for this stream
+    passed: bool = False  # read to its end once: its integrations' other results are no longer held back
+
+
 class ResultStreams:
     def __init__(
         self,
@@ -88,18 +109,20 @@ class ResultStreams:
         *,
         record: Callable[[CheckResult], None],
         redactor: Redactor,
+        consumed: Callable[[str, list[Any]], None] | None = None,
         metrics: Metrics,
         flush_every: float = FLUSH_EVERY,
     ) -> None:
         self.redis = redis
         self.cluster = cluster
         self.record = record
+        self.consumed = consumed  # entries of this replica's stream whose results were recorded (to delete)
         self.redactor = redactor
         self.flush_every = flush_every
         counter = metrics.cluster_results
         self._sent, self._received, self._kept = (counter.labels(path=p) for p in ("sent", "received", "kept"))
         self._unreadable, self._lost = counter.labels(path="unreadable"), counter.labels(path="lost")
-        self._duplicate = counter.labels(path="duplicate")
+        self._duplicate, self._recovered = counter.labels(path="duplicate"), counter.labels(path="recovered")
         self._prefix = f"{cluster.cfg.key_prefix}results:"
         self._pending: list[tuple[CheckResult, int]] = []  # (result, hops), in the order they were routed
         self._wake = asyncio.Event()
@@ -111,6 +134,10 @@ class ResultStreams:
         self._expected: dict[str, int] = {}  # sender → sequence number of its next result to this stream
         self._key = ""  # this replica's stream, as last read
         self._last: Any = None  # id of the last entry read from it (None: not started)
+        self._read_ids: list[Any] = []  # entries of it read since ``consumed`` was last told
+        self._drains: dict[str, _Drain] = {}  # stream of a crashed replica → its drain
+        self._draining: frozenset[str] = frozenset()  # integrations whose results wait for a drain
+        self._held_back: list[CheckResult] = []  # those results, in their order
         self._tasks: list[asyncio.Task[None]] = []
         self._read_failures = 0
         self._closing = False
@@ -142,6 +169,12 @@ class ResultStreams:
         return False
 
     def _record(self, result: CheckResult) -> None:
+        if result.integration in self._draining:
+            self._held_back.append(result)  # after the older results still in the crashed owner's stream
+            return
+        self._record_now(result)
+
+    def _record_now(self, result: CheckResult) -> None:
         try:
             self.record(result)
         except Exception:
@@ -241,15 +274,78 @@ class ResultStreams:
         older entries were for an earlier run of this replica."""
         key = self.stream(self.cluster.me)
         if key != self._key or self._last is None:
+            self._report_consumed()
             newest = await self.redis.xrevrange(key, count=1)
             self._key, self._last = key, newest[0][0] if newest else "0-0"
             self._expected.clear()
-        reply: Any = await self.redis.xread({key: self._last}, count=READ_COUNT, block=block_ms)
-        entries: list[tuple[Any, dict[Any, Any]]] = [e for _stream, batch in reply or () for e in batch]
+        self._end_drains()
+        # One read for all: a sender's results to the crashed owner come before its later ones to this
+        # replica, and Redis answers for every stream at one instant, so handling the drains first keeps
+        # each check's results in order.
+        wanted: dict[Any, Any] = {name: drain.last for name, drain in self._drains.items()}
+        wanted[key] = self._last
+        waiting = any(not drain.passed for drain in self._drains.values())
+        reply: Any = await self.redis.xread(wanted, count=READ_COUNT, block=None if waiting else block_ms)
+        found = {_text(name): batch for name, batch in (reply.items() if isinstance(reply, dict) else reply or ())}
+        for name, drain in self._drains.items():
+            batch = found.get(name, [])
+            for entry_id, fields in batch:
+                drain.last = entry_id
+                self._receive(fields, drain)
+            drain.passed = drain.passed or len(batch) < READ_COUNT
+        entries: list[tuple[Any, dict[Any, Any]]] = found.get(key, [])
         for entry_id, fields in entries:
             self._last = entry_id
+            self._read_ids.append(entry_id)
             self._receive(fields)
+        self._end_drains()
         return len(entries)
+
+    # ---- a crashed owner's stream ---------------------------------------------------------------------
+
+    def taken_over(self, orphaned: Mapping[str, str]) -> None:
+        """This replica now owns these integrations, whose previous owner's lease ran out: integration →
+        that replica. Their results wait until its stream has been read to the end (``read``)."""
+        if not orphaned:
+            return
+        cfg = self.cluster.cfg
+        # A sender notices the crash at its next heartbeat; what it flushed before reaches Redis within
+        # its send timeout.
+        until = time.monotonic() + cfg.ttl + 2 * max(2.0, cfg.heartbeat)
+        for integration, previous in orphaned.items():
+            name = self.stream(previous)
+            drain = self._drains.setdefault(name, _Drain(set(), until))
+            drain.integrations.add(integration)
+            drain.passed, drain.until = False, max(drain.until, until)
+            log.info("cluster: reading %s's result stream for %s (its lease ran out)", previous, integration)
+        self._end_drains()
+
+    def _end_drains(self) -> None:
+        """Release the results held back for drains read to their end (or given up: Redis failing), and
+        forget the drains followed long enough."""
+        now = time.monotonic()
+        for name, drain in list(self._drains.items()):
+            if now >= drain.until:
+                drain.passed = True
+                del self._drains[name]
+        draining = frozenset(i for drain in self._drains.values() if not drain.passed for i in drain.integrations)
+        if draining != self._draining:
+            self._draining = draining
+            held, self._held_back = self._held_back, []
+            for result in held:
+                if not self._here(result):  # moved on meanwhile: to its owner now, recorded there
+                    self._pending.append((result, MAX_HOPS))
+                    self._wake.set()
+        if not self._draining:
+            self._report_consumed()
+
+    def _report_consumed(self) -> None:
+        """Tell ``consumed`` which entries of this replica's stream are recorded (none while some of their
+        results are held back, nor while this replica may have lost its share unawares: paused, the new
+        owners may be draining its stream)."""
+        ids, self._read_ids = self._read_ids, []
+        if ids and self.consumed is not None and self.cluster.may_run():
+            self.consumed(self._key, ids)  # else left in the stream (it expires once nobody writes to it)
 
     async def _receiver(self) -> None:
         while True:
@@ -259,16 +355,20 @@ class ResultStreams:
                 if self._closing:
                     return  # redis-py may turn the cancellation of a blocking read into a connection error
                 self._read_failures += 1
+                self._end_drains()  # results held back for a drain are recorded once it is given up
                 if self._read_failures == 1:
                     log.warning("cluster: cannot read results sent to this replica (%s); retrying",
                                 type(exc).__name__)
                 await asyncio.sleep(min(FAILURE_BACKOFF_MAX, 0.1 * 2 ** min(self._read_failures, 10)))
                 continue
             self._read_failures = 0
-            if 0 < taken < READ_COUNT:
+            if 0 < taken < READ_COUNT and not self._draining:
                 await asyncio.sleep(READ_GAP)  # not behind: let the next read take several flushes at once
 
-    def _receive(self, fields: dict[Any, Any]) -> None:
+    def _receive(self, fields: dict[Any, Any], drain: _Drain | None = None) -> None:
+        """An entry of this replica's stream, or of a crashed replica's (``drain``: only the results of the
+        integrations taken over from it are recorded; another replica took the others)."""
+
         def field(name: str) -> Any:
             return fields.get(name.encode(), fields.get(name))
 
@@ -280,12 +380,18 @@ class ResultStreams:
             log.warning("cluster: skipping an unreadable entry in this replica's result stream (%s)",
                         type(exc).__name__)
             return
-        if not self._follow(sender, seq, count):
+        if not self._follow(sender, seq, count, self._expected if drain is None else drain.expected):
             self._duplicate.inc(len(items))
             return
         if unreadable:
             self._unreadable.inc(unreadable)
             log.warning("cluster: skipping %d unreadable result(s) of an entry from %s", unreadable, sender)
+        if drain is not None:
+            for result, _hops in items:
+                if result.integration in drain.integrations and self.cluster.owns(result.integration):
+                    self._recovered.inc()
+                    self._record_now(result)
+            return
         self._received.inc(len(items))
         for result, hops in items:
             if self.cluster.owns(result.integration) or hops >= MAX_HOPS:
@@ -293,20 +399,21 @@ class ResultStreams:
             else:
                 self.route(result, hops + 1)  # its integration moved on while it travelled
 
-    def _follow(self, sender: str, seq: int, count: int) -> bool:
+    def _follow(self, sender: str, seq: int, count: int, expecting: dict[str, int]) -> bool:
         """Whether the entry is new: False for one sent again whose numbers were applied already. Counts
-        the results of ``sender`` that never arrived (numbers skipped since its last entry)."""
-        expected = self._expected.pop(sender, None)
+        the results of ``sender`` that never arrived (numbers skipped since its last entry). ``expecting``:
+        sender → its next number, in the stream the entry was read from."""
+        expected = expecting.pop(sender, None)
         if expected is not None and seq < expected:
-            self._expected[sender] = expected  # an entry sent again after a flush that seemed to fail
+            expecting[sender] = expected  # an entry sent again after a flush that seemed to fail
             return False
         if expected is not None and seq > expected:
             self._lost.inc(seq - expected)
             log.warning("cluster: %d result(s) from %s never arrived (trimmed from this replica's stream before "
                         "it read them)", seq - expected, sender)
-        self._expected[sender] = seq + count  # popped and set again: the most recent senders are kept
-        if len(self._expected) > PEERS_KEPT:
-            del self._expected[next(iter(self._expected))]
+        expecting[sender] = seq + count  # popped and set again: the most recent senders are kept
+        if len(expecting) > PEERS_KEPT:
+            del expecting[next(iter(expecting))]
         return True
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -323,6 +430,7 @@ class ResultStreams:
         async with self._flushing:
             await stop_all(tasks)
         await self.flush()
+        self._report_consumed()
         if self._unconfirmed:
             log.warning("cluster: %d result(s) may not have reached their owners: Redis did not confirm them "
                         "before shutdown", sum(len(entry.items) for entry in self._unconfirmed))
