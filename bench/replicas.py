@@ -25,12 +25,14 @@ defaults (``--seconds 30``: 4).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,6 +50,8 @@ SWITCH_RE = re.compile(
     r"^(\S+ \S+) INFO +monitor\.cluster\.replica: cluster: members (\S+) → (\S+); this replica \(\S+\) probes (\d+)",
     re.M)
 CPU_RE = re.compile(r"^used_cpu_(?:sys|user):([0-9.]+)", re.M)
+LEASE_LOST_RE = re.compile(r"lease ran out|lost this replica's membership")
+CATCH_UP_RE = re.compile(r"cluster: (\d+) check\(s\) taken over with a run due")
 
 
 def config_text(url: str, checks: int, redis_url: str) -> str:
@@ -123,6 +127,12 @@ class Replica:
                 return at
         raise ValueError(f"{self.name} did not switch from {before} to {after}")
 
+    def lease_losses(self) -> int:
+        return len(LEASE_LOST_RE.findall(Path(self.log.name).read_text(errors="replace")))
+
+    def catch_ups(self) -> list[int]:
+        return [int(n) for n in CATCH_UP_RE.findall(Path(self.log.name).read_text(errors="replace"))]
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -142,6 +152,36 @@ def until(condition: object, within: float, what: str) -> float:
         if time.monotonic() - start > within:
             raise SystemExit(f"not within {within:g} s: {what}")
         time.sleep(0.5)
+
+
+class HealthWatch:
+    """Polls each replica's /healthz every 0.2 s from a thread: how long an answer took is an outside view of
+    how long the replica's event loop was held (its heartbeats wait as long)."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.replicas = replicas
+        self.answers: dict[str, list[tuple[float, float]]] = {r.name: [] for r in replicas}  # (asked at, took)
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._watch, args=(r,), daemon=True) for r in replicas]
+        for t in self._threads:
+            t.start()
+
+    def _watch(self, replica: Replica) -> None:
+        while not self._done.is_set() and replica.proc.poll() is None:
+            t0 = time.monotonic()
+            asked = time.time()
+            with contextlib.suppress(OSError):  # 503 (unhealthy) or not listening yet: the wait still counts
+                urllib.request.urlopen(f"{replica.url}/healthz", timeout=60).read()
+            self.answers[replica.name].append((asked, time.monotonic() - t0))
+            self._done.wait(0.2)
+
+    def longest(self, start: float, end: float) -> dict[str, float]:
+        """Each replica's longest answer to a /healthz asked between two instants (epoch seconds)."""
+        return {name: round(max((took for at, took in answers if start <= at < end), default=0.0), 2)
+                for name, answers in self.answers.items()}
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 def measure(replicas: list[Replica], redis_port: int, seconds: float, counted: Counted | None) -> dict[str, object]:
@@ -175,35 +215,47 @@ def agreed(replicas: list[Replica], members: set[str], checks: int) -> bool:
     return all(set(view.split(",")) == members for _, _, view, _ in last) and sum(s for *_, s in last) == checks
 
 
-def run(url: str, checks: int, seconds: float, logs: Path, counted: bool) -> dict[str, dict[str, object]]:
+def run(url: str, checks: int, seconds: float, logs: Path, counted: bool, fleet_only: bool
+        ) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with private_redis(counted) as (redis_port, counter):
         config = logs / "config.yaml"
         config.write_text(config_text(url, checks, f"redis://127.0.0.1:{redis_port}/0"))
         # 1. One daemon.
-        solo = Replica("solo", config, logs)
-        try:
-            wait_http(f"{solo.url}/healthz", timeout=120)
-            until(lambda: agreed([solo], {"solo"}, checks), 180, "the daemon to join")
-            time.sleep(checks / FIRST_RUN_RATE + 5)  # the first runs (every check due at once) are spread out
-            out["one daemon"] = measure([solo], redis_port, seconds, counter)
-        finally:
-            solo.stop()
+        if not fleet_only:
+            solo = Replica("solo", config, logs)
+            try:
+                wait_http(f"{solo.url}/healthz", timeout=120)
+                until(lambda: agreed([solo], {"solo"}, checks), 180, "the daemon to join")
+                time.sleep(checks / FIRST_RUN_RATE + 5)  # the first runs (every check due at once) are spread out
+                out["one daemon"] = measure([solo], redis_port, seconds, counter)
+            finally:
+                solo.stop()
         # 2. Three replicas.
         fleet = [Replica(f"r{n}", config, logs) for n in (1, 2, 3)]
+        watch = HealthWatch(fleet)
         try:
             for r in fleet:
                 wait_http(f"{r.url}/healthz", timeout=120)
             until(lambda: agreed(fleet, {"r1", "r2", "r3"}, checks), 180, "three replicas to agree")
+            first_join = min(r.switches()[0][0] for r in fleet)
+            agreed_at = max(r.switches()[-1][0] for r in fleet)
             time.sleep(checks / FIRST_RUN_RATE + 5)
             out["three replicas"] = measure(fleet, redis_port, seconds, counter)
+            out["three replicas"]["agreed_s"] = agreed_at - first_join
+            out["three replicas"]["join_healthz_s"] = watch.longest(first_join, agreed_at + 30)
             # 3. SIGKILL one: how long until the survivors cover every check.
             victim, survivors = fleet[0], fleet[1:]
             killed = time.time()
             victim.stop(signal.SIGKILL)
             until(lambda: agreed(survivors, {"r2", "r3"}, checks), 120, "the survivors to take over")
             out["three replicas"]["handover_s"] = max(r.switched_at("r1,r2,r3", "r2,r3") for r in survivors) - killed
+            time.sleep(30)  # the survivors' catch-up runs
+            out["three replicas"]["handover_healthz_s"] = watch.longest(killed, killed + 45)
         finally:
+            watch.stop()
+            print(f"lease losses: { {r.name: r.lease_losses() for r in fleet} }; catch-up runs logged: "
+                  f"{ {r.name: r.catch_ups() for r in fleet} }", flush=True)
             for r in fleet:
                 r.stop()
     return out
@@ -216,10 +268,14 @@ def main() -> None:
     parser.add_argument("--callgrind", action="store_true",
                         help="run the redis-server under callgrind and count its instructions per second: "
                              "deterministic where its CPU time is not (a loaded machine); its CPU then means nothing")
+    parser.add_argument("--fleet-only", action="store_true", help="skip the one daemon: the three replicas alone")
+    parser.add_argument("--logs", type=Path, help="keep the daemons' logs in this directory")
     args = parser.parse_args()
     require("redis-cli")
     with nginx_target() as url, tempfile.TemporaryDirectory(prefix="im-bench-replicas-") as tmp:
-        results = run(url, args.checks, args.seconds, Path(tmp), args.callgrind)
+        logs = args.logs or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        results = run(url, args.checks, args.seconds, logs, args.callgrind, args.fleet_only)
     report(results, args.checks, args.seconds)
 
 
@@ -233,7 +289,13 @@ def report(results: dict[str, dict[str, Any]], checks: int, seconds: float) -> N
         print(f"| {setup} | {r['probes_per_s']:.0f} | {' / '.join(f'{100 * c:.1f}' for c in r['cpu'])} | "
               f"{100 * sum(r['cpu']):.1f} | {sum(n for n, _ in r['redis_commands_per_s'].values()):.1f} | "
               f"{100 * r['redis_cpu']:.2f} | {handover} |")
-    solo, fleet = results["one daemon"], results["three replicas"]
+    fleet = results["three replicas"]
+    print(f"\nthree replicas agreed {fleet['agreed_s']:.1f} s after the first one joined; longest /healthz answer "
+          f"(s) from the first join to 30 s after agreeing: {fleet['join_healthz_s']}; in the 45 s from the SIGKILL "
+          f"of r1: {fleet['handover_healthz_s']}")
+    if "one daemon" not in results:
+        return
+    solo = results["one daemon"]
     names = sorted(set(solo["redis_commands_per_s"]) | set(fleet["redis_commands_per_s"]),
                    key=lambda c: -fleet["redis_commands_per_s"].get(c, (0, 0))[0])
     print("\nRedis by command: calls/s (µs/s inside the command), one daemon against three replicas\n")

@@ -24,9 +24,13 @@ Timing rules, and why:
 * **In a cluster** (``placement``, monitor/cluster/): only the checks of this replica's share get a job,
   ``reshard()`` follows the share when it changes, and runs follow each check's timetable
   (``monitor.cluster.grid``), the same on every replica, so a check that moves neither runs twice nor
-  skips a run; a check taken over from a replica that may have missed a due run runs at once. No run
-  starts while ``placement.may_run()`` is False (this replica may have lost its share while paused).
-  The back-off gauge is then the integration owner's to export.
+  skips a run; a check taken over from a replica that may have missed a due run runs soon (a catch-up),
+  the catch-ups spread at ``FIRST_RUN_RATE`` a second, each within its interval. A change of share is
+  applied a slice of jobs at a time (a task), the loop turning in between: a takeover of thousands of
+  checks held the loop, and the replica's heartbeats, for seconds. No run starts while
+  ``placement.may_run()`` is False (this replica may have lost its share while paused), nor for a check
+  that left the share (its job may still wait for its slice to be removed). The back-off gauge is then the
+  integration owner's to export.
 """
 
 from __future__ import annotations
@@ -78,8 +82,7 @@ ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
 
 FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
 FIRST_RUN_RATE = 200.0  # first runs per second for large configs
-JOBS_A_TURN = 500  # jobs ``prepare`` adds between two turns of the loop (~25 ms of adding)
-CATCH_UP_SPACING = 0.001  # seconds between the catch-up runs of checks taken over from a crashed replica
+JOBS_A_TURN = 500  # jobs a sync adds or removes between two turns of the loop (~25 ms of adding)
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
 MAX_RAISED_REMEMBERED = 10_000  # probe exceptions whose traceback was logged; past it, each is logged in full
@@ -148,7 +151,8 @@ class Scheduler:
         self._slots = Slots(self._slots_limit)
         self._stopping = False
         self._lag = metrics.scheduler_lag
-        self._syncs = 0  # syncs of the jobs begun (_sync_steps)
+        self._syncs = 0  # syncs of the jobs begun (_sync_steps); a paused one stops when it is no longer the last
+        self._syncing: asyncio.Task[None] | None = None  # the sync in slices under way (prepare, reshard)
         # Epoch seconds by which every job added so far has started its first run and passed its deadline:
         # the state those runs build is long-lived from then on (monitor/long_lived.py freezes it).
         self.settled_at = float("-inf")
@@ -183,14 +187,17 @@ class Scheduler:
         if not self._aps.running:
             _quiet_per_run_loggers()  # (a line a job added, once started)
             self._aps.start(paused=True)  # (no run starts before ``start`` resumes it)
-        for _ in self._sync_steps(self.config):
-            await asyncio.sleep(0)
+        self._resync()
+        while self._syncing is not None and not self._syncing.done():  # (a reshard meanwhile starts another)
+            await asyncio.wait({self._syncing})
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling, let in-flight probes finish for up to ``grace`` seconds, cancel the rest."""
         if self._stopping:
             return
         self._stopping = True
+        if self._syncing is not None:
+            self._syncing.cancel()
         if self._aps.running:
             self._aps.pause()
         pending = {t for t in self._in_flight if not t.done()}
@@ -294,21 +301,48 @@ class Scheduler:
         for _ in self._sync_steps(config):
             pass
 
+    def _resync(self) -> None:
+        """Start making the jobs match the config and share, a slice at a time. A sync still under way stops
+        at the end of its slice: the share it was adding for is no longer the last (this one's is)."""
+        self._syncs += 1  # (before the old one's next slice, which may come before this one's first)
+        self._syncing = asyncio.get_running_loop().create_task(self._sync_in_slices(self.config))
+
+    async def _sync_in_slices(self, config: Config) -> None:
+        steps = self._sync_steps(config)
+        try:
+            while True:
+                running = self._aps.state == STATE_RUNNING  # (prepare's paused scheduler stays paused)
+                if running:
+                    self._aps.pause()  # no wake-up per job added; one on resume, at the slice's end
+                try:
+                    if next(steps, False) is False:  # (a slice yields None; the last one ends the steps)
+                        return
+                finally:
+                    if running:
+                        self._aps.resume()
+                await asyncio.sleep(0)
+        except Exception:
+            log.exception("scheduler: making the jobs match the share of checks failed")
+
     def _sync_steps(self, config: Config) -> Iterator[None]:
         """Make the jobs match ``config`` (and this replica's share), pausing (a yield) every JOBS_A_TURN jobs
-        added. Paused, it stops there if another sync ran meanwhile: that one made the jobs match."""
+        removed or added. Paused, it stops there if another sync began meanwhile: that one makes the jobs match."""
         self._syncs += 1
         this_sync = self._syncs
         configured = {job_id(i, c.name): (i, c) for i, c in config.iter_checks() if c.enabled}
         placement = self.placement
         wanted = configured if placement is None else {j: v for j, v in configured.items() if placement.probes(j)}
-        for jid in [j for j in self._jobs if j not in wanted]:
+        for removed, jid in enumerate([j for j in self._jobs if j not in wanted], 1):
             job = self._jobs.pop(jid)
             if self._aps.get_job(jid) is not None:
                 self._aps.remove_job(jid)
             # A check that moved to another replica still exists: only a removed one loses its series.
             if self.on_removed is not None and jid not in configured:
                 self.on_removed(job.integration, job.check.name)
+            if removed % JOBS_A_TURN == 0:
+                yield
+                if self._syncs != this_sync:
+                    return
         for integration in [i for i in self._backoff if i not in config.integrations]:
             del self._backoff[integration]
             if placement is None:
@@ -353,8 +387,10 @@ class Scheduler:
     ) -> dict[str, float]:
         """When each new job first runs. Alone: soon, spread (see the module docstring). In a cluster: on the
         check's timetable; a check nobody ran yet (a first start, a check just added) soon, spread the same
-        way; a check whose due run its previous prober may have missed (it crashed) at once, the catch-ups
-        only CATCH_UP_SPACING apart (a takeover picks a check up within TTL + interval of the crash)."""
+        way; a check whose due run its previous prober may have missed (it crashed) soon, the catch-ups spread
+        at FIRST_RUN_RATE a second, each within its interval (a takeover picks a check up within TTL + interval
+        of the crash). 1 ms apart, 10,000 catch-ups were a burst of probes, results and alert work on a loop
+        whose heartbeats then waited: on a loaded machine the fleet lost leases in turn and never settled."""
         if self.placement is None:
             return self._spread(new, wanted, now)
         fresh, catch_up, out = [], [], {}
@@ -370,15 +406,16 @@ class Scheduler:
             else:
                 out[jid] = grid.next_after(now)
         out.update(self._spread(fresh, wanted, now))
-        out.update({jid: now + n * CATCH_UP_SPACING for n, jid in enumerate(catch_up)})
+        out.update(self._spread(catch_up, wanted, now, shortest=0.0))
         if catch_up:
             log.info("cluster: %d check(s) taken over with a run due since their previous prober last ran them: "
-                     "run at once", len(catch_up))
+                     "run within %.1fs", len(catch_up), max(out[jid] for jid in catch_up) - now)
         return out
 
     @staticmethod
-    def _spread(jobs: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float) -> dict[str, float]:
-        window = max(FIRST_RUN_WINDOW_MIN, len(jobs) / FIRST_RUN_RATE)
+    def _spread(jobs: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float,
+                shortest: float = FIRST_RUN_WINDOW_MIN) -> dict[str, float]:
+        window = max(shortest, len(jobs) / FIRST_RUN_RATE)
         return {
             jid: now + min(wanted[jid][1].interval, window) * (n + random.random()) / len(jobs)
             for n, jid in enumerate(jobs)
@@ -391,11 +428,12 @@ class Scheduler:
         self.placement = placement if placement.clustered else None
 
     def reshard(self) -> None:
-        """The share of checks changed (monitor/cluster/): add and drop jobs to match it. Before ``prepare``
-        nothing to do: ``prepare`` and ``start`` build the jobs of the share as it is then (with the session
-        and tokens); while ``prepare`` adds them, the jobs match the new share at once."""
-        if self._aps.running:
-            self.apply(self.config)
+        """The share of checks changed (monitor/cluster/): drop and add jobs to match it, a slice at a time
+        (a task; a takeover of 16,000 checks held the loop for seconds in one go, and a replica whose heartbeats
+        wait loses its lease). Before ``prepare`` nothing to do: ``prepare`` and ``start`` build the jobs of the
+        share as it is then (with the session and tokens); while ``prepare`` adds them, this sync takes over."""
+        if self._aps.running and not self._stopping:
+            self._resync()
 
     def _timing(self, integration: str, check: CheckConfigBase) -> tuple[float, float]:
         return check.interval * self.interval_factor(integration), self.config.monitor.jitter
@@ -456,8 +494,9 @@ class Scheduler:
         job = self._jobs.get(jid)
         if job is None or self._stopping:
             return
-        if self.placement is not None and not self.placement.may_run():
-            log.debug("run of %s skipped: this replica's membership is being checked", jid)
+        if self.placement is not None and not (self.placement.may_run() and self.placement.probes(jid)):
+            log.debug("run of %s skipped: this replica's membership is being checked, or the check left its share",
+                      jid)
             return
         scheduled, job.scheduled = job.scheduled, None
         # Through the probes' timer, and the loop from the task: asking asyncio for either is a getpid system

@@ -417,7 +417,10 @@ class Cluster:
             record = self._seen.get(previous) if previous else None
             since[cid] = (ran_until(record, switch=switch, ttl=self.cfg.ttl,
                                     margin=max(CRASH_MARGIN, self.cfg.heartbeat)) if previous else float("-inf"))
-        self._ran_until = since
+        # Kept for checks gained earlier and still in the share: the scheduler adds a takeover's jobs a slice at
+        # a time, and a later change may come before the last slice (its sync then adds what remains).
+        kept = {cid: t for cid, t in self._ran_until.items() if cid in new.share and cid not in since}
+        self._ran_until = kept | {cid: t for cid, t in since.items() if t != float("-inf")}
         owned_before, owned_now = old.owned(self.me), new.owned(self.me)
         leased = {m.id for m in self._records}
         change = Change(
