@@ -14,8 +14,9 @@ collector is tuned and what is alive frozen before the takeover, as the daemon's
 
 A 2 ms timer task runs throughout; a turn's length is how late the timer fired (the loop held that long, or
 the machine's load kept the process waiting), and its CPU time between two wake-ups (the load apart).
-Reported: the longest turn from the reshard call until the jobs match the share and the catch-up runs are
-through, the number of timer wake-ups in that time, and the catch-up runs' spread (first to last).
+Reported: the CPU time of the scheduler's sync in each step it holds the loop (before the slices: all of
+it, within the reshard call), the longest turn from the reshard call until the jobs match the share and the
+catch-up runs are through, the number of timer wake-ups in that time, and the catch-up runs' spread.
 ``--before TREE``: another checkout's scheduler too (PYTHONPATH=TREE), interleaved, ``--rounds`` each.
 Usage: python bench/takeover_turns.py [--checks 50000] [--rounds 3] [--before TREE]
 """
@@ -30,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +59,17 @@ class Share:
         return True
 
 
+def timed(steps: Iterator[None], spent: list[float]) -> Iterator[None]:
+    """``steps``, each one's CPU time appended to ``spent``."""
+    while True:
+        cpu = time.thread_time()
+        done = next(steps, False) is False
+        spent.append(time.thread_time() - cpu)
+        if done:
+            return
+        yield
+
+
 async def polled(condition: Callable[[], bool], every: float, within: float = 90.0) -> None:
     deadline = time.monotonic() + within
     while True:
@@ -77,7 +89,7 @@ async def takeover(checks: int, ran_ago: float) -> dict[str, float]:
     from monitor.long_lived import freeze, tune_young_collections
     from monitor.metrics import Metrics
     from monitor.scheduler import Scheduler
-    from monitor.settings import parse_config
+    from monitor.settings import Config, parse_config
 
     config = parse_config(config_text(checks))
     ids = [f"{i}/{c.name}" for i, c in config.iter_checks()]
@@ -89,6 +101,14 @@ async def takeover(checks: int, ran_ago: float) -> dict[str, float]:
         return CheckResult(integration="i", check="c", kind="http", ok=True, error_class=None, detail="",
                            started_at=time.time(), duration=0.0, total_duration=0.0)
 
+    steps: list[float] = []  # CPU seconds of each step of the scheduler's syncs (a step holds the loop)
+    sync_steps = Scheduler._sync_steps
+
+    def timed_steps(self: Scheduler, config: Config) -> Iterator[None]:
+        for _ in timed(sync_steps(self, config), steps):
+            yield
+
+    Scheduler._sync_steps = timed_steps  # type: ignore[method-assign]
     sched = Scheduler(config, metrics=Metrics(), redactor=Redactor(), record=lambda r: None,
                       run_probe=probe)
     sched.use_placement(share)  # type: ignore[arg-type]
@@ -116,16 +136,19 @@ async def takeover(checks: int, ran_ago: float) -> dict[str, float]:
     share.ran = dict.fromkeys(gained, time.time() - ran_ago)
     share.checks = share.checks | gained
     first_run.clear()
+    del steps[:]
     t0, cpu0 = time.perf_counter(), time.thread_time()
     sched.reshard()  # as the cluster's listener calls it
     called, called_cpu = time.perf_counter() - t0, time.thread_time() - cpu0
     await polled(lambda: len(sched._jobs) == len(share.checks), 0.01)
     matched = time.perf_counter() - t0
+    sync_hold = max(called_cpu, *steps)  # (before slicing: the whole sync within the reshard call)
     await polled(lambda: gained <= first_run.keys(), 0.1)  # every check taken over ran
     ticking.cancel()
     await sched.stop(1.0)
     caught_up = [first_run[cid] for cid in gained if cid in first_run]
     return {"gained": len(gained), "reshard_call_s": called, "matched_s": matched,
+            "longest_sync_hold_ms": 1000 * sync_hold, "sync_steps": len(steps),
             "longest_turn_ms": 1000 * max(called, *late), "longest_turn_cpu_ms": 1000 * max(called_cpu, *held),
             "timer_wakeups": len(late),
             "catch_ups": len(caught_up), "catch_up_spread_s": max(caught_up) - min(caught_up)}
@@ -156,15 +179,16 @@ def main() -> None:
             print(name, results[name][-1], flush=True)
     print(f"\n{args.checks:,} checks, r2 of r1,r2,r3 takes r1's share over (r2 of r2,r3); median (min–max) of "
           f"{args.rounds}\n")
-    print("| tree | checks gained | catch-up runs (spread) | reshard call | jobs match after | longest turn, wall "
-          "| longest turn, CPU | timer wake-ups |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| tree | checks gained | catch-up runs (spread) | reshard call | jobs match after | longest step of the "
+          "sync, CPU (steps) | longest turn, wall | longest turn, CPU | timer wake-ups |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         def cell(key: str, scale: float = 1.0, fmt: str = ".2f", rows: list[dict[str, float]] = rows) -> str:
             values = [scale * r[key] for r in rows]
             return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
         print(f"| {name} | {rows[0]['gained']:.0f} | {cell('catch_ups', fmt='.0f')} ({cell('catch_up_spread_s')} s) "
               f"| {cell('reshard_call_s', 1000, '.0f')} ms | {cell('matched_s')} s "
+              f"| {cell('longest_sync_hold_ms', 1, '.0f')} ms ({cell('sync_steps', fmt='.0f')}) "
               f"| {cell('longest_turn_ms', 1, '.0f')} ms | {cell('longest_turn_cpu_ms', 1, '.0f')} ms "
               f"| {cell('timer_wakeups', fmt='.0f')} |")
 
