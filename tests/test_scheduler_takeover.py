@@ -9,6 +9,7 @@ which checks this replica probes, and until when their previous prober ran the o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -205,7 +206,7 @@ async def test_catch_up_runs_are_spread_at_the_first_run_rate_within_their_inter
         window = min(seconds, checks / FIRST_RUN_RATE)
         assert firsts[-1] - taken_at <= window + 0.5  # (the test's own turns between taken_at and the adding)
         assert firsts[-1] - firsts[0] >= window * (checks - 2) / checks, (firsts[0], firsts[-1], window)
-        gaps = [b - a for a, b in zip(firsts, firsts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(firsts)]
         assert max(gaps) <= 2 * window / checks
     finally:
         await sched.stop(0.0)
