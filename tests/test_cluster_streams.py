@@ -15,6 +15,7 @@ from redis_servers import OwnRedis, ReplyHoldingProxy
 
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
+from monitor.cluster import streams as streams_module
 from monitor.cluster.placement import Assignment
 from monitor.cluster.replica import Cluster
 from monitor.cluster.result_codec import encode_batch
@@ -280,3 +281,21 @@ async def test_a_crashed_owners_unread_results_are_recorded_once_by_each_integra
     for replica in (a, b):  # each heir read the whole stream, the entry sent again too (and dropped it)
         assert replica.count("duplicate") == (10 if replica in heirs.values() else 0)
     assert a.count("received") == b.count("received") == 0
+
+
+async def test_a_leaving_replica_passes_on_what_is_still_unread_in_its_stream_when_it_closes(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await two(replicas)
+    theirs = owned(a, "b")[0]
+    monkeypatch.setattr(streams_module, "READ_GAP", NEVER)  # after a read that took something, nobody reads again
+    await send(a, theirs, range(1))
+    await wait_until(lambda: len(b.recorded) == 1, within=10, what="b to record the first result (then pause)")
+    await b.cluster.leave(5.0)
+    await wait_until(lambda: a.cluster.members == ("a",), within=10, what="a to see b gone")
+    # A flush made just before the leave took effect, arriving after it: b has not read it when it closes.
+    late = {"s": "late", "q": 0, "n": 1, "b": encode_batch([(result(theirs, 1), 0)], Redactor())}
+    await shared_redis.xadd(b.streams.stream("b"), late)
+    await b.streams.close()
+    await wait_until(lambda: a.runs(theirs) == [1], within=10, what="a to get the result b passed on")
+    assert b.runs(theirs) == [0] and (b.count("received"), b.count("sent")) == (2, 1)

@@ -228,7 +228,9 @@ class Cluster:
         wait = min(max(0.0, until - self._clock()), max(0.0, longest))
         log.info("cluster: leaving; share handed over in %.1fs", wait)
         await asyncio.sleep(wait)
-        self._apply(self._clock(), members=())
+        # The others without this replica, as they switch now: what still reaches it (read from its stream
+        # before it closes) goes to each integration's new owner.
+        self._apply(self._clock(), members=tuple(m for m in self._assignment.members if m != self.me))
 
     async def close(self) -> None:
         task, self._task = self._task, None

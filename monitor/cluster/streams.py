@@ -38,6 +38,9 @@ longer for senders that had not yet noticed the crash. The stream is left to exp
 last write: ``_send``). Lost at a crash: what the crashed replica probed itself and recorded after its
 last write of the counts (up to ``streaks.FLUSH_EVERY``), and what it passed on but had not sent yet.
 
+A graceful leave loses none either: the replica that leaves reads its stream a last time as it closes
+and passes what it finds on to each integration's new owner (``close``).
+
 Fail open: while the view is frozen because Redis is unreachable, new results are recorded here
 instead — the series and alerts of those checks then come from this replica until Redis answers again,
 which is better than losing them (alerts/voice.py, the outage voice; its integrations' results stay here
@@ -420,15 +423,25 @@ class ResultStreams:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._receiver(), name="cluster-results-in"),
+        self._tasks = [loop.create_task(self._receiver(), name="cluster-results-in"),  # first: see close()
                        loop.create_task(self._sender(), name="cluster-results-out")]
 
     async def close(self) -> None:
-        """Send what is still waiting (bounded), then stop reading."""
-        tasks, self._tasks = self._tasks, []
+        """Stop reading, pass on what is still unread in this replica's stream (after a graceful leave its
+        integrations are owned elsewhere: nobody else reads it), send what is still waiting (bounded)."""
+        tasks = self._tasks
         self._closing = True
-        async with self._flushing:
-            await stop_all(tasks)
+        async with self._flushing:  # close() waits for a flush under way rather than cut it off
+            await stop_all(tasks[:1])  # the receiver
+            if tasks:
+                try:
+                    async with asyncio.timeout(max(2.0, self.cluster.cfg.heartbeat)):
+                        await self.read()
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("cluster: could not read this replica's result stream a last time (%s)",
+                                type(exc).__name__)
+            self._tasks = []
+            await stop_all(tasks[1:])
         await self.flush()
         self._report_consumed()
         if self._unconfirmed:
