@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from alerts.grouping import GroupLog
+from alerts.memo import LastMade, identity
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.state import AlertState
 
@@ -70,33 +71,26 @@ def notification_from_dict(data: Mapping[str, Any]) -> Notification:
     )
 
 
-def state_to_json(state: AlertState) -> str:
-    """``json.dumps`` of the state's fields, its alert last: that one's text is kept by the alert object
-    (``_stored_alert``), the same from pass to pass while an alert fires (only ``last_true`` moves)."""
+def state_to_json(state: AlertState, texts: LastMade[str, str] | None = None) -> str:
+    """``json.dumps`` of the state's fields, its alert last: that one's text kept in ``texts`` (the store's,
+    by alert key) while the alert is the same, from pass to pass while an alert fires (only ``last_true``
+    moves): alerts are frozen, a firing alert's content is the same object pass after pass
+    (alerts/stepping.py), and encoding it was most of what writing its state cost."""
     head = json.dumps({
         "key": state.key, "status": str(state.status), "pending_since": state.pending_since,
         "firing_since": state.firing_since, "last_true": state.last_true, "resolved_at": state.resolved_at,
         "transitions": list(state.transitions), "flapping": state.flapping,
     })
-    return f"{head[:-1]}, \"alert\": {'null' if state.alert is None else _stored_alert(state.alert)}}}"
-
-
-# The last alert object stored of each alert key, and its text. Alerts are frozen; a firing alert's content
-# is the same object pass after pass (alerts/stepping.py), and encoding it was most of what writing its
-# state cost. Bounded: cleared when full.
-_STORED: dict[str, tuple[Alert, str]] = {}
-_STORED_MAX = 4096
-
-
-def _stored_alert(alert: Alert) -> str:
-    kept = _STORED.get(alert.key)
-    if kept is not None and kept[0] is alert:
-        return kept[1]
-    if len(_STORED) >= _STORED_MAX:
-        _STORED.clear()
-    text = json.dumps(alert_to_dict(alert, notes=False))
-    _STORED[alert.key] = (alert, text)
-    return text
+    alert = state.alert
+    if alert is None:
+        return f"{head[:-1]}, \"alert\": null}}"
+    inputs = identity(alert)
+    text = None if texts is None else texts.get(alert.key, inputs)
+    if text is None:
+        text = json.dumps(alert_to_dict(alert, notes=False))
+        if texts is not None:
+            texts.put(alert.key, inputs, text)
+    return f"{head[:-1]}, \"alert\": {text}}}"
 
 
 def state_from_json(text: str | bytes) -> AlertState:

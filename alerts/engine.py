@@ -31,7 +31,8 @@ from alerts.grouping import GroupLog, split_field
 from alerts.handover import Handovers, OutageHandover
 from alerts.health_sample import HealthSampler
 from alerts.inputs import retargeted
-from alerts.model import AlertStatus, Notification
+from alerts.memo import LastMade
+from alerts.model import AlertStatus, Notification, Severity
 from alerts.replica_voice import ReplicaVoice, group_in
 from alerts.routing import inhibited_by
 from alerts.rules import RULES, Condition, RuleInput
@@ -157,6 +158,9 @@ class AlertEngine:
         self._gauges = FiringGauges(metrics, self.voice)
         self._stepper = Stepper(self._memory, self.replicas, self.stats, self._concerns, redactor=redactor,
                                 hand_back=hand_back)
+        # The error-rate rule's firing conditions (``RuleInput.fired``): one key per check and severity at
+        # most, so bounded by the config (a check removed leaves its entry until the memo's limit empties it).
+        self._fired: LastMade[tuple[str, str, Severity], Condition] = LastMade()
 
     @property
     def states(self) -> dict[str, AlertState]:
@@ -425,6 +429,7 @@ class AlertEngine:
                 judged=None if checks is None else [c for c in icfg.checks if c.name in checks],
                 # (the outage voice's filter reads every verdict of another's integration)
                 known_targets=known.get(integration, frozenset()) if owned else None,
+                fired=self._fired,
             )
             for name, rule in RULES.items():
                 rule_cfg = getattr(icfg.alerts, name, None)

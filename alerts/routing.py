@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from alerts.grouping import group_key
+from alerts.memo import LastMade, identity
 from alerts.model import Alert, AlertStatus, Severity
 from alerts.state import AlertState, Event
 
@@ -48,22 +49,17 @@ class Outgoing:
     __slots__ = ("_made",)
 
     def __init__(self) -> None:
-        self._made: dict[str, tuple[Alert, AlertStatus, float | None, float | None, bool, Alert]] = {}
+        self._made: LastMade[str, Alert] = LastMade()
 
     def __call__(self, state: AlertState) -> Alert:
-        made = self._made.get(state.key)
-        if (made is not None and made[0] is state.alert and made[1] is state.status
-                and made[2] == state.firing_since and made[3] == state.resolved_at and made[4] == state.flapping):
-            return made[5]
-        alert = outgoing(state)
-        assert state.alert is not None
-        self._made[state.key] = (state.alert, state.status, state.firing_since, state.resolved_at, state.flapping,
-                                 alert)
-        return alert
+        inputs = (identity(state.alert), state.status, state.firing_since, state.resolved_at, state.flapping)
+        made = self._made.get(state.key, inputs)
+        if made is not None:
+            return made
+        return self._made.put(state.key, inputs, outgoing(state))
 
     def keep_only(self, keys: Collection[str]) -> None:
-        if len(self._made) > len(keys) or any(key not in keys for key in self._made):
-            self._made = {key: made for key, made in self._made.items() if key in keys}
+        self._made.keep_only(keys)
 
 
 def inhibited_by(states: Mapping[str, AlertState]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from alerts import self_health
 from alerts.concerns import Concerns, Scope, in_scope
 from alerts.content import alert_from_condition
 from alerts.grouping import group_key
+from alerts.memo import LastMade
 from alerts.rules.webhook_silence import DUPLICATES
 from alerts.state import AlertState, Event, due_at, step
 from alerts.voice import integration_of
@@ -58,7 +59,7 @@ class Stepper:
         self._concerns = concerns
         self._redactor = redactor
         # Per alert key: the content its last verdict of "active" made, and what it was made of (``_content``).
-        self._made: dict[str, tuple[tuple[object, ...], Alert]] = {}
+        self._made: LastMade[str, Alert] = LastMade()
 
     async def advance(self, conditions: list[Condition], cfg: ConfigView, now: float,
                       scope: Scope | None) -> dict[str, tuple[Event, ...]]:
@@ -92,7 +93,7 @@ class Stepper:
                     if key in voice.outage:
                         self._replicas.outage_group(group_key(content, cfg.alerting.group_by))
                 else:
-                    self._made.pop(key, None)
+                    self._made.forget(key)
                 new, evs = step(state, cond.active, now, for_seconds=cond.for_seconds,
                                 keep_firing_for=cond.keep_firing_for, flapping=cfg.alerting.flapping, alert=content)
                 due = due_at(new, cond.active, for_seconds=cond.for_seconds, keep_firing_for=cond.keep_firing_for)
@@ -108,7 +109,7 @@ class Stepper:
                 events[key] = evs
                 log.info("alert %s: %s", key, ", ".join(evs))
         if len(self._made) > len(states):  # (alerts forgotten meanwhile)
-            self._made = {key: made for key, made in self._made.items() if key in states}
+            self._made.keep_only(states)
         return events
 
     def _content(self, key: str, cond: Condition, cfg: ConfigView) -> Alert:
@@ -123,12 +124,10 @@ class Stepper:
         if stats is not None and stats.consecutive_failures > 0 and (failure := stats.last_failure) is not None:
             failed = (failure.request, failure.response_excerpt, stats.first_failure_at)
         inputs = (cond, failed, runbook_url, self._redactor.generation)
-        made = self._made.get(key)
-        if made is not None and made[0] == inputs:
-            return made[1]
-        content = alert_from_condition(cond, stats, self._redactor, runbook_url)
-        self._made[key] = (inputs, content)
-        return content
+        made = self._made.get(key, inputs)
+        if made is not None:
+            return made
+        return self._made.put(key, inputs, alert_from_condition(cond, stats, self._redactor, runbook_url))
 
     def _retargeted(self, state: AlertState) -> bool:
         """A tls_expiry alert of a check a reload pointed elsewhere (``Stats.retarget``): the certificate

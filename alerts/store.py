@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from alerts.codec import group_from_json, group_to_json, state_from_json, state_to_json
 from alerts.config import DEFAULT_KEY_PREFIX
 from alerts.grouping import GroupLog
+from alerts.memo import LastMade
 from alerts.silences import Silence
 from alerts.state import AlertState
 
@@ -87,6 +88,7 @@ class AlertStore:
         self.prefix = prefix
         self._memory: dict[str, dict[str, str]] = {}
         self._reported: set[tuple[str, str]] = set()  # unreadable silence records already logged
+        self._alert_texts: LastMade[str, str] = LastMade()  # each alert's stored text (``state_to_json``)
 
     @property
     def durable(self) -> bool:
@@ -127,7 +129,13 @@ class AlertStore:
         return {k: state_from_json(v) for k, v in (await self._hgetall("state")).items()}
 
     async def save_states(self, upserts: Mapping[str, AlertState], deletes: Iterable[str] = ()) -> None:
-        await self._write("state", {k: state_to_json(v) for k, v in upserts.items()}, deletes)
+        deletes = list(deletes)
+        for key in deletes:
+            self._alert_texts.forget(key)
+        await self._write("state", {k: self._state_text(v) for k, v in upserts.items()}, deletes)
+
+    def _state_text(self, state: AlertState) -> str:
+        return state_to_json(state, self._alert_texts)
 
     async def load_groups(self) -> dict[str, GroupLog]:
         return {k: group_from_json(v) for k, v in (await self._hgetall("nflog")).items()}
@@ -150,7 +158,9 @@ class AlertStore:
                                    [k for k, v in groups.items() if v is None])
             return set()
         args: list[str | int] = []
-        for kind, table, encode in (("s", states, state_to_json), ("g", groups, group_to_json)):
+        for key in (k for k, v in states.items() if v is None):
+            self._alert_texts.forget(key)
+        for kind, table, encode in (("s", states, self._state_text), ("g", groups, group_to_json)):
             for name, value in table.items():
                 fenced = fence(kind, name)
                 args += [kind, name, "" if value is None else encode(value),  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 A firing alert is judged the same pass after pass, and what it costs a pass is kept where it is made:
 a window's error classes (``CheckStats._classified``, until a run is added), the error-rate rule's
 condition of a tier that fires (``error_rate._firing``), the alert's content (``Stepper._content``), what a
-notification tells of it (``routing.Outgoing``), its stored text (``codec._stored_alert``) and its gauges
+notification tells of it (``routing.Outgoing``), its stored text (``codec.state_to_json`` with the store's
+texts) — those four in a ``LastMade`` of the engine, its stepper, its flusher and its store — and its gauges
 (``FiringGauges``, set only when their value changes: checked against the states); the latency rule's
 quantile sorts the window's latencies found by bisecting (``CheckStats.latency_quantile``).
 
@@ -28,17 +29,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_alert_engine import Clock, Sink
 
-from alerts import codec, stats
+from alerts import stats
 from alerts.codec import alert_to_dict, state_to_json
-from alerts.content import alert_from_condition
 from alerts.engine import AlertEngine
+from alerts.memo import LastMade
 from alerts.model import Alert, AlertStatus, Severity
-from alerts.routing import Outgoing, inhibited_by, outgoing
-from alerts.rules import error_rate
-from alerts.rules.error_rate import _burning, _condition
+from alerts.routing import inhibited_by
 from alerts.state import AlertState
 from alerts.stats import CheckStats
-from alerts.stepping import Stepper
 from alerts.store import AlertStore
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
@@ -92,16 +90,6 @@ def result(integration: str, check: str, at: float, error: ErrorClass | None, de
 
 # -- the engine without its memos (as before them) --------------------------------------------------------------
 
-def _content_anew(self: Stepper, key: str, cond: Any, cfg: Any) -> Alert:
-    check = self._stats.check(cond.integration, cond.check) if cond.check else None
-    icfg = cfg.integrations.get(cond.integration)
-    return alert_from_condition(cond, check, self._redactor, icfg.runbook_url if icfg else None)
-
-
-def _firing_anew(inp: Any, rule: Any, subject: Any, severity: Severity, tier: Any, long: Any, short: Any) -> Any:
-    return _condition(inp, rule, subject, severity, True, *_burning(rule, tier, subject, long, short), long)
-
-
 def _quantile_walked(self: CheckStats, now: float, seconds: float, q: float) -> tuple[float | None, int]:
     ats, latencies = self._at, self._latency
     values = sorted(latency for i in self._raw_since(now - seconds)
@@ -113,12 +101,9 @@ def _quantile_walked(self: CheckStats, now: float, seconds: float, q: float) -> 
 
 
 def without_memos(patched: pytest.MonkeyPatch) -> None:
-    patched.setattr(Stepper, "_content", _content_anew)
-    patched.setattr(error_rate, "_firing", _firing_anew)
+    patched.setattr(LastMade, "get", lambda self, key, inputs: None)  # every value made anew
     patched.setattr(CheckStats, "_classified", lambda self: {})
     patched.setattr(CheckStats, "latency_quantile", _quantile_walked)
-    patched.setattr(Outgoing, "__call__", lambda self, state: outgoing(state))
-    patched.setattr(codec, "_stored_alert", lambda alert: json.dumps(alert_to_dict(alert, notes=False)))
 
 
 def _gauges(metrics: Metrics) -> dict[tuple[str, ...], tuple[float, float]]:
@@ -270,14 +255,15 @@ def test_a_state_is_stored_as_one_json_document_of_its_fields(
 ) -> None:
     """The state's text is ``json.dumps`` of its fields as before, its alert's text kept or made anew."""
     alert = next(_alerts()) if with_alert else None
+    texts: LastMade[str, str] = LastMade()
     if alert is not None:
-        state_to_json(AlertState(key=alert.key, alert=alert))  # its text kept
+        state_to_json(AlertState(key=alert.key, alert=alert), texts)  # its text kept
         if changed:
             alert = dataclasses.replace(alert, summary="other")  # another content of the same key
     state = AlertState(key="acme/error_rate/api/critical", status=status, pending_since=times[0],
                        firing_since=times[1], last_true=times[2], resolved_at=times[3],
                        transitions=tuple(transitions), flapping=flapping, alert=alert)
-    assert state_to_json(state) == json.dumps({
+    assert state_to_json(state, texts) == json.dumps({
         "key": state.key, "status": str(state.status), "pending_since": state.pending_since,
         "firing_since": state.firing_since, "last_true": state.last_true, "resolved_at": state.resolved_at,
         "transitions": list(state.transitions), "flapping": state.flapping,

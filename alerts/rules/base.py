@@ -17,6 +17,7 @@ from alerts.model import Severity
 
 if TYPE_CHECKING:
     from alerts.inputs import CheckView, IntegrationView
+    from alerts.memo import LastMade
     from alerts.stats import QuotaReading, Stats
     from alerts.traffic_stats import TrafficStats
 
@@ -94,6 +95,10 @@ class RuleInput:
     # changes nothing (alerts/stepping.py drops it), and making one cost more than judging a healthy check:
     # rules yield those only where ``wants_clear``.
     known_targets: frozenset[str] | None = None
+    # The error-rate rule's conditions of tiers that fired at earlier passes, by (integration, target,
+    # severity), with what each was made of: the same condition again while that is the same (the engine's
+    # own; None: nothing kept).
+    fired: LastMade[tuple[str, str, Severity], Condition] | None = None
 
     @property
     def checks(self) -> Sequence[CheckView]:

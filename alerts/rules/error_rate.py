@@ -200,27 +200,20 @@ def _burn_rate(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severitie
             yield _condition(inp, rule, subject, severity, False, "", {}, _NO_COUNTS)
 
 
-# Per (integration, target, severity): the condition of the tier that fired last, and what it was made of.
-# An alert that keeps firing is told the same counts pass after pass (its windows hold the same runs
-# between two runs of its check, often across them); its texts and condition made anew were a third of
-# what it cost a full pass. Bounded: cleared when full.
-_FIRED: dict[tuple[str, str, Severity], tuple[tuple[object, ...], Condition]] = {}
-_FIRED_MAX = 4096
-
-
 def _firing(inp: RuleInput, rule: ErrorRateRule, subject: _Subject, severity: Severity, tier: BurnRateWindow,
             long: WindowCounts, short: WindowCounts) -> Condition:
     """The condition of ``tier`` firing (``long`` with its error classes): ``_burning``'s texts, the same
-    condition object again when everything it tells is what it was."""
+    condition object again when everything it tells is what it was (``inp.fired``, the engine's): an alert
+    that keeps firing is told the same counts pass after pass (its windows hold the same runs between two
+    runs of its check, often across them), and its texts and condition made anew were a third of what it
+    cost a full pass."""
     failure = subject.stats.last_failure if isinstance(subject.stats, CheckStats) else None
     told = None if failure is None else (failure.error_class, failure.detail, failure.status_code)
     inputs = (rule, tier, subject.check, subject.unit, subject.min_samples, long, short, told)
-    key = (inp.integration, subject.target, severity)
-    fired = _FIRED.get(key)
-    if fired is not None and fired[0] == inputs:
-        return fired[1]
-    condition = _condition(inp, rule, subject, severity, True, *_burning(rule, tier, subject, long, short), long)
-    if len(_FIRED) >= _FIRED_MAX:
-        _FIRED.clear()
-    _FIRED[key] = (inputs, condition)
+    fired, key = inp.fired, (inp.integration, subject.target, severity)
+    condition = None if fired is None else fired.get(key, inputs)
+    if condition is None:
+        condition = _condition(inp, rule, subject, severity, True, *_burning(rule, tier, subject, long, short), long)
+        if fired is not None:
+            fired.put(key, inputs, condition)
     return condition
