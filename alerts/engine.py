@@ -36,7 +36,7 @@ from alerts.model import AlertStatus, Notification, Severity
 from alerts.replica_voice import ReplicaVoice, group_in
 from alerts.routing import inhibited_by
 from alerts.rules import RULES, Condition, RuleInput
-from alerts.rules.base import known_targets
+from alerts.rules.base import judged_with_stats, known_targets
 from alerts.silence_book import SilenceBook
 from alerts.silences import Silence
 from alerts.state import AlertState, judged_until
@@ -422,11 +422,13 @@ class AlertEngine:
                 await self._hand_back()
                 slice_started = time.perf_counter()
             checks = None if scope is None else scope[integration]
+            judged = None if checks is None else [c for c in icfg.checks if c.name in checks]
             inp = RuleInput(
                 integration=integration, config=icfg, stats=self.stats, quotas=quotas.get(integration, {}), now=now,
                 active=frozenset(active.get(integration, ())), facts=self._facts.get(integration, {}),
                 traffic=self.traffic.get(integration),
-                judged=None if checks is None else [c for c in icfg.checks if c.name in checks],
+                judged=judged,
+                checked=judged_with_stats(self.stats, integration, icfg.checks if judged is None else judged),
                 # (the outage voice's filter reads every verdict of another's integration)
                 known_targets=known.get(integration, frozenset()) if owned else None,
                 fired=self._fired,

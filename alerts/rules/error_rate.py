@@ -63,12 +63,11 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
     subjects = [
         _Subject(integration=inp.integration, target=check.name, check=check.name, unit="runs",
                  stats=stats, min_samples=rule.min_samples, min_short_samples=rule.min_short_samples)
-        for check in inp.checks
+        for check, stats in inp.checks_with_stats()
         # Without a failed run in its history no window of a check counts an error, so neither mode can
         # fire: when only what fires is wanted (no alert of the check known: most checks, at every full
         # pass), nothing is asked of it.
-        if (stats := inp.stats.check(inp.integration, check.name)) is not None
-        and (known is None or check.name in known or stats.holds_failures())
+        if known is None or check.name in known or stats.holds_failures()
     ]
     if inp.traffic is not None and rule.traffic.enabled:
         subjects.append(_Subject(

@@ -14,10 +14,9 @@ from alerts.rules.text import fmt_seconds
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: LatencyRule = inp.rule_config("latency")
     severity = Severity(rule.severity)
-    for check in inp.checks:
-        expect = getattr(check, "expect", None)
-        threshold = rule.threshold if rule.threshold is not None else getattr(expect, "max_latency", None)
-        if threshold is None or (stats := inp.stats.check(inp.integration, check.name)) is None:
+    for check, stats in inp.checks_with_stats():
+        threshold = rule.threshold
+        if threshold is None and (threshold := getattr(getattr(check, "expect", None), "max_latency", None)) is None:
             continue
         value, samples = stats.latency_quantile(inp.now, rule.window, rule.quantile)
         if value is None or samples < rule.min_samples:

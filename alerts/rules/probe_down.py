@@ -14,15 +14,15 @@ from integration_kit.errors import ErrorClass
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: ProbeDownRule = inp.rule_config("probe_down")
-    for check in inp.checks:
-        stats = inp.stats.check(inp.integration, check.name)
-        if stats is None or stats.last_result is None:
-            continue
+    known = inp.known_targets  # (``inp.wants_clear`` written out: a check's name is its key's target)
+    for check, stats in inp.checks_with_stats():
         last = stats.last_result
+        if last is None:
+            continue
         auth = rule.auth_immediately and not last.ok and last.error_class is ErrorClass.AUTH
         down = stats.consecutive_failures >= rule.consecutive_failures
         active = auth or down
-        if not active and not inp.wants_clear(check.name):
+        if not active and known is not None and check.name not in known:
             continue
         if not active and not last.ok and not stats.succeeded_since_start:
             # Fewer failures than N since a (re)start, none of them after a success: the streak may have

@@ -13,9 +13,8 @@ from alerts.rules.base import Condition, RuleInput
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: TlsExpiryRule = inp.rule_config("tls_expiry")
-    for check in inp.checks:
-        stats = inp.stats.check(inp.integration, check.name)
-        if stats is None or stats.tls_expiry is None:
+    for check, stats in inp.checks_with_stats():
+        if stats.tls_expiry is None:
             continue
         days_left = (stats.tls_expiry - inp.now) / 86400
         when = dt.datetime.fromtimestamp(stats.tls_expiry, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
