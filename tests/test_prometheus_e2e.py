@@ -17,6 +17,7 @@ fails without them under CI, skips visibly otherwise.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -54,6 +55,10 @@ EMPTY_IN_DEMO: dict[str, str] = {
 }
 
 DATA_DEADLINE = 150.0  # seconds to wait for every expected panel to have data
+
+# The probe rules' error-rate alerts (deploy/prometheus/rules): a check whose every run fails fires them all.
+ERROR_RATE_ALERTS = {"IntegrationErrorRateHigh", "IntegrationErrorBudgetBurnFast", "IntegrationErrorBudgetBurnSlow",
+                     "IntegrationErrorBudgetBurnTicket"}
 
 
 def wait_until(what: str, condition: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -346,10 +351,22 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
         # query_range steps: start, start + 1 s, … up to end. (Counted from the float seconds sent, a span
         # like 8.9996 s that Prometheus rounds to 9.000 s gave one step less than it answered.)
         steps = (end_ms - fired_ms) // 1000 + 1
-        seen = {(s["metric"]["alertname"], s["metric"].get("integration"), s["metric"].get("check")): len(s["values"])
+        seen = {(s["metric"]["alertname"], s["metric"].get("integration"), s["metric"].get("check")): s["values"]
                 for s in series}
-        # Firing at every step of the window, the handover included, and nothing else fired.
-        assert seen == {("IntegrationProbeDown", "down", "c0"): steps, ("IntegrationProbeDown", "down", "c1"): steps}
+        # Firing at every step of the window, the handover included.
+        down = {key: len(values) for key, values in seen.items() if key[0] == "IntegrationProbeDown"}
+        assert down == {("IntegrationProbeDown", "down", "c0"): steps, ("IntegrationProbeDown", "down", "c1"): steps}
+        # Every run of `down` fails, so its error-rate rules fire too once a recording-rule evaluation (every
+        # 30 s, at a phase of the wall clock) has seen ten runs: in this window or not, by the clock. Nothing
+        # else fires, and what fires keeps firing to the window's end: the handover stops no alert.
+        last = max(float(at) for values in seen.values() for at, _ in values)
+        for key, values in seen.items():
+            if key[0] == "IntegrationProbeDown":
+                continue
+            assert key[1] == "down" and key[0] in ERROR_RATE_ALERTS, key
+            times = [float(at) for at, _ in values]
+            assert abs(times[-1] - last) < 1e-3 and all(abs(b - a - 1) < 1e-3 for a, b in itertools.pairwise(times)), \
+                (key, times, last)
         await until(each_check_once, 30, f"each check's series from one replica after the handover: {once}")
     finally:
         await fleet.close()
