@@ -50,7 +50,7 @@ SWITCH_RE = re.compile(
     r"^(\S+ \S+) INFO +monitor\.cluster\.replica: cluster: members (\S+) → (\S+); this replica \(\S+\) probes (\d+)",
     re.M)
 CPU_RE = re.compile(r"^used_cpu_(?:sys|user):([0-9.]+)", re.M)
-LEASE_LOST_RE = re.compile(r"lease ran out|lost this replica's membership")
+LEASE_LOST_RE = re.compile(r"this replica's lease ran out|lost this replica's membership")
 CATCH_UP_RE = re.compile(r"cluster: (\d+) check\(s\) taken over with a run due")
 
 
