@@ -18,6 +18,7 @@ from aiohttp import web
 from needs import free_port, need_binary
 from prometheus_client.parser import text_string_to_metric_families
 from targets import Hit, Reply, Target
+from waiting import until
 
 HOOK = "/hook"
 
@@ -103,13 +104,18 @@ class Alertmanager:
         self.proc = await asyncio.create_subprocess_exec(
             self.binary, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )
-        deadline = asyncio.get_running_loop().time() + 20
-        while not await self._ready():
-            if self.proc.returncode is not None:
-                err = (await self.proc.communicate())[1].decode(errors="replace")
-                raise AssertionError(f"alertmanager exited with {self.proc.returncode}: {err}")
-            assert asyncio.get_running_loop().time() < deadline, "alertmanager did not become ready"
-            await asyncio.sleep(0.1)
+        await until(self._ready, "alertmanager to be ready")
+
+    async def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.returncode is not None:  # it exited: no use waiting on
+            err = (await self.proc.communicate())[1].decode(errors="replace")
+            raise AssertionError(f"alertmanager exited with {self.proc.returncode}: {err}")
+        try:
+            status, _ = await self.get("/-/ready")
+        except (aiohttp.ClientError, OSError):
+            return False
+        return status in (200, 401)  # 401: up, behind its own basic auth
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -122,13 +128,6 @@ class Alertmanager:
             proc.kill()
             _, err = await proc.communicate()
         self.log += err or b""
-
-    async def _ready(self) -> bool:
-        try:
-            status, _ = await self.get("/-/ready")
-        except (aiohttp.ClientError, OSError):
-            return False
-        return status in (200, 401)  # 401: up, behind its own basic auth
 
     async def get(self, path: str, *, auth: str | None = None) -> tuple[int, Any]:
         """``auth``: an Authorization header value (Alertmanager behind its own basic auth)."""

@@ -8,8 +8,7 @@ import re
 import signal
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from needs import missing
 from prometheus_client.parser import text_string_to_metric_families
 from redis_servers import SHARED_REDIS
 from targets import Reply, Target, closed_port
+from waiting import until
 
 # Secrets that must never leave the process: one in a header, one in a query parameter, one inline in
 # the URL, one in the Slack token. Each is also echoed back by the failing endpoint's body.
@@ -116,11 +116,10 @@ def evaluations(daemon: Any) -> list[float]:
     return done
 
 
-async def until(condition: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met within {within}s"
-        await asyncio.sleep(0.05)
+def runs(app: Any, integration: str, check: str) -> int:
+    """How many runs of a check an in-process App has recorded (0 before the first)."""
+    status = app.status_store.get(integration, check)
+    return 0 if status is None else int(status.runs)
 
 
 def write(path: Path, text: str) -> Path:
@@ -190,6 +189,7 @@ async def daemon(config: Path, *args: str) -> AsyncIterator[Daemon]:
 
 async def until_up(d: Daemon) -> None:
     async def healthy() -> bool:
+        assert d.proc.returncode is None, f"daemon exited early (code {d.proc.returncode})"
         if not d.url:
             serving = _SERVING.search(d.log)
             if serving is None:
@@ -203,9 +203,7 @@ async def until_up(d: Daemon) -> None:
     # How fast the daemon starts is not what these tests claim (a speed claim lives in bench/): the limit
     # only turns a hang into a failure. 20 s once ran out in a full suite at load 13 on 2 cores (alone,
     # at load 11, the same daemon answered in 2-5 s); the failure now shows what the daemon had logged.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + UP_WITHIN
-    while not await healthy():
-        assert d.proc.returncode is None, f"daemon exited early; its log:\n{d.log[-3000:]}"
-        assert loop.time() < deadline, f"daemon did not come up in {UP_WITHIN:.0f} s; its log:\n{d.log[-3000:]}"
-        await asyncio.sleep(0.1)
+    try:
+        await until(healthy, "the daemon to answer /healthz", within=UP_WITHIN)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}; its log:\n{d.log[-3000:]}") from None

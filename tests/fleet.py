@@ -11,12 +11,11 @@ waits for the runs due before a window's end to reach the target.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import json
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from needs import free_port
+from waiting import NO_ANSWER, until
 
 from monitor.cluster.grid import GridTrigger
 
@@ -86,7 +86,7 @@ class Fleet:
                 str(EXE), "run", "-c", str(self.config), "--listen", f"127.0.0.1:{replica.port}",
                 env=env, stdout=log, stderr=log,
             )
-        await until(lambda: _healthy(replica), 30, f"{name} to come up", replica=replica)
+        await until(lambda: _healthy(replica), f"{name} to come up")
         return replica
 
     async def stop(self, name: str, within: float = 20.0) -> int:
@@ -114,7 +114,7 @@ class Fleet:
             views = [set((await r.cluster())["view"]) for r in self.running()]
             return bool(views) and all(view == members for view in views)
 
-        await until(agreed, within, f"every replica to see {sorted(members)}")
+        await until(agreed, f"every replica to see {sorted(members)}", within=within, ignoring=NO_ANSWER)
 
     async def evaluated(self, times: int, within: float = 30.0) -> None:
         """Every running replica completes ``times`` more full alert evaluations (counted from now), then has
@@ -132,7 +132,8 @@ class Fleet:
                     return False
             return True
 
-        await until(done, within, f"{times} more alert evaluations on {sorted(start)}, their notifications sent")
+        await until(done, f"{times} more alert evaluations on {sorted(start)}, their notifications sent", within=within,
+                    ignoring=NO_ANSWER)
 
     def log_tail(self, lines: int = 40) -> str:
         out = []
@@ -158,23 +159,6 @@ async def _healthy(replica: Replica) -> bool:
             return resp.status == 200
     except (aiohttp.ClientError, OSError):
         return False
-
-
-async def until(condition: Callable[[], Any], within: float, what: str, *, replica: Replica | None = None) -> None:
-    """Wait for ``condition()`` (sync or async) to be true; fail naming ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            outcome = condition()
-            if asyncio.iscoroutine(outcome):
-                outcome = await outcome
-        except (aiohttp.ClientError, OSError, json.JSONDecodeError):
-            outcome = False
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {within}s: {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass(frozen=True)
@@ -219,8 +203,9 @@ async def arrived(check_ids: list[str], interval: float, jitter: float, hits: Ca
     its misfire grace (its interval) late, else the scheduler skips it, and then takes up to its timeout —
     or ``within`` seconds have passed (a skipped run is for the caller's assertions to report)."""
     last = {check: GridTrigger(check, interval, jitter).previous(end - 1e-9) for check in check_ids}
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(any(h >= last[check] for h in hits(check)) for check in check_ids):
-            return
-        await asyncio.sleep(0.1)
+
+    def not_arrived() -> list[str]:
+        return [check for check in check_ids if not any(h >= last[check] for h in hits(check))]
+
+    with contextlib.suppress(AssertionError):  # a run that never came is the caller's to name
+        await until(not_arrived, "each check's last run due", holds=lambda late: not late, within=within)

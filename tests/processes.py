@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +28,3 @@ async def run_scripts(script: str, argvs: Sequence[Sequence[str]], *, within: fl
     return [out.decode() for out, _ in outputs]
 
 
-async def wait_until(condition: Callable[[], bool], *, within: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {within}s")
-        await asyncio.sleep(0.01)

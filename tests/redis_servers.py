@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 
 import redis.asyncio
+from waiting import until
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -38,16 +39,14 @@ class OwnRedis:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         client = redis.asyncio.Redis(host="127.0.0.1", port=self.port)
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except (redis.AuthenticationError, redis.ResponseError):
+                return True  # it answers (this client may not log in: ACL users given in options)
+
         try:
-            for _ in range(100):
-                try:
-                    await client.ping()
-                    return
-                except (redis.AuthenticationError, redis.ResponseError):
-                    return  # it answers (this client may not log in: ACL users given in options)
-                except (redis.RedisError, OSError):
-                    await asyncio.sleep(0.05)
-            raise RuntimeError(f"redis-server on port {self.port} did not start")
+            await until(answers, f"redis-server on port {self.port} to answer", ignoring=(redis.RedisError, OSError))
         finally:
             await client.aclose()
 

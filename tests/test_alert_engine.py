@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 import yaml
-from daemon_support import evaluations, until
+from daemon_support import evaluations
 from needs import free_port
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from waiting import until
 
 from alerts.engine import AlertEngine
 from alerts.model import AlertStatus, Notification, Severity
@@ -696,7 +697,7 @@ async def test_the_evaluation_loop_runs_at_a_deadline_not_an_interval_later(pref
     evaluated = evaluations(eng)
     await eng.start()
     try:
-        await until(lambda: bool(evaluated), 30, "the first evaluation (the next is an hour away)")
+        await until(lambda: bool(evaluated), "the first evaluation (the next is an hour away)")
         now = Clock()
         now.now = time.time()
         probe(eng, now, False, ErrorClass.AUTH)  # a check starts failing: the engine wakes
@@ -764,9 +765,10 @@ async def test_a_newly_failing_check_wakes_the_evaluation_loop(prefix: str) -> N
     cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"evaluation_interval": 3600.0})})
     # The real loop, real clock: next regular evaluation in an hour.
     eng = AlertEngine(cfg, metrics=Metrics(), redactor=Redactor(), sink=sink)
+    evaluated = evaluations(eng)
     await eng.start()
     try:
-        await asyncio.sleep(0)  # the loop's first evaluation
+        await until(lambda: evaluated, "the loop's first evaluation")  # the result below comes after it
         eng.on_result(CheckResult(integration="acme", check="api", kind="http", ok=False,
                                   error_class=ErrorClass.CONNECT, detail="refused", started_at=time.time(),
                                   duration=0.01, total_duration=0.01))

@@ -139,6 +139,8 @@ async def test_the_loop_wakes_for_a_new_failure_and_judges_only_it(monkeypatch: 
         eng.on_result(result("gamma", "api", T0 + 1, False))
         async with asyncio.timeout(10):  # WAKE_GAP (1 s) after the first pass
             await judged.called.wait()
+        # A window for judgements the wake must not make (of the other integrations): they would come in the
+        # same pass, on loop turns the loop runs before this timer however loaded the machine.
         await asyncio.sleep(0.1)
         assert judged.take() == {"gamma": ("api",)}
     finally:

@@ -8,12 +8,9 @@ result fails its check (class ``internal``) and pages like any failure.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import io
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +19,7 @@ from daemon_support import evaluations, get, samples
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS
 from targets import Reply, Target
+from waiting import until
 
 from checks import PROBES
 from monitor.app import App
@@ -49,14 +47,6 @@ def _config(target: Target, slack: FakeSlack, prefix: str, redis_url: str = SHAR
     })
 
 
-async def _until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + 30.0
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_down_restart_recover_posts_once_updates_and_threads(
     target: Target, slack: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
@@ -66,7 +56,7 @@ async def test_down_restart_recover_posts_once_updates_and_threads(
     app = App(config)
     await app.start()
     try:
-        await _until(lambda: len(posts()) >= 1, "the down alert in Slack")
+        await until(lambda: len(posts()) >= 1, "the down alert in Slack")
         first = posts()[0].body
         assert "acme" in json.dumps(first) and "down" in first["text"]
     finally:
@@ -77,14 +67,14 @@ async def test_down_restart_recover_posts_once_updates_and_threads(
     await app.start()
     evaluated = evaluations(app)
     try:
-        await _until(lambda: len(evaluated) >= 5 and (s := app.status_store.get("acme", "api")) is not None
-                     # (the count goes on from before the restart, as the metric's: every run here failed)
-                     and s.runs >= 5 and s.consecutive_failures >= s.runs,
-                     "several evaluation cycles and probe runs, all still failing")
+        await until(lambda: len(evaluated) >= 5 and (s := app.status_store.get("acme", "api")) is not None
+                    # (the count goes on from before the restart, as the metric's: every run here failed)
+                    and s.runs >= 5 and s.consecutive_failures >= s.runs,
+                    "several evaluation cycles and probe runs, all still failing")
         assert len(posts()) == 1, [p.body.get("text") for p in posts()]
 
         target.route("/api", Reply(json={"ok": True}))
-        await _until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
+        await until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
     finally:
         await app.close()
     resolve = posts()[1].body
@@ -108,7 +98,7 @@ async def test_a_probe_that_raises_fails_its_check_and_pages(
     setup_logging(app.redactor, stream=log_stream)
     await app.start()
     try:
-        await _until(lambda: slack.delivered("chat.postMessage"), "the down alert in Slack")
+        await until(lambda: slack.delivered("chat.postMessage"), "the down alert in Slack")
         text = json.dumps(slack.delivered("chat.postMessage")[0].body)
         assert "down" in text and "internal" in text
         _, _, body = await get(f"{app.server.url}/metrics")
@@ -133,9 +123,9 @@ async def test_the_resolve_is_not_held_by_group_interval(
     app = App(config)
     await app.start()
     try:
-        await _until(lambda: len(posts()) >= 1, "the down alert in Slack")
+        await until(lambda: len(posts()) >= 1, "the down alert in Slack")
         target.route("/api", Reply(json={"ok": True}))
-        await _until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
+        await until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
     finally:
         await app.close()
     assert posts()[1].body.get("thread_ts") == slack.delivered("chat.update")[0].body["ts"]

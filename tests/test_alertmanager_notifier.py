@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from targets import Reply, Target
+from waiting import until
 
 from alerts.engine import AlertEngine
 from alerts.model import Alert, AlertStatus, Severity
@@ -208,7 +209,7 @@ async def test_feed_posts_firing_and_recent_resolves_most_severe_first_within_th
             alert("old", Severity.CRITICAL, AlertStatus.RESOLVED, RESOLVED_RETENTION + 1),
             alert("recent", Severity.CRITICAL, AlertStatus.RESOLVED, 60), alert("extra", Severity.WARNING),
         ], now=T0, interval=15.0)
-        await _until(lambda: target.hits(API))
+        await until(lambda: target.hits(API), "a post to Alertmanager")
         body = json.loads(target.hits(API)[0].body)
         assert [a["labels"]["check"] for a in body] == ["crit", "recent", "extra"]  # "warn" is over the limit
         assert body[0]["endsAt"] == "2027-01-15T08:04:00.000Z"  # T0 + 4 minutes
@@ -216,6 +217,8 @@ async def test_feed_posts_firing_and_recent_resolves_most_severe_first_within_th
         assert metrics.registry.get_sample_value(
             "integration_notifications_total", {"notifier": "alertmanager", "result": "failed"}) == 1.0
         feed.publish([alert("info", Severity.INFO)], now=T0, interval=15.0)  # nothing at or above warning
+        # A window for a post that must not come (its 200 ms is many times a post to loopback; too short on a
+        # loaded machine, it would let a wrong post pass, never fail a sound feed).
         await asyncio.sleep(0.2)
         assert len(target.hits(API)) == 1
         assert feed.status()["alertmanagers"][target.url("")]["state"] == "ok"
@@ -230,13 +233,13 @@ async def test_feed_reload_rebuilds_only_when_its_config_changes(target: Target)
     try:
         assert feed.status() == {"enabled": False} and feed.ready() == (True, "alertmanager not configured")
         feed.on_config(engine_config(alertmanager={"urls": [target.url("")]}))
-        await _until(lambda: feed.status()["enabled"])
+        await until(lambda: feed.status()["enabled"], "the feed enabled")
         feed.publish([Alert(key="acme/probe_down/api/critical", integration="acme", alert="probe_down", check="api",
                             severity=Severity.CRITICAL, status=AlertStatus.FIRING, summary="down")],
                      now=T0, interval=15.0)
-        await _until(lambda: target.hits(API))
+        await until(lambda: target.hits(API), "a post to Alertmanager")
         feed.on_config(engine_config(alertmanager={"urls": ["${AM_URL:-}"]}))  # unset: the route is off
-        await _until(lambda: not feed.status()["enabled"])
+        await until(lambda: not feed.status()["enabled"], "the feed disabled")
     finally:
         await feed.close()
 
@@ -254,14 +257,6 @@ def batch(*checks: str, interval: float = 1.0) -> Batch:
     return Batch(posted, interval=interval)
 
 
-async def _until(condition: Any, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_5xx_and_429_are_retried_with_growing_waits_and_the_newest_batch_wins(target: Target) -> None:
     target.route(API, Reply(status=503), Reply(status=503), Reply(status=429, headers={"Retry-After": "0.3"}),
                  Reply(status=502), Reply(status=200))
@@ -270,9 +265,9 @@ async def test_5xx_and_429_are_retried_with_growing_waits_and_the_newest_batch_w
     pusher.start()
     try:
         pusher.offer(batch("first"))
-        await _until(lambda: len(target.hits(API)) >= 2)
+        await until(lambda: len(target.hits(API)), "2 posts to Alertmanager", holds=lambda n: n >= 2)
         pusher.offer(batch("newer"))  # replaces the one being retried
-        await _until(lambda: "sent" in results)
+        await until(lambda: results, "a batch sent", holds=lambda seen: "sent" in seen)
         hits = target.hits(API)
         assert results == ["failed", "failed", "failed", "failed", "sent"]
         posted = [json.loads(h.body)[0]["labels"]["check"] for h in hits]
@@ -294,7 +289,8 @@ async def test_refused_credentials_are_not_retried_until_the_next_batch(target: 
     pusher.start()
     try:
         pusher.offer(batch("a", interval=0.2))
-        await _until(lambda: results)
+        await until(lambda: results, "a batch's result")
+        # A window for a retry that must not come: 2.5 batch intervals (0.2 s) and many FAST retry waits.
         await asyncio.sleep(0.5)
         assert results == ["failed"] and len(target.hits(API)) == 1
         assert target.hits(API)[0].headers["Authorization"] == f"Bearer {SECRET}"
@@ -302,7 +298,7 @@ async def test_refused_credentials_are_not_retried_until_the_next_batch(target: 
         assert SECRET not in pusher.permanent_error and "[REDACTED]" in pusher.permanent_error
         target.route(API, Reply(status=200))
         pusher.offer(batch("b", interval=0.2))
-        await _until(lambda: "sent" in results)
+        await until(lambda: results, "a batch sent", holds=lambda seen: "sent" in seen)
         assert pusher.permanent_error is None and pusher.error is None
     finally:
         await pusher.close()
@@ -316,7 +312,7 @@ async def test_large_batches_go_in_requests_of_256(target: Target) -> None:
     pusher.start()
     try:
         pusher.offer(batch(*(f"c{i}" for i in range(600))))
-        await _until(lambda: results == ["sent"])
+        await until(lambda: results, "one batch sent", holds=lambda seen: seen == ["sent"])
         assert [len(json.loads(h.body)) for h in target.hits(API)] == [256, 256, 88]
     finally:
         await pusher.close()
@@ -371,13 +367,15 @@ async def test_every_alertmanager_gets_the_alerts_and_one_down_does_not_hold_up_
         down = Alert(key="acme/probe_down/api/critical", integration="acme", alert="probe_down", check="api",
                      severity=Severity.CRITICAL, status=AlertStatus.FIRING, summary="down", started_at=T0)
         feed.publish([down], now=T0, interval=0.2)
-        await _until(lambda: target.hits("/am1" + API) and len(target.hits("/am0" + API)) >= 3)
+        await until(lambda: (len(target.hits("/am0" + API)), len(target.hits("/am1" + API))),
+                    "3 posts to am0 and one to am1", holds=lambda posts: posts[0] >= 3 and posts[1] >= 1)
         status = feed.status()["alertmanagers"]
         assert status[target.url("/am1")]["state"] == "ok"
         assert status[target.url("/am0")]["state"] == "retrying" and status[target.url("/am0")]["alerts_waiting"] == 1
         assert feed.ready()[0]  # a retryable failure is not a config problem
         target.route("/am0" + API, Reply(status=200))
-        await _until(lambda: feed.status()["alertmanagers"][target.url("/am0")]["state"] == "ok")
+        await until(lambda: feed.status()["alertmanagers"][target.url("/am0")]["state"], "am0 ok again",
+                    holds=lambda state: state == "ok")
         assert json.loads(target.hits("/am0" + API)[-1].body) == json.loads(target.hits("/am1" + API)[0].body)
         sent = metrics.registry.get_sample_value(
             "integration_notifications_total", {"notifier": "alertmanager", "result": "sent"})
@@ -403,16 +401,16 @@ async def test_a_failing_alertmanager_shows_as_its_component_failing(target: Tar
         down = Alert(key="acme/probe_down/api/critical", integration="acme", alert="probe_down", check="api",
                      severity=Severity.CRITICAL, status=AlertStatus.FIRING, summary="down", started_at=T0)
         feed.publish([down], now=T0, interval=0.2)
-        await _until(lambda: component_ok() == 0.0)
+        await until(component_ok, "the component not ok", holds=lambda v: v == 0.0)
         assert not feed.status()["ok"] and "503 Service Unavailable" in feed.status()["problem"], feed.status()
         target.route(API, Reply(status=200))
-        await _until(lambda: component_ok() == 1.0)
+        await until(component_ok, "the component ok", holds=lambda v: v == 1.0)
         assert feed.status()["ok"] and feed.status()["problem"] is None
         target.route(API, Reply(status=503))
         feed.publish([down], now=T0, interval=0.2)
-        await _until(lambda: component_ok() == 0.0)
+        await until(component_ok, "the component not ok", holds=lambda v: v == 0.0)
         feed.on_config(engine_config())  # the Alertmanager route removed: nothing fails any more
-        await _until(lambda: component_ok() == 1.0)
+        await until(component_ok, "the component ok", holds=lambda v: v == 1.0)
         assert feed.status() == {"enabled": False}
     finally:
         await feed.close()

@@ -24,11 +24,12 @@ from daemon_support import (
     get,
     on_shared_redis,
     route_target,
+    runs,
     samples,
-    until,
     write,
 )
 from targets import Reply, Target, closed_port, tls_server_context
+from waiting import until
 
 from alerts.notifiers import PLUGINS
 from checks.http import HttpCheckConfig
@@ -92,7 +93,7 @@ async def test_components_start_in_order_close_in_reverse_and_bad_ones_are_isola
     try:
         assert first.services is not None and first.services.scheduler is app.scheduler
         assert first.services.redis is None  # no redis_url
-        await until(lambda: len(last.results) >= 2, what="results reach the last component")
+        await until(lambda: len(last.results) >= 2, "results reach the last component")
         assert app.status_document()["components"]["last"]["results"] >= 2
     finally:
         await app.close()
@@ -184,7 +185,7 @@ async def test_reload_applies_a_valid_file_and_keeps_the_old_config_on_a_broken_
         write(path, added)
         assert await app.reload() is True
         assert len(comp.configs) == 1 and "extra" in comp.configs[0].integrations
-        await until(lambda: (s := app.status_store.get("extra", "ping")) is not None and s.runs >= 1)
+        await until(lambda: runs(app, "extra", "ping"), "a run of the added check extra/ping")
         # 2. A broken file: every problem logged, nothing changes, the gauge says 0.
         write(path, added.replace("interval: 200ms}", "interval: often, surprise: 1}"))
         assert await app.reload() is False
@@ -342,7 +343,7 @@ async def test_logs_never_contain_a_secret(target: Target, log_stream: io.String
     log = logging.getLogger("tests.app")
     await app.start()
     try:
-        await until(lambda: len(faulty.results) >= 2)
+        await until(lambda: len(faulty.results), "2 results at the faulty component", holds=lambda n: n >= 2)
         # Whatever a caller passes: message args, extra fields, exception text, tracebacks.
         log.warning("token in args: %s / %s", CANARY_HEADER, f"https://x.test/?token={CANARY_URL}")
         log.info("token in extra", extra={"request_url": f"https://x.test/?api_key={CANARY_QUERY}"})
@@ -375,7 +376,7 @@ async def test_reload_adding_a_longer_window_keeps_the_alert_statistics(
     try:
         engine = next(c for c in app.components if c.name == "alerts")
         stats = engine.stats  # type: ignore[attr-defined]
-        await until(lambda: stats.check("shop", "broken") is not None, what="a run recorded")
+        await until(lambda: stats.check("shop", "broken") is not None, "a run recorded")
         width = stats.bucket_seconds
         week = "    alerts: {error_rate: {windows: [{long: 7d, short: 6h, factor: 1}]}}\n"
         write(path, daemon_config(target, extra=week))
@@ -418,19 +419,19 @@ integrations:
         await app.start()
         try:
             status = app.status_store.entry("shop", "api")
-            await until(lambda: status.runs >= 1, what="a run against the HTTPS endpoint")
+            await until(lambda: status.runs >= 1, "a run against the HTTPS endpoint")
             assert status.tls_expiry == gauge("tls_cert_expiry_timestamp_seconds") == expires.timestamp()
             assert gauge("http_status_code") == 200 and gauge("phase_seconds", phase="tls") is not None
             moved = load_config(write(path, config(target.url("/plain"))))
             # Between two runs (one still in flight when the reload lands is the old endpoint's, and says so).
-            await until(lambda: app.scheduler.status()["in_flight"] == 0, what="no run in flight")
+            await until(lambda: app.scheduler.status()["in_flight"] == 0, "no run in flight")
             app.apply_config(moved)
             assert status.as_dict()["tls_cert_expiry"] is None
             assert gauge("tls_cert_expiry_timestamp_seconds") is None and gauge("http_status_code") is None
             assert gauge("phase_seconds", phase="tls") is None
             assert gauge("runs_total", outcome="success") == status.runs  # (the check's history stays)
             ran = status.runs
-            await until(lambda: status.runs >= ran + 2, what="runs against the plain HTTP endpoint")
+            await until(lambda: status.runs >= ran + 2, "runs against the plain HTTP endpoint")
             assert status.as_dict()["tls_cert_expiry"] is None and gauge("tls_cert_expiry_timestamp_seconds") is None
             assert gauge("http_status_code") == 200 and gauge("phase_seconds", phase="tls") is None
         finally:
@@ -449,7 +450,7 @@ async def test_probe_duration_buckets_from_config_and_a_change_waits_for_a_resta
     setup_logging(app.redactor, stream=log_stream)
     await app.start()
     try:
-        await until(lambda: (s := app.status_store.get("shop", "ok")) is not None and s.runs >= 1)
+        await until(lambda: runs(app, "shop", "ok"), "a run of shop/ok")
         write(path, coarse.replace("[1s]", "[100ms, 1s]"))
         assert await app.reload() is True
         _, _, body = await get(f"{app.server.url}/metrics")
@@ -489,7 +490,7 @@ async def test_a_start_adds_the_jobs_while_the_loop_keeps_turning(monkeypatch: p
     try:
         await app.start()
         try:
-            await until(lambda: len(app.status_store.by_integration().get("shop", {})) == 30, what="every check ran")
+            await until(lambda: len(app.status_store.by_integration().get("shop", {})) == 30, "every check ran")
         finally:
             await app.close()
     finally:

@@ -25,10 +25,10 @@ from daemon_support import (
     need_console_script,
     route_target,
     samples,
-    until,
     write,
 )
 from targets import Reply, Target
+from waiting import until
 
 from checks import PROBES
 from integration_kit.redact import Redactor
@@ -48,11 +48,7 @@ async def runs_of(d: Daemon, check: str) -> int:
 
 
 async def wait_runs(d: Daemon, check: str, n: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while await runs_of(d, check) < n:
-        assert loop.time() < deadline, f"{check} did not run {n} times"
-        await asyncio.sleep(0.1)
+    await until(lambda: runs_of(d, check), f"{check} to run {n} times", holds=lambda runs: runs >= n)
 
 
 async def test_run_serves_then_sigterm_drains_in_flight_probes_and_exits_0(target: Target, tmp_path: Path) -> None:
@@ -71,7 +67,7 @@ async def test_run_serves_then_sigterm_drains_in_flight_probes_and_exits_0(targe
         assert_no_canary(status, "/api/status")
         seen = len(target.hits("/slow"))
         # A new slow request just arrived: its probe stays in flight for 0.8 s, across the SIGTERM.
-        await until(lambda: len(target.hits("/slow")) > seen, what="a slow probe in flight")
+        await until(lambda: len(target.hits("/slow")) > seen, "a slow probe in flight")
         hits_before = len(target.hits("/slow"))
         assert await d.finish(signal.SIGTERM) == 0
     log = d.log
@@ -118,12 +114,10 @@ async def test_sighup_with_a_file_that_is_not_utf8_is_a_failed_reload(target: Ta
 
 
 async def until_reload_gauge(d: Daemon, value: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    gauge = ("integration_monitor_config_last_reload_successful", ())
-    while samples((await get(f"{d.url}/metrics"))[2])[gauge] != value:
-        assert loop.time() < deadline, f"reload gauge never went to {value}"
-        await asyncio.sleep(0.1)
+    async def gauge() -> float:
+        return samples((await get(f"{d.url}/metrics"))[2])[("integration_monitor_config_last_reload_successful", ())]
+
+    await until(gauge, f"the reload gauge at {value}", holds=lambda seen: seen == value)
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from fake_slack import TOKEN, FakeSlack, Reply
-from fleet import EXE, Fleet, Replica, until
+from fleet import EXE, Fleet, Replica
 from needs import missing
 from redis_servers import OwnRedis
 from targets import Reply as TargetReply
 from targets import Target
+from waiting import NO_ANSWER, until
 
 HEARTBEAT = 0.3
 TTL = 2.0
@@ -83,11 +84,11 @@ async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
 
     slack.then(Reply(status=429, retry_after=str(RETRY_AFTER), only="chat.postMessage"))
     target.route("/api", TargetReply(status=503, body="down"))
-    await until(lambda: slack.calls("chat.postMessage"), 20, "the owner's first post (answered 429)")
+    await until(lambda: slack.calls("chat.postMessage"), "the owner's first post (answered 429)")
     stale.signal(signal.SIGSTOP)  # holding the notification in its lane
     others = {"r0", "r1", "r2"} - {owner}
     await fleet.settled(others, within=TTL + 10)
-    await until(lambda: slack.delivered("chat.postMessage"), 20, "the new owner's post")
+    await until(lambda: slack.delivered("chat.postMessage"), "the new owner's post")
 
     stale.signal(signal.SIGCONT)
 
@@ -95,7 +96,8 @@ async def test_a_paused_owner_resumed_after_a_takeover_sends_nothing(
         lanes = (await stale.status())["components"]["notifiers"]["notifiers"]
         return bool(lanes["slack"]["fenced"] >= 1)
 
-    await until(refused, RETRY_AFTER + 15, f"{owner} to have its stale notification refused", replica=stale)
+    await until(refused, f"{owner} to have its stale notification refused", within=RETRY_AFTER + 15,
+                ignoring=NO_ANSWER)
     await fleet.settled({"r0", "r1", "r2"}, within=TTL + 10)
     await fleet.evaluated(2)  # every replica judged and notified after the rejoin (group_interval: 1 s)
     top_level = [r for r in slack.delivered("chat.postMessage") if not r.body.get("thread_ts")]
@@ -112,21 +114,21 @@ async def test_an_owner_paused_mid_send_cannot_overwrite_the_new_owners_thread_r
 
     slack.then(Reply(delay=LATE_ANSWER, only="chat.postMessage"))  # the owner's post: answered late
     target.route("/api", TargetReply(status=503, body="down"))
-    await until(lambda: slack.calls("chat.postMessage"), 20, "the owner's post to reach Slack")
+    await until(lambda: slack.calls("chat.postMessage"), "the owner's post to reach Slack")
     stale.signal(signal.SIGSTOP)  # its send under way
     others = {"r0", "r1", "r2"} - {owner}
     await fleet.settled(others, within=TTL + 10)
-    await until(lambda: len(slack.delivered("chat.postMessage")) >= 2, LATE_ANSWER + 20,
-                "the new owner's post, and the paused owner's answered")
+    await until(lambda: len(slack.delivered("chat.postMessage")),
+                "the new owner's post, and the paused owner's answered", holds=lambda n: n >= 2,
+                within=LATE_ANSWER + 20)
     stale.signal(signal.SIGCONT)  # it reads Slack's answer and writes the thread record under its old token
 
     def refused() -> bool:
         return "slack thread store: the record of group acme not written" in stale.log.read_text()
 
-    await until(refused, 20, f"{owner}'s thread record refused", replica=stale)
+    await until(refused, f"{owner}'s thread record refused")
     target.route("/api", TargetReply(json={"ok": True}))
-    await until(lambda: [r for r in slack.delivered("chat.postMessage") if r.body.get("thread_ts")], 30,
-                "the resolve")
+    await until(lambda: [r for r in slack.delivered("chat.postMessage") if r.body.get("thread_ts")], "the resolve")
     await fleet.evaluated(2)  # every replica has evaluated the recovery, and said what it had to
     # Two posts (the paused owner's came too late to be stopped; the new owner's), and the resolve is a reply
     # in a thread: had the paused owner's record replaced the new owner's, the new owner would have found

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from fake_slack import TOKEN, FakeSlack, Recorded
-from fleet import EXE, Fleet, until
+from fleet import EXE, Fleet
 from needs import missing
 from redis_servers import OwnRedis
 from targets import Reply, Target
+from waiting import NO_ANSWER, until
 
 HEARTBEAT = 0.3
 TTL = 2.0
@@ -91,10 +92,6 @@ def ts_of(slack: FakeSlack, post: Recorded) -> str:
     raise AssertionError(f"no message for {post.body.get('text')!r}")
 
 
-async def waited(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
-    await until(condition, within, what)
-
-
 async def start_three(fleet: Fleet) -> None:
     await asyncio.gather(*(fleet.start(name) for name in REPLICAS))
     await fleet.settled(set(REPLICAS))
@@ -107,7 +104,7 @@ async def owner_of(fleet: Fleet, integration: str) -> str:
 
 async def posted_once(slack: FakeSlack, integration: str, within: float = 30.0) -> str:
     """Wait for the incident's post; return its ts."""
-    await waited(lambda: top_level(slack, integration), f"the {integration} incident in Slack", within)
+    await until(lambda: top_level(slack, integration), f"the {integration} incident in Slack", within=within)
     return ts_of(slack, top_level(slack, integration)[0])
 
 
@@ -121,7 +118,7 @@ async def resolved_once(fleet: Fleet, slack: FakeSlack, target: Target, integrat
     """Still one post; the vendor recovers: exactly one resolve, in the incident's thread, nothing after it."""
     one_post(slack, integration)
     set_all(target, integration, UP, check)
-    await waited(lambda: replies(slack, thread), f"the {integration} resolve in its thread")
+    await until(lambda: replies(slack, thread), f"the {integration} resolve in its thread")
     await fleet.evaluated(4)  # every replica has seen the recovery and evaluated it (group_interval: 2 of them)
     assert len(replies(slack, thread)) == 1, [r.body.get("text") for r in replies(slack, thread)]
     one_post(slack, integration)
@@ -137,7 +134,7 @@ async def logged_as_sent(fleet: Fleet, integration: str) -> None:
         lanes = (await owner.status())["components"]["notifiers"]["notifiers"]
         return bool(lanes["slack"]["sent"] >= 1)
 
-    await waited(sent, f"{owner.name} to log its {integration} post as sent")
+    await until(sent, f"{owner.name} to log its {integration} post as sent", ignoring=NO_ANSWER)
 
 
 async def incident(fleet: Fleet, target: Target, slack: FakeSlack) -> str:

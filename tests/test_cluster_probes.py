@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from fleet import Fleet, arrived, runs_on_timetable, until
+from fleet import Fleet, arrived, runs_on_timetable
 from needs import missing
 from redis_servers import OwnRedis
 from targets import Reply, Target
+from waiting import NO_ANSWER, until
 
 from monitor.metrics import Metrics
 
@@ -108,7 +109,7 @@ async def test_three_replicas_probe_each_check_once_per_interval_and_one_exports
 ) -> None:
     await start_three(fleet, target)
     start = time.time()
-    await asyncio.sleep(8)
+    await asyncio.sleep(8)  # the window judged: 8 s of each check's timetable (a run a second), however late it ends
     end = time.time()
     await runs_arrived(target, end)
 
@@ -165,11 +166,11 @@ async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(
     start = time.time()
     payments = {c.split("/", 1)[1] for c in CHECKS if c.startswith("payments/")}
 
-    async def failing_in_a_row() -> bool:  # (every check here fails: 404)
-        found = await stored_streaks(own_redis, "payments")
+    def failing_in_a_row(found: dict[str, int]) -> bool:  # (every check here fails: 404)
         return set(found) == payments and min(found.values()) >= 2
 
-    await until(failing_in_a_row, 20, f"{victim} to store payments' checks failing twice in a row")
+    await until(lambda: stored_streaks(own_redis, "payments"),
+                f"{victim} to store payments' checks failing twice in a row", holds=failing_in_a_row)
     stored = await stored_streaks(own_redis, "payments")  # the victim's counts only grow from here (all fail)
     survivors = {"r0", "r1", "r2"} - {victim}
     logged = {name: fleet.replicas[name].log.stat().st_size for name in survivors}
@@ -177,7 +178,7 @@ async def test_a_killed_replicas_share_is_picked_up_within_ttl_plus_an_interval(
     await fleet.kill(victim)
     lease_end = await lease_end_of(own_redis, victim)
     await fleet.settled(survivors, within=TTL + 5)
-    await asyncio.sleep(4)
+    await asyncio.sleep(4)  # the window judged after the takeover: 4 s of each check's timetable (a run a second)
     end = time.time()
     await runs_arrived(target, end)
 
@@ -315,7 +316,7 @@ async def test_redis_down_every_replica_keeps_its_share_and_takes_nothing_over(
     await own_redis.start()  # empty: Redis kept nothing (no persistence)
     # Each replica joins again (announced, a heartbeat and a half ahead) while the others keep their share
     # for a TTL: the window ends once all three are members again and that TTL is over.
-    await until(lambda: rejoined(fleet), TTL * 3, "every replica to be a member again")
+    await until(lambda: rejoined(fleet), "every replica to be a member again", within=TTL * 3, ignoring=NO_ANSWER)
     await asyncio.sleep(TTL)
     end = time.time()
     await runs_arrived(target, end)
@@ -357,7 +358,7 @@ async def test_results_sent_to_a_killed_owner_are_counted_by_the_new_owner_exact
         found = {i: await stored_streaks(own_redis, i) for i in {c.split("/")[0] for c in theirs}}
         return all(found[c.split("/")[0]].get(c.split("/")[1], 0) >= 2 for c in theirs)
 
-    await until(failing_in_a_row, 20, f"{victim} to store its checks failing twice in a row")
+    await until(failing_in_a_row, f"{victim} to store its checks failing twice in a row", ignoring=NO_ANSWER)
     await fleet.kill(victim)
     await lease_end_of(own_redis, victim)
     # What the victim counted and wrote for the next owner: nobody writes these until its lease runs out.
@@ -365,8 +366,8 @@ async def test_results_sent_to_a_killed_owner_are_counted_by_the_new_owner_exact
     survivors = {"r0", "r1", "r2"} - {victim}
     await fleet.settled(survivors, within=TTL + 5)
     settled = time.time()
-    await until(lambda: all(sum(h >= settled for h in hits_of(target, c)) >= 2 for c in theirs), 20,
-                "two runs of every check after the takeover")
+    await until(lambda: {c: sum(h >= settled for h in hits_of(target, c)) for c in theirs},
+                "two runs of every check after the takeover", holds=lambda runs: min(runs.values()) >= 2)
     after = {check: len(target.hits(f"/{check}")) for check in theirs}
     for check in theirs:
         target.route(f"/{check}", Reply(body="ok"))
@@ -381,7 +382,7 @@ async def test_results_sent_to_a_killed_owner_are_counted_by_the_new_owner_exact
                 return False
         return True
 
-    await until(recovered, 20, "every check to succeed again at its new owner")
+    await until(recovered, "every check to succeed again at its new owner", ignoring=NO_ANSWER)
     for check in theirs:
         integration, name = check.split("/")
         failed = outcome_runs(await fleet.replicas[new_owners[integration]].metrics(), integration, "failure")

@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 
 import redis.asyncio
-from daemon_support import daemon_config, get, on_shared_redis, route_target, samples, until, write
+from daemon_support import daemon_config, get, on_shared_redis, route_target, runs, samples, write
 from targets import Target
+from waiting import until
 
 from alerts.model import AlertStatus
 from alerts.store import AlertStore
@@ -38,15 +39,14 @@ async def test_a_check_a_reload_removes_leaves_metrics_and_status(
     await app.start()
     try:
         assert app.cluster is not None and app.cluster.cluster is not None  # clustered, as with any redis_url
-        await until(lambda: all((s := app.status_store.get("shop", c)) is not None and s.runs >= 1
-                                for c in ("ok", "broken")), what="both checks recorded")
+        await until(lambda: {c: runs(app, "shop", c) for c in ("ok", "broken")}, "both checks recorded",
+                    holds=lambda seen: min(seen.values()) >= 1)
         assert {("shop", "ok"), ("shop", "broken")} <= checks_in((await get(f"{app.server.url}/metrics"))[2])
         without_broken = daemon_config(target).split("      - name: broken")[0] + "\n"
         write(path, on_shared_redis(without_broken, prefix))
         assert await app.reload() is True
         assert [c.name for c in app.config.integrations["shop"].checks] == ["ok"]
-        await until(lambda: (s := app.status_store.get("shop", "ok")) is not None and s.runs >= 3,
-                    what="runs after the reload")
+        await until(lambda: runs(app, "shop", "ok"), "3 runs of shop/ok after the reload", holds=lambda n: n >= 3)
         assert ("shop", "broken") not in checks_in((await get(f"{app.server.url}/metrics"))[2])
         assert app.status_store.get("shop", "broken") is None
     finally:
@@ -76,13 +76,13 @@ async def test_a_firing_alert_of_an_integration_a_reload_removes_resolves(
     try:
         engine = next(c for c in app.components if c.name == "alerts")
         key = "gone/probe_down/down/critical"
-        await until(lambda: (s := engine.states.get(key)) is not None and s.status is AlertStatus.FIRING,
-                    within=30, what="the alert of gone/down firing")
+        await until(lambda: (s := engine.states.get(key)) and s.status, "the alert of gone/down firing",
+                    holds=lambda status: status is AlertStatus.FIRING)
         write(path, on_shared_redis(base, prefix, fast))
         assert await app.reload() is True
-        await until(lambda: engine.states[key].status is AlertStatus.RESOLVED, within=30,
-                    what="the alert of the removed integration resolved")
-        await until(lambda: "Resolved — gone: gone/down" in log_stream.getvalue(), what="the resolve told")
+        await until(lambda: engine.states[key].status, "the alert of the removed integration resolved",
+                    holds=lambda status: status is AlertStatus.RESOLVED)
+        await until(lambda: "Resolved — gone: gone/down" in log_stream.getvalue(), "the resolve told")
         await app.close()  # persists what it holds: the resolve must be in Redis, fenced by the owner's token
         stored = await AlertStore(shared_redis, f"{prefix}alerts:").load_states()
         assert stored[key].status is AlertStatus.RESOLVED

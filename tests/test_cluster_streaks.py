@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from processes import wait_until
 from redis_servers import OwnRedis
+from waiting import until
 
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
@@ -36,14 +36,9 @@ def failure(n: int) -> CheckResult:
                        detail=f"run {n}", started_at=float(n), duration=0.01, total_duration=0.01)
 
 
-async def stored(client: redis.asyncio.Redis, within: float = 30.0) -> dict[bytes, bytes]:
-    """The streak hash, once it has an entry (AssertionError if it has none within ``within`` seconds)."""
-    deadline = time.monotonic() + within
-    while not (found := await client.hgetall(STREAK_KEY)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{STREAK_KEY} still empty after {within}s")
-        await asyncio.sleep(0.05)
-    return found
+async def stored(client: redis.asyncio.Redis) -> dict[bytes, bytes]:
+    """The streak hash, once it has an entry."""
+    return await until(lambda: client.hgetall(STREAK_KEY), f"an entry in {STREAK_KEY}")
 
 
 @pytest.fixture
@@ -81,7 +76,7 @@ async def owner(
     streaks.start()
     await cluster.start()
     try:
-        await wait_until(lambda: cluster.owns("vendor"), within=10, what="a to own vendor")
+        await until(lambda: cluster.owns("vendor"), "a to own vendor")
         yield client, cluster, recorder, streaks
     finally:
         await streaks.close()
@@ -101,7 +96,7 @@ async def test_failure_streaks_are_written_back_when_redis_comes_back_empty(
     epoch = await client.get(EPOCH_KEY)
     assert epoch is not None  # read by the owner while it had a count in Redis
     await own_redis.stop()
-    await wait_until(lambda: cluster.degraded, within=10, what="a heartbeat to fail")  # a keeps its share
+    await until(lambda: cluster.degraded, "a heartbeat to fail")  # a keeps its share
     await own_redis.start()  # on the same port, with nothing in it (no persistence)
     assert await stored(client) == {b"c": b"3"}  # the owner noticed (the epoch changed) and wrote it back
     assert await client.get(EPOCH_KEY) not in (None, epoch) and cluster.owns("vendor")
@@ -114,15 +109,13 @@ async def test_a_membership_redis_lost_between_two_heartbeats_takes_no_share_awa
     client, cluster, _, _ = owner
     before = len(changes)
     await client.flushall()  # our own server: Redis as it comes back from a restart without persistence
-    deadline = time.monotonic() + 10
-    while await client.zscore("im:cluster:members", "a") is None:  # the next heartbeat joins again
-        assert time.monotonic() < deadline, "a did not join again"
-        await asyncio.sleep(0.05)
+    await until(lambda: client.zscore("im:cluster:members", "a"), "a to join again (the next heartbeat)",
+                holds=lambda score: score is not None)
     # The member is back in Redis once the heartbeat's write is done, before the heartbeat has read the answer
     # and told what it makes of it: wait for the replica's word, not only for Redis.
-    await wait_until(lambda: "Redis lost this replica's membership" in caplog.text, within=10,
-                     what="a to tell it joined again after Redis lost it")
-    await wait_until(lambda: cluster.status()["state"] == "member", within=10, what="a to be a member again")
+    await until(lambda: "Redis lost this replica's membership" in caplog.text,
+                "a to tell it joined again after Redis lost it")
+    await until(lambda: cluster.status()["state"] == "member", "a to be a member again")
     assert changes[before:] == [] and cluster.owns("vendor")  # never paused: nothing lost, nothing to take over
 
 
@@ -147,10 +140,10 @@ async def test_a_heartbeat_that_fails_because_the_process_stood_still_is_a_pause
         return await beat(*args, **kwargs)
 
     cluster.membership.beat = beat_through_a_standstill  # type: ignore[method-assign]
-    await wait_until(frozen.is_set, within=10, what="a heartbeat")
-    await wait_until(lambda: "stood still" in caplog.text, within=10, what="the standstill noticed")
+    await until(frozen.is_set, "a heartbeat")
+    await until(lambda: "stood still" in caplog.text, "the standstill noticed")
     assert not cluster.degraded and not cluster.owns("vendor")  # no outage: nothing held on to
-    await wait_until(lambda: cluster.owns("vendor"), within=10, what="a to own vendor again")
+    await until(lambda: cluster.owns("vendor"), "a to own vendor again")
     assert "keeping the current share" not in caplog.text
 
 
@@ -164,7 +157,7 @@ async def test_a_count_taken_over_continues_in_the_status_as_in_the_metric(
     (they disagreed after every handover: the status entry counted from the takeover)."""
     _, _, recorder, streaks = owner
     series = recorder.metrics.probes.series("vendor", "c")
-    await wait_until(lambda: series.streak == 5, within=10, what="the count seeded")
+    await until(lambda: series.streak == 5, "the count seeded")
     for n in range(2):
         result = failure(n)
         recorder.record(result)

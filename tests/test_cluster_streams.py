@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis.asyncio
-from processes import wait_until
 from redis_servers import OwnRedis, ReplyHoldingProxy
+from waiting import until
 
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
@@ -86,8 +86,8 @@ async def two(start: Callable[..., Awaitable[Replica]], a_options: dict[str, obj
               **b_options: object) -> tuple[Replica, Replica]:
     """Replicas ``a`` and ``b``, once both see both."""
     a, b = await start("a", **(a_options or {})), await start("b", **b_options)
-    await wait_until(lambda: all(m.cluster.members == ("a", "b") and m.cluster.may_run() for m in (a, b)),
-                     within=10, what="a and b to agree on the members")
+    await until(lambda: all(m.cluster.members == ("a", "b") and m.cluster.may_run() for m in (a, b)),
+                "a and b to agree on the members")
     return a, b
 
 
@@ -118,7 +118,7 @@ async def test_results_reach_their_owner_in_order_one_stream_entry_per_flush(
     assert a.runs(mine) == list(range(300))  # owned here: recorded at once, never sent
     await a.streams.flush()
     assert await entries(shared_redis, b) == 1  # 300 results, one XADD
-    await wait_until(lambda: len(b.recorded) == 300, within=10, what="b to record a's 300 results")
+    await until(lambda: len(b.recorded) == 300, "b to record a's 300 results")
     assert b.runs(theirs) == list(range(300))
     assert (a.count("sent"), b.count("received"), b.count("lost"), b.count("unreadable")) == (300, 300, 0, 0)
 
@@ -147,14 +147,14 @@ async def test_an_unreadable_entry_or_result_is_skipped_and_counted_and_the_rest
     a, b = await two(replicas)
     theirs = owned(a, "b")[0]
     await send(a, theirs, range(5))
-    await wait_until(lambda: len(b.recorded) == 5, within=10, what="the first batch")
+    await until(lambda: len(b.recorded) == 5, "the first batch")
     stream = b.streams.stream("b")
     await shared_redis.xadd(stream, {"x": "not an entry of ours"})
     await shared_redis.xadd(stream, {"s": "other", "q": "0", "n": "1", "b": "[not json"})
     good = json.loads(encode_batch([(result(theirs, 5), 0)], Redactor()))[0]
     await shared_redis.xadd(stream, {"s": "other", "q": "1", "n": "2", "b": json.dumps([["x", {}], good])})
     await send(a, theirs, range(6, 10))
-    await wait_until(lambda: len(b.recorded) == 10, within=10, what="everything readable to arrive")
+    await until(lambda: len(b.recorded) == 10, "everything readable to arrive")
     assert b.runs(theirs) == list(range(10))
     assert (b.count("received"), b.count("unreadable"), b.count("lost")) == (10, 3, 0)
 
@@ -167,7 +167,7 @@ async def test_an_owner_change_before_the_flush_sends_results_to_the_owner_of_th
     for n in range(20):
         a.streams.route(result(theirs[n % len(theirs)], n))
     await b.cluster.leave(5.0)  # b goes while a's results for it wait: a owns everything then
-    await wait_until(lambda: a.cluster.members == ("a",), within=10, what="a to see b gone")
+    await until(lambda: a.cluster.members == ("a",), "a to see b gone")
     await a.streams.flush()
     assert sorted(r.started_at for r in a.recorded) == list(range(20))
     assert await entries(shared_redis, b) == 0 and a.count("sent") == 0
@@ -184,8 +184,9 @@ async def test_a_result_whose_integration_moved_on_while_it_travelled_is_passed_
     await shared_redis.xadd(b.streams.stream("b"), {"s": "stale", "q": 0, "n": 4, "b": encode_batch(batch, Redactor())})
     # b counts what it passed on once Redis confirmed its flush, and a may read the entry before b has that
     # answer (Redis hands a its blocked read as it runs b's XADD): wait for both ends, not for a alone.
-    await wait_until(lambda: len(a.recorded) == 2 and len(b.recorded) == 2 and b.count("sent") > 0, within=10,
-                     what="results to settle and b's flush to be confirmed")
+    await until(lambda: (len(a.recorded), len(b.recorded), b.count("sent")),
+                "results to settle (2 recorded at each end) and b's flush to be confirmed (sent)",
+                holds=lambda seen: seen[0] == 2 and seen[1] == 2 and seen[2] > 0)
     assert a.runs(at_a) == [0, 3] and b.runs(at_b) == [1] and b.runs(at_a) == [2]
     assert (b.count("received"), b.count("sent"), a.count("received")) == (4, 2, 2)
 
@@ -223,7 +224,7 @@ async def test_a_flush_that_timed_out_after_redis_took_it_is_sent_again_and_the_
     proxy.release()
     await a.streams.flush()  # the same entry again: same sender, same numbers
     assert await entries(direct, b) == 2 and a.count("sent") == 50
-    await wait_until(lambda: b.count("duplicate") == 50, within=10, what="b to read both entries")
+    await until(lambda: b.count("duplicate") == 50, "b to read both entries")
     assert b.runs(theirs) == list(range(50)) and a.recorded == []
     assert (b.count("received"), b.count("lost"), a.count("kept")) == (50, 0, 0)
 
@@ -239,7 +240,7 @@ async def test_results_of_a_failed_flush_whose_owner_left_go_to_the_new_owner_an
     await send(a, theirs, range(5))  # maybe with b, maybe not: b never reads it and leaves
     proxy.release()
     await b.cluster.leave(5.0)
-    await wait_until(lambda: a.cluster.members == ("a",), within=10, what="a to see b gone")
+    await until(lambda: a.cluster.members == ("a",), "a to see b gone")
     await a.streams.flush()
     assert a.runs(theirs) == list(range(5))  # a owns everything now: recorded here, once
     assert await entries(direct, b) == 1 and (a.count("sent"), a.count("lost")) == (0, 0)
@@ -249,8 +250,8 @@ async def test_a_crashed_owners_unread_results_are_recorded_once_by_each_integra
     replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis
 ) -> None:
     a, b, c = [await replicas(name, streams=False) for name in "abc"]  # each reads when the test says
-    await wait_until(lambda: all(m.cluster.members == ("a", "b", "c") for m in (a, b, c)), within=10,
-                     what="a, b and c to agree on the members")
+    await until(lambda: all(m.cluster.members == ("a", "b", "c") for m in (a, b, c)),
+                "a, b and c to agree on the members")
     orphans = owned(a, "c")
     assert orphans
     assert await a.streams.read() == await b.streams.read() == 0  # a and b start reading their streams
@@ -265,8 +266,7 @@ async def test_a_crashed_owners_unread_results_are_recorded_once_by_each_integra
             await shared_redis.xadd(stream, fields)
     await shared_redis.xadd(stream, fields)
     await c.cluster.close()  # gone without announcing a leave, as after a crash: nobody reads its stream now
-    await wait_until(lambda: a.cluster.members == b.cluster.members == ("a", "b"), within=10,
-                     what="a and b to see c gone")
+    await until(lambda: a.cluster.members == b.cluster.members == ("a", "b"), "a and b to see c gone")
     heirs = {integration: a if integration in owned(a, "a") else b for integration in orphans}
     for integration, heir in heirs.items():
         heir.streams.route(result(integration, 20))  # the heir probed it: newer than what c's stream holds

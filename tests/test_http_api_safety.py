@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from daemon_support import daemon_config, get, route_target, until
+from daemon_support import daemon_config, get, route_target, runs
 from needs import free_port
 from targets import Target
+from waiting import until
 
 from integration_kit.redact import Redactor
 from monitor.app import App
@@ -175,7 +176,7 @@ async def test_malformed_http_is_one_log_line_not_a_traceback(
         writer.close()
         await writer.wait_closed()
     assert answers == [b"HTTP/1.0 400 Bad Request"] * 2
-    await until(lambda: log_stream.getvalue().count("malformed HTTP request") == 2, what="two log lines")
+    await until(lambda: log_stream.getvalue().count("malformed HTTP request") == 2, "two log lines")
     logs = log_stream.getvalue()
     assert "malformed HTTP request from 127.0.0.1 answered 400: Invalid character in chunk size" in logs
     assert "Traceback" not in logs and "ERROR" not in logs and TOKEN not in logs
@@ -188,7 +189,7 @@ async def test_status_details_switch_hides_excerpts_request_details_and_key_name
     app = App(parse_config(config, env={}), components=[])
     await app.start()
     try:
-        await until(lambda: (s := app.status_store.get("shop", "broken")) is not None and s.runs >= 1)
+        await until(lambda: runs(app, "shop", "broken"), "a run of shop/broken")
         doc = json.loads((await get(f"{app.server.url}/api/status"))[2])
     finally:
         await app.close()

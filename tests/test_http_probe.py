@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from processes import wait_until
 from targets import DOC, Reply, SilentServer, Target, closed_port, tls_server_context
+from waiting import until
 
 import checks.http
 from checks.auth_config import BasicAuth
@@ -202,7 +202,7 @@ async def test_probes_sharing_one_deadlines_each_end_at_their_own(target: Target
     late = target.route("/late", Reply(delay=1.2, json={"ok": True}))
     slow_run = asyncio.create_task(probe(make_check(stall, timeout="2s"), ctx))
     answered = asyncio.create_task(probe(make_check(late, timeout="5s"), ctx))
-    await wait_until(lambda: len(ctx.deadlines.scopes) == 2, what="both attempts in flight")  # the timer: 2 s
+    await until(lambda: len(ctx.deadlines.scopes) == 2, "both attempts in flight")  # the timer: 2 s
     short = await probe(make_check(stall, timeout="500ms"), ctx)
     # Ended by its own deadline, not by the timer set for the other's: before the late answer came, due 0.7 s
     # after that deadline (the target runs on this loop). Judged by that order, not by seconds on the clock.

@@ -8,6 +8,7 @@ import asyncio
 import math
 
 import pytest
+from waiting import until
 
 from integration_kit.deadlines import Deadlines, DeadlineScope
 
@@ -143,7 +144,7 @@ async def test_a_scope_outside_a_task_is_refused() -> None:
             result.append(exc)
 
     loop.call_soon(in_a_callback)
-    await asyncio.sleep(0.01)
+    await until(lambda: result, "the callback's error")
     assert [str(e) for e in result] == ["a deadline scope is entered in a task"]
 
 

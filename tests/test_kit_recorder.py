@@ -9,9 +9,10 @@ import textwrap
 
 import aiohttp
 import redis.asyncio
-from processes import run_scripts, wait_until
+from processes import run_scripts
 from redis_servers import SHARED_REDIS, OwnRedis
 from targets import Reply, Target
+from waiting import until
 
 from integration_kit.calls import CallError, CallOutcome
 from integration_kit.client import Integration
@@ -133,11 +134,11 @@ async def test_redis_killed_mid_traffic_never_reaches_the_callers(own_redis: Own
     async with kit:
         stop = asyncio.Event()
         tasks = [asyncio.create_task(caller(stop)) for _ in range(4)]
-        await wait_until(lambda: kit.stats.calls >= 40, what="40 calls")
+        await until(lambda: kit.stats.calls >= 40, "40 calls")
         await own_redis.stop()
         before = kit.stats.calls
-        await wait_until(lambda: kit.stats.calls >= before + 100 and kit.stats.failed_flushes >= 1,
-                         what="100 calls and a failed flush with Redis down")
+        await until(lambda: (kit.stats.calls - before, kit.stats.failed_flushes),
+                    "100 calls and a failed flush with Redis down", holds=lambda seen: seen[0] >= 100 and seen[1] >= 1)
         stop.set()
         await asyncio.gather(*tasks)  # no caller saw anything but its own answers
     assert set(results) == {"200", "http_4xx"}

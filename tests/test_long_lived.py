@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemon_support import daemon, daemon_config, need_console_script, route_target, until, write
+from daemon_support import daemon, daemon_config, need_console_script, route_target, write
 from targets import Reply, Target
+from waiting import until
 
 from integration_kit.tasks import stop
 from monitor import long_lived
@@ -39,7 +40,7 @@ class Jobs:
 
 async def looks_more(jobs: Jobs, n: int) -> None:
     seen = jobs.looks
-    await until(lambda: jobs.looks >= seen + n, what=f"{n} more looks at settled_at")
+    await until(lambda: jobs.looks >= seen + n, f"{n} more looks at settled_at")
 
 
 async def test_freezes_once_the_jobs_settled_and_again_for_jobs_added_later(fast_polls: None) -> None:
@@ -51,11 +52,11 @@ async def test_freezes_once_the_jobs_settled_and_again_for_jobs_added_later(fast
         await looks_more(jobs, 5)
         assert freezes == []  # no job yet
         jobs.settled_at = NOW - 1  # the first runs are done
-        await until(lambda: len(freezes) == 1, what="a freeze once settled")
+        await until(lambda: len(freezes) == 1, "a freeze once settled")
         await looks_more(jobs, 5)
         assert freezes == [NOW - 1]  # nothing new: not again
         jobs.settled_at = NOW - 0.5  # a reload added checks, and their first runs are done too
-        await until(lambda: len(freezes) == 2, what="a freeze for the new jobs")
+        await until(lambda: len(freezes) == 2, "a freeze for the new jobs")
         assert freezes == [NOW - 1, NOW - 0.5]
     finally:
         await stop(keeper)
@@ -75,7 +76,7 @@ async def test_jobs_added_while_waiting_are_waited_for_too() -> None:
         long_lived.keep_frozen(settled_at, clock=lambda: NOW, freeze_now=lambda: freezes.append(asked[-1]))
     )
     try:
-        await until(lambda: len(freezes) == 1, what="one freeze")
+        await until(lambda: len(freezes) == 1, "one freeze")
         assert freezes == [NOW + 0.1] and asked[:3] == [NOW + 0.05, NOW + 0.1, NOW + 0.1]
     finally:
         await stop(keeper)
@@ -126,16 +127,16 @@ async def test_the_daemon_freezes_after_its_first_runs_and_after_a_reload_adds_c
     config = write(tmp_path / "monitor.yaml", daemon_config(target, interval="1s"))
     async with daemon(config) as d:
         # The checks' first runs within 2 s, each deadline 2 s + the scheduler's 5 s margin.
-        await until(lambda: d.log.count("first runs done") == 1, within=60, what="the freeze after the first runs")
+        await until(lambda: d.log.count("first runs done") == 1, "the freeze after the first runs", within=60)
         extra = (
             "  more:\n    checks:\n"
             f"      - {{name: later, kind: http, url: '{later}', interval: 1s, timeout: 1s}}\n"
         )
         write(config, daemon_config(target, interval="1s", extra=extra))
         d.proc.send_signal(signal.SIGHUP)
-        await until(lambda: len(target.hits("/later")) > 0 and d.log.count("first runs done") == 2, within=60,
-                    what="the freeze after the added check's first run")
+        await until(lambda: len(target.hits("/later")) > 0 and d.log.count("first runs done") == 2,
+                    "the freeze after the added check's first run", within=60)
         hits = len(target.hits("/later"))
-        await until(lambda: len(target.hits("/later")) > hits + 2, what="probes running on after the freezes")
+        await until(lambda: len(target.hits("/later")) > hits + 2, "probes running on after the freezes")
         assert await d.finish(signal.SIGTERM) == 0
     assert "Traceback" not in d.log

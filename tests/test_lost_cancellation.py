@@ -25,6 +25,7 @@ import redis.asyncio
 from redis_servers import tag_of
 from test_quota_service import config, counter_quota, make, sample
 from test_webhook_reader import make_config, make_service
+from waiting import until
 
 from integration_kit.calls import CallOutcome
 from integration_kit.recorder import TrafficRecorder
@@ -46,10 +47,12 @@ async def test_python_311_wait_for_loses_a_cancellation_and_the_task_runs_on() -
             done.clear()
 
     task = asyncio.create_task(loop())
+    # Nothing outside says it waits: its first step is a ready callback, which the loop runs before any
+    # timer (this 10 ms one included) however loaded the machine.
     await asyncio.sleep(0.01)
     done.set()  # the inner wait completes in the next iteration …
     task.cancel()  # … and the task sees this cancellation after it: 3.11's wait_for returns instead
-    await asyncio.sleep(0.05)
+    await until(lambda: rounds, "the round after the lost cancellation")
     assert not task.done() and rounds == [1]  # cancelled once, still running
     await stop(task)
     assert task.cancelled()
@@ -172,6 +175,8 @@ async def test_quota_pollers_stop_on_reload_and_on_close_when_a_read_loses_the_c
         # A reload removes the quota while its poller reads: the poller must not run on, nor bring back
         # the series of a quota that no longer exists.
         await close_while_a_command_completes(gate, remove_the_quota)
+        # A window for a poller that ran on: 6 of its 50 ms intervals, each a read of the local Redis. (Too
+        # short on a loaded machine, it would let a poller that ran on pass, never fail a sound one.)
         await asyncio.sleep(0.3)
         assert running("quota:") == []
         assert sample(metrics, "integration_quota_used", "api", "redis") is None

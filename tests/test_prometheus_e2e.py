@@ -29,11 +29,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 from needs import free_port, missing, need_binary
+from waiting import NO_ANSWER, until, until_blocking
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "integration-monitor.json"
@@ -61,18 +64,14 @@ ERROR_RATE_ALERTS = {"IntegrationErrorRateHigh", "IntegrationErrorBudgetBurnFast
                      "IntegrationErrorBudgetBurnTicket"}
 
 
-def wait_until(what: str, condition: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what}: process exited with {proc.returncode}")
-        try:
-            if condition():
-                return
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+def running(proc: subprocess.Popen[bytes], look: Callable[[], T]) -> Callable[[], T]:
+    """``look``, for a wait on ``proc``: a process that exited fails the wait at once."""
+
+    def checked() -> T:
+        assert proc.poll() is None, f"{proc.args[0]} exited with {proc.returncode}"
+        return look()
+
+    return checked
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -158,7 +157,8 @@ def start_stack(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> tup
             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
         )
     processes.append(demo)
-    wait_until("demo /healthz", lambda: get(f"http://127.0.0.1:{monitor_port}/healthz")[0] == 200, 30, demo)
+    until_blocking(running(demo, lambda: get(f"http://127.0.0.1:{monitor_port}/healthz")[0]), "the demo's /healthz",
+                   holds=lambda status: status == 200, ignoring=(OSError,))
 
     prom_port = free_port()
     config = {
@@ -182,7 +182,8 @@ def start_stack(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> tup
         )
     processes.append(prom)
     url = f"http://127.0.0.1:{prom_port}"
-    wait_until("prometheus /-/ready", lambda: get(f"{url}/-/ready")[0] == 200, 60, prom)
+    until_blocking(running(prom, lambda: get(f"{url}/-/ready")[0]), "Prometheus's /-/ready",
+                   holds=lambda status: status == 200, within=60, ignoring=(OSError,))
     return Prometheus(url), demo
 
 
@@ -200,7 +201,8 @@ def test_every_dashboard_and_rule_expression_against_real_prometheus(
         assert status == 200 and doc["status"] == "success", f"{name}: {expr}\n→ {doc.get('error')}"
 
     # Scraping works: the monitor's own series arrive, with the labels the dashboard filters on.
-    wait_until("first scrape", lambda: bool(prom.result('up{job="integration-monitor"} == 1')), 30, demo)
+    until_blocking(running(demo, lambda: prom.result('up{job="integration-monitor"} == 1')), "the first scrape",
+                   ignoring=(OSError,))
 
     # Every expected panel query returns data (bounded wait: rates need a few scrapes, and some demo
     # misbehaviours, quota growth and webhooks need a few probe intervals).
@@ -208,21 +210,25 @@ def test_every_dashboard_and_rule_expression_against_real_prometheus(
     assert set(EMPTY_IN_DEMO) <= titles, f"EMPTY_IN_DEMO names panels that do not exist: {set(EMPTY_IN_DEMO) - titles}"
     empty = [(title, expr) for title, expr in panels if title not in EMPTY_IN_DEMO]
     started = time.monotonic()
-    deadline = started + DATA_DEADLINE
-    while empty and time.monotonic() < deadline:
+
+    def still_empty() -> list[tuple[str, str]]:
+        nonlocal empty
         assert demo.poll() is None, f"demo exited: {(tmp_path / 'demo.log').read_text()[-3000:]}"
         still = [(title, expr) for title, expr in empty if not prom.result(substitute(expr))]
         for title, _ in set(empty) - set(still):
             print(f"data after {time.monotonic() - started:5.1f}s: {title}")
         empty = still
-        if empty:
-            time.sleep(2)
-    if empty:
+        return still
+
+    try:
+        until_blocking(still_empty, "data in every expected panel", holds=lambda still: not still,
+                       within=DATA_DEADLINE, every=2)
+    except AssertionError as failure:
         present = sorted(s["metric"]["__name__"] for s in prom.result('count by (__name__) ({__name__=~".+"})'))
         raise AssertionError(
-            "panels without data in the demo:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
+            f"{failure}\npanels without data in the demo:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
             + "\nseries names Prometheus has: " + ", ".join(present)
-        )
+        ) from None
 
     # The rule files loaded and their rules evaluate without errors.
     status, body = get(f"{prom.url}/api/v1/rules")
@@ -279,7 +285,7 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
 ) -> None:
     import asyncio
 
-    from fleet import EXE, Fleet, until
+    from fleet import EXE, Fleet
     from targets import Reply
 
     if not EXE.exists():
@@ -305,27 +311,33 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
 
         firing = 'ALERTS{alertname="IntegrationProbeDown", alertstate="firing"}'
 
-        async def both_down_firing() -> bool:
-            return {s["metric"]["check"] for s in await result(firing)} == {"c0", "c1"}
+        async def firing_checks() -> set[str]:
+            return {s["metric"]["check"] for s in await result(firing)}
 
-        await until(both_down_firing, 60, "IntegrationProbeDown firing for down/c0 and down/c1")
+        await until(firing_checks, "IntegrationProbeDown firing for down/c0 and down/c1",
+                    holds=lambda checks: checks == {"c0", "c1"}, within=60, ignoring=NO_ANSWER)
         fired_ms = round(time.time() * 1000)  # Prometheus takes query times to the millisecond
 
         # Aggregated by check, every figure comes once — from the integration's owner — not three times.
         # (Waited for: on a loaded machine a scrape may time out, and its target's series lapse for a moment.)
         once = [("down", "c0", "1"), ("down", "c1", "1"), ("up", "c0", "1"), ("up", "c1", "1")]
 
-        async def each_check_once() -> bool:
+        async def series_per_check() -> list[tuple[str, str, str]]:
             rows = await result("count by (integration, check) (integration_probe_success)")
-            return sorted((s["metric"]["integration"], s["metric"]["check"], s["value"][1]) for s in rows) == once
+            return sorted((s["metric"]["integration"], s["metric"]["check"], s["value"][1]) for s in rows)
 
-        await until(each_check_once, 30, f"each check's series from one replica: {once}")
+        await until(series_per_check, f"each check's series from one replica: {once}", holds=lambda rows: rows == once,
+                    ignoring=NO_ANSWER)
 
-        async def one_run_a_second() -> bool:  # not three
+        async def rates() -> list[float]:
             rows = await result("sum by (integration, check) (rate(integration_probe_runs_total[5s]))")
-            return len(rows) == 4 and all(0.5 <= float(s["value"][1]) <= 1.5 for s in rows)
+            return [float(s["value"][1]) for s in rows]
 
-        await until(one_run_a_second, 30, "1 run/s per check across the replicas")
+        def one_run_a_second(rates: list[float]) -> bool:  # not three
+            return len(rates) == 4 and all(0.5 <= rate <= 1.5 for rate in rates)
+
+        await until(rates, "1 run/s per check across the replicas", holds=one_run_a_second,
+                    ignoring=NO_ANSWER)
         members = await result("integration_monitor_cluster_members")
         assert sorted(s["value"][1] for s in members) == ["3", "3", "3"]
 
@@ -339,8 +351,8 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
             return len(rows) == 2 and all(not s["metric"]["instance"].endswith(
                 f":{fleet.replicas[owner].port}") for s in rows)
 
-        await until(exported_by_new_owner, 30, "down's series from its new owner")
-        await asyncio.sleep(5)
+        await until(exported_by_new_owner, "down's series from its new owner", ignoring=NO_ANSWER)
+        await asyncio.sleep(5)  # the window after the handover: five rule evaluations (1 s) that must all fire
         end_ms = round(time.time() * 1000)
         query = "/api/v1/query_range?" + urllib.parse.urlencode(
             {"query": 'ALERTS{alertstate="firing"}', "start": f"{fired_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}",
@@ -367,6 +379,7 @@ async def test_three_replicas_behind_one_prometheus_count_each_check_once_and_a_
             times = [float(at) for at, _ in values]
             assert abs(times[-1] - last) < 1e-3 and all(abs(b - a - 1) < 1e-3 for a, b in itertools.pairwise(times)), \
                 (key, times, last)
-        await until(each_check_once, 30, f"each check's series from one replica after the handover: {once}")
+        await until(series_per_check, f"each check's series from one replica after the handover: {once}",
+                    holds=lambda rows: rows == once, ignoring=NO_ANSWER)
     finally:
         await fleet.close()

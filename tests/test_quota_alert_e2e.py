@@ -19,10 +19,11 @@ import limits.aio.storage
 import limits.aio.strategies
 import pytest
 import redis.asyncio
-from daemon_support import get, samples, until
+from daemon_support import get, samples
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS, tag_of
 from targets import Target
+from waiting import until
 
 from integration_kit.tasks import stop
 from monitor.app import App
@@ -99,8 +100,8 @@ async def app(target: Target, slack: FakeSlack, prefix: str) -> AsyncIterator[Ap
 
 
 async def test_critical_quota_alert_shows_its_warning_inhibited(app: App, busy: BusyLimiter, slack: FakeSlack) -> None:
-    await until(lambda: "acme/quota/api/critical" in _firing(app), 30, "the critical quota alert")
-    await until(lambda: slack.delivered("chat.postMessage"), 30, "the alert in Slack")
+    await until(lambda: "acme/quota/api/critical" in _firing(app), "the critical quota alert")
+    await until(lambda: slack.delivered("chat.postMessage"), "the alert in Slack")
     _, _, metrics = await get(f"{app.server.url}/metrics")
     series = samples(metrics)
     labels = (("alert", "quota"), ("integration", "acme"))
@@ -119,15 +120,15 @@ async def test_quota_alert_resolves_once_the_limiters_window_expires(
     app: App, busy: BusyLimiter, slack: FakeSlack, shared_redis: redis.asyncio.Redis
 ) -> None:
     posts = lambda: slack.delivered("chat.postMessage")  # noqa: E731
-    await until(lambda: posts() and "acme/quota/api/critical" in _firing(app), 30, "the quota alert in Slack")
+    await until(lambda: posts() and "acme/quota/api/critical" in _firing(app), "the quota alert in Slack")
     assert "quota api" in posts()[0].body["text"]
 
     await busy.stop()  # idle from now on: the key expires by its TTL within WINDOW seconds
     keys = [k async for k in shared_redis.scan_iter(match=f"LIMITS:LIMITER/{busy.identity}/*")]
     assert keys, "limits wrote no key where the quota looks"
-    await until(lambda: not _firing(app), 30, "the quota alerts to resolve after the window expired")
+    await until(lambda: not _firing(app), "the quota alerts to resolve after the window expired")
     assert not await shared_redis.exists(*keys)  # it resolved because the key expired, not earlier
-    await until(lambda: any(p.body.get("thread_ts") for p in posts()), 30, "the resolve in the thread")
+    await until(lambda: any(p.body.get("thread_ts") for p in posts()), "the resolve in the thread")
 
     status = app.status_document()
     quota = next(q for q in status["components"]["quota"]["quotas"] if q["quota"] == "api")

@@ -210,7 +210,9 @@ async def test_limits_sliding_window_counter_matches_the_library(shared_redis, s
     assert before.observation.used == 6 and before.observation.limit == 10
 
     # After one window the "current" key is really the previous window (the library moves it on its
-    # next call); the reader must weigh it as previous without renaming anything.
+    # next call); the reader must weigh it as previous without renaming anything. A time is the condition:
+    # 0.3 s into the next 2 s window (the key lives two windows: the loop would have to stand still 1.7 s
+    # past this timer for the weighing to find nothing).
     await asyncio.sleep(2.3)
     names = [k.decode() async for k in shared_redis.scan_iter(match=f"*{tag}*")]
     assert names == [key]

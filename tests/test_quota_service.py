@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
 from redis_servers import OwnRedis, tag_of
+from waiting import until
 
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult, QuotaObservation
@@ -69,16 +69,18 @@ def announcing(*observations: QuotaObservation) -> tuple[tuple[str, str], ...]:
     return tuple(fields)
 
 
+def used(metrics: Metrics) -> Any:
+    """The Redis-counted use of the github/api quota these tests read."""
+    return sample(metrics, "integration_quota_used", "api", "redis")
+
+
+def github_api(service: Any) -> Any:
+    """The github/api Redis source's status."""
+    return service.status()["redis_sources"]["github/api"]
+
+
 def obs(policy: str, used: float | None, limit: float | None, reset: float | None = None, at: float = 0.0):
     return QuotaObservation(policy=policy, used=used, limit=limit, reset_seconds=reset, observed_at=at or time.time())
-
-
-async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class Backoffs:
@@ -249,9 +251,9 @@ async def test_redis_quota_is_polled_into_gauges_and_bad_keys_are_logged_once(sh
     with caplog.at_level(logging.WARNING, logger="monitor.quota"):
         await service.start()
         try:
-            await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 9)
+            await until(lambda: used(m), "quota used 9", holds=lambda v: v == 9)
             used_polls = service.status()["redis_sources"]["github/api"]["last_read_at"]
-            await wait_for(lambda: service.status()["redis_sources"]["github/api"]["last_read_at"] != used_polls)
+            await until(lambda: github_api(service)["last_read_at"], "another read", holds=lambda t: t != used_polls)
         finally:
             await service.close()
     assert sample(m, "integration_quota_usage_ratio", "api", "redis") == 0.9
@@ -284,12 +286,12 @@ async def test_redis_restart_is_survived(own_redis: OwnRedis):
     try:
         await client.set("rl:r:x", 4, ex=600)
         await service.start()
-        await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 4)
+        await until(lambda: used(m), "quota used 4", holds=lambda v: v == 4)
 
         await own_redis.stop()
         # The quota reader says its reads fail; whether Redis is down is the Redis health check's to say.
         quota_ok = lambda: m.registry.get_sample_value("integration_monitor_component_ok", {"component": "quota"})  # noqa: E731
-        await wait_for(lambda: quota_ok() == 0)
+        await until(quota_ok, "the quota component not ok", holds=lambda v: v == 0)
         assert sample(m, "integration_quota_used", "api", "redis") is None  # stale gauges are removed
         assert sample(m, "integration_quota_keys", "api", "redis") is None
         assert service.snapshot() == []
@@ -298,7 +300,7 @@ async def test_redis_restart_is_survived(own_redis: OwnRedis):
 
         await own_redis.start()  # a fresh, empty server on the same port
         await client.set("rl:r:x", 7, ex=600)
-        await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 7)
+        await until(lambda: used(m), "quota used 7", holds=lambda v: v == 7)
         assert m.registry.get_sample_value("integration_monitor_component_ok", {"component": "quota"}) == 1
         assert service.status()["redis_sources"]["github/api"]["ok"] is True
     finally:
@@ -312,14 +314,16 @@ async def test_reload_restarts_changed_redis_quotas(shared_redis, prefix):
     service, m = make(config(counter_quota(tag)), client)
     await service.start()
     try:
-        await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 5)
+        await until(lambda: used(m), "quota used 5", holds=lambda v: v == 5)
         service.on_config(config())  # the Redis quota is gone
         assert sample(m, "integration_quota_used", "api", "redis") is None
         assert service.status()["redis_sources"] == {}
-        await asyncio.sleep(0.15)  # its poller was cancelled: nothing comes back
+        # Its poller was cancelled: nothing comes back in 3 of its 50 ms intervals (a window too short on a
+        # loaded machine would let a poller that ran on pass, never fail a sound one).
+        await asyncio.sleep(0.15)
         assert sample(m, "integration_quota_used", "api", "redis") is None
         service.on_config(config(counter_quota(tag)))
-        await wait_for(lambda: sample(m, "integration_quota_used", "api", "redis") == 5)
+        await until(lambda: used(m), "quota used 5", holds=lambda v: v == 5)
     finally:
         await service.close()
 
@@ -359,11 +363,11 @@ async def test_key_names_are_capped_and_bad_ones_summarised_not_remembered(share
     with caplog.at_level(logging.INFO, logger="monitor.quota"):
         await service.start()
         try:
-            await wait_for(lambda: service.status()["redis_sources"]["github/api"]["keys_known"] == 5)
-            reads = service.status()["redis_sources"]["github/api"]["last_read_at"]
+            await until(lambda: github_api(service)["keys_known"], "5 keys known", holds=lambda n: n == 5)
+            reads = github_api(service)["last_read_at"]
             for _ in range(5):  # several more polls
-                await wait_for(lambda r=reads: service.status()["redis_sources"]["github/api"]["last_read_at"] != r)
-                reads = service.status()["redis_sources"]["github/api"]["last_read_at"]
+                reads = await until(lambda: github_api(service)["last_read_at"], f"a read after the one at {reads}",
+                                    holds=lambda at, before=reads: at != before)
         finally:
             await service.close()
     poller = service._pollers[("github", "api")]

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from daemon_support import daemon_config, get, on_shared_redis, samples, until
+from daemon_support import daemon_config, get, on_shared_redis, samples
 from redis_servers import OwnRedis
 from targets import Target
+from waiting import until
 
 from integration_kit import supervisor as supervisor_module
 from integration_kit.redact import Redactor
@@ -57,7 +58,7 @@ async def test_redis_health_follows_an_outage_and_logs_each_change_once(
         await health.start()
         assert up() == 1 and health.up is True and health.ready() == (True, "")
         await own_redis.stop()
-        await until(lambda: up() == 0, what="redis_up 0")
+        await until(lambda: up() == 0, "redis_up 0")
         assert "Connect" in health.status()["error"] and health.ready() == (True, "")  # down ≠ not ready
         checked = {health.checked_at}
 
@@ -65,9 +66,9 @@ async def test_redis_health_follows_an_outage_and_logs_each_change_once(
             checked.add(health.checked_at)
             return len(checked) > 3
 
-        await until(several_checks_failed, what="three more failed checks")  # still one line in the log
+        await until(several_checks_failed, "three more failed checks")  # still one line in the log
         await own_redis.start()
-        await until(lambda: up() == 1, what="redis_up 1 again")
+        await until(lambda: up() == 1, "redis_up 1 again")
         assert health.status()["error"] is None
     finally:
         await health.close()
@@ -108,7 +109,7 @@ async def test_a_component_failing_its_reads_does_not_flap_redis_up(target: Targ
         values = lambda: samples(app.metrics.render_text().decode())  # noqa: E731
         quota_ok = ("integration_monitor_component_ok", (("component", "quota"),))
         webhooks_ok = ("integration_monitor_component_ok", (("component", "webhooks"),))
-        await until(lambda: values().get(quota_ok) == 0 and values().get(webhooks_ok) == 1, what="both verdicts")
+        await until(lambda: values().get(quota_ok) == 0 and values().get(webhooks_ok) == 1, "both verdicts")
         seen = set()
         for _ in range(30):  # 1.5 s: dozens of quota reads and several webhook reads
             seen.add(values()[("integration_monitor_redis_up", ())])
@@ -146,15 +147,15 @@ async def test_a_crashing_component_loop_is_restarted_counted_and_shown(
     await app.start()
     try:
         url = app.server.url
-        await until(lambda: crashes == 1, what="the first crash")
+        await until(lambda: crashes == 1, "the first crash")
         status, _, body = await get(f"{url}/readyz")
         assert status == 503 and "webhooks: loop webhook-reader crashed" in body
         errors = ("integration_monitor_component_errors_total", (("component", "webhooks"),))
-        await until(lambda: samples(app.metrics.render_text().decode()).get(errors) == 2, what="two crashes")
+        await until(lambda: samples(app.metrics.render_text().decode()).get(errors) == 2, "two crashes")
         loop = app.status_document()["components"]["webhooks"]["loops"]["webhook-reader"]
         assert loop["crashes"] == 2 and "KeyError" in loop["last_error"]
-        await until(lambda: app.status_document()["components"]["webhooks"]["redis"] == "ok", what="reads resume")
-        await until(lambda: app.readiness() == (True, []), what="ready again", within=15.0)
+        await until(lambda: app.status_document()["components"]["webhooks"]["redis"] == "ok", "reads resume")
+        await until(lambda: app.readiness() == (True, []), "ready again")
         status, _, _ = await get(f"{url}/readyz")
         assert status == 200
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from apscheduler.schedulers.base import STATE_PAUSED
-from daemon_support import until
+from waiting import until
 
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.redact import Redactor
@@ -93,7 +93,8 @@ async def test_every_check_runs_repeatedly_and_lag_is_observed() -> None:
                               metrics)
     sched.start()
     try:
-        await until(lambda: all(runner.calls[k] >= 3 for k in ("a/one", "a/two", "b/x")))
+        await until(lambda: dict(runner.calls), "3 runs each of a/one, a/two and b/x",
+                    holds=lambda calls: all(calls.get(k, 0) >= 3 for k in ("a/one", "a/two", "b/x")))
     finally:
         await sched.stop(1.0)
     assert {(r.integration, r.check) for r in recorded} == {("a", "one"), ("a", "two"), ("b", "x")}
@@ -112,7 +113,7 @@ async def test_the_checks_of_an_integration_share_one_probe_context() -> None:
     sched, _, _ = make(config({"a": [("one", "1h"), ("two", "1h")], "b": [("x", "1h")]}), runner)
     sched.start()
     try:
-        await until(lambda: len(contexts) == 3)
+        await until(lambda: len(contexts), "3 runs' contexts", holds=lambda n: n == 3)
     finally:
         await sched.stop(1.0)
     assert contexts["a/one"] is contexts["a/two"]  # one object per integration: it is all a context says
@@ -126,7 +127,7 @@ async def test_a_check_never_overlaps_itself() -> None:
     sched, _, _ = make(config({"a": [("slow", "100ms")]}), runner)
     sched.start()
     try:
-        await until(lambda: runner.finished >= 3)
+        await until(lambda: runner.finished, "3 finished runs", holds=lambda n: n >= 3)
     finally:
         await sched.stop(1.0)
     assert runner.max_active["a/slow"] == 1
@@ -138,7 +139,7 @@ async def test_global_concurrency_limit_is_respected() -> None:
     sched, _, _ = make(config(checks, max_concurrency=2), runner)
     sched.start()
     try:
-        await until(lambda: runner.finished >= 8)
+        await until(lambda: runner.finished, "8 finished runs", holds=lambda n: n >= 8)
     finally:
         await sched.stop(1.0)
     assert runner.max_total == 2  # reached, never exceeded
@@ -149,14 +150,15 @@ async def test_reload_adds_removes_and_retimes_jobs() -> None:
     sched, _, removed = make(config({"a": [("keep", "100ms"), ("drop", "100ms")], "b": [("x", "100ms")]}), runner)
     sched.start()
     try:
-        await until(lambda: runner.calls["a/drop"] >= 1 and runner.calls["b/x"] >= 1)
+        await until(lambda: dict(runner.calls), "a run each of a/drop and b/x",
+                    holds=lambda calls: calls.get("a/drop", 0) >= 1 and calls.get("b/x", 0) >= 1)
         sched.apply(config({"a": [("keep", "300ms"), ("new", "100ms")]}))
         assert sorted(removed) == [("a", "drop"), ("b", "x")]
         assert sched.check_status("a", "drop") is None
         keep = sched.check_status("a", "keep")
         assert keep is not None and keep["interval_seconds"] == 0.3
         dropped_calls = runner.calls["a/drop"]
-        await until(lambda: runner.calls["a/new"] >= 2)
+        await until(lambda: runner.calls["a/new"], "2 runs of a/new", holds=lambda n: n >= 2)
         assert runner.calls["a/drop"] == dropped_calls
         assert sched.status()["jobs"] == 2
     finally:
@@ -169,22 +171,24 @@ async def test_interval_factor_slows_an_integration_and_shows_in_status() -> Non
     sched, _, _ = make(config({"a": [("c", "100ms")], "b": [("c", "100ms")]}), runner, metrics)
     sched.start()
     try:
-        await until(lambda: runner.calls["a/c"] >= 1)
+        await until(lambda: runner.calls["a/c"], "a run of a/c")
         sched.set_interval_factor("a", 50, "quota api at 93% (backoff above 90%)")
         status_a = sched.check_status("a", "c")
         assert status_a is not None and status_a["interval_seconds"] == pytest.approx(5.0)
         backoff = sched.status()["backoff"]["a"]
         assert backoff["interval_factor"] == 50 and "93%" in backoff["reason"]
         assert metrics.registry.get_sample_value("integration_probe_quota_backoff", {"integration": "a"}) == 1
-        await asyncio.sleep(0.05)  # a run submitted just before the change still starts
+        # A run submitted just before the change still starts: its task is queued already, and the loop runs
+        # queued steps before a timer due later, this 50 ms one, however loaded the machine.
+        await asyncio.sleep(0.05)
         slowed = runner.calls["a/c"]
         b_before = runner.calls["b/c"]
-        await until(lambda: runner.calls["b/c"] >= b_before + 3)
+        await until(lambda: runner.calls["b/c"], f"b/c past {b_before + 2} runs", holds=lambda n: n >= b_before + 3)
         assert runner.calls["a/c"] == slowed  # a waits its 5 s; b keeps running
         sched.set_interval_factor("a", 1.0, "")
         assert sched.status()["backoff"] == {}
         assert metrics.registry.get_sample_value("integration_probe_quota_backoff", {"integration": "a"}) == 0
-        await until(lambda: runner.calls["a/c"] > slowed)  # back to 100 ms
+        await until(lambda: runner.calls["a/c"], f"a/c past {slowed} runs", holds=lambda n: n > slowed)  # 100 ms again
     finally:
         await sched.stop(1.0)
 
@@ -193,7 +197,7 @@ async def test_stop_waits_for_in_flight_probes_within_the_grace() -> None:
     runner = Runner(delay=0.3)
     sched, recorded, _ = make(config({"a": [("c", "100ms")]}), runner)
     sched.start()
-    await until(lambda: runner.total_active == 1)
+    await until(lambda: runner.total_active, "one run in flight", holds=lambda n: n == 1)
     await sched.stop(5.0)
     assert runner.finished == 1 and len(recorded) == 1  # finished and recorded, not cancelled
     assert not sched.running
@@ -203,7 +207,7 @@ async def test_stop_cancels_probes_that_outlive_the_grace() -> None:
     runner = Runner(delay=30)
     sched, recorded, _ = make(config({"a": [("c", "100ms")]}), runner)
     sched.start()
-    await until(lambda: runner.total_active == 1)
+    await until(lambda: runner.total_active, "one run in flight", holds=lambda n: n == 1)
     started = time.monotonic()
     await sched.stop(0.1)
     assert time.monotonic() - started < 5
@@ -216,7 +220,7 @@ async def test_a_probe_cut_short_at_shutdown_is_no_error(caplog: pytest.LogCaptu
     runner = Runner(delay=30)
     sched, recorded, _ = make(config({"a": [("c", "100ms")]}), runner)
     sched.start()
-    await until(lambda: runner.total_active == 1)
+    await until(lambda: runner.total_active, "one run in flight", holds=lambda n: n == 1)
     with caplog.at_level(logging.INFO):
         await sched.stop(0.1)
         await asyncio.sleep(0.05)  # APScheduler logs a job's outcome in a done-callback of its task
@@ -235,7 +239,7 @@ async def test_probe_overrunning_its_deadline_is_recorded_as_timeout(monkeypatch
     sched, recorded, _ = make(config({"a": [("c", "100ms")]}), hangs)
     sched.start()
     try:
-        await until(lambda: len(recorded) >= 1)
+        await until(lambda: len(recorded), "a recorded result")
     finally:
         await sched.stop(0.1)
     assert recorded[0].error_class == "timeout" and "overran" in recorded[0].detail
@@ -255,7 +259,7 @@ async def test_probe_exception_is_a_failed_internal_run_logged_once(caplog: pyte
     with caplog.at_level(logging.DEBUG, logger="monitor.scheduler"):
         sched.start()
         try:
-            await until(lambda: len(recorded) >= 6)
+            await until(lambda: len(recorded), "6 recorded results", holds=lambda n: n >= 6)
         finally:
             await sched.stop(0.1)
     assert all(r.error_class == "internal" and not r.ok for r in recorded)
@@ -272,9 +276,11 @@ async def test_a_check_removed_while_its_probe_runs_is_not_recorded_afterwards()
     sched, recorded, removed = make(config({"a": [("c", "100ms")]}), runner)
     sched.start()
     try:
-        await until(lambda: runner.total_active == 1)
+        await until(lambda: runner.total_active, "one run in flight", holds=lambda n: n == 1)
         sched.apply(config({"b": [("d", "10s")]}))
-        await until(lambda: runner.finished >= 1)
+        await until(lambda: runner.finished, "a finished run")
+        # A window for a record of the finished run: it would be written in the run's own task, a few loop
+        # turns after it finished; the loop runs them before this timer however loaded the machine.
         await asyncio.sleep(0.05)
     finally:
         await sched.stop(1.0)
@@ -301,9 +307,9 @@ async def test_adding_jobs_works_no_signature_out_per_job(monkeypatch: pytest.Mo
     sched, _, _ = make(config(first), runner)
     sched.start()
     try:
-        await until(lambda: len(runner.calls) == 40)
+        await until(lambda: len(runner.calls), "40 checks run", holds=lambda n: n == 40)
         sched.apply(config({**first, "b": [(f"c{i}", "1h") for i in range(40)]}))  # a reload adds 40 more
-        await until(lambda: len(runner.calls) == 80)
+        await until(lambda: len(runner.calls), "80 checks run", holds=lambda n: n == 80)
     finally:
         await sched.stop(1.0)
     assert set(runner.calls) == {f"{i}/c{n}" for i in "ab" for n in range(40)}
@@ -336,7 +342,7 @@ async def test_a_reload_while_the_jobs_are_added_leaves_one_job_per_check_of_the
     assert sched._aps.state == STATE_PAUSED and not runner.calls  # no run before start, a reload or not
     sched.start()
     try:
-        await until(lambda: len(runner.calls) == 30)
+        await until(lambda: len(runner.calls), "30 checks run", holds=lambda n: n == 30)
         assert sched.status()["jobs"] == 30
     finally:
         await sched.stop(1.0)

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio
 from redis_servers import SHARED_REDIS
 from targets import Target
+from waiting import until
 
 from alerts import engine as alert_engine
 from alerts.engine import AlertEngine
@@ -70,7 +71,7 @@ async def test_no_evaluation_slice_runs_between_the_pieces_of_a_scrape() -> None
     try:
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
             page = await resp.read()
-        await asyncio.sleep(0.05)  # a few more slices once it is written
+        await until(lambda: log[-1], "a slice once the page is written", holds=lambda entry: entry == "slice")
     finally:
         slices.cancel()
         await server.close()

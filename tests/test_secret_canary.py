@@ -22,7 +22,6 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import aiohttp
@@ -34,6 +33,7 @@ from leaks import leaks
 from needs import free_port, missing, need_binary
 from oauth2_server import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, OAuth2Server
 from targets import Reply, Target
+from waiting import until
 
 EXE = Path(sys.executable).parent / "integration-monitor"
 
@@ -268,14 +268,6 @@ async def run_cli(env: dict[str, str], *args: str) -> str:
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return f"exit {proc.returncode}\n{out.decode(errors='replace')}\n{err.decode(errors='replace')}"
-
-
-async def until(condition: Any, what: str, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        assert loop.time() < deadline, f"{what} not within {within}s"
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

@@ -13,10 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, route_target, samples, until
+from daemon_support import CANARY_HEADER, assert_no_canary, daemon_config, get, route_target, runs, samples
 from needs import missing
 from prometheus_client import generate_latest
 from targets import Target
+from waiting import until
 
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
@@ -38,8 +39,8 @@ async def daemon(target: Target) -> AsyncIterator[App]:
     app = App(parse_config(daemon_config(target), env={}), components=[])
     await app.start()
     try:
-        await until(lambda: all((s := app.status_store.get("shop", c)) and s.runs >= 2 for c in ("ok", "broken")),
-                    what="two runs of each check")
+        await until(lambda: {c: runs(app, "shop", c) for c in ("ok", "broken")}, "two runs of each check",
+                    holds=lambda seen: min(seen.values()) >= 2)
         yield app
     finally:
         await app.close()
@@ -183,7 +184,7 @@ async def test_components_status_readiness_and_routes(target: Target) -> None:
         status, _, body = await get(f"{app.server.url}/readyz")
         assert status == 503
         assert json.loads(body)["reasons"] == ["probe-component: waiting for the first Redis read"]
-        await until(lambda: (s := app.status_store.get("shop", "ok")) is not None and s.runs >= 1)
+        await until(lambda: runs(app, "shop", "ok"), "a run of shop/ok")
         status, _, body = await get(f"{app.server.url}/api/status")
         assert_no_canary(body, "/api/status components")
         assert json.loads(body)["components"]["probe-component"]["seen"] >= 1

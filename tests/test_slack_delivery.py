@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from daemon_support import until
 from fake_slack import TOKEN, FakeSlack, Reply, block_kit_problems
 from prometheus_client import CollectorRegistry
+from waiting import until
 
 from alerts.delivery import DeliveryPolicy, Dispatcher
 from alerts.model import Alert, AlertStatus, Notification, Severity
@@ -461,7 +461,7 @@ async def test_the_daemon_asks_slack_whether_it_accepts_the_token_at_start(fake:
     await dispatcher.start()
     try:
         await asyncio.wait_for(fake.wait_calls("auth.test"), 10)
-        await until(lambda: not dispatcher.verifying(), what="Slack's answer read")
+        await until(lambda: not dispatcher.verifying(), "Slack's answer read")
         assert [r.kind for r in fake.requests] == ["auth.test"]
         if token == TOKEN:
             assert dispatcher.ready() == (True, "notifiers ok")

@@ -9,22 +9,22 @@ the next incident still starts a new message: a thread belongs to one incident.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio
-from daemon_support import evaluations
+from daemon_support import evaluations, runs
 from fake_slack import FakeSlack, Message
 from redis_servers import OwnRedis
 from targets import Reply, Target
 from test_alerting_e2e import _config
+from waiting import until
 
 from monitor.app import App
 from monitor.settings import parse_config
 
+OUTAGE_WAIT = 40.0  # seconds before a wait fails: each spans Redis restarts (with appendfsync always)
 
 @pytest.fixture
 async def redis_server(own_redis: OwnRedis, tmp_path: Path) -> AsyncIterator[OwnRedis]:
@@ -40,14 +40,6 @@ async def redis_server(own_redis: OwnRedis, tmp_path: Path) -> AsyncIterator[Own
     yield own_redis
 
 
-async def _until(condition: Callable[[], object], what: str, within: float = 40.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def _top_level(slack: FakeSlack) -> list[Message]:
     """Messages posted to the channel (not in a thread), oldest first."""
     return sorted((m for m in slack.messages.values() if m.thread_ts is None), key=lambda m: m.ts)
@@ -55,11 +47,6 @@ def _top_level(slack: FakeSlack) -> list[Message]:
 
 def _replies(slack: FakeSlack) -> list[Message]:
     return sorted((m for m in slack.messages.values() if m.thread_ts is not None), key=lambda m: m.ts)
-
-
-def _runs(app: App) -> int:
-    status = app.status_store.get("acme", "api")
-    return 0 if status is None else status.runs
 
 
 def _in_step_with_redis(app: App) -> bool | None:
@@ -94,17 +81,18 @@ async def test_an_incident_that_fires_during_a_redis_outage_resolves_in_its_thre
     await app.start()
     evaluated = evaluations(app)
     try:
-        await _until(lambda: _runs(app) >= 2, "a few good runs")
+        await until(lambda: runs(app, "acme", "api"), "a few good runs", holds=lambda n: n >= 2, within=OUTAGE_WAIT)
         judged = len(evaluated)
-        await _until(lambda: len(evaluated) >= judged + 1 and _in_step_with_redis(app), "an evaluation with Redis up")
+        await until(lambda: len(evaluated) >= judged + 1 and _in_step_with_redis(app), "an evaluation with Redis up",
+                    within=OUTAGE_WAIT)
         await redis_server.stop()
         target.route("/api", Reply(status=503, body="upstream unavailable"))
-        await _until(lambda: _top_level(slack), "the down alert, posted while Redis is down")
-        await _until(lambda: _in_step_with_redis(app) is False, "the engine out of step with Redis")
+        await until(lambda: _top_level(slack), "the down alert, posted while Redis is down", within=OUTAGE_WAIT)
+        await until(lambda: _in_step_with_redis(app) is False, "the engine out of step with Redis", within=OUTAGE_WAIT)
         await redis_server.start()  # back with what it had before the outage: no record of this message
-        await _until(lambda: _in_step_with_redis(app), "the engine in step with Redis again")
+        await until(lambda: _in_step_with_redis(app), "the engine in step with Redis again", within=OUTAGE_WAIT)
         target.route("/api", Reply(json={"ok": True}))
-        await _until(lambda: _replies(slack), "the resolve")
+        await until(lambda: _replies(slack), "the resolve", within=OUTAGE_WAIT)
     finally:
         await app.close()
     posts = _top_level(slack)
@@ -121,23 +109,19 @@ async def test_an_incident_that_resolves_during_a_redis_outage_does_not_lend_its
     await app.start()
     evaluated = evaluations(app)
     try:
-        await _until(lambda: _top_level(slack), "the first incident's post")
-        for _ in range(400):  # (40 s at most, as _until)
-            if await _message_in_redis(redis_server, _top_level(slack)[0].ts):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("timed out waiting for the first message's reference in Redis")
+        await until(lambda: _top_level(slack), "the first incident's post", within=OUTAGE_WAIT)
+        await until(lambda: _message_in_redis(redis_server, _top_level(slack)[0].ts),
+                    "the first message's reference in Redis", within=OUTAGE_WAIT)
         await redis_server.stop()
         target.route("/api", Reply(json={"ok": True}))
-        await _until(lambda: _replies(slack), "the first incident's resolve, while Redis is down")
-        await _until(lambda: _in_step_with_redis(app) is False, "the engine out of step with Redis")
+        await until(lambda: _replies(slack), "the first incident's resolve, while Redis is down", within=OUTAGE_WAIT)
+        await until(lambda: _in_step_with_redis(app) is False, "the engine out of step with Redis", within=OUTAGE_WAIT)
         await redis_server.start()  # back with the first incident's reference still in it
-        await _until(lambda: _in_step_with_redis(app), "the engine in step with Redis again")
+        await until(lambda: _in_step_with_redis(app), "the engine in step with Redis again", within=OUTAGE_WAIT)
         target.route("/api", Reply(status=503, body="upstream unavailable again"))
-        await _until(lambda: len(_top_level(slack)) >= 2, "the second incident's own post")
+        await until(lambda: len(_top_level(slack)) >= 2, "the second incident's own post", within=OUTAGE_WAIT)
         judged = len(evaluated)  # what else the daemon does about it (nothing to the first message): two more
-        await _until(lambda: len(evaluated) >= judged + 2, "two more evaluations")
+        await until(lambda: len(evaluated) >= judged + 2, "two more evaluations", within=OUTAGE_WAIT)
     finally:
         await app.close()
     first, second = _top_level(slack)

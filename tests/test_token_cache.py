@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import redis.asyncio
-from daemon_support import until
 from oauth2_server import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, OAuth2Server
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis_servers import SHARED_REDIS
 from targets import closed_port
+from waiting import until
 
 from integration_kit.errors import ErrorClass
 from integration_kit.oauth2 import TokenError, TokenGrant
@@ -109,7 +109,7 @@ async def test_a_failure_written_between_a_waiters_read_and_its_lock_is_reported
     bad = TokenGrant(token_url=vendor.token_url, client_id=CLIENT_ID, client_secret="cs_wrong_CANARY_78", timeout=2)
     holder, waiter = TokenCache(redis=shared_redis, prefix=prefix), TokenCache(redis=shared_redis, prefix=prefix)
     holding = asyncio.create_task(holder.get("k", bad, session))
-    await until(lambda: bool(vendor.token_requests), what="the holder's token request")  # it holds the lock
+    await until(lambda: bool(vendor.token_requests), "the holder's token request")  # it holds the lock
     real_mget = shared_redis.mget
 
     async def read_then_stall(*keys: str) -> object:  # the waiter's read, answered before the holder is done
@@ -135,7 +135,7 @@ async def test_rotated_refresh_tokens_are_one_chain_across_replicas(
     caches = [TokenCache(redis=shared_redis, prefix=prefix) for _ in range(3)]
     for round_ in range(4):
         await caches[round_ % 3].get("k", refresh, session)  # each replica in turn, after the last one expired
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # past the token's 0.2 s lifetime: a time is the condition (load only lengthens it)
     presented = [r.form["refresh_token"] for r in vendor.token_requests]
     assert presented == [REFRESH_TOKEN, *vendor.refresh_tokens[:3]]  # never a rotated-away token: no invalid_grant
     assert await shared_redis.get(f"{prefix}{{k}}:refresh") == vendor.refresh_tokens[-1].encode()
@@ -208,7 +208,7 @@ integrations:
             await app.start()
         await until(lambda: all(
             (s := app.status_store.get(integration, name)) is not None and s.runs >= 3 and s.ok
-            for app in apps for name in ("me", "me-too")), what="three good runs of every check in both daemons")
+            for app in apps for name in ("me", "me-too")), "three good runs of every check in both daemons")
     finally:
         for app in apps:
             await app.close()

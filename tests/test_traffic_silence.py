@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +19,7 @@ from daemon_support import evaluations
 from fake_slack import TOKEN, FakeSlack
 from redis_servers import SHARED_REDIS
 from targets import Target
+from waiting import until
 
 from alerts.rules import RULES, RuleInput
 from alerts.rules.traffic_silence import TrafficWrites, evaluate, to_facts
@@ -28,14 +28,6 @@ from integration_kit.client import Integration
 from integration_kit.tasks import stop
 from monitor.app import App
 from monitor.settings import Config, parse_config
-
-
-async def _until(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 class Service:
@@ -81,18 +73,18 @@ async def test_a_service_that_stops_writing_fires_and_resolves_when_it_resumes(
     try:
         writing_since = time.time()
         running = asyncio.create_task(service.run())
-        await _until(lambda: service.calls >= 20, "the service's calls")
+        await until(lambda: service.calls >= 20, "the service's calls")
         # Writing all along: an evaluation a second past max_silence after the first write, and no alert.
-        await _until(lambda: any(t > writing_since + 4 for t in evaluated), "an evaluation past max_silence")
+        await until(lambda: any(t > writing_since + 4 for t in evaluated), "an evaluation past max_silence")
         assert posts() == []
         # The service stops: its counters are no longer written (stop: a redis-py write may drop one cancel).
         await stop(running)
-        await _until(lambda: posts(), "the traffic_silence alert in Slack")
+        await until(lambda: posts(), "the traffic_silence alert in Slack")
         text = json.dumps(posts()[0].body)
         assert "acme real traffic: no calls recorded for" in text and "max 3.0s" in text
 
         running = asyncio.create_task(service.run())  # resumes
-        await _until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
+        await until(lambda: len(posts()) >= 2 and slack.delivered("chat.update"), "the resolve")
         assert posts()[1].body.get("thread_ts") == slack.delivered("chat.update")[0].body["ts"]
         await stop(running)
     finally:

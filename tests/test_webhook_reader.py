@@ -4,10 +4,8 @@ failure that resumes by itself."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_servers import OwnRedis
+from waiting import until
 
 from alerts.engine import AlertEngine
 from alerts.model import AlertStatus
@@ -50,15 +49,6 @@ def make_service(client: redis.asyncio.Redis | None, config: Config) -> tuple[We
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Poll until true; the generous limit only turns a hang into a failure (not a speed assertion)."""
-    for _ in range(750):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 async def test_reader_sees_what_the_helper_wrote(shared_redis: redis.asyncio.Redis, prefix: str) -> None:
@@ -214,16 +204,16 @@ async def test_redis_outage_is_a_soft_failure_and_reading_resumes(own_redis: Own
     writer = redis.asyncio.Redis(host="127.0.0.1", port=own_redis.port, socket_timeout=0.5, socket_connect_timeout=0.5)
     ledger = WebhookLedger(writer, integration="acme")
     events = lambda: sample(metrics, "integration_webhook_events_total", integration="acme")  # noqa: E731
+    webhooks_ok = lambda: sample(metrics, "integration_monitor_component_ok", component="webhooks")  # noqa: E731
     await service.start()
     try:
         await ledger.mark_processed("e1", received_at=4000.0)
         await ledger.mark_processed("e1", received_at=4001.0)
-        await eventually(lambda: events() == 2, "first read")
+        await until(events, "the first read's 2 events", holds=lambda n: n == 2)
 
         await own_redis.stop()
         # The reader says its reads fail; whether Redis is down is the daemon's Redis health check's to say.
-        await eventually(lambda: sample(metrics, "integration_monitor_component_ok", component="webhooks") == 0,
-                         "webhooks not ok")
+        await until(webhooks_ok, "webhooks not ok", holds=lambda v: v == 0)
         status = service.status()
         assert status["redis"] == "unavailable" and "Error" in (status["last_error"] or "")
         assert status["integrations"]["acme"]["received"] == 2  # last known totals stay visible
@@ -238,9 +228,8 @@ async def test_redis_outage_is_a_soft_failure_and_reading_resumes(own_redis: Own
 
         await own_redis.start()  # same port, empty: Redis lost everything
         await ledger.mark_processed("e2", received_at=5000.0)
-        await eventually(lambda: sample(metrics, "integration_monitor_component_ok", component="webhooks") == 1,
-                         "webhooks ok again")
-        await eventually(lambda: events() == 3, "counting resumed after the reset")
+        await until(webhooks_ok, "webhooks ok again", holds=lambda v: v == 1)
+        await until(events, "counting resumed after the reset (3 events)", holds=lambda n: n == 3)
         assert service.status()["redis"] == "ok"
         assert sample(metrics, "integration_webhook_last_event_timestamp_seconds", integration="acme") == 5000.0
     finally:
