@@ -38,6 +38,7 @@ async def test_a_block_done_in_time_is_left_alone_and_the_timer_serves_the_next_
         with DeadlineScope(deadlines, loop.time() + 1.0):
             await asyncio.sleep(0)
     assert deadlines.scopes == set() and deadlines.timer_at < math.inf
+    # Past the timer's time: due before this sleep's, it fires first however late the loop wakes.
     await asyncio.sleep(deadlines.timer_at - loop.time() + 0.05)
     assert deadlines.timer_at == math.inf  # the timer fired, found nothing to end, and was not set again
     log: list[str] = []
