@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from daemon_support import until
 from test_scheduler import Runner, config, make
+from waiting import until
 
 from monitor import scheduler as scheduler_module
 from monitor.cluster.grid import GridTrigger
