@@ -290,12 +290,12 @@ async def test_a_leaving_replica_passes_on_what_is_still_unread_in_its_stream_wh
     theirs = owned(a, "b")[0]
     monkeypatch.setattr(streams_module, "READ_GAP", NEVER)  # after a read that took something, nobody reads again
     await send(a, theirs, range(1))
-    await wait_until(lambda: len(b.recorded) == 1, within=10, what="b to record the first result (then pause)")
+    await until(lambda: len(b.recorded), "b to record the first result (then pause)", holds=lambda n: n == 1)
     await b.cluster.leave(5.0)
-    await wait_until(lambda: a.cluster.members == ("a",), within=10, what="a to see b gone")
+    await until(lambda: a.cluster.members == ("a",), "a to see b gone")
     # A flush made just before the leave took effect, arriving after it: b has not read it when it closes.
     late = {"s": "late", "q": 0, "n": 1, "b": encode_batch([(result(theirs, 1), 0)], Redactor())}
     await shared_redis.xadd(b.streams.stream("b"), late)
     await b.streams.close()
-    await wait_until(lambda: a.runs(theirs) == [1], within=10, what="a to get the result b passed on")
+    await until(lambda: a.runs(theirs), "a to get the result b passed on", holds=lambda runs: runs == [1])
     assert b.runs(theirs) == [0] and (b.count("received"), b.count("sent")) == (2, 1)
