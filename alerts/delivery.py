@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from alerts.channel_pace import ChannelPace
 from alerts.config import DEFAULT_KEY_PREFIX
 from alerts.lane import DeliveryPolicy, Entry, Lane
 from alerts.model import Notification, Severity
@@ -54,6 +55,7 @@ class Dispatcher:
         self._metrics = metrics
         self._policy = policy or DeliveryPolicy()
         self._outbox = Outbox(redis, key_prefix, log_prefix=log_prefix, timeout=self._policy.persist_timeout)
+        self._pace = ChannelPace(redis, log_prefix, timeout=self._policy.persist_timeout)
         self._finished_listeners: list[Callable[[Record, str], None]] = []
         self._clock = clock
         self._supervisor = Supervisor(
@@ -75,7 +77,8 @@ class Dispatcher:
 
     def _new_lane(self, notifier: Notifier) -> Lane:
         return Lane(notifier=notifier, outbox=self._outbox, policy=self._policy, closing=self._closing,
-                    clock=self._clock, metrics=self._metrics, on_finished=self._finished, on_attempt=self._report)
+                    clock=self._clock, metrics=self._metrics, shared_pace=self._pace, on_finished=self._finished,
+                    on_attempt=self._report)
 
     def _finished(self, record: Record, result: str) -> None:
         for listener in self._finished_listeners:

@@ -1,7 +1,8 @@
 """One notifier's lane: its queue of notifications, in order, and the worker that delivers them one by one.
 
-A lane never spins: every attempt waits for the channel's pace (Slack: about one message a second), a
-429 parks the lane for the Retry-After Slack gave (fractional values included), 5xx and connection errors
+A lane never spins: every attempt waits for the channel's pace (Slack: about one message a second), shared
+with every replica posting to the same channel (``alerts/channel_pace.py``), a 429 parks the channel for
+the Retry-After Slack gave (fractional values included; every replica's lane waits it out), 5xx and connection errors
 back off exponentially (equal jitter), and errors a retry cannot fix (``invalid_auth``,
 ``channel_not_found``, ``invalid_blocks``…) drop the notification at once, logged, counted as ``failed``
 and kept as the lane's ``permanent_error`` until the next success. A notification leaves the outbox only
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from alerts.channel_pace import ChannelPace
 from alerts.model import Notification
 from alerts.notifiers import DeliveryError, DeliveryReceipt, Notifier
 from alerts.outbox import Outbox, Record, delivering_under
@@ -62,6 +64,7 @@ class Lane:
     closing: asyncio.Event  # the dispatcher's supervisor's ``stopping``: set when it closes
     clock: Callable[[], float] = time.monotonic
     metrics: NotificationMetrics | None = None
+    shared_pace: ChannelPace | None = None  # the channel's pace across replicas (None: this lane's own only)
     queue: deque[Entry] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,6 +134,12 @@ class Lane:
         entry = self.queue[0]
         notifier = self.notifier
         pace = notifier.min_interval if self.policy.pace is None else self.policy.pace
+        if self.shared_pace is not None:
+            wait = await self.shared_pace.claim(notifier.channel_key, pace)
+            if wait > 0:  # another replica posted to this channel (or was told to wait) since
+                self.next_send_at = max(self.next_send_at, self.clock() + wait)
+                self.parked_reason = self.parked_reason or "the channel's pace, shared with the other replicas"
+                return
         if not await self.outbox.may_send(entry.record):
             log.warning("notification for %s via %s refused: another replica owns its integration now (fencing "
                         "token %s superseded)", entry.notification.group_key, notifier.name,
@@ -188,6 +197,8 @@ class Lane:
             # Slack asked: park the whole channel (not only this message) until it said.
             wait = min(max(exc.retry_after, 0.0), self.policy.max_retry_after)
             self.parked_reason = exc.reason
+            if self.shared_pace is not None:  # …and every other replica's lane posting to the channel
+                await self.shared_pace.park(self.notifier.channel_key, wait)
         else:
             cap = min(self.policy.max_backoff, self.policy.backoff * 2 ** (entry.attempts - 1))
             wait = cap / 2 + random.random() * cap / 2  # "equal jitter": never near zero

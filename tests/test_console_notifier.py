@@ -167,6 +167,7 @@ class _Buggy:
 
     name = "buggy"
     min_interval = 0.0
+    channel_key: str | None = None
     min_severity = Severity.INFO
 
     def __init__(self) -> None:

@@ -259,7 +259,12 @@ async def test_webhook_mode_retries_5xx_and_429_and_stops_on_4xx(
 async def test_outbox_survives_a_restart(fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str) -> None:
     client = shared_redis
     outbox, threads = f"{prefix}outbox:", f"{prefix}im:"
-    first = Dispatcher([bot(fake, redis_client=client, prefix=threads)], redis=client, key_prefix=outbox, policy=FAST)
+
+    def restarted() -> Dispatcher:
+        notifier = bot(fake, redis_client=client, prefix=threads)
+        return Dispatcher([notifier], redis=client, key_prefix=outbox, log_prefix=threads, policy=FAST)
+
+    first = restarted()
     await first.start()
     await first.submit(notification("stripe", alert("stripe/balance")))
     assert await first.drain(10)
@@ -274,7 +279,7 @@ async def test_outbox_survives_a_restart(fake: FakeSlack, shared_redis: redis.as
     fake.script.clear()
 
     before = len(fake.requests)
-    second = Dispatcher([bot(fake, redis_client=client, prefix=threads)], redis=client, key_prefix=outbox, policy=FAST)
+    second = restarted()
     await run(second)
     after = fake.requests[before:]
     assert [(r.kind, r.error) for r in after] == [
@@ -288,7 +293,7 @@ async def test_outbox_survives_a_restart(fake: FakeSlack, shared_redis: redis.as
     assert after[2].body["text"].startswith("🔴 adyen") and after[3].body["text"].startswith("🔴 paypal")
     assert await client.llen(f"{outbox}slack") == 0
 
-    third = Dispatcher([bot(fake, redis_client=client, prefix=threads)], redis=client, key_prefix=outbox, policy=FAST)
+    third = restarted()
     await run(third)
     assert len(fake.requests) == before + 4  # nothing delivered twice
 
@@ -401,7 +406,7 @@ async def test_submitted_before_start_is_sent_once(
     fake: FakeSlack, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     client = shared_redis
-    dispatcher = Dispatcher([bot(fake)], redis=client, key_prefix=prefix, policy=FAST)
+    dispatcher = Dispatcher([bot(fake)], redis=client, key_prefix=prefix, log_prefix=prefix, policy=FAST)
     await dispatcher.submit(notification("early", alert("early/x")))  # persisted, then start() loads the outbox
     await run(dispatcher)
     assert len(fake.requests) == 1 and await client.llen(f"{prefix}slack") == 0

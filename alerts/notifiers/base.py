@@ -46,6 +46,9 @@ class DeliveryError(Exception):
 class Notifier(Protocol):
     name: str  # the `notifier` metric label: bounded (one per plug-in kind)
     min_interval: float  # pacing between messages on its channel, seconds
+    # Names its channel for the pace shared across replicas (alerts/channel_pace.py); None: not shared.
+    # Never a secret: it is part of a Redis key.
+    channel_key: str | None
     min_severity: Severity
 
     async def send(self, notification: Notification) -> DeliveryReceipt: ...

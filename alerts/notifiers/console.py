@@ -22,6 +22,7 @@ _RULE = "─" * 72
 class ConsoleNotifier:
     name = "console"
     min_interval = 0.0
+    channel_key: str | None = None
 
     def __init__(self, config: ConsoleConfig, context: NotifierContext) -> None:
         self._config = config

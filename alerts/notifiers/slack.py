@@ -261,6 +261,7 @@ class SlackBotNotifier(_SlackBase):
         assert config.token is not None and config.channel is not None  # SlackConfig validated the mode
         self._token = config.token.get_secret_value()
         self._channel = config.channel
+        self.channel_key: str | None = f"slack:{config.channel}"
         self._threads = ThreadStore(context.redis, f"{context.key_prefix}slack:thread:", f"{context.key_prefix}fence")
         self._client: AsyncWebClient | None = None
 
@@ -365,6 +366,8 @@ class SlackWebhookNotifier(_SlackBase):
         super().__init__(config, context)
         assert config.webhook_url is not None  # SlackConfig validated the mode
         self._url = config.webhook_url.get_secret_value()
+        # The webhook's URL is a secret; a digest of it names its channel (what it posts to) without it.
+        self.channel_key: str | None = f"slack-webhook:{hashlib.sha256(self._url.encode()).hexdigest()[:16]}"
         self._client: AsyncWebhookClient | None = None
 
     def _hook(self) -> AsyncWebhookClient:

@@ -41,6 +41,7 @@ _HINTS = {
 class AlertmanagerNotifier:
     name = "alertmanager"
     min_interval = 0.0
+    channel_key: str | None = None
 
     def __init__(self, config: AlertmanagerConfig, context: NotifierContext) -> None:
         self.config = config
