@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from alerts.content import NotesReader
-from alerts.grouping import next_flush, nflog_field, plan, split_field
+from alerts.grouping import GroupLog, next_flush, nflog_field, plan, split_field
 from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.notifiers.base import severity_rank
 from alerts.outbox import Record
@@ -24,6 +24,7 @@ from alerts.silences import Silence, silenced_by
 from alerts.state import Event, forgettable
 
 if TYPE_CHECKING:
+    from alerts.config import AlertingConfig
     from alerts.inputs import AlertMetrics, ConfigView
     from alerts.replica_voice import ReplicaVoice
     from alerts.silence_book import SilenceBook
@@ -76,6 +77,7 @@ class Flusher:
         self._outgoing = Outgoing()  # what select tells of each alert, remembered while its state is the same
         self.submit_failing: bool | None = None  # the last hand-off to the sink failed (self-health reads it)
         self._retry_at: dict[str, float] = {}  # nflog field → when a dropped notification is planned again
+        self._held_since: dict[str, float] = {}  # alert key → when its last news or repeat was held back
         if sink is not None:
             sink.on_finished(self._delivery_finished)
 
@@ -93,11 +95,7 @@ class Flusher:
         chosen = select(states, told, events, group_by=timing.group_by, send_resolved=timing.send_resolved,
                         muted=lambda alert: self._muted(alert, cfg, now, silences), tell=self._outgoing)
         self._outgoing.keep_only(states)
-        for key, why in chosen.suppressed:
-            log.info("alert %s: notification suppressed (%s)", key, why)
-        if chosen.suppressed:
-            for notifier in self._notifier_names(cfg):
-                self._metrics.notifications.labels(notifier=notifier, result="suppressed").inc(len(chosen.suppressed))
+        self._count_suppressed(cfg, now, chosen.suppressed, self._repeats_held(chosen.held_firing, logs, now, timing))
 
         handed: list[Notification] = []
         candidates, forget = chosen.candidates, chosen.forget
@@ -132,6 +130,38 @@ class Flusher:
         for key in [k for k, s in states.items() if forgettable(s) and k not in in_logs]:
             memory.drop_state(key)
         return handed
+
+    def _repeats_held(self, held: list[tuple[str, str]], logs: Mapping[str, GroupLog], now: float,
+                      timing: AlertingConfig) -> list[tuple[str, str]]:
+        """The alerts firing under a silence (maintenance, inhibition) whose repeat would go out now: one
+        ``repeat_interval`` after they were last told (their group's last flush) or last held back."""
+        unknown = {key for key, _ in held if key not in self._held_since}
+        last_told: dict[str, float] = {}
+        for entry in logs.values() if unknown else ():
+            if entry.last_flush is not None:
+                flushed = entry.last_flush
+                for key in unknown.intersection(entry.sent):
+                    last_told[key] = max(last_told.get(key, flushed), flushed)
+        repeats, still = [], {}
+        for key, why in held:
+            # Neither told nor held back here yet (this process started since): its repeats count from now.
+            since = self._held_since.get(key, last_told.get(key, now))
+            if now >= since + timing.repeat_interval:
+                repeats.append((key, f"repeat, {why}"))
+                since = now
+            still[key] = since
+        self._held_since = still
+        return repeats
+
+    def _count_suppressed(self, cfg: ConfigView, now: float, *held: list[tuple[str, str]]) -> None:
+        count = 0
+        for key, why in (pair for pairs in held for pair in pairs):
+            log.info("alert %s: notification suppressed (%s)", key, why)
+            self._held_since[key] = now
+            count += 1
+        if count:
+            for notifier in self._notifier_names(cfg):
+                self._metrics.notifications.labels(notifier=notifier, result="suppressed").inc(count)
 
     def publish(self, cfg: ConfigView, now: float) -> None:
         """The current state to the feed: firing (flapping counts as firing) and resolved alerts, whether or

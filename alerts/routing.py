@@ -26,6 +26,8 @@ class Selection:
     candidates: dict[str, list[Alert]] = field(default_factory=dict)  # group key → alerts to tell
     forget: dict[str, set[str]] = field(default_factory=dict)  # group key → alert keys to drop from its log
     suppressed: list[tuple[str, str]] = field(default_factory=list)  # (alert key, why) of news held back
+    # (alert key, why) of alerts held back while they fire with no news: their repeats are held back too
+    held_firing: list[tuple[str, str]] = field(default_factory=list)
 
 
 def outgoing(state: AlertState) -> Alert:
@@ -102,8 +104,11 @@ def select(
         why_muted = muted(alert)
         inhibited = key in inhibitions
         if why_muted is not None or inhibited:
+            why = why_muted or "inhibited by critical"
             if any(e in TOLD for e in events.get(key, ())):
-                out.suppressed.append((key, why_muted or "inhibited by critical"))
+                out.suppressed.append((key, why))
+            elif state.flapping or state.status is AlertStatus.FIRING:
+                out.held_firing.append((key, why))
             continue  # held back: the resolve of one told before goes out once nothing mutes it
         if state.flapping or state.status is AlertStatus.FIRING:
             out.candidates.setdefault(gkey, []).append(alert)

@@ -524,6 +524,31 @@ async def test_silence_suppresses_until_expired(shared_redis: redis.asyncio.Redi
         await eng.close()
 
 
+async def test_repeats_held_back_by_a_silence_are_counted_as_suppressed(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """Told, then silenced while it keeps firing: each repeat the silence holds back (one a repeat_interval)
+    counts as suppressed, as its first message would have; they were dropped uncounted."""
+    clock, sink = Clock(), Sink()
+    cfg = config(prefix, alerts={"error_rate": {"enabled": False}}, alerting={"repeat_interval": "1h"})
+    eng = engine(cfg, shared_redis, clock, sink)
+    await eng.start()
+    try:
+        await told_down(eng, clock, sink)
+        silence = new_silence(now=clock.now, duration=4 * 3600, integration="acme", comment="known",
+                              created_by="test")
+        await eng.add_silence(silence)
+        for _ in range(150):  # two and a half hours, still failing: two repeats due, both held back
+            await tick(eng, clock, 60, ok=False)
+        assert len(sink.got) == 1 and suppressed(eng) == 2.0
+        assert await eng.expire_silence(silence.id) is not None
+        await tick(eng, clock, 60, ok=False)
+        assert len(sink.got) == 2 and sink.got[1].firing  # the repeat goes out once nothing holds it back
+        assert suppressed(eng) == 2.0
+    finally:
+        await eng.close()
+
+
 async def test_a_told_alert_that_resolves_while_silenced_is_resolved_in_slack_once_the_silence_ends(
     shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
