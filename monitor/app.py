@@ -41,7 +41,7 @@ from monitor.redis_connection import RedisHealth, connect, location
 from monitor.scheduler import ProbeRunner, Scheduler, internal_failure, kind_of
 from monitor.server import HttpServer
 from monitor.settings import Config, ConfigError, load_config, split_listen
-from monitor.status import StatusStore, without_details
+from monitor.status import StatusStore, results_on, without_details
 
 if TYPE_CHECKING:
     import aiohttp
@@ -172,19 +172,30 @@ class App:
             return None
         statuses = self.status_store.by_integration().get(name, {})
         cluster = self.cluster.cluster if self.cluster is not None else None
+        owner = cluster.owner_of(name) if cluster is not None else None
+        # Results are recorded on the integration's owner: elsewhere, an entry says where they are instead of
+        # showing a check that never ran.
+        elsewhere = cluster is not None and owner != cluster.me
+        owner_address = cluster.address_of(owner) if cluster is not None and owner is not None else None
         checks: dict[str, Any] = {}
         for check in integ.checks:
             entry = statuses.get(check.name)
-            doc: dict[str, Any] = (
-                # (an entry without runs: a count a takeover continues, told once a run is here)
-                entry.as_dict() if entry is not None and entry.runs else {"kind": kind_of(check), "runs": 0, "ok": None}
-            )
+            doc: dict[str, Any]
+            if entry is not None and entry.runs:  # (elsewhere: recorded here while Redis was unreachable)
+                doc = entry.as_dict()
+            elif elsewhere:
+                doc = {"kind": kind_of(check)}
+            else:  # (an entry without runs: a count a takeover continues, told once a run is here)
+                doc = {"kind": kind_of(check), "runs": 0, "ok": None}
             doc["enabled"] = check.enabled
             doc["schedule"] = self.scheduler.check_status(name, check.name)
             doc["probed_by"] = cluster.prober_of(f"{name}/{check.name}") if cluster is not None else None
+            if elsewhere:
+                doc["results_on"] = results_on(owner, owner_address, name, check.name)
             checks[check.name] = doc
         return {
-            "owner": cluster.owner_of(name) if cluster is not None else None,
+            "owner": owner,
+            "owner_address": owner_address,
             "runbook_url": integ.runbook_url,
             "interval_factor": self.scheduler.interval_factor(name),
             "backoff": backoff.get(name),

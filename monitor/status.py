@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from integration_kit.redact import Redactor
@@ -153,6 +154,13 @@ class StatusStore:
         for (integration, check), status in self._checks.items():
             out.setdefault(integration, {})[check] = status
         return out
+
+
+def results_on(owner: str | None, address: str | None, integration: str, check: str) -> dict[str, Any]:
+    """Where a check's results are, for /api/status on a replica that does not own its integration: the
+    owner (None while no member is known to own it), its address and the URL of the check's status there."""
+    path = f"/api/status/{quote(integration, safe='')}/{quote(check, safe='')}"
+    return {"replica": owner, "address": address, "url": None if address is None else f"http://{address}{path}"}
 
 
 # What /api/status leaves out with ``monitor.status_details: false``: what a vendor answered, the headers

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio
 from fleet import Fleet, arrived, runs_on_timetable
@@ -146,6 +147,25 @@ async def test_three_replicas_probe_each_check_once_per_interval_and_one_exports
         owned += sample(text, "integration_monitor_owned_checks")
         assert sample(text, 'integration_monitor_ownership_changes_total{unit="check"}') > 0, replica.name
     assert owned == len(CHECKS)
+
+    # /api/status on any replica tells where each check's results are: the owner's entry has them; every
+    # other replica's entry points to the owner, at the address its member record gives (it showed a check
+    # that never ran: runs 0, ok null).
+    addresses = {m["id"]: m["address"] for m in statuses[0]["monitor"]["cluster"]["members"]}
+    for replica, doc in zip(fleet.running(), statuses, strict=True):
+        for integration, integ in doc["integrations"].items():
+            owner = integ["owner"]
+            assert integ["owner_address"] == addresses[owner]
+            for check, entry in integ["checks"].items():
+                if owner == replica.name:
+                    assert entry["runs"] > 0 and entry["ok"] is not None and "results_on" not in entry, entry
+                    continue
+                assert "runs" not in entry and "ok" not in entry, (replica.name, entry)
+                url = f"http://{addresses[owner]}/api/status/{integration}/{check}"
+                assert entry["results_on"] == {"replica": owner, "address": addresses[owner], "url": url}
+                async with aiohttp.ClientSession() as session, session.get(url) as resp:
+                    there = await resp.json()
+                assert there["check"] == check and there["runs"] > 0 and there["ok"] is not None, there
 
 
 def sample(exposition: str, series: str) -> float:

@@ -133,6 +133,10 @@ class Cluster:
     def prober_of(self, check_id: str) -> str | None:
         return self._assignment.check_owner.get(check_id)
 
+    def address_of(self, replica: str) -> str | None:
+        """Where a member's HTTP server listens, as its last record read says; None if unknown."""
+        return next((m.address for m in self._records if m.id == replica and m.address), None)
+
     def may_run(self) -> bool:
         if self._degraded or self._solo:
             return True  # fail open: keep the last share
