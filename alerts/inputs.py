@@ -109,10 +109,14 @@ def retargeted(before: ConfigView, after: ConfigView) -> list[tuple[str, str]]:
         was = {c.name: c for c in old.checks} if old is not None else {}
         for check in icfg.checks:
             prior = was.get(check.name)
-            if prior is not None and prior is not check and (
-                    type(prior) is not type(check) or prior.targets() != check.targets()):
+            if prior is not None and retargets(prior, check):
                 out.append((integration, check.name))
     return out
+
+
+def retargets(prior: CheckView, check: CheckView) -> bool:
+    """The check ``prior`` was is pointed at another endpoint as ``check``: another kind, other request URLs."""
+    return prior is not check and (type(prior) is not type(check) or prior.targets() != check.targets())
 
 
 class HistogramView(Protocol):

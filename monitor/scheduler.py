@@ -54,6 +54,7 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.base import STATE_RUNNING
 
+from alerts.inputs import retargets
 from checks import run_probe as default_run_probe
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.deadlines import Deadlines, DeadlineScope
@@ -538,11 +539,14 @@ class Scheduler:
                 if scheduled is not None:
                     self._lag.observe(max(0.0, now - scheduled))
                 job.last_started = now
+                check = job.check
                 result = await self._probe(job, loop)
             finally:
                 slots.release()
-            # A check removed by a reload while its probe ran: recording would bring its series back.
-            if self._jobs.get(jid) is job:
+            # A check removed by a reload while its probe ran: recording would bring its series back. One
+            # pointed elsewhere meanwhile: the run told of the old endpoint, whose last values the reload
+            # dropped (its certificate's expiry, status code: monitor/recorder.py ``retarget``).
+            if self._jobs.get(jid) is job and (job.check is check or not retargets(check, job.check)):
                 self.record(result)
         except asyncio.CancelledError:
             if not self._stopping:

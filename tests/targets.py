@@ -52,6 +52,7 @@ class Reply:
     body: bytes | str = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before the response headers
+    hold: asyncio.Event | None = None  # answered (after ``delay``) once the test sets it: a run kept in flight
     drip: float | None = None  # send the body one `chunk` at a time with this pause between chunks
     chunk: int = 1
     stream_bytes: int | None = None  # stream this many filler bytes (chunked), counting what was sent
@@ -151,6 +152,8 @@ class Target(LoopbackApp):
         self._served[path] += 1
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.hold is not None:
+            await reply.hold.wait()
         self._answered[path] += 1
         if reply.close_before_response:
             assert request.transport is not None

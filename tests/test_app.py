@@ -423,7 +423,7 @@ integrations:
             assert status.tls_expiry == gauge("tls_cert_expiry_timestamp_seconds") == expires.timestamp()
             assert gauge("http_status_code") == 200 and gauge("phase_seconds", phase="tls") is not None
             moved = load_config(write(path, config(target.url("/plain"))))
-            # Between two runs (one still in flight when the reload lands is the old endpoint's, and says so).
+            # Between two runs (one still in flight when the reload lands is not recorded: the next test).
             await until(lambda: app.scheduler.status()["in_flight"] == 0, "no run in flight")
             app.apply_config(moved)
             assert status.as_dict()["tls_cert_expiry"] is None
@@ -434,6 +434,44 @@ integrations:
             await until(lambda: status.runs >= ran + 2, "runs against the plain HTTP endpoint")
             assert status.as_dict()["tls_cert_expiry"] is None and gauge("tls_cert_expiry_timestamp_seconds") is None
             assert gauge("http_status_code") == 200 and gauge("phase_seconds", phase="tls") is None
+        finally:
+            await app.close()
+
+
+async def test_a_run_in_flight_across_a_reload_that_points_its_check_elsewhere_is_not_recorded(
+    target: Target, tmp_path: Path
+) -> None:
+    """A run that started against the old endpoint and ends after the reload pointed the check elsewhere:
+    recording it brought back what the reload dropped (the old certificate's expiry, its status code)."""
+    labels = {"integration": "shop", "check": "api"}
+
+    def config(url: str) -> str:
+        return f"""
+monitor: {{listen: "127.0.0.1:0", jitter: 0, shutdown_grace: 2s}}
+integrations:
+  shop:
+    checks:
+      - {{name: api, kind: http, url: "{url}", verify_tls: false, interval: 1h, timeout: 30s}}
+"""
+
+    context, _ca = tls_server_context(not_after=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    answer = asyncio.Event()
+    async with Target(ssl_context=context) as tls:
+        tls.route("/slow", Reply(json={"ok": True}, hold=answer))
+        target.route("/plain", Reply(json={"ok": True}))
+        path = write(tmp_path / "monitor.yaml", config(tls.url("/slow")))
+        app = App(load_config(path), config_path=path)
+        await app.start()
+        try:
+            await until(lambda: len(tls.hits("/slow")) == 1, "the first run at the HTTPS endpoint")
+            app.apply_config(load_config(write(path, config(target.url("/plain")))))
+            answer.set()
+            await until(lambda: tls.answered("/slow") == 1 and app.scheduler.status()["in_flight"] == 0,
+                        "the run in flight ended")
+            status = app.status_store.get("shop", "api")
+            assert status is None or (status.runs == 0 and status.tls_expiry is None), status
+            for name in ("tls_cert_expiry_timestamp_seconds", "http_status_code"):
+                assert app.metrics.registry.get_sample_value(f"integration_probe_{name}", labels) is None, name
         finally:
             await app.close()
 
