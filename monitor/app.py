@@ -412,7 +412,10 @@ class App:
         except Exception:
             self._restore(old, switched)
             raise
-        self.recorder.retain({(i, c.name) for i, c in config.iter_checks() if c.enabled})
+        kept = {(i, c.name) for i, c in config.iter_checks() if c.enabled}
+        self.recorder.retain(kept)
+        if self.cluster is not None:
+            self.cluster.retain(kept, {(i, c.name) for i, c in old.iter_checks()} - kept)
         self.last_reload_ok = True
         self.config_loaded_at = time.time()
         self.metrics.config_reload_ok.set(1)

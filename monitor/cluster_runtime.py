@@ -159,6 +159,11 @@ class ClusterRuntime:
         if self.cluster is not None:
             self.cluster.on_config(config)
 
+    def retain(self, checks: set[tuple[str, str]], removed: set[tuple[str, str]]) -> None:
+        """After a reload switched: what is kept about checks no longer configured (or enabled) goes."""
+        if self.streaks is not None:
+            self.streaks.retain(checks, removed)
+
     async def leave(self, longest: float) -> None:
         if self.cluster is not None:
             await self.cluster.leave(longest)

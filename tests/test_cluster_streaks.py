@@ -165,3 +165,29 @@ async def test_a_count_taken_over_continues_in_the_status_as_in_the_metric(
     status = recorder.status.get("vendor", "c")
     assert series.streak == 7
     assert status is not None and status.as_dict()["consecutive_failures"] == 7
+
+
+@pytest.mark.parametrize("removed", ["check", "integration"])
+async def test_a_reload_that_removes_a_check_forgets_its_count_here_and_in_redis(
+    owner: tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks], removed: str
+) -> None:
+    """A check (or its whole integration) removed by a reload: its count stayed in the tracker's tables and in
+    the Redis hash, and a check of the same name added later, taken over, continued the dead one's streak."""
+    client, cluster, recorder, streaks = owner
+    for n in range(3):
+        result = failure(n)
+        recorder.record(result)
+        streaks.noted(result)
+    assert await stored(client) == {b"c": b"3"}
+    after = CONFIG.replace("{name: c,", "{name: d,") if removed == "check" else CONFIG.replace("vendor", "other")
+    config = parse_config(after, env={})
+    cluster.on_config(config)  # as the daemon's reload does, then retains what is still configured
+    kept = {(i, c.name) for i, c in config.iter_checks() if c.enabled}
+    streaks.retain(kept, {("vendor", "c")})
+    deadline = time.monotonic() + 30
+    while await client.exists(STREAK_KEY):
+        assert time.monotonic() < deadline, await client.hgetall(STREAK_KEY)
+        await asyncio.sleep(0.05)
+    # (the tracker's own tables: what a later count of a check named so would start from)
+    tables = (streaks._failing, streaks._pending, streaks._since_gain)
+    assert not any(("vendor", "c") in table for table in tables)

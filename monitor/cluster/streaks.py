@@ -9,7 +9,10 @@ rule and fire it again three runs later). So the owner keeps the counts in Redis
 
 written only when a count changes from or to a failure streak — nothing for a healthy check — in one
 pipelined round trip per second at most; and the replica that takes an integration over reads the hash
-once and adds what it stored to the failures it has counted itself since (if it saw no success).
+once and adds what it stored to the failures it has counted itself since (if it saw no success). A check
+a reload removed (or disabled) is forgotten, and its field deleted by the integration's owner (``retain``;
+a takeover deletes what it finds of checks no longer configured), so a check added later under that name
+starts from zero.
 
 The same round trip deletes the entries of this replica's result stream whose results were recorded
 before it (``consumed``): what is left in the stream is what no count in Redis includes yet, which is
@@ -100,6 +103,23 @@ class Streaks:
                 del table[key]  # the new owner writes them from now on
         self._failing = {k for k in self._failing if k[0] not in integrations}
 
+    def retain(self, checks: set[tuple[str, str]], removed: set[tuple[str, str]]) -> None:
+        """After a reload: forget every check not in ``checks`` (the configured, enabled ones), and delete the
+        stored counts of those and of ``removed`` (configured before, not now) in integrations this replica
+        owns — a previous owner's count included, which a later takeover of a check of that name would
+        otherwise continue. The owner of a removed integration is still named (``Cluster.owner_of``)."""
+        gone = {key for table in (self._failing, self._pending, self._since_gain) for key in table
+                if key not in checks} | (removed - checks)
+        if not gone:
+            return
+        self._failing -= gone
+        for key in gone:
+            self._since_gain.pop(key, None)
+            self._pending.pop(key, None)
+            if self.cluster.owns(key[0]):
+                self._pending[key] = 0  # flushed as HDEL; a hash left empty is gone
+        self._wake.set()
+
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -133,9 +153,14 @@ class Streaks:
             async with asyncio.timeout(5.0):
                 stored = await self.redis.hgetall(self._prefix + integration)
             self._unseeded.discard(integration)
+            icfg = self.cluster.config.integrations.get(integration)
+            configured = {c.name for c in icfg.checks if c.enabled} if icfg is not None else set()
             for raw_check, raw_count in stored.items():
                 check = _text(raw_check)
                 key = (integration, check)
+                if check not in configured:  # removed (by a reload here or before the takeover): deleted
+                    self._pending[key] = 0
+                    continue
                 since = self._since_gain.pop(key, None)
                 series = self.probes.series(*key)
                 if since == 0 and series.streak is not None:
