@@ -387,6 +387,17 @@ async def test_reload_adding_a_longer_window_keeps_the_alert_statistics(
     assert "a longer window is configured; history kept in buckets" in log_stream.getvalue()
 
 
+def shop_api(url: str, *, interval: str, timeout: str) -> str:
+    """A daemon's config with one check, shop/api, at ``url`` (certificates not verified)."""
+    return f"""
+monitor: {{listen: "127.0.0.1:0", jitter: 0, shutdown_grace: 2s}}
+integrations:
+  shop:
+    checks:
+      - {{name: api, kind: http, url: "{url}", verify_tls: false, interval: {interval}, timeout: {timeout}}}
+"""
+
+
 async def test_reload_that_points_a_check_elsewhere_drops_what_its_old_endpoint_told(
     target: Target, tmp_path: Path
 ) -> None:
@@ -398,13 +409,7 @@ async def test_reload_that_points_a_check_elsewhere_drops_what_its_old_endpoint_
     labels = {"integration": "shop", "check": "api"}
 
     def config(url: str) -> str:
-        return f"""
-monitor: {{listen: "127.0.0.1:0", jitter: 0, shutdown_grace: 2s}}
-integrations:
-  shop:
-    checks:
-      - {{name: api, kind: http, url: "{url}", verify_tls: false, interval: 200ms, timeout: 2s}}
-"""
+        return shop_api(url, interval="200ms", timeout="2s")
 
     def gauge(name: str, **more: str) -> float | None:
         return app.metrics.registry.get_sample_value(f"integration_probe_{name}", {**labels, **more})
@@ -446,13 +451,7 @@ async def test_a_run_in_flight_across_a_reload_that_points_its_check_elsewhere_i
     labels = {"integration": "shop", "check": "api"}
 
     def config(url: str) -> str:
-        return f"""
-monitor: {{listen: "127.0.0.1:0", jitter: 0, shutdown_grace: 2s}}
-integrations:
-  shop:
-    checks:
-      - {{name: api, kind: http, url: "{url}", verify_tls: false, interval: 1h, timeout: 30s}}
-"""
+        return shop_api(url, interval="1h", timeout="30s")
 
     context, _ca = tls_server_context(not_after=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     answer = asyncio.Event()

@@ -41,6 +41,15 @@ async def stored(client: redis.asyncio.Redis) -> dict[bytes, bytes]:
     return await until(lambda: client.hgetall(STREAK_KEY), f"an entry in {STREAK_KEY}")
 
 
+async def failed_three_times(client: redis.asyncio.Redis, recorder: Recorder, streaks: Streaks) -> None:
+    """vendor/c fails three runs in a row, counted by its owner and stored."""
+    for n in range(3):
+        result = failure(n)
+        recorder.record(result)
+        streaks.noted(result)
+    assert await stored(client) == {b"c": b"3"}
+
+
 @pytest.fixture
 def changes() -> list[Change]:
     return []
@@ -88,11 +97,7 @@ async def test_failure_streaks_are_written_back_when_redis_comes_back_empty(
     own_redis: OwnRedis, owner: tuple[redis.asyncio.Redis, Cluster, Recorder, Streaks]
 ) -> None:
     client, cluster, recorder, streaks = owner
-    for n in range(3):
-        result = failure(n)
-        recorder.record(result)
-        streaks.noted(result)
-    assert await stored(client) == {b"c": b"3"}
+    await failed_three_times(client, recorder, streaks)
     epoch = await client.get(EPOCH_KEY)
     assert epoch is not None  # read by the owner while it had a count in Redis
     await own_redis.stop()
@@ -174,11 +179,7 @@ async def test_a_reload_that_removes_a_check_forgets_its_count_here_and_in_redis
     """A check (or its whole integration) removed by a reload: its count stayed in the tracker's tables and in
     the Redis hash, and a check of the same name added later, taken over, continued the dead one's streak."""
     client, cluster, recorder, streaks = owner
-    for n in range(3):
-        result = failure(n)
-        recorder.record(result)
-        streaks.noted(result)
-    assert await stored(client) == {b"c": b"3"}
+    await failed_three_times(client, recorder, streaks)
     after = CONFIG.replace("{name: c,", "{name: d,") if removed == "check" else CONFIG.replace("vendor", "other")
     config = parse_config(after, env={})
     cluster.on_config(config)  # as the daemon's reload does, then retains what is still configured
