@@ -134,18 +134,18 @@ class Lane:
         entry = self.queue[0]
         notifier = self.notifier
         pace = notifier.min_interval if self.policy.pace is None else self.policy.pace
-        if self.shared_pace is not None:
-            wait = await self.shared_pace.claim(notifier.channel_key, pace)
-            if wait > 0:  # another replica posted to this channel (or was told to wait) since
-                self.next_send_at = max(self.next_send_at, self.clock() + wait)
-                self.parked_reason = self.parked_reason or "the channel's pace, shared with the other replicas"
-                return
         if not await self.outbox.may_send(entry.record):
             log.warning("notification for %s via %s refused: another replica owns its integration now (fencing "
                         "token %s superseded)", entry.notification.group_key, notifier.name,
                         entry.record.fence if entry.record is not None else None)
             await self._finish(entry, "fenced")
             return
+        if self.shared_pace is not None:  # claimed last: a refused notification takes no one's turn
+            wait = await self.shared_pace.claim(notifier.channel_key, pace)
+            if wait > 0:  # another replica posted to this channel (or was told to wait) since
+                self.next_send_at = max(self.next_send_at, self.clock() + wait)
+                self.parked_reason = self.parked_reason or "the channel's pace, shared with the other replicas"
+                return
         under = delivering_under.set(entry.record.fence if entry.record is not None else None)
         try:
             receipt = await notifier.send(entry.notification)
