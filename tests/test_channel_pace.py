@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from daemon_support import until
 from fake_slack import FakeSlack, Reply
 from test_slack_delivery import alert, bot, notification, webhook
+from waiting import until
 
 from alerts.channel_pace import ChannelPace
 from alerts.delivery import DeliveryPolicy, Dispatcher
@@ -39,7 +39,7 @@ async def second_replica_holds_back(fake: FakeSlack, other: Dispatcher) -> None:
     def decided() -> bool:
         return len(fake.requests) > 1 or other.status()["notifiers"]["slack"]["parked_seconds"] > 0
 
-    await until(decided, within=10)
+    await until(decided, "the second replica to post or to wait its turn")
     assert len(fake.requests) == 1, [r.kind for r in fake.requests]
     assert other.status()["notifiers"]["slack"]["parked_seconds"] > 3000
 
@@ -68,7 +68,7 @@ async def test_a_retry_after_holds_every_replica_back(
     await second.start()
     try:
         await first.submit(notification("a", alert("a/x")))
-        await until(lambda: first.status()["notifiers"]["slack"]["parked_seconds"] > 0, within=10)
+        await until(lambda: first.status()["notifiers"]["slack"]["parked_seconds"] > 0, "the 429 parking the lane")
         await second_replica_holds_back(fake, second)
     finally:
         await first.close(grace=1)

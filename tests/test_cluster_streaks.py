@@ -185,10 +185,7 @@ async def test_a_reload_that_removes_a_check_forgets_its_count_here_and_in_redis
     cluster.on_config(config)  # as the daemon's reload does, then retains what is still configured
     kept = {(i, c.name) for i, c in config.iter_checks() if c.enabled}
     streaks.retain(kept, {("vendor", "c")})
-    deadline = time.monotonic() + 30
-    while await client.exists(STREAK_KEY):
-        assert time.monotonic() < deadline, await client.hgetall(STREAK_KEY)
-        await asyncio.sleep(0.05)
+    await until(lambda: client.exists(STREAK_KEY), f"{STREAK_KEY} deleted", holds=lambda found: not found)
     # (the tracker's own tables: what a later count of a check named so would start from)
     tables = (streaks._failing, streaks._pending, streaks._since_gain)
     assert not any(("vendor", "c") in table for table in tables)
