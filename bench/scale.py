@@ -67,7 +67,7 @@ from fake_slack import TOKEN, FakeSlack  # noqa: E402
 BUCKET_RE = re.compile(r'^integration_monitor_scheduler_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
 RUNS_RE = re.compile(r"^integration_probe_runs_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 SCRAPE_EVERY = 15.0  # Prometheus' usual scrape interval (deploy/prometheus/prometheus.yml)
-FIRST_RUN_RATE = 200.0  # the scheduler spreads first runs at this rate (monitor/scheduler.py)
+FIRST_RUN_RATE = 200.0  # the scheduler spreads first runs at this rate (monitor/first_runs.py)
 CHECK_TIMEOUT = 5.0  # config_text's checks
 # The daemon has settled this long after the last first run: its deadline (the timeout and the
 # scheduler's overrun margin, monitor/scheduler.py DEADLINE_OVERRUN), then the freeze (a few seconds).

@@ -46,7 +46,7 @@ from checks.base import CheckConfigBase, ProbeContext
 from checks.call import make_session
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
-from monitor import long_lived
+from monitor import first_runs, long_lived
 from monitor.aps_plugins import JitteredInterval
 from monitor.batching_scheduler import BatchingScheduler
 from monitor.metrics import Metrics
@@ -78,13 +78,12 @@ class Done:
         await self.event.wait()
 
 
-class BatchScheduler(Scheduler):
-    """The daemon's scheduler, with the first runs of the checks named ``due…`` all at once (the batch of
-    a step) and of the others an interval away (the idle store), instead of spread over a start window."""
-
-    @staticmethod
-    def _spread(jobs: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float) -> dict[str, float]:
-        return {jid: now if wanted[jid][1].name.startswith("due") else now + INTERVAL for jid in jobs}
+def batch_first_runs(jobs: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float,
+                     shortest: float | None = None) -> dict[str, float]:
+    """The daemon's first runs in this bench (``first_runs.spread`` replaced): those of the checks named ``due…``
+    all at once (the batch of a step) and of the others an interval away (the idle store), instead of spread
+    over a start window."""
+    return {jid: now if wanted[jid][1].name.startswith("due") else now + INTERVAL for jid in jobs}
 
 
 def config(url: str, names: list[str]) -> Config:
@@ -169,10 +168,11 @@ async def worker(url: str, batch: int, rounds: int, idle: int) -> None:
     # Every check of the bench in one config, parsed once; each round's schedulers get a few more of them.
     full = config(url, [f"idle{i}" for i in range(idle)] + [f"due{n}-{i}" for n in range(rounds + 1)
                                                           for i in range(batch)])
-    daemons: dict[str, BatchScheduler] = {}
+    first_runs.spread = batch_first_runs
+    daemons: dict[str, Scheduler] = {}
     for kind, runner, on_result in (("noop", noop_probe, lambda _: done.one()), ("probe", run_probe, record)):
-        sched = BatchScheduler(first_checks(full, idle), metrics=metrics, redactor=redactor, record=on_result,
-                               run_probe=runner)
+        sched = Scheduler(first_checks(full, idle), metrics=metrics, redactor=redactor, record=on_result,
+                          run_probe=runner)
         sched.session = session
         sched.start()
         daemons[kind] = sched

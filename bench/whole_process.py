@@ -259,8 +259,12 @@ def as_daemon(variant: str, dilation: float, argv: list[str]) -> None:
     count_skips(scheduler.Scheduler)
     batching_scheduler.WAKEUP_SLACK *= dilation
     # First runs spread over the whole (dilated) interval, as natively: 2,000 checks at 1 s spread over 1 s.
-    scheduler.FIRST_RUN_WINDOW_MIN *= dilation
-    scheduler.FIRST_RUN_RATE /= dilation
+    try:
+        from monitor import first_runs  # (the scheduler's own module's constants in an older tree, --before)
+    except ImportError:
+        first_runs = scheduler  # type: ignore[assignment]
+    first_runs.FIRST_RUN_WINDOW_MIN *= dilation
+    first_runs.FIRST_RUN_RATE /= dilation
     long_lived.POLL_SECONDS *= dilation
     freeze = long_lived.freeze
 

@@ -6,6 +6,7 @@ whose ``error_class`` is one of the bounded classes of ``integration_kit.errors`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from integration_kit.deadlines import Deadlines
 from integration_kit.durations import Duration
 from integration_kit.errors import RETRYABLE_BY_DEFAULT, ErrorClass
+from integration_kit.results import CheckResult
 from integration_kit.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -78,3 +80,23 @@ class CheckConfigBase(BaseModel):
         """The URLs the check's requests go to, as configured (a flow's templates as written): a reload that
         changes them, or the kind, points the check at another endpoint (alerts/stats.py ``retarget``)."""
         raise NotImplementedError(f"{type(self).__name__} does not say where its requests go")
+
+
+def kind_of(check: CheckConfigBase) -> str:
+    """The ``kind`` tag of a check config (declared by each kind's subclass, not by the base)."""
+    return str(getattr(check, "kind", "unknown"))
+
+
+def internal_failure(
+    integration: str, check: CheckConfigBase, exc: Exception, started: float, redactor: Redactor
+) -> CheckResult:
+    """The failed run of a probe that raised instead of returning a result (a bug in the probe, or in a library
+    it runs on: the scheduler and the ``probe`` command record it so): class ``internal``, the exception named
+    in the (redacted) detail."""
+    elapsed = time.time() - started
+    message = redactor.text(str(exc)).replace("\n", " ")[:200]
+    return CheckResult(
+        integration=integration, check=check.name, kind=kind_of(check), ok=False, error_class=ErrorClass.INTERNAL,
+        detail=f"internal: the probe raised {type(exc).__name__}" + (f": {message}" if message else ""),
+        started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.INTERNAL,),
+    )

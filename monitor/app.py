@@ -27,7 +27,7 @@ from yarl import URL
 
 from alerts.inputs import retargeted
 from checks import run_probe as default_run_probe
-from checks.base import ProbeContext
+from checks.base import ProbeContext, internal_failure, kind_of
 from checks.call import make_session
 from integration_kit.redact import Redactor, is_sensitive_name
 from integration_kit.tasks import stop_all
@@ -38,7 +38,7 @@ from monitor.component import Component, Services
 from monitor.metrics import Metrics
 from monitor.recorder import Recorder
 from monitor.redis_connection import RedisHealth, connect, location
-from monitor.scheduler import ProbeRunner, Scheduler, internal_failure, kind_of
+from monitor.scheduler import ProbeRunner, Scheduler
 from monitor.server import HttpServer
 from monitor.settings import Config, ConfigError, load_config, split_listen
 from monitor.status import StatusStore, results_on, without_details

@@ -7,9 +7,8 @@ Timing rules, and why:
   ``interval × (1 − jitter/2)``: every gap is uniform in ``interval × [1 − j/2, 1 + j/2]`` and the mean
   period is exactly the configured interval. The random walk also de-phases checks over time. (The trigger
   is APScheduler's IntervalTrigger drawing once per run: monitor/aps_plugins.py.)
-* **First runs.** Every check runs soon after start, but the first runs are spread, not fired at once:
-  check *i* of *n* starts at ``window × (i + U(0,1)) / n`` with ``window = max(2 s, n / 200 per s)``,
-  capped by its own interval. Small configs all run within 2 s; 10,000 checks start at ~200/s.
+* **First runs.** Every check runs soon after start, but the first runs are spread, not fired at once
+  (monitor/first_runs.py): 10,000 checks start at ~200/s.
 * ``max_instances=1`` and ``coalesce=True``: a check never overlaps itself; runs missed while the
   previous one was still going collapse into one. ``misfire_grace_time`` is the check's interval: a run
   late by less than an interval still happens, later than that it is skipped (the next one is due).
@@ -24,10 +23,9 @@ Timing rules, and why:
 * **In a cluster** (``placement``, monitor/cluster/): only the checks of this replica's share get a job,
   ``reshard()`` follows the share when it changes, and runs follow each check's timetable
   (``monitor.cluster.grid``), the same on every replica, so a check that moves neither runs twice nor
-  skips a run; a check taken over from a replica that may have missed a due run runs soon (a catch-up),
-  the catch-ups spread at ``FIRST_RUN_RATE`` a second, each within its interval. A change of share is
-  applied a slice of jobs at a time (a task), the loop turning in between: a takeover of thousands of
-  checks held the loop, and the replica's heartbeats, for seconds. No run starts while
+  skips a run; a check taken over from a replica that may have missed a due run runs soon (a catch-up,
+  monitor/first_runs.py). A change of share is applied a slice of jobs at a time (a task, the loop turning
+  in between: monitor/job_sync.py). No run starts while
   ``placement.may_run()`` is False (this replica may have lost its share while paused), nor for a check
   that left the share (its job may still wait for its slice to be removed). The back-off gauge is then the
   integration owner's to export.
@@ -38,9 +36,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -56,14 +53,16 @@ from apscheduler.schedulers.base import STATE_RUNNING
 
 from alerts.inputs import retargets
 from checks import run_probe as default_run_probe
-from checks.base import CheckConfigBase, ProbeContext
+from checks.base import CheckConfigBase, ProbeContext, internal_failure, kind_of
 from integration_kit.deadlines import Deadlines, DeadlineScope
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult
 from integration_kit.tasks import stop_all
+from monitor import first_runs
 from monitor.aps_plugins import JitteredInterval
 from monitor.batching_scheduler import BatchingScheduler
 from monitor.cluster.grid import GridTrigger
+from monitor.job_sync import Job, JobSync, job_id
 from monitor.metrics import remove_series
 from monitor.slots import Slots
 
@@ -81,10 +80,6 @@ log = logging.getLogger(__name__)
 
 ProbeRunner = Callable[[CheckConfigBase, ProbeContext], Awaitable[CheckResult]]
 
-FIRST_RUN_WINDOW_MIN = 2.0  # seconds over which the first runs of a small config are spread
-FIRST_RUN_RATE = 200.0  # first runs per second for large configs
-JOBS_A_TURN = 500  # jobs a sync adds or removes between two turns of the loop (~25 ms of adding)
-CHECKS_A_TURN = 5_000  # checks a sync looks up in the config and the share between two turns (~10 ms)
 # A probe enforces its own deadline; this is the safety net for a probe that does not.
 DEADLINE_OVERRUN = 5.0
 MAX_RAISED_REMEMBERED = 10_000  # probe exceptions whose traceback was logged; past it, each is logged in full
@@ -96,16 +91,6 @@ _PER_RUN_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors.default")
 SKIPPED_SUMMARY_EVERY = 60.0  # seconds
 
 
-@dataclass(slots=True)
-class _Job:
-    integration: str
-    check: CheckConfigBase
-    ctx: ProbeContext
-    timing: tuple[float, float]  # (effective interval, jitter share) the APScheduler job was built with
-    scheduled: float | None = None  # epoch seconds of the pending run's scheduled time
-    last_started: float | None = None
-
-
 @dataclass(slots=True, frozen=True)
 class Backoff:
     factor: float
@@ -113,11 +98,7 @@ class Backoff:
     since: float
 
 
-def job_id(integration: str, check: str) -> str:
-    return f"{integration}/{check}"
-
-
-class Scheduler:
+class Scheduler(JobSync):
     def __init__(
         self,
         config: Config,
@@ -145,7 +126,7 @@ class Scheduler:
         self._aps.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._skipped = {EVENT_JOB_MAX_INSTANCES: 0, EVENT_JOB_MISSED: 0}
         self._skipped_since = time.monotonic()
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._backoff: dict[str, Backoff] = {}
         self._raised: set[tuple[str, str, str]] = set()  # (integration, check, exception type) logged in full
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -153,8 +134,8 @@ class Scheduler:
         self._slots = Slots(self._slots_limit)
         self._stopping = False
         self._lag = metrics.scheduler_lag
-        self._syncs = 0  # syncs of the jobs begun (_sync_steps); a paused one stops when it is no longer the last
-        self._syncing: asyncio.Task[None] | None = None  # the sync in slices under way (prepare, reshard)
+        self._syncs = 0  # (monitor/job_sync.py)
+        self._syncing: asyncio.Task[None] | None = None
         # Epoch seconds by which every job added so far has started its first run and passed its deadline:
         # the state those runs build is long-lived from then on (monitor/long_lived.py freezes it).
         self.settled_at = float("-inf")
@@ -178,8 +159,8 @@ class Scheduler:
                  len(self._jobs), self.config.monitor.max_concurrency)
 
     async def prepare(self) -> None:
-        """Add the jobs before ``start``, handing the loop back every JOBS_A_TURN of them. At 50,000 checks
-        adding them takes seconds (bench/start_path.py), and the loop's other tasks wait meanwhile: a
+        """Add the jobs before ``start``, handing the loop back every JOBS_A_TURN of them (monitor/job_sync.py).
+        At 50,000 checks adding them takes seconds (bench/start_path.py), and the loop's other tasks wait meanwhile: a
         replica's heartbeats too, whose lease (``monitor.cluster.ttl``) ran out while it started on a busy
         machine, and the others took its checks over. ``start`` adds what a change of share since asks for.
 
@@ -299,150 +280,22 @@ class Scheduler:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _sync_jobs(self, config: Config) -> None:
-        for _ in self._sync_steps(config):
-            pass
+    def _add_job(self, jid: str, job: Job, first: float) -> None:
+        """A new check's job, first run at ``first`` (epoch seconds); a sync adds them (monitor/job_sync.py)."""
+        self._jobs[jid] = job
+        self._aps.add_job(
+            Scheduler._run, trigger=self._trigger(job.timing, first, jid), args=(self, jid), id=jid, name=jid,
+            next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, round(job.timing[0])),
+        )
+        self.settled_at = max(self.settled_at, first + job.check.timeout + DEADLINE_OVERRUN)
 
-    def _resync(self) -> None:
-        """Start making the jobs match the config and share, a slice at a time. A sync still under way stops
-        at the end of its slice: the share it was adding for is no longer the last (this one's is)."""
-        self._syncs += 1  # (before the old one's next slice, which may come before this one's first)
-        self._syncing = asyncio.get_running_loop().create_task(self._sync_in_slices(self.config))
-
-    async def _sync_in_slices(self, config: Config) -> None:
-        steps = self._sync_steps(config)
-        try:
-            while True:
-                running = self._aps.state == STATE_RUNNING  # (prepare's paused scheduler stays paused)
-                if running:
-                    self._aps.pause()  # no wake-up per job added; one on resume, at the slice's end
-                try:
-                    if next(steps, False) is False:  # (a slice yields None; the last one ends the steps)
-                        return
-                finally:
-                    if running:
-                        self._aps.resume()
-                await asyncio.sleep(0)
-        except Exception:
-            log.exception("scheduler: making the jobs match the share of checks failed")
-
-    def _sync_steps(self, config: Config) -> Iterator[None]:
-        """Make the jobs match ``config`` (and this replica's share), pausing (a yield) every CHECKS_A_TURN checks
-        looked up and every JOBS_A_TURN jobs removed, timed or added. Paused, it stops there if another sync
-        began meanwhile: that one makes the jobs match."""
-        self._syncs += 1
-        this_sync = self._syncs
-        placement = self.placement
-        configured: dict[str, tuple[str, CheckConfigBase]] = {}
-        wanted = configured if placement is None else {}
-        for looked_up, (integration, check) in enumerate(config.iter_checks(), 1):
-            if check.enabled:
-                jid = job_id(integration, check.name)
-                configured[jid] = (integration, check)
-                if placement is not None and placement.probes(jid):
-                    wanted[jid] = (integration, check)
-            if looked_up % CHECKS_A_TURN == 0:
-                yield
-                if self._syncs != this_sync:
-                    return
-        for removed, jid in enumerate([j for j in self._jobs if j not in wanted], 1):
-            job = self._jobs.pop(jid)
-            if self._aps.get_job(jid) is not None:
-                self._aps.remove_job(jid)
-            # A check that moved to another replica still exists: only a removed one loses its series.
-            if self.on_removed is not None and jid not in configured:
-                self.on_removed(job.integration, job.check.name)
-            if removed % JOBS_A_TURN == 0:
-                yield
-                if self._syncs != this_sync:
-                    return
+    def _forget_backoffs(self, config: Config) -> None:
+        """Drop the back-offs of integrations no longer in ``config``."""
         for integration in [i for i in self._backoff if i not in config.integrations]:
             del self._backoff[integration]
-            if placement is None:
+            if self.placement is None:
                 remove_series(self.metrics.probe_backoff, integration)
-
-        new = [jid for jid in wanted if jid not in self._jobs]
-        now = time.time()
-        firsts: dict[str, float] = {}
-        for _ in self._first_runs(new, wanted, now, firsts):
-            yield
-            if self._syncs != this_sync:
-                return
-        contexts: dict[str, ProbeContext] = {}  # one per integration: it is all a context says (144 B a check)
-        for added, jid in enumerate(new, 1):
-            integration, check = wanted[jid]
-            ctx = contexts.get(integration)
-            if ctx is None:
-                ctx = contexts[integration] = ProbeContext(
-                    integration=integration, redactor=self.redactor, session=self.session, tokens=self.tokens,
-                    deadlines=self.deadlines,
-                )
-            job = _Job(integration=integration, check=check, ctx=ctx, timing=self._timing(integration, check))
-            self._jobs[jid] = job
-            first = firsts[jid]
-            self._aps.add_job(
-                Scheduler._run, trigger=self._trigger(job.timing, first, jid), args=(self, jid), id=jid, name=jid,
-                next_run_time=datetime.fromtimestamp(first, UTC), max_instances=1, coalesce=True,
-                misfire_grace_time=max(1, round(job.timing[0])),
-            )
-            self.settled_at = max(self.settled_at, first + check.timeout + DEADLINE_OVERRUN)
-            if added % JOBS_A_TURN == 0:
-                yield
-                if self._syncs != this_sync:
-                    return
-
-        for jid, (integration, check) in wanted.items():
-            job = self._jobs[jid]
-            if job.check is check:
-                continue
-            job.check = check  # headers, expectations… apply from the next run
-            if self._timing(integration, check) != job.timing:
-                self._retime(jid, job)
-
-    def _first_runs(
-        self, new: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float, out: dict[str, float]
-    ) -> Iterator[None]:
-        """When each new job first runs (into ``out``). Alone: soon, spread (see the module docstring). In a
-        cluster: on the check's timetable; a check nobody ran yet (a first start, a check just added) soon,
-        spread the same way; a check whose due run its previous prober may have missed (it crashed) soon, the
-        catch-ups spread at FIRST_RUN_RATE a second, each within its interval (a takeover picks a check up
-        within TTL + interval of the crash). 1 ms apart, 10,000 catch-ups were a burst of probes, results and
-        alert work on a loop whose heartbeats then waited: on a loaded machine the fleet lost leases in turn
-        and never settled. A pause (a yield) every JOBS_A_TURN checks taken over, whose timetables are worked
-        out: 8,000 of them held the loop for ~0.1 s."""
-        if self.placement is None:
-            out.update(self._spread(new, wanted, now))
-            return
-        fresh, catch_up = [], []
-        taken = 0
-        for jid in new:
-            since = self.placement.ran_until(jid)
-            if since == float("-inf"):
-                fresh.append(jid)  # spread below: no timetable needed (at a first start, every check)
-                continue
-            taken += 1
-            if taken % JOBS_A_TURN == 0:
-                yield
-            integration, check = wanted[jid]
-            grid = GridTrigger(jid, *self._timing(integration, check))
-            if grid.previous(now) >= since:
-                catch_up.append(jid)
-            else:
-                out[jid] = grid.next_after(now)
-        out.update(self._spread(fresh, wanted, now))
-        out.update(self._spread(catch_up, wanted, now, shortest=0.0))
-        if catch_up:
-            log.info("cluster: %d check(s) taken over with a run due since their previous prober last ran them: "
-                     "run within %.1fs", len(catch_up), max(out[jid] for jid in catch_up) - now)
-
-    @staticmethod
-    def _spread(jobs: list[str], wanted: dict[str, tuple[str, CheckConfigBase]], now: float,
-                shortest: float = FIRST_RUN_WINDOW_MIN) -> dict[str, float]:
-        window = max(shortest, len(jobs) / FIRST_RUN_RATE)
-        return {
-            jid: now + min(wanted[jid][1].interval, window) * (n + random.random()) / len(jobs)
-            for n, jid in enumerate(jobs)
-        }
 
     def use_placement(self, placement: Placement) -> None:
         """Join a cluster (before ``start``): only this replica's share, on the shared timetables."""
@@ -472,7 +325,7 @@ class Scheduler:
             timezone=UTC,
         )
 
-    def _retime(self, jid: str, job: _Job) -> None:
+    def _retime(self, jid: str, job: Job) -> None:
         """New interval: the next run comes one new interval after the last start (or now if past)."""
         job.timing = self._timing(job.integration, job.check)
         now = time.time()
@@ -482,7 +335,7 @@ class Scheduler:
         elif job.last_started is not None:
             start = max(now, job.last_started + job.timing[0])
         else:
-            start = now + random.uniform(0, min(job.timing[0], FIRST_RUN_WINDOW_MIN))
+            start = first_runs.soon(job.timing[0], now)
         if self._aps.get_job(jid) is None:
             return
         if not isinstance(trigger, GridTrigger):
@@ -557,7 +410,7 @@ class Scheduler:
             if task is not None:
                 self._in_flight.discard(task)
 
-    async def _probe(self, job: _Job, loop: asyncio.AbstractEventLoop) -> CheckResult:
+    async def _probe(self, job: Job, loop: asyncio.AbstractEventLoop) -> CheckResult:
         check = job.check
         started = time.time()
         try:
@@ -580,7 +433,7 @@ class Scheduler:
             # library it runs on). Recording nothing would hide it, and probe_down could never fire.
             return self._internal_failure(job, exc, started)
 
-    def _internal_failure(self, job: _Job, exc: Exception, started: float) -> CheckResult:
+    def _internal_failure(self, job: Job, exc: Exception, started: float) -> CheckResult:
         """A failed run of class ``internal`` for a probe that raised; its traceback is logged once per check
         and kind of exception (the run repeats every interval; the count is in the probe error metrics)."""
         what = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -608,23 +461,3 @@ def _quiet_per_run_loggers() -> None:
     if not log.isEnabledFor(logging.DEBUG):
         for name in _PER_RUN_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def internal_failure(
-    integration: str, check: CheckConfigBase, exc: Exception, started: float, redactor: Redactor
-) -> CheckResult:
-    """The failed run of a probe that raised instead of returning a result: class ``internal``, the
-    exception named in the (redacted) detail."""
-    elapsed = time.time() - started
-    message = redactor.text(str(exc)).replace("\n", " ")[:200]
-    return CheckResult(
-        integration=integration, check=check.name, kind=kind_of(check), ok=False, error_class=ErrorClass.INTERNAL,
-        detail=f"internal: the probe raised {type(exc).__name__}" + (f": {message}" if message else ""),
-        started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.INTERNAL,),
-    )
-
-
-def kind_of(check: CheckConfigBase) -> str:
-    """The ``kind`` tag of a check config (declared by each kind's subclass, not by the base)."""
-    return str(getattr(check, "kind", "unknown"))
-

@@ -35,7 +35,7 @@ from alerts.notifiers import PLUGINS
 from checks.http import HttpCheckConfig
 from integration_kit.results import CheckResult
 from monitor import app as app_module
-from monitor import scheduler as scheduler_module
+from monitor import job_sync
 from monitor.app import App, secrets_of
 from monitor.component import Services
 from monitor.logs import setup_logging
@@ -503,7 +503,7 @@ async def test_a_start_adds_the_jobs_while_the_loop_keeps_turning(monkeypatch: p
     """Adding a job per check takes seconds at 50,000 checks: in one go, it held the event loop all that
     time, and a replica's heartbeats with it (its lease ran out while it started: bench/README.md). The
     start adds them JOBS_A_TURN at a time, the loop turning in between; every check then runs."""
-    monkeypatch.setattr(scheduler_module, "JOBS_A_TURN", 5)
+    monkeypatch.setattr(job_sync, "JOBS_A_TURN", 5)
     checks = "\n".join(f"      - {{name: c{n}, kind: http, url: 'http://127.0.0.1:9/', interval: 1h, timeout: 1s}}"
                        for n in range(30))
     app = App(parse_config(f"integrations:\n  shop:\n    checks:\n{checks}\n", env={}), components=[])

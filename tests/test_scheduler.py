@@ -18,6 +18,7 @@ from waiting import until
 from checks.base import CheckConfigBase, ProbeContext
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
+from monitor import job_sync
 from monitor import scheduler as scheduler_module
 from monitor.metrics import Metrics
 from monitor.scheduler import Scheduler
@@ -322,7 +323,7 @@ async def test_a_reload_while_the_jobs_are_added_leaves_one_job_per_check_of_the
     """``prepare`` adds the jobs a few at a time, the loop turning in between (a start of 50,000 checks);
     a sync of the jobs meanwhile (a reload, a change of this replica's share) makes them match on its own,
     and the adding stops there: no job twice, none for a check the new config removed."""
-    monkeypatch.setattr(scheduler_module, "JOBS_A_TURN", 5)
+    monkeypatch.setattr(job_sync, "JOBS_A_TURN", 5)
     runner = Runner()
     sched, _, _ = make(config({"a": [(f"c{i}", "1h") for i in range(30)]}), runner)
     first_turn = asyncio.Event()

@@ -20,9 +20,10 @@ import pytest
 from test_scheduler import Runner, config, make
 from waiting import until
 
-from monitor import scheduler as scheduler_module
+from monitor import job_sync
 from monitor.cluster.grid import GridTrigger
-from monitor.scheduler import FIRST_RUN_RATE, Scheduler
+from monitor.first_runs import FIRST_RUN_RATE
+from monitor.scheduler import Scheduler
 
 SLICE = 5  # JOBS_A_TURN in these tests
 
@@ -101,7 +102,7 @@ async def test_a_takeover_drops_and_adds_its_jobs_a_slice_at_a_time(monkeypatch:
     """A takeover of 16,000+ checks added its jobs in one go from the cluster's listener: the loop held for
     seconds, the replica's heartbeats waited, its lease ran out and the fleet churned (bench/README.md).
     Each turn of the loop now drops or adds at most JOBS_A_TURN jobs."""
-    monkeypatch.setattr(scheduler_module, "JOBS_A_TURN", SLICE)
+    monkeypatch.setattr(job_sync, "JOBS_A_TURN", SLICE)
     share = Share(ids("c", 20))
     runner = Runner()
     sched = clustered(share, {"a": [(f"c{i}", "1h") for i in range(60)]}, runner)
@@ -125,7 +126,7 @@ async def test_a_change_of_share_between_two_slices_wins(monkeypatch: pytest.Mon
     """A second change arrives while the first one's jobs are still being added: from then on only jobs of
     the second share are added (the first sync stops at the end of its slice), and the jobs end up being
     exactly the second share's."""
-    monkeypatch.setattr(scheduler_module, "JOBS_A_TURN", SLICE)
+    monkeypatch.setattr(job_sync, "JOBS_A_TURN", SLICE)
     share = Share(set())
     sched = clustered(share, {"a": [(f"c{i}", "1h") for i in range(60)]}, Runner())
     sched.start()
