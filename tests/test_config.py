@@ -84,6 +84,47 @@ def test_default_expansion_and_literal_dollar() -> None:
     assert config.integrations["a"].checks[0].url.endswith("price=$5")  # type: ignore[attr-defined]
 
 
+def test_default_stands_in_for_an_empty_variable_and_may_nest() -> None:
+    """``${VAR:-default}`` as the shell and docker compose read it: the default also stands in for a
+    variable set to "" (what an optional Kubernetes secret gives), and a default may be ``${OTHER:-…}``."""
+    config = parse_config(
+        """
+        monitor: {listen: "${IM_TEST_LISTEN:-127.0.0.1:9999}", redis_url: "${IM_TEST_REDIS}"}
+        integrations:
+          a:
+            checks:
+              - {name: c, kind: http, url: "${IM_TEST_A:-${IM_TEST_B:-http://127.0.0.1/b}}?q={x}"}
+              - {name: d, kind: http, url: "${IM_TEST_A:-${IM_TEST_C:-http://127.0.0.1/b}}"}
+        """,
+        env={"IM_TEST_LISTEN": "", "IM_TEST_REDIS": "", "IM_TEST_A": "", "IM_TEST_C": "http://127.0.0.1/c"},
+    )
+    assert config.monitor.listen == "127.0.0.1:9999"
+    assert config.monitor.redis_url is None  # ${VAR} set to "" stays "" (here: no Redis), as in the shell
+    checks = config.integrations["a"].checks
+    assert [c.url for c in checks] == ["http://127.0.0.1/b?q={x}", "http://127.0.0.1/c"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("written", "problem"), [
+    (  # a nested default that ends unset names the variable that is missing
+        'integrations:\n  a:\n    checks: [{name: c, kind: http, url: "${IM_TEST_A:-${IM_TEST_B}}"}]\n',
+        "integrations.a.checks[0].url: environment variable IM_TEST_B is not set (use ${IM_TEST_B:-default})",
+    ),
+    (  # a bad value that came from a default is shown as written, once
+        'monitor: {listen: "${IM_TEST_A:-nothere}"}\n',
+        "monitor.listen: expected HOST:PORT such as 0.0.0.0:9478, got '${IM_TEST_A:-nothere}'",
+    ),
+])
+def test_a_problem_with_a_default_shows_the_template(
+    written: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(written)
+    monkeypatch.delenv("IM_TEST_A", raising=False)
+    monkeypatch.delenv("IM_TEST_B", raising=False)
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [f"  {problem}"]
+
+
 def test_missing_notes_file_is_a_problem_alongside_others(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("integrations:\n  a:\n    notes: missing.md\n    checks: [{name: c, kind: http, url: nope}]\n")

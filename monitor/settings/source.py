@@ -9,7 +9,8 @@ say where and what, never an exception, and in bounded time.
   column but never quote the file (a line may hold a secret).
 * The tree: every mapping key is text and every number finite; entries with other keys are dropped
   (and reported) so that validation sees only what it can name.
-* ``${VAR}`` / ``${VAR:-default}`` are expanded in every string (``$$`` is a literal ``$``), and what came
+* ``${VAR}`` / ``${VAR:-default}`` are expanded in every string as the shell does (the default when VAR
+  is unset or empty, nested defaults too; ``$$`` is a literal ``$``), and what came
   from the environment is remembered: a problem message never shows an expanded value, it shows the
   template (``got 'ftp://u:${PW}@x/'``) or the variable's name, and masks URL user info and
   credential-named parameters the file wrote literally.
@@ -22,6 +23,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import yaml
@@ -34,7 +36,7 @@ MAX_DEPTH = 64
 MAX_ALIAS_VALUES = 100_000
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+_VAR_START = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(\}|:-)")  # ${NAME} or ${NAME:-default}
 # Variables pydantic-settings reads to override keys (IM_MONITOR__LISTEN=…): their values are hidden too.
 OVERRIDE_PREFIX = "IM_"
 _WIDE_BOMS = (
@@ -308,11 +310,19 @@ class Expansion:
         for path, message in problems:
             if path in self.templates and self.templates[path][1]:  # "" (an unset variable) is in every text
                 written, expanded = self.templates[path]
-                message = message.replace(repr(expanded), repr(written)).replace(expanded, written)
+                # One pass: the written form may contain the expanded one (``${X:-x}`` → ``x``), and a
+                # second replace would expand it again (``${X:-${X:-x}}``).
+                forms = {repr(expanded): repr(written), expanded: written}
+                either = "|".join(re.escape(form) for form in forms)  # the quoted form first: it is longer
+                message = re.sub(either, partial(_written_form, forms), message)
             if pattern is not None:
                 message = pattern.sub(lambda m: names[shown[(m.lastindex or 1) - 1]], message)
             out.append((path, _mask_literal_credentials(message)))
         return out
+
+
+def _written_form(forms: Mapping[str, str], match: re.Match[str]) -> str:
+    return forms[match.group(0)]
 
 
 def _mask_literal_credentials(message: str) -> str:
@@ -331,23 +341,7 @@ def _mask_literal_credentials(message: str) -> str:
 def expand_env(data: Any, env: Mapping[str, str], expansion: Expansion, path: str = "") -> Any:
     """Expand ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
     if isinstance(data, str):
-        used = False
-
-        def sub(match: re.Match[str]) -> str:
-            nonlocal used
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            used = True
-            if name in env:
-                expansion.variables.setdefault(env[name], f"${{{name}}}")
-                return env[name]
-            if default is not None:
-                return default
-            expansion.problems.append((path, f"environment variable {name} is not set (use ${{{name}:-default}})"))
-            return ""
-
-        expanded = _VAR.sub(sub, data)
+        expanded, used = _expand(data, env, expansion, path)
         if used:
             expansion.templates[path] = (data, expanded)
         return expanded
@@ -356,3 +350,56 @@ def expand_env(data: Any, env: Mapping[str, str], expansion: Expansion, path: st
     if isinstance(data, list):
         return [expand_env(v, env, expansion, join_path(path, i)) for i, v in enumerate(data)]
     return data
+
+
+def _expand(text: str, env: Mapping[str, str], expansion: Expansion, path: str) -> tuple[str, bool]:
+    """(``text`` expanded, whether it named a variable). As the shell reads them: the default of
+    ``${VAR:-default}`` stands in for a variable that is unset or empty, and may itself hold ``${…}``;
+    a ``$`` that starts neither form (or an unclosed ``${``) is literal."""
+    out: list[str] = []
+    used = False
+    at = 0
+    while (dollar := text.find("$", at)) >= 0:
+        out.append(text[at:dollar])
+        if text.startswith("$$", dollar):
+            out.append("$")
+            at = dollar + 2
+            continue
+        start = _VAR_START.match(text, dollar)
+        if start is None or (start.group(2) == ":-" and _closing_brace(text, start.end()) < 0):
+            out.append("$")
+            at = dollar + 1
+            continue
+        name, default = start.group(1), None
+        at = start.end()
+        if start.group(2) == ":-":
+            end = _closing_brace(text, at)
+            default, at = text[at:end], end + 1
+        used = True
+        value = env.get(name)
+        if value is not None and (value or default is None):
+            expansion.variables.setdefault(value, f"${{{name}}}")
+            out.append(value)
+        elif default is not None:
+            out.append(_expand(default, env, expansion, path)[0])
+        else:
+            expansion.problems.append((path, f"environment variable {name} is not set (use ${{{name}:-default}})"))
+    out.append(text[at:])
+    return "".join(out), used
+
+
+def _closing_brace(text: str, at: int) -> int:
+    """Index of the ``}`` that closes a ``${`` opened before ``at`` (nested ``${…}`` skipped), or -1."""
+    depth = 1
+    while at < len(text):
+        if text.startswith(("$$", "${"), at):
+            depth += text[at + 1] == "{"
+            at += 2
+        elif text[at] == "}":
+            depth -= 1
+            if depth == 0:
+                return at
+            at += 1
+        else:
+            at += 1
+    return -1
