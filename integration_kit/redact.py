@@ -68,8 +68,11 @@ _TOKEN_SCHEMES = frozenset({"bearer", "basic", "token", "bot"})
 
 # ``scheme://userinfo@`` anywhere in a text (user info ends at the first character it cannot hold).
 _USERINFO = re.compile(r"://[^\s/?#@\"'<>\\]+@")
-# ``?name=value`` / ``&name=value``: the value up to the next separator.
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s\"'<>#?]{1,100})=([^&;\s\"'<>#]*)")
+# ``?name=value`` / ``&name=value``: the value up to the next separator. Inside an escaped string (JSON,
+# repr: a vendor's error body that echoes the URL, in /api/status' serialised document) an escaped quote
+# (any run of backslashes before a quote) ends it too: masking a backslash of it with the value would
+# break the document. Other escapes (of an "é", a newline) are part of the value.
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s\"'<>#?\\]{1,100})=((?:[^&;\s\"'<>#\\]|\\++(?![\\\"']))*)")
 
 
 def _expand(secrets: Iterable[str]) -> set[str]:

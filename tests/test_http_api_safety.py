@@ -13,12 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from daemon_support import daemon_config, get, route_target, runs
+from daemon_support import CANARY_QUERY, daemon_config, get, route_target, runs
 from needs import free_port
-from targets import Target
+from targets import Reply, Target
 from waiting import until
 
-from integration_kit.redact import Redactor
+from integration_kit.redact import MASK, Redactor
 from monitor.app import App
 from monitor.logs import setup_logging
 from monitor.server import HttpServer
@@ -198,3 +198,27 @@ async def test_status_details_switch_hides_excerpts_request_details_and_key_name
     assert failure["response_excerpt"] is None
     assert failure["request"]["headers"] is None and failure["request"]["body_excerpt"] is None
     assert failure["request"]["method"] == "GET" and "/broken" in failure["request"]["url"]
+
+
+async def test_status_stays_json_when_an_error_body_repeats_a_credential_url(target: Target) -> None:
+    """A vendor's JSON error body that repeats the request URL (``api_key=…`` inside a JSON string): the
+    document is masked as a whole after it is serialised, and must still parse."""
+    target.route("/echo", Reply(status=500, echo=True))
+    config = f"""
+monitor: {{listen: "127.0.0.1:0", jitter: 0, shutdown_grace: 2s}}
+integrations:
+  shop:
+    checks:
+      - {{name: echo, kind: http, url: "{target.url('/echo')}?api_key={CANARY_QUERY}", interval: 200ms, timeout: 2s}}
+"""
+    app = App(parse_config(config, env={}), components=[])
+    await app.start()
+    try:
+        await until(lambda: runs(app, "shop", "echo"), "a run of shop/echo")
+        text = (await get(f"{app.server.url}/api/status"))[2]
+        one = (await get(f"{app.server.url}/api/status/shop/echo"))[2]
+    finally:
+        await app.close()
+    assert CANARY_QUERY not in text + one
+    for shown in (json.loads(text)["integrations"]["shop"]["checks"]["echo"], json.loads(one)):
+        assert f'"query_string": "api_key={MASK}"' in shown["last_failure"]["response_excerpt"]

@@ -141,6 +141,25 @@ def test_text_masks_user_info_and_credential_parameters_of_any_url_it_holds() ->
     assert "page=2" in text  # a parameter whose name carries no credential stays readable in free text
 
 
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Z", "C"),
+                                            exclude_characters="&;#\"'<>\\"), min_size=1, max_size=20),
+       levels=st.integers(min_value=1, max_value=3))
+@example(value="abc", levels=2)  # an error body that echoes the URL, inside /api/status' JSON
+@example(value="cl\u00e9/+=", levels=1)
+def test_masking_a_parameter_in_json_text_keeps_the_json_valid(value: str, levels: int) -> None:
+    """A credential parameter inside a JSON string is masked without eating the backslash of the escape
+    after it (``api_key=[REDACTED]\\"``): /api/status is serialised, then redacted as a whole."""
+    document: object = {"url": f"https://api.example.com/v1?api_key={value}", "page": 2}
+    for _ in range(levels):
+        document = {"excerpt": json.dumps(document)}
+    shown = Redactor().text(json.dumps(document))
+    inner = json.loads(shown)
+    for _ in range(levels):
+        inner = json.loads(inner["excerpt"])
+    assert inner == {"url": f"https://api.example.com/v1?api_key={MASK}", "page": 2}
+
+
 def test_unparseable_url_still_masks_its_query() -> None:
     shown = Redactor().url("http://[::1/x?cursor=abcd1234")
     assert "abcd1234" not in shown
