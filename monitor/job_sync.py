@@ -91,10 +91,13 @@ class JobSync:
         """Start making the jobs match the config and share, a slice at a time. A sync still under way stops
         at the end of its slice: the share it was adding for is no longer the last (this one's is)."""
         self._syncs += 1  # (before the old one's next slice, which may come before this one's first)
-        self._syncing = asyncio.get_running_loop().create_task(self._sync_in_slices(self.config))
+        self._syncing = asyncio.get_running_loop().create_task(self._sync_in_slices())
 
-    async def _sync_in_slices(self, config: Config) -> None:
-        steps = self._sync_steps(config)
+    async def _sync_in_slices(self) -> None:
+        # The config as the task begins, not as it was asked for: a reload asks (the cluster's listener) before it
+        # applies the new config at once (``apply``); begun with the old one, the task, the last sync, dropped a
+        # check the reload had just turned on (never to run again), or added back one it had turned off.
+        steps = self._sync_steps(self.config)
         try:
             while True:
                 running = self._aps.state == STATE_RUNNING  # (prepare's paused scheduler stays paused)

@@ -88,3 +88,29 @@ async def test_a_firing_alert_of_an_integration_a_reload_removes_resolves(
         assert stored[key].status is AlertStatus.RESOLVED
     finally:
         await app.close()
+
+
+async def test_a_check_reloads_turn_off_then_on_again_runs_again(
+    target: Target, tmp_path: Path, prefix: str, shared_redis: redis.asyncio.Redis
+) -> None:
+    """The cluster hears of a reload first and asks the scheduler to follow the share (a task); the scheduler then
+    applies the new config at once. The task, begun with the config as it was when asked, was the last sync and
+    dropped the check the reload had just turned on again: it never ran again."""
+    route_target(target)
+    on = daemon_config(target)
+    off = on.replace("      - name: broken\n", "      - name: broken\n        enabled: false\n", 1)
+    path = write(tmp_path / "monitor.yaml", on_shared_redis(on, prefix))
+    app = App(load_config(path), config_path=path, components=[])
+    await app.start()
+    try:
+        await until(lambda: runs(app, "shop", "broken"), "shop/broken run", holds=lambda n: n >= 1)
+        write(path, on_shared_redis(off, prefix))
+        assert await app.reload() is True
+        assert app.status_store.get("shop", "broken") is None  # turned off: gone
+        write(path, on_shared_redis(on, prefix))
+        assert await app.reload() is True
+        await until(lambda: runs(app, "shop", "broken"), "shop/broken running again after it was turned on",
+                    holds=lambda n: n >= 2)
+        assert app.scheduler.check_status("shop", "broken") is not None
+    finally:
+        await app.close()

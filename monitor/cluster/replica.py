@@ -101,6 +101,9 @@ class Cluster:
         self._poke = asyncio.Event()
         self._owner_saw: dict[str, bool] = {}  # check id → the last result its owner got from here was ok
         self._held: frozenset[str] = frozenset()  # integrations whose results stay here (hold_results)
+        # The placement of an announced view, worked out in slices before its instant (``_anticipate``).
+        self._ahead: tuple[Config, str, Assignment] | None = None
+        self._ahead_task: asyncio.Task[None] | None = None
 
     # ---- Placement --------------------------------------------------------------------------------
 
@@ -239,6 +242,8 @@ class Cluster:
     async def close(self) -> None:
         task, self._task = self._task, None
         await stop(task)
+        ahead, self._ahead_task = self._ahead_task, None
+        await stop(ahead)
         if self._joined:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(2.0):
@@ -320,6 +325,7 @@ class Cluster:
         self._joined = True
         self._absorb(beat)
         self._apply(self._clock())
+        self._anticipate(self._clock())
 
     def _absorb(self, beat: Beat) -> None:
         self._records = beat.members
@@ -400,6 +406,47 @@ class Cluster:
             return replace(member, active_at=seen)
         return member
 
+    def _anticipate(self, now: float) -> None:
+        """A join or a graceful leave is announced (a heartbeat and a half ahead), or a member missed heartbeats
+        (crashed? its lease runs out within the TTL): work the placement of the view that makes out now, a slice
+        at a time, so that at its instant ``_apply`` only switches to it. Worked out at the instant, 50,000
+        checks held the loop ~0.1 s (heartbeats, /healthz and probes waiting). A guess that does not come true
+        (the view then is another: the member beat again) is not used."""
+        lapsing = now + self.cfg.ttl - 2 * self.cfg.heartbeat  # a lease renewed since expires later than this
+        upcoming = [t for m in self._records for t in (m.active_at, m.leaving_at) if t is not None and t > now]
+        upcoming += [m.expires_at for m in self._records if now < m.expires_at < lapsing and m.id != self.me]
+        if not upcoming or self.degraded:
+            return
+        members = tuple(sorted(active_ids(self._records, min(upcoming) + WAKE_MARGIN, self.fleet)))
+        if members == self._assignment.members or not members:
+            return
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is self.config and ahead[1] == self.me and ahead[2].members == members:
+            return
+        if self._ahead_task is not None and not self._ahead_task.done():
+            self._ahead_task.cancel()
+        self._ahead = None
+        self._ahead_task = asyncio.get_running_loop().create_task(
+            self._work_out(self.config, members, self.me), name="cluster-placement-ahead")
+
+    async def _work_out(self, config: Config, members: tuple[str, ...], me: str) -> None:
+        steps = Assignment.in_slices(config, members, me)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                self._ahead = (config, me, done.value)
+                return
+            await asyncio.sleep(0)
+
+    def _placement(self, members: tuple[str, ...]) -> Assignment:
+        """The placement of ``members``: the one worked out ahead if it is that view's (same config, same id)."""
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is self.config and ahead[1] == self.me and ahead[2].members == members:
+            self._ahead = None
+            return ahead[2]
+        return Assignment.compute(self.config, members, self.me)
+
     def _apply(
         self, now: float, *, members: tuple[str, ...] | None = None, force: bool = False, confirmed: bool = True
     ) -> None:
@@ -415,7 +462,7 @@ class Cluster:
         switch = max(announced, default=now)
         self._applied_at = now
         self._my_ids.add(self.me)
-        new = Assignment.compute(self.config, members, self.me)
+        new = self._placement(members)
         gained = new.share - old.share
         since = {}
         for cid in gained:
