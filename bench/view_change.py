@@ -266,20 +266,20 @@ def main() -> None:
     for name, rounds in results.items():
         for i, row in enumerate(rounds[0]):
             for part in row["spent_ms"]:
-                values = [r[i]["spent_ms"].get(part, 0.0) for r in rounds]
-                print(f"| {name} | {row['change']} | {row['share']} | {part} | {statistics.median(values):.1f} "
-                      f"({min(values):.1f}–{max(values):.1f}) |")
-    print("\n| tree | change | jobs match after | latest 2 ms timer wake-up | longest turns: wall / CPU ms, what |")
+                print(f"| {name} | {row['change']} | {row['share']} | {part} | "
+                      f"{spread([r[i]['spent_ms'].get(part, 0.0) for r in rounds], '.1f')} |")
+    print("\n| tree | change | jobs match after, s | latest 2 ms timer wake-up, ms | longest turns, wall / CPU ms |")
     print("|---|---|---|---|---|")
     for name, rounds in results.items():
         for i, row in enumerate(rounds[0]):
-            matched = [r[i]["matched_s"] for r in rounds]
-            wake = [r[i]["latest_wakeup_ms"] for r in rounds]
             worst = max(rounds, key=lambda r, i=i: r[i]["latest_wakeup_ms"])[i]["longest_turns"][:3]
-            print(f"| {name} | {row['change']} | {statistics.median(matched):.2f} s | {statistics.median(wake):.0f} "
-                  f"({min(wake):.0f}–{max(wake):.0f}) ms | "
+            print(f"| {name} | {row['change']} | {spread([r[i]['matched_s'] for r in rounds], '.2f')} | "
+                  f"{spread([r[i]['latest_wakeup_ms'] for r in rounds], '.0f')} | "
                   + "; ".join(f"{w:.0f} / {c:.0f} {d}" for w, c, d in worst) + " |")
 
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
 
 if __name__ == "__main__":
     main()
