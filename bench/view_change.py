@@ -261,22 +261,20 @@ def main() -> None:
                 print(name, json.dumps(row), flush=True)
     print(f"\n{args.checks:,} checks, r1 alone, then r2 joins, r3 joins, r2 crashes; median (min–max) of "
           f"{args.rounds}\n")
-    print("| tree | change | share | part of the change applied at once | CPU ms |")
-    print("|---|---|---|---|---|")
+    parts, turns = [], []
     for name, rounds in results.items():
         for i, row in enumerate(rounds[0]):
-            for part in row["spent_ms"]:
-                print(f"| {name} | {row['change']} | {row['share']} | {part} | "
-                      f"{spread([r[i]['spent_ms'].get(part, 0.0) for r in rounds], '.1f')} |")
-    print("\n| tree | change | jobs match after, s | latest 2 ms timer wake-up, ms | longest turns, wall / CPU ms |")
-    print("|---|---|---|---|---|")
-    for name, rounds in results.items():
-        for i, row in enumerate(rounds[0]):
+            parts += [f"| {name} | {row['change']} | {row['share']} | {part} | "
+                      f"{spread([r[i]['spent_ms'].get(part, 0.0) for r in rounds], '.1f')} |"
+                      for part in row["spent_ms"]]
             worst = max(rounds, key=lambda r, i=i: r[i]["latest_wakeup_ms"])[i]["longest_turns"][:3]
-            print(f"| {name} | {row['change']} | {spread([r[i]['matched_s'] for r in rounds], '.2f')} | "
-                  f"{spread([r[i]['latest_wakeup_ms'] for r in rounds], '.0f')} | "
-                  + "; ".join(f"{w:.0f} / {c:.0f} {d}" for w, c, d in worst) + " |")
-
+            turns.append(f"| {name} | {row['change']} | {spread([r[i]['matched_s'] for r in rounds], '.2f')} | "
+                         f"{spread([r[i]['latest_wakeup_ms'] for r in rounds], '.0f')} | "
+                         + "; ".join(f"{w:.0f} / {c:.0f} {d}" for w, c, d in worst) + " |")
+    print("| tree | change | share | part of the change applied at once | CPU ms |\n|---|---|---|---|---|")
+    print("\n".join(parts))
+    print("\n| tree | change | jobs match after, s | latest 2 ms timer wake-up, ms | longest turns, wall / CPU ms |")
+    print("|---|---|---|---|---|\n" + "\n".join(turns))
 
 def spread(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
