@@ -30,8 +30,10 @@ class CheckView(Protocol):
     @property
     def interval(self) -> float: ...
 
-    def targets(self) -> tuple[str, ...]:
-        """The URLs its requests go to (a reload that changes them, or the check's kind, retargets it)."""
+    @property
+    def target_fingerprint(self) -> str:
+        """Where its requests go (its kind and URLs), digested: a reload that changes it retargets the check
+        (checks/base.py ``retargets``)."""
         ...
 
 
@@ -109,14 +111,11 @@ def retargeted(before: ConfigView, after: ConfigView) -> list[tuple[str, str]]:
         was = {c.name: c for c in old.checks} if old is not None else {}
         for check in icfg.checks:
             prior = was.get(check.name)
-            if prior is not None and retargets(prior, check):
+            # checks/base.py ``retargets``, which alerts/ cannot import (alerts and checks are independent
+            # layers): the fingerprint says where a check points, both compare it.
+            if prior is not None and prior is not check and prior.target_fingerprint != check.target_fingerprint:
                 out.append((integration, check.name))
     return out
-
-
-def retargets(prior: CheckView, check: CheckView) -> bool:
-    """The check ``prior`` was is pointed at another endpoint as ``check``: another kind, other request URLs."""
-    return prior is not check and (type(prior) is not type(check) or prior.targets() != check.targets())
 
 
 class HistogramView(Protocol):

@@ -6,6 +6,8 @@ whose ``error_class`` is one of the bounded classes of ``integration_kit.errors`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,6 +83,15 @@ class CheckConfigBase(BaseModel):
         changes them, or the kind, points the check at another endpoint (alerts/stats.py ``retarget``)."""
         raise NotImplementedError(f"{type(self).__name__} does not say where its requests go")
 
+    @cached_property
+    def target_fingerprint(self) -> str:
+        """Where the check points, as a short digest of its kind and ``targets``: the same in every process and
+        version, so replicas compare it (a result travelling to its integration's owner carries the one of the
+        check that ran, monitor/cluster/result_codec.py). A digest, never the text: a URL may carry
+        credentials or a secret in its query."""
+        where = json.dumps([kind_of(self), list(self.targets())], separators=(",", ":"))
+        return hashlib.blake2b(where.encode(), digest_size=8, person=b"im-target").hexdigest()
+
 
 def kind_of(check: CheckConfigBase) -> str:
     """The ``kind`` tag of a check config (declared by each kind's subclass, not by the base)."""
@@ -100,3 +111,9 @@ def internal_failure(
         detail=f"internal: the probe raised {type(exc).__name__}" + (f": {message}" if message else ""),
         started_at=started, duration=elapsed, total_duration=elapsed, attempt_classes=(ErrorClass.INTERNAL,),
     )
+
+
+def retargets(prior: CheckConfigBase, check: CheckConfigBase) -> bool:
+    """The check ``prior`` was is pointed at another endpoint as ``check`` (another kind, other request URLs):
+    what its runs told of the old endpoint (a certificate's expiry, a status code) is not about the new one."""
+    return prior is not check and prior.target_fingerprint != check.target_fingerprint

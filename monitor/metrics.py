@@ -228,7 +228,8 @@ class Metrics:
             "Check results by path: sent to their integration's owner, received from another replica, kept "
             "here because Redis could not take them (fail open), lost (trimmed from this replica's stream before "
             "it read them), unreadable (skipped), duplicate (sent again after a flush that seemed to fail, "
-            "dropped) or recovered (read from a crashed owner's stream by the integration's new owner)", ("path",),
+            "dropped), recovered (read from a crashed owner's stream by the integration's new owner) or stale (of "
+            "an endpoint a reload pointed the check away from, dropped by the owner)", ("path",),
             registry=r,
         )
 

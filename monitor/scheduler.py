@@ -51,9 +51,8 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.base import STATE_RUNNING
 
-from alerts.inputs import retargets
 from checks import run_probe as default_run_probe
-from checks.base import CheckConfigBase, ProbeContext, internal_failure, kind_of
+from checks.base import CheckConfigBase, ProbeContext, internal_failure, kind_of, retargets
 from integration_kit.deadlines import Deadlines, DeadlineScope
 from integration_kit.errors import ErrorClass
 from integration_kit.results import CheckResult

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from needs import missing
 
+from checks.base import CheckConfigBase, retargets
 from integration_kit.errors import ErrorClass
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult, RequestSummary, StepResult
@@ -89,6 +91,31 @@ def test_fleet_fingerprint_follows_the_checks_and_never_sees_a_secret() -> None:
     assert one != fleet_fingerprint(parse_config(base.replace("/a'", "/b'"), env={}), redact)
     assert one != fleet_fingerprint(parse_config(base + "monitor: {jitter: 0.3}\n", env={}), redact)
     assert hashed and not any("sk_live_1" in text for text in hashed)
+
+
+def test_a_checks_target_fingerprint_follows_its_kind_and_urls_only_and_never_holds_them() -> None:
+    """What a result travelling between replicas says of where its check pointed (monitor/cluster/result_codec.py):
+    the same in every process for the same kind and URLs, another for another URL or kind, nothing else
+    counts, and a URL's credentials or query secret are digested, never written."""
+    base = ("integrations:\n  s:\n    checks:\n      - {name: a, kind: http, "
+            "url: 'https://u:pw_1@x.example/a?key=k_2', interval: 5s}\n")
+
+    def check(text: str) -> CheckConfigBase:
+        found: CheckConfigBase = parse_config(text, env={}).integrations["s"].checks[0]
+        return found
+
+    one = check(base).target_fingerprint
+    assert one == check(base.replace("5s", "9s")).target_fingerprint  # not where it points
+    assert not retargets(check(base), check(base.replace("5s", "9s")))
+    elsewhere = check(base.replace("/a?", "/b?"))
+    assert elsewhere.target_fingerprint != one and retargets(check(base), elsewhere)
+    graphql = check(base.replace("kind: http,", "kind: graphql, query: '{ a }',"))
+    assert graphql.target_fingerprint != one and retargets(check(base), graphql)
+    assert re.fullmatch(r"[0-9a-f]{16}", one)
+    encoded = encode_batch([(CheckResult(integration="s", check="a", kind="http", ok=True, error_class=None,
+                                         detail="", started_at=1.0, duration=0.1, total_duration=0.1), 0, one)],
+                           Redactor())
+    assert not any(secret in encoded for secret in ("pw_1", "k_2", "x.example"))
 
 
 # ---- timetables ----------------------------------------------------------------------------------
@@ -249,20 +276,21 @@ def test_result_codec_round_trips_and_masks_secrets() -> None:
                           status_code=503, duration=0.2, attempts=2),
                StepResult(name="delete", cleanup=True, ok=True, skipped=True)),
     )
-    text = encode_batch([(result, 1)], Redactor(["tok_SECRET"]))
+    text = encode_batch([(result, 1, "0123abcd0123abcd")], Redactor(["tok_SECRET"]))
     assert "tok_SECRET" not in text
-    [(back, hops)], unreadable = decode_batch(text)
-    assert hops == 1 and unreadable == 0
+    [(back, hops, target)], unreadable = decode_batch(text)
+    assert hops == 1 and target == "0123abcd0123abcd" and unreadable == 0
     assert back.detail == "http_5xx: 503, the body quoted [REDACTED]"
     assert back.response_excerpt == "echo [REDACTED]"
     assert back.steps[1].detail == "http_5xx: [REDACTED]"
     plain = CheckResult(integration="a", check="b", kind="http", ok=True, error_class=None, detail="",
                         started_at=1.0, duration=0.1, total_duration=0.1)
-    assert decode_batch(encode_batch([(plain, 0), (result, 0)], Redactor())) == ([(plain, 0), (result, 0)], 0)
+    assert decode_batch(encode_batch([(plain, 0, None), (result, 0, "f")], Redactor())) == (
+        [(plain, 0, None), (result, 0, "f")], 0)
     # A pair that is not a result is skipped and counted; the others keep their order.
-    good = encode_batch([(plain, 0)], Redactor())[1:-1]
+    good = encode_batch([(plain, 0, None)], Redactor())[1:-1]
     assert decode_batch(f'[{good}, [0, {{"i": "a"}}], "x", [0, {{"i": "a", "ph": []}}], {good}]') == (
-        [(plain, 0), (plain, 0)], 3)
+        [(plain, 0, None), (plain, 0, None)], 3)
     for not_a_batch in (b'{"i": "a"}', b"[", b""):
         with pytest.raises(ValueError):
             decode_batch(not_a_batch)

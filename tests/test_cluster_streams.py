@@ -27,9 +27,11 @@ INTEGRATIONS = [f"vendor{n}" for n in range(8)]
 NEVER = 3600.0  # a flush interval the tests never reach: they flush themselves
 
 
-def config_text(prefix: str, name: str) -> str:
-    integrations = ", ".join(f"{i}: {{checks: [{{name: c, kind: http, url: 'http://127.0.0.1:9/'}}]}}"
-                             for i in INTEGRATIONS)
+def config_text(prefix: str, name: str, moved: str = "") -> str:
+    """``moved``: an integration whose check ``c`` requests another URL (a reload that retargets it)."""
+    integrations = ", ".join(
+        f"{i}: {{checks: [{{name: c, kind: http, url: 'http://127.0.0.1:9/{'elsewhere' if i == moved else ''}'}}]}}"
+        for i in INTEGRATIONS)
     return (f"monitor: {{redis_url: 'redis://127.0.0.1:6379/0', cluster: {{replica_id: {name}, heartbeat: 100ms, "
             f"ttl: 1s, key_prefix: '{prefix}cluster:'}}}}\nintegrations: {{{integrations}}}\n")
 
@@ -151,7 +153,7 @@ async def test_an_unreadable_entry_or_result_is_skipped_and_counted_and_the_rest
     stream = b.streams.stream("b")
     await shared_redis.xadd(stream, {"x": "not an entry of ours"})
     await shared_redis.xadd(stream, {"s": "other", "q": "0", "n": "1", "b": "[not json"})
-    good = json.loads(encode_batch([(result(theirs, 5), 0)], Redactor()))[0]
+    good = json.loads(encode_batch([(result(theirs, 5), 0, None)], Redactor()))[0]
     await shared_redis.xadd(stream, {"s": "other", "q": "1", "n": "2", "b": json.dumps([["x", {}], good])})
     await send(a, theirs, range(6, 10))
     await until(lambda: len(b.recorded) == 10, "everything readable to arrive")
@@ -180,7 +182,8 @@ async def test_a_result_whose_integration_moved_on_while_it_travelled_is_passed_
     at_a, at_b = owned(a, "a")[0], owned(a, "b")[0]
     # An entry from a sender whose view was older (it thought b owned both): b keeps its own, passes
     # the other on to a, and keeps one that was passed on once already rather than send it round again.
-    batch = [(result(at_a, 0), 0), (result(at_b, 1), 0), (result(at_a, 2), 1), (result(at_a, 3), 0)]
+    batch = [(result(at_a, 0), 0, None), (result(at_b, 1), 0, None), (result(at_a, 2), 1, None),
+             (result(at_a, 3), 0, None)]
     await shared_redis.xadd(b.streams.stream("b"), {"s": "stale", "q": 0, "n": 4, "b": encode_batch(batch, Redactor())})
     # b counts what it passed on once Redis confirmed its flush, and a may read the entry before b has that
     # answer (Redis hands a its blocked read as it runs b's XADD): wait for both ends, not for a alone.
@@ -261,7 +264,7 @@ async def test_a_crashed_owners_unread_results_are_recorded_once_by_each_integra
     for integration in orphans:
         for sender, runs in (("p", range(10)), ("q", range(10, 20))):
             fields = {"s": sender, "q": numbers[sender], "n": 10,
-                      "b": encode_batch([(result(integration, n), 0) for n in runs], Redactor())}
+                      "b": encode_batch([(result(integration, n), 0, None) for n in runs], Redactor())}
             numbers[sender] += 10
             await shared_redis.xadd(stream, fields)
     await shared_redis.xadd(stream, fields)
@@ -294,8 +297,37 @@ async def test_a_leaving_replica_passes_on_what_is_still_unread_in_its_stream_wh
     await b.cluster.leave(5.0)
     await until(lambda: a.cluster.members == ("a",), "a to see b gone")
     # A flush made just before the leave took effect, arriving after it: b has not read it when it closes.
-    late = {"s": "late", "q": 0, "n": 1, "b": encode_batch([(result(theirs, 1), 0)], Redactor())}
+    late = {"s": "late", "q": 0, "n": 1, "b": encode_batch([(result(theirs, 1), 0, None)], Redactor())}
     await shared_redis.xadd(b.streams.stream("b"), late)
     await b.streams.close()
     await until(lambda: a.runs(theirs), "a to get the result b passed on", holds=lambda runs: runs == [1])
     assert b.runs(theirs) == [0] and (b.count("received"), b.count("sent")) == (2, 1)
+
+
+async def test_results_of_the_endpoint_a_reload_pointed_a_check_away_from_are_dropped_by_its_owner(
+    replicas: Callable[..., Awaitable[Replica]], shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """The owner of an integration reloaded a config that points one of its checks at another URL: results of
+    runs against the old URL, still in its stream or sent by a prober that had not reloaded yet, told of the
+    old endpoint. Recorded, they were counted against the new one (its status code, its certificate's
+    expiry, the alert engine's windows). The owner drops them (counted as stale); results of the check's
+    endpoint as the owner has it now, and those of an older replica that stamps no endpoint, arrive as before."""
+    a, b = await two(replicas, streams=False)
+    theirs = owned(a, "b")[0]
+    assert await b.streams.read() == 0  # b reads its stream from here on, when the test says
+    await send(a, theirs, range(3))  # probed at the old URL; still unread in b's stream when b reloads
+    b.cluster.on_config(parse_config(config_text(prefix, "b", moved=theirs), env={}))
+    for n in range(3, 5):
+        a.streams.route(result(theirs, n))  # a probed the old URL again before it reloaded too
+    a.cluster.on_config(parse_config(config_text(prefix, "a", moved=theirs), env={}))
+    for n in range(5, 7):
+        a.streams.route(result(theirs, n))  # and the new one after (one config again: nobody's view changes)
+    await a.streams.flush()
+    # From a replica of the version before, which tells no endpoint (``None``: no ``tf`` in the entry).
+    older = {"s": "older", "q": 0, "n": 1, "b": encode_batch([(result(theirs, 7), 0, None)], Redactor())}
+    assert "tf" not in older["b"]
+    await shared_redis.xadd(b.streams.stream("b"), older)
+    assert await b.streams.read() == 3
+    assert b.runs(theirs) == [5, 6, 7]
+    assert (b.count("received"), b.count("stale"), b.count("unreadable")) == (8, 5, 0)
+

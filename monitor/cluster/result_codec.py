@@ -4,10 +4,15 @@ Results travel in batches: one stream entry carries every result a replica sends
 flush (``monitor.cluster.streams``), as a JSON array of ``[hops, result]`` pairs. A pair that cannot be
 read is skipped and counted, the others still arrive.
 
+Each result carries where its check pointed when it ran (``tf``: ``CheckConfigBase.target_fingerprint``, a
+digest of the check's kind and request URLs, never the URLs), so that its integration's owner can drop a
+result of an endpoint a reload has pointed the check away from (``ResultStreams``: counted as ``stale``).
+
 Text that may quote a secret (the detail, the response excerpt) is redacted before it leaves the process
 (the request summary already is), so nothing secret is ever written to Redis. Unknown fields are ignored
 and missing ones take their default, so replicas of neighbouring versions can talk during a rolling
-upgrade.
+upgrade: a result without ``tf`` (from a replica that predates it) is taken as before, whatever its check
+points at now.
 """
 
 from __future__ import annotations
@@ -23,28 +28,35 @@ if TYPE_CHECKING:
     from integration_kit.redact import Redactor
 
 
-def encode_batch(items: Sequence[tuple[CheckResult, int]], redactor: Redactor) -> str:
-    """``items``: (result, hops: how often it was passed on already)."""
-    return json.dumps([[hops, _encode(result, redactor)] for result, hops in items], separators=(",", ":"))
+# A result on its way: (result, hops: how often it was passed on already, the fingerprint of where its check
+# pointed when it ran: None when unknown, from a replica that predates it).
+Travelling = tuple[CheckResult, int, str | None]
 
 
-def decode_batch(text: str | bytes) -> tuple[list[tuple[CheckResult, int]], int]:
-    """The (result, hops) pairs of a batch in their order, and how many of its pairs could not be read.
-    ValueError when ``text`` is not a batch at all."""
+def encode_batch(items: Sequence[Travelling], redactor: Redactor) -> str:
+    return json.dumps([[hops, _encode(result, redactor, target)] for result, hops, target in items],
+                      separators=(",", ":"))
+
+
+def decode_batch(text: str | bytes) -> tuple[list[Travelling], int]:
+    """The results of a batch in their order, and how many of its pairs could not be read. ValueError when
+    ``text`` is not a batch at all."""
     doc = json.loads(text)
     if not isinstance(doc, list):
         raise ValueError("not a JSON array")
-    items, unreadable = [], 0
+    items: list[Travelling] = []
+    unreadable = 0
     for pair in doc:
         try:
             hops, result = pair
-            items.append((_decode(result), int(hops)))
+            target = result.get("tf") if isinstance(result, Mapping) else None
+            items.append((_decode(result), int(hops), None if target is None else str(target)))
         except (ValueError, KeyError, TypeError, AttributeError):
             unreadable += 1
     return items, unreadable
 
 
-def _encode(result: CheckResult, redactor: Redactor) -> dict[str, Any]:
+def _encode(result: CheckResult, redactor: Redactor, target: str | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "i": result.integration, "c": result.check, "k": result.kind, "ok": result.ok,
         "e": None if result.error_class is None else result.error_class.value,
@@ -57,7 +69,7 @@ def _encode(result: CheckResult, redactor: Redactor) -> dict[str, Any]:
         "rx": redactor.text(result.response_excerpt) if result.response_excerpt else None,
         "rl": [list(pair) for pair in result.rate_limit_headers] or None, "bb": result.body_bytes,
         "rb": [list(pair) for pair in result.rate_limit_body] or None,
-        "st": [_encode_step(step, redactor) for step in result.steps] or None,
+        "st": [_encode_step(step, redactor) for step in result.steps] or None, "tf": target,
     }
     doc.update({k: v for k, v in optional.items() if v is not None})
     if result.request is not None:

@@ -11,6 +11,13 @@ expires a while after its last write). Each replica reads its own stream (``XREA
 ``READ_GAP`` so that the next read takes what several senders flushed meanwhile, and records what
 arrives; a result whose integration moved on meanwhile is passed on once more.
 
+A reload that points a check elsewhere (another kind, other request URLs: ``checks.base.retargets``) makes
+what its earlier runs told another endpoint's. Each result travels with the fingerprint of where its check
+pointed when it ran (``CheckConfigBase.target_fingerprint``); the owner drops one whose fingerprint is not
+its check's as the owner's config has it now (counted as ``stale``): a result of the old endpoint still in
+the stream when the owner reloaded, or sent by a replica that had not reloaded yet, or of a check the
+owner's config does not have. A result without one (sent by a replica that predates it) is taken as before.
+
 So coordination costs Redis a few commands per flush and replica, whatever the number of checks
 (bench/replicas.py), not one per result; a result reaches its owner at most ``FLUSH_EVERY`` +
 ``READ_GAP`` later than it would with an entry of its own, well inside any alert timing.
@@ -60,15 +67,17 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from integration_kit.tasks import stop_all
-from monitor.cluster.result_codec import decode_batch, encode_batch
+from monitor.cluster.result_codec import Travelling, decode_batch, encode_batch
 
 if TYPE_CHECKING:
     import redis.asyncio
 
+    from checks.base import CheckConfigBase
     from integration_kit.redact import Redactor
     from integration_kit.results import CheckResult
     from monitor.cluster.replica import Cluster
     from monitor.metrics import Metrics
+    from monitor.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +99,7 @@ class _Entry:
 
     owner: str
     fields: dict[Any, Any]
-    items: list[tuple[CheckResult, int]]
+    items: list[Travelling]
 
 
 @dataclass
@@ -126,8 +135,9 @@ class ResultStreams:
         self._sent, self._received, self._kept = (counter.labels(path=p) for p in ("sent", "received", "kept"))
         self._unreadable, self._lost = counter.labels(path="unreadable"), counter.labels(path="lost")
         self._duplicate, self._recovered = counter.labels(path="duplicate"), counter.labels(path="recovered")
+        self._stale_results = counter.labels(path="stale")
         self._prefix = f"{cluster.cfg.key_prefix}results:"
-        self._pending: list[tuple[CheckResult, int]] = []  # (result, hops), in the order they were routed
+        self._pending: list[Travelling] = []  # in the order they were routed
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._expired_at: dict[str, float] = {}
@@ -140,7 +150,9 @@ class ResultStreams:
         self._read_ids: list[Any] = []  # entries of it read since ``consumed`` was last told
         self._drains: dict[str, _Drain] = {}  # stream of a crashed replica → its drain
         self._draining: frozenset[str] = frozenset()  # integrations whose results wait for a drain
-        self._held_back: list[CheckResult] = []  # those results, in their order
+        self._held_back: list[Travelling] = []  # those results, in their order
+        self._checks_of: Config | None = None  # the config ``_checks`` was read from
+        self._checks: dict[str, dict[str, CheckConfigBase]] = {}  # integration → its checks by name (as asked)
         self._tasks: list[asyncio.Task[None]] = []
         self._read_failures = 0
         self._closing = False
@@ -154,26 +166,58 @@ class ResultStreams:
 
     # ---- sending ------------------------------------------------------------------------------------
 
-    def route(self, result: CheckResult, hops: int = 0) -> None:
-        """Where a result goes: recorded here, or sent to its integration's owner. Never raises."""
-        if not self._here(result, stopped=not self._tasks):
-            self._pending.append((result, hops))
+    def route(self, result: CheckResult) -> None:
+        """Where a result this replica probed goes: recorded here, or sent to its integration's owner with
+        where its check points now (the scheduler records no run that began before a reload retargeted its
+        check). Never raises."""
+        if not self._here((result, 0, None), stopped=not self._tasks):  # None: stamped if it is held back
+            self._pending.append((result, 0, self._target(result.integration, result.check)))
             self._wake.set()
 
-    def _here(self, result: CheckResult, *, stopped: bool = False) -> bool:
-        """Records ``result`` here if it is not to travel (owned here, Redis unreachable, or ``stopped``)."""
+    def _route(self, item: Travelling) -> None:
+        if not self._here(item, stopped=not self._tasks):
+            self._pending.append(item)
+            self._wake.set()
+
+    def _target(self, integration: str, check: str) -> str | None:
+        """Where the check points in this replica's config now (None: not configured here)."""
+        config = self.cluster.config
+        if config is not self._checks_of:  # reloaded
+            self._checks_of, self._checks = config, {}
+        checks = self._checks.get(integration)
+        if checks is None:
+            icfg = config.integrations.get(integration)
+            checks = self._checks[integration] = {c.name: c for c in icfg.checks} if icfg is not None else {}
+        found = checks.get(check)
+        return None if found is None else found.target_fingerprint
+
+    def _stale(self, item: Travelling) -> bool:
+        """A received result of an endpoint its check does not point at here (a reload retargeted it since
+        the run, here or at the prober), or of a check not configured here: counted, to be dropped."""
+        result, _, target = item
+        if target is None or target == self._target(result.integration, result.check):
+            return False
+        self._stale_results.inc()
+        return True
+
+    def _here(self, item: Travelling, *, stopped: bool = False) -> bool:
+        """Records the result here if it is not to travel (owned here, Redis unreachable, or ``stopped``)."""
+        result = item[0]
         cluster = self.cluster
         owner = cluster.owner_of(result.integration)
         if owner is None or owner == cluster.me or cluster.degraded or cluster.holds(result.integration) or stopped:
             if owner is not None and owner != cluster.me:
                 self._kept.inc()
-            self._record(result)
+            self._record(item)
             return True
         return False
 
-    def _record(self, result: CheckResult) -> None:
-        if result.integration in self._draining:
-            self._held_back.append(result)  # after the older results still in the crashed owner's stream
+    def _record(self, item: Travelling) -> None:
+        result, hops, target = item
+        if result.integration in self._draining:  # after the older results still in the crashed owner's stream
+            # It may travel yet (its integration moves on meanwhile): with where its check points now.
+            self._held_back.append(item if target is not None else
+                                   (result, hops, self._target(result.integration, result.check)))
             return
         self._record_now(result)
 
@@ -203,17 +247,17 @@ class ResultStreams:
             gone = [e for e in entries if e.owner not in self.cluster.members]
             entries = [e for e in entries if e.owner in self.cluster.members]
             batch = [item for e in gone for item in e.items] + batch  # their owner no longer counts them
-        by_owner: dict[str, list[tuple[CheckResult, int]]] = {}
-        for result, hops in batch:
-            if not self._here(result):
-                by_owner.setdefault(self.cluster.owner_of(result.integration) or "", []).append((result, hops))
+        by_owner: dict[str, list[Travelling]] = {}
+        for item in batch:
+            if not self._here(item):
+                by_owner.setdefault(self.cluster.owner_of(item[0].integration) or "", []).append(item)
         for owner, items in by_owner.items():
             for start in range(0, len(items), MAX_ENTRY):
                 entries.append(self._entry(owner, items[start:start + MAX_ENTRY]))
         if entries:
             await self._send(entries)
 
-    def _entry(self, owner: str, items: list[tuple[CheckResult, int]]) -> _Entry:
+    def _entry(self, owner: str, items: list[Travelling]) -> _Entry:
         """The next entry to ``owner``: its numbers are taken for good (they may reach the owner)."""
         seq = self._next_seq.pop(owner, 0)
         self._next_seq[owner] = seq + len(items)  # popped and set again: the most recent owners are kept
@@ -250,7 +294,7 @@ class ResultStreams:
         self._send_failures = 0
         self._sent.inc(sum(len(entry.items) for entry in entries))
         for entry in entries:
-            for result, _ in entry.items:
+            for result, _, _ in entry.items:
                 self.cluster.delivered(f"{result.integration}/{result.check}", result.ok)
         for gone in set(self._expired_at) - set(self.cluster.members):
             self._expired_at.pop(gone, None)
@@ -265,8 +309,8 @@ class ResultStreams:
             log.warning("cluster: %d result(s) for %s recorded here: Redis has not taken them for too long",
                         len(entry.items), entry.owner)
             self._kept.inc(len(entry.items))
-            for result, _ in entry.items:
-                self._record(result)
+            for item in entry.items:
+                self._record(item)
 
     # ---- receiving ----------------------------------------------------------------------------------
 
@@ -335,9 +379,9 @@ class ResultStreams:
         if draining != self._draining:
             self._draining = draining
             held, self._held_back = self._held_back, []
-            for result in held:
-                if not self._here(result):  # moved on meanwhile: to its owner now, recorded there
-                    self._pending.append((result, MAX_HOPS))
+            for result, _, target in held:
+                if not self._here((result, MAX_HOPS, target)):  # moved on meanwhile: to its owner now, recorded there
+                    self._pending.append((result, MAX_HOPS, target))
                     self._wake.set()
         if not self._draining:
             self._report_consumed()
@@ -390,17 +434,22 @@ class ResultStreams:
             self._unreadable.inc(unreadable)
             log.warning("cluster: skipping %d unreadable result(s) of an entry from %s", unreadable, sender)
         if drain is not None:
-            for result, _hops in items:
-                if result.integration in drain.integrations and self.cluster.owns(result.integration):
+            for item in items:
+                result = item[0]
+                mine = result.integration in drain.integrations and self.cluster.owns(result.integration)
+                if mine and not self._stale(item):
                     self._recovered.inc()
                     self._record_now(result)
             return
         self._received.inc(len(items))
-        for result, hops in items:
+        for item in items:
+            result, hops, target = item
+            if self._stale(item):
+                continue
             if self.cluster.owns(result.integration) or hops >= MAX_HOPS:
-                self._record(result)
+                self._record(item)
             else:
-                self.route(result, hops + 1)  # its integration moved on while it travelled
+                self._route((result, hops + 1, target))  # its integration moved on while it travelled
 
     def _follow(self, sender: str, seq: int, count: int, expecting: dict[str, int]) -> bool:
         """Whether the entry is new: False for one sent again whose numbers were applied already. Counts
