@@ -20,7 +20,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 _THREAD_TOTAL = re.compile(r"^\s*Th\s+\d+\s+([\d,]+)\s*$", re.MULTILINE)
 _TOTALS_HEADER = re.compile(r"^\s*Totals:\s+(.+?)\s*$", re.MULTILINE)
@@ -31,6 +33,17 @@ _THREAD_ROW = re.compile(r"^\s*Th\s+\d+\s+([\d,\s]+?)\s*$", re.MULTILINE)
 # estimate of cycles from them (its documentation's weights: 10 a first-level miss, 100 a last-level one).
 CACHE_SIM = ("--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
 CACHE_EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
+# ``callgrind_control`` asks the process through ``vgdb``, valgrind's gdbserver relay (FIFOs and a shared
+# memory file in /tmp): vgdb takes a lock on that file, writes the request and waits for the process to read
+# it; a process blocked in a system call (a worker waiting for its next step) is made to read it through
+# ptrace after 100 ms. callgrind_control prints whatever vgdb answered and exits 0 whatever vgdb did: when vgdb
+# could not get an answer (another vgdb speaking with the process: "Cannot acquire lock"; the process not yet
+# done with the previous connection; "error reading packet") its reason goes to stderr, and stdout has the
+# process's line but no totals (a zero that failed says "OK." all the same). Under load that happened now
+# and then ("gave no totals"): such a request is made again, for up to CONTROL_WAIT seconds.
+CONTROL_WAIT = 60.0  # seconds a request to one process may keep being retried
+CONTROL_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between tries (the last one repeated)
+T = TypeVar("T")
 
 
 def estimated_cycles(events: dict[str, int]) -> int:
@@ -60,29 +73,66 @@ class Counted:
         self.pid = pid
 
     def zero(self) -> None:
-        self._control("--instr=on")  # (a no-op unless started with instrument_from_start=False)
-        self._control("--zero")
+        self._command("--instr=on")  # (a no-op unless started with instrument_from_start=False)
+        self._command("--zero")
 
     def instructions(self) -> int:
-        totals = _THREAD_TOTAL.findall(self._control("-e", "Ir"))
-        if not totals:
-            raise RuntimeError(f"callgrind_control gave no totals for pid {self.pid}")
+        totals = self._read(("-e", "Ir"), lambda text: _THREAD_TOTAL.findall(text) or None)
         return sum(int(t.replace(",", "")) for t in totals)
 
     def events(self, names: Sequence[str] = CACHE_EVENTS) -> dict[str, int]:
         """The counters of ``names`` (all its threads summed); a cache event needs ``cache_sim``."""
-        text = self._control("-e", ",".join(names))
-        header, rows = _TOTALS_HEADER.search(text), _THREAD_ROW.findall(text)
-        if header is None or not rows:
-            raise RuntimeError(f"callgrind_control gave no totals for pid {self.pid}")
-        columns = header.group(1).split()
-        values = [[int(v.replace(",", "")) for v in row.split()] for row in rows]
-        return {name: sum(row[columns.index(name)] for row in values) for name in names}
 
-    def _control(self, *args: str) -> str:
-        return subprocess.run(
-            ["callgrind_control", *args, str(self.pid)], capture_output=True, text=True, check=True, timeout=120
-        ).stdout
+        def parse(text: str) -> dict[str, int] | None:
+            header, rows = _TOTALS_HEADER.search(text), _THREAD_ROW.findall(text)
+            if header is None or not rows:
+                return None
+            columns = header.group(1).split()
+            values = [[int(v.replace(",", "")) for v in row.split()] for row in rows]
+            return {name: sum(row[columns.index(name)] for row in values) for name in names}
+
+        return self._read(("-e", ",".join(names)), parse)
+
+    def _command(self, *args: str) -> None:
+        """A request whose only answer is whether vgdb delivered it: on stderr, nothing but its "sending
+        command" line."""
+        self._read(args, lambda text: True, failed=_vgdb_failed)
+
+    def _read(self, args: Sequence[str], parse: Callable[[str], T | None],
+              failed: Callable[[str], bool] = lambda stderr: False) -> T:
+        """``parse`` of callgrind_control's answer to ``args``, asked again while it has none (see
+        CONTROL_WAIT); a RuntimeError with what callgrind_control and vgdb said if it still has none."""
+        started, tries = time.monotonic(), 0
+        while True:
+            tries += 1
+            proc = subprocess.run(["callgrind_control", *args, str(self.pid)], capture_output=True, text=True,
+                                  check=True, timeout=120)
+            value = None if failed(proc.stderr) else parse(proc.stdout)
+            if value is not None:
+                return value
+            waited = time.monotonic() - started
+            pause = CONTROL_PAUSES[min(tries, len(CONTROL_PAUSES)) - 1]
+            alive = _alive(self.pid)
+            if not alive or waited + pause > CONTROL_WAIT:
+                raise RuntimeError(
+                    f"callgrind_control {' '.join(args)} gave no answer for pid {self.pid} in {tries} tries over "
+                    f"{waited:.1f}s{'' if alive else ' (the process is gone)'}; "
+                    f"stdout: {proc.stdout.strip()!r}; stderr: {proc.stderr.strip()!r}")
+            time.sleep(pause)
+
+
+def _vgdb_failed(stderr: str) -> bool:
+    """vgdb said more than "sending command …": it could not deliver the request (e.g. "Cannot acquire lock")."""
+    return any(line.strip() and not line.startswith("sending command ") for line in stderr.splitlines())
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (not exited, nor a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def step(name: str) -> None:
