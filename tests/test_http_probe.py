@@ -19,6 +19,7 @@ from targets import DOC, Reply, SilentServer, Target, closed_port, tls_server_co
 from waiting import until
 
 import checks.http
+import integration_kit.retry
 from checks.auth_config import BasicAuth
 from checks.base import ProbeContext
 from checks.http import HttpCheckConfig, make_session, probe
@@ -170,8 +171,11 @@ async def test_timeout_connect() -> None:
     async with SilentServer() as server:
         check = make_check(f"https://127.0.0.1:{server.port}/", connect_timeout="300ms", timeout="5s")
         result = await run(check)
+    # The connect's own limit ended the run, not its 5 s deadline (that one's detail reads "within 5.0s
+    # (deadline)"), in its one attempt.
     assert_failed(result, E.TIMEOUT, "timeout: connect did not complete within 300ms")
-    assert result.total_duration < 4
+    assert result.detail == "timeout: connect did not complete within 300ms", result.detail
+    assert result.attempt_classes == (E.TIMEOUT,), result
 
 
 async def test_the_connect_timeout_ends_with_the_connect(target: Target) -> None:
@@ -389,6 +393,24 @@ async def test_invalid_http_response() -> None:
 RETRY = {"attempts": 3, "backoff": "10ms", "max_backoff": "50ms"}
 
 
+@pytest.fixture
+def decisions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float | None, float | None]]:
+    """What the retry runner decided after each failed attempt: (the Retry-After the attempt read, the wait
+    before the next attempt or None: no next attempt). That the runner then waits what it decided is
+    tests/test_retry.py's (on a fake clock)."""
+    seen: list[tuple[float | None, float | None]] = []
+    decide = integration_kit.retry.wait_before_retry
+
+    def spy(policy: Any, outcome: Any, attempts: int, **kwargs: Any) -> float | None:
+        wait = decide(policy, outcome, attempts, **kwargs)
+        if outcome.error_class is not None:
+            seen.append((outcome.retry_after, wait))
+        return wait
+
+    monkeypatch.setattr(integration_kit.retry, "wait_before_retry", spy)
+    return seen
+
+
 async def test_5xx_then_200_succeeds_on_the_second_attempt(target: Target) -> None:
     url = target.route("/flaky", Reply(status=503), Reply(json=DOC))
     result = await run(make_check(url, retry=RETRY))
@@ -421,15 +443,21 @@ async def test_all_attempts_fail_and_are_counted(target: Target) -> None:
 
 
 @pytest.mark.parametrize("retry_after", ["1", "0.6"])
-async def test_retry_after_seconds_honoured(target: Target, retry_after: str) -> None:
+async def test_retry_after_seconds_honoured(
+    target: Target, retry_after: str, decisions: list[tuple[float | None, float | None]]
+) -> None:
     url = target.route("/limited", Reply(status=429, headers={"Retry-After": retry_after}), Reply(json=DOC))
     result = await run(make_check(url, retry=RETRY, timeout="5s"))
     assert result.ok and result.attempt_classes == (E.RATE_LIMITED, None), result
+    # The wait is the Retry-After, to the millisecond: not rounded up, nor added to the backoff (≤ 50 ms).
+    assert decisions == [(float(retry_after), float(retry_after))]
     first, second = target.hits("/limited")
-    assert float(retry_after) <= second.at - first.at < float(retry_after) + 1.5
+    assert second.at - first.at >= float(retry_after)  # and the retry came after it
 
 
-async def test_retry_after_http_date_honoured(target: Target) -> None:
+async def test_retry_after_http_date_honoured(
+    target: Target, decisions: list[tuple[float | None, float | None]]
+) -> None:
     # Whole seconds only in an HTTP-date: name a second at least 1 s ahead.
     when = math.ceil(time.time()) + 1
     header = email.utils.formatdate(when, usegmt=True)
@@ -438,14 +466,22 @@ async def test_retry_after_http_date_honoured(target: Target) -> None:
     assert result.ok and result.attempt_classes == (E.HTTP_5XX, None), result
     first, second = target.hits("/limited")
     assert second.wall >= when - 0.02  # clock granularity only
-    assert second.at - first.at < 3.5
+    # The wait decided is what was left until that date when the answer was read (read after the request
+    # came in: no more than ``when - first.wall``), not more: a date read an hour or a second off, say.
+    [(asked, wait)] = decisions
+    assert asked is not None and wait == asked and 0 < asked <= when - first.wall, (asked, when - first.wall)
 
 
-async def test_retry_after_past_the_deadline_stops_at_once(target: Target) -> None:
+async def test_retry_after_past_the_deadline_stops_at_once(
+    target: Target, decisions: list[tuple[float | None, float | None]]
+) -> None:
     url = target.route("/limited", Reply(status=429, headers={"Retry-After": "30"}), Reply(json=DOC))
     result = await run(make_check(url, retry=RETRY, timeout="2s"))
     assert_failed(result, E.RATE_LIMITED, "rate_limited: 429")
-    assert result.attempts == 1 and result.total_duration < 1
+    # Decided at once after the first answer: no wait (a wait until the deadline, or a shorter one than
+    # asked, would be a decision here), so no second attempt.
+    assert decisions == [(30.0, None)]
+    assert result.attempts == 1 and len(target.hits("/limited")) == 1
 
 
 async def test_deadline_honoured_under_retries(target: Target) -> None:

@@ -17,7 +17,8 @@ async def test_skipped_runs_are_summarised_not_logged_per_run(
 ) -> None:
     monkeypatch.setattr(scheduler_module, "SKIPPED_SUMMARY_EVERY", 0.3)
     # Every 50 ms, a probe that takes 400 ms: most runs find the previous one still going.
-    sched, recorded, _ = make(config({"a": [("slow", "50ms")]}), Runner(delay=0.4))
+    runner = Runner(delay=0.4)
+    sched, recorded, _ = make(config({"a": [("slow", "50ms")]}), runner)
     with caplog.at_level(logging.INFO):
         sched.start()
         try:
@@ -30,4 +31,5 @@ async def test_skipped_runs_are_summarised_not_logged_per_run(
     summaries = [message for message in ours if "skipped" in message]
     assert summaries, "no summary of the skipped runs"
     assert "previous run was still waiting" in summaries[0]
-    assert 1 <= len(recorded) <= 4  # the runs that did happen, never overlapping
+    # The runs that did happen, never overlapping (the skipped ones were skipped, not run alongside).
+    assert len(recorded) >= 1 and runner.max_active["a/slow"] == 1

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -412,17 +413,28 @@ async def test_submitted_before_start_is_sent_once(
     assert len(fake.requests) == 1 and await client.llen(f"{prefix}slack") == 0
 
 
-async def test_a_message_failing_too_long_is_dropped_and_the_next_goes_through(fake: FakeSlack) -> None:
+async def test_a_message_failing_too_long_is_dropped_and_the_next_goes_through(
+    fake: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
     fake.then(*(Reply(status=503, only="chat.postMessage") for _ in range(1000)))
     metrics = Metrics(CollectorRegistry())
     policy = DeliveryPolicy(pace=0.01, backoff=0.05, max_backoff=0.1, give_up_after=0.4)
     dispatcher = Dispatcher([bot(fake)], metrics=metrics, policy=policy)
     await dispatcher.start()
     try:
-        await dispatcher.submit(notification("a", alert("a/x")))
-        assert await dispatcher.drain(10)
+        with caplog.at_level(logging.WARNING, logger="alerts.lane"):
+            await dispatcher.submit(notification("a", alert("a/x")))
+            assert await dispatcher.drain(10)
         attempts = len(fake.requests)
-        assert 2 <= attempts <= 20  # backed off: a handful of tries in 0.4 s, not hundreds
+        # Backed off, not a loop: each failed attempt but the last put the next one off by half the backoff at
+        # least (equal jitter: 25 ms here, at least "0.02" in the log's hundredths); the last, past give_up_after,
+        # dropped the message. (At least one retry: the first failure starts the give_up_after clock.)
+        said = [r.getMessage() for r in caplog.records if r.name == "alerts.lane"]
+        decided = re.compile(r"not delivered \(attempt \d+\): .*; next try in ([\d.]+)s")
+        waits = [float(m[1]) for m in map(decided.search, said) if m]
+        assert attempts >= 2 and len(waits) == attempts - 1, (attempts, said)
+        assert all(wait >= 0.02 for wait in waits), waits
+        assert any(f"dropped after {attempts} attempts" in message for message in said), said
         assert counter(metrics, "failed") == 1
         assert dispatcher.failing() == {"slack": "chat.postMessage: http_503 (HTTP 503)"}
         fake.script.clear()
