@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"
+RETRY_AFTER = "retry-after"  # the policy of a Retry-After (a delay, no used or limit)
 
 # Every field a reader below reads, lower-cased: what a probe keeps of a response (``rate_limit_fields``).
 FIELD_NAMES = frozenset(
@@ -183,8 +184,10 @@ def _obs(
 
 
 def _policy_name(raw: str) -> str:
-    """Policy names become label values: keep them short and tame."""
-    return label_value(raw) or DEFAULT
+    """Policy names become label values: keep them short and tame. A vendor's policy named like the
+    Retry-After observation is renamed, so that its label never meets a Retry-After's."""
+    name = label_value(raw) or DEFAULT
+    return f"{name}-policy" if name == RETRY_AFTER else name
 
 
 # ---- readers, in priority order -------------------------------------------------------------------
@@ -370,7 +373,7 @@ def _retry_after(fields: Headers, now: float) -> list[QuotaObservation]:
     """``Retry-After``, read by the kit's one reader of it (``integration_kit.retry.parse_retry_after``)."""
     values = fields.get("retry-after")
     delay = parse_retry_after(values[0], now=now) if values else None
-    return [] if delay is None else [_obs("retry-after", now=now, limit=None, reset=delay)]
+    return [] if delay is None else [_obs(RETRY_AFTER, now=now, limit=None, reset=delay)]
 
 
 _READERS: tuple[Callable[[Headers, float], list[QuotaObservation]], ...] = (

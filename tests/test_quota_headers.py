@@ -176,6 +176,16 @@ def test_policy_names_are_tamed_for_labels():
     assert obs.policy == "per_user_ip_"
 
 
+def test_a_policy_the_vendor_names_retry_after_is_not_taken_for_the_retry_after_header():
+    # The quota label of a Retry-After is "<name>/retry-after": a vendor's policy of that name, labelled the
+    # same, would be overwritten by it (and dropped with it when a response carries no Retry-After).
+    parsed = parse_rate_limit_headers(
+        {"RateLimit-Policy": '"retry-after";q=10;w=60', "RateLimit": '"retry-after";r=4;t=30', "Retry-After": "5"},
+        now=NOW,
+    )
+    assert table(parsed) == {"retry-after-policy": (6, 10, 30, 60), "retry-after": (None, None, 5, None)}
+
+
 header_names = st.sampled_from(
     ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-used", "x-ratelimit-reset", "x-ratelimit-reset-after",
      "x-ratelimit-resource", "x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset", "ratelimit",

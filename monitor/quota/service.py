@@ -5,8 +5,11 @@ Labels. ``quota`` is the quota's config name. A ``source: headers`` quota whose 
 policy gets one series per policy, ``<name>/<policy>`` (``api-headers/core`` for GitHub's core bucket,
 ``api-headers/burst`` and ``api-headers/daily`` for an IETF ``RateLimit-Policy`` with two policies,
 ``api-headers/retry-after`` while a Retry-After is in force); a vendor's single unnamed limit keeps
-the plain name (``api-headers``). Policies come from the API's own header set, so they are bounded;
-as a guard, at most ``MAX_POLICIES`` per quota are kept. A Redis quota is one series per quota however
+the plain name (``api-headers``), so a label never depends on how many policies a response announces.
+Quota names are unique within an integration (``monitor.settings.reference_problems``), policy names are
+tamed by the parser (a vendor's ``retry-after`` policy renamed apart from the Retry-After's), so a label
+is one series. Policies come from the API's own header set, so they are bounded; as a guard, at most
+``MAX_POLICIES`` per quota are kept. A Redis quota is one series per quota however
 many keys it matches (``integration_quota_keys`` / ``integration_quota_keys_near_limit`` count them).
 
 Staleness. Headers: the last response that announced quota policies stands until the next one (a
@@ -41,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from integration_kit.ratelimit_headers import DEFAULT, observed_quota
+from integration_kit.ratelimit_headers import DEFAULT, RETRY_AFTER, observed_quota
 from integration_kit.retry import Backoff
 from integration_kit.supervisor import Supervisor
 from monitor.metrics import remove_series
@@ -62,7 +65,6 @@ BackoffCallback = Callable[[str, float, str], None]  # (integration, interval fa
 BACKOFF_FACTOR = 4.0
 MAX_FACTOR = 100.0
 MAX_POLICIES = 8
-RETRY_AFTER = "retry-after"
 SKIP_REASONS = ("name", "value", "over_max_keys")  # the reason label of integration_quota_keys_skipped
 
 

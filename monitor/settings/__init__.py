@@ -219,19 +219,14 @@ class _ReferenceProblem(ValueError):
 
 
 def reference_problems(check_names: list[Any], quotas: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
-    """Duplicate check names and headers quotas naming an unknown check, as (relative path, message).
+    """Duplicate check or quota names and headers quotas naming an unknown check, as (relative path,
+    message). A quota's name is its ``quota`` label and part of its alert's key, whatever its source:
+    two quotas of one integration under one name would overwrite each other's series and alerts.
 
     ``quotas`` holds (name, check) pairs, check None for quotas that do not read a check's headers.
     """
-    problems: list[tuple[str, str]] = []
-    first: dict[Any, int] = {}
-    for i, name in enumerate(check_names):
-        if not isinstance(name, str):
-            continue  # validation says what is wrong with it
-        if name in first:
-            problems.append((f"checks[{i}].name", f"duplicate check name {name!r} (also checks[{first[name]}])"))
-        else:
-            first[name] = i
+    problems, first = _duplicate_names("checks", "check", check_names)
+    problems += _duplicate_names("quotas", "quota", [name for name, _ in quotas])[0]
     known = ", ".join(str(n) for n in first) or "none"
     for i, (name, check) in enumerate(quotas):
         if isinstance(check, str) and check not in first:
@@ -240,6 +235,20 @@ def reference_problems(check_names: list[Any], quotas: list[tuple[Any, Any]]) ->
                 f"quota {name!r} reads the headers of check {check!r}, which is not defined (checks: {known})",
             ))
     return problems
+
+
+def _duplicate_names(section: str, what: str, names: list[Any]) -> tuple[list[tuple[str, str]], dict[Any, int]]:
+    """Problems for names given twice in ``section`` (a list of ``what``), and where each name came first."""
+    problems: list[tuple[str, str]] = []
+    first: dict[Any, int] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            continue  # validation says what is wrong with it
+        if name in first:
+            problems.append((f"{section}[{i}].name", f"duplicate {what} name {name!r} (also {section}[{first[name]}])"))
+        else:
+            first[name] = i
+    return problems, first
 
 
 def _raw_reference_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
