@@ -218,6 +218,16 @@ class AlertEngine:
         except Exception:  # must not raise into the scheduler
             log.exception("alert statistics: cannot record result of %s/%s", result.integration, result.check)
 
+    def on_streak_continued(self, integration: str, check: str, count: int) -> None:
+        """A check of an integration taken over has failed ``count`` runs in a row, counting the previous
+        owner's (the daemon calls this; ``Stats.continue_streak``): judged again soon, as a new result is."""
+        try:
+            self.stats.continue_streak(integration, check, count)
+            self._concerns.result(integration, check)
+            self._wake.set()
+        except Exception:  # must not raise into the cluster's streak task
+            log.exception("alert statistics: cannot continue the streak of %s/%s", integration, check)
+
     def on_config(self, config: ConfigView) -> None:
         before, self.config = self.config, config
         self._full_next = True

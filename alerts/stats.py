@@ -351,6 +351,9 @@ class Stats:
         # (integration, check) → runs that started before this are ignored (``judged_until`` of forget_check,
         # judged_elsewhere)
         self._not_before: dict[tuple[str, str], float] = {}
+        # (integration, check) → failed runs in a row a previous owner counted (``continue_streak``), for a
+        # check with no run here yet: its first run continues them
+        self._carried: dict[tuple[str, str], int] = {}
 
     def resize(self, max_window: float) -> bool:
         """Make the buckets reach back ``max_window`` (a reload configured a longer window): widen them,
@@ -383,14 +386,30 @@ class Stats:
         if stats is None:
             stats = self.checks[key] = CheckStats(raw_capacity=self.raw_capacity, raw_seconds=self.exact_window,
                                                  bucket_seconds=self.bucket_seconds)
+        carried = self._carried.pop(key, 0) if self._carried else 0
         stats.add(result)
+        if carried and not result.ok and stats.last_result is result:
+            stats.consecutive_failures += carried
         if self.tls_unknown and result.tls_expiry is not None:
             self.tls_unknown.discard(key)
+
+    def continue_streak(self, integration: str, check: str, count: int) -> None:
+        """``count``: the check's failed runs in a row, as the integration's previous owner counted them plus
+        those recorded here since it came (monitor/cluster/streaks.py). Its count goes on from there, as
+        ``integration_probe_consecutive_failures`` does: a handover neither resolves ``probe_down`` nor makes
+        it wait for N more failed runs. A success recorded here since ends the streak: nothing to continue."""
+        key = (integration, check)
+        stats = self.checks.get(key)
+        if stats is None or stats.last_result is None:
+            self._carried[key] = count  # the next run continues it (or ends it)
+        elif not stats.last_result.ok:
+            stats.consecutive_failures = count
 
     def retain(self, checks: set[tuple[str, str]]) -> None:
         """Drop statistics of checks no longer configured (config reload)."""
         for key in [k for k in self.checks if k not in checks]:
             del self.checks[key]
+        self._carried = {k: v for k, v in self._carried.items() if k in checks}
         self.tls_unknown &= checks
         for key in [k for k in self._not_before if k not in checks]:
             del self._not_before[key]
@@ -415,6 +434,7 @@ class Stats:
         the next failures would post it again as a new incident."""
         key = (integration, check)
         self.checks.pop(key, None)
+        self._carried.pop(key, None)
         self.tls_unknown.discard(key)  # (what was seen here is stale: the owner's verdict stands)
         if judged_until is None:
             self._not_before.pop(key, None)
@@ -438,6 +458,7 @@ class Stats:
         gone = set(integrations)
         for key in [k for k in self.checks if k[0] in gone]:
             del self.checks[key]
+        self._carried = {k: v for k, v in self._carried.items() if k[0] not in gone}
         self.tls_unknown = {k for k in self.tls_unknown if k[0] not in gone}
         for key in [k for k in self._not_before if k[0] in gone]:
             del self._not_before[key]

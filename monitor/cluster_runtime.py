@@ -72,7 +72,7 @@ class ClusterRuntime:
             metrics.drop_cluster_families()
             return cls(config, Solo(config.monitor.cluster.replica_id or default_replica_id()))
         cluster = Cluster(config, redis=redis, metrics=metrics, address=address, version=version, redact=redactor.text)
-        streaks = Streaks(redis, cluster, metrics.probes, recorder.status)
+        streaks = Streaks(redis, cluster, metrics.probes, recorder.status, continued=recorder.continued)
 
         def record(result: CheckResult) -> None:
             recorder.record(result)

@@ -88,6 +88,20 @@ class Recorder:
                 # the redacting log filter like everything else.
                 log.exception("component %s failed on the result of %s/%s", component.name, *key)
 
+    def continued(self, integration: str, check: str, streak: int) -> None:
+        """A check of an integration taken over has failed ``streak`` runs in a row, the previous owner's
+        counted (monitor/cluster/streaks.py): the components that count them too continue from there."""
+        takes = self.takes
+        for component in self.components:
+            on_streak = getattr(component, "on_streak_continued", None)
+            if on_streak is None or (takes is not None and not takes(component, integration)):
+                continue
+            try:
+                on_streak(integration, check, streak)
+            except Exception:
+                log.exception("component %s failed on the continued streak of %s/%s", component.name, integration,
+                              check)
+
     def _record_steps(self, key: tuple[str, str], result: CheckResult) -> None:
         """A flow's per-step series: the steps of this run; a step that did not run (the flow stopped
         before it, or a cleanup with nothing to clean) has no success sample this time."""

@@ -14,6 +14,7 @@ import redis.asyncio
 from redis_servers import OwnRedis
 from waiting import until
 
+from alerts.stats import Stats
 from integration_kit.redact import Redactor
 from integration_kit.results import CheckResult
 from monitor.cluster.placement import Change
@@ -189,3 +190,31 @@ async def test_a_reload_that_removes_a_check_forgets_its_count_here_and_in_redis
     # (the tracker's own tables: what a later count of a check named so would start from)
     tables = (streaks._failing, streaks._pending, streaks._since_gain)
     assert not any(("vendor", "c") in table for table in tables)
+
+
+def test_the_alert_statistics_continue_a_count_given_before_or_after_the_first_run_here() -> None:
+    """``Stats.continue_streak`` (the daemon calls it through ``Recorder.continued`` when the streaks are
+    seeded): the probe_down rule's count goes on from the previous owner's, whether the seed comes before
+    this replica recorded a run of the check or after it recorded some failures (they are in the count)."""
+    def count(stats: Stats) -> int:
+        checked = stats.check("vendor", "c")
+        assert checked is not None
+        return checked.consecutive_failures
+
+    before = Stats()
+    before.continue_streak("vendor", "c", 5)
+    before.add(failure(10))
+    assert count(before) == 6
+
+    after = Stats()
+    after.add(failure(10))
+    after.continue_streak("vendor", "c", 6)  # the stored 5 and the failure recorded here
+    after.add(failure(11))
+    assert count(after) == 7
+
+    recovered = Stats()
+    recovered.continue_streak("vendor", "c", 5)
+    recovered.add(CheckResult(integration="vendor", check="c", kind="http", ok=True, error_class=None, detail="",
+                              started_at=10.0, duration=0.01, total_duration=0.01))
+    recovered.add(failure(11))
+    assert count(recovered) == 1  # a success ended the streak: the next failure starts a new one

@@ -9,7 +9,8 @@ rule and fire it again three runs later). So the owner keeps the counts in Redis
 
 written only when a count changes from or to a failure streak — nothing for a healthy check — in one
 pipelined round trip per second at most; and the replica that takes an integration over reads the hash
-once and adds what it stored to the failures it has counted itself since (if it saw no success). A check
+once and adds what it stored to the failures it has counted itself since (if it saw no success), in the
+series, in /api/status and in the alert engine's count, which ``probe_down`` judges (``continued``). A check
 a reload removed (or disabled) is forgotten, and its field deleted by the integration's owner (``retain``;
 a takeover deletes what it finds of checks no longer configured), so a check added later under that name
 starts from zero.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -55,11 +57,13 @@ KEEP = 7 * 86400  # a hash nobody updated for a week belongs to an integration t
 
 class Streaks:
     def __init__(self, redis: redis.asyncio.Redis, cluster: Cluster, probes: ProbeSeries,
-                 status: StatusStore | None = None) -> None:
+                 status: StatusStore | None = None,
+                 continued: Callable[[str, str, int], None] | None = None) -> None:
         self.redis = redis
         self.cluster = cluster
         self.probes = probes
         self.status = status  # /api/status's count of each check, continued as the series' is
+        self.continued = continued  # told each count continued (the alert engine's probe_down continues it)
         self._prefix = f"{cluster.cfg.key_prefix}streak:"
         self._pending: dict[tuple[str, str], int] = {}
         self._consumed: dict[str, list[Any]] = {}  # result stream → entries to delete with the next write
@@ -170,6 +174,8 @@ class Streaks:
                     self._failing.add(key)
                     if self.status is not None:  # its next runs add to this count, as to the series'
                         self.status.entry(*key).consecutive_failures = int(series.streak)
+                    if self.continued is not None:
+                        self.continued(integration, check, int(series.streak))
             for key in [k for k in self._since_gain if k[0] == integration]:
                 del self._since_gain[key]
 
