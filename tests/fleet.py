@@ -17,16 +17,20 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from needs import free_port
+from needs import free_port, missing
 from waiting import NO_ANSWER, until
 
 from monitor.cluster.grid import GridTrigger
+
+if TYPE_CHECKING:
+    import pytest
+    from redis_servers import OwnRedis
 
 EXE = Path(sys.executable).parent / "integration-monitor"
 
@@ -149,6 +153,24 @@ class Fleet:
                     replica.proc.send_signal(signal.SIGCONT)
                 replica.proc.kill()
                 await replica.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def fleet_on(redis_server: OwnRedis, config: str, request: pytest.FixtureRequest, logs: Path
+                   ) -> AsyncIterator[Fleet]:
+    """A fleet (no replica started yet) with ``config`` on the test's own ``redis_server``, started here; what
+    each replica said is shown with a failure, and every process is killed at the end."""
+    if not EXE.exists():
+        missing(f"console script {EXE} not installed (pip install -e .)")
+    await redis_server.start()
+    path = logs / "monitor.yaml"
+    path.write_text(config)
+    fleet = Fleet(config=path, logs=logs)
+    request.node.process_logs = fleet.log_tail  # shown with a failure: what each replica said
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
 
 
 async def _healthy(replica: Replica) -> bool:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 from fake_slack import TOKEN, FakeSlack, Recorded
-from fleet import EXE, Fleet
-from needs import missing
+from fleet import Fleet, fleet_on
 from redis_servers import OwnRedis
 from targets import Reply, Target
 from waiting import NO_ANSWER, until
@@ -54,18 +53,11 @@ def incident_config(target: Target, slack: FakeSlack, redis_url: str) -> str:
 async def fleet(
     request: pytest.FixtureRequest, tmp_path: Path, target: Target, slack: FakeSlack, own_redis: OwnRedis
 ) -> AsyncIterator[Fleet]:
-    if not EXE.exists():
-        missing(f"console script {EXE} not installed (pip install -e .)")
-    await own_redis.start()
     for name in INTEGRATIONS:
         for i in range(3):
             target.route(f"/{name}/c{i}", UP)
-    config = tmp_path / "monitor.yaml"
-    config.write_text(incident_config(target, slack, own_redis.url))
-    fleet = Fleet(config=config, logs=tmp_path)
-    request.node.process_logs = fleet.log_tail
-    yield fleet
-    await fleet.close()
+    async with fleet_on(own_redis, incident_config(target, slack, own_redis.url), request, tmp_path) as started:
+        yield started
 
 
 def set_all(target: Target, integration: str, reply: Reply, check: str = "c0") -> None:

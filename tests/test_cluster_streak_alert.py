@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 from fake_slack import TOKEN, FakeSlack
-from fleet import EXE, Fleet
-from needs import missing
+from fleet import Fleet, fleet_on
 from redis_servers import OwnRedis
 from targets import Reply, Target
 from waiting import until
@@ -51,15 +50,8 @@ def config(target: Target, slack: FakeSlack, redis_url: str) -> str:
 async def fleet(
     request: pytest.FixtureRequest, tmp_path: Path, target: Target, slack: FakeSlack, own_redis: OwnRedis
 ) -> AsyncIterator[Fleet]:
-    if not EXE.exists():
-        missing(f"console script {EXE} not installed (pip install -e .)")
-    await own_redis.start()
-    path = tmp_path / "monitor.yaml"
-    path.write_text(config(target, slack, own_redis.url))
-    fleet = Fleet(config=path, logs=tmp_path)
-    request.node.process_logs = fleet.log_tail  # shown with a failure: what each replica said
-    yield fleet
-    await fleet.close()
+    async with fleet_on(own_redis, config(target, slack, own_redis.url), request, tmp_path) as started:
+        yield started
 
 
 async def test_the_new_owner_pages_on_the_failed_runs_in_a_row_it_continued(
