@@ -15,6 +15,7 @@ from alerts.stats import QuotaReading
 
 def evaluate(inp: RuleInput) -> Iterator[Condition]:
     rule: QuotaRule = inp.rule_config("quota")
+    yield from _no_longer_announced(inp, rule)
     for name, reading in sorted(inp.quotas.items()):
         ratio = reading.ratio
         for severity, level, hold in (
@@ -31,6 +32,30 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
                 details=_details(reading) if active else {},
                 for_seconds=rule.for_, keep_firing_for=rule.keep_firing_for,
             )
+
+
+_SEVERITIES = frozenset(Severity)
+
+
+def _no_longer_announced(inp: RuleInput, rule: QuotaRule) -> Iterator[Condition]:
+    """Resolve the alerts of a header quota's policy the vendor no longer announces. Each response that
+    announces limits replaces what the previous one announced (``<name>/<policy>`` labels, monitor/quota/
+    service.py), so a label gone while another of the same quota is read is no longer there to judge: its
+    alert clears as that of a quota a reload removed. A quota with no reading at all (a failed Redis read)
+    is unknown, not gone: its alerts hold."""
+    announcing = {label.split("/", 1)[0] for label, reading in inp.quotas.items() if reading.source == "headers"}
+    if not announcing:
+        return
+    prefix = f"{inp.integration}/quota/"  # of alert_key(integration, "quota", target, severity)
+    for key in sorted(inp.active):
+        target, _, severity = key.removeprefix(prefix).rpartition("/")
+        if (not key.startswith(prefix) or target in inp.quotas or target.split("/", 1)[0] not in announcing
+                or severity not in _SEVERITIES):
+            continue
+        yield Condition(
+            integration=inp.integration, alert="quota", severity=Severity(severity), active=False, target=target,
+            quota=target, summary="", details={}, for_seconds=rule.for_, keep_firing_for=rule.keep_firing_for,
+        )
 
 
 def _summary(integration: str, name: str, reading: QuotaReading, level: float) -> str:

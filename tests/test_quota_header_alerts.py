@@ -1,0 +1,65 @@
+"""Quota alerts on the limits a vendor announces in its response headers, through the daemon (in process)
+against a loopback API.
+
+Each response that announces limits replaces what the previous one announced (monitor/quota/service.py): a
+policy it no longer names has no series any more. Its quota alert must resolve with it, as an alert of a
+quota a reload removed does; before, the rule judged only the policies announced now, and the alert of one
+that went away stayed firing for good, with no series left to say why. A policy that is still announced keeps
+its alert, and a response without any quota header changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from targets import Reply, Target
+from waiting import until
+
+from monitor.app import App
+from monitor.settings import parse_config
+
+BURST_NEARLY_USED = {"RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=86400',
+                     "RateLimit": '"burst";r=2;t=30, "daily";r=100;t=40000'}  # burst 98 %, daily 90 %
+DAILY_ONLY = {"RateLimit-Policy": '"daily";q=1000;w=86400', "RateLimit": '"daily";r=100;t=40000'}
+
+
+def _config(target: Target) -> str:
+    return json.dumps({
+        "monitor": {"listen": "127.0.0.1:0", "evaluation_interval": "200ms"},
+        "integrations": {"acme": {
+            "checks": [{"name": "api", "kind": "http", "url": target.url("/limits"), "interval": "200ms"}],
+            "quotas": [{"name": "api-headers", "source": "headers", "check": "api"}],
+            "alerts": {"error_rate": {"enabled": False}, "latency": {"enabled": False},
+                       "probe_down": {"enabled": False}},
+        }},
+    })
+
+
+def _firing(app: App) -> list[str]:
+    return app.status_document()["components"]["alerts"]["alerts"]["firing"]
+
+
+@pytest.fixture
+async def app(target: Target) -> AsyncIterator[App]:
+    target.route("/limits", *[Reply(json={"ok": True}, headers=BURST_NEARLY_USED)] * 10_000)
+    daemon = App(parse_config(_config(target)))
+    await daemon.start()
+    yield daemon
+    await daemon.close()
+
+
+async def test_the_alert_of_a_policy_no_longer_announced_resolves(app: App, target: Target) -> None:
+    burst = {"acme/quota/api-headers/burst/critical", "acme/quota/api-headers/burst/warning"}
+    daily = "acme/quota/api-headers/daily/warning"
+    await until(lambda: burst | {daily} <= set(_firing(app)), "the burst and daily quota alerts")
+
+    target.route("/limits", *[Reply(json={"ok": True})] * 10_000)  # no quota header at all: nothing changes
+    runs = len(target.hits("/limits"))
+    await until(lambda: len(target.hits("/limits")) >= runs + 3, "three runs without quota headers")
+    assert burst | {daily} <= set(_firing(app))
+
+    target.route("/limits", *[Reply(json={"ok": True}, headers=DAILY_ONLY)] * 10_000)  # burst is gone
+    await until(lambda: not burst & set(_firing(app)), "the alerts of the burst policy to resolve")
+    assert daily in _firing(app)  # (still announced, still at 90 %)
