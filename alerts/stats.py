@@ -65,6 +65,9 @@ class QuotaReading:
     reset_seconds: float | None = None
     exhaustion_seconds: float | None = None  # projected time to 100 %; None when not rising
     observed_at: float = 0.0
+    # A header quota's labels the vendor's last response announced, this one's and its other policies',
+    # whatever it said of their usage (alerts/rules/quota.py: the alert of a label not among them is over)
+    announced: frozenset[str] = frozenset()
 
     @property
     def ratio(self) -> float:

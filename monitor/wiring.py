@@ -29,7 +29,9 @@ class QuotaReadings:
     quotas that nothing matched (used 0, perhaps no limit known: the limiter's window expired, or it has
     not written a key yet). Nothing used is a judgement, ratio 0: a quota alert clears (after
     ``clear`` / ``keep_firing_for``) instead of holding a stale page for an idle integration. A quota
-    whose read failed is not in the snapshot at all: unknown, so its alerts hold."""
+    whose read failed is not in the snapshot at all: unknown, so its alerts hold. A header quota's
+    readings carry every label its last response announced (``announced``), those whose usage it left out
+    too: a label not among them is no longer announced."""
 
     __slots__ = ("_service",)
 
@@ -37,12 +39,18 @@ class QuotaReadings:
         self._service = service
 
     def quota_snapshot(self) -> Iterable[QuotaReading]:
+        states = self._service.snapshot()
+        announced: dict[tuple[str, str], set[str]] = {}
+        for s in states:
+            if s.source == "headers":
+                announced.setdefault((s.integration, s.name), set()).add(s.quota)
         return [
             QuotaReading(
                 integration=s.integration, quota=s.quota, source=s.source, used=s.used, limit=s.limit,
                 reset_seconds=s.reset_seconds, exhaustion_seconds=s.exhaustion_seconds, observed_at=s.observed_at,
+                announced=frozenset(announced.get((s.integration, s.name), ())),
             )
-            for s in self._service.snapshot()
+            for s in states
             if s.used is not None and (s.limit or s.used == 0)
         ]
 

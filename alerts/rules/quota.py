@@ -41,16 +41,19 @@ def _no_longer_announced(inp: RuleInput, rule: QuotaRule) -> Iterator[Condition]
     """Resolve the alerts of a header quota's policy the vendor no longer announces. Each response that
     announces limits replaces what the previous one announced (``<name>/<policy>`` labels, monitor/quota/
     service.py), so a label gone while another of the same quota is read is no longer there to judge: its
-    alert clears as that of a quota a reload removed. A quota with no reading at all (a failed Redis read)
-    is unknown, not gone: its alerts hold."""
-    announcing = {label.split("/", 1)[0] for label, reading in inp.quotas.items() if reading.source == "headers"}
-    if not announcing:
+    alert clears as that of a quota a reload removed. A policy still announced whose usage the response left
+    out (``QuotaReading.announced``), and a quota with no reading at all (a failed Redis read), are unknown,
+    not gone: their alerts hold."""
+    headers = [reading for reading in inp.quotas.values() if reading.source == "headers"]
+    if not headers:
         return
+    announcing = {reading.quota.split("/", 1)[0] for reading in headers}
+    announced = frozenset().union(*(reading.announced for reading in headers))
     prefix = f"{inp.integration}/quota/"  # of alert_key(integration, "quota", target, severity)
     for key in sorted(inp.active):
         target, _, severity = key.removeprefix(prefix).rpartition("/")
-        if (not key.startswith(prefix) or target in inp.quotas or target.split("/", 1)[0] not in announcing
-                or severity not in _SEVERITIES):
+        if (not key.startswith(prefix) or target in inp.quotas or target in announced
+                or target.split("/", 1)[0] not in announcing or severity not in _SEVERITIES):
             continue
         yield Condition(
             integration=inp.integration, alert="quota", severity=Severity(severity), active=False, target=target,
