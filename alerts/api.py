@@ -81,7 +81,11 @@ def routes(control: SilenceControl) -> list[web.RouteDef]:
                 raise ValueError(f"expected a JSON object, got {type(body).__name__}")
             req = SilenceRequest.model_validate(body)
         except ValidationError as exc:
-            problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+            # pydantic's "Value error, " before our own validators' messages says nothing to a client
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            ]
             return web.json_response({"error": "; ".join(problems)}, status=400)
         except ValueError as exc:
             return web.json_response({"error": f"not a valid request body: {exc}"}, status=400)

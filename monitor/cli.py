@@ -70,7 +70,9 @@ def register_core(subparsers: Any) -> None:
     run.set_defaults(func=cmd_run)
 
     check = subparsers.add_parser("check-config", help="validate a config file, list every problem")
-    check.add_argument("file", metavar="FILE")
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("file", metavar="FILE", nargs="?")
+    where.add_argument("-c", "--config", metavar="FILE", help="the same, as run and probe take it")
     check.set_defaults(func=cmd_check_config)
 
     probe = subparsers.add_parser("probe", help="run one check once and print the result")
@@ -125,13 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_or_report(args.file)
+    path = args.file or args.config
+    config = load_or_report(path)
     if config is None:
         return EXIT_CONFIG
     for line in summary_lines(config):
         print(line)
     checks = sum(1 for _ in config.iter_checks())
-    print(f"{args.file}: OK ({len(config.integrations)} integration(s), {checks} check(s))")
+    print(f"{path}: OK ({len(config.integrations)} integration(s), {checks} check(s))")
     return EXIT_OK
 
 

@@ -169,6 +169,18 @@ async def test_run_on_an_address_in_use_says_so_in_one_line_and_exits_1(tmp_path
     assert "Traceback" not in err, err
 
 
+async def test_check_config_takes_the_file_as_run_and_probe_take_it_too(tmp_path: Path) -> None:
+    """``check-config FILE``, and ``check-config -c FILE`` as ``run`` and ``probe`` are given it; neither or
+    both is a usage error (exit 2)."""
+    config = write(tmp_path / "monitor.yaml", "integrations: {}\n")
+    for args in (("check-config", str(config)), ("check-config", "-c", str(config))):
+        code, out, err = await run_cli(*args)
+        assert (code, out) == (0, f"{config}: OK (0 integration(s), 0 check(s))\n"), (args, err)
+    for args in (("check-config",), ("check-config", str(config), "-c", str(config))):
+        code, _, err = await run_cli(*args)
+        assert code == 2 and "usage: integration-monitor check-config" in err, (args, err)
+
+
 async def test_python_dash_m_and_version() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", "--version", stdout=asyncio.subprocess.PIPE

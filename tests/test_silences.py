@@ -202,7 +202,10 @@ async def test_http_api_validates_and_needs_the_token(api: tuple[TestClient[Any,
                            headers={"Authorization": "Bearer wrong"})
     assert resp.status == 401
     resp = await http.post("/api/silences", json={"integration": "acme"}, headers=AUTH)
-    assert resp.status == 400 and "either duration" in (await resp.json())["error"]
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "body: give either duration (e.g. 2h) or ends_at (ISO 8601 with offset)"
+    resp = await http.post("/api/silences", json={"duration": "soon"}, headers=AUTH)  # said as the config says it
+    assert (await resp.json())["error"] == "duration: expected a duration like 500ms, 30s, 5m or 4h, got 'soon'"
     resp = await http.post("/api/silences", json={"integration": "nosuch", "duration": "1h"}, headers=AUTH)
     assert resp.status == 400 and "unknown integration" in (await resp.json())["error"]
     # An alert no rule raises would mute nothing, silently: refused as the silence command refuses it.
