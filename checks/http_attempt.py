@@ -23,6 +23,7 @@ from checks.base import ProbeContext
 from checks.http_config import Expectation, RequestPlan
 from checks.json_assertions import check_json
 from checks.timing import AttemptTiming, current_attempt
+from integration_kit.calls import is_json_type
 from integration_kit.classify import (
     Failure,
     body_read_failure,
@@ -30,6 +31,7 @@ from integration_kit.classify import (
     classify_exception,
     classify_status,
     empty_body,
+    parse_json,
     too_slow,
 )
 from integration_kit.deadlines import DeadlineScope
@@ -252,7 +254,13 @@ class HttpRun:
             failure = empty_body(status, body, method=self.plan.method)
             if failure is not None:
                 return failure
-        return check_json(body, assertions) if assertions else None
+        if assertions:
+            return check_json(body, assertions)
+        # Without assertions, a body that says it is JSON must still be JSON (as the kit's client judges
+        # it): a vendor's 200 with a broken document is the failure a check without expectations is for.
+        if body and self.headers is not None and is_json_type(self.headers.get("Content-Type", "")):
+            return parse_json(body)[1]
+        return None
 
     async def _status_failure(
         self, resp: aiohttp.ClientResponse, timing: AttemptTiming, started: float, deadline: float

@@ -323,6 +323,25 @@ async def test_malformed_json(target: Target, body: bytes, detail: str) -> None:
     assert_failed(result, E.MALFORMED_JSON, detail)
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "detail"),
+    [
+        ("application/json", b'{"data": ', "malformed_json: Expecting value at line 1 column 10"),
+        ("application/problem+json; charset=utf-8", b"<html>maintenance</html>", "malformed_json: Expecting value"),
+        ("application/json; charset=iso-8859-1", '{"n": "é"}'.encode("latin-1"), "malformed_json: body is not UTF-8"),
+    ],
+)
+async def test_a_body_that_says_it_is_json_must_be_json_without_assertions_too(
+    target: Target, content_type: str, body: bytes, detail: str
+) -> None:
+    """A check with no ``expect.json``: a 200 whose Content-Type says JSON and whose body is not is
+    ``malformed_json`` (as the kit's client judges it by default); a body that does not say so is not parsed."""
+    url = target.route("/bad", Reply(body=body, headers={"Content-Type": content_type}))
+    assert_failed(await run(make_check(url)), E.MALFORMED_JSON, detail)
+    plain = target.route("/page", Reply(body=body, headers={"Content-Type": "text/html"}))
+    assert (await run(make_check(plain))).ok
+
+
 async def test_missing_field(target: Target) -> None:
     check = make_check(target.url("/ok"), expect={"json": {"$.data.amount": {}, "$.data.customer.id": {}}})
     result = await run(check)
