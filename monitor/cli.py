@@ -226,7 +226,9 @@ def format_result(result: CheckResult, redactor: Redactor) -> str:
     if result.tls_expiry is not None:
         days = (result.tls_expiry - time.time()) / 86400
         when = datetime.fromtimestamp(result.tls_expiry, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        row("tls expiry", f"{when} (in {days:.0f} days)" if days >= 0 else f"{when} (expired {-days:.0f} days ago)")
+        count = f"{abs(days):.0f}"
+        span = f"{count} day" if count == "1" else f"{count} days"
+        row("tls expiry", f"{when} (in {span})" if days >= 0 else f"{when} (expired {span} ago)")
     for obs in observed_quota(result):
         used = "?" if obs.used is None else f"{obs.used:g}"
         limit = "?" if obs.limit is None else f"{obs.limit:g}"

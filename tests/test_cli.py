@@ -260,6 +260,8 @@ def test_probe_output_says_when_a_certificate_expired_and_resets_in_readable_uni
     out = cli.format_result(result, Redactor())
     assert "(expired 2160 days ago)" in out, out  # not "(in -2160 days)"
     assert "default: 1000/5000 (20%), resets in 10m" in out, out  # not "resets in 597.415s"
+    yesterday = cli.format_result(dataclasses.replace(result, tls_expiry=now - 86400), Redactor())
+    assert "(expired 1 day ago)" in yesterday, yesterday  # not "1 days"
 
 
 def test_probe_of_an_unknown_check_names_the_form_and_at_most_20_checks(
