@@ -5,6 +5,7 @@ integration's series leave /metrics and its status leaves /api/status."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from waiting import until
 from alerts.model import AlertStatus
 from alerts.store import AlertStore
 from monitor.app import App
+from monitor.cluster.placement import Change
 from monitor.logs import setup_logging
 from monitor.settings import load_config
 
@@ -112,5 +114,45 @@ async def test_a_check_reloads_turn_off_then_on_again_runs_again(
         await until(lambda: runs(app, "shop", "broken"), "shop/broken running again after it was turned on",
                     holds=lambda n: n >= 2)
         assert app.scheduler.check_status("shop", "broken") is not None
+    finally:
+        await app.close()
+
+
+async def test_a_reload_that_changes_the_checks_keeps_the_replicas_share_and_integrations(
+    target: Target, tmp_path: Path, prefix: str, shared_redis: redis.asyncio.Redis
+) -> None:
+    """A reload that changes what decides placement (a check's URL here) changes the replica's fleet at once;
+    Redis hears of it at the next heartbeat. Its own record as last read still had the old fleet, so the view
+    it made at that heartbeat left itself out: alone, it dropped its share and its integrations (their series,
+    alert ownership, failed-run counts) and took them back a heartbeat later (seen once in the logs of
+    tests/test_cluster_streaks.py: "members a → -")."""
+    route_target(target)
+    fast = f"cluster: {{key_prefix: '{prefix}cluster:', heartbeat: 100ms, ttl: 1s}}"
+
+    def text(config: str) -> str:
+        return on_shared_redis(config, prefix).replace(f"cluster: {{key_prefix: '{prefix}cluster:'}}", fast, 1)
+
+    path = write(tmp_path / "monitor.yaml", text(daemon_config(target)))
+    app = App(load_config(path), config_path=path, components=[])
+    await app.start()
+    try:
+        assert app.cluster is not None and app.cluster.cluster is not None
+        cluster = app.cluster.cluster
+        await until(lambda: cluster.owns("shop"), "the replica to own shop")
+        changes: list[Change] = []
+        cluster.on_change(changes.append)
+        before = cluster.fleet
+        write(path, text(daemon_config(target).replace("/ok\"", "/ok?v=2\"", 1)))
+        assert await app.reload() is True
+        assert cluster.fleet != before  # the check moved: what decides placement changed
+
+        async def fleet_in_redis() -> str:
+            record = await shared_redis.hget(f"{prefix}cluster:member-info", cluster.me)
+            return str(json.loads(record or "{}").get("fleet"))
+
+        # The heartbeat that writes the new fleet comes after the view that left the replica out.
+        await until(fleet_in_redis, "the new fleet in the replica's record", holds=lambda f: f == cluster.fleet)
+        assert [c for c in changes if c.integrations_lost or c.checks_lost] == []
+        assert cluster.owns("shop")
     finally:
         await app.close()

@@ -253,7 +253,18 @@ class Cluster:
         """New checks (ran by nobody yet) or removed ones: recompute the placement with the same members."""
         self.config = config
         self.fleet = fleet_fingerprint(config, self._redact)
+        self._records = self._in_my_fleet(self._records)
         self._apply(self._clock(), members=self._assignment.members, force=True)
+
+    def _in_my_fleet(self, records: tuple[Member, ...]) -> tuple[Member, ...]:
+        """``records`` with this replica's own in the fleet of its config now. A reload changes the fleet at
+        once, Redis hears of it at the next heartbeat: the record as last read (or as read by a heartbeat
+        under way when the reload came) has the old one, and the view made of it left this replica out of
+        its own fleet — alone, it dropped its share and its integrations, and took them back a heartbeat
+        later."""
+        incarnation = self.membership.incarnation
+        return tuple(replace(m, fleet=self.fleet) if m.id == self.me and m.incarnation == incarnation
+                     and m.fleet != self.fleet else m for m in records)
 
     # ---- the loop -----------------------------------------------------------------------------------
 
@@ -328,7 +339,7 @@ class Cluster:
         self._anticipate(self._clock())
 
     def _absorb(self, beat: Beat) -> None:
-        self._records = beat.members
+        self._records = self._in_my_fleet(beat.members)
         for member in beat.members:
             self._seen[member.id] = member
         if beat.backoff != self._backoff_in:
