@@ -6,7 +6,8 @@
 * ``placement`` — which checks this replica probes and which integrations it owns (``Solo`` when alone);
 * ``replica`` — the heartbeat loop and the failure rules (Redis down, a paused process);
 * ``grid`` — check timetables every replica computes alike;
-* ``streams``, ``result_codec`` — results travelling to their integration's owner.
+* ``streams``, ``result_codec`` — results travelling to their integration's owner;
+* ``orphans`` — a crashed owner's unread results, drained by its integrations' new owners.
 
 How the daemon uses them is ``monitor.cluster_runtime``; README, "Running several replicas", for users.
 """

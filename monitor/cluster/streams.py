@@ -35,15 +35,8 @@ mistakes new results for old ones. Only when the owner is gone from the view are
 routed afresh (to the new owner: the one they went to no longer counts them), and only when more than
 ``MAX_UNCONFIRMED`` results wait are the oldest recorded here.
 
-A crash loses none of them: an owner deletes the entries it read only together with its next write of the
-failure counts they changed (``Streaks.consumed``, one pipelined round trip), so what is left in its
-stream is what no count in Redis includes yet. When its lease runs out, the new owner of each of its
-integrations drains that stream (``taken_over``): it holds back that integration's other results until
-it has read the stream to its end, records that integration's results from it in their order (each
-result is taken by the one replica that owns its integration now), then follows the stream a while
-longer for senders that had not yet noticed the crash. The stream is left to expire (a while after its
-last write: ``_send``). Lost at a crash: what the crashed replica probed itself and recorded after its
-last write of the counts (up to ``streaks.FLUSH_EVERY``), and what it passed on but had not sent yet.
+A crash loses none of them: when its lease runs out, the new owner of each of its integrations drains its
+stream (``taken_over``; monitor/cluster/orphans.py says how).
 
 A graceful leave loses none either: the replica that leaves reads its stream a last time as it closes
 and passes what it finds on to each integration's new owner (``close``).
@@ -61,12 +54,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from integration_kit.tasks import stop_all
+from monitor.cluster.orphans import Drain, Orphans
 from monitor.cluster.result_codec import Travelling, decode_batch, encode_batch
 
 if TYPE_CHECKING:
@@ -100,17 +94,6 @@ class _Entry:
     owner: str
     fields: dict[Any, Any]
     items: list[Travelling]
-
-
-@dataclass
-class _Drain:
-    """The stream of a crashed replica, read by the new owner of some of its integrations (``taken_over``)."""
-
-    integrations: set[str]
-    until: float  # monotonic: followed until then, for senders that have not noticed the crash yet
-    last: Any = "0-0"  # id of the last entry read from it
-    expected: dict[str, int] = field(default_factory=dict)  # as ``ResultStreams._expected``, for this stream
-    passed: bool = False  # read to its end once: its integrations' other results are no longer held back
 
 
 class ResultStreams:
@@ -148,9 +131,7 @@ class ResultStreams:
         self._key = ""  # this replica's stream, as last read
         self._last: Any = None  # id of the last entry read from it (None: not started)
         self._read_ids: list[Any] = []  # entries of it read since ``consumed`` was last told
-        self._drains: dict[str, _Drain] = {}  # stream of a crashed replica → its drain
-        self._draining: frozenset[str] = frozenset()  # integrations whose results wait for a drain
-        self._held_back: list[Travelling] = []  # those results, in their order
+        self._orphans = Orphans(cluster, self.stream)  # crashed replicas' streams drained here
         self._checks_of: Config | None = None  # the config ``_checks`` was read from
         self._checks: dict[str, dict[str, CheckConfigBase]] = {}  # integration → its checks by name (as asked)
         self._tasks: list[asyncio.Task[None]] = []
@@ -214,10 +195,10 @@ class ResultStreams:
 
     def _record(self, item: Travelling) -> None:
         result, hops, target = item
-        if result.integration in self._draining:  # after the older results still in the crashed owner's stream
+        if result.integration in self._orphans.draining:
             # It may travel yet (its integration moves on meanwhile): with where its check points now.
-            self._held_back.append(item if target is not None else
-                                   (result, hops, self._target(result.integration, result.check)))
+            self._orphans.hold(item if target is not None else
+                               (result, hops, self._target(result.integration, result.check)))
             return
         self._record_now(result)
 
@@ -329,17 +310,12 @@ class ResultStreams:
         # One read for all: a sender's results to the crashed owner come before its later ones to this
         # replica, and Redis answers for every stream at one instant, so handling the drains first keeps
         # each check's results in order.
-        wanted: dict[Any, Any] = {name: drain.last for name, drain in self._drains.items()}
+        wanted: dict[Any, Any] = self._orphans.wanted()
         wanted[key] = self._last
-        waiting = any(not drain.passed for drain in self._drains.values())
-        reply: Any = await self.redis.xread(wanted, count=READ_COUNT, block=None if waiting else block_ms)
+        block = None if self._orphans.waiting else block_ms
+        reply: Any = await self.redis.xread(wanted, count=READ_COUNT, block=block)
         found = {_text(name): batch for name, batch in (reply.items() if isinstance(reply, dict) else reply or ())}
-        for name, drain in self._drains.items():
-            batch = found.get(name, [])
-            for entry_id, fields in batch:
-                drain.last = entry_id
-                self._receive(fields, drain)
-            drain.passed = drain.passed or len(batch) < READ_COUNT
+        self._orphans.took(found, self._receive, READ_COUNT)
         entries: list[tuple[Any, dict[Any, Any]]] = found.get(key, [])
         for entry_id, fields in entries:
             self._last = entry_id
@@ -355,35 +331,17 @@ class ResultStreams:
         that replica. Their results wait until its stream has been read to the end (``read``)."""
         if not orphaned:
             return
-        cfg = self.cluster.cfg
-        # A sender notices the crash at its next heartbeat; what it flushed before reaches Redis within
-        # its send timeout.
-        until = time.monotonic() + cfg.ttl + 2 * max(2.0, cfg.heartbeat)
-        for integration, previous in orphaned.items():
-            name = self.stream(previous)
-            drain = self._drains.setdefault(name, _Drain(set(), until))
-            drain.integrations.add(integration)
-            drain.passed, drain.until = False, max(drain.until, until)
-            log.info("cluster: reading %s's result stream for %s (its lease ran out)", previous, integration)
+        self._orphans.taken_over(orphaned)
         self._end_drains()
 
     def _end_drains(self) -> None:
         """Release the results held back for drains read to their end (or given up: Redis failing), and
         forget the drains followed long enough."""
-        now = time.monotonic()
-        for name, drain in list(self._drains.items()):
-            if now >= drain.until:
-                drain.passed = True
-                del self._drains[name]
-        draining = frozenset(i for drain in self._drains.values() if not drain.passed for i in drain.integrations)
-        if draining != self._draining:
-            self._draining = draining
-            held, self._held_back = self._held_back, []
-            for result, _, target in held:
-                if not self._here((result, MAX_HOPS, target)):  # moved on meanwhile: to its owner now, recorded there
-                    self._pending.append((result, MAX_HOPS, target))
-                    self._wake.set()
-        if not self._draining:
+        for result, _, target in self._orphans.end():
+            if not self._here((result, MAX_HOPS, target)):  # moved on meanwhile: to its owner now, recorded there
+                self._pending.append((result, MAX_HOPS, target))
+                self._wake.set()
+        if not self._orphans.draining:
             self._report_consumed()
 
     def _report_consumed(self) -> None:
@@ -409,10 +367,10 @@ class ResultStreams:
                 await asyncio.sleep(min(FAILURE_BACKOFF_MAX, 0.1 * 2 ** min(self._read_failures, 10)))
                 continue
             self._read_failures = 0
-            if 0 < taken < READ_COUNT and not self._draining:
+            if 0 < taken < READ_COUNT and not self._orphans.draining:
                 await asyncio.sleep(READ_GAP)  # not behind: let the next read take several flushes at once
 
-    def _receive(self, fields: dict[Any, Any], drain: _Drain | None = None) -> None:
+    def _receive(self, fields: dict[Any, Any], drain: Drain | None = None) -> None:
         """An entry of this replica's stream, or of a crashed replica's (``drain``: only the results of the
         integrations taken over from it are recorded; another replica took the others)."""
 
@@ -436,8 +394,7 @@ class ResultStreams:
         if drain is not None:
             for item in items:
                 result = item[0]
-                mine = result.integration in drain.integrations and self.cluster.owns(result.integration)
-                if mine and not self._stale(item):
+                if drain.takes(result.integration, self.cluster) and not self._stale(item):
                     self._recovered.inc()
                     self._record_now(result)
             return
