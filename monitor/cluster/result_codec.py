@@ -48,9 +48,10 @@ def decode_batch(text: str | bytes) -> tuple[list[Travelling], int]:
     unreadable = 0
     for pair in doc:
         try:
-            hops, result = pair
-            target = result.get("tf") if isinstance(result, Mapping) else None
-            items.append((_decode(result), int(hops), None if target is None else str(target)))
+            hops, doc = pair
+            result = _decode(doc)  # (a mapping, then)
+            target = doc.get("tf")
+            items.append((result, int(hops), None if target is None else str(target)))
         except (ValueError, KeyError, TypeError, AttributeError):
             unreadable += 1
     return items, unreadable
@@ -69,9 +70,11 @@ def _encode(result: CheckResult, redactor: Redactor, target: str | None) -> dict
         "rx": redactor.text(result.response_excerpt) if result.response_excerpt else None,
         "rl": [list(pair) for pair in result.rate_limit_headers] or None, "bb": result.body_bytes,
         "rb": [list(pair) for pair in result.rate_limit_body] or None,
-        "st": [_encode_step(step, redactor) for step in result.steps] or None, "tf": target,
+        "st": [_encode_step(step, redactor) for step in result.steps] or None,
     }
     doc.update({k: v for k, v in optional.items() if v is not None})
+    if target is not None:
+        doc["tf"] = target
     if result.request is not None:
         req = result.request
         doc["rq"] = {"m": req.method, "u": req.url, "h": dict(req.headers), "b": req.body_excerpt}
