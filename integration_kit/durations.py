@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SECONDS = re.compile(r"\d+(?:\.\d+)?")  # a number of seconds written as text: what ``${VAR}`` gives
 MAX_DURATION = 365 * 86400.0
 """The longest duration anything accepts (365d): every timer, trigger and timestamp stays finite."""
 _FORMAT = "expected a duration like 500ms, 30s, 5m or 4h"
@@ -27,6 +28,8 @@ def parse_duration(value: Any) -> float:
 
 def _parse_text(value: str) -> float:
     text = value.strip()
+    if _SECONDS.fullmatch(text):
+        return float(text)
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:

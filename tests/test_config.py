@@ -89,38 +89,49 @@ def test_default_stands_in_for_an_empty_variable_and_may_nest() -> None:
     variable set to "" (what an optional Kubernetes secret gives), and a default may be ``${OTHER:-…}``."""
     config = parse_config(
         """
-        monitor: {listen: "${IM_TEST_LISTEN:-127.0.0.1:9999}", redis_url: "${IM_TEST_REDIS}"}
+        monitor: {listen: "${IM_TEST_LISTEN:-127.0.0.1:9999}", redis_url: "${IM_TEST_REDIS}",
+                  evaluation_interval: "${IM_TEST_EVAL}"}
         integrations:
           a:
             checks:
               - {name: c, kind: http, url: "${IM_TEST_A:-${IM_TEST_B:-http://127.0.0.1/b}}?q={x}"}
               - {name: d, kind: http, url: "${IM_TEST_A:-${IM_TEST_C:-http://127.0.0.1/b}}"}
         """,
-        env={"IM_TEST_LISTEN": "", "IM_TEST_REDIS": "", "IM_TEST_A": "", "IM_TEST_C": "http://127.0.0.1/c"},
+        env={"IM_TEST_LISTEN": "", "IM_TEST_REDIS": "", "IM_TEST_A": "", "IM_TEST_C": "http://127.0.0.1/c",
+             "IM_TEST_EVAL": "15"},  # a number of seconds from the environment is text
     )
     assert config.monitor.listen == "127.0.0.1:9999"
     assert config.monitor.redis_url is None  # ${VAR} set to "" stays "" (here: no Redis), as in the shell
+    assert config.monitor.evaluation_interval == 15.0
     checks = config.integrations["a"].checks
     assert [c.url for c in checks] == ["http://127.0.0.1/b?q={x}", "http://127.0.0.1/c"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("written", "problem"), [
+@pytest.mark.parametrize(("written", "value", "problem"), [
     (  # a nested default that ends unset names the variable that is missing
-        'integrations:\n  a:\n    checks: [{name: c, kind: http, url: "${IM_TEST_A:-${IM_TEST_B}}"}]\n',
+        'integrations:\n  a:\n    checks: [{name: c, kind: http, url: "${IM_TEST_A:-${IM_TEST_B}}"}]\n', None,
         "integrations.a.checks[0].url: environment variable IM_TEST_B is not set (use ${IM_TEST_B:-default})",
     ),
     (  # a bad value that came from a default is shown as written, once
-        'monitor: {listen: "${IM_TEST_A:-nothere}"}\n',
+        'monitor: {listen: "${IM_TEST_A:-nothere}"}\n', None,
         "monitor.listen: expected HOST:PORT such as 0.0.0.0:9478, got '${IM_TEST_A:-nothere}'",
     ),
+    (  # a short value is not replaced inside the message's own words ("5m" of the example)
+        'monitor: {evaluation_interval: "${IM_TEST_A}"}\n', "m",
+        "monitor.evaluation_interval: expected a duration like 500ms, 30s, 5m or 4h, got '${IM_TEST_A}'",
+    ),
 ])
-def test_a_problem_with_a_default_shows_the_template(
-    written: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_a_problem_with_a_variable_shows_the_template(
+    written: str, value: str | None, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(written)
-    monkeypatch.delenv("IM_TEST_A", raising=False)
     monkeypatch.delenv("IM_TEST_B", raising=False)
+    if value is None:
+        monkeypatch.delenv("IM_TEST_A", raising=False)
+    else:
+        monkeypatch.setenv("IM_TEST_A", value)
     assert main(["check-config", str(path)]) == 2
     assert capsys.readouterr().err.splitlines()[1:] == [f"  {problem}"]
 

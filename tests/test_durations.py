@@ -52,3 +52,9 @@ def test_out_of_range_durations_name_the_range(value: object, message: str) -> N
 
 def test_the_range_ends_are_accepted() -> None:
     assert parse_duration("365d") == MAX_DURATION and parse_duration(0) == 0.0
+
+
+def test_a_number_of_seconds_may_be_text_as_an_environment_variable_gives_it() -> None:
+    assert (parse_duration("90"), parse_duration("1.5"), parse_duration(" 30 ")) == (90.0, 1.5, 30.0)
+    with pytest.raises(ValueError, match=r"^expected a duration between 0s and 365d, got '31536001'$"):
+        parse_duration("31536001")

@@ -23,7 +23,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import yaml
@@ -310,19 +309,17 @@ class Expansion:
         for path, message in problems:
             if path in self.templates and self.templates[path][1]:  # "" (an unset variable) is in every text
                 written, expanded = self.templates[path]
-                # One pass: the written form may contain the expanded one (``${X:-x}`` → ``x``), and a
-                # second replace would expand it again (``${X:-${X:-x}}``).
-                forms = {repr(expanded): repr(written), expanded: written}
-                either = "|".join(re.escape(form) for form in forms)  # the quoted form first: it is longer
-                message = re.sub(either, partial(_written_form, forms), message)
+                # The value as the message quotes it; bare only when it is not quoted and long enough not to
+                # be part of the message's own words (a "5" from ${IV} is in "500ms" too). One replace: the
+                # written form may contain the expanded one (``${X:-x}`` → ``x``, not ``${X:-${X:-x}}``).
+                if repr(expanded) in message:
+                    message = message.replace(repr(expanded), repr(written))
+                elif len(expanded) >= MIN_SECRET_LEN:
+                    message = message.replace(expanded, written)
             if pattern is not None:
                 message = pattern.sub(lambda m: names[shown[(m.lastindex or 1) - 1]], message)
             out.append((path, _mask_literal_credentials(message)))
         return out
-
-
-def _written_form(forms: Mapping[str, str], match: re.Match[str]) -> str:
-    return forms[match.group(0)]
 
 
 def _mask_literal_credentials(message: str) -> str:
