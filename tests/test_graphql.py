@@ -157,7 +157,7 @@ integrations:
     [check] = config.integrations["storefront"].checks
     result = await probe(check, ProbeContext(integration="storefront", redactor=Redactor()))
     service.on_result(result)
-    labels = {"integration": "storefront", "quota": "admin-api/cost", "source": "headers"}
+    labels = {"integration": "storefront", "quota": "admin-api", "source": "headers"}  # the lone limit: the plain name
     assert metrics.registry.get_sample_value("integration_quota_usage_ratio", labels) == 0.95
     assert metrics.registry.get_sample_value("integration_quota_reset_seconds", labels) == 950 / 50
     assert backoffs and backoffs[-1][0] == "storefront" and backoffs[-1][1] > 1

@@ -6,7 +6,8 @@ policy it no longer names has no series any more. Its quota alert must resolve w
 quota a reload removed does; before, the rule judged only the policies announced now, and the alert of one
 that went away stayed firing for good, with no series left to say why. A policy that is still announced keeps
 its alert, even when the response leaves its usage out, and a response without any quota header changes
-nothing.
+nothing. A lone policy is labelled with the quota's plain name, several with ``<name>/<policy>`` each: a
+vendor going from one policy to two (or back) moves the series, and the alerts of the old labels resolve.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BURST_NEARLY_USED = {"RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=8
 # (burst's usage is unknown now, not over).
 BURST_UNSAID = {"RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=86400', "RateLimit": '"daily";r=100;t=40000'}
 DAILY_ONLY = {"RateLimit-Policy": '"daily";q=1000;w=86400', "RateLimit": '"daily";r=100;t=40000'}
+BURST_ONLY = {"RateLimit-Policy": '"burst";q=100;w=60', "RateLimit": '"burst";r=2;t=30'}  # burst 98 %
 
 
 def _config(target: Target) -> str:
@@ -65,6 +67,20 @@ async def test_the_alert_of_a_policy_no_longer_announced_resolves(app: App, targ
         await until(lambda: len(target.hits("/limits")) >= runs + 3, f"three runs {what}")  # noqa: B023
         assert burst | {daily} <= set(_firing(app)), what
 
-    target.route("/limits", *[Reply(json={"ok": True}, headers=DAILY_ONLY)] * 10_000)  # burst is gone
-    await until(lambda: not burst & set(_firing(app)), "the alerts of the burst policy to resolve")
-    assert daily in _firing(app)  # (still announced, still at 90 %)
+    # Burst is gone; daily, still at 90 %, is the lone policy now: the quota's plain name.
+    target.route("/limits", *[Reply(json={"ok": True}, headers=DAILY_ONLY)] * 10_000)
+    plain = "acme/quota/api-headers/warning"
+    await until(lambda: not (burst | {daily}) & set(_firing(app)) and plain in _firing(app),
+                "the alerts of the two policies to resolve, the plain name's to fire")
+    assert "acme/quota/api-headers/critical" not in _firing(app)
+
+
+async def test_a_vendor_going_from_one_policy_to_two_and_back_leaves_no_alert_behind(app: App, target: Target) -> None:
+    plain = {"acme/quota/api-headers/critical", "acme/quota/api-headers/warning"}
+    named = {"acme/quota/api-headers/burst/critical", "acme/quota/api-headers/burst/warning",
+             "acme/quota/api-headers/daily/warning"}
+    for headers, firing, gone in ((BURST_ONLY, plain, named), (BURST_NEARLY_USED, named, plain),
+                                  (BURST_ONLY, plain, named)):
+        target.route("/limits", *[Reply(json={"ok": True}, headers=headers)] * 10_000)
+        await until(lambda: firing <= set(_firing(app)) and not gone & set(_firing(app)),  # noqa: B023
+                    f"{sorted(firing)} firing and nothing of {sorted(gone)}")

@@ -124,12 +124,12 @@ async def test_responses_without_quota_headers_change_nothing_but_retry_after_is
     service.on_result(result())  # e.g. a proxy's error page: no quota headers
     service.on_result(result(status=None))  # no response at all
     service.on_result(result(check="slow"))  # a check no quota reads
-    assert sample(m, "integration_quota_used", "api-headers/core") == 10
+    assert sample(m, "integration_quota_used", "api-headers") == 10
 
     service.on_result(result(obs("retry-after", None, None, 30), status=429))
     assert sample(m, "integration_quota_reset_seconds", "api-headers/retry-after") == 30
     assert sample(m, "integration_quota_used", "api-headers/retry-after") is None
-    assert sample(m, "integration_quota_used", "api-headers/core") == 10
+    assert sample(m, "integration_quota_used", "api-headers") == 10
     service.on_result(result(obs("core", 11, 5000, 90)))
     assert sample(m, "integration_quota_reset_seconds", "api-headers/retry-after") is None
 

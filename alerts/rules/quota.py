@@ -39,11 +39,12 @@ _SEVERITIES = frozenset(Severity)
 
 def _no_longer_announced(inp: RuleInput, rule: QuotaRule) -> Iterator[Condition]:
     """Resolve the alerts of a header quota's policy the vendor no longer announces. Each response that
-    announces limits replaces what the previous one announced (``<name>/<policy>`` labels, monitor/quota/
-    service.py), so a label gone while another of the same quota is read is no longer there to judge: its
-    alert clears as that of a quota a reload removed. A policy still announced whose usage the response left
-    out (``QuotaReading.announced``), and a quota with no reading at all (a failed Redis read), are unknown,
-    not gone: their alerts hold."""
+    announces limits replaces what the previous one announced (the plain name for a lone limit,
+    ``<name>/<policy>`` for each of several: monitor/quota/service.py; a vendor going from one policy to two
+    replaces the one label by the others), so a label gone while another of the same quota is read is no
+    longer there to judge: its alert clears as that of a quota a reload removed. A policy still announced
+    whose usage the response left out (``QuotaReading.announced``), and a quota with no reading at all (a
+    failed Redis read), are unknown, not gone: their alerts hold."""
     headers = [reading for reading in inp.quotas.values() if reading.source == "headers"]
     if not headers:
         return

@@ -1,16 +1,19 @@
 """The quota Component: rate-limit usage from response headers and Redis counters → metrics, status,
 a snapshot for the alert engine, and probe backoff when a quota is nearly used up.
 
-Labels. ``quota`` is the quota's config name. A ``source: headers`` quota whose API announces a named
-policy gets one series per policy, ``<name>/<policy>`` (``api-headers/core`` for GitHub's core bucket,
-``api-headers/burst`` and ``api-headers/daily`` for an IETF ``RateLimit-Policy`` with two policies,
-``api-headers/retry-after`` while a Retry-After is in force); a vendor's single unnamed limit keeps
-the plain name (``api-headers``), so a label never depends on how many policies a response announces.
-Quota names are unique within an integration (``monitor.settings.reference_problems``), policy names are
-tamed by the parser (a vendor's ``retry-after`` policy renamed apart from the Retry-After's), so a label
-is one series. Policies come from the API's own header set, so they are bounded; as a guard, at most
-``MAX_POLICIES`` per quota are kept. A Redis quota is one series per quota however
-many keys it matches (``integration_quota_keys`` / ``integration_quota_keys_near_limit`` count them).
+Labels. ``quota`` is the quota's config name. A ``source: headers`` quota follows the limits each
+response announces (Retry-After apart): one limit is labelled with the plain name (``api-headers`` for
+GitHub's lone ``core`` bucket, a lone Salesforce ``api-usage``, an IETF ``RateLimit-Policy`` of one
+policy), several get one series each, ``<name>/<policy>`` (``api-headers/burst`` and
+``api-headers/daily``; an unnamed one among them is ``<name>/default``); ``<name>/retry-after`` while a
+Retry-After is in force. The trade-off: a vendor that starts announcing a second policy moves its series
+from ``<name>`` to ``<name>/<policy>`` (and back); the policy itself stays in ``QuotaState.policy``
+(/api/status) whatever the label. Quota names are unique within an integration
+(``monitor.settings.reference_problems``), policy names are tamed by the parser (a vendor's
+``retry-after`` policy renamed apart from the Retry-After's), so a label is one series. Policies come
+from the API's own header set, so they are bounded; as a guard, at most ``MAX_POLICIES`` per quota are
+kept. A Redis quota is one series per quota however many keys it matches (``integration_quota_keys`` /
+``integration_quota_keys_near_limit`` count them).
 
 Staleness. Headers: the last response that announced quota policies stands until the next one (a
 response without quota headers, or no response at all, changes nothing), except ``retry-after``, which
@@ -44,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from integration_kit.ratelimit_headers import DEFAULT, RETRY_AFTER, observed_quota
+from integration_kit.ratelimit_headers import RETRY_AFTER, observed_quota
 from integration_kit.retry import Backoff
 from integration_kit.supervisor import Supervisor
 from monitor.metrics import remove_series
@@ -73,7 +76,7 @@ class QuotaState:
     """The latest reading of one quota series (what /api/status shows and the alert engine reads)."""
 
     integration: str
-    quota: str  # the metric label: config name, or "<name>/<policy>" (see module doc)
+    quota: str  # the metric label: config name, or "<name>/<policy>" of one of several (see module doc)
     name: str  # the quota's name in config
     policy: str
     source: Source
@@ -222,13 +225,10 @@ class QuotaService:
             if s.integration == integration and s.name == quota.name and s.source == "headers"
         }
         if policies:  # a response announcing policies replaces what the previous one announced
-            seen: set[str] = set()
-            for obs in policies:
-                label = quota.name if obs.policy == DEFAULT else f"{quota.name}/{self._policy(obs.policy)}"
-                if label not in seen and len(seen) < MAX_POLICIES:
-                    seen.add(label)
-                    fixed = obs.reset_seconds is not None  # an announced reset: the quota empties then
-                    self._record(integration, label, quota.name, obs, "headers", fixed_window=fixed)
+            seen = self._labels(quota.name, policies)
+            for label, obs in seen.items():
+                fixed = obs.reset_seconds is not None  # an announced reset: the quota empties then
+                self._record(integration, label, quota.name, obs, "headers", fixed_window=fixed)
             for label, state in current.items():
                 if label not in seen and state.policy != RETRY_AFTER:
                     self._drop(integration, label, "headers")
@@ -238,6 +238,18 @@ class QuotaService:
             self._record(integration, retry_label, quota.name, retry, "headers", fixed_window=False)
         elif retry_label in current:
             self._drop(integration, retry_label, "headers")
+
+    def _labels(self, name: str, policies: list[QuotaObservation]) -> dict[str, QuotaObservation]:
+        """The label of each limit one response announces: the quota's name for a lone one, ``<name>/<policy>``
+        for each of several (at most ``MAX_POLICIES``): never a plain and a ``/policy`` label at once."""
+        if len({obs.policy for obs in policies}) == 1:
+            return {name: policies[0]}
+        labels: dict[str, QuotaObservation] = {}
+        for obs in policies:
+            label = f"{name}/{self._policy(obs.policy)}"
+            if label not in labels and len(labels) < MAX_POLICIES:
+                labels[label] = obs
+        return labels
 
     def _policy(self, name: str) -> str:
         """A vendor's policy name as a label: one it made of a secret (it echoed the key it was sent,
@@ -381,6 +393,11 @@ class QuotaService:
         busiest_key: str | None = None,
     ) -> None:
         key = (integration, label, source)
+        previous = self._states.get(key)
+        if previous is not None and previous.policy != obs.policy:
+            # A lone limit keeps the plain label whichever it is (GitHub's core, then its search bucket):
+            # another limit's usage is not this one's rise.
+            self._trackers.pop(key, None)
         tracker = self._trackers.setdefault(key, BurnTracker())
         if obs.used is not None:
             tracker.add(obs.observed_at, obs.used, fixed_window=fixed_window)
