@@ -148,3 +148,24 @@ integrations:
         assert ("q/retry-after" in labels) == retry_after
         assert not ("q" in labels and any(label.startswith("q/") and label != "q/retry-after" for label in labels))
         assert {s.quota for s in service.snapshot()} == labels
+
+
+def test_another_lone_limit_under_the_plain_name_starts_its_own_burn_projection() -> None:
+    # GitHub answers for the bucket the request hit: core, then search, each the lone limit, so both are
+    # "q". Search's 20 of 30 after core's 10 of 5000 is no rise of 1 a second toward search's 30.
+    config = parse_config("""
+integrations:
+  acme:
+    checks: [{name: api, kind: http, url: "http://127.0.0.1:9/limits"}]
+    quotas: [{name: q, source: headers, check: api}]
+""", env={})
+    service = QuotaService(Services(metrics=Metrics(), redactor=Redactor(), redis=None, config=config))
+    for at, resource, used, limit in ((1_800_000_000.0, "core", 10, 5000), (1_800_000_010.0, "search", 20, 30)):
+        fields = (("x-ratelimit-limit", str(limit)), ("x-ratelimit-used", str(used)),
+                  ("x-ratelimit-resource", resource))
+        service.on_result(CheckResult(integration="acme", check="api", kind="http", ok=True, error_class=None,
+                                      detail="", started_at=at, duration=0.01, total_duration=0.01,
+                                      status_code=200, rate_limit_headers=fields))
+    [state] = service.snapshot()
+    assert (state.quota, state.policy, state.used, state.limit) == ("q", "search", 20, 30)
+    assert state.exhaustion_seconds is None  # one reading of search so far: no rate yet
