@@ -1,22 +1,27 @@
 """A change of the cluster's view, worked out ahead: the placement of an announced join or leave, or of a member
 that stopped beating, is computed a slice at a time before its instant (``Cluster._anticipate``), so at the
 instant the replica only switches to it. The placement in slices is the same function of the view as in one
-go (replicas agree without talking), and a guess that does not come true is not used."""
+go (replicas agree without talking), and a guess that does not come true is not used. What the listeners of a
+change do for each check of the integrations that moved away is done a slice at a time too."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 import redis.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from waiting import until
 
+from monitor import cluster_runtime
 from monitor.cluster import placement
-from monitor.cluster.placement import Assignment, check_id, shard_key
-from monitor.cluster.rendezvous import owner
+from monitor.cluster.placement import Assignment, Change, Solo, check_id, shard_key
+from monitor.cluster.rendezvous import owner, owners
 from monitor.cluster.replica import Cluster
 from monitor.cluster.view import Member
+from monitor.cluster_runtime import ClusterRuntime
 from monitor.metrics import Metrics
 from monitor.settings import Config, parse_config
 
@@ -68,6 +73,11 @@ def test_the_placement_in_slices_is_the_placement_of_the_view(
         assert dict(assignment.integration_owner) == expected_owners
         assert assignment.share == frozenset(cid for cid, who in expected_checks.items() if who == me)
     assert pauses == (len(enabled) // slice_size if view else 0)  # a pause every slice_size checks placed
+
+
+@given(keys=st.lists(names, max_size=30, unique=True), members=st.lists(names, max_size=6, unique=True))
+def test_owners_of_many_keys_at_once_are_each_key_s_owner(keys: list[str], members: list[str]) -> None:
+    assert owners(keys, members) == ({key: owner(key, members) for key in keys} if members else {})
 
 
 NOW = 1000.0
@@ -145,3 +155,44 @@ async def test_a_guess_that_does_not_come_true_is_not_used() -> None:
     cluster._apply(NOW + 3.01)
     assert cluster.members == ("r0", "r1", "r2", "r3")
     assert cluster.share == Assignment.compute(reloaded, ("r0", "r1", "r2", "r3"), "r0").share
+
+
+class Recorder:
+    """The recorder's ``forget``, each call noted with the loop's turn it came in."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.forgotten: list[tuple[int, str, str]] = []
+
+    def forget(self, integration: str, check: str) -> None:
+        self.forgotten.append((self.turn, integration, check))
+
+    async def count_turns(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.turn += 1
+
+
+async def test_the_series_of_integrations_moved_away_go_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third of 50,000 checks forgotten in one go held the loop ~0.07 s at a change of view. One moved back
+    before its turn came is forgotten at once, before a result of its can be recorded here again."""
+    monkeypatch.setattr(cluster_runtime, "CHECKS_FORGOTTEN_A_TURN", 10, raising=False)
+    config = fleet_config([4] * 8, set())
+    runtime = ClusterRuntime(config, Solo("r0"))
+    recorder = Recorder()
+    changed = runtime._changed(None, recorder)  # type: ignore[arg-type]
+    counting = asyncio.get_running_loop().create_task(recorder.count_turns())
+    try:
+        changed(Change(integrations_lost=frozenset(f"i{i}" for i in range(7))))
+        changed(Change(integrations_gained=frozenset({"i6"})))  # back here before its series went
+        assert {(i, c) for _, i, c in recorder.forgotten} <= {("i6", f"c{j}") for j in range(4)}
+        back = [(i, c) for _, i, c in recorder.forgotten]
+        await until(lambda: len(recorder.forgotten), "every moved check forgotten", holds=lambda n: n >= 28)
+        await runtime.close()
+    finally:
+        counting.cancel()
+    assert sorted(back) == [("i6", f"c{j}") for j in range(4)]  # at once, within the change that brought it back
+    assert sorted((i, c) for _, i, c in recorder.forgotten) == sorted(
+        (f"i{i}", f"c{j}") for i in range(7) for j in range(4))
+    per_turn = Counter(turn for turn, _, _ in recorder.forgotten[len(back):])  # (the task's)
+    assert len(per_turn) >= 2 and max(per_turn.values()) <= 10 + 4 - 1  # (an integration's checks in one turn)

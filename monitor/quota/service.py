@@ -452,10 +452,10 @@ class QuotaService:
 
     def _backoff_for(self, integration: str) -> tuple[float, str]:
         cfg = self._config.integrations.get(integration)
-        if cfg is None:
+        states = [s for s in self._states.values() if s.integration == integration]
+        if cfg is None or not states:  # (first: every integration is asked at each change of ownership)
             return 1.0, ""
-        intervals = [c.interval for c in cfg.checks if c.enabled]
-        shortest = min(intervals, default=0.0)
+        shortest = min((c.interval for c in cfg.checks if c.enabled), default=0.0)
 
         def until(seconds: float | None) -> float:
             """The factor that puts the next probe after ``seconds``."""
@@ -463,7 +463,6 @@ class QuotaService:
                 return BACKOFF_FACTOR
             return max(BACKOFF_FACTOR, math.ceil(seconds / shortest) + 1)
 
-        states = [s for s in self._states.values() if s.integration == integration]
         retry = max((s.reset_seconds or 0.0 for s in states if s.policy == RETRY_AFTER), default=None)
         if retry is not None:
             return min(until(retry), MAX_FACTOR), f"rate limited: Retry-After {retry:g}s"
