@@ -183,17 +183,28 @@ class Assignment:
         group_by = config.alerting.group_by
         if not members:
             return cls(members, frozenset(), {}, {})
-        enabled, checks = enabled_checks(config), {}
-        for start in range(0, len(enabled), CHECKS_A_SLICE):
-            some = enabled[start:start + CHECKS_A_SLICE]
-            checks.update(owners(some, members))
-            if len(some) == CHECKS_A_SLICE:
-                yield
+        checks: dict[str, str] = {}
+        share: set[str] = set()
+        some: list[str] = []
+
+        def place() -> None:  # (the config's checks are read, and the share gathered, a slice at a time too)
+            found = owners(some, members)
+            checks.update(found)
+            share.update(cid for cid, who in found.items() if who == me)
+            some.clear()
+
+        for integration, check in config.iter_checks():
+            if check.enabled:
+                some.append(check_id(integration, check.name))
+                if len(some) == CHECKS_A_SLICE:
+                    place()
+                    yield
+        place()
         shards = {i: shard_key(i, group_by) for i in config.integrations}
         by_shard = {key: owner(key, members) or "" for key in set(shards.values())}
         return cls(
             members=members,
-            share=frozenset(cid for cid, who in checks.items() if who == me),
+            share=frozenset(share),
             check_owner=checks,
             integration_owner={i: by_shard[key] for i, key in shards.items()},
         )

@@ -475,12 +475,10 @@ class Cluster:
         self._my_ids.add(self.me)
         new = self._placement(members)
         gained = new.share - old.share
-        since = {}
-        for cid in gained:
-            previous = old.check_owner.get(cid)
-            record = self._seen.get(previous) if previous else None
-            since[cid] = (ran_until(record, switch=switch, ttl=self.cfg.ttl,
-                                    margin=max(CRASH_MARGIN, self.cfg.heartbeat)) if previous else float("-inf"))
+        margin = max(CRASH_MARGIN, self.cfg.heartbeat)
+        by_previous = {previous: ran_until(self._seen.get(previous), switch=switch, ttl=self.cfg.ttl, margin=margin)
+                       for previous in old.members}  # (a check's previous prober is one of them)
+        since = {cid: by_previous.get(old.check_owner.get(cid, ""), float("-inf")) for cid in gained}
         # Kept for checks gained earlier and still in the share: the scheduler adds a takeover's jobs a slice at
         # a time, and a later change may come before the last slice (its sync then adds what remains).
         kept = {cid: t for cid, t in self._ran_until.items() if cid in new.share and cid not in since}
