@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 
-from alerts.model import Severity
+from alerts.message import build_message, render_text
+from alerts.model import Alert, AlertStatus, Notification, Severity
 from alerts.rules import RULES, Condition, RuleInput, alert_key
 from alerts.stats import CheckStats, QuotaReading, Stats
 from integration_kit.errors import ErrorClass
@@ -199,6 +201,24 @@ def test_probe_down_cannot_judge_a_streak_that_began_before_a_restart() -> None:
     assert run("probe_down", cfg, stats, T0 + 61)[key].active
     stats.add(result(T0 + 90))
     assert not run("probe_down", cfg, stats, T0 + 91)[key].active
+
+
+def test_probe_down_messages_tell_the_error_classes_once() -> None:
+    # Console, Slack and Alertmanager render an alert's error classes on their own ("error classes:",
+    # "*Error classes:*", the error_classes annotation): a details entry saying them too printed the
+    # line twice in every probe-down message.
+    cfg, stats = integration(), Stats()
+    feed(stats, T0, [True, False, False], error=ErrorClass.AUTH, status=401)
+    cond = run("probe_down", cfg, stats, T0 + 91)[alert_key("acme", "probe_down", "api", Severity.CRITICAL)]
+    assert cond.active and cond.error_classes == {"auth": 2}
+    alert = Alert(key=cond.key, integration="acme", alert="probe_down", severity=cond.severity,
+                  status=AlertStatus.FIRING, summary=cond.summary, check="api", details=cond.details,
+                  error_classes=cond.error_classes)
+    text = render_text(Notification(group_key="acme", alerts=(alert,), created_at=T0 + 91))
+    assert text.count("auth ×2") == 1, text
+    slack = json.dumps(build_message(Notification(group_key="acme", alerts=(alert,), created_at=T0 + 91)).blocks,
+                       ensure_ascii=False)
+    assert slack.count("auth ×2") == 1, slack
 
 
 # ---- latency ----------------------------------------------------------------------------------------

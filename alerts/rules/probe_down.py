@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from alerts.config import ProbeDownRule
 from alerts.model import Severity
 from alerts.rules.base import Condition, RuleInput
-from alerts.rules.text import classes_text, last_failure_detail
+from alerts.rules.text import last_failure_detail
 from integration_kit.errors import ErrorClass
 
 
@@ -39,9 +39,8 @@ def evaluate(inp: RuleInput) -> Iterator[Condition]:
                 summary = f"{inp.integration}/{check.name}: down, {stats.consecutive_failures} failed runs in a row"
             recent = stats.window(inp.now, max(check.interval * stats.consecutive_failures * 2, check.interval))
             classes = dict(recent.classes)
+            # The error classes travel in ``error_classes``, which every message renders on its own.
             details = {"failed in a row": str(stats.consecutive_failures), **last_failure_detail(stats)}
-            if classes:
-                details["error classes"] = classes_text(classes)
         yield Condition(
             integration=inp.integration, alert="probe_down", severity=Severity.CRITICAL, active=active,
             target=check.name, check=check.name, summary=summary or "", details=details or {},
