@@ -3,8 +3,9 @@ expression of the Grafana dashboard and of deploy/prometheus/rules run against P
 
 Each expression must parse (Prometheus answers 400 otherwise), the rule files must load, and every panel
 expected to show data in the demo must return a non-empty result: a renamed metric or label shows up
-here as an empty panel. The demo gets its own redis-server (its keys would clash with another demo's
-on the shared one) so the quota and webhook panels have data too.
+here as an empty panel. Every label a panel's legend names must be on its query's series (else its lines
+have no names). The demo gets its own redis-server (its keys would clash with another demo's on the
+shared one) so the quota and webhook panels have data too.
 
 Then three daemons (real processes, a private redis-server) behind one Prometheus with the shipped rules:
 aggregated by check, every figure comes once (from the integration's owner), not three times, and when
@@ -20,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,6 +118,20 @@ def dashboard_queries() -> list[tuple[str, str]]:
     for panel in dashboard["panels"]:
         for inner in [panel, *panel.get("panels", [])]:
             out += [(inner["title"], t["expr"]) for t in inner.get("targets", [])]
+    return out
+
+
+def legend_labels() -> list[tuple[str, str, set[str]]]:
+    """(panel title, expression, the labels its legend names) for every panel target whose legend names one:
+    a label the query's series lack shows as an empty name in every line of the panel."""
+    dashboard = json.loads(DASHBOARD_JSON.read_text())
+    out = []
+    for panel in dashboard["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                labels = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+                if labels:
+                    out.append((inner["title"], target["expr"], labels))
     return out
 
 
@@ -229,6 +245,14 @@ def test_every_dashboard_and_rule_expression_against_real_prometheus(
             f"{failure}\npanels without data in the demo:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
             + "\nseries names Prometheus has: " + ", ".join(present)
         ) from None
+
+    # Every label a legend names is on the series its query returns.
+    unnamed = [
+        (title, sorted(labels - set(series["metric"])), series["metric"])
+        for title, expr, labels in legend_labels() if title not in EMPTY_IN_DEMO
+        for series in prom.result(substitute(expr)) if not labels <= set(series["metric"])
+    ]
+    assert not unnamed, "legends naming labels their series lack:\n" + "\n".join(map(str, unnamed))
 
     # The rule files loaded and their rules evaluate without errors.
     status, body = get(f"{prom.url}/api/v1/rules")
