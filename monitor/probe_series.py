@@ -112,10 +112,9 @@ class ProbeSeries(Collector):
 
     def retarget(self, integration: str, check: str) -> None:
         """The check's requests go elsewhere now (a reload): drop the last values that describe its old
-        endpoint and that a run may leave in place — the certificate's expiry (a run that meets none keeps
-        it), the status code (a run without a response), the phases (those a run does not reach). The
-        counters and the histogram are the check's history, and the success and streak gauges the next run
-        replaces: kept."""
+        endpoint — the certificate's expiry (a run that meets none keeps it), and until the next run the
+        status code and phases. The counters and the histogram are the check's history, and the success and
+        streak gauges the next run replaces: kept."""
         found = self._series.get((integration, check))
         if found is not None:
             found.tls_expiry = found.status_code = None

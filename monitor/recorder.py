@@ -51,11 +51,14 @@ class Recorder:
         series.success = 1.0 if result.ok else 0.0
         series.buckets[self._bucket(result.duration)] += 1
         series.duration_sum += result.duration
-        if result.phases:
-            phases = series.phases
-            for phase, value in result.phases.items():
-                if phase in _PHASES:  # bounded label set: ignore a phase a probe invents
-                    phases[phase] = value
+        # The last run's phases and status code, as /api/status shows them: a run that never got a response
+        # leaves none of the run before it (a 200 and its ttfb beside a refused connection).
+        phases = series.phases
+        if phases.keys() != result.phases.keys():
+            phases.clear()
+        for phase, value in result.phases.items():
+            if phase in _PHASES:  # bounded label set: ignore a phase a probe invents
+                phases[phase] = value
         if result.ok:
             series.runs_ok += 1
             series.streak = 0.0
@@ -67,8 +70,7 @@ class Recorder:
                 series.errors[error_class] = series.errors.get(error_class, 0) + 1
         if result.attempts > 1:
             series.retries += result.attempts - 1
-        if result.status_code is not None:
-            series.status_code = float(result.status_code)
+        series.status_code = None if result.status_code is None else float(result.status_code)
         if result.tls_expiry is not None:
             series.tls_expiry = result.tls_expiry
 

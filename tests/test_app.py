@@ -443,6 +443,29 @@ async def test_reload_that_points_a_check_elsewhere_drops_what_its_old_endpoint_
             await app.close()
 
 
+async def test_the_status_code_and_phase_gauges_are_the_last_runs(target: Target) -> None:
+    """As /api/status shows them: a run refused before any response has no status code and only its connect
+    phase (the gauges kept the 200 and the ttfb of the run before it)."""
+    labels = {"integration": "shop", "check": "api"}
+    target.route("/flip", Reply(json={"ok": True}), Reply(close_before_response=True))
+    app = App(parse_config(shop_api(target.url("/flip"), interval="200ms", timeout="2s"), env={}))
+
+    def gauge(name: str, **more: str) -> float | None:
+        return app.metrics.registry.get_sample_value(f"integration_probe_{name}", {**labels, **more})
+
+    await app.start()
+    try:
+        status = app.status_store.entry("shop", "api")
+        await until(lambda: status.runs >= 2, "a run answered, then one refused")
+        shown = status.as_dict()
+        assert shown["error_class"] == "connect" and shown["status_code"] is None, shown
+        assert gauge("http_status_code") is None
+        assert gauge("phase_seconds", phase="ttfb") is None and gauge("phase_seconds", phase="transfer") is None
+        assert gauge("phase_seconds", phase="connect") == shown["phases"]["connect"]
+    finally:
+        await app.close()
+
+
 async def test_a_run_in_flight_across_a_reload_that_points_its_check_elsewhere_is_not_recorded(
     target: Target, tmp_path: Path
 ) -> None:
