@@ -200,11 +200,12 @@ alerting:
 def route_vendor(stack: Stack) -> None:
     c = CANARIES
     # The vendor repeats the request in a 500's body and headers, names a rate-limit policy after the API
-    # key it was sent, and redirects to a URL that carries the secrets in its query.
-    policy = f'"{c["header"]}";q=100;w=60'
+    # key it was sent (beside a second one: a lone policy would be labelled with the quota's plain name),
+    # and redirects to a URL that carries the secrets in its query.
+    policy = f'"{c["header"]}";q=100;w=60, "daily";q=1000;w=86400'
     stack.vendor.route("/login", Reply(json={"session": HANDED_SESSION}))
     stack.vendor.route("/echo", Reply(status=500, echo=True, headers={
-        "RateLimit-Policy": policy, "RateLimit": f'"{c["header"]}";r=5;t=30',
+        "RateLimit-Policy": policy, "RateLimit": f'"{c["header"]}";r=5;t=30, "daily";r=900;t=3600',
     }))
     # A chatty vendor echoes the key it was sent encoded, at each of the three byte alignments of base64:
     # plain, behind a 4-byte prefix, inside a JWT-like URL-safe blob behind 20 bytes; the form body it
@@ -318,6 +319,7 @@ async def test_no_secret_leaves_the_daemon_in_any_form(stack: Stack, tmp_path: P
             outputs[path] = (await get(f"{base}{path}"))[2]
         for accept in ("application/openmetrics-text; version=1.0.0",):
             outputs[f"/metrics {accept}"] = (await get(f"{base}/metrics", headers={"Accept": accept}))[2]
+        assert 'quota="echoed/redacted"' in outputs["/metrics"]  # the policy named after the key was seen
         # A reload that fails with a secret in its errors.
         good = config.read_text()
         config.write_text(good.replace("interval: 300ms", "interval: ${CANARY_HEADER}", 1))
