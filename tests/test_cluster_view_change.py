@@ -95,8 +95,11 @@ def member(cluster: Cluster, name: str, *, active_at: float = 0.0, expires_at: f
 
 async def worked_out_ahead(cluster: Cluster) -> None:
     cluster._anticipate(NOW)
-    assert cluster._ahead_task is not None  # the guess is being worked out
-    await asyncio.wait({cluster._ahead_task})
+    task = cluster._ahead_task
+    assert task is not None  # the guess is being worked out
+    cluster._anticipate(NOW)  # the next heartbeat, the same guess: not begun again (on a busy loop, never done)
+    assert cluster._ahead_task is task
+    await asyncio.wait({task})
 
 
 @pytest.mark.parametrize("change", ["a join", "a graceful leave", "a member that stopped beating"])
@@ -142,7 +145,10 @@ async def test_a_guess_that_does_not_come_true_is_not_used() -> None:
     cluster._apply(NOW, members=("r0", "r1"))
     cluster._records = (steady[0], member(cluster, "r1", expires_at=NOW + 5))  # r1 missed heartbeats…
     await worked_out_ahead(cluster)
-    cluster._records = (*steady, member(cluster, "r2", active_at=NOW + 3))  # …beat again, and r2 joins
+    cluster._records = tuple(steady)  # …beat again: the guess is not kept
+    cluster._anticipate(NOW)
+    assert cluster._ahead is None and cluster._ahead_task is not None and cluster._ahead_task.done()
+    cluster._records = (*steady, member(cluster, "r2", active_at=NOW + 3))  # r2 joins
     cluster._apply(NOW + 3.01)
     assert cluster.members == ("r0", "r1", "r2")
     assert cluster.share == Assignment.compute(config, ("r0", "r1", "r2"), "r0").share
