@@ -30,7 +30,11 @@ from monitor.settings import parse_config
 def _config(target: Target, slack: FakeSlack, prefix: str, redis_url: str = SHARED_REDIS,
             group_interval: str = "1s") -> str:
     return json.dumps({
-        "monitor": {"listen": "127.0.0.1:0", "redis_url": redis_url, "evaluation_interval": "1s"},
+        # The cluster's keys under the test's prefix too: under the default one, the same test of another suite
+        # on the shared Redis continued this one's failed-runs-in-a-row count (<prefix>streak:acme), and the
+        # alert fired after two runs here.
+        "monitor": {"listen": "127.0.0.1:0", "redis_url": redis_url, "evaluation_interval": "1s",
+                    "cluster": {"key_prefix": f"{prefix}cluster:"}},
         "integrations": {"acme": {
             "checks": [{"name": "api", "kind": "http", "url": target.url("/api"), "interval": "1s",
                         "timeout": "2s"}],
