@@ -34,7 +34,10 @@ WINDOW = 2  # seconds: the fixed window's key lives this long after its first hi
 
 def _config(target: Target, slack: FakeSlack, prefix: str) -> str:
     return json.dumps({
-        "monitor": {"listen": "127.0.0.1:0", "redis_url": SHARED_REDIS, "evaluation_interval": "200ms"},
+        # A cluster of its own (its keys under the test's prefix): under the default prefix, the membership
+        # and streak keys another test or suite left on the shared Redis would make this daemon a peer of theirs.
+        "monitor": {"listen": "127.0.0.1:0", "redis_url": SHARED_REDIS, "evaluation_interval": "200ms",
+                    "cluster": {"key_prefix": f"{prefix}cluster:"}},
         "integrations": {"acme": {
             "checks": [{"name": "api", "kind": "http", "url": target.url("/ok"), "interval": "1s"}],
             "quotas": [{"name": "api", "source": "redis", "format": "limits", "interval": "200ms",
