@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from time import perf_counter
 from typing import Any
@@ -45,7 +46,9 @@ def classify_requests_exception(exc: BaseException, *, budget: float | None = No
         return ErrorClass.TLS, f"tls: {_reason(exc)}"
     if isinstance(exc, requests.exceptions.TooManyRedirects):
         return ErrorClass.UNEXPECTED_STATUS, "unexpected_status: too many redirects"
-    if _caused_by(exc, urllib3.exceptions.NameResolutionError):
+    # socket.gaierror, not urllib3 2's NameResolutionError: requests >= 2.31 also runs on urllib3 1.26,
+    # which has no such class (the adapter raised AttributeError on every refused connection there).
+    if _caused_by(exc, socket.gaierror):
         return ErrorClass.DNS, f"dns: name did not resolve ({_reason(exc)})"
     if _caused_by(exc, urllib3.exceptions.ProtocolError) and "without response" in str(exc):
         return ErrorClass.CONNECT, "connect: server closed the connection before responding"

@@ -85,19 +85,7 @@ async def run(*argv: str | Path, within: float = 600.0) -> tuple[int, str]:
 async def test_the_shipped_kit_installs_with_only_its_dependencies_and_works(
     tmp_path: Path, shared_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
-    source = tmp_path / "kit"
-    shutil.copytree(ROOT / "kit", source, symlinks=False)  # the link resolved: the sources themselves
-    code, out = await run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", source, "-w", tmp_path / "dist")
-    if code != 0:
-        missing(f"could not build the kit's wheel (package index reachable?): {out[-1500:]}")
-    [wheel] = (tmp_path / "dist").glob("integration_kit-*.whl")
-    venv = tmp_path / "venv"
-    code, out = await run(sys.executable, "-m", "venv", venv)
-    assert code == 0, out
-    python = venv / "bin" / "python"
-    code, out = await run(python, "-m", "pip", "install", "-q", wheel)
-    if code != 0:
-        missing(f"could not install the kit's dependencies from the package index: {out[-1500:]}")
+    python = await kit_venv(tmp_path)
     code, listing = await run(python, "-m", "pip", "list", "--format=freeze")
     installed = {line.split("==")[0].lower() for line in listing.split()}
     assert {"integration-kit", "aiohttp", "redis"} <= installed
@@ -113,6 +101,57 @@ async def test_the_shipped_kit_installs_with_only_its_dependencies_and_works(
     sample = metrics.registry.get_sample_value
     assert sample("integration_traffic_requests_total", {"integration": "shipped", "error_class": "ok"}) == 5
     assert sample("integration_traffic_requests_total", {"integration": "shipped", "error_class": "http_4xx"}) == 2
+
+
+SYNC_SERVICE = textwrap.dedent(
+    """
+    import requests, urllib3
+    from integration_kit.calls import CallError
+    from integration_kit.requests_adapter import KitAdapter
+    from integration_kit.sync_client import SyncIntegration
+
+    print("urllib3", urllib3.__version__)
+    kit = SyncIntegration("vendor", timeout=5.0)
+    session = requests.Session()
+    session.mount("http://", KitAdapter(kit))
+    with kit:
+        for url in ("http://127.0.0.1:1/refused", "http://vendor.invalid/unresolvable"):
+            try:
+                session.get(url)
+            except CallError as exc:
+                print("error:", exc.error_class)
+    """
+)
+
+
+async def test_the_requests_adapter_classifies_on_urllib3_1_26_which_requests_still_allows(tmp_path: Path) -> None:
+    """requests >= 2.31 (the extra's floor) runs on urllib3 1.26 as well as 2.x; services pinned to 1.26
+    are common. The adapter once named urllib3 2's NameResolutionError and raised AttributeError there
+    on every failed connection instead of a CallError."""
+    python = await kit_venv(tmp_path, "[requests]", "urllib3<2")
+    code, out = await run(python, "-c", SYNC_SERVICE, within=120)
+    assert code == 0, out
+    assert "urllib3 1.26." in out, out
+    assert "error: connect" in out, out
+    assert "error: dns" in out, out
+
+
+async def kit_venv(tmp_path: Path, extras: str = "", *pins: str) -> Path:
+    """A fresh venv with the kit's wheel (and ``extras``) installed from the package index, plus ``pins``."""
+    source = tmp_path / "kit"
+    shutil.copytree(ROOT / "kit", source, symlinks=False)  # the link resolved: the sources themselves
+    code, out = await run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", source, "-w", tmp_path / "dist")
+    if code != 0:
+        missing(f"could not build the kit's wheel (package index reachable?): {out[-1500:]}")
+    [wheel] = (tmp_path / "dist").glob("integration_kit-*.whl")
+    venv = tmp_path / "venv"
+    code, out = await run(sys.executable, "-m", "venv", venv)
+    assert code == 0, out
+    python = venv / "bin" / "python"
+    code, out = await run(python, "-m", "pip", "install", "-q", f"{wheel}{extras}", *pins)
+    if code != 0:
+        missing(f"could not install the kit's dependencies from the package index: {out[-1500:]}")
+    return python
 
 
 def traffic_reader(client: redis.asyncio.Redis, prefix: str) -> tuple[TrafficService, Metrics]:
