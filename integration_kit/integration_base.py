@@ -13,7 +13,7 @@ from integration_kit.calls import DEFAULT_EXPECT, CallError, Expect, excerpt
 from integration_kit.errors import ErrorClass
 from integration_kit.limiter import LimiterTimeout
 from integration_kit.recorder import Recorder
-from integration_kit.redact import Redactor
+from integration_kit.redact import Redactor, redactor_of, request_secrets
 from integration_kit.results import RequestSummary
 from integration_kit.retry import RetryPolicy
 
@@ -94,10 +94,15 @@ class IntegrationBase:
     def error(self, method: str, url: Any, headers: Mapping[str, str], last: Attempt, attempts: int) -> CallError:
         """The typed error of a failed call, logged once (redacted) as it is raised."""
         assert last.error_class is not None
+        carried = redactor_of(request_secrets(url, headers))  # echoed by the vendor, listed or not
+
+        def redact(text: str) -> str:
+            return carried.text(self.redactor.text(text))
+
         err = CallError(
-            integration=self.name, error_class=last.error_class, detail=self.redactor.text(last.detail),
+            integration=self.name, error_class=last.error_class, detail=redact(last.detail),
             request=self.request_summary(method, url, headers), status=last.status, attempts=attempts,
-            response_excerpt=excerpt(last.body, self.redactor.text),
+            response_excerpt=excerpt(last.body, redact),
             retryable=last.error_class in self.retry.retry_on,
         )
         log.warning("%s", err)

@@ -273,6 +273,24 @@ class Redactor:
         return {k: self.text(v) if k.lower() in HARMLESS_HEADERS else MASK for k, v in headers.items()}
 
 
+def request_secrets(url: str | URL, headers: Mapping[str, str]) -> frozenset[str]:
+    """The secrets a request itself carries, whether or not they were listed: the values of its
+    headers but the harmless ones and Host, its URL's password and its sensitive query values. A
+    vendor's error body may echo them ("invalid token …"), so a failure's excerpt masks them too."""
+    out = {v for k, v in headers.items() if k.lower() not in HARMLESS_HEADERS and k.lower() != "host"}
+    with suppress(ValueError, TypeError):
+        parsed = url if isinstance(url, URL) else URL(url)
+        if parsed.password:
+            out.add(parsed.password)
+        out.update(v for k, v in parsed.query.items() if v and is_sensitive_name(k))
+    return frozenset(v for v in out if len(v) >= MIN_SECRET_LEN)
+
+
+@lru_cache(maxsize=64)  # a failing vendor fails every call with the same credentials: compiled once
+def redactor_of(secrets: frozenset[str]) -> Redactor:
+    return Redactor(secrets)
+
+
 def _mask_sensitive_param(match: re.Match[str]) -> str:
     sep, name, value = match.groups()
     if not value or value == MASK or not is_sensitive_name(unquote(name)):

@@ -4,6 +4,7 @@ error with the request redacted — in the error and in the logs."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 import time
@@ -110,6 +111,37 @@ async def test_a_non_retryable_failure_raises_once_with_the_request_redacted(tar
     shown = " ".join([str(err), repr(err), repr(err.request), err.response_excerpt, caplog.text])
     assert CANARY not in shown and CANARY[3:] not in shown
     assert f"payments: GET {err.request.url} failed: http_4xx: 404 Not Found (1 attempt)" in caplog.text
+
+
+async def test_credentials_the_request_carried_are_masked_where_the_vendor_echoes_them_unlisted(
+    target: Target, caplog
+) -> None:
+    """``secrets`` left empty, as a service that relies on the request's own redaction does: the
+    Authorization header, a key in a header of any name, a URL password and a token query value are
+    masked in the excerpt too when the vendor's error page repeats the request (they leaked there)."""
+    url = target.route("/me", Reply(status=401, echo=True))
+    kit = vendor(secrets=())
+    token, key = "tok_UNLISTED_1a2b3c", "key_UNLISTED_4d5e6f"
+    password, query_token = "pw_UNLISTED_7g8h", "qt_UNLISTED_9i0j"
+    calls = [  # aiohttp refuses an Authorization header beside a URL password: two calls
+        ({"Authorization": f"Bearer {token}", "X-Vendor-Key": key}, url, {"access_token": query_token}),
+        ({}, url.replace("http://", f"http://svc:{password}@"), {}),
+    ]
+    errors: list[CallError] = []
+    with caplog.at_level(logging.DEBUG, logger="integration_kit"):
+        for headers, to, params in calls:
+            async with aiohttp.ClientSession(middlewares=(kit.middleware,), headers=headers) as http:
+                with pytest.raises(CallError) as caught:
+                    await http.get(to, params=params)
+            errors.append(caught.value)
+    shown = caplog.text
+    for err in errors:
+        assert err.error_class == ErrorClass.AUTH
+        assert err.response_excerpt is not None and "[REDACTED]" in err.response_excerpt
+        shown += " ".join([str(err), repr(err), err.response_excerpt])
+    basic = base64.b64encode(f"svc:{password}".encode()).decode()  # what aiohttp sends for a URL password
+    for secret in (token, key, password, query_token, basic):
+        assert secret not in shown, secret
 
 
 @pytest.mark.parametrize(
