@@ -55,7 +55,7 @@ class RecorderStats:
     recorded: int  # calls counted
     flushes: int  # successful writes
     failed_flushes: int
-    lost: int  # calls dropped because Redis could not be written for ``keep`` seconds
+    lost: int  # calls dropped because Redis could not be written for ``keep`` seconds, or at close
     pending_buckets: int  # buckets waiting for the next flush
 
 
@@ -129,6 +129,16 @@ class TrafficBuffer:
                 for name, n in fields.items():
                     into[name] = into.get(name, 0) + n
 
+    def drop_all(self) -> int:
+        """Empty it, counting every call still in it as lost: the last flush, at close, failed."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._start = math.inf
+            self._lost_unwritten = 0
+            dropped = sum(n for fields in pending.values() for name, n in fields.items() if name.startswith("c:"))
+            self.lost += dropped
+        return dropped
+
     def pending_buckets(self) -> int:
         return len(self._pending)
 
@@ -172,6 +182,12 @@ class Recorder:
                 pipe.hincrby(key, name, n)
             pipe.expire(key, self.ttl)
         pipe.set(last_key(self.integration, self.prefix), f"{self._clock():.3f}", ex=self.ttl)
+
+    def _closed(self, flushed: bool) -> None:
+        """After the last flush: what it could not write is lost, and says so (``stats.lost``, a log)."""
+        if not flushed and (dropped := self.buffer.drop_all()):
+            log.warning("traffic recorder %s: closed while Redis could not be written; %d calls not recorded",
+                        self.integration, dropped)
 
     def _done(self, ok: bool, exc: BaseException | None = None) -> bool:
         if ok:
@@ -232,7 +248,7 @@ class TrafficRecorder(Recorder):
     async def close(self) -> None:
         task, self._task = self._task, None
         await stop(task)
-        await self.flush()
+        self._closed(await self.flush())
 
 
 class SyncTrafficRecorder(Recorder):
@@ -283,4 +299,4 @@ class SyncTrafficRecorder(Recorder):
         if thread is not None:
             self._stop.set()
             thread.join()
-        self.flush()
+        self._closed(self.flush())

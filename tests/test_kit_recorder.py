@@ -113,6 +113,23 @@ async def test_with_redis_down_counts_wait_in_memory_then_old_ones_are_counted_a
     await client.aclose()
 
 
+async def test_calls_left_unwritten_at_close_are_counted_as_lost(own_redis: OwnRedis, caplog) -> None:
+    """Redis down when the service stops: the last flush fails and the process ends with its counts.
+    They were gone with ``stats.lost`` still 0, so a service exporting it showed nothing missing."""
+    await own_redis.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    rec = TrafficRecorder(client, "payments", interval=60.0)
+    rec.start()
+    await own_redis.stop()
+    for _ in range(3):
+        rec.record(outcome())
+    rec.record(outcome(ErrorClass.AUTH, status=401))
+    await rec.close()
+    assert rec.stats.lost == 4 and rec.stats.pending_buckets == 0
+    assert "closed while Redis could not be written; 4 calls not recorded" in caplog.text
+    await client.aclose()
+
+
 async def test_redis_killed_mid_traffic_never_reaches_the_callers(own_redis: OwnRedis, target: Target) -> None:
     await own_redis.start()
     client = redis.asyncio.Redis.from_url(own_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -141,8 +158,9 @@ async def test_redis_killed_mid_traffic_never_reaches_the_callers(own_redis: Own
                     "100 calls and a failed flush with Redis down", holds=lambda seen: seen[0] >= 100 and seen[1] >= 1)
         stop.set()
         await asyncio.gather(*tasks)  # no caller saw anything but its own answers
+        assert kit.stats.failed_flushes >= 1 and kit.stats.lost == 0  # still kept in memory: nothing lost yet
     assert set(results) == {"200", "http_4xx"}
-    assert kit.stats.failed_flushes >= 1 and kit.stats.lost == 0  # still kept in memory: nothing lost yet
+    assert kit.stats.lost >= 100  # closed with Redis still down: the calls since the kill were never written
     await client.aclose()
 
 
