@@ -19,7 +19,7 @@ import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -300,16 +301,12 @@ class Config(BaseSettings):
     )
 
     monitor: MonitorSection = MonitorSection()
-    integrations: dict[str, IntegrationConfig] = Field(default_factory=dict)
+    # The name is checked as the key (not by a validator of the whole mapping, which runs only once every
+    # integration in it is valid: a bad name went unsaid beside any other problem).
+    integrations: dict[Annotated[str, StringConstraints(pattern=_NAME)], IntegrationConfig] = Field(
+        default_factory=dict
+    )
     alerting: AlertingConfig = AlertingConfig()
-
-    @field_validator("integrations")
-    @classmethod
-    def _names(cls, value: dict[str, IntegrationConfig]) -> dict[str, IntegrationConfig]:
-        for name in value:
-            if not re.match(_NAME, name):
-                raise ValueError(f"integration name {name!r} must match {_NAME}")
-        return value
 
     @classmethod
     def settings_customise_sources(
@@ -353,6 +350,8 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> str:
     """Turn pydantic's loc into ``a.b[0].c``, dropping the discriminator tags pydantic inserts."""
     path, node = "", data
     for part in loc:
+        if part == "[key]":  # the mapping's key itself is wrong: the path so far names it
+            continue
         if isinstance(node, list) and isinstance(part, int):
             path, node = f"{path}[{part}]", node[part] if part < len(node) else None
         elif isinstance(node, dict) and part in node:
@@ -369,6 +368,8 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> str:
 def _message(error: Mapping[str, Any]) -> str:
     msg = str(error["msg"])
     msg = msg.removeprefix("Value error, ")
+    if error["type"] == "string_pattern_mismatch" and (said := _pattern_said(error)) is not None:
+        return said
     if error["type"] == "extra_forbidden":
         return "unknown key (not allowed here; check the spelling)"
     if error["type"] == "missing":
@@ -388,6 +389,22 @@ def _message(error: Mapping[str, Any]) -> str:
         if isinstance(shown, str | int | float | bool) or shown is None:
             return f"{msg}, got {_as_written(shown)}"
     return msg
+
+
+# ``^[A-Za-z0-9_.-]{1,64}$``: the names' patterns, said in words ("1 to 64 characters of A-Z a-z 0-9 _ . -")
+_CHARACTERS = re.compile(r"\^\[([^\]]+)\]\{(\d+),(\d+)\}\$")
+_ONE_OF = re.compile(r"\^\(([\w|]+)\)\$")
+
+
+def _pattern_said(error: Mapping[str, Any]) -> str | None:
+    pattern, shown = str(error.get("ctx", {}).get("pattern", "")), error.get("input")
+    got = f", got {_as_written(shown)}" if isinstance(shown, str) else ""
+    if (chars := _CHARACTERS.fullmatch(pattern)) is not None:
+        listed = " ".join(re.findall(r"[^-]-[^-]|.", chars.group(1)))
+        return f"expected {chars.group(2)} to {chars.group(3)} characters of {listed}{got}"
+    if (choices := _ONE_OF.fullmatch(pattern)) is not None:
+        return f"expected one of {', '.join(choices.group(1).split('|'))}{got}"
+    return None
 
 
 def _as_written(value: str | float | bool | None) -> str:
