@@ -183,6 +183,9 @@ class _Gcra:
         return pause
 
 
+ASKS_IN_FLIGHT = 8  # Redis asks one asyncio limiter makes at once (see RateLimiter)
+
+
 class RateLimiter(_Gcra):
     """The limiter for asyncio code (``redis.asyncio.Redis``)."""
 
@@ -199,12 +202,17 @@ class RateLimiter(_Gcra):
         super().__init__(limit, integration=integration, cooldown=cooldown, clock=clock)
         self._script = redis.register_script(GCRA_SCRIPT)
         self._max_wait = max_wait
+        # Asks in flight at once. redis-py's asyncio pool (100 connections by default in redis-py 8)
+        # fails at once when all are taken: a burst of 300 concurrent calls made the limiter itself
+        # exhaust it, take that for a Redis outage and let 200 calls through unlimited. One ask is one
+        # short script, so a few connections serve thousands of calls a second.
+        self._asking = asyncio.Semaphore(ASKS_IN_FLIGHT)
 
     async def try_acquire(self) -> Decision:
         if (passed := self.skipping()) is not None:
             return passed
         try:
-            async with asyncio.timeout(self._max_wait):
+            async with asyncio.timeout(self._max_wait), self._asking:  # (a queue for a slot counts in max_wait)
                 reply = await self._script(keys=[self.key], args=self._args)
         except TimeoutError as exc:  # asyncio's: no answer within max_wait (a redis-py timeout is an error)
             return self.failed(exc, waited=self._max_wait)

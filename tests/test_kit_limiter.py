@@ -108,6 +108,23 @@ async def test_the_monitor_reads_the_limiter_with_one_line_of_quota_config(
     assert obs.ratio is not None and obs.ratio >= 0.79  # the 80 % warning fires at this usage
 
 
+async def test_a_burst_beyond_the_redis_pool_is_limited_not_let_through(
+    shared_redis: redis.asyncio.Redis, prefix: str
+) -> None:
+    """More calls at once than the client's pool has connections (redis-py 8: 100 by default; here
+    10): the pool fails at once when exhausted, and the limiter took that for a Redis outage and let
+    the rest through unlimited."""
+    client = redis.asyncio.Redis.from_url(SHARED_REDIS, max_connections=10)
+    limiter = RateLimiter(client, RateLimit(rate=1, per=3600.0, burst=1, key=f"{prefix}rate:burst"),
+                          integration="burst")
+    try:
+        decisions = await asyncio.gather(*(limiter.try_acquire() for _ in range(100)))
+    finally:
+        await client.aclose()
+    assert not [d for d in decisions if d.bypassed]
+    assert sum(d.allowed for d in decisions) == 1  # the burst of one, the other 99 told to wait
+
+
 async def test_a_slow_redis_is_waited_for_not_let_through(own_redis: OwnRedis, caplog) -> None:
     """A loaded machine can take most of a second to answer the limiter (five processes of four tasks each
     once got [40, 0, 40, 0, 0]: a process whose first ask took over 0.25 s let all its calls through)."""
