@@ -70,6 +70,12 @@ class Component(Protocol):
 # removed from the config (drop its series), one moving here like one added. Alone, it sees everything.
 # See monitor/cluster_runtime.py. The default, "fleet", sees the whole config.
 #
+# Optional: a component that counts failed runs in a row itself (the alert engine) defines
+#     def on_streak_continued(self, integration: str, check: str, count: int) -> None
+# and the recorder calls it when this replica takes a check over whose previous owner had counted ``count``
+# failed runs in a row (monitor/cluster/streaks.py), so the count continues across a handover instead of
+# starting again at 0 (monitor/recorder.py ``continued``).
+#
 # Optional: a component that also serves HTTP endpoints (e.g. /api/silences) defines
 #     def routes(self) -> Iterable[aiohttp.web.AbstractRouteDef]
 # and the app adds them to its server (monitor/server.py) before it starts listening.
