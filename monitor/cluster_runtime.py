@@ -21,9 +21,10 @@ from monitor.cluster.replica import Cluster
 from monitor.cluster.streaks import Streaks
 from monitor.cluster.streams import ResultStreams
 from monitor.settings.cluster import default_replica_id
+from monitor.turns import in_turns
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Generator, Mapping
 
     import redis.asyncio
 
@@ -131,13 +132,9 @@ class ClusterRuntime:
                 for _ in self._forget_steps(recorder):
                     pass
                 return
-            self._forgetting = loop.create_task(self._forget_in_slices(recorder), name="cluster-forget-lost")
+            self._forgetting = loop.create_task(in_turns(self._forget_steps(recorder)), name="cluster-forget-lost")
 
-    async def _forget_in_slices(self, recorder: Recorder) -> None:
-        for _ in self._forget_steps(recorder):
-            await asyncio.sleep(0)
-
-    def _forget_steps(self, recorder: Recorder) -> Iterator[None]:
+    def _forget_steps(self, recorder: Recorder) -> Generator[None, None, None]:
         forgotten = 0
         while self._lost:
             forgotten += self._forget(recorder, self._lost.pop())

@@ -39,6 +39,7 @@ from monitor.cluster.membership import Backoff, Beat, Membership
 from monitor.cluster.placement import Assignment, Change, Listener, fleet_fingerprint, shard_key
 from monitor.cluster.rendezvous import owner
 from monitor.cluster.view import Member, active_ids, next_change, ran_until
+from monitor.turns import in_turns
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -441,14 +442,7 @@ class Cluster:
             self._work_out(self.config, members, self.me), name="cluster-placement-ahead")
 
     async def _work_out(self, config: Config, members: tuple[str, ...], me: str) -> None:
-        steps = Assignment.in_slices(config, members, me)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                self._ahead = (config, me, done.value)
-                return
-            await asyncio.sleep(0)
+        self._ahead = (config, me, await in_turns(Assignment.in_slices(config, members, me)))
 
     def _placement(self, members: tuple[str, ...]) -> Assignment:
         """The placement of ``members``: the one worked out ahead if it is that view's (same config, same id)."""
